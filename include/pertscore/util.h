@@ -1,0 +1,146 @@
+/* pertscore/util.h: the one error path, small containers, RNG and progress.
+ *
+ * Every function that can fail returns an int status (PS_OK on success) and
+ * records a message with ps_error_set(). Callers propagate with PS_CALL; MPI,
+ * HDF5 and PETSc return codes are checked with PS_CHECK_MPI / PS_CHECK_H5 /
+ * PS_CHECK_PETSC so that every failure names where it happened. */
+#ifndef PERTSCORE_UTIL_H
+#define PERTSCORE_UTIL_H
+
+#include <mpi.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum {
+  PS_OK = 0,
+  PS_ERR_INPUT = 2,  /* the user's files or options are wrong */
+  PS_ERR_SYSTEM = 3, /* MPI, HDF5, PETSc, out of memory, I/O */
+};
+
+/* Record an error message (printf-style) and return code. */
+int ps_error_set(int code, const char *file, int line, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* Add "file:line" of a caller to the trace of the current error; returns code. */
+int ps_error_trace(int code, const char *file, int line);
+const char *ps_error_message(void);
+const char *ps_error_where(void);
+void ps_error_clear(void);
+
+#define PS_FAIL(code, ...) return ps_error_set((code), __FILE__, __LINE__, __VA_ARGS__)
+#define PS_CALL(expr)                                                      \
+  do {                                                                     \
+    int ps_e_ = (expr);                                                    \
+    if (ps_e_ != PS_OK) return ps_error_trace(ps_e_, __FILE__, __LINE__);  \
+  } while (0)
+#define PS_CHECK_MPI(expr)                                                 \
+  do {                                                                     \
+    int ps_m_ = (expr);                                                    \
+    if (ps_m_ != MPI_SUCCESS) return ps_error_mpi(ps_m_, #expr, __FILE__, __LINE__); \
+  } while (0)
+/* HDF5 calls return a negative value on failure. */
+#define PS_CHECK_H5(expr)                                                  \
+  do {                                                                     \
+    if ((expr) < 0) return ps_error_set(PS_ERR_SYSTEM, __FILE__, __LINE__, "HDF5 call failed: %s", #expr); \
+  } while (0)
+#define PS_CHECK_PETSC(expr)                                               \
+  do {                                                                     \
+    int ps_p_ = (int)(expr);                                               \
+    if (ps_p_ != 0) return ps_error_set(PS_ERR_SYSTEM, __FILE__, __LINE__, "PETSc error %d in %s", ps_p_, #expr); \
+  } while (0)
+#define PS_ALLOC(ptr, count)                                               \
+  do {                                                                     \
+    size_t ps_n_ = (size_t)(count);                                        \
+    (ptr) = calloc(ps_n_ ? ps_n_ : 1, sizeof *(ptr));                      \
+    if (!(ptr)) return ps_error_set(PS_ERR_SYSTEM, __FILE__, __LINE__,     \
+                                    "out of memory allocating %zu x %zu bytes", ps_n_, sizeof *(ptr)); \
+  } while (0)
+
+int ps_error_mpi(int mpi_code, const char *call, const char *file, int line);
+
+/* Make a possibly rank-local error collective: every rank learns whether any
+ * rank failed, and the message of the lowest failing rank. Returns that code. */
+int ps_error_sync(MPI_Comm comm, int err);
+
+/* Output file that must not survive a failure (OUTPUT.partial). */
+void ps_cleanup_register(const char *path);
+void ps_cleanup_unregister(void);
+
+/* Top-level exit on error: after ps_error_sync every rank holds the same
+ * message; rank 0 prints it and all ranks leave with a non-zero status. For an
+ * error seen by this rank only (not synced), print and MPI_Abort. */
+void ps_die(MPI_Comm comm, int err, int collective) __attribute__((noreturn));
+
+/* ---- compressed sparse rows, local block ---- */
+typedef struct {
+  int64_t n_rows; /* local rows */
+  int64_t n_cols;
+  int64_t *indptr; /* n_rows + 1, indptr[0] == 0 */
+  int32_t *indices;
+  double *data;
+} ps_csr;
+
+void ps_csr_free(ps_csr *m);
+int64_t ps_csr_nnz(const ps_csr *m);
+
+/* ---- growable array of strings ---- */
+typedef struct {
+  char **items;
+  int64_t n, cap;
+} ps_strlist;
+
+int ps_strlist_push(ps_strlist *l, const char *s);
+void ps_strlist_free(ps_strlist *l);
+/* Sort and remove duplicates. */
+void ps_strlist_sort_unique(ps_strlist *l);
+/* Index of s in a sorted list, or -1. */
+int64_t ps_strlist_find_sorted(const ps_strlist *l, const char *s);
+/* Union of every rank's list, sorted and unique, identical on all ranks. */
+int ps_strlist_allgather_union(MPI_Comm comm, const ps_strlist *local, ps_strlist *out);
+
+/* ---- string -> int64 hash map (open addressing, keys copied) ---- */
+typedef struct {
+  char **keys;
+  int64_t *values;
+  int64_t cap, n;
+} ps_strmap;
+
+int ps_strmap_init(ps_strmap *m, int64_t expected);
+/* Insert or overwrite. */
+int ps_strmap_put(ps_strmap *m, const char *key, int64_t value);
+/* Value for key, or -1. */
+int64_t ps_strmap_get(const ps_strmap *m, const char *key);
+void ps_strmap_free(ps_strmap *m);
+
+/* ---- counter-based random numbers: value depends only on (seed, stream, counter),
+ * so a cell's draws are the same whichever rank generates it ---- */
+typedef struct {
+  uint64_t key;
+  uint64_t counter;
+} ps_rng;
+
+ps_rng ps_rng_make(uint64_t seed, uint64_t stream);
+uint64_t ps_rng_next(ps_rng *r);
+double ps_rng_uniform(ps_rng *r);  /* (0, 1) */
+double ps_rng_normal(ps_rng *r);
+double ps_rng_gamma(ps_rng *r, double shape); /* scale 1 */
+int64_t ps_rng_poisson(ps_rng *r, double mean);
+
+/* ---- progress on rank 0 ---- */
+typedef struct {
+  int enabled;
+  double t_start, t_stage;
+  const char *stage;
+  int last_percent;
+} ps_progress;
+
+void ps_progress_init(ps_progress *p, MPI_Comm comm, int quiet);
+void ps_progress_stage(ps_progress *p, const char *stage);
+void ps_progress_update(ps_progress *p, double fraction);
+/* Stage finished; returns its seconds. */
+double ps_progress_done(ps_progress *p);
+double ps_wtime(void);
+
+/* Contiguous block [begin, end) of n items for rank r of p (uniform split). */
+void ps_block_range(int64_t n, int r, int p, int64_t *begin, int64_t *end);
+
+#endif
