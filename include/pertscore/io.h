@@ -1,0 +1,129 @@
+/* pertscore/io.h: every file format pertscore reads or writes (SPEC.md section 0,
+ * DESIGN.md "Results file"). No other module calls HDF5 directly.
+ *
+ * All functions are collective over comm unless they say otherwise. */
+#ifndef PERTSCORE_IO_H
+#define PERTSCORE_IO_H
+
+#include "pertscore/util.h"
+
+/* ---------------------------------------------------------------- input matrix */
+
+/* A block of an AnnData expression matrix: this rank's contiguous cells. */
+typedef struct {
+  int64_t n_cells, n_genes; /* global shape */
+  int64_t cell_begin;       /* first global cell of this rank's block */
+  ps_csr x;                 /* local cells x genes, values as stored */
+  ps_strlist genes;         /* all gene names (var index), every rank */
+  ps_strlist cells;         /* this block's cell names (obs index) */
+  char layout[8];           /* "csr", "csc" or "dense", as stored */
+  char element[256];        /* "X" or "layers/NAME" */
+} ps_matrix;
+
+/* Read X (layer == NULL) or layers/LAYER of an .h5ad. CSR input is split into
+ * contiguous cell blocks balanced by nonzeros; each rank reads only its block
+ * (collective hyperslab reads). CSC is read in gene blocks and exchanged into
+ * cell blocks; dense in row blocks. Values are validated (finite, >= 0; indices
+ * in range and increasing within a row; indptr monotone). */
+int ps_h5ad_read_matrix(MPI_Comm comm, const char *path, const char *layer, ps_matrix *out);
+void ps_matrix_free(ps_matrix *m);
+
+/* Values of obs column COLUMN for global cells [begin, end), as strings
+ * (categorical and string columns; numbers are formatted). */
+int ps_h5ad_read_obs_column(MPI_Comm comm, const char *path, const char *column, int64_t begin,
+                            int64_t end, ps_strlist *out);
+
+/* ---------------------------------------------------------------- guide tables */
+
+/* One guide call: a cell (local index into the matrix block), the unit label
+ * (targeted gene), the guide name and its UMI count. */
+typedef struct {
+  int64_t n, capacity;
+  int64_t *cell;
+  char **unit;
+  char **guide;
+  double *umi;
+  int64_t n_rows_read;   /* data rows in the file */
+  int64_t n_rows_local;  /* of those, rows naming a cell of this rank's block */
+} ps_guide_calls;
+
+/* Read a scMAGeCK barcode table (TSV: cell barcode sgrna gene read_count umi_count)
+ * or a Cell Ranger protospacer_calls_per_cell.csv (format sniffed from the header).
+ * Every rank streams the file and keeps the rows whose cell is in cell_index
+ * (local cell name -> local index). A trailing "-1" on cell names is ignored on
+ * both sides. */
+int ps_guides_read_table(const char *path, const ps_strmap *cell_index, ps_guide_calls *out);
+/* Guide calls from per-cell labels (an obs column): one label per cell, or several
+ * separated by ',', '|' or '+'. Empty labels mean no guide. */
+int ps_guides_from_labels(const ps_strlist *labels, ps_guide_calls *out);
+void ps_guide_calls_free(ps_guide_calls *g);
+/* Cell-name key used for matching (drops a trailing "-1"); writes into buf. */
+const char *ps_cell_key(const char *name, char *buf, size_t size);
+
+/* ---------------------------------------------------------------- target genes */
+
+/* User targets: GMT (name TAB description TAB gene...) or TSV (perturbation TAB gene).
+ * Read on every rank (small). Returns parallel arrays of (perturbation, gene). */
+typedef struct {
+  ps_strlist perturbation;
+  ps_strlist gene;
+} ps_target_pairs;
+int ps_targets_read(const char *path, ps_target_pairs *out);
+void ps_target_pairs_free(ps_target_pairs *t);
+
+/* ---------------------------------------------------------------- writing h5ad */
+
+typedef struct ps_h5ad_writer ps_h5ad_writer;
+
+/* Create path (truncating) collectively, with the AnnData root attributes and the
+ * empty groups AnnData expects. Object timestamps are off so that the same content
+ * gives the same bytes on any number of ranks. */
+int ps_h5ad_create(MPI_Comm comm, const char *path, ps_h5ad_writer **out);
+/* Close; returns an error if anything failed on the way. */
+int ps_h5ad_close(ps_h5ad_writer **w);
+
+/* Distributed CSR matrix at NAME ("X", "layers/counts"): this rank's rows start at
+ * global row row_offset; n_rows_global rows in all. data_float32 stores data as float32. */
+int ps_h5ad_write_csr(ps_h5ad_writer *w, const char *name, const ps_csr *local, int64_t row_offset,
+                      int64_t n_rows_global, int data_float32);
+
+/* A data frame column. Rows are distributed like the frame (see write_frame). */
+typedef enum { PS_COL_F64, PS_COL_I64, PS_COL_STRING, PS_COL_CATEGORICAL } ps_column_kind;
+typedef struct {
+  const char *name;
+  ps_column_kind kind;
+  const double *f64;             /* PS_COL_F64 */
+  const int64_t *i64;            /* PS_COL_I64 */
+  char *const *strings;          /* PS_COL_STRING: one per local row */
+  const int32_t *codes;          /* PS_COL_CATEGORICAL: one per local row, -1 = missing */
+  const ps_strlist *categories;  /* PS_COL_CATEGORICAL: the same on every rank */
+} ps_column;
+
+/* Data frame NAME ("obs", "var"): index names and columns for this rank's rows
+ * [row_offset, row_offset + n_local) of n_global. For a frame every rank holds
+ * whole (var), pass row_offset 0 on rank 0 and n_local 0 elsewhere. */
+int ps_h5ad_write_frame(ps_h5ad_writer *w, const char *name, char *const *index, int64_t n_local,
+                        int64_t row_offset, int64_t n_global, const ps_column *columns,
+                        int n_columns);
+
+/* Dense row-major matrix (every rank passes the same data; rank 0 writes it). */
+int ps_h5ad_write_dense(ps_h5ad_writer *w, const char *name, const double *data, int64_t rows,
+                        int64_t cols);
+/* Small uns entries (every rank passes the same values). NAME is a path such as
+ * "uns/pertscore/lambda"; missing parent groups are created as AnnData dicts. */
+int ps_h5ad_write_scalar(ps_h5ad_writer *w, const char *name, double value);
+int ps_h5ad_write_string(ps_h5ad_writer *w, const char *name, const char *value);
+int ps_h5ad_write_strings(ps_h5ad_writer *w, const char *name, char *const *values, int64_t n);
+
+/* Write text collectively: each rank's chunk lands after all lower ranks' chunks. */
+int ps_text_write_ordered(MPI_Comm comm, const char *path, const char *chunk, int64_t length);
+
+/* Publish OUTPUT.partial as OUTPUT (rank 0 renames after a barrier). */
+int ps_output_commit(MPI_Comm comm, const char *partial, const char *final_path);
+
+/* ---------------------------------------------------------------- inspect */
+
+/* Print a summary of an .h5ad (input or results) to stdout; rank 0 only, serial. */
+int ps_h5ad_inspect(const char *path);
+
+#endif

@@ -1,0 +1,278 @@
+/* Writing .h5ad files (results and simulated input) collectively: every rank
+ * writes its rows with hyperslab selections, small items come from identical
+ * copies on every rank. Strings are stored fixed-length so they can be written
+ * in parallel; AnnData reads them as ordinary strings. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "h5.h"
+#include "pertscore/io.h"
+
+struct ps_h5ad_writer {
+  ps_h5 h;
+  char path[4096];
+};
+
+static int create_plain_group(ps_h5 *h, const char *name, hid_t *group) {
+  hid_t gcpl = H5Pcreate(H5P_GROUP_CREATE);
+  H5Pset_obj_track_times(gcpl, 0);
+  *group = H5Gcreate2(h->file, name, H5P_DEFAULT, gcpl, H5P_DEFAULT);
+  H5Pclose(gcpl);
+  if (*group < 0) PS_FAIL(PS_ERR_SYSTEM, "%s: cannot create group /%s", h->path, name);
+  return PS_OK;
+}
+
+int ps_h5ad_create(MPI_Comm comm, const char *path, ps_h5ad_writer **out) {
+  ps_h5ad_writer *w;
+  PS_ALLOC(w, 1);
+  snprintf(w->path, sizeof w->path, "%s", path);
+  PS_CALL(ps_h5_create(comm, w->path, &w->h));
+  hid_t root = H5Gopen2(w->h.file, "/", H5P_DEFAULT);
+  PS_CALL(ps_h5_encoding(root, "anndata", "0.1.0"));
+  H5Gclose(root);
+  static const char *dicts[] = {"layers", "obsm", "obsp", "varm", "varp", "uns"};
+  for (size_t i = 0; i < sizeof dicts / sizeof *dicts; i++) {
+    hid_t g;
+    PS_CALL(ps_h5_group_path(&w->h, dicts[i], &g));
+    H5Gclose(g);
+  }
+  *out = w;
+  return PS_OK;
+}
+
+int ps_h5ad_close(ps_h5ad_writer **w) {
+  if (!w || !*w) return PS_OK;
+  int err = ps_h5_close(&(*w)->h);
+  free(*w);
+  *w = NULL;
+  return err;
+}
+
+int ps_h5ad_write_csr(ps_h5ad_writer *w, const char *name, const ps_csr *local, int64_t row_offset,
+                      int64_t n_rows_global, int data_float32) {
+  ps_h5 *h = &w->h;
+  int64_t nnz = ps_csr_nnz(local), nnz_before = 0, nnz_total = 0;
+  PS_CHECK_MPI(MPI_Exscan(&nnz, &nnz_before, 1, MPI_INT64_T, MPI_SUM, h->comm));
+  if (h->rank == 0) nnz_before = 0;
+  PS_CHECK_MPI(MPI_Allreduce(&nnz, &nnz_total, 1, MPI_INT64_T, MPI_SUM, h->comm));
+  char parent[512], sub[600];
+  snprintf(parent, sizeof parent, "%s", name);
+  char *slash = strrchr(parent, '/');
+  if (slash) { /* e.g. layers/counts: make sure layers exists */
+    *slash = '\0';
+    hid_t pg;
+    PS_CALL(ps_h5_group_path(h, parent, &pg));
+    H5Gclose(pg);
+  }
+  hid_t g;
+  PS_CALL(create_plain_group(h, name, &g));
+  PS_CALL(ps_h5_encoding(g, "csr_matrix", "0.1.0"));
+  int64_t shape[2] = {n_rows_global, local->n_cols};
+  PS_CALL(ps_h5_attr_write_i64s(g, "shape", shape, 2));
+  H5Gclose(g);
+  snprintf(sub, sizeof sub, "%s/data", name);
+  PS_CALL(ps_h5_write_range(h, sub, data_float32 ? H5T_IEEE_F32LE : H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, nnz_total,
+                            nnz_before, nnz, local->data));
+  snprintf(sub, sizeof sub, "%s/indices", name);
+  PS_CALL(ps_h5_write_range(h, sub, H5T_STD_I32LE, H5T_NATIVE_INT32, nnz_total, nnz_before, nnz, local->indices));
+  /* indptr: rank r writes its n_rows entries shifted to global positions; the
+   * last rank also writes the final entry. */
+  int64_t count = local->n_rows + (h->rank == h->size - 1 ? 1 : 0);
+  int64_t *ptr;
+  PS_ALLOC(ptr, count);
+  for (int64_t i = 0; i < count; i++) ptr[i] = local->indptr[i] + nnz_before;
+  snprintf(sub, sizeof sub, "%s/indptr", name);
+  PS_CALL(ps_h5_write_range(h, sub, H5T_STD_I64LE, H5T_NATIVE_INT64, n_rows_global + 1, row_offset, count, ptr));
+  free(ptr);
+  return PS_OK;
+}
+
+static int write_column(ps_h5 *h, const char *frame, const ps_column *c, int64_t n_local, int64_t offset,
+                        int64_t n_global) {
+  char name[600];
+  snprintf(name, sizeof name, "%s/%s", frame, c->name);
+  if (c->kind == PS_COL_CATEGORICAL) {
+    hid_t g;
+    PS_CALL(create_plain_group(h, name, &g));
+    PS_CALL(ps_h5_encoding(g, "categorical", "0.2.0"));
+    PS_CALL(ps_h5_attr_write_bool(g, "ordered", 0));
+    H5Gclose(g);
+    char sub[700];
+    snprintf(sub, sizeof sub, "%s/codes", name);
+    int64_t n_cat = c->categories->n;
+    hid_t code_type = n_cat < 127 ? H5T_STD_I8LE : (n_cat < 32767 ? H5T_STD_I16LE : H5T_STD_I32LE);
+    PS_CALL(ps_h5_write_range(h, sub, code_type, H5T_NATIVE_INT32, n_global, offset, n_local, c->codes));
+    snprintf(sub, sizeof sub, "%s/categories", name);
+    /* categories are identical everywhere: rank 0 writes them */
+    int64_t mine = h->rank == 0 ? n_cat : 0;
+    PS_CALL(ps_h5_write_strings(h, sub, n_cat, 0, mine, c->categories->items));
+    hid_t ds = H5Dopen2(h->file, sub, H5P_DEFAULT);
+    PS_CALL(ps_h5_encoding(ds, "string-array", "0.2.0"));
+    H5Dclose(ds);
+    return PS_OK;
+  }
+  if (c->kind == PS_COL_STRING) {
+    PS_CALL(ps_h5_write_strings(h, name, n_global, offset, n_local, c->strings));
+  } else if (c->kind == PS_COL_F64) {
+    PS_CALL(ps_h5_write_range(h, name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, n_global, offset, n_local, c->f64));
+  } else {
+    PS_CALL(ps_h5_write_range(h, name, H5T_STD_I64LE, H5T_NATIVE_INT64, n_global, offset, n_local, c->i64));
+  }
+  hid_t ds = H5Dopen2(h->file, name, H5P_DEFAULT);
+  PS_CALL(ps_h5_encoding(ds, c->kind == PS_COL_STRING ? "string-array" : "array", "0.2.0"));
+  H5Dclose(ds);
+  return PS_OK;
+}
+
+int ps_h5ad_write_frame(ps_h5ad_writer *w, const char *name, char *const *index, int64_t n_local,
+                        int64_t row_offset, int64_t n_global, const ps_column *columns, int n_columns) {
+  ps_h5 *h = &w->h;
+  hid_t g;
+  PS_CALL(create_plain_group(h, name, &g));
+  PS_CALL(ps_h5_encoding(g, "dataframe", "0.2.0"));
+  PS_CALL(ps_h5_attr_write_string(g, "_index", "_index"));
+  char **order;
+  PS_ALLOC(order, n_columns);
+  for (int i = 0; i < n_columns; i++) order[i] = (char *)columns[i].name;
+  PS_CALL(ps_h5_attr_write_strings(g, "column-order", order, n_columns));
+  free(order);
+  H5Gclose(g);
+  char sub[600];
+  snprintf(sub, sizeof sub, "%s/_index", name);
+  PS_CALL(ps_h5_write_strings(h, sub, n_global, row_offset, n_local, index));
+  hid_t ds = H5Dopen2(h->file, sub, H5P_DEFAULT);
+  PS_CALL(ps_h5_encoding(ds, "string-array", "0.2.0"));
+  H5Dclose(ds);
+  for (int i = 0; i < n_columns; i++) PS_CALL(write_column(h, name, &columns[i], n_local, row_offset, n_global));
+  return PS_OK;
+}
+
+static int ensure_parent(ps_h5 *h, const char *name) {
+  char parent[600];
+  snprintf(parent, sizeof parent, "%s", name);
+  char *slash = strrchr(parent, '/');
+  if (!slash) return PS_OK;
+  *slash = '\0';
+  hid_t g;
+  PS_CALL(ps_h5_group_path(h, parent, &g));
+  H5Gclose(g);
+  return PS_OK;
+}
+
+int ps_h5ad_write_dense(ps_h5ad_writer *w, const char *name, const double *data, int64_t rows, int64_t cols) {
+  ps_h5 *h = &w->h;
+  PS_CALL(ensure_parent(h, name));
+  hsize_t dims[2] = {(hsize_t)rows, (hsize_t)cols};
+  hid_t space = H5Screate_simple(2, dims, NULL);
+  hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+  H5Pset_obj_track_times(dcpl, 0);
+  hid_t ds = H5Dcreate2(h->file, name, H5T_IEEE_F64LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+  H5Pclose(dcpl);
+  if (ds < 0) PS_FAIL(PS_ERR_SYSTEM, "%s: cannot create /%s", h->path, name);
+  hid_t mspace = H5Screate_simple(2, dims, NULL);
+  if (h->rank != 0 || rows * cols == 0) {
+    H5Sselect_none(space);
+    H5Sselect_none(mspace);
+  }
+  int rc = H5Dwrite(ds, H5T_NATIVE_DOUBLE, mspace, space, h->xfer_collective, data);
+  H5Sclose(mspace);
+  H5Sclose(space);
+  if (rc >= 0) rc = ps_h5_encoding(ds, "array", "0.2.0") == PS_OK ? 0 : -1;
+  H5Dclose(ds);
+  if (rc < 0) PS_FAIL(PS_ERR_SYSTEM, "%s: writing /%s failed", h->path, name);
+  return PS_OK;
+}
+
+int ps_h5ad_write_scalar(ps_h5ad_writer *w, const char *name, double value) {
+  ps_h5 *h = &w->h;
+  PS_CALL(ensure_parent(h, name));
+  hid_t space = H5Screate(H5S_SCALAR);
+  hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+  H5Pset_obj_track_times(dcpl, 0);
+  hid_t ds = H5Dcreate2(h->file, name, H5T_IEEE_F64LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+  H5Pclose(dcpl);
+  if (ds < 0) PS_FAIL(PS_ERR_SYSTEM, "%s: cannot create /%s", h->path, name);
+  hid_t fsel = H5Scopy(space);
+  if (h->rank != 0) H5Sselect_none(fsel);
+  int rc = H5Dwrite(ds, H5T_NATIVE_DOUBLE, fsel, fsel, h->xfer_collective, &value);
+  H5Sclose(fsel);
+  H5Sclose(space);
+  if (rc >= 0) rc = ps_h5_encoding(ds, "numeric-scalar", "0.2.0") == PS_OK ? 0 : -1;
+  H5Dclose(ds);
+  if (rc < 0) PS_FAIL(PS_ERR_SYSTEM, "%s: writing /%s failed", h->path, name);
+  return PS_OK;
+}
+
+int ps_h5ad_write_string(ps_h5ad_writer *w, const char *name, const char *value) {
+  ps_h5 *h = &w->h;
+  PS_CALL(ensure_parent(h, name));
+  size_t len = strlen(value);
+  hid_t type = H5Tcopy(H5T_C_S1);
+  H5Tset_size(type, len ? len : 1);
+  H5Tset_strpad(type, H5T_STR_NULLPAD);
+  H5Tset_cset(type, H5T_CSET_UTF8);
+  hid_t space = H5Screate(H5S_SCALAR);
+  hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+  H5Pset_obj_track_times(dcpl, 0);
+  hid_t ds = H5Dcreate2(h->file, name, type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+  H5Pclose(dcpl);
+  if (ds < 0) PS_FAIL(PS_ERR_SYSTEM, "%s: cannot create /%s", h->path, name);
+  char *buf = calloc(len + 1, 1);
+  if (!buf) PS_FAIL(PS_ERR_SYSTEM, "out of memory");
+  memcpy(buf, value, len);
+  hid_t fsel = H5Scopy(space);
+  if (h->rank != 0) H5Sselect_none(fsel);
+  int rc = H5Dwrite(ds, type, fsel, fsel, h->xfer_collective, buf);
+  free(buf);
+  H5Sclose(fsel);
+  H5Sclose(space);
+  H5Tclose(type);
+  if (rc >= 0) rc = ps_h5_encoding(ds, "string", "0.2.0") == PS_OK ? 0 : -1;
+  H5Dclose(ds);
+  if (rc < 0) PS_FAIL(PS_ERR_SYSTEM, "%s: writing /%s failed", h->path, name);
+  return PS_OK;
+}
+
+int ps_h5ad_write_strings(ps_h5ad_writer *w, const char *name, char *const *values, int64_t n) {
+  ps_h5 *h = &w->h;
+  PS_CALL(ensure_parent(h, name));
+  PS_CALL(ps_h5_write_strings(h, name, n, 0, h->rank == 0 ? n : 0, values));
+  hid_t ds = H5Dopen2(h->file, name, H5P_DEFAULT);
+  PS_CALL(ps_h5_encoding(ds, "string-array", "0.2.0"));
+  H5Dclose(ds);
+  return PS_OK;
+}
+
+int ps_text_write_ordered(MPI_Comm comm, const char *path, const char *chunk, int64_t length) {
+  int64_t before = 0;
+  int rank;
+  MPI_Comm_rank(comm, &rank);
+  PS_CHECK_MPI(MPI_Exscan(&length, &before, 1, MPI_INT64_T, MPI_SUM, comm));
+  if (rank == 0) before = 0;
+  MPI_File fh;
+  int rc = MPI_File_open(comm, path, MPI_MODE_CREATE | MPI_MODE_WRONLY, MPI_INFO_NULL, &fh);
+  if (rc != MPI_SUCCESS) PS_FAIL(PS_ERR_INPUT, "%s: cannot create file (folder missing or not writable?)", path);
+  PS_CHECK_MPI(MPI_File_set_size(fh, 0));
+  /* MPI counts are int: write in pieces below 1 GiB */
+  const int64_t piece = 1 << 30;
+  int64_t my_pieces = (length + piece - 1) / piece, pieces = 0;
+  PS_CHECK_MPI(MPI_Allreduce(&my_pieces, &pieces, 1, MPI_INT64_T, MPI_MAX, comm));
+  for (int64_t p = 0; p < pieces; p++) {
+    int64_t off = p * piece, n = off < length ? (length - off < piece ? length - off : piece) : 0;
+    PS_CHECK_MPI(MPI_File_write_at_all(fh, before + off, chunk + (n ? off : 0), (int)n, MPI_CHAR, MPI_STATUS_IGNORE));
+  }
+  PS_CHECK_MPI(MPI_File_close(&fh));
+  return PS_OK;
+}
+
+int ps_output_commit(MPI_Comm comm, const char *partial, const char *final_path) {
+  int rank, rc = 0;
+  MPI_Comm_rank(comm, &rank);
+  PS_CHECK_MPI(MPI_Barrier(comm));
+  if (rank == 0) rc = rename(partial, final_path);
+  PS_CHECK_MPI(MPI_Bcast(&rc, 1, MPI_INT, 0, comm));
+  if (rc != 0) PS_FAIL(PS_ERR_SYSTEM, "cannot rename %s to %s", partial, final_path);
+  return PS_OK;
+}

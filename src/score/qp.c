@@ -1,0 +1,268 @@
+/* One bound-constrained QP per cell with PETSc/TAO (SPEC.md section 3).
+ *
+ *   minimize f(psi) = 1/2 psi^T H psi - c^T psi + lambda 1^T psi,  0 <= psi <= U.
+ *
+ * Cells are scored one after another, millions of them, with |S_j| mostly 1..8.
+ * So the solver keeps one TAO object (with its Vecs and a dense Hessian Mat) per
+ * dimension, created the first time a cell of that dimension comes along and
+ * reused for every later one; a solve only copies H, c and lambda in.
+ *
+ * Numerical traps:
+ * - H = B_S B_S^T is singular or nearly so when two perturbations have almost
+ *   the same beta row. The optimum is then not unique in psi, only in f, which
+ *   is why the answer is judged by the projected gradient (KKT), never by psi.
+ * - The callbacks scale the problem by 1 / (max_i |c_i| + lambda), the size of
+ *   the gradient at psi = 0, so one absolute gradient tolerance set at creation
+ *   (and overridable with -ps_qp_tao_gatol) means the same relative accuracy
+ *   for every cell, whatever the units of the expression data.
+ * - If TAO stops short of the tolerance we do not accept it: the QP is solved
+ *   again with a second method from psi = 0, and only if that fails too is it an
+ *   error. */
+#include "pertscore/score.h"
+
+#include <math.h>
+#include <petsctao.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* The QP being solved right now; the TAO callbacks read it. */
+typedef struct {
+  int dim;
+  const double *hessian; /* row-major dim x dim, symmetric */
+  const double *linear;
+  double lambda;
+  double inv_scale; /* 1 / (max_i |c_i| + lambda) */
+} qp_problem;
+
+/* What TAO needs for one dimension, created once. */
+typedef struct {
+  Tao tao;
+  Vec x, lower, upper;
+  Mat hessian;
+  double upper_value; /* value currently in the upper-bound Vec */
+} qp_slot;
+
+struct ps_qp_solver {
+  int n_dims;          /* slots exist for dim 1..n_dims (entries may still be empty) */
+  qp_slot *primary;    /* n_dims; tao == NULL until first used */
+  qp_slot *fallback;   /* second method, created only if the first one ever fails */
+  qp_problem problem;
+  double tolerance;
+  int64_t n_solves, n_fallback, n_iterations;
+};
+
+/* Default methods (override with -ps_qp_tao_type / -ps_qp_fallback_tao_type). */
+#define PS_QP_PRIMARY_TYPE TAOBNLS
+#define PS_QP_FALLBACK_TYPE TAOBQNLS
+/* Absolute tolerance on the 2-norm of the projected gradient of the scaled problem. */
+#define PS_QP_GATOL 1e-12
+#define PS_QP_MAX_IT 500
+
+static PetscErrorCode qp_objective(Tao tao, Vec x, PetscReal *f, Vec g, void *ctx) {
+  const qp_problem *p = ctx;
+  const PetscScalar *xa;
+  PetscScalar *ga;
+  const int d = p->dim;
+  const double s = p->inv_scale;
+  double value = 0.0;
+
+  PetscFunctionBeginUser;
+  PetscCall(VecGetArrayRead(x, &xa));
+  PetscCall(VecGetArray(g, &ga));
+  for (int i = 0; i < d; i++) {
+    const double *row = p->hessian + (size_t)i * d;
+    double hx = 0.0;
+    for (int j = 0; j < d; j++) hx += row[j] * xa[j];
+    double lin = p->lambda - p->linear[i];
+    ga[i] = s * (hx + lin);
+    value += xa[i] * (0.5 * hx + lin);
+  }
+  *f = s * value;
+  PetscCall(VecRestoreArray(g, &ga));
+  PetscCall(VecRestoreArrayRead(x, &xa));
+  PetscFunctionReturn(0);
+}
+
+static PetscErrorCode qp_hessian(Tao tao, Vec x, Mat h, Mat pre, void *ctx) {
+  const qp_problem *p = ctx;
+  const int d = p->dim;
+  PetscScalar *a;
+  PetscInt lda;
+
+  PetscFunctionBeginUser;
+  PetscCall(MatDenseGetLDA(h, &lda));
+  PetscCall(MatDenseGetArrayWrite(h, &a));
+  for (int i = 0; i < d; i++)
+    for (int j = 0; j < d; j++) a[i + (size_t)j * lda] = p->inv_scale * p->hessian[(size_t)i * d + j];
+  PetscCall(MatDenseRestoreArrayWrite(h, &a));
+  PetscCall(MatAssemblyBegin(h, MAT_FINAL_ASSEMBLY));
+  PetscCall(MatAssemblyEnd(h, MAT_FINAL_ASSEMBLY));
+  PetscFunctionReturn(0);
+}
+
+static int slot_create(ps_qp_solver *s, int dim, const char *type, const char *prefix, qp_slot *slot) {
+  PS_CHECK_PETSC(VecCreateSeq(PETSC_COMM_SELF, dim, &slot->x));
+  PS_CHECK_PETSC(VecDuplicate(slot->x, &slot->lower));
+  PS_CHECK_PETSC(VecDuplicate(slot->x, &slot->upper));
+  PS_CHECK_PETSC(VecSet(slot->lower, 0.0));
+  PS_CHECK_PETSC(VecSet(slot->upper, 1.0));
+  slot->upper_value = 1.0;
+  PS_CHECK_PETSC(MatCreateSeqDense(PETSC_COMM_SELF, dim, dim, NULL, &slot->hessian));
+  PS_CHECK_PETSC(MatAssemblyBegin(slot->hessian, MAT_FINAL_ASSEMBLY));
+  PS_CHECK_PETSC(MatAssemblyEnd(slot->hessian, MAT_FINAL_ASSEMBLY));
+  PS_CHECK_PETSC(MatSetOption(slot->hessian, MAT_SYMMETRIC, PETSC_TRUE));
+
+  PS_CHECK_PETSC(TaoCreate(PETSC_COMM_SELF, &slot->tao));
+  PS_CHECK_PETSC(TaoSetType(slot->tao, type));
+  PS_CHECK_PETSC(TaoSetOptionsPrefix(slot->tao, prefix));
+  PS_CHECK_PETSC(TaoSetSolution(slot->tao, slot->x));
+  PS_CHECK_PETSC(TaoSetObjectiveAndGradient(slot->tao, NULL, qp_objective, &s->problem));
+  PS_CHECK_PETSC(TaoSetHessian(slot->tao, slot->hessian, slot->hessian, qp_hessian, &s->problem));
+  PS_CHECK_PETSC(TaoSetVariableBounds(slot->tao, slot->lower, slot->upper));
+  PS_CHECK_PETSC(TaoSetTolerances(slot->tao, PS_QP_GATOL, 0.0, 0.0));
+  PS_CHECK_PETSC(TaoSetMaximumIterations(slot->tao, PS_QP_MAX_IT));
+  PS_CHECK_PETSC(TaoSetMaximumFunctionEvaluations(slot->tao, 20 * PS_QP_MAX_IT));
+  PS_CHECK_PETSC(TaoSetFromOptions(slot->tao));
+  return PS_OK;
+}
+
+static void slot_destroy(qp_slot *slot) {
+  if (slot->tao) TaoDestroy(&slot->tao);
+  if (slot->hessian) MatDestroy(&slot->hessian);
+  if (slot->x) VecDestroy(&slot->x);
+  if (slot->lower) VecDestroy(&slot->lower);
+  if (slot->upper) VecDestroy(&slot->upper);
+  memset(slot, 0, sizeof *slot);
+}
+
+int ps_qp_solver_create(ps_qp_solver **out) {
+  ps_qp_solver *s;
+  PS_ALLOC(s, 1);
+  s->tolerance = 1e-6;
+  *out = s;
+  return PS_OK;
+}
+
+void ps_qp_solver_set_tolerance(ps_qp_solver *solver, double tolerance) { solver->tolerance = tolerance; }
+
+void ps_qp_solver_counts(const ps_qp_solver *solver, int64_t *n_solves, int64_t *n_fallback, int64_t *n_iterations) {
+  if (n_solves) *n_solves = solver->n_solves;
+  if (n_fallback) *n_fallback = solver->n_fallback;
+  if (n_iterations) *n_iterations = solver->n_iterations;
+}
+
+void ps_qp_solver_destroy(ps_qp_solver **solver) {
+  ps_qp_solver *s = solver ? *solver : NULL;
+  if (!s) return;
+  for (int d = 0; d < s->n_dims; d++) {
+    slot_destroy(&s->primary[d]);
+    slot_destroy(&s->fallback[d]);
+  }
+  free(s->primary);
+  free(s->fallback);
+  free(s);
+  *solver = NULL;
+}
+
+/* Make room for slots up to dim (grows lazily; the slots themselves are created on first use). */
+static int solver_reserve(ps_qp_solver *s, int dim) {
+  if (dim <= s->n_dims) return PS_OK;
+  int n = dim > 2 * s->n_dims ? dim : 2 * s->n_dims;
+  qp_slot *p = realloc(s->primary, (size_t)n * sizeof *p);
+  if (!p) PS_FAIL(PS_ERR_SYSTEM, "out of memory for QP solver slots");
+  s->primary = p;
+  qp_slot *f = realloc(s->fallback, (size_t)n * sizeof *f);
+  if (!f) PS_FAIL(PS_ERR_SYSTEM, "out of memory for QP solver slots");
+  s->fallback = f;
+  memset(s->primary + s->n_dims, 0, (size_t)(n - s->n_dims) * sizeof *p);
+  memset(s->fallback + s->n_dims, 0, (size_t)(n - s->n_dims) * sizeof *f);
+  s->n_dims = n;
+  return PS_OK;
+}
+
+double ps_qp_kkt_residual(int dim, const double *hessian, const double *linear, double lambda, double upper,
+                          const double *psi) {
+  double worst = 0.0, scale = 0.0;
+  for (int i = 0; i < dim; i++) {
+    const double *row = hessian + (size_t)i * dim;
+    double g = lambda - linear[i];
+    for (int j = 0; j < dim; j++) g += row[j] * psi[j];
+    double v;
+    if (psi[i] <= 0.0) v = g < 0.0 ? -g : 0.0;
+    else if (psi[i] >= upper) v = g > 0.0 ? g : 0.0;
+    else v = fabs(g);
+    if (!(v <= worst)) worst = v; /* a NaN sticks */
+    if (fabs(linear[i]) > scale) scale = fabs(linear[i]);
+  }
+  scale += fabs(lambda);
+  return worst / (scale > 1e-300 ? scale : 1e-300);
+}
+
+/* Run one TAO method from the start point in *start (length dim); result in psi. */
+static int slot_solve(ps_qp_solver *s, qp_slot *slot, double upper, const double *start, double *psi) {
+  const int d = s->problem.dim;
+  PetscScalar *xa;
+  if (slot->upper_value != upper) {
+    PS_CHECK_PETSC(VecSet(slot->upper, upper));
+    slot->upper_value = upper;
+  }
+  PS_CHECK_PETSC(VecGetArray(slot->x, &xa));
+  for (int i = 0; i < d; i++) xa[i] = start[i];
+  PS_CHECK_PETSC(VecRestoreArray(slot->x, &xa));
+  PS_CHECK_PETSC(TaoSolve(slot->tao));
+  PetscInt it = 0;
+  PS_CHECK_PETSC(TaoGetIterationNumber(slot->tao, &it));
+  s->n_iterations += it;
+  const PetscScalar *xr;
+  PS_CHECK_PETSC(VecGetArrayRead(slot->x, &xr));
+  for (int i = 0; i < d; i++) psi[i] = xr[i] < 0.0 ? 0.0 : xr[i] > upper ? upper : xr[i];
+  PS_CHECK_PETSC(VecRestoreArrayRead(slot->x, &xr));
+  return PS_OK;
+}
+
+int ps_qp_solve(ps_qp_solver *s, int dim, const double *hessian, const double *linear, double lambda,
+                double upper, double *psi) {
+  if (dim <= 0) return PS_OK;
+  if (!(upper > 0.0) || !isfinite(upper)) PS_FAIL(PS_ERR_INPUT, "QP upper bound must be positive, got %g", upper);
+  if (!(lambda >= 0.0) || !isfinite(lambda)) PS_FAIL(PS_ERR_INPUT, "QP lambda must be >= 0, got %g", lambda);
+  double scale = lambda;
+  for (int i = 0; i < dim; i++) {
+    if (!isfinite(linear[i])) PS_FAIL(PS_ERR_INPUT, "QP linear term %d is not finite (%g)", i, linear[i]);
+    if (fabs(linear[i]) + lambda > scale) scale = fabs(linear[i]) + lambda;
+  }
+  for (int i = 0; i < dim * dim; i++)
+    if (!isfinite(hessian[i])) PS_FAIL(PS_ERR_INPUT, "QP hessian entry %d is not finite (%g)", i, hessian[i]);
+  s->n_solves++;
+  if (scale <= 1e-300) { /* c = 0 and lambda = 0: psi = 0 is optimal (f >= 0 = f(0)) */
+    for (int i = 0; i < dim; i++) psi[i] = 0.0;
+    return PS_OK;
+  }
+  s->problem = (qp_problem){dim, hessian, linear, lambda, 1.0 / scale};
+  PS_CALL(solver_reserve(s, dim));
+
+  /* Start: each coordinate's own optimum with the others at 0, clamped (exact for dim 1). */
+  for (int i = 0; i < dim; i++) {
+    double h = hessian[(size_t)i * dim + i], g = linear[i] - lambda;
+    double v = h > 0.0 ? g / h : (g > 0.0 ? upper : 0.0);
+    psi[i] = v < 0.0 ? 0.0 : v > upper ? upper : v;
+  }
+  qp_slot *slot = &s->primary[dim - 1];
+  if (!slot->tao) PS_CALL(slot_create(s, dim, PS_QP_PRIMARY_TYPE, "ps_qp_", slot));
+  PS_CALL(slot_solve(s, slot, upper, psi, psi));
+  double kkt = ps_qp_kkt_residual(dim, hessian, linear, lambda, upper, psi);
+  if (kkt <= s->tolerance) return PS_OK;
+
+  /* Safeguard: another method, from psi = 0. */
+  s->n_fallback++;
+  double first = kkt;
+  qp_slot *back = &s->fallback[dim - 1];
+  if (!back->tao) PS_CALL(slot_create(s, dim, PS_QP_FALLBACK_TYPE, "ps_qp_fallback_", back));
+  for (int i = 0; i < dim; i++) psi[i] = 0.0;
+  PS_CALL(slot_solve(s, back, upper, psi, psi));
+  kkt = ps_qp_kkt_residual(dim, hessian, linear, lambda, upper, psi);
+  if (kkt <= s->tolerance) return PS_OK;
+  PS_FAIL(PS_ERR_SYSTEM,
+          "QP of dimension %d did not converge: relative projected gradient %.3g (first method), %.3g (fallback), "
+          "tolerance %.3g; try -ps_qp_tao_type with another bound-constrained TAO method",
+          dim, first, kkt, s->tolerance);
+}

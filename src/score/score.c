@@ -1,0 +1,211 @@
+/* Per-cell perturbation scores and their rescaling (SPEC.md section 3).
+ *
+ * Every rank scores its own cells; the only communication is the per
+ * perturbation maximum for the rescaling and two summary numbers.
+ *
+ * Layout choice for H and c: with B_k row k + 1 of beta and b0 row 0,
+ *   c_k  = B_k . (y_j - b0) = B_k . y_j - B_k . b0   (y_j sparse: O(nnz) per k)
+ *   H_kk = ||B_k||^2,  H_kl = B_k . B_l              (dense dot, only for multi-perturbation cells)
+ * B_k . b0 and ||B_k||^2 are computed once for all K, so a single-perturbation
+ * cell costs O(nnz of its row) plus the QP, and nothing is allocated per cell. */
+#include "pertscore/score.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* A perturbation is rescaled only if some cell reaches this raw PS (SPEC.md section 3). */
+#define PS_RESCALE_MIN 0.01
+/* Names listed in the "not rescaled" warning before "and N more". */
+#define PS_WARN_NAMES 5
+
+void ps_score_options_default(ps_score_options *o) {
+  o->lambda = 0.01;
+  o->upper = 3.0;
+  o->rescale = 1;
+  o->tolerance = 1e-6;
+}
+
+void ps_scores_free(ps_scores *s) {
+  if (!s) return;
+  free(s->ps);
+  free(s->max_raw);
+  free(s->rescaled);
+  memset(s, 0, sizeof *s);
+}
+
+/* Scratch for the cell loop, allocated once. */
+typedef struct {
+  double *norm2;     /* K: ||B_k||^2 */
+  double *dot_basal; /* K: B_k . b0 */
+  double *hessian;   /* dmax x dmax */
+  double *linear, *psi; /* dmax */
+} score_work;
+
+static int check_inputs(const ps_design *design, const ps_csr *y, const ps_ridge *ridge,
+                        const ps_score_options *opt) {
+  if (!(opt->upper > 0.0) || !isfinite(opt->upper))
+    PS_FAIL(PS_ERR_INPUT, "--upper must be a positive number, got %g", opt->upper);
+  if (!(opt->lambda >= 0.0) || !isfinite(opt->lambda))
+    PS_FAIL(PS_ERR_INPUT, "--lambda must be >= 0, got %g", opt->lambda);
+  if (!(opt->tolerance > 0.0)) PS_FAIL(PS_ERR_INPUT, "QP tolerance must be positive, got %g", opt->tolerance);
+  if (ridge->n_rows != design->n_perturbations + 1)
+    PS_FAIL(PS_ERR_SYSTEM, "ridge beta has %d rows, expected %d perturbations + 1", (int)ridge->n_rows,
+            (int)design->n_perturbations);
+  if (y->n_rows != design->n_cells)
+    PS_FAIL(PS_ERR_SYSTEM, "expression has %lld local rows but the design %lld cells", (long long)y->n_rows,
+            (long long)design->n_cells);
+  if (y->n_cols != ridge->n_genes)
+    PS_FAIL(PS_ERR_SYSTEM, "expression has %lld columns but beta %d genes", (long long)y->n_cols,
+            (int)ridge->n_genes);
+  return PS_OK;
+}
+
+/* The QPs of this rank's cells: raw PS into out->ps, per perturbation local maximum into
+ * out->max_raw, local worst KKT and QP count into out->max_kkt / out->n_qp. */
+static int score_local(const ps_design *design, const ps_csr *y, const ps_ridge *ridge,
+                       const ps_score_options *opt, ps_progress *progress, ps_qp_solver *solver,
+                       score_work *w, ps_scores *out) {
+  const int32_t K = design->n_perturbations;
+  const int N = ridge->n_genes;
+  const double *beta = ridge->beta, *basal = ridge->beta;
+  for (int32_t k = 0; k < K; k++) {
+    const double *bk = beta + (size_t)(k + 1) * N;
+    w->norm2[k] = cblas_ddot(N, bk, 1, bk, 1);
+    w->dot_basal[k] = cblas_ddot(N, bk, 1, basal, 1);
+  }
+  const double upper = opt->upper, lambda = opt->lambda;
+  double *h = w->hessian, *c = w->linear, *psi = w->psi;
+  for (int64_t j = 0; j < design->n_cells; j++) {
+    const int64_t begin = design->ptr[j];
+    const int d = (int)(design->ptr[j + 1] - begin);
+    if (progress && (j & 1023) == 0) ps_progress_update(progress, (double)j / (double)design->n_cells);
+    if (d == 0) continue; /* control cell: no variables, PS = 0 by definition */
+    const int32_t *set = design->ids + begin;
+    const int64_t y0 = y->indptr[j], y1 = y->indptr[j + 1];
+    for (int a = 0; a < d; a++) {
+      if (set[a] < 0 || set[a] >= K)
+        PS_FAIL(PS_ERR_SYSTEM, "cell %lld carries perturbation id %d outside 0..%d", (long long)j, (int)set[a],
+                (int)K - 1);
+      const double *ba = beta + (size_t)(set[a] + 1) * N;
+      double ca = 0.0;
+      for (int64_t p = y0; p < y1; p++) ca += ba[y->indices[p]] * y->data[p];
+      c[a] = ca - w->dot_basal[set[a]];
+      h[a * d + a] = w->norm2[set[a]];
+      for (int b = 0; b < a; b++)
+        h[a * d + b] = h[b * d + a] = cblas_ddot(N, ba, 1, beta + (size_t)(set[b] + 1) * N, 1);
+    }
+    PS_CALL(ps_qp_solve(solver, d, h, c, lambda, upper, psi));
+    double kkt = ps_qp_kkt_residual(d, h, c, lambda, upper, psi);
+    if (kkt > out->max_kkt) out->max_kkt = kkt;
+    out->n_qp++;
+    for (int a = 0; a < d; a++) {
+      double raw = psi[a] / upper;
+      out->ps[begin + a] = raw;
+      if (raw > out->max_raw[set[a]]) out->max_raw[set[a]] = raw;
+    }
+  }
+  return PS_OK;
+}
+
+static int check_columns(const ps_csr *y) {
+  int64_t nnz = ps_csr_nnz(y);
+  for (int64_t p = 0; p < nnz; p++)
+    if (y->indices[p] < 0 || y->indices[p] >= y->n_cols)
+      PS_FAIL(PS_ERR_SYSTEM, "expression column index %d outside 0..%lld", (int)y->indices[p],
+              (long long)y->n_cols - 1);
+  return PS_OK;
+}
+
+/* Everything rank-local: checks, allocation, the cell loop. */
+static int score_rank(const ps_design *design, const ps_csr *y, const ps_ridge *ridge, const ps_score_options *opt,
+                      ps_progress *progress, ps_scores *out) {
+  const int32_t K = design->n_perturbations;
+  PS_CALL(check_inputs(design, y, ridge, opt));
+  PS_CALL(check_columns(y));
+  PS_ALLOC(out->ps, design->ptr[design->n_cells]);
+  PS_ALLOC(out->max_raw, K);
+  PS_ALLOC(out->rescaled, K);
+
+  int dmax = ps_design_max_per_cell(design);
+  score_work w = {0};
+  ps_qp_solver *solver = NULL;
+  int err = PS_OK;
+  w.norm2 = calloc((size_t)K + 1, sizeof *w.norm2);
+  w.dot_basal = calloc((size_t)K + 1, sizeof *w.dot_basal);
+  w.hessian = calloc((size_t)dmax * dmax + 1, sizeof *w.hessian);
+  w.linear = calloc((size_t)dmax + 1, sizeof *w.linear);
+  w.psi = calloc((size_t)dmax + 1, sizeof *w.psi);
+  if (!w.norm2 || !w.dot_basal || !w.hessian || !w.linear || !w.psi)
+    err = ps_error_set(PS_ERR_SYSTEM, __FILE__, __LINE__, "out of memory for QP scratch (%d perturbations per cell)",
+                       dmax);
+  if (!err) err = ps_qp_solver_create(&solver);
+  if (!err) {
+    ps_qp_solver_set_tolerance(solver, opt->tolerance);
+    err = score_local(design, y, ridge, opt, progress, solver, &w, out);
+  }
+  ps_qp_solver_destroy(&solver);
+  free(w.norm2);
+  free(w.dot_basal);
+  free(w.hessian);
+  free(w.linear);
+  free(w.psi);
+  if (err) return ps_error_trace(err, __FILE__, __LINE__);
+  return PS_OK;
+}
+
+/* Rank 0: one line naming (some of) the perturbations left unscaled. */
+static void warn_not_rescaled(const ps_design *design, const ps_scores *s) {
+  char line[1024];
+  size_t used = (size_t)snprintf(line, sizeof line,
+                                 "pertscore: warning: %d perturbation%s with maximum raw PS below %.2g, left unscaled: ",
+                                 (int)s->n_not_rescaled, s->n_not_rescaled == 1 ? "" : "s", PS_RESCALE_MIN);
+  int listed = 0;
+  for (int32_t k = 0; k < design->n_perturbations && listed < PS_WARN_NAMES; k++) {
+    if (s->rescaled[k]) continue;
+    const char *name = k < design->names.n ? design->names.items[k] : "?";
+    if (used < sizeof line)
+      used += (size_t)snprintf(line + used, sizeof line - used, "%s%s", listed ? ", " : "", name);
+    listed++;
+  }
+  if (s->n_not_rescaled > listed && used < sizeof line)
+    snprintf(line + used, sizeof line - used, " and %d more", (int)(s->n_not_rescaled - listed));
+  fprintf(stderr, "%s\n", line);
+  fflush(stderr);
+}
+
+int ps_score_cells(MPI_Comm comm, const ps_design *design, const ps_csr *y, const ps_ridge *ridge,
+                   const ps_score_options *opt, ps_progress *progress, ps_scores *out) {
+  memset(out, 0, sizeof *out);
+  int err = ps_error_sync(comm, score_rank(design, y, ridge, opt, progress, out));
+  if (err) {
+    ps_scores_free(out);
+    return ps_error_trace(err, __FILE__, __LINE__);
+  }
+  const int32_t K = design->n_perturbations;
+  PS_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, out->max_raw, K, MPI_DOUBLE, MPI_MAX, comm));
+  PS_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, &out->max_kkt, 1, MPI_DOUBLE, MPI_MAX, comm));
+  PS_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, &out->n_qp, 1, MPI_INT64_T, MPI_SUM, comm));
+
+  /* n_not_rescaled counts maxima below the threshold whether or not --no-rescale is set;
+   * the warning is only worth printing when rescaling was asked for. */
+  for (int32_t k = 0; k < K; k++) {
+    int big = out->max_raw[k] >= PS_RESCALE_MIN;
+    out->rescaled[k] = (uint8_t)(opt->rescale && big);
+    if (!big) out->n_not_rescaled++;
+  }
+  if (opt->rescale) {
+    for (int64_t j = 0; j < design->n_cells; j++)
+      for (int64_t p = design->ptr[j]; p < design->ptr[j + 1]; p++) {
+        int32_t k = design->ids[p];
+        if (out->rescaled[k]) out->ps[p] /= out->max_raw[k]; /* the maximal cell gets exactly 1 */
+      }
+    int rank = 0;
+    MPI_Comm_rank(comm, &rank);
+    if (rank == 0 && out->n_not_rescaled > 0) warn_not_rescaled(design, out);
+  }
+  if (progress) ps_progress_update(progress, 1.0);
+  return PS_OK;
+}
