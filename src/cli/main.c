@@ -1,2 +1,83 @@
+/* pertscore: command-line entry. Thin: split PETSc options from ours, start MPI
+ * and PETSc, dispatch to a subcommand. Nothing numerical lives here. */
+#include <petsc.h>
 #include <stdio.h>
-int main(void) { return 0; }
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "pertscore/util.h"
+
+static const char *usage =
+    "usage: mpirun -n P pertscore COMMAND [options]\n"
+    "\n"
+    "commands:\n"
+    "  run        per-cell perturbation-response scores (PS) for a screen\n"
+    "  simulate   write a simulated screen with ground truth\n"
+    "  inspect    summarize an .h5ad input or a results file\n"
+    "\n"
+    "`pertscore COMMAND --help` lists a command's options. PETSc options\n"
+    "(single dash, e.g. -ps_qp_tao_type bnls, -log_view) pass through to PETSc.\n";
+
+int ps_cli_number(const char *option, const char *text, double *value) {
+  char *end;
+  double v = strtod(text, &end);
+  if (end == text || *end != '\0' || v != v) PS_FAIL(PS_ERR_INPUT, "%s expects a number, got '%s'", option, text);
+  *value = v;
+  return PS_OK;
+}
+
+int ps_cli_split_list(const char *text, void *list) {
+  char *copy = strdup(text), *save = NULL;
+  if (!copy) PS_FAIL(PS_ERR_SYSTEM, "out of memory");
+  for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save))
+    if (*tok) PS_CALL(ps_strlist_push((ps_strlist *)list, tok));
+  free(copy);
+  return PS_OK;
+}
+
+/* Our options are GNU long options (--name); PETSc's start with one dash. */
+static int is_petsc_option(const char *arg) { return arg[0] == '-' && arg[1] != '-' && arg[1] != '\0' && arg[1] != 'h'; }
+
+int main(int argc, char **argv) {
+  char **ours = calloc((size_t)argc + 1, sizeof *ours), **petsc = calloc((size_t)argc + 1, sizeof *petsc);
+  int n_ours = 0, n_petsc = 0;
+  if (!ours || !petsc) return 3;
+  petsc[n_petsc++] = argv[0];
+  for (int i = 1; i < argc; i++) {
+    if (is_petsc_option(argv[i])) {
+      petsc[n_petsc++] = argv[i];
+      if (i + 1 < argc && argv[i + 1][0] != '-') petsc[n_petsc++] = argv[++i];
+    } else {
+      ours[n_ours++] = argv[i];
+    }
+  }
+  MPI_Init(&argc, &argv);
+  PETSC_COMM_WORLD = MPI_COMM_WORLD;
+  if (PetscInitialize(&n_petsc, &petsc, NULL, NULL) != 0) {
+    fprintf(stderr, "pertscore: error: PETSc failed to initialize\n");
+    MPI_Abort(MPI_COMM_WORLD, 3);
+  }
+  int rank = 0, status;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  const char *cmd = n_ours ? ours[0] : "";
+  if (strcmp(cmd, "run") == 0) status = ps_cmd_run(MPI_COMM_WORLD, n_ours, ours);
+  else if (strcmp(cmd, "simulate") == 0) status = ps_cmd_simulate(MPI_COMM_WORLD, n_ours, ours);
+  else if (strcmp(cmd, "inspect") == 0) status = ps_cmd_inspect(MPI_COMM_WORLD, n_ours, ours);
+  else if (strcmp(cmd, "--version") == 0) {
+    if (rank == 0) printf("pertscore %s\n", PS_VERSION);
+    status = 0;
+  } else {
+    int asked = strcmp(cmd, "--help") == 0 || strcmp(cmd, "help") == 0 || strcmp(cmd, "-h") == 0;
+    if (rank == 0) {
+      if (!asked && *cmd) fprintf(stderr, "pertscore: unknown command '%s'\n\n", cmd);
+      fputs(usage, asked ? stdout : stderr);
+    }
+    status = asked ? 0 : 2;
+  }
+  PetscFinalize();
+  MPI_Finalize();
+  free(ours);
+  free(petsc);
+  return status;
+}

@@ -1,0 +1,229 @@
+/* pertscore run: read -> ridge -> score -> write (DESIGN.md data flow). */
+#include <getopt.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "pertscore/data.h"
+#include "pertscore/results.h"
+#include "pertscore/ridge.h"
+#include "pertscore/score.h"
+
+static const char *run_usage =
+    "usage: mpirun -n P pertscore run --input DATA.h5ad (--guides TABLE | --guide-column COL)\n"
+    "                              --control LABEL[,LABEL...] --targets FILE --output RESULTS.h5ad [options]\n"
+    "\n"
+    "input:\n"
+    "  --input FILE          AnnData .h5ad (X as CSR, CSC or dense)\n"
+    "  --layer NAME          use layers/NAME instead of X\n"
+    "  --input-is KIND       auto (default: counts if every value is integral), counts, lognorm\n"
+    "  --guides FILE         scMAGeCK barcode table (TSV) or Cell Ranger protospacer_calls_per_cell.csv\n"
+    "  --guide-column COL    take guide labels from obs column COL instead (',' '|' '+' separate several)\n"
+    "  --control LABELS      control label(s), comma-separated; all merge into one control group\n"
+    "  --targets FILE        target genes per perturbation: GMT, or TSV perturbation<TAB>gene\n"
+    "  --min-gene-frac F     regression genes need y > 0 in at least F of analysed cells (0.01)\n"
+    "method:\n"
+    "  --ridge-lambda X      ridge penalty of beta (0.01)\n"
+    "  --lambda X            PS penalty (0.01, the paper; the reference R code uses 0)\n"
+    "  --upper U             upper bound of psi (3, the reference scale_factor)\n"
+    "  --no-rescale          keep raw PS (psi / U) instead of dividing by each perturbation's maximum\n"
+    "output:\n"
+    "  --output FILE         results .h5ad (written as FILE.partial, renamed when complete)\n"
+    "  --quiet               no progress on stderr\n"
+    "  --json                print a machine-readable summary on stdout\n";
+
+typedef struct {
+  ps_dataset_options data;
+  ps_score_options score;
+  double ridge_lambda;
+  const char *output;
+  int quiet, json;
+} run_options;
+
+static int parse_run(int argc, char **argv, run_options *o, int *help) {
+  enum { O_INPUT = 1, O_LAYER, O_INPUT_IS, O_GUIDES, O_GUIDE_COLUMN, O_CONTROL, O_TARGETS, O_MIN_GENE_FRAC,
+         O_RIDGE_LAMBDA, O_LAMBDA, O_UPPER, O_NO_RESCALE, O_OUTPUT, O_QUIET, O_JSON, O_HELP };
+  static const struct option longs[] = {
+      {"input", required_argument, 0, O_INPUT}, {"layer", required_argument, 0, O_LAYER},
+      {"input-is", required_argument, 0, O_INPUT_IS}, {"guides", required_argument, 0, O_GUIDES},
+      {"guide-column", required_argument, 0, O_GUIDE_COLUMN}, {"control", required_argument, 0, O_CONTROL},
+      {"targets", required_argument, 0, O_TARGETS}, {"min-gene-frac", required_argument, 0, O_MIN_GENE_FRAC},
+      {"ridge-lambda", required_argument, 0, O_RIDGE_LAMBDA}, {"lambda", required_argument, 0, O_LAMBDA},
+      {"upper", required_argument, 0, O_UPPER}, {"no-rescale", no_argument, 0, O_NO_RESCALE},
+      {"output", required_argument, 0, O_OUTPUT}, {"quiet", no_argument, 0, O_QUIET},
+      {"json", no_argument, 0, O_JSON}, {"help", no_argument, 0, O_HELP}, {0, 0, 0, 0}};
+  ps_dataset_options_default(&o->data);
+  ps_score_options_default(&o->score);
+  o->ridge_lambda = 0.01;
+  optind = 1;
+  opterr = 0;
+  int c;
+  while ((c = getopt_long(argc, argv, "", longs, NULL)) != -1) {
+    switch (c) {
+      case O_INPUT: o->data.input = optarg; break;
+      case O_LAYER: o->data.layer = optarg; break;
+      case O_INPUT_IS:
+        if (strcmp(optarg, "counts") == 0) o->data.input_is = PS_INPUT_COUNTS;
+        else if (strcmp(optarg, "lognorm") == 0) o->data.input_is = PS_INPUT_LOGNORM;
+        else if (strcmp(optarg, "auto") == 0) o->data.input_is = PS_INPUT_AUTO;
+        else PS_FAIL(PS_ERR_INPUT, "--input-is expects auto, counts or lognorm, got '%s'", optarg);
+        break;
+      case O_GUIDES: o->data.guides = optarg; break;
+      case O_GUIDE_COLUMN: o->data.guide_column = optarg; break;
+      case O_CONTROL: PS_CALL(ps_cli_split_list(optarg, &o->data.controls)); break;
+      case O_TARGETS: o->data.targets = optarg; break;
+      case O_MIN_GENE_FRAC: PS_CALL(ps_cli_number("--min-gene-frac", optarg, &o->data.min_gene_frac)); break;
+      case O_RIDGE_LAMBDA: PS_CALL(ps_cli_number("--ridge-lambda", optarg, &o->ridge_lambda)); break;
+      case O_LAMBDA: PS_CALL(ps_cli_number("--lambda", optarg, &o->score.lambda)); break;
+      case O_UPPER: PS_CALL(ps_cli_number("--upper", optarg, &o->score.upper)); break;
+      case O_NO_RESCALE: o->score.rescale = 0; break;
+      case O_OUTPUT: o->output = optarg; break;
+      case O_QUIET: o->quiet = 1; break;
+      case O_JSON: o->json = 1; break;
+      case O_HELP: *help = 1; return PS_OK;
+      default: PS_FAIL(PS_ERR_INPUT, "run: unknown or incomplete option '%s' (see pertscore run --help)", argv[optind - 1]);
+    }
+  }
+  if (optind < argc) PS_FAIL(PS_ERR_INPUT, "run: unexpected argument '%s'", argv[optind]);
+  if (!o->data.input) PS_FAIL(PS_ERR_INPUT, "run: --input FILE.h5ad is required");
+  if (!o->output) PS_FAIL(PS_ERR_INPUT, "run: --output FILE is required");
+  if (o->data.guides && o->data.guide_column) PS_FAIL(PS_ERR_INPUT, "run: give --guides or --guide-column, not both");
+  if (o->ridge_lambda <= 0) PS_FAIL(PS_ERR_INPUT, "--ridge-lambda must be > 0 (got %g)", o->ridge_lambda);
+  if (o->score.lambda < 0) PS_FAIL(PS_ERR_INPUT, "--lambda must be >= 0 (got %g)", o->score.lambda);
+  if (o->score.upper <= 0) PS_FAIL(PS_ERR_INPUT, "--upper must be > 0 (got %g)", o->score.upper);
+  if (o->data.min_gene_frac < 0 || o->data.min_gene_frac > 1) PS_FAIL(PS_ERR_INPUT, "--min-gene-frac must be in [0, 1]");
+  ps_strlist_sort_unique(&o->data.controls);
+  return PS_OK;
+}
+
+static int same_file(const char *a, const char *b) {
+  if (!a || !b) return 0;
+  char ra[4096], rb[4096];
+  if (realpath(a, ra) && realpath(b, rb)) return strcmp(ra, rb) == 0;
+  return strcmp(a, b) == 0;
+}
+
+static int check_output(const run_options *o) {
+  const char *inputs[] = {o->data.input, o->data.guides, o->data.targets};
+  for (size_t i = 0; i < sizeof inputs / sizeof *inputs; i++)
+    if (same_file(o->output, inputs[i]))
+      PS_FAIL(PS_ERR_INPUT, "%s: the output path is also an input; choose another --output", o->output);
+  char dir[4096];
+  snprintf(dir, sizeof dir, "%s", o->output);
+  const char *folder = dirname(dir);
+  if (access(folder, W_OK) != 0)
+    PS_FAIL(PS_ERR_INPUT, "%s: the output folder '%s' does not exist or is not writable", o->output, folder);
+  return PS_OK;
+}
+
+static int record_parameters(const run_options *o, int argc, char **argv, ps_run_info *info) {
+  char command[8192] = "pertscore";
+  for (int i = 0; i < argc; i++) {
+    strncat(command, " ", sizeof command - strlen(command) - 1);
+    strncat(command, argv[i], sizeof command - strlen(command) - 1);
+  }
+  char controls[4096] = "";
+  for (int64_t i = 0; i < o->data.controls.n; i++) {
+    strncat(controls, i ? "," : "", sizeof controls - strlen(controls) - 1);
+    strncat(controls, o->data.controls.items[i], sizeof controls - strlen(controls) - 1);
+  }
+  PS_CALL(ps_run_info_string(info, "command", command));
+  PS_CALL(ps_run_info_string(info, "input", o->data.input));
+  PS_CALL(ps_run_info_string(info, "layer", o->data.layer ? o->data.layer : "X"));
+  PS_CALL(ps_run_info_string(info, "guides", o->data.guides ? o->data.guides : ""));
+  PS_CALL(ps_run_info_string(info, "guide_column", o->data.guide_column ? o->data.guide_column : ""));
+  PS_CALL(ps_run_info_string(info, "targets", o->data.targets ? o->data.targets : ""));
+  PS_CALL(ps_run_info_string(info, "control", controls));
+  PS_CALL(ps_run_info_number(info, "ridge_lambda", o->ridge_lambda));
+  PS_CALL(ps_run_info_number(info, "lambda", o->score.lambda));
+  PS_CALL(ps_run_info_number(info, "upper", o->score.upper));
+  PS_CALL(ps_run_info_number(info, "rescale", o->score.rescale));
+  PS_CALL(ps_run_info_number(info, "min_gene_frac", o->data.min_gene_frac));
+  return PS_OK;
+}
+
+static void print_summary(const run_options *o, const ps_dataset *d, const ps_scores *s, const double *seconds,
+                          int n_ranks) {
+  printf("{\"output\": \"%s\", \"ranks\": %d, \"cells_input\": %lld, \"cells_analysed\": %lld, "
+         "\"control_cells\": %lld, \"perturbations\": %d, \"regression_genes\": %d, \"input_was_counts\": %s, "
+         "\"qp_solved\": %lld, \"max_kkt_residual\": %.3g, \"perturbations_not_rescaled\": %d, "
+         "\"seconds\": {\"read\": %.3f, \"ridge\": %.3f, \"score\": %.3f, \"write\": %.3f, \"total\": %.3f}}\n",
+         o->output, n_ranks, (long long)d->n_cells_input, (long long)d->n_analysed, (long long)d->n_control,
+         d->design.n_perturbations, d->n_regression, d->is_counts ? "true" : "false", (long long)s->n_qp, s->max_kkt,
+         s->n_not_rescaled, seconds[0], seconds[1], seconds[2], seconds[3], seconds[4]);
+  fflush(stdout);
+}
+
+static void print_text_summary(const run_options *o, const ps_dataset *d, const ps_scores *s, double total) {
+  fprintf(stderr,
+          "pertscore: done in %.1fs: %lld of %lld cells analysed (%lld controls), %d perturbations, "
+          "%d regression genes -> %s\n",
+          total, (long long)d->n_analysed, (long long)d->n_cells_input, (long long)d->n_control,
+          d->design.n_perturbations, d->n_regression, o->output);
+  (void)s;
+}
+
+/* Runs the pipeline; any error is made collective by the caller. */
+static int run_pipeline(MPI_Comm comm, run_options *o, int argc, char **argv) {
+  int rank, size;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &size);
+  PS_CALL(ps_error_sync(comm, check_output(o)));
+  ps_progress progress;
+  ps_progress_init(&progress, comm, o->quiet);
+  double seconds[5] = {0};
+  ps_dataset d;
+  ps_progress_stage(&progress, "read");
+  PS_CALL(ps_dataset_read(comm, &o->data, &progress, &d));
+  seconds[0] = ps_progress_done(&progress);
+  ps_progress_stage(&progress, "ridge");
+  ps_ridge ridge;
+  PS_CALL(ps_error_sync(comm, ps_ridge_fit(comm, &d.design, &d.y, o->ridge_lambda, &ridge)));
+  seconds[1] = ps_progress_done(&progress);
+  ps_progress_stage(&progress, "score");
+  ps_scores scores;
+  PS_CALL(ps_error_sync(comm, ps_score_cells(comm, &d.design, &d.y, &ridge, &o->score, &progress, &scores)));
+  seconds[2] = ps_progress_done(&progress);
+  ps_progress_stage(&progress, "write");
+  char partial[4200];
+  snprintf(partial, sizeof partial, "%s.partial", o->output);
+  ps_cleanup_register(partial);
+  ps_run_info info = {0};
+  PS_CALL(record_parameters(o, argc, argv, &info));
+  PS_CALL(ps_run_info_number(&info, "ranks", size));
+  PS_CALL(ps_run_info_number(&info, "seconds_read", seconds[0]));
+  PS_CALL(ps_run_info_number(&info, "seconds_ridge", seconds[1]));
+  PS_CALL(ps_run_info_number(&info, "seconds_score", seconds[2]));
+  PS_CALL(ps_error_sync(comm, ps_results_write(comm, partial, &d, &ridge, &scores, &info)));
+  PS_CALL(ps_error_sync(comm, ps_output_commit(comm, partial, o->output)));
+  ps_cleanup_unregister();
+  seconds[3] = ps_progress_done(&progress);
+  seconds[4] = ps_wtime() - progress.t_start;
+  if (rank == 0 && !o->quiet) print_text_summary(o, &d, &scores, seconds[4]);
+  if (rank == 0 && o->json) print_summary(o, &d, &scores, seconds, size);
+  ps_run_info_free(&info);
+  ps_scores_free(&scores);
+  ps_ridge_free(&ridge);
+  ps_dataset_free(&d);
+  return PS_OK;
+}
+
+int ps_cmd_run(MPI_Comm comm, int argc, char **argv) {
+  int rank, help = 0;
+  MPI_Comm_rank(comm, &rank);
+  run_options o;
+  memset(&o, 0, sizeof o);
+  int err = parse_run(argc, argv, &o, &help);
+  if (!err && help) {
+    if (rank == 0) fputs(run_usage, stdout);
+    return 0;
+  }
+  if (!err) err = run_pipeline(comm, &o, argc, argv);
+  err = ps_error_sync(comm, err);
+  if (err) ps_die(comm, err, 1);
+  ps_strlist_free(&o.data.controls);
+  return 0;
+}

@@ -1,0 +1,114 @@
+/* pertscore simulate: a screen with ground truth (SPEC.md section 8). */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "pertscore/sim.h"
+
+static const char *simulate_usage =
+    "usage: mpirun -n P pertscore simulate --out PREFIX.h5ad [options]\n"
+    "\n"
+    "  --cells N              cells (2000)\n"
+    "  --genes G              genes (500)\n"
+    "  --perturbations K      perturbations, each targeting one gene (10)\n"
+    "  --moi M                guides per cell (1)\n"
+    "  --poisson-moi          draw guides per cell from Poisson(M) instead\n"
+    "  --control-fraction F   chance a guide is non-targeting (0.1); label 'NonTargeting'\n"
+    "  --downstream D         downstream genes per perturbation (20)\n"
+    "  --effect X             typical |ln fold change| of downstream genes at efficiency 1 (1.0)\n"
+    "  --knockdown X          fraction of the target gene removed at efficiency 1 (0.9)\n"
+    "  --efficiencies LIST    mixture levels of the per-cell efficiency (0,0.25,0.5,0.75,1)\n"
+    "  --library-size N       mean counts per cell (5000)\n"
+    "  --dispersion X         negative-binomial dispersion (0.1)\n"
+    "  --seed S               random seed (1); output is identical on any number of ranks\n"
+    "  --quiet                no progress on stderr\n"
+    "\n"
+    "writes PREFIX.h5ad (counts; obs column 'guide'), PREFIX.guides.tsv (scMAGeCK table),\n"
+    "PREFIX.truth.tsv (per cell: perturbation, efficiency), PREFIX.effects.tsv and\n"
+    "PREFIX.targets.gmt (true downstream genes).\n";
+
+static int parse_simulate(int argc, char **argv, ps_sim_options *o, char *prefix, size_t size, int *quiet, int *help) {
+  enum { O_CELLS = 1, O_GENES, O_PERT, O_MOI, O_POISSON, O_CONTROL, O_DOWN, O_EFFECT, O_KD, O_EFF, O_LIB, O_DISP,
+         O_SEED, O_OUT, O_QUIET, O_HELP };
+  static const struct option longs[] = {
+      {"cells", required_argument, 0, O_CELLS}, {"genes", required_argument, 0, O_GENES},
+      {"perturbations", required_argument, 0, O_PERT}, {"moi", required_argument, 0, O_MOI},
+      {"poisson-moi", no_argument, 0, O_POISSON}, {"control-fraction", required_argument, 0, O_CONTROL},
+      {"downstream", required_argument, 0, O_DOWN}, {"effect", required_argument, 0, O_EFFECT},
+      {"knockdown", required_argument, 0, O_KD}, {"efficiencies", required_argument, 0, O_EFF},
+      {"library-size", required_argument, 0, O_LIB}, {"dispersion", required_argument, 0, O_DISP},
+      {"seed", required_argument, 0, O_SEED}, {"out", required_argument, 0, O_OUT},
+      {"quiet", no_argument, 0, O_QUIET}, {"help", no_argument, 0, O_HELP}, {0, 0, 0, 0}};
+  ps_sim_options_default(o);
+  optind = 1;
+  opterr = 0;
+  int c;
+  double v;
+  const char *out = NULL;
+  while ((c = getopt_long(argc, argv, "", longs, NULL)) != -1) {
+    const char *name = c > 0 && c <= O_HELP ? longs[c - 1].name : "?";
+    if (c >= O_CELLS && c <= O_SEED && c != O_POISSON && c != O_EFF) PS_CALL(ps_cli_number(name, optarg, &v));
+    switch (c) {
+      case O_CELLS: o->n_cells = (int64_t)v; break;
+      case O_GENES: o->n_genes = (int32_t)v; break;
+      case O_PERT: o->n_perturbations = (int32_t)v; break;
+      case O_MOI: o->moi = v; break;
+      case O_POISSON: o->poisson_moi = 1; break;
+      case O_CONTROL: o->control_fraction = v; break;
+      case O_DOWN: o->n_downstream = (int32_t)v; break;
+      case O_EFFECT: o->effect_size = v; break;
+      case O_KD: o->knockdown = v; break;
+      case O_EFF: {
+        ps_strlist levels = {0};
+        PS_CALL(ps_cli_split_list(optarg, &levels));
+        if (levels.n < 1 || levels.n > 16) PS_FAIL(PS_ERR_INPUT, "--efficiencies takes 1 to 16 levels");
+        for (int64_t i = 0; i < levels.n; i++) {
+          PS_CALL(ps_cli_number("--efficiencies", levels.items[i], &o->efficiencies[i]));
+          if (o->efficiencies[i] < 0 || o->efficiencies[i] > 1) PS_FAIL(PS_ERR_INPUT, "--efficiencies must be in [0, 1]");
+        }
+        o->n_efficiencies = (int)levels.n;
+        ps_strlist_free(&levels);
+        break;
+      }
+      case O_LIB: o->library_size = v; break;
+      case O_DISP: o->dispersion = v; break;
+      case O_SEED: o->seed = (uint64_t)v; break;
+      case O_OUT: out = optarg; break;
+      case O_QUIET: *quiet = 1; break;
+      case O_HELP: *help = 1; return PS_OK;
+      default: PS_FAIL(PS_ERR_INPUT, "simulate: unknown or incomplete option '%s'", argv[optind - 1]);
+    }
+  }
+  if (!out) PS_FAIL(PS_ERR_INPUT, "simulate: --out PREFIX.h5ad is required");
+  snprintf(prefix, size, "%s", out);
+  size_t len = strlen(prefix);
+  if (len > 5 && strcmp(prefix + len - 5, ".h5ad") == 0) prefix[len - 5] = '\0';
+  if (o->dispersion <= 0 || o->library_size <= 0 || o->knockdown < 0 || o->knockdown >= 1 ||
+      o->control_fraction < 0 || o->control_fraction >= 1)
+    PS_FAIL(PS_ERR_INPUT, "simulate: need dispersion > 0, library size > 0, knockdown in [0, 1), control fraction in [0, 1)");
+  return PS_OK;
+}
+
+int ps_cmd_simulate(MPI_Comm comm, int argc, char **argv) {
+  int rank, quiet = 0, help = 0;
+  MPI_Comm_rank(comm, &rank);
+  ps_sim_options o;
+  char prefix[4096];
+  int err = parse_simulate(argc, argv, &o, prefix, sizeof prefix, &quiet, &help);
+  if (!err && help) {
+    if (rank == 0) fputs(simulate_usage, stdout);
+    return 0;
+  }
+  if (!err) {
+    ps_progress progress;
+    ps_progress_init(&progress, comm, quiet);
+    ps_progress_stage(&progress, "simulate");
+    err = ps_sim_write(comm, &o, prefix, &progress);
+    if (!err) ps_progress_done(&progress);
+  }
+  err = ps_error_sync(comm, err);
+  if (err) ps_die(comm, err, 1);
+  return 0;
+}

@@ -1,0 +1,413 @@
+/* Building the analysed dataset (SPEC.md sections 0, 1 last bullet, 2):
+ * matrix block -> log-normalized -> guide calls -> sparse design -> regression
+ * genes -> winsorized response. Nothing cells x perturbations or cells x genes
+ * is ever dense; every rank keeps only its own cells. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pertscore/data.h"
+
+void ps_dataset_options_default(ps_dataset_options *o) {
+  memset(o, 0, sizeof *o);
+  o->input_is = PS_INPUT_AUTO;
+  o->min_gene_frac = 0.01;
+  o->winsor_quantile = 0.95;
+}
+
+void ps_dataset_free(ps_dataset *d) {
+  if (!d) return;
+  ps_strlist_free(&d->genes);
+  ps_strlist_free(&d->cells);
+  ps_design_free(&d->design);
+  free(d->regression_gene);
+  free(d->winsor_cap);
+  ps_csr_free(&d->y);
+  free(d->n_targets);
+  ps_target_pairs_free(&d->targets);
+  memset(d, 0, sizeof *d);
+}
+
+double ps_quantile_type7_sparse(const double *sorted_nonzero, int64_t n_nonzero, int64_t n, double prob) {
+  if (n <= 0) return 0.0;
+  double h = (double)(n - 1) * prob;
+  int64_t lo = (int64_t)floor(h), zeros = n - n_nonzero;
+  int64_t hi = lo + 1 < n ? lo + 1 : lo;
+  double x_lo = lo < zeros ? 0.0 : sorted_nonzero[lo - zeros];
+  double x_hi = hi < zeros ? 0.0 : sorted_nonzero[hi - zeros];
+  return x_lo + (h - (double)lo) * (x_hi - x_lo);
+}
+
+/* SPEC section 0: counts (every stored value integral) become ln(1 + 1e4 x / total). */
+static int normalize_block(MPI_Comm comm, ps_csr *x, int input_is, int *is_counts) {
+  int integral = 1, all_integral = 1;
+  int64_t nnz = ps_csr_nnz(x);
+  for (int64_t i = 0; i < nnz && integral; i++) integral = x->data[i] == floor(x->data[i]);
+  PS_CHECK_MPI(MPI_Allreduce(&integral, &all_integral, 1, MPI_INT, MPI_MIN, comm));
+  *is_counts = input_is == PS_INPUT_COUNTS || (input_is == PS_INPUT_AUTO && all_integral);
+  if (!*is_counts) return PS_OK;
+  for (int64_t r = 0; r < x->n_rows; r++) {
+    double total = 0;
+    for (int64_t p = x->indptr[r]; p < x->indptr[r + 1]; p++) total += x->data[p];
+    if (total <= 0) continue;
+    for (int64_t p = x->indptr[r]; p < x->indptr[r + 1]; p++) x->data[p] = log1p(1e4 * x->data[p] / total);
+  }
+  return PS_OK;
+}
+
+static int read_guide_calls(MPI_Comm comm, const ps_dataset_options *opt, const ps_matrix *m,
+                            ps_guide_calls *calls) {
+  if (opt->guide_column) {
+    ps_strlist labels;
+    PS_CALL(ps_h5ad_read_obs_column(comm, opt->input, opt->guide_column, m->cell_begin,
+                                    m->cell_begin + m->x.n_rows, &labels));
+    PS_CALL(ps_guides_from_labels(&labels, calls));
+    ps_strlist_free(&labels);
+    return PS_OK;
+  }
+  ps_strmap index;
+  char key[1024];
+  PS_CALL(ps_strmap_init(&index, m->cells.n));
+  for (int64_t i = 0; i < m->cells.n; i++)
+    PS_CALL(ps_strmap_put(&index, ps_cell_key(m->cells.items[i], key, sizeof key), i));
+  int err = ps_guides_read_table(opt->guides, &index, calls);
+  ps_strmap_free(&index);
+  return err;
+}
+
+/* Check the controls exist and build the perturbation list (sorted union of every
+ * non-control unit carried by some cell). */
+static int collect_units(MPI_Comm comm, const ps_dataset_options *opt, const ps_guide_calls *calls,
+                         ps_strlist *perturbations) {
+  const char *source = opt->guides ? opt->guides : opt->guide_column;
+  int64_t local = calls->n_rows_local, matched = 0, read = calls->n_rows_read;
+  PS_CHECK_MPI(MPI_Allreduce(&local, &matched, 1, MPI_INT64_T, MPI_SUM, comm));
+  if (matched == 0)
+    PS_FAIL(PS_ERR_INPUT, "%s: none of the %lld guide rows names a cell of %s (compare the cell barcodes of both files)",
+            source, (long long)read, opt->input);
+  ps_strlist units = {0}, all_units;
+  for (int64_t i = 0; i < calls->n; i++) PS_CALL(ps_strlist_push(&units, calls->unit[i]));
+  ps_strlist_sort_unique(&units);
+  PS_CALL(ps_strlist_allgather_union(comm, &units, &all_units));
+  for (int64_t c = 0; c < opt->controls.n; c++) {
+    if (ps_strlist_find_sorted(&all_units, opt->controls.items[c]) >= 0) continue;
+    char known[512] = "";
+    for (int64_t i = 0; i < all_units.n && strlen(known) < 400; i++) {
+      strcat(known, i ? ", " : "");
+      strncat(known, all_units.items[i], 100);
+    }
+    PS_FAIL(PS_ERR_INPUT, "%s: control label '%s' is not among the guide labels of the analysed cells (labels: %s%s)",
+            source, opt->controls.items[c], known, all_units.n > 8 ? ", ..." : "");
+  }
+  memset(perturbations, 0, sizeof *perturbations);
+  for (int64_t i = 0; i < all_units.n; i++)
+    if (ps_strlist_find_sorted(&opt->controls, all_units.items[i]) < 0)
+      PS_CALL(ps_strlist_push(perturbations, all_units.items[i]));
+  ps_strlist_free(&units);
+  ps_strlist_free(&all_units);
+  if (perturbations->n == 0) PS_FAIL(PS_ERR_INPUT, "%s: every guide is a control; there is no perturbation to score", source);
+  if (perturbations->n > INT32_MAX) PS_FAIL(PS_ERR_INPUT, "%s: too many perturbations", source);
+  return PS_OK;
+}
+
+typedef struct {
+  int64_t cell;
+  int32_t id; /* perturbation id, or -1 for a control guide */
+} cell_unit;
+
+static int compare_cell_unit(const void *a, const void *b) {
+  const cell_unit *x = a, *y = b;
+  if (x->cell != y->cell) return x->cell < y->cell ? -1 : 1;
+  return (x->id > y->id) - (x->id < y->id);
+}
+
+/* Analysed cells carry at least one guide; a cell whose guides are all controls
+ * is a control cell. keep[i] is the analysed position of block cell i, or -1. */
+static int build_design(MPI_Comm comm, const ps_dataset_options *opt, const ps_guide_calls *calls,
+                        int64_t n_block, ps_strlist *perturbations, int64_t *keep, ps_dataset *d) {
+  cell_unit *cu;
+  PS_ALLOC(cu, calls->n);
+  for (int64_t i = 0; i < calls->n; i++) {
+    cu[i].cell = calls->cell[i];
+    cu[i].id = ps_strlist_find_sorted(&opt->controls, calls->unit[i]) >= 0
+                   ? -1
+                   : (int32_t)ps_strlist_find_sorted(perturbations, calls->unit[i]);
+  }
+  qsort(cu, (size_t)calls->n, sizeof *cu, compare_cell_unit);
+  ps_design *D = &d->design;
+  D->n_perturbations = (int32_t)perturbations->n;
+  D->names = *perturbations;
+  memset(perturbations, 0, sizeof *perturbations);
+  for (int64_t i = 0; i < n_block; i++) keep[i] = -1;
+  int64_t n_cells = 0, n_ids = 0, n_control = 0;
+  for (int64_t i = 0; i < calls->n; i++) {
+    if (i == 0 || cu[i].cell != cu[i - 1].cell) keep[cu[i].cell] = n_cells++;
+    if (cu[i].id >= 0 && !(i > 0 && cu[i].cell == cu[i - 1].cell && cu[i].id == cu[i - 1].id)) n_ids++;
+  }
+  D->n_cells = n_cells;
+  PS_ALLOC(D->ptr, n_cells + 1);
+  PS_ALLOC(D->ids, n_ids);
+  int64_t w = 0;
+  for (int64_t i = 0; i < calls->n; i++) {
+    int64_t row = keep[cu[i].cell];
+    if (cu[i].id >= 0 && !(i > 0 && cu[i].cell == cu[i - 1].cell && cu[i].id == cu[i - 1].id)) D->ids[w++] = cu[i].id;
+    D->ptr[row + 1] = w;
+  }
+  for (int64_t j = 0; j < n_cells; j++) {
+    if (D->ptr[j + 1] < D->ptr[j]) D->ptr[j + 1] = D->ptr[j];
+    if (D->ptr[j + 1] == D->ptr[j]) n_control++;
+  }
+  free(cu);
+  d->n_analysed = n_cells;
+  PS_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, &d->n_analysed, 1, MPI_INT64_T, MPI_SUM, comm));
+  PS_CHECK_MPI(MPI_Allreduce(&n_control, &d->n_control, 1, MPI_INT64_T, MPI_SUM, comm));
+  PS_CHECK_MPI(MPI_Exscan(&n_cells, &d->analysed_offset, 1, MPI_INT64_T, MPI_SUM, comm));
+  int rank;
+  MPI_Comm_rank(comm, &rank);
+  if (rank == 0) d->analysed_offset = 0;
+  if (d->n_control == 0) {
+    char labels[512] = "";
+    for (int64_t c = 0; c < opt->controls.n; c++) {
+      strcat(labels, c ? "," : "");
+      strncat(labels, opt->controls.items[c], 200);
+    }
+    PS_FAIL(PS_ERR_INPUT, "%s: no control cells: no analysed cell carries only control guides (%s)",
+            opt->guides ? opt->guides : opt->guide_column, labels);
+  }
+  return PS_OK;
+}
+
+/* Target genes -> candidate regression genes (sorted gene indices). */
+static int read_targets(const ps_dataset_options *opt, ps_dataset *d, ps_strmap *gene_index, int32_t **candidates,
+                        int32_t *n_candidates) {
+  ps_target_pairs raw;
+  PS_CALL(ps_targets_read(opt->targets, &raw));
+  uint8_t *used;
+  PS_ALLOC(used, d->n_genes);
+  PS_ALLOC(d->n_targets, d->design.n_perturbations);
+  int64_t unknown = 0;
+  const char *first_unknown = NULL;
+  for (int64_t i = 0; i < raw.gene.n; i++) {
+    int64_t g = ps_strmap_get(gene_index, raw.gene.items[i]);
+    if (g < 0) {
+      if (!unknown++) first_unknown = raw.gene.items[i];
+      continue;
+    }
+    PS_CALL(ps_strlist_push(&d->targets.perturbation, raw.perturbation.items[i]));
+    PS_CALL(ps_strlist_push(&d->targets.gene, raw.gene.items[i]));
+    used[g] = 1;
+  }
+  if (unknown)
+    PS_FAIL(PS_ERR_INPUT, "%s: %lld target gene(s) are not genes of %s (first: '%s'); expected names from the var index",
+            opt->targets, (long long)unknown, opt->input, first_unknown);
+  int32_t n = 0;
+  for (int64_t g = 0; g < d->n_genes; g++) n += used[g];
+  PS_ALLOC(*candidates, n);
+  n = 0;
+  for (int64_t g = 0; g < d->n_genes; g++)
+    if (used[g]) (*candidates)[n++] = (int32_t)g;
+  *n_candidates = n;
+  free(used);
+  ps_target_pairs_free(&raw);
+  return PS_OK;
+}
+
+static int compare_doubles(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+/* Exact per-gene quantiles: one Alltoallv moves each regression gene's nonzeros to
+ * the rank that owns the gene (gene n -> rank n % P), which sorts them. */
+static int winsor_caps(MPI_Comm comm, const ps_csr *y, int64_t n_total, double prob, double *caps) {
+  int rank, size;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &size);
+  int32_t N = (int32_t)y->n_cols;
+  int64_t nnz = ps_csr_nnz(y);
+  int *scount, *rcount, *sdispl, *rdispl;
+  PS_ALLOC(scount, size);
+  PS_ALLOC(rcount, size);
+  PS_ALLOC(sdispl, size);
+  PS_ALLOC(rdispl, size);
+  for (int64_t p = 0; p < nnz; p++) scount[y->indices[p] % size]++;
+  int64_t s_total = 0, r_total = 0;
+  PS_CHECK_MPI(MPI_Alltoall(scount, 1, MPI_INT, rcount, 1, MPI_INT, comm));
+  for (int r = 0; r < size; r++) {
+    sdispl[r] = (int)s_total;
+    rdispl[r] = (int)r_total;
+    s_total += scount[r];
+    r_total += rcount[r];
+  }
+  if (s_total > INT32_MAX / 2 || r_total > INT32_MAX / 2)
+    PS_FAIL(PS_ERR_SYSTEM, "too many values to exchange for quantiles on one rank; use more ranks");
+  /* send (gene, value) as two doubles: genes are < 2^31, exact in a double */
+  double *send, *recv;
+  int *fill;
+  PS_ALLOC(send, 2 * s_total);
+  PS_ALLOC(recv, 2 * r_total);
+  PS_ALLOC(fill, size);
+  for (int64_t p = 0; p < nnz; p++) {
+    int r = y->indices[p] % size;
+    int64_t at = sdispl[r] + fill[r]++;
+    send[2 * at] = y->indices[p];
+    send[2 * at + 1] = y->data[p];
+  }
+  for (int r = 0; r < size; r++) {
+    scount[r] *= 2;
+    rcount[r] *= 2;
+    sdispl[r] *= 2;
+    rdispl[r] *= 2;
+  }
+  PS_CHECK_MPI(MPI_Alltoallv(send, scount, sdispl, MPI_DOUBLE, recv, rcount, rdispl, MPI_DOUBLE, comm));
+  free(send);
+  /* bucket by gene, sort, take the quantile */
+  int64_t *start;
+  PS_ALLOC(start, N + 1);
+  for (int64_t i = 0; i < r_total; i++) start[(int64_t)recv[2 * i] + 1]++;
+  for (int32_t n = 0; n < N; n++) start[n + 1] += start[n];
+  double *values;
+  int64_t *pos;
+  PS_ALLOC(values, r_total);
+  PS_ALLOC(pos, N);
+  for (int64_t i = 0; i < r_total; i++) {
+    int64_t n = (int64_t)recv[2 * i];
+    values[start[n] + pos[n]++] = recv[2 * i + 1];
+  }
+  free(recv);
+  for (int32_t n = 0; n < N; n++) caps[n] = 0.0;
+  for (int32_t n = rank; n < N; n += size) {
+    int64_t count = start[n + 1] - start[n];
+    double *v = values + start[n];
+    qsort(v, (size_t)count, sizeof *v, compare_doubles);
+    caps[n] = ps_quantile_type7_sparse(v, count, n_total, prob);
+  }
+  PS_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, caps, N, MPI_DOUBLE, MPI_SUM, comm));
+  free(values);
+  free(pos);
+  free(start);
+  free(fill);
+  free(scount);
+  free(rcount);
+  free(sdispl);
+  free(rdispl);
+  return PS_OK;
+}
+
+/* Columns of the analysed rows restricted to the regression genes. */
+static int extract_response(const ps_csr *x, const int64_t *keep, int64_t n_analysed_local, const int32_t *column_of,
+                            int32_t n_columns, ps_csr *y) {
+  y->n_rows = n_analysed_local;
+  y->n_cols = n_columns;
+  PS_ALLOC(y->indptr, n_analysed_local + 1);
+  int64_t nnz = 0;
+  for (int64_t i = 0; i < x->n_rows; i++) {
+    if (keep[i] < 0) continue;
+    for (int64_t p = x->indptr[i]; p < x->indptr[i + 1]; p++) nnz += column_of[x->indices[p]] >= 0;
+  }
+  PS_ALLOC(y->indices, nnz);
+  PS_ALLOC(y->data, nnz);
+  int64_t w = 0;
+  for (int64_t i = 0; i < x->n_rows; i++) {
+    if (keep[i] < 0) continue;
+    for (int64_t p = x->indptr[i]; p < x->indptr[i + 1]; p++) {
+      int32_t c = column_of[x->indices[p]];
+      if (c < 0) continue;
+      y->indices[w] = c;
+      y->data[w++] = x->data[p];
+    }
+    y->indptr[keep[i] + 1] = w;
+  }
+  return PS_OK;
+}
+
+static int select_regression_genes(MPI_Comm comm, const ps_dataset_options *opt, const ps_csr *x, const int64_t *keep,
+                                   const int32_t *candidates, int32_t n_candidates, ps_dataset *d) {
+  int32_t *column_of;
+  PS_ALLOC(column_of, d->n_genes);
+  for (int64_t g = 0; g < d->n_genes; g++) column_of[g] = -1;
+  for (int32_t c = 0; c < n_candidates; c++) column_of[candidates[c]] = c;
+  int64_t *expressed;
+  PS_ALLOC(expressed, n_candidates);
+  for (int64_t i = 0; i < x->n_rows; i++) {
+    if (keep[i] < 0) continue;
+    for (int64_t p = x->indptr[i]; p < x->indptr[i + 1]; p++)
+      if (column_of[x->indices[p]] >= 0 && x->data[p] > 0) expressed[column_of[x->indices[p]]]++;
+  }
+  PS_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, expressed, n_candidates, MPI_INT64_T, MPI_SUM, comm));
+  int32_t n = 0;
+  PS_ALLOC(d->regression_gene, n_candidates);
+  for (int64_t g = 0; g < d->n_genes; g++) column_of[g] = -1;
+  for (int32_t c = 0; c < n_candidates; c++)
+    if ((double)expressed[c] >= opt->min_gene_frac * (double)d->n_analysed) {
+      column_of[candidates[c]] = n;
+      d->regression_gene[n++] = candidates[c];
+    }
+  d->n_regression = n;
+  free(expressed);
+  if (n == 0)
+    PS_FAIL(PS_ERR_INPUT, "%s: none of the %d target genes is expressed (y > 0) in at least %.3g of the analysed cells",
+            opt->targets, n_candidates, opt->min_gene_frac);
+  PS_CALL(extract_response(x, keep, d->design.n_cells, column_of, n, &d->y));
+  free(column_of);
+  return PS_OK;
+}
+
+static void count_targets(ps_dataset *d) {
+  ps_strmap regression;
+  if (ps_strmap_init(&regression, d->n_regression)) return;
+  for (int32_t n = 0; n < d->n_regression; n++) ps_strmap_put(&regression, d->genes.items[d->regression_gene[n]], n);
+  for (int64_t i = 0; i < d->targets.gene.n; i++) {
+    int64_t k = ps_strlist_find_sorted(&d->design.names, d->targets.perturbation.items[i]);
+    if (k >= 0 && ps_strmap_get(&regression, d->targets.gene.items[i]) >= 0) d->n_targets[k]++;
+  }
+  ps_strmap_free(&regression);
+}
+
+int ps_dataset_read(MPI_Comm comm, const ps_dataset_options *opt, ps_progress *progress, ps_dataset *d) {
+  memset(d, 0, sizeof *d);
+  if (!opt->guides && !opt->guide_column) PS_FAIL(PS_ERR_INPUT, "no guide assignment given (--guides FILE or --guide-column NAME)");
+  if (!opt->targets) PS_FAIL(PS_ERR_INPUT, "no target genes given (--targets FILE: GMT or TSV)");
+  if (opt->controls.n == 0) PS_FAIL(PS_ERR_INPUT, "no control label given (--control LABEL[,LABEL...])");
+  ps_matrix m;
+  PS_CALL(ps_error_sync(comm, ps_h5ad_read_matrix(comm, opt->input, opt->layer, &m)));
+  if (progress) ps_progress_update(progress, 0.5);
+  d->n_cells_input = m.n_cells;
+  d->n_genes = m.n_genes;
+  PS_CALL(normalize_block(comm, &m.x, opt->input_is, &d->is_counts));
+  ps_guide_calls calls;
+  PS_CALL(ps_error_sync(comm, read_guide_calls(comm, opt, &m, &calls)));
+  ps_strlist perturbations;
+  PS_CALL(ps_error_sync(comm, collect_units(comm, opt, &calls, &perturbations)));
+  int64_t *keep;
+  PS_ALLOC(keep, m.x.n_rows);
+  PS_CALL(ps_error_sync(comm, build_design(comm, opt, &calls, m.x.n_rows, &perturbations, keep, d)));
+  ps_guide_calls_free(&calls);
+  for (int64_t i = 0; i < m.x.n_rows; i++) /* analysed names in analysed order (block order is kept) */
+    if (keep[i] >= 0) PS_CALL(ps_strlist_push(&d->cells, m.cells.items[i]));
+  ps_strmap gene_index;
+  PS_CALL(ps_strmap_init(&gene_index, m.n_genes));
+  for (int64_t g = 0; g < m.genes.n; g++) {
+    if (ps_strmap_get(&gene_index, m.genes.items[g]) >= 0)
+      PS_CALL(ps_error_sync(comm, ps_error_set(PS_ERR_INPUT, __FILE__, __LINE__,
+                                              "%s: gene name '%s' appears twice in the var index; names must be unique",
+                                              opt->input, m.genes.items[g])));
+    PS_CALL(ps_strmap_put(&gene_index, m.genes.items[g], g));
+  }
+  d->genes = m.genes;
+  memset(&m.genes, 0, sizeof m.genes);
+  int32_t *candidates = NULL, n_candidates = 0;
+  PS_CALL(ps_error_sync(comm, read_targets(opt, d, &gene_index, &candidates, &n_candidates)));
+  ps_strmap_free(&gene_index);
+  PS_CALL(ps_error_sync(comm, select_regression_genes(comm, opt, &m.x, keep, candidates, n_candidates, d)));
+  free(candidates);
+  free(keep);
+  ps_matrix_free(&m);
+  PS_ALLOC(d->winsor_cap, d->n_regression);
+  PS_CALL(winsor_caps(comm, &d->y, d->n_analysed, opt->winsor_quantile, d->winsor_cap));
+  for (int64_t p = 0; p < ps_csr_nnz(&d->y); p++)
+    if (d->y.data[p] > d->winsor_cap[d->y.indices[p]]) d->y.data[p] = d->winsor_cap[d->y.indices[p]];
+  count_targets(d);
+  return PS_OK;
+}

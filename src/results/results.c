@@ -1,0 +1,149 @@
+/* Writing the results file (DESIGN.md "Results file"), through the io module. */
+#include "pertscore/results.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int ps_run_info_string(ps_run_info *info, const char *key, const char *value) {
+  PS_CALL(ps_strlist_push(&info->keys, key));
+  PS_CALL(ps_strlist_push(&info->values, value ? value : ""));
+  return PS_OK;
+}
+
+int ps_run_info_number(ps_run_info *info, const char *key, double value) {
+  if (info->number_keys.n >= (int64_t)(sizeof info->numbers / sizeof *info->numbers))
+    PS_FAIL(PS_ERR_SYSTEM, "too many run parameters");
+  info->numbers[info->number_keys.n] = value;
+  PS_CALL(ps_strlist_push(&info->number_keys, key));
+  return PS_OK;
+}
+
+void ps_run_info_free(ps_run_info *info) {
+  ps_strlist_free(&info->keys);
+  ps_strlist_free(&info->values);
+  ps_strlist_free(&info->number_keys);
+}
+
+static int write_obs(ps_h5ad_writer *w, const ps_dataset *d) {
+  const ps_design *D = &d->design;
+  int64_t n = D->n_cells;
+  int32_t *role;
+  int64_t *n_perturbations;
+  char **labels;
+  PS_ALLOC(role, n);
+  PS_ALLOC(n_perturbations, n);
+  PS_ALLOC(labels, n);
+  for (int64_t j = 0; j < n; j++) {
+    n_perturbations[j] = D->ptr[j + 1] - D->ptr[j];
+    role[j] = n_perturbations[j] ? 1 : 0;
+    size_t len = 1;
+    for (int64_t p = D->ptr[j]; p < D->ptr[j + 1]; p++) len += strlen(D->names.items[D->ids[p]]) + 1;
+    PS_ALLOC(labels[j], len);
+    for (int64_t p = D->ptr[j]; p < D->ptr[j + 1]; p++) {
+      if (p > D->ptr[j]) strcat(labels[j], ",");
+      strcat(labels[j], D->names.items[D->ids[p]]);
+    }
+  }
+  ps_strlist roles = {0};
+  PS_CALL(ps_strlist_push(&roles, "control"));
+  PS_CALL(ps_strlist_push(&roles, "perturbed"));
+  ps_column cols[] = {
+      {.name = "role", .kind = PS_COL_CATEGORICAL, .codes = role, .categories = &roles},
+      {.name = "perturbations", .kind = PS_COL_STRING, .strings = labels},
+      {.name = "n_perturbations", .kind = PS_COL_I64, .i64 = n_perturbations},
+  };
+  PS_CALL(ps_h5ad_write_frame(w, "obs", d->cells.items, n, d->analysed_offset, d->n_analysed, cols, 3));
+  for (int64_t j = 0; j < n; j++) free(labels[j]);
+  free(labels);
+  free(role);
+  free(n_perturbations);
+  ps_strlist_free(&roles);
+  return PS_OK;
+}
+
+static int write_var(MPI_Comm comm, ps_h5ad_writer *w, const ps_dataset *d, const ps_scores *s) {
+  const ps_design *D = &d->design;
+  int32_t K = D->n_perturbations;
+  int64_t *n_cells, *n_targets, *rescaled;
+  double *ps_sum, *mean_ps;
+  PS_ALLOC(n_cells, K);
+  PS_ALLOC(n_targets, K);
+  PS_ALLOC(rescaled, K);
+  PS_ALLOC(ps_sum, K);
+  PS_ALLOC(mean_ps, K);
+  for (int64_t p = 0; p < D->ptr[D->n_cells]; p++) {
+    n_cells[D->ids[p]]++;
+    ps_sum[D->ids[p]] += s->ps[p];
+  }
+  PS_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, n_cells, K, MPI_INT64_T, MPI_SUM, comm));
+  PS_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, ps_sum, K, MPI_DOUBLE, MPI_SUM, comm));
+  for (int32_t k = 0; k < K; k++) {
+    n_targets[k] = d->n_targets ? d->n_targets[k] : 0;
+    rescaled[k] = s->rescaled[k];
+    mean_ps[k] = n_cells[k] ? ps_sum[k] / (double)n_cells[k] : 0.0;
+  }
+  ps_column cols[] = {
+      {.name = "n_cells", .kind = PS_COL_I64, .i64 = n_cells},
+      {.name = "n_targets", .kind = PS_COL_I64, .i64 = n_targets},
+      {.name = "cumulative_score", .kind = PS_COL_F64, .f64 = ps_sum},
+      {.name = "mean_ps", .kind = PS_COL_F64, .f64 = mean_ps},
+      {.name = "max_raw_ps", .kind = PS_COL_F64, .f64 = s->max_raw},
+      {.name = "rescaled", .kind = PS_COL_I64, .i64 = rescaled},
+  };
+  int rank;
+  MPI_Comm_rank(comm, &rank);
+  PS_CALL(ps_h5ad_write_frame(w, "var", D->names.items, rank == 0 ? K : 0, 0, K, cols, 6));
+  free(n_cells);
+  free(n_targets);
+  free(rescaled);
+  free(ps_sum);
+  free(mean_ps);
+  return PS_OK;
+}
+
+static int write_uns(ps_h5ad_writer *w, const ps_dataset *d, const ps_ridge *ridge, const ps_scores *s,
+                     const ps_run_info *info) {
+  char name[512];
+  PS_CALL(ps_h5ad_write_string(w, "uns/pertscore/version", PS_VERSION));
+  for (int64_t i = 0; i < info->keys.n; i++) {
+    snprintf(name, sizeof name, "uns/pertscore/parameters/%s", info->keys.items[i]);
+    PS_CALL(ps_h5ad_write_string(w, name, info->values.items[i]));
+  }
+  for (int64_t i = 0; i < info->number_keys.n; i++) {
+    snprintf(name, sizeof name, "uns/pertscore/parameters/%s", info->number_keys.items[i]);
+    PS_CALL(ps_h5ad_write_scalar(w, name, info->numbers[i]));
+  }
+  char **genes;
+  PS_ALLOC(genes, d->n_regression);
+  for (int32_t n = 0; n < d->n_regression; n++) genes[n] = d->genes.items[d->regression_gene[n]];
+  PS_CALL(ps_h5ad_write_strings(w, "uns/pertscore/regression_genes", genes, d->n_regression));
+  free(genes);
+  PS_CALL(ps_h5ad_write_dense(w, "uns/pertscore/basal", ridge->beta, 1, ridge->n_genes));
+  PS_CALL(ps_h5ad_write_dense(w, "uns/pertscore/winsor_cap", d->winsor_cap, 1, d->n_regression));
+  PS_CALL(ps_h5ad_write_strings(w, "uns/pertscore/targets/perturbation", d->targets.perturbation.items,
+                                d->targets.perturbation.n));
+  PS_CALL(ps_h5ad_write_strings(w, "uns/pertscore/targets/gene", d->targets.gene.items, d->targets.gene.n));
+  PS_CALL(ps_h5ad_write_scalar(w, "uns/pertscore/qp/max_kkt_residual", s->max_kkt));
+  PS_CALL(ps_h5ad_write_scalar(w, "uns/pertscore/qp/n_solved", (double)s->n_qp));
+  PS_CALL(ps_h5ad_write_scalar(w, "uns/pertscore/n_control_cells", (double)d->n_control));
+  return PS_OK;
+}
+
+int ps_results_write(MPI_Comm comm, const char *path, const ps_dataset *d, const ps_ridge *ridge,
+                     const ps_scores *scores, const ps_run_info *info) {
+  const ps_design *D = &d->design;
+  ps_h5ad_writer *w;
+  PS_CALL(ps_h5ad_create(comm, path, &w));
+  /* X = PS: the design's own sparsity pattern, values from the scores */
+  ps_csr x = {.n_rows = D->n_cells, .n_cols = D->n_perturbations, .indptr = D->ptr, .indices = D->ids,
+              .data = scores->ps};
+  PS_CALL(ps_h5ad_write_csr(w, "X", &x, d->analysed_offset, d->n_analysed, 0));
+  PS_CALL(write_obs(w, d));
+  PS_CALL(write_var(comm, w, d, scores));
+  /* varm/beta: perturbation rows of B (row 0, the intercept, is uns/pertscore/basal) */
+  PS_CALL(ps_h5ad_write_dense(w, "varm/beta", ridge->beta + ridge->n_genes, D->n_perturbations, ridge->n_genes));
+  PS_CALL(write_uns(w, d, ridge, scores, info));
+  PS_CALL(ps_h5ad_close(&w));
+  return PS_OK;
+}

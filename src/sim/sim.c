@@ -1,0 +1,316 @@
+/* Simulated Perturb-seq screens with ground truth (SPEC.md section 8). */
+#include "pertscore/sim.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pertscore/io.h"
+
+/* Streams below this are cells; global parameters use the top of the range. */
+#define STREAM_GENES UINT64_C(0xFFFFFFFF00000001)
+#define STREAM_PERTURBATIONS UINT64_C(0xFFFFFFFF00000002)
+
+void ps_sim_options_default(ps_sim_options *o) {
+  memset(o, 0, sizeof *o);
+  o->n_cells = 2000;
+  o->n_genes = 500;
+  o->n_perturbations = 10;
+  o->moi = 1;
+  o->control_fraction = 0.1;
+  o->guides_per_perturbation = 2;
+  o->n_downstream = 20;
+  o->effect_size = 1.0;
+  o->knockdown = 0.9;
+  const double levels[] = {0, 0.25, 0.5, 0.75, 1};
+  memcpy(o->efficiencies, levels, sizeof levels);
+  o->n_efficiencies = 5;
+  o->library_size = 5000;
+  o->dispersion = 0.1;
+  o->seed = 1;
+}
+
+const char *ps_sim_gene_name(int32_t g, char *buf, size_t size) {
+  snprintf(buf, size, "GENE%05d", g + 1);
+  return buf;
+}
+
+void ps_sim_truth_free(ps_sim_truth *t) {
+  if (!t) return;
+  free(t->gene_weight);
+  free(t->target_gene);
+  free(t->downstream_ptr);
+  free(t->downstream_gene);
+  free(t->downstream_lfc);
+  memset(t, 0, sizeof *t);
+}
+
+
+int ps_sim_truth_make(const ps_sim_options *o, ps_sim_truth *t) {
+  memset(t, 0, sizeof *t);
+  int32_t G = o->n_genes, K = o->n_perturbations;
+  if (G < 2 * K + o->n_downstream)
+    PS_FAIL(PS_ERR_INPUT, "simulate: %d genes are too few for %d perturbations with %d downstream genes each", G, K,
+            o->n_downstream);
+  PS_ALLOC(t->gene_weight, G);
+  ps_rng rng = ps_rng_make(o->seed, STREAM_GENES);
+  double total = 0;
+  for (int32_t g = 0; g < G; g++) total += t->gene_weight[g] = exp(1.5 * ps_rng_normal(&rng));
+  for (int32_t g = 0; g < G; g++) t->gene_weight[g] /= total;
+  /* Targets and downstream genes come from the better-expressed half, so effects are measurable. */
+  int32_t *order;
+  PS_ALLOC(order, G);
+  for (int32_t g = 0; g < G; g++) order[g] = g;
+  for (int32_t i = 1; i < G; i++) { /* insertion sort by weight, descending (deterministic) */
+    int32_t v = order[i], j = i;
+    while (j > 0 && t->gene_weight[order[j - 1]] < t->gene_weight[v]) {
+      order[j] = order[j - 1];
+      j--;
+    }
+    order[j] = v;
+  }
+  int32_t pool = G / 2 > 2 * K + o->n_downstream ? G / 2 : 2 * K + o->n_downstream;
+  ps_rng prng = ps_rng_make(o->seed, STREAM_PERTURBATIONS);
+  for (int32_t i = pool - 1; i > 0; i--) { /* shuffle the pool */
+    int32_t j = (int32_t)(ps_rng_next(&prng) % (uint64_t)(i + 1)), tmp = order[i];
+    order[i] = order[j];
+    order[j] = tmp;
+  }
+  PS_ALLOC(t->target_gene, K);
+  uint8_t *is_target;
+  PS_ALLOC(is_target, G);
+  for (int32_t k = 0; k < K; k++) {
+    t->target_gene[k] = order[k];
+    is_target[order[k]] = 1;
+  }
+  PS_ALLOC(t->downstream_ptr, K + 1);
+  PS_ALLOC(t->downstream_gene, (int64_t)K * o->n_downstream);
+  PS_ALLOC(t->downstream_lfc, (int64_t)K * o->n_downstream);
+  int32_t rest = pool - K, w = 0;
+  uint8_t *taken;
+  PS_ALLOC(taken, G);
+  for (int32_t k = 0; k < K; k++) {
+    memset(taken, 0, (size_t)G);
+    for (int32_t d = 0; d < o->n_downstream; d++) {
+      int32_t g;
+      do g = order[K + (int32_t)(ps_rng_next(&prng) % (uint64_t)rest)];
+      while (taken[g]);
+      taken[g] = 1;
+      double size = o->effect_size * (0.5 + fabs(0.5 * ps_rng_normal(&prng)));
+      t->downstream_gene[w] = g;
+      t->downstream_lfc[w++] = ps_rng_uniform(&prng) < 0.5 ? -size : size;
+    }
+    t->downstream_ptr[k + 1] = w;
+  }
+  free(taken);
+  free(is_target);
+  free(order);
+  return PS_OK;
+}
+
+/* Growable text buffer for the per-rank chunks of the text outputs. */
+typedef struct {
+  char *data;
+  int64_t len, cap;
+} text_buf;
+
+static int text_printf(text_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int text_printf(text_buf *b, const char *fmt, ...) {
+  for (;;) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(b->data ? b->data + b->len : NULL, b->data ? (size_t)(b->cap - b->len) : 0, fmt, ap);
+    va_end(ap);
+    if (b->data && b->len + n < b->cap) {
+      b->len += n;
+      return PS_OK;
+    }
+    int64_t cap = b->cap ? 2 * b->cap : 1 << 16;
+    while (cap < b->len + n + 1) cap *= 2;
+    char *grown = realloc(b->data, (size_t)cap);
+    if (!grown) PS_FAIL(PS_ERR_SYSTEM, "out of memory building simulator text output");
+    b->data = grown;
+    b->cap = cap;
+  }
+}
+
+/* One cell's guides: perturbation ids (-1 = control) and efficiencies. */
+typedef struct {
+  int n;
+  int32_t id[64];
+  int32_t guide[64];
+  double efficiency[64];
+  int umi[64];
+} cell_guides;
+
+static void draw_guides(const ps_sim_options *o, ps_rng *rng, cell_guides *c) {
+  int n = o->poisson_moi ? (int)ps_rng_poisson(rng, o->moi) : (int)floor(o->moi + 0.5);
+  if (n > 64) n = 64;
+  if (n > o->n_perturbations) n = o->n_perturbations;
+  c->n = 0;
+  int controls = 0;
+  for (int i = 0; i < n; i++) {
+    int32_t id;
+    if (ps_rng_uniform(rng) < o->control_fraction) {
+      id = -1;
+    } else {
+      int again;
+      do { /* distinct perturbations within a cell */
+        id = (int32_t)(ps_rng_next(rng) % (uint64_t)o->n_perturbations);
+        again = 0;
+        for (int j = 0; j < c->n; j++) again |= c->id[j] == id;
+      } while (again);
+    }
+    if (id < 0 && controls++) continue; /* one control guide record is enough */
+    c->id[c->n] = id;
+    c->guide[c->n] = (int32_t)(ps_rng_next(rng) % (uint64_t)(id < 0 ? 4 : o->guides_per_perturbation));
+    c->efficiency[c->n] = id < 0 ? 0.0 : o->efficiencies[ps_rng_next(rng) % (uint64_t)o->n_efficiencies];
+    c->umi[c->n] = 3 + (int)ps_rng_poisson(rng, 20);
+    c->n++;
+  }
+}
+
+typedef struct {
+  ps_csr counts;
+  ps_strlist names, guide_labels;
+  text_buf guides, truth;
+} sim_block;
+
+static int simulate_cell(const ps_sim_options *o, const ps_sim_truth *t, int64_t cell, double *log_effect,
+                         sim_block *b, int64_t row) {
+  char name[64], gene[32], label[4096];
+  ps_rng rng = ps_rng_make(o->seed, (uint64_t)cell);
+  cell_guides c;
+  draw_guides(o, &rng, &c);
+  snprintf(name, sizeof name, "SIMCELL%08lld", (long long)cell + 1);
+  PS_CALL(ps_strlist_push(&b->names, name));
+  int32_t G = o->n_genes;
+  for (int32_t g = 0; g < G; g++) log_effect[g] = 0.0;
+  label[0] = '\0';
+  for (int i = 0; i < c.n; i++) {
+    const char *unit = PS_SIM_CONTROL_LABEL;
+    if (c.id[i] >= 0) {
+      int32_t k = c.id[i];
+      double e = c.efficiency[i];
+      unit = ps_sim_gene_name(t->target_gene[k], gene, sizeof gene);
+      log_effect[t->target_gene[k]] += log(1.0 - o->knockdown * e);
+      for (int32_t d = t->downstream_ptr[k]; d < t->downstream_ptr[k + 1]; d++)
+        log_effect[t->downstream_gene[d]] += e * t->downstream_lfc[d];
+    }
+    PS_CALL(text_printf(&b->guides, "%s\t%s_sg%d\tSEQ%s%d\t%s\t%d\t%d\n", name, unit, c.guide[i] + 1, unit,
+                        c.guide[i] + 1, unit, 2 * c.umi[i], c.umi[i]));
+    PS_CALL(text_printf(&b->truth, "%s\t%s\t%.2f\n", name, unit, c.efficiency[i]));
+    size_t len = strlen(label);
+    snprintf(label + len, sizeof label - len, "%s%s", i ? "," : "", unit);
+  }
+  PS_CALL(ps_strlist_push(&b->guide_labels, label));
+  /* NB as gamma-Poisson; the library size varies between cells */
+  double library = o->library_size * exp(0.3 * ps_rng_normal(&rng));
+  double shape = 1.0 / o->dispersion;
+  ps_csr *m = &b->counts;
+  int64_t at = m->indptr[row];
+  for (int32_t g = 0; g < G; g++) {
+    double mu = library * t->gene_weight[g] * exp(log_effect[g]);
+    double lambda = mu * ps_rng_gamma(&rng, shape) / shape;
+    int64_t count = ps_rng_poisson(&rng, lambda);
+    if (count == 0) continue;
+    if (at == m->n_cols) { /* n_cols doubles as capacity while generating */
+      int64_t cap = 2 * m->n_cols;
+      int32_t *ni = realloc(m->indices, (size_t)cap * sizeof *ni);
+      double *nd = realloc(m->data, (size_t)cap * sizeof *nd);
+      if (ni) m->indices = ni;
+      if (nd) m->data = nd;
+      if (!ni || !nd) PS_FAIL(PS_ERR_SYSTEM, "out of memory simulating counts");
+      m->n_cols = cap;
+    }
+    m->indices[at] = g;
+    m->data[at++] = (double)count;
+  }
+  m->indptr[row + 1] = at;
+  return PS_OK;
+}
+
+static int write_truth_tables(MPI_Comm comm, const ps_sim_options *o, const ps_sim_truth *t, const char *prefix) {
+  int rank;
+  MPI_Comm_rank(comm, &rank);
+  text_buf effects = {0}, gmt = {0};
+  char path[4096], gene[32], target[32];
+  if (rank == 0) {
+    PS_CALL(text_printf(&effects, "perturbation\tgene\tlog_fold_change\trole\n"));
+    for (int32_t k = 0; k < o->n_perturbations; k++) {
+      ps_sim_gene_name(t->target_gene[k], target, sizeof target);
+      PS_CALL(text_printf(&effects, "%s\t%s\t%.6f\ttarget\n", target, target, log(1.0 - o->knockdown)));
+      PS_CALL(text_printf(&gmt, "%s\ttrue downstream genes", target));
+      for (int32_t d = t->downstream_ptr[k]; d < t->downstream_ptr[k + 1]; d++) {
+        ps_sim_gene_name(t->downstream_gene[d], gene, sizeof gene);
+        PS_CALL(text_printf(&effects, "%s\t%s\t%.6f\tdownstream\n", target, gene, t->downstream_lfc[d]));
+        PS_CALL(text_printf(&gmt, "\t%s", gene));
+      }
+      PS_CALL(text_printf(&gmt, "\n"));
+    }
+  }
+  snprintf(path, sizeof path, "%s.effects.tsv", prefix);
+  PS_CALL(ps_text_write_ordered(comm, path, effects.data, effects.len));
+  snprintf(path, sizeof path, "%s.targets.gmt", prefix);
+  PS_CALL(ps_text_write_ordered(comm, path, gmt.data, gmt.len));
+  free(effects.data);
+  free(gmt.data);
+  return PS_OK;
+}
+
+int ps_sim_write(MPI_Comm comm, const ps_sim_options *o, const char *prefix, ps_progress *progress) {
+  int rank, size;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &size);
+  if (o->n_cells < 1 || o->n_genes < 1 || o->n_perturbations < 1 || o->moi < 0 || o->n_efficiencies < 1)
+    PS_FAIL(PS_ERR_INPUT, "simulate: cells, genes and perturbations must be positive, moi >= 0, efficiencies non-empty");
+  ps_sim_truth t;
+  PS_CALL(ps_sim_truth_make(o, &t));
+  int64_t begin, end;
+  ps_block_range(o->n_cells, rank, size, &begin, &end);
+  sim_block b = {0};
+  b.counts.n_rows = end - begin;
+  b.counts.n_cols = 1024;
+  PS_ALLOC(b.counts.indptr, end - begin + 1);
+  PS_ALLOC(b.counts.indices, b.counts.n_cols);
+  PS_ALLOC(b.counts.data, b.counts.n_cols);
+  double *log_effect;
+  PS_ALLOC(log_effect, o->n_genes);
+  if (rank == 0) PS_CALL(text_printf(&b.guides, "cell\tbarcode\tsgrna\tgene\tread_count\tumi_count\n"));
+  if (rank == 0) PS_CALL(text_printf(&b.truth, "cell\tperturbation\tefficiency\n"));
+  for (int64_t i = begin; i < end; i++) {
+    PS_CALL(simulate_cell(o, &t, i, log_effect, &b, i - begin));
+    if (progress && (i - begin) % 4096 == 0) ps_progress_update(progress, (double)(i - begin) / (double)(end - begin));
+  }
+  b.counts.n_cols = o->n_genes;
+  free(log_effect);
+
+  char path[4096], gene[32];
+  snprintf(path, sizeof path, "%s.h5ad", prefix);
+  ps_h5ad_writer *w;
+  PS_CALL(ps_h5ad_create(comm, path, &w));
+  PS_CALL(ps_h5ad_write_csr(w, "X", &b.counts, begin, o->n_cells, 1));
+  ps_column guide_column = {.name = "guide", .kind = PS_COL_STRING, .strings = b.guide_labels.items};
+  PS_CALL(ps_h5ad_write_frame(w, "obs", b.names.items, b.names.n, begin, o->n_cells, &guide_column, 1));
+  ps_strlist genes = {0};
+  for (int32_t g = 0; g < o->n_genes; g++) PS_CALL(ps_strlist_push(&genes, ps_sim_gene_name(g, gene, sizeof gene)));
+  PS_CALL(ps_h5ad_write_frame(w, "var", genes.items, rank == 0 ? genes.n : 0, 0, genes.n, NULL, 0));
+  PS_CALL(ps_h5ad_write_string(w, "uns/simulation/generator", "pertscore simulate " PS_VERSION));
+  PS_CALL(ps_h5ad_write_scalar(w, "uns/simulation/seed", (double)o->seed));
+  PS_CALL(ps_h5ad_close(&w));
+  snprintf(path, sizeof path, "%s.guides.tsv", prefix);
+  PS_CALL(ps_text_write_ordered(comm, path, b.guides.data, b.guides.len));
+  snprintf(path, sizeof path, "%s.truth.tsv", prefix);
+  PS_CALL(ps_text_write_ordered(comm, path, b.truth.data, b.truth.len));
+  PS_CALL(write_truth_tables(comm, o, &t, prefix));
+  ps_strlist_free(&genes);
+  ps_strlist_free(&b.names);
+  ps_strlist_free(&b.guide_labels);
+  ps_csr_free(&b.counts);
+  free(b.guides.data);
+  free(b.truth.data);
+  ps_sim_truth_free(&t);
+  return PS_OK;
+}
