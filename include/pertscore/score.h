@@ -49,8 +49,9 @@ void ps_qp_solver_destroy(ps_qp_solver **solver);
 /* Relative KKT tolerance a solve must meet (default 1e-6); above it the QP is
  * re-solved with a second TAO method and then reported as an error. */
 void ps_qp_solver_set_tolerance(ps_qp_solver *solver, double tolerance);
-/* Solves so far, how many needed the fallback method, total TAO iterations. */
+/* Solves so far, how many needed the fallback method, total TAO iterations, and how
+ * many answers the exact active-set finish moved (any pointer may be NULL). */
 void ps_qp_solver_counts(const ps_qp_solver *solver, int64_t *n_solves, int64_t *n_fallback,
-                         int64_t *n_iterations);
+                         int64_t *n_iterations, int64_t *n_polished);
 
 #endif

@@ -101,6 +101,7 @@ int ps_h5_attr_string(hid_t obj, const char *name, char *buf, size_t size, int *
   if (H5Tis_variable_str(type) > 0) {
     hid_t mem = H5Tcopy(H5T_C_S1);
     H5Tset_size(mem, H5T_VARIABLE);
+    H5Tset_cset(mem, H5Tget_cset(type));
     char *value = NULL;
     rc = H5Aread(attr, mem, &value);
     if (rc >= 0 && value) snprintf(buf, size, "%s", value);
@@ -113,6 +114,7 @@ int ps_h5_attr_string(hid_t obj, const char *name, char *buf, size_t size, int *
     else {
       hid_t mem = H5Tcopy(H5T_C_S1);
       H5Tset_size(mem, len + 1);
+      H5Tset_cset(mem, H5Tget_cset(type));
       rc = H5Aread(attr, mem, tmp);
       snprintf(buf, size, "%s", tmp);
       H5Tclose(mem);

@@ -95,9 +95,10 @@ static int read_compressed_block(const ps_h5 *h, const char *group, int64_t begi
   for (int64_t i = 0; i <= n; i++) out->indptr[i] -= first;
   for (int64_t i = 0; i < count; i++) {
     if (wide[i] < 0 || wide[i] >= out->n_cols) {
+      long long bad = (long long)wide[i];
       free(wide);
-      PS_FAIL(PS_ERR_INPUT, "%s: /%s/indices holds %lld at position %lld, outside [0, %lld)", h->path, group,
-              (long long)wide[i], (long long)(first + i), (long long)out->n_cols);
+      PS_FAIL(PS_ERR_INPUT, "%s: /%s/indices holds %lld at position %lld, outside [0, %lld)", h->path, group, bad,
+              (long long)(first + i), (long long)out->n_cols);
     }
     out->indices[i] = (int32_t)wide[i];
   }

@@ -86,11 +86,16 @@ static void pair_table_insert(pair_table *t, int64_t key, double count) {
 /* Keep the load at most one half so linear probing stays short. */
 static int pair_table_add(pair_table *t, int64_t key) {
   if (2 * (t->n + 1) > t->cap) {
-    pair_table old = *t;
-    PS_CALL(pair_table_alloc(t, 2 * old.cap));
-    for (int64_t s = 0; s < old.cap; s++)
-      if (old.keys[s] != -1) pair_table_insert(t, old.keys[s], old.counts[s]);
-    pair_table_free(&old);
+    pair_table bigger = {0};
+    int err = pair_table_alloc(&bigger, 2 * t->cap);
+    if (err) {
+      pair_table_free(&bigger);
+      PS_CALL(err);
+    }
+    for (int64_t s = 0; s < t->cap; s++)
+      if (t->keys[s] != -1) pair_table_insert(&bigger, t->keys[s], t->counts[s]);
+    pair_table_free(t);
+    *t = bigger;
   }
   pair_table_insert(t, key, 1.0);
   return PS_OK;
@@ -109,8 +114,7 @@ typedef struct {
 /* The grid uses every rank: nprow is the largest divisor of P not above sqrt(P)
  * (1 x P for a prime P), so no rank sits idle outside the grid. */
 static int grid_open(MPI_Comm comm, int n, ridge_grid *g) {
-  int rank, size;
-  PS_CHECK_MPI(MPI_Comm_rank(comm, &rank));
+  int size;
   PS_CHECK_MPI(MPI_Comm_size(comm, &size));
   int nprow = 1;
   for (int d = 1; d * d <= size; d++)

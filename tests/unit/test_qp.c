@@ -214,16 +214,23 @@ static double conditioning(int d, const double *H) {
 }
 
 static void test_random(ps_qp_solver *solver) {
-  const int per_dim_kind = 150;
+  /* PS_TEST_QP_STRESS=n multiplies the count, for trying solver options by hand */
+  const char *stress = getenv("PS_TEST_QP_STRESS");
+  const int per_dim_kind = 150 * (stress && atoi(stress) > 0 ? atoi(stress) : 1);
   double worst = 0, worst_collinear = 0;
-  long n = 0, at_zero = 0, at_upper = 0, interior = 0, singular = 0;
+  long n = 0, at_zero = 0, at_upper = 0, interior = 0, singular = 0, n_slow = 0;
+  double slowest = 0;
   qp_case q;
   for (int dim = 1; dim <= MAXD; dim++)
     for (int kind = 0; kind <= 4; kind++)
       for (int rep = 0; rep < per_dim_kind; rep++) {
         make_case(&q, dim, kind);
         double psi[MAXD];
+        double tq = MPI_Wtime();
         CHECK_PS(ps_qp_solve(solver, dim, q.H, q.c, q.lambda, q.upper, psi));
+        tq = MPI_Wtime() - tq;
+        slowest = fmax(slowest, tq);
+        n_slow += tq > 1e-3;
         double kkt = ps_qp_kkt_residual(dim, q.H, q.c, q.lambda, q.upper, psi);
         EXPECT(kkt <= 1e-6, "dim %d kind %d rep %d: KKT residual %.3g", dim, kind, rep, kkt);
         if (q.collinear) worst_collinear = fmax(worst_collinear, kkt);
@@ -242,6 +249,7 @@ static void test_random(ps_qp_solver *solver) {
          n, MAXD, at_zero, at_upper, interior, singular);
   printf("random QPs: worst KKT residual %.3g (well conditioned), %.3g (nearly collinear rows)\n", worst,
          worst_collinear);
+  printf("random QPs: slowest single QP %.2f ms, %ld took over 1 ms\n", 1e3 * slowest, n_slow);
   EXPECT(at_zero > 100 && at_upper > 100 && interior > 100, "bound types not all exercised");
   EXPECT(singular > 0, "no (near-)singular hessian was generated");
 }
@@ -264,6 +272,17 @@ static void test_brute_force(ps_qp_solver *solver) {
         double denom = fmax(fabs(fb), 1e-6 * (cs + q.lambda) * q.upper);
         double rel = fabs(f - fb) / denom;
         worst_f = fmax(worst_f, rel);
+        if (rel > 1e-9) {
+          fprintf(stderr, "  H =");
+          for (int i = 0; i < dim * dim; i++) fprintf(stderr, " %.17g", q.H[i]);
+          fprintf(stderr, "\n  c =");
+          for (int i = 0; i < dim; i++) fprintf(stderr, " %.17g", q.c[i]);
+          fprintf(stderr, "\n  lambda %g psi_tao", q.lambda);
+          for (int i = 0; i < dim; i++) fprintf(stderr, " %.17g", psi[i]);
+          fprintf(stderr, " kkt %.3g\n  psi_bf", ps_qp_kkt_residual(dim, q.H, q.c, q.lambda, q.upper, psi));
+          for (int i = 0; i < dim; i++) fprintf(stderr, " %.17g", bf[i]);
+          fprintf(stderr, " kkt %.3g\n", ps_qp_kkt_residual(dim, q.H, q.c, q.lambda, q.upper, bf));
+        }
         EXPECT(rel <= 1e-9, "dim %d kind %d rep %d: TAO objective %.17g, brute force %.17g (rel %.3g)", dim, kind,
                rep, f, fb, rel);
         if (!q.collinear && conditioning(dim, q.H) > 1e-3) {
@@ -297,112 +316,193 @@ static void test_speed(ps_qp_solver *solver) {
   }
 }
 
-/* (c) Hand-made design: A, B, C clearly positive effects; D a tiny one (raw max < 0.01). */
+/* The safeguard: a first method cut to one iteration, without the exact finish, must hand
+ * over to the fallback method; with the fallback cut too, the solve must fail rather than
+ * return a point that misses the tolerance. */
+static void test_safeguard(void) {
+  PetscOptionsSetValue(NULL, "-ps_qp_tao_max_it", "1");
+  PetscOptionsSetValue(NULL, "-ps_qp_polish", "0");
+  ps_qp_solver *solver;
+  CHECK_PS(ps_qp_solver_create(&solver));
+  qp_case q;
+  double worst = 0;
+  for (int rep = 0; rep < 200; rep++) {
+    make_case(&q, 3 + rep % 4, rep % 4);
+    double psi[MAXD];
+    CHECK_PS(ps_qp_solve(solver, q.dim, q.H, q.c, q.lambda, q.upper, psi));
+    worst = fmax(worst, ps_qp_kkt_residual(q.dim, q.H, q.c, q.lambda, q.upper, psi));
+  }
+  int64_t n_fallback;
+  ps_qp_solver_counts(solver, NULL, &n_fallback, NULL, NULL);
+  ps_qp_solver_destroy(&solver);
+  EXPECT(n_fallback > 0 && worst <= 1e-6, "fallback: used %lld times, worst KKT %.3g", (long long)n_fallback, worst);
+
+  PetscOptionsSetValue(NULL, "-ps_qp_fallback_tao_max_it", "1");
+  CHECK_PS(ps_qp_solver_create(&solver));
+  int n_failed = 0;
+  for (int rep = 0; rep < 50; rep++) {
+    make_case(&q, 6, 0);
+    double psi[MAXD];
+    if (ps_qp_solve(solver, q.dim, q.H, q.c, q.lambda, q.upper, psi) != PS_OK) n_failed++;
+  }
+  ps_qp_solver_destroy(&solver);
+  EXPECT(n_failed > 0, "crippled solver never reported a failure");
+  printf("safeguard: fallback used on %lld of 200 QPs (worst KKT after it %.3g); both methods cut: %d of 50 "
+         "reported as errors, e.g. \"%s\"\n",
+         (long long)n_fallback, worst, n_failed, ps_error_message());
+  ps_error_clear();
+  PetscOptionsClearValue(NULL, "-ps_qp_tao_max_it");
+  PetscOptionsClearValue(NULL, "-ps_qp_polish");
+  PetscOptionsClearValue(NULL, "-ps_qp_fallback_tao_max_it");
+}
+
+/* (c) Hand-made design: A, B, C clearly positive effects; D a tiny one (raw max < 0.01).
+ * Every rank generates all CELLS the same way and keeps its block, so the test also
+ * checks the cross-rank maximum when run on more than one rank. */
 static void test_score_cells(void) {
   enum { K = 4, N = 20, CELLS = 48 };
-  ps_design design = {0};
-  design.n_perturbations = K;
+  int rank, size;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
   const char *names[K] = {"A", "B", "C", "D"};
-  for (int k = 0; k < K; k++) CHECK_PS(ps_strlist_push(&design.names, names[k]));
   ps_ridge ridge = {.n_rows = K + 1, .n_genes = N, .lambda = 0.01};
   ridge.beta = calloc((size_t)(K + 1) * N, sizeof *ridge.beta);
   for (int n = 0; n < N; n++) {
-    ridge.beta[n] = 1.0 + 0.5 * unif();             /* basal */
-    for (int k = 0; k < 3; k++) ridge.beta[(k + 1) * N + n] = 0.3 * normal();
-    ridge.beta[4 * N + n] = n % 2 ? 1.0 : -1.0;     /* D: ||B_D||^2 = 20 */
+    ridge.beta[n] = 1.0 + 0.5 * unif(); /* basal */
+    /* A, B, C act on genes 0..11, D on genes 12..19 only, so D's score cannot borrow from theirs */
+    for (int k = 0; k < 3; k++) ridge.beta[(k + 1) * N + n] = n < 12 ? 0.3 * normal() : 0.0;
+    ridge.beta[4 * N + n] = n < 12 ? 0.0 : n % 2 ? 1.0 : -1.0; /* ||B_D||^2 = 7 with the zero below */
+    if (n % 7 == 3) ridge.beta[n] = ridge.beta[4 * N + n] = 0.0;  /* genes left out of the CSR */
   }
-  /* cells: 0..7 control; then cycling singles A, B, C, D, pair {A,B}, triple {A,B,C}, pair {C,D} */
+  /* Every 6th cell is a control cell; the others cycle through singles A, B, C, D, pair {A,B},
+   * triple {A,B,C}, pair {C,D}. D only ever has a tiny effect: raw PS about 0.0035 < 0.01. */
   static const int sets[7][3] = {{0}, {1}, {2}, {3}, {0, 1}, {0, 1, 2}, {2, 3}};
   static const int sizes[7] = {1, 1, 1, 1, 2, 3, 2};
-  design.n_cells = CELLS;
-  design.ptr = calloc(CELLS + 1, sizeof *design.ptr);
-  design.ids = calloc(CELLS * 3, sizeof *design.ids);
-  ps_csr y = {.n_rows = CELLS, .n_cols = N};
-  y.indptr = calloc(CELLS + 1, sizeof *y.indptr);
-  y.indices = calloc(CELLS * N, sizeof *y.indices);
-  y.data = calloc(CELLS * N, sizeof *y.data);
-  double dense[CELLS][N];
+  static double dense[CELLS][N];
+  int cell_set[CELLS], n_control = 0;
   for (int j = 0; j < CELLS; j++) {
-    int s = j < 8 ? -1 : (j - 8) % 7;
+    int s = j % 6 == 0 ? -1 : (j - j / 6 - 1) % 7;
     int d = s < 0 ? 0 : sizes[s];
-    design.ptr[j + 1] = design.ptr[j] + d;
-    for (int a = 0; a < d; a++) design.ids[design.ptr[j] + a] = sets[s][a];
+    cell_set[j] = s;
+    n_control += s < 0;
+    double effect[3];
+    for (int a = 0; a < d; a++) effect[a] = sets[s][a] == 3 ? 0.012 : 0.5 + 2.0 * unif();
     for (int n = 0; n < N; n++) {
-      double v = ridge.beta[n] + 0.05 * normal();
-      for (int a = 0; a < d; a++) {
-        int k = sets[s][a];
-        double effect = k == 3 ? 0.02 : 0.5 + 2.0 * unif(); /* D: psi about 0.02 - 0.01/20 */
-        v += effect * ridge.beta[(k + 1) * N + n];
-      }
-      if (n % 7 == 3) v = 0.0; /* some genes not expressed: left out of the CSR */
-      dense[j][n] = v;
-      y.indptr[j + 1] = y.indptr[j];
-      if (v != 0.0) {
-        y.indices[y.indptr[j + 1]] = n;
-        y.data[y.indptr[j + 1]] = v;
-      }
-      y.indptr[j + 1] += v != 0.0;
+      double v = ridge.beta[n] + 0.01 * normal();
+      for (int a = 0; a < d; a++) v += effect[a] * ridge.beta[(sets[s][a] + 1) * N + n];
+      dense[j][n] = n % 7 == 3 ? 0.0 : v; /* some genes not expressed: left out of the CSR */
     }
   }
-  /* D only ever with a tiny effect: raw PS about 0.0065 < 0.01 */
+  int64_t begin, end;
+  ps_block_range(CELLS, rank, size, &begin, &end);
+  const int64_t local = end - begin;
+  ps_design design = {0};
+  design.n_perturbations = K;
+  for (int k = 0; k < K; k++) CHECK_PS(ps_strlist_push(&design.names, names[k]));
+  design.n_cells = local;
+  design.ptr = calloc((size_t)local + 1, sizeof *design.ptr);
+  design.ids = calloc((size_t)local * 3 + 1, sizeof *design.ids);
+  ps_csr y = {.n_rows = local, .n_cols = N};
+  y.indptr = calloc((size_t)local + 1, sizeof *y.indptr);
+  y.indices = calloc((size_t)local * N + 1, sizeof *y.indices);
+  y.data = calloc((size_t)local * N + 1, sizeof *y.data);
+  for (int64_t jl = 0; jl < local; jl++) {
+    int s = cell_set[begin + jl], d = s < 0 ? 0 : sizes[s];
+    design.ptr[jl + 1] = design.ptr[jl] + d;
+    for (int a = 0; a < d; a++) design.ids[design.ptr[jl] + a] = sets[s][a];
+    y.indptr[jl + 1] = y.indptr[jl];
+    for (int n = 0; n < N; n++)
+      if (dense[begin + jl][n] != 0.0) {
+        y.indices[y.indptr[jl + 1]] = n;
+        y.data[y.indptr[jl + 1]++] = dense[begin + jl][n];
+      }
+  }
+
   ps_score_options opt;
   ps_score_options_default(&opt);
+  ps_progress progress;
+  ps_progress_init(&progress, MPI_COMM_WORLD, 1);
+  ps_progress_stage(&progress, "score");
   ps_scores out;
-  CHECK_PS(ps_score_cells(MPI_COMM_WORLD, &design, &y, &ridge, &opt, NULL, &out));
+  CHECK_PS(ps_score_cells(MPI_COMM_WORLD, &design, &y, &ridge, &opt, &progress, &out));
 
-  EXPECT(out.n_qp == CELLS - 8, "n_qp %lld, expected %d", (long long)out.n_qp, CELLS - 8);
+  EXPECT(out.n_qp == CELLS - n_control, "n_qp %lld, expected %d", (long long)out.n_qp, CELLS - n_control);
   EXPECT(out.max_kkt <= 1e-6, "max_kkt %.3g", out.max_kkt);
   EXPECT(out.n_not_rescaled == 1, "n_not_rescaled %d, expected 1 (D)", (int)out.n_not_rescaled);
   EXPECT(out.rescaled[0] && out.rescaled[1] && out.rescaled[2] && !out.rescaled[3], "rescaled flags %d %d %d %d",
          out.rescaled[0], out.rescaled[1], out.rescaled[2], out.rescaled[3]);
   EXPECT(out.max_raw[3] > 0 && out.max_raw[3] < 0.01, "max raw PS of D %.4g", out.max_raw[3]);
-  for (int j = 0; j < 8; j++) EXPECT(design.ptr[j + 1] == design.ptr[j], "control cell %d has entries", j);
 
-  /* Each cell against its own brute force (dims <= 3), raw PS = psi / U, then rescaled. */
+  /* Each non-control cell against its own brute force (dims <= 3): raw PS = psi / U, then rescaled. */
   double max_ps[K] = {0}, worst = 0;
-  for (int j = 8; j < CELLS; j++) {
+  int64_t entries = 0;
+  for (int64_t jl = 0; jl < local; jl++) {
+    int d = (int)(design.ptr[jl + 1] - design.ptr[jl]);
+    if (cell_set[begin + jl] < 0) {
+      EXPECT(d == 0, "control cell %lld has %d entries", (long long)(begin + jl), d);
+      continue;
+    }
+    entries += d;
     qp_case q;
-    int d = (int)(design.ptr[j + 1] - design.ptr[j]);
+    memset(&q, 0, sizeof q); /* build_hc uses NG >= N columns: the rest stay zero */
     q.dim = d;
     q.lambda = opt.lambda;
     q.upper = opt.upper;
     for (int a = 0; a < d; a++)
-      memcpy(q.B[a], ridge.beta + (design.ids[design.ptr[j] + a] + 1) * N, N * sizeof(double));
-    for (int n = 0; n < N; n++) q.r[n] = dense[j][n] - ridge.beta[n];
-    /* build_hc uses NG columns: pad with zeros */
-    for (int a = 0; a < d; a++)
-      for (int n = N; n < NG; n++) q.B[a][n] = 0.0;
-    for (int n = N; n < NG; n++) q.r[n] = 0.0;
+      memcpy(q.B[a], ridge.beta + (design.ids[design.ptr[jl] + a] + 1) * N, N * sizeof(double));
+    for (int n = 0; n < N; n++) q.r[n] = dense[begin + jl][n] - ridge.beta[n];
     build_hc(&q);
     double bf[MAXD];
     brute_force(&q, bf);
     for (int a = 0; a < d; a++) {
-      int k = design.ids[design.ptr[j] + a];
-      double ps = out.ps[design.ptr[j] + a];
+      int k = design.ids[design.ptr[jl] + a];
+      double ps = out.ps[design.ptr[jl] + a];
       double expect = bf[a] / opt.upper / (out.rescaled[k] ? out.max_raw[k] : 1.0);
       worst = fmax(worst, fabs(ps - expect));
       if (ps > max_ps[k]) max_ps[k] = ps;
     }
   }
+  EXPECT(entries == design.ptr[local], "entries %lld vs design %lld", (long long)entries,
+         (long long)design.ptr[local]);
+  MPI_Allreduce(MPI_IN_PLACE, max_ps, K, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+  MPI_Allreduce(MPI_IN_PLACE, &worst, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
   EXPECT(worst <= 1e-6, "PS differs from brute force by %.3g", worst);
-  for (int k = 0; k < 3; k++) EXPECT(max_ps[k] == 1.0, "max PS of rescaled %s is %.17g, not exactly 1", names[k],
-                                     max_ps[k]);
+  for (int k = 0; k < 3; k++)
+    EXPECT(max_ps[k] == 1.0, "max PS of rescaled %s is %.17g, not exactly 1", names[k], max_ps[k]);
   EXPECT(max_ps[3] == out.max_raw[3], "unscaled D: max PS %.17g vs max raw %.17g", max_ps[3], out.max_raw[3]);
-  printf("score_cells: %lld QPs, max KKT %.3g, |PS - brute force| <= %.3g, max raw PS A %.3f B %.3f C %.3f "
-         "D %.4f (not rescaled)\n",
-         (long long)out.n_qp, out.max_kkt, worst, out.max_raw[0], out.max_raw[1], out.max_raw[2], out.max_raw[3]);
+  if (rank == 0)
+    printf("score_cells (%d rank%s): %lld QPs, %d control cells, max KKT %.3g, |PS - brute force| <= %.3g, "
+           "max raw PS A %.3f B %.3f C %.3f D %.4f (not rescaled)\n",
+           size, size == 1 ? "" : "s", (long long)out.n_qp, n_control, out.max_kkt, worst, out.max_raw[0],
+           out.max_raw[1], out.max_raw[2], out.max_raw[3]);
 
   /* --no-rescale: raw values, nothing rescaled. */
   ps_scores raw;
   opt.rescale = 0;
   CHECK_PS(ps_score_cells(MPI_COMM_WORLD, &design, &y, &ridge, &opt, NULL, &raw));
   for (int k = 0; k < K; k++) EXPECT(!raw.rescaled[k], "rescaled[%d] set with rescale off", k);
-  for (int64_t p = 0; p < design.ptr[CELLS]; p++) {
+  for (int64_t p = 0; p < design.ptr[local]; p++) {
     int k = design.ids[p];
     double back = out.rescaled[k] ? out.ps[p] * out.max_raw[k] : out.ps[p];
     EXPECT(fabs(raw.ps[p] - back) <= 1e-12, "raw PS %g vs %g", raw.ps[p], back);
   }
   ps_scores_free(&raw);
+
+  /* Inputs that do not fit are an error on every rank, not a crash or a hang. */
+  ps_scores bad;
+  opt.upper = -1.0;
+  EXPECT(ps_score_cells(MPI_COMM_WORLD, &design, &y, &ridge, &opt, NULL, &bad) == PS_ERR_INPUT,
+         "negative upper accepted");
+  EXPECT(bad.ps == NULL, "failed call left memory behind");
+  opt.upper = 3.0;
+  ridge.n_genes = N - 1;
+  y.n_cols = rank == 0 ? N : N - 1; /* a mismatch on one rank only */
+  EXPECT(ps_score_cells(MPI_COMM_WORLD, &design, &y, &ridge, &opt, NULL, &bad) != PS_OK,
+         "expression/beta column mismatch on rank 0 accepted");
+  ridge.n_genes = N;
+  y.n_cols = N;
+  ps_error_clear();
+
   ps_scores_free(&out);
   EXPECT(out.ps == NULL && out.max_raw == NULL, "ps_scores_free did not zero");
   ps_csr_free(&y);
@@ -415,15 +515,22 @@ int main(int argc, char **argv) {
   if (PetscInitialize(&argc, &argv, NULL, NULL)) return 1;
   ps_qp_solver *solver;
   CHECK_PS(ps_qp_solver_create(&solver));
+  double t0 = MPI_Wtime();
   test_random(solver);
+  double t1 = MPI_Wtime();
   test_brute_force(solver);
+  double t2 = MPI_Wtime();
   test_speed(solver);
-  int64_t n_solves, n_fallback, n_it;
-  ps_qp_solver_counts(solver, &n_solves, &n_fallback, &n_it);
-  printf("solver: %lld solves, %lld needed the fallback method, %.2f TAO iterations per solve\n",
-         (long long)n_solves, (long long)n_fallback, (double)n_it / (double)n_solves);
+  printf("time: random %.2f s, brute force %.2f s, speed %.2f s\n", t1 - t0, t2 - t1, MPI_Wtime() - t2);
+  int64_t n_solves, n_fallback, n_it, n_polished;
+  ps_qp_solver_counts(solver, &n_solves, &n_fallback, &n_it, &n_polished);
+  printf("solver: %lld solves, %lld needed the fallback method, %.2f TAO iterations per solve, "
+         "%lld moved by the exact finish\n",
+         (long long)n_solves, (long long)n_fallback, (double)n_it / (double)n_solves, (long long)n_polished);
   ps_qp_solver_destroy(&solver);
   EXPECT(solver == NULL, "destroy did not clear the pointer");
+
+  test_safeguard();
 
   /* Edge cases: c = 0 and lambda = 0; zero hessian; non-finite input is an error. */
   CHECK_PS(ps_qp_solver_create(&solver));

@@ -1,0 +1,282 @@
+/* ps_ridge_fit (SPEC.md section 2) against a dense normal-equations solve.
+ *
+ * Every rank generates the same global problem from a fixed seed (per cell, so
+ * the draws do not depend on the rank count) and keeps its contiguous block of
+ * cells; rank 0 builds dense X^T X + lambda I and X^T Y over all cells and
+ * solves them with LAPACK dposv. Run under mpirun with any number of ranks. */
+#include "pertscore/ridge.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* LAPACK (Fortran; the size_t is gfortran's hidden CHARACTER length). */
+void dposv_(const char *uplo, const int *n, const int *nrhs, double *a, const int *lda, double *b,
+            const int *ldb, int *info, size_t uplo_len);
+
+enum { MOI_ONE_OR_NONE, MOI_LOW, MOI_HIGH };
+
+typedef struct {
+  const char *name;
+  int32_t K;
+  int64_t cells;
+  int32_t genes;
+  int moi;
+  double lambda;
+} test_case;
+
+/* The whole problem, the same on every rank. */
+typedef struct {
+  int64_t *ptr;
+  int32_t *ids;
+  int64_t *yptr;
+  int32_t *ygene;
+  double *yval;
+} global_problem;
+
+static void *xcalloc(size_t n, size_t size) {
+  void *p = calloc(n ? n : 1, size);
+  if (!p) {
+    fprintf(stderr, "test_ridge: out of memory\n");
+    MPI_Abort(MPI_COMM_WORLD, 1);
+  }
+  return p;
+}
+
+static int cmp_int32(const void *a, const void *b) {
+  int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+  return (x > y) - (x < y);
+}
+
+/* Perturbations of one cell, sorted and distinct. Perturbation K - 1 is never
+ * drawn at low MOI, so one design column is empty (only lambda keeps it solvable). */
+static int32_t draw_perturbations(const test_case *tc, ps_rng *r, int32_t *ids) {
+  if (tc->moi == MOI_ONE_OR_NONE) {
+    if (ps_rng_uniform(r) < 0.5) return 0;
+    ids[0] = 0;
+    return 1;
+  }
+  if (tc->moi == MOI_LOW) {
+    if (ps_rng_uniform(r) < 0.2) return 0; /* control cell */
+    ids[0] = (int32_t)(ps_rng_uniform(r) * (tc->K - 1));
+    return 1;
+  }
+  int64_t want = ps_rng_poisson(r, 5.0);
+  if (want > 12) want = 12;
+  if (want > tc->K) want = tc->K; /* distinct ids: no more than K */
+  int32_t n = 0;
+  while (n < want) {
+    int32_t id = (int32_t)(ps_rng_uniform(r) * tc->K), dup = 0;
+    for (int32_t q = 0; q < n; q++) dup |= ids[q] == id;
+    if (!dup) ids[n++] = id;
+  }
+  qsort(ids, (size_t)n, sizeof *ids, cmp_int32);
+  return n;
+}
+
+/* Log-normalized-like expression in [0, 5], about half zeros, with some
+ * perturbation effects so beta is not just noise. */
+static void generate(const test_case *tc, uint64_t seed, global_problem *g) {
+  g->ptr = xcalloc((size_t)tc->cells + 1, sizeof *g->ptr);
+  g->ids = xcalloc((size_t)tc->cells * 12, sizeof *g->ids);
+  g->yptr = xcalloc((size_t)tc->cells + 1, sizeof *g->yptr);
+  g->ygene = xcalloc((size_t)tc->cells * tc->genes, sizeof *g->ygene);
+  g->yval = xcalloc((size_t)tc->cells * tc->genes, sizeof *g->yval);
+  for (int64_t c = 0; c < tc->cells; c++) {
+    ps_rng r = ps_rng_make(seed, (uint64_t)c);
+    int32_t *ids = g->ids + g->ptr[c];
+    int32_t s = draw_perturbations(tc, &r, ids);
+    g->ptr[c + 1] = g->ptr[c] + s;
+    int64_t nz = g->yptr[c];
+    for (int32_t gene = 0; gene < tc->genes; gene++) {
+      if (ps_rng_uniform(&r) < 0.5) continue;
+      double v = log1p(20.0 * ps_rng_uniform(&r));
+      for (int32_t q = 0; q < s; q++)
+        if ((ids[q] + gene) % 7 == 0) v += 0.8;
+      g->ygene[nz] = gene;
+      g->yval[nz++] = v > 5.0 ? 5.0 : v;
+    }
+    g->yptr[c + 1] = nz;
+  }
+}
+
+static void global_problem_free(global_problem *g) {
+  free(g->ptr), free(g->ids), free(g->yptr), free(g->ygene), free(g->yval);
+}
+
+/* This rank's contiguous block of cells, as the pipeline would hand it over. */
+static void take_block(const test_case *tc, const global_problem *g, int64_t begin, int64_t end, ps_design *d,
+                       ps_csr *y) {
+  memset(d, 0, sizeof *d);
+  memset(y, 0, sizeof *y);
+  d->n_perturbations = tc->K;
+  d->n_cells = end - begin;
+  d->ptr = xcalloc((size_t)d->n_cells + 1, sizeof *d->ptr);
+  d->ids = xcalloc((size_t)(g->ptr[end] - g->ptr[begin]), sizeof *d->ids);
+  for (int64_t c = 0; c <= d->n_cells; c++) d->ptr[c] = g->ptr[begin + c] - g->ptr[begin];
+  memcpy(d->ids, g->ids + g->ptr[begin], (size_t)d->ptr[d->n_cells] * sizeof *d->ids);
+  y->n_rows = end - begin;
+  y->n_cols = tc->genes;
+  int64_t nnz = g->yptr[end] - g->yptr[begin];
+  y->indptr = xcalloc((size_t)y->n_rows + 1, sizeof *y->indptr);
+  y->indices = xcalloc((size_t)nnz, sizeof *y->indices);
+  y->data = xcalloc((size_t)nnz, sizeof *y->data);
+  for (int64_t c = 0; c <= y->n_rows; c++) y->indptr[c] = g->yptr[begin + c] - g->yptr[begin];
+  memcpy(y->indices, g->ygene + g->yptr[begin], (size_t)nnz * sizeof *y->indices);
+  memcpy(y->data, g->yval + g->yptr[begin], (size_t)nnz * sizeof *y->data);
+}
+
+/* Dense X^T X + lambda I (n x n) and X^T Y (column-major n x N) over all cells. */
+static void dense_normal_equations(const test_case *tc, const global_problem *g, double *a, double *xty) {
+  int n = tc->K + 1;
+  for (int64_t c = 0; c < tc->cells; c++) {
+    int32_t cols[13] = {0};
+    int s = 1;
+    for (int64_t q = g->ptr[c]; q < g->ptr[c + 1]; q++) cols[s++] = g->ids[q] + 1;
+    for (int p = 0; p < s; p++)
+      for (int q = 0; q < s; q++) a[(int64_t)cols[q] * n + cols[p]] += 1.0;
+    for (int64_t e = g->yptr[c]; e < g->yptr[c + 1]; e++)
+      for (int p = 0; p < s; p++) xty[(int64_t)g->ygene[e] * n + cols[p]] += g->yval[e];
+  }
+  for (int i = 0; i < n; i++) a[(int64_t)i * n + i] += tc->lambda;
+}
+
+static double max_abs(const double *v, int64_t n) {
+  double m = 0;
+  for (int64_t i = 0; i < n; i++) m = fmax(m, fabs(v[i]));
+  return m;
+}
+
+/* Fit on all ranks, compare with the dense solve; returns the number of failures. */
+static int run_case(const test_case *tc, MPI_Comm comm) {
+  int rank, size;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &size);
+  int n = tc->K + 1, N = tc->genes;
+  global_problem g;
+  generate(tc, 20250101u + (uint64_t)tc->K, &g);
+  int64_t begin, end;
+  ps_block_range(tc->cells, rank, size, &begin, &end);
+  ps_design d;
+  ps_csr y;
+  take_block(tc, &g, begin, end, &d, &y);
+
+  ps_ridge fit;
+  double t0 = MPI_Wtime();
+  int err = ps_ridge_fit(comm, &d, &y, tc->lambda, &fit);
+  double seconds = MPI_Wtime() - t0;
+  int failures = 0;
+  if (err) {
+    if (rank == 0) printf("FAIL %s: ps_ridge_fit returned %d: %s\n", tc->name, err, ps_error_message());
+    failures = 1;
+  } else if (fit.n_rows != n || fit.n_genes != N || fit.lambda != tc->lambda) {
+    printf("FAIL %s rank %d: result is %d x %d (lambda %g), want %d x %d\n", tc->name, rank, fit.n_rows,
+           fit.n_genes, fit.lambda, n, N);
+    failures = 1;
+  }
+
+  /* Reference on rank 0, sent to all so each rank checks its own replicated beta. */
+  double *a = xcalloc((size_t)n * n, sizeof *a), *xty = xcalloc((size_t)n * N, sizeof *xty);
+  double *ref = xcalloc((size_t)n * N, sizeof *ref);
+  double residual = 0;
+  if (rank == 0) {
+    dense_normal_equations(tc, &g, a, xty);
+    double *chol = xcalloc((size_t)n * n, sizeof *chol), *sol = xcalloc((size_t)n * N, sizeof *sol);
+    memcpy(chol, a, (size_t)n * n * sizeof *chol);
+    memcpy(sol, xty, (size_t)n * N * sizeof *sol);
+    int info = 0;
+    dposv_("L", &n, &N, chol, &n, sol, &n, &info, 1);
+    if (info != 0) {
+      printf("FAIL %s: reference dposv info %d\n", tc->name, info);
+      failures++;
+    }
+    for (int i = 0; i < n; i++)
+      for (int j = 0; j < N; j++) ref[(int64_t)i * N + j] = sol[(int64_t)j * n + i];
+    free(chol), free(sol);
+    if (!err) { /* ||(X^T X + lambda I) B - X^T Y|| relative to ||X^T Y|| */
+      for (int j = 0; j < N; j++)
+        for (int i = 0; i < n; i++) {
+          double r = -xty[(int64_t)j * n + i];
+          for (int k = 0; k < n; k++) r += a[(int64_t)k * n + i] * fit.beta[(int64_t)k * N + j];
+          residual = fmax(residual, fabs(r));
+        }
+      residual /= max_abs(xty, (int64_t)n * N);
+    }
+  }
+  MPI_Bcast(ref, n * N, MPI_DOUBLE, 0, comm);
+  double err_rel = 0, worst = 0;
+  if (!err) {
+    for (int64_t e = 0; e < (int64_t)n * N; e++) err_rel = fmax(err_rel, fabs(fit.beta[e] - ref[e]));
+    err_rel /= max_abs(ref, (int64_t)n * N);
+  }
+  MPI_Allreduce(&err_rel, &worst, 1, MPI_DOUBLE, MPI_MAX, comm);
+  MPI_Allreduce(MPI_IN_PLACE, &failures, 1, MPI_INT, MPI_MAX, comm);
+  if (rank == 0) {
+    int ok = !failures && worst <= 1e-8 && residual <= 1e-10;
+    printf("%s %s (np %d, K %d, %lld cells, %d genes, lambda %g): max rel error %.3e, "
+           "rel residual %.3e, max|B| %.3f, %.3f s\n",
+           ok ? "ok  " : "FAIL", tc->name, size, tc->K, (long long)tc->cells, N, tc->lambda, worst, residual,
+           max_abs(ref, (int64_t)n * N), seconds);
+    failures = !ok;
+  }
+  MPI_Bcast(&failures, 1, MPI_INT, 0, comm);
+  free(a), free(xty), free(ref);
+  ps_ridge_free(&fit);
+  ps_design_free(&d);
+  ps_csr_free(&y);
+  global_problem_free(&g);
+  return failures;
+}
+
+/* A fit that must fail the same way on every rank, with a message naming the cause. */
+static int run_error_case(const char *name, const test_case *tc, const char *expect, MPI_Comm comm) {
+  int rank, size;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &size);
+  global_problem g;
+  generate(tc, 7u, &g);
+  int64_t begin, end;
+  ps_block_range(tc->cells, rank, size, &begin, &end);
+  ps_design d;
+  ps_csr y;
+  take_block(tc, &g, begin, end, &d, &y);
+  ps_ridge fit;
+  int err = ps_ridge_fit(comm, &d, &y, tc->lambda, &fit);
+  int bad = err != PS_ERR_INPUT || !strstr(ps_error_message(), expect) || fit.beta != NULL;
+  int any_bad = 0;
+  MPI_Allreduce(&bad, &any_bad, 1, MPI_INT, MPI_MAX, comm);
+  if (rank == 0)
+    printf("%s %s (np %d): code %d, \"%s\"\n", any_bad ? "FAIL" : "ok  ", name, size, err, ps_error_message());
+  ps_error_clear();
+  ps_design_free(&d);
+  ps_csr_free(&y);
+  global_problem_free(&g);
+  return any_bad;
+}
+
+int main(int argc, char **argv) {
+  MPI_Init(&argc, &argv);
+  MPI_Comm comm = MPI_COMM_WORLD;
+  const test_case cases[] = {
+      {"K=1", 1, 3000, 40, MOI_ONE_OR_NONE, 0.01},
+      {"K=50 MOI 1 with controls", 50, 4000, 120, MOI_LOW, 0.01},
+      {"K=200 high MOI", 200, 4000, 150, MOI_HIGH, 0.01},
+      {"K=200 high MOI, larger lambda", 200, 2500, 60, MOI_HIGH, 5.0},
+      {"2 cells (a rank without cells)", 3, 2, 5, MOI_HIGH, 0.01},
+  };
+  int failures = 0;
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) failures += run_case(&cases[i], comm);
+
+  /* lambda = 0 with an empty design column: X^T X is singular. */
+  test_case singular = {"", 20, 500, 10, MOI_LOW, 0.0};
+  failures += run_error_case("singular X^T X rejected", &singular, "not positive definite", comm);
+  test_case negative = {"", 5, 100, 4, MOI_HIGH, -1.0};
+  failures += run_error_case("negative lambda rejected", &negative, "lambda", comm);
+
+  int rank;
+  MPI_Comm_rank(comm, &rank);
+  if (rank == 0) printf("test_ridge: %d failure(s)\n", failures);
+  MPI_Finalize();
+  return failures ? 1 : 0;
+}

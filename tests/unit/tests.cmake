@@ -1,0 +1,7 @@
+# ridge regression (SPEC.md section 2) against a dense solve, on 1, 2 and 3 ranks
+foreach(np 1 2 3)
+  ps_add_c_test(test_ridge ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_ridge.c ${np} "unit;mpi")
+endforeach()
+# per-cell QP with TAO (SPEC.md section 3): KKT, brute force, rescaling
+ps_add_c_test(test_qp ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_qp.c 1 "unit")
+ps_add_c_test(test_qp ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_qp.c 2 "unit;mpi")
