@@ -250,9 +250,12 @@ int ps_h5_read_strings(const ps_h5 *h, const char *name, int64_t begin, int64_t 
   if (!buf) PS_FAIL(PS_ERR_SYSTEM, "out of memory reading /%s", name);
   hid_t fspace = H5Dget_space(ds);
   hsize_t start = (hsize_t)begin, cnt = (hsize_t)count;
-  hid_t mspace = H5Screate_simple(1, &cnt, NULL);
-  int rc = count > 0 ? H5Sselect_hyperslab(fspace, H5S_SELECT_SET, &start, NULL, &cnt, NULL)
-                     : (H5Sselect_none(fspace) < 0 ? -1 : H5Sselect_none(mspace));
+  int scalar = H5Sget_simple_extent_ndims(fspace) == 0;
+  if (scalar && (begin != 0 || count != 1)) count = cnt = 0;
+  hid_t mspace = scalar ? H5Screate(H5S_SCALAR) : H5Screate_simple(1, &cnt, NULL);
+  int rc = scalar ? (count ? 0 : (H5Sselect_none(fspace) < 0 ? -1 : H5Sselect_none(mspace)))
+           : count > 0 ? H5Sselect_hyperslab(fspace, H5S_SELECT_SET, &start, NULL, &cnt, NULL)
+                       : (H5Sselect_none(fspace) < 0 ? -1 : H5Sselect_none(mspace));
   /* Variable-length data cannot use collective MPI-IO transfers. */
   if (rc >= 0) rc = H5Dread(ds, mtype, mspace, fspace, variable ? h->xfer_independent : h->xfer_collective, buf);
   int err = PS_OK;

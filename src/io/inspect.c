@@ -22,7 +22,8 @@ static herr_t print_object(hid_t loc, const char *name, const H5O_info_t *info, 
     int nd = H5Sget_simple_extent_ndims(space);
     H5Sget_simple_extent_dims(space, dims, NULL);
     const char *kind = H5Tget_class(type) == H5T_STRING ? "string" : H5Tget_class(type) == H5T_FLOAT ? "float" : "int";
-    printf("  %-44s %s%zu", name, kind, H5Tget_class(type) == H5T_STRING ? (size_t)0 : 8 * H5Tget_size(type));
+    if (H5Tget_class(type) == H5T_STRING) printf("  %-44s %s", name, kind);
+    else printf("  %-44s %s%zu", name, kind, 8 * H5Tget_size(type));
     for (int i = 0; i < nd; i++) printf("%s%llu", i ? " x " : " [", (unsigned long long)dims[i]);
     printf("%s%s%s\n", nd ? "]" : " scalar", found ? "  " : "", enc);
     H5Tclose(type);
