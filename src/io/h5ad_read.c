@@ -132,7 +132,7 @@ static int read_csr(const ps_h5 *h, const char *group, int64_t n_cells, int64_t 
   PS_CALL(balanced_bounds(h, name, n_cells, bounds, &nnz));
   out->cell_begin = bounds[h->rank];
   out->x.n_cols = n_genes;
-  PS_CALL(read_compressed_block(h, group, bounds[h->rank], bounds[h->rank + 1], nnz, &out->x));
+  PS_CALL(ps_error_sync(h->comm, read_compressed_block(h, group, bounds[h->rank], bounds[h->rank + 1], nnz, &out->x)));
   free(bounds);
   return PS_OK;
 }
@@ -166,7 +166,7 @@ static int read_csc(const ps_h5 *h, const char *group, int64_t n_cells, int64_t 
   PS_CALL(balanced_bounds(h, name, n_genes, bounds, &nnz));
   ps_csr cols = {0};
   cols.n_cols = n_cells;
-  PS_CALL(read_compressed_block(h, group, bounds[h->rank], bounds[h->rank + 1], nnz, &cols));
+  PS_CALL(ps_error_sync(h->comm, read_compressed_block(h, group, bounds[h->rank], bounds[h->rank + 1], nnz, &cols)));
   int64_t gene0 = bounds[h->rank];
   int64_t n_entries = cols.indptr[cols.n_rows];
   csc_entry *send;
@@ -176,14 +176,17 @@ static int read_csc(const ps_h5 *h, const char *group, int64_t n_cells, int64_t 
   PS_ALLOC(rcounts, h->size);
   PS_ALLOC(sdispl, h->size);
   PS_ALLOC(rdispl, h->size);
+  int unsorted = PS_OK;
   for (int64_t g = 0; g < cols.n_rows; g++)
     for (int64_t p = cols.indptr[g]; p < cols.indptr[g + 1]; p++) {
-      if (p > cols.indptr[g] && cols.indices[p] <= cols.indices[p - 1])
-        PS_FAIL(PS_ERR_INPUT, "%s: /%s/indices are not strictly increasing within column %lld", h->path, group,
-                (long long)(gene0 + g));
+      if (!unsorted && p > cols.indptr[g] && cols.indices[p] <= cols.indices[p - 1])
+        unsorted = ps_error_set(PS_ERR_INPUT, __FILE__, __LINE__,
+                                "%s: /%s/indices are not strictly increasing within column %lld", h->path, group,
+                                (long long)(gene0 + g));
       send[p] = (csc_entry){cols.indices[p], (int32_t)(gene0 + g), cols.data[p]};
     }
   ps_csr_free(&cols);
+  PS_CALL(ps_error_sync(h->comm, unsorted)); /* before the all-to-all, so no rank waits alone */
   for (int64_t i = 0; i < n_entries; i++) counts[owner_of_cell(send[i].cell, n_cells, h->size)]++;
   qsort(send, (size_t)n_entries, sizeof *send, compare_entries); /* by cell, so by owner */
   PS_CHECK_MPI(MPI_Alltoall(counts, 1, MPI_INT, rcounts, 1, MPI_INT, h->comm));
@@ -362,7 +365,8 @@ int ps_h5ad_read_matrix(MPI_Comm comm, const char *path, const char *layer, ps_m
   if (strcmp(out->layout, "csr") == 0) PS_CALL(read_csr(&h, out->element, n_cells, n_genes, out));
   else if (strcmp(out->layout, "csc") == 0) PS_CALL(read_csc(&h, out->element, n_cells, n_genes, out));
   else PS_CALL(read_dense(&h, out->element, n_cells, n_genes, out));
-  PS_CALL(check_values(&h, out->element, &out->x, out->cell_begin, 1));
+  /* a bad value sits in one rank's block: agree before the collective index reads */
+  PS_CALL(ps_error_sync(comm, check_values(&h, out->element, &out->x, out->cell_begin, 1)));
   int64_t n_obs = 0, n_var = 0;
   PS_CALL(read_index(&h, "obs", out->cell_begin, out->x.n_rows, &out->cells, &n_obs));
   PS_CALL(read_index(&h, "var", 0, -1, &out->genes, &n_var));
@@ -402,10 +406,13 @@ int ps_h5ad_read_obs_column(MPI_Comm comm, const char *path, const char *column,
     PS_ALLOC(codes, n);
     snprintf(sub, sizeof sub, "%s/codes", name);
     PS_CALL(ps_h5_read_range(&h, sub, H5T_NATIVE_INT64, begin, n, codes));
-    for (int64_t i = 0; i < n; i++) {
-      if (codes[i] >= n_cat) PS_FAIL(PS_ERR_INPUT, "%s: obs column '%s' has code %lld but %lld categories", path, column, (long long)codes[i], (long long)n_cat);
-      PS_CALL(ps_strlist_push(out, codes[i] < 0 ? "" : categories.items[codes[i]]));
-    }
+    int bad_code = PS_OK;
+    for (int64_t i = 0; i < n && !bad_code; i++)
+      if (codes[i] >= n_cat)
+        bad_code = ps_error_set(PS_ERR_INPUT, __FILE__, __LINE__, "%s: obs column '%s' has code %lld but only %lld categories",
+                                path, column, (long long)codes[i], (long long)n_cat);
+    PS_CALL(ps_error_sync(comm, bad_code));
+    for (int64_t i = 0; i < n; i++) PS_CALL(ps_strlist_push(out, codes[i] < 0 ? "" : categories.items[codes[i]]));
     free(codes);
     ps_strlist_free(&categories);
   } else {

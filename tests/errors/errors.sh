@@ -1,0 +1,158 @@
+#!/bin/bash
+# Errors: `mpirun -n 2 pertscore run` with exactly one thing wrong must
+#   - exit non-zero, and finish (timeout 60 s; a timeout is reported as a hang),
+#   - print `pertscore: error: ...` naming the file or object at fault,
+#   - leave neither the output file nor OUTPUT.partial behind (and never touch an input).
+# Every case runs even if an earlier one fails; the summary lists the failures.
+set -euo pipefail
+
+: "${PERTSCORE:?}" "${MPIEXEC:?}" "${PYTHON:?}" "${TESTS_DIR:?}" "${WORK_DIR:?}"
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
+rm -rf "$WORK_DIR"
+mkdir -p "$WORK_DIR"
+cd "$WORK_DIR"
+
+echo "== simulate a small screen (600 cells, 100 genes, 3 perturbations, Poisson MOI 1)"
+"$MPIEXEC" --oversubscribe -n 2 "$PERTSCORE" simulate --cells 600 --genes 100 --perturbations 3 --moi 1 \
+  --poisson-moi --seed 5 --out sim.h5ad --quiet
+echo "== write the broken inputs"
+"$PYTHON" "$TESTS_DIR/errors/make_bad.py" sim bad
+
+VALID=(--input sim.h5ad --guides sim.guides.tsv --control NonTargeting --targets sim.targets.gmt)
+failures=()
+
+run_pertscore() { # ARGS... ; stdout in $tcase.out, stderr in $tcase.err, exit code in $rc
+  set +e
+  timeout 60 "$MPIEXEC" --oversubscribe -n 2 "$PERTSCORE" run --quiet "$@" >"$tcase.out" 2>"$tcase.err"
+  rc=$?
+  set -e
+}
+
+# expect_error NAME OUTPUT 'FRAGMENT'... -- RUN ARGS...
+# OUTPUT is the --output path; with OUTPUT an input file, pass it as "input:PATH".
+expect_error() {
+  tcase=$1 out=$2
+  shift 2
+  local fragments=()
+  while [[ $1 != -- ]]; do fragments+=("$1"); shift; done
+  shift
+  local is_input=0 sum=""
+  if [[ $out == input:* ]]; then
+    out=${out#input:}
+    is_input=1
+    sum=$(md5sum <"$out")
+  fi
+  echo "-- $tcase: pertscore run $* --output $out"
+  run_pertscore "$@" --output "$out"
+  local problems=()
+  if ((rc == 124)); then
+    problems+=("did not finish within 60 s (hang)")
+  elif ((rc == 0)); then
+    problems+=("exit code 0, expected an error")
+  elif ((rc > 128)); then
+    problems+=("killed by signal $((rc - 128)) (crash)")
+  fi
+  if ((rc != 124)); then # after a hang the message checks would only repeat it
+    if ! grep -q '^pertscore: error: ' "$tcase.err"; then
+      problems+=("no 'pertscore: error:' line on stderr")
+    fi
+    local frag
+    for frag in "${fragments[@]}"; do
+      grep -qF -- "$frag" "$tcase.err" || problems+=("stderr lacks '$frag'")
+    done
+  fi
+  if ((is_input)); then
+    [[ $(md5sum <"$out") == "$sum" ]] || problems+=("the input $out was modified")
+  else
+    [[ ! -e $out ]] || problems+=("output $out left behind")
+  fi
+  [[ ! -e $out.partial ]] || problems+=("$out.partial left behind")
+  if ((${#problems[@]})); then
+    local p
+    for p in "${problems[@]}"; do echo "   FAIL: $p"; done
+    [[ -s $tcase.err ]] && echo "   stderr was:" || echo "   stderr was empty"
+    grep -v '^\(--\|Primary job\|a non-zero\|mpirun detected\|the job\|  Process name\|  Exit code\|$\)' \
+      "$tcase.err" | sed 's/^/     | /' | head -8 || true
+    failures+=("$tcase: ${problems[*]}")
+  else
+    echo "   ok: exit $rc, $(grep -m1 '^pertscore: error: ' "$tcase.err")"
+  fi
+  rm -f "$out.partial"
+  ((is_input)) || rm -f "$out"
+}
+
+echo "== sanity: the valid inputs run"
+tcase=valid
+run_pertscore "${VALID[@]}" --output valid.h5ad
+((rc == 0)) && [[ -s valid.h5ad ]] || { cat valid.err >&2; echo "FAIL: the valid input does not run" >&2; exit 1; }
+tcase=valid_csc_column
+run_pertscore --input bad/csc_ok.h5ad --guide-column guide --control NonTargeting --targets sim.targets.gmt \
+  --output valid_csc.h5ad
+((rc == 0)) && [[ -s valid_csc.h5ad ]] || {
+  cat valid_csc_column.err >&2
+  echo "FAIL: bad/csc_ok.h5ad (source of the CSC and categorical cases) does not run" >&2
+  exit 1
+}
+echo "   ok"
+
+echo "== input file"
+expect_error missing_input out.h5ad "nothere.h5ad" "cannot open" -- \
+  --input nothere.h5ad --guides sim.guides.tsv --control NonTargeting --targets sim.targets.gmt
+expect_error not_hdf5 out.h5ad "bad/not_hdf5.h5ad" "not an HDF5 file" -- \
+  --input bad/not_hdf5.h5ad --guides sim.guides.tsv --control NonTargeting --targets sim.targets.gmt
+expect_error no_x out.h5ad "bad/no_x.h5ad" "/X" -- \
+  --input bad/no_x.h5ad --guides sim.guides.tsv --control NonTargeting --targets sim.targets.gmt
+expect_error unknown_layer out.h5ad "sim.h5ad" "layers/nope" -- "${VALID[@]}" --layer nope
+expect_error missing_obs_column out.h5ad "sim.h5ad" "'nope'" -- \
+  --input sim.h5ad --guide-column nope --control NonTargeting --targets sim.targets.gmt
+
+echo "== expression values (each broken in one rank's cells only)"
+expect_error nan_last_cell out.h5ad "bad/nan_x.h5ad" "non-finite" -- \
+  --input bad/nan_x.h5ad --guides sim.guides.tsv --control NonTargeting --targets sim.targets.gmt
+expect_error nan_first_cell out.h5ad "bad/nan_first_x.h5ad" "non-finite" -- \
+  --input bad/nan_first_x.h5ad --guides sim.guides.tsv --control NonTargeting --targets sim.targets.gmt
+expect_error negative_value out.h5ad "bad/negative_x.h5ad" "negative value" -- \
+  --input bad/negative_x.h5ad --guides sim.guides.tsv --control NonTargeting --targets sim.targets.gmt
+expect_error indptr_not_monotone out.h5ad "bad/indptr_x.h5ad" "/X/indptr" -- \
+  --input bad/indptr_x.h5ad --guides sim.guides.tsv --control NonTargeting --targets sim.targets.gmt
+expect_error index_out_of_range out.h5ad "bad/index_x.h5ad" "/X/indices" -- \
+  --input bad/index_x.h5ad --guides sim.guides.tsv --control NonTargeting --targets sim.targets.gmt
+
+expect_error csc_unsorted_indices out.h5ad "bad/csc_unsorted_x.h5ad" "/X/indices" -- \
+  --input bad/csc_unsorted_x.h5ad --guides sim.guides.tsv --control NonTargeting --targets sim.targets.gmt
+
+echo "== guides and controls"
+expect_error unknown_control out.h5ad "sim.guides.tsv" "'Foo'" -- \
+  --input sim.h5ad --guides sim.guides.tsv --control Foo --targets sim.targets.gmt
+expect_error no_control_rows out.h5ad "bad/no_control_rows.tsv" "NonTargeting" -- \
+  --input sim.h5ad --guides bad/no_control_rows.tsv --control NonTargeting --targets sim.targets.gmt
+expect_error no_control_cells out.h5ad "bad/no_control_cells.tsv" "no control cells" -- \
+  --input sim.h5ad --guides bad/no_control_cells.tsv --control NonTargeting --targets sim.targets.gmt
+expect_error foreign_cells out.h5ad "bad/foreign_cells.tsv" "sim.h5ad" -- \
+  --input sim.h5ad --guides bad/foreign_cells.tsv --control NonTargeting --targets sim.targets.gmt
+expect_error guide_column_bad_code out.h5ad "bad/bad_code.h5ad" "'guide'" -- \
+  --input bad/bad_code.h5ad --guide-column guide --control NonTargeting --targets sim.targets.gmt
+expect_error missing_column out.h5ad "bad/missing_column.tsv" "umi_count" -- \
+  --input sim.h5ad --guides bad/missing_column.tsv --control NonTargeting --targets sim.targets.gmt
+expect_error bad_umi_count out.h5ad "bad/bad_umi.tsv" "'abc'" -- \
+  --input sim.h5ad --guides bad/bad_umi.tsv --control NonTargeting --targets sim.targets.gmt
+expect_error bad_num_umis_cellranger out.h5ad "bad/bad_num_umis.csv" "num_umis" -- \
+  --input sim.h5ad --guides bad/bad_num_umis.csv --control NonTargeting --targets sim.targets.gmt
+
+echo "== targets"
+expect_error unknown_target_genes out.h5ad "bad/unknown_genes.gmt" "NOSUCHGENE1" -- \
+  --input sim.h5ad --guides sim.guides.tsv --control NonTargeting --targets bad/unknown_genes.gmt
+
+echo "== output path"
+expect_error output_is_input input:sim.h5ad "sim.h5ad" "also an input" -- "${VALID[@]}"
+expect_error output_is_input_other_spelling input:./sim.h5ad "./sim.h5ad" "also an input" -- "${VALID[@]}"
+expect_error output_is_guides input:sim.guides.tsv "sim.guides.tsv" "also an input" -- "${VALID[@]}"
+expect_error output_folder_missing no/such/dir/out.h5ad "no/such/dir" "does not exist" -- "${VALID[@]}"
+
+echo
+if ((${#failures[@]})); then
+  echo "FAIL: ${#failures[@]} case(s):"
+  printf '  %s\n' "${failures[@]}"
+  exit 1
+fi
+echo "PASS: every broken input gives a clear error, no output and no hang"
