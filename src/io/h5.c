@@ -277,7 +277,7 @@ int ps_h5_read_strings(const ps_h5 *h, const char *name, int64_t begin, int64_t 
   return err;
 }
 
-static hid_t dataset_create_plist(void) {
+hid_t ps_h5_dataset_plist(void) {
   hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
   H5Pset_obj_track_times(dcpl, 0);
   H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER);
@@ -302,7 +302,7 @@ int ps_h5_write_range(const ps_h5 *h, const char *name, hid_t file_type, hid_t m
                       int64_t n_global, int64_t offset, int64_t count, const void *buf) {
   hsize_t dim = (hsize_t)n_global;
   hid_t space = H5Screate_simple(1, &dim, NULL);
-  hid_t dcpl = dataset_create_plist();
+  hid_t dcpl = ps_h5_dataset_plist();
   hid_t ds = H5Dcreate2(h->file, name, file_type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
   H5Pclose(dcpl);
   H5Sclose(space);

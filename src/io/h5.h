@@ -44,6 +44,8 @@ int ps_h5_write_range(const ps_h5 *h, const char *name, hid_t file_type, hid_t m
 /* Same for strings, stored fixed-length (the longest over all ranks), UTF-8. */
 int ps_h5_write_strings(const ps_h5 *h, const char *name, int64_t n_global, int64_t offset,
                         int64_t count, char *const *values);
+/* Dataset creation properties: no timestamps, no fill (same bytes on any number of ranks). */
+hid_t ps_h5_dataset_plist(void);
 /* Create the group and any missing parents, each marked as an AnnData dict. */
 int ps_h5_group_path(const ps_h5 *h, const char *path, hid_t *group);
 

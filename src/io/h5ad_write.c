@@ -166,8 +166,7 @@ int ps_h5ad_write_dense(ps_h5ad_writer *w, const char *name, const double *data,
   PS_CALL(ensure_parent(h, name));
   hsize_t dims[2] = {(hsize_t)rows, (hsize_t)cols};
   hid_t space = H5Screate_simple(2, dims, NULL);
-  hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
-  H5Pset_obj_track_times(dcpl, 0);
+  hid_t dcpl = ps_h5_dataset_plist();
   hid_t ds = H5Dcreate2(h->file, name, H5T_IEEE_F64LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
   H5Pclose(dcpl);
   if (ds < 0) PS_FAIL(PS_ERR_SYSTEM, "%s: cannot create /%s", h->path, name);
@@ -189,8 +188,7 @@ int ps_h5ad_write_scalar(ps_h5ad_writer *w, const char *name, double value) {
   ps_h5 *h = &w->h;
   PS_CALL(ensure_parent(h, name));
   hid_t space = H5Screate(H5S_SCALAR);
-  hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
-  H5Pset_obj_track_times(dcpl, 0);
+  hid_t dcpl = ps_h5_dataset_plist();
   hid_t ds = H5Dcreate2(h->file, name, H5T_IEEE_F64LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
   H5Pclose(dcpl);
   if (ds < 0) PS_FAIL(PS_ERR_SYSTEM, "%s: cannot create /%s", h->path, name);
@@ -214,8 +212,7 @@ int ps_h5ad_write_string(ps_h5ad_writer *w, const char *name, const char *value)
   H5Tset_strpad(type, H5T_STR_NULLPAD);
   H5Tset_cset(type, H5T_CSET_UTF8);
   hid_t space = H5Screate(H5S_SCALAR);
-  hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
-  H5Pset_obj_track_times(dcpl, 0);
+  hid_t dcpl = ps_h5_dataset_plist();
   hid_t ds = H5Dcreate2(h->file, name, type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
   H5Pclose(dcpl);
   if (ds < 0) PS_FAIL(PS_ERR_SYSTEM, "%s: cannot create /%s", h->path, name);
