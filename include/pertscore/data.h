@@ -6,6 +6,7 @@
 #ifndef PERTSCORE_DATA_H
 #define PERTSCORE_DATA_H
 
+#include "pertscore/de.h"
 #include "pertscore/io.h"
 #include "pertscore/util.h"
 
@@ -36,6 +37,11 @@ typedef struct {
   int input_is;             /* PS_INPUT_* */
   double min_gene_frac;     /* regression genes: y > 0 in at least this fraction of analysed cells */
   double winsor_quantile;   /* 0.95 */
+  /* automatic target genes, when targets is NULL (SPEC section 1) */
+  ps_de_options de;           /* --min-pct, --logfc, --min-targets, --max-targets */
+  int de_strict_groups;       /* --de-strict-groups: no reference quirk */
+  int de_background_others;   /* --de-background others: C = analysed cells not carrying X */
+  int exclude_perturbed_gene; /* --exclude-perturbed-gene */
 } ps_dataset_options;
 
 void ps_dataset_options_default(ps_dataset_options *o);
@@ -49,19 +55,37 @@ typedef struct {
   ps_strlist cells;               /* local analysed cell names */
   int64_t n_control;              /* control cells, all ranks */
   ps_design design;               /* local analysed cells' perturbations */
+  /* per local analysed cell, for target selection (SPEC sections 0-1) */
+  uint8_t *has_control_guide;     /* carries a control guide (the reference quirk) */
+  int32_t *top_perturbation;      /* perturbation of its largest-UMI guide; -1 if that is a control */
+  int low_moi;                    /* the median non-control analysed cell carries one guide */
   /* regression genes (SPEC section 1, last bullet) */
   int32_t n_regression;
   int32_t *regression_gene;       /* indices into genes */
   double *winsor_cap;             /* per regression gene: its 95th percentile (R type 7) */
   ps_csr y;                       /* local analysed cells x regression genes, winsorized */
-  int32_t *n_targets;             /* K: user targets per perturbation that are regression genes */
-  ps_target_pairs targets;        /* as given (valid genes only) */
+  int32_t *n_targets;             /* K: targets per perturbation that are regression genes */
+  ps_target_pairs targets;        /* user targets as given (valid genes only), or the selected ones */
+  double *target_threshold;       /* K: |log2FC| threshold of the last selection; NULL for user targets */
+  double seconds_targets;         /* time spent selecting targets (0 for user targets) */
 } ps_dataset;
 
 /* Read the matrix and guides, build the design, pick and winsorize the regression
  * genes. Collective. Errors name the file and what was expected. */
 int ps_dataset_read(MPI_Comm comm, const ps_dataset_options *opt, ps_progress *progress, ps_dataset *out);
 void ps_dataset_free(ps_dataset *d);
+
+/* Automatic target genes (SPEC section 1), called by ps_dataset_read when no
+ * targets file is given. x is this rank's block of cells (all genes,
+ * log-normalized, not winsorized), keep[i] the analysed position of block cell
+ * i or -1; d holds the design and the per-cell guide facts above; progress may
+ * be NULL. Fills d->targets (pairs in perturbation order, each ordered by
+ * p-value), d->target_threshold, d->n_targets (allocated, zero) and the
+ * candidate regression genes (sorted gene indices, allocated). Collective;
+ * identical results on any number of ranks. */
+int ps_targets_select(MPI_Comm comm, const ps_dataset_options *opt, const ps_csr *x, const int64_t *keep,
+                      const ps_strmap *gene_index, ps_progress *progress, ps_dataset *d, int32_t **candidates,
+                      int32_t *n_candidates);
 
 /* R type-7 quantile of n values of which only the nonzeros are given (sorted
  * ascending, all >= 0): the others are zeros. */

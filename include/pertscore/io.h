@@ -126,4 +126,78 @@ int ps_output_commit(MPI_Comm comm, const char *partial, const char *final_path)
 /* Print a summary of an .h5ad (input or results) to stdout; rank 0 only, serial. */
 int ps_h5ad_inspect(const char *path);
 
+/* ---------------------------------------------------------------- 10x Genomics h5, any input (tenx.c) */
+
+/* Append one guide call (the strings are copied). Not collective. */
+int ps_guide_calls_push(ps_guide_calls *g, int64_t cell, const char *unit, const char *guide, double umi);
+/* The unit (targeted gene) of a guide named Cell Ranger style: the name without a
+ * trailing "_N" / "-N" / ".N" / "_sgN" part (a part holding a digit), e.g.
+ * "CD81_sg2" -> "CD81". Used for protospacer_calls_per_cell.csv and for 10x
+ * guide-capture features alike. Not collective. */
+void ps_guide_unit(const char *guide, char *unit, size_t size);
+
+/* Read a 10x Genomics feature-barcode matrix .h5 (Cell Ranger >= 3:
+ * /matrix/{data,indices,indptr,shape,barcodes,features/{id,name,feature_type}}).
+ * The matrix is stored CSC over barcodes, i.e. CSR by cell, and is read exactly
+ * like an h5ad CSR X: contiguous cell blocks balanced by nonzeros, collective
+ * hyperslab reads, the same validation (indptr monotone, indices in range and
+ * strictly increasing per cell, values finite and >= 0).
+ *   expression: the "Gene Expression" features only (cells x genes, file order;
+ *     genes = features/name, which must be unique: duplicates are an error that
+ *     names them; cells = barcodes as stored, e.g. "AAAC...-1"); layout "10x",
+ *     element "matrix". A file without features/feature_type is all Gene Expression.
+ *   guides (may be NULL): the "CRISPR Guide Capture" features as guide calls of this
+ *     rank's cells: called where the UMI count >= min_guide_umi (SPEC.md section 0,
+ *     default 3); guide = feature name, unit = ps_guide_unit(name), umi = count,
+ *     cell = local row. n_rows_local = this block's cells with a call,
+ *     n_rows_read = such cells in the whole file. No guide features: zero calls.
+ * Features of other types (Antibody Capture, ...) are skipped. Cell Ranger 2 files
+ * (one group per genome) are refused with a message. Collective. */
+int ps_tenx_read(MPI_Comm comm, const char *path, double min_guide_umi, ps_matrix *expression,
+                 ps_guide_calls *guides);
+
+typedef enum { PS_FORMAT_H5AD = 1, PS_FORMAT_TENX = 2 } ps_input_format;
+/* What kind of expression file PATH is: AnnData (root attribute encoding-type
+ * "anndata", or an /X) or 10x (a /matrix group). Rank 0 looks, every rank gets the
+ * answer (or the same error). Collective. */
+int ps_input_sniff(MPI_Comm comm, const char *path, ps_input_format *format);
+
+/* Read the expression matrix of any supported file: ps_h5ad_read_matrix for an
+ * .h5ad (layer as there), ps_tenx_read (Gene Expression only, no guides) for a 10x
+ * h5, where a layer is an error. Collective; errors are already synced. */
+int ps_read_expression(MPI_Comm comm, const char *path, const char *layer, ps_matrix *out);
+
+/* ---------------------------------------------------------------- MEX folders (mex.c) */
+
+/* A Cell Ranger MEX folder (matrix.mtx, barcodes.tsv, features.tsv or genes.tsv,
+ * each optionally .gz), parsed serially and held as CSR by barcode (never dense). */
+typedef struct {
+  char matrix_path[4096], barcodes_path[4096], features_path[4096];
+  int64_t n_features;     /* all features of the file */
+  int64_t n_other;        /* features neither Gene Expression nor CRISPR Guide Capture (dropped) */
+  ps_csr x;               /* barcodes x Gene Expression features, indices increasing per row */
+  ps_csr guides;          /* barcodes x CRISPR Guide Capture features */
+  ps_strlist barcodes;
+  ps_strlist gene_ids, gene_names; /* Gene Expression features, file order */
+  ps_strlist guide_names;          /* CRISPR Guide Capture features, file order */
+  int integral;           /* every stored value is a whole number below 2^24 */
+} ps_mex;
+
+/* Parse DIR (not collective: call on one rank; progress may be NULL). Every
+ * malformed item is an error naming the file and line: header, sizes, index out of
+ * range, row/column counts that disagree with features/barcodes, duplicate
+ * entries, barcodes or gene names (by_id = 0: gene names must be unique; by_id = 1:
+ * gene ids must be). Zeros are dropped. Memory: about 16 bytes per nonzero. */
+int ps_mex_read(const char *dir, int by_id, ps_progress *progress, ps_mex *out);
+void ps_mex_free(ps_mex *m);
+/* Write the Gene Expression matrix as an .h5ad: X = CSR counts (float32 when
+ * integral), obs index = barcodes, var index = gene names (by_id: gene ids) with
+ * columns gene_ids, feature_types (and gene_symbols when by_id). m is used on rank
+ * 0 only (pass NULL elsewhere); the write itself is collective. */
+int ps_mex_write_h5ad(MPI_Comm comm, const ps_mex *m, int by_id, const char *path);
+/* Write the guide-capture features as a Cell Ranger protospacer_calls_per_cell.csv
+ * (cell_barcode,num_features,feature_call,num_umis; calls '|'-separated in feature
+ * order) for cells with a guide at >= min_guide_umi UMIs. Not collective. */
+int ps_mex_write_guide_calls(const ps_mex *m, const char *path, double min_guide_umi, int64_t *n_cells);
+
 #endif

@@ -20,4 +20,55 @@ typedef struct {
 int ps_ridge_fit(MPI_Comm comm, const ps_design *design, const ps_csr *y, double lambda, ps_ridge *out);
 void ps_ridge_free(ps_ridge *r);
 
+/* ---- permutation p-values (SPEC.md section 2, --permutations) ----
+ *
+ * p[k, n] = (1/R) #{r : |B_r[k, n]| > |B[k, n]|} (strictly greater, as the
+ * reference), B_r refitted with the cells' design rows shuffled against Y.
+ * X^T X does not change under a row permutation: it is factored once and each
+ * batch of permutations is one multi-right-hand-side solve. */
+
+typedef struct {
+  int n_permutations;  /* R, --permutations (100); 0: no p-values */
+  uint64_t seed;       /* permutation r depends on (seed, r) only (1) */
+  int64_t batch_bytes; /* per-rank memory for one batch of right-hand sides (256 MB), see ps_ridge_perm_batch */
+} ps_ridge_perm_options;
+
+void ps_ridge_perm_options_default(ps_ridge_perm_options *o);
+
+/* Permutation r of the M analysed cells, pi[0..M): cell j's expression is paired
+ * with the design row of cell pi[j], cells in global order (rank 0's block,
+ * then rank 1's, ...), so the pairing is the same on any number of ranks.
+ * Exactly: pi = identity; g = ps_rng_make(seed ^ 0x7065726d75746521 ("permute!"),
+ * r); for i = M - 1 down to 1: draw x = ps_rng_next(&g) until x >= 2^64 mod
+ * (i + 1), k = x mod (i + 1), swap pi[i] and pi[k] (Fisher-Yates, unbiased). */
+void ps_ridge_permutation(uint64_t seed, int64_t r, int64_t n_cells, int64_t *pi);
+
+/* Permutations per batch: the batch's dense (K + 1) x (N b) sum on each rank
+ * plus this rank's block-cyclic share of it (at most as large again) stay
+ * within batch_bytes; at least 1, at most R. The same on every rank. */
+int ps_ridge_perm_batch(int32_t n_rows, int32_t n_genes, int n_permutations, int64_t batch_bytes);
+
+/* P-values of fit->beta (ps_ridge_fit of the same design, y and lambda; the same
+ * on every rank). *pvalues: (K + 1) x N row-major, row 0 the intercept, the
+ * same on every rank, NULL when R = 0; the caller frees it. Collective.
+ *
+ * Rank count: pi_r does not depend on it, and B_r only through rounding
+ * (summation order), so only an |B_r| within rounding of |B| can count
+ * differently (exact mathematical ties: tiny or degenerate designs). Strict >
+ * also means an entry with B = B_r = 0 exactly (a perturbation no analysed
+ * cell carries) gets p = 0, as in the reference.
+ * Memory per rank: every cell's design row (allgathered once: (M + 1) int64 +
+ * nnz(D) int32; O(M x MOI), never cells x perturbations), one int64 permutation
+ * of M cells, (K + 1) x N counts and scratch, and one batch (ps_ridge_perm_batch).
+ * Time per permutation: every rank shuffles all M cells (O(M), ~7 ms for a
+ * million cells: the scaling limit for very large M), adds its own cells'
+ * (|S| + 1) x nnz(y) products; each batch is one reduce-scatter and one
+ * pdpotrs. One permutation costs about one fit. */
+int ps_ridge_permutation_pvalues(MPI_Comm comm, const ps_design *design, const ps_csr *y, double lambda,
+                                 const ps_ridge_perm_options *opt, const ps_ridge *fit, double **pvalues);
+
+/* ps_ridge_fit and ps_ridge_permutation_pvalues on one factorization. */
+int ps_ridge_fit_pvalues(MPI_Comm comm, const ps_design *design, const ps_csr *y, double lambda,
+                         const ps_ridge_perm_options *opt, ps_ridge *out, double **pvalues);
+
 #endif

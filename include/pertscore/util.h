@@ -143,4 +143,11 @@ double ps_wtime(void);
 /* Contiguous block [begin, end) of n items for rank r of p (uniform split). */
 void ps_block_range(int64_t n, int r, int p, int64_t *begin, int64_t *end);
 
+/* ---- fault injection (tests/fault, docs/reliability.md) ----
+ * A named point of the pipeline where a test may stall or kill a rank. Does
+ * nothing unless the environment variable PERTSCORE_FAULT names this stage, e.g.
+ * PERTSCORE_FAULT=score:sleep=30 or score:kill@1 (see src/util/fault.c). Not
+ * collective; cheap enough to call once per stage. */
+void ps_fault_point(const char *stage);
+
 #endif

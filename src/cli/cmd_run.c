@@ -14,7 +14,7 @@
 
 static const char *run_usage =
     "usage: mpirun -n P pertscore run --input DATA.h5ad (--guides TABLE | --guide-column COL)\n"
-    "                              --control LABEL[,LABEL...] --targets FILE --output RESULTS.h5ad [options]\n"
+    "                              --control LABEL[,LABEL...] --output RESULTS.h5ad [options]\n"
     "\n"
     "input:\n"
     "  --input FILE          AnnData .h5ad (X as CSR, CSC or dense)\n"
@@ -24,7 +24,18 @@ static const char *run_usage =
     "  --guide-column COL    take guide labels from obs column COL instead (',' '|' '+' separate several)\n"
     "  --control LABELS      control label(s), comma-separated; all merge into one control group\n"
     "  --targets FILE        target genes per perturbation: GMT, or TSV perturbation<TAB>gene\n"
+    "                        (without it they are selected by Wilcoxon tests, options below)\n"
     "  --min-gene-frac F     regression genes need y > 0 in at least F of analysed cells (0.01)\n"
+    "target selection (without --targets):\n"
+    "  --min-pct F           test a gene only if max(pct1, pct2) >= F (0.1)\n"
+    "  --logfc X             first |log2FC| threshold; x0.8 while fewer than --min-targets, 3 tries (0.1)\n"
+    "  --min-targets N       lower the threshold while fewer genes pass (10)\n"
+    "  --max-targets N       keep at most N genes, smallest p-values first (500)\n"
+    "  --exclude-perturbed-gene  drop the perturbation's own gene from its targets\n"
+    "  --de-background KIND  controls (default): P against control cells; others: against\n"
+    "                        every analysed cell not carrying the perturbation (high MOI)\n"
+    "  --de-strict-groups    cells with the perturbation and a control guide stay out of C\n"
+    "                        (default: they count as controls, as the reference does)\n"
     "method:\n"
     "  --ridge-lambda X      ridge penalty of beta (0.01)\n"
     "  --lambda X            PS penalty (0.01, the paper; the reference R code uses 0)\n"
@@ -45,7 +56,8 @@ typedef struct {
 
 static int parse_run(int argc, char **argv, run_options *o, int *help) {
   enum { O_INPUT = 1, O_LAYER, O_INPUT_IS, O_GUIDES, O_GUIDE_COLUMN, O_CONTROL, O_TARGETS, O_MIN_GENE_FRAC,
-         O_RIDGE_LAMBDA, O_LAMBDA, O_UPPER, O_NO_RESCALE, O_OUTPUT, O_QUIET, O_JSON, O_HELP };
+         O_RIDGE_LAMBDA, O_LAMBDA, O_UPPER, O_NO_RESCALE, O_OUTPUT, O_QUIET, O_JSON, O_HELP, O_MIN_PCT, O_LOGFC,
+         O_MIN_TARGETS, O_MAX_TARGETS, O_EXCLUDE_PERTURBED, O_DE_BACKGROUND, O_DE_STRICT };
   static const struct option longs[] = {
       {"input", required_argument, 0, O_INPUT}, {"layer", required_argument, 0, O_LAYER},
       {"input-is", required_argument, 0, O_INPUT_IS}, {"guides", required_argument, 0, O_GUIDES},
@@ -54,7 +66,13 @@ static int parse_run(int argc, char **argv, run_options *o, int *help) {
       {"ridge-lambda", required_argument, 0, O_RIDGE_LAMBDA}, {"lambda", required_argument, 0, O_LAMBDA},
       {"upper", required_argument, 0, O_UPPER}, {"no-rescale", no_argument, 0, O_NO_RESCALE},
       {"output", required_argument, 0, O_OUTPUT}, {"quiet", no_argument, 0, O_QUIET},
-      {"json", no_argument, 0, O_JSON}, {"help", no_argument, 0, O_HELP}, {0, 0, 0, 0}};
+      {"json", no_argument, 0, O_JSON}, {"help", no_argument, 0, O_HELP},
+      {"min-pct", required_argument, 0, O_MIN_PCT}, {"logfc", required_argument, 0, O_LOGFC},
+      {"min-targets", required_argument, 0, O_MIN_TARGETS}, {"max-targets", required_argument, 0, O_MAX_TARGETS},
+      {"exclude-perturbed-gene", no_argument, 0, O_EXCLUDE_PERTURBED},
+      {"de-background", required_argument, 0, O_DE_BACKGROUND}, {"de-strict-groups", no_argument, 0, O_DE_STRICT},
+      {0, 0, 0, 0}};
+  double number;
   ps_dataset_options_default(&o->data);
   ps_score_options_default(&o->score);
   o->ridge_lambda = 0.01;
@@ -84,6 +102,23 @@ static int parse_run(int argc, char **argv, run_options *o, int *help) {
       case O_QUIET: o->quiet = 1; break;
       case O_JSON: o->json = 1; break;
       case O_HELP: *help = 1; return PS_OK;
+      case O_MIN_PCT: PS_CALL(ps_cli_number("--min-pct", optarg, &o->data.de.min_pct)); break;
+      case O_LOGFC: PS_CALL(ps_cli_number("--logfc", optarg, &o->data.de.logfc)); break;
+      case O_MIN_TARGETS:
+        PS_CALL(ps_cli_count("--min-targets", optarg, &number));
+        o->data.de.min_targets = (int64_t)number;
+        break;
+      case O_MAX_TARGETS:
+        PS_CALL(ps_cli_count("--max-targets", optarg, &number));
+        o->data.de.max_targets = (int64_t)number;
+        break;
+      case O_EXCLUDE_PERTURBED: o->data.exclude_perturbed_gene = 1; break;
+      case O_DE_BACKGROUND:
+        if (strcmp(optarg, "others") == 0) o->data.de_background_others = 1;
+        else if (strcmp(optarg, "controls") == 0) o->data.de_background_others = 0;
+        else PS_FAIL(PS_ERR_INPUT, "--de-background expects controls or others, got '%s'", optarg);
+        break;
+      case O_DE_STRICT: o->data.de_strict_groups = 1; break;
       default: PS_FAIL(PS_ERR_INPUT, "run: unknown or incomplete option '%s' (see pertscore run --help)", argv[optind - 1]);
     }
   }
@@ -95,6 +130,11 @@ static int parse_run(int argc, char **argv, run_options *o, int *help) {
   if (o->score.lambda < 0) PS_FAIL(PS_ERR_INPUT, "--lambda must be >= 0 (got %g)", o->score.lambda);
   if (o->score.upper <= 0) PS_FAIL(PS_ERR_INPUT, "--upper must be > 0 (got %g)", o->score.upper);
   if (o->data.min_gene_frac < 0 || o->data.min_gene_frac > 1) PS_FAIL(PS_ERR_INPUT, "--min-gene-frac must be in [0, 1]");
+  if (!(o->data.de.min_pct >= 0 && o->data.de.min_pct <= 1))
+    PS_FAIL(PS_ERR_INPUT, "--min-pct must be in [0, 1] (got %g)", o->data.de.min_pct);
+  if (!(o->data.de.logfc >= 0)) PS_FAIL(PS_ERR_INPUT, "--logfc must be >= 0 (got %g)", o->data.de.logfc);
+  if (o->data.de.max_targets < 1)
+    PS_FAIL(PS_ERR_INPUT, "--max-targets must be >= 1 (got %lld)", (long long)o->data.de.max_targets);
   ps_strlist_sort_unique(&o->data.controls);
   return PS_OK;
 }
@@ -142,6 +182,15 @@ static int record_parameters(const run_options *o, int argc, char **argv, ps_run
   PS_CALL(ps_run_info_number(info, "upper", o->score.upper));
   PS_CALL(ps_run_info_number(info, "rescale", o->score.rescale));
   PS_CALL(ps_run_info_number(info, "min_gene_frac", o->data.min_gene_frac));
+  if (!o->data.targets) { /* the selection's knobs matter only when it runs */
+    PS_CALL(ps_run_info_number(info, "min_pct", o->data.de.min_pct));
+    PS_CALL(ps_run_info_number(info, "logfc", o->data.de.logfc));
+    PS_CALL(ps_run_info_number(info, "min_targets", (double)o->data.de.min_targets));
+    PS_CALL(ps_run_info_number(info, "max_targets", (double)o->data.de.max_targets));
+    PS_CALL(ps_run_info_number(info, "exclude_perturbed_gene", o->data.exclude_perturbed_gene));
+    PS_CALL(ps_run_info_number(info, "de_strict_groups", o->data.de_strict_groups));
+    PS_CALL(ps_run_info_string(info, "de_background", o->data.de_background_others ? "others" : "controls"));
+  }
   return PS_OK;
 }
 
@@ -149,10 +198,13 @@ static void print_summary(const run_options *o, const ps_dataset *d, const ps_sc
                           int n_ranks) {
   printf("{\"output\": \"%s\", \"ranks\": %d, \"cells_input\": %lld, \"cells_analysed\": %lld, "
          "\"control_cells\": %lld, \"perturbations\": %d, \"regression_genes\": %d, \"input_was_counts\": %s, "
+         "\"targets\": {\"source\": \"%s\", \"pairs\": %lld, \"moi\": \"%s\", \"seconds\": %.3f}, "
          "\"qp_solved\": %lld, \"max_kkt_residual\": %.3g, \"perturbations_not_rescaled\": %d, "
          "\"seconds\": {\"read\": %.3f, \"ridge\": %.3f, \"score\": %.3f, \"write\": %.3f, \"total\": %.3f}}\n",
          o->output, n_ranks, (long long)d->n_cells_input, (long long)d->n_analysed, (long long)d->n_control,
-         d->design.n_perturbations, d->n_regression, d->is_counts ? "true" : "false", (long long)s->n_qp, s->max_kkt,
+         d->design.n_perturbations, d->n_regression, d->is_counts ? "true" : "false",
+         o->data.targets ? "file" : "selected", (long long)d->targets.gene.n, d->low_moi ? "low" : "high",
+         d->seconds_targets, (long long)s->n_qp, s->max_kkt,
          s->n_not_rescaled, seconds[0], seconds[1], seconds[2], seconds[3], seconds[4]);
   fflush(stdout);
 }
@@ -160,9 +212,10 @@ static void print_summary(const run_options *o, const ps_dataset *d, const ps_sc
 static void print_text_summary(const run_options *o, const ps_dataset *d, const ps_scores *s, double total) {
   fprintf(stderr,
           "pertscore: done in %.1fs: %lld of %lld cells analysed (%lld controls), %d perturbations, "
-          "%d regression genes -> %s\n",
+          "%lld %s targets, %d regression genes -> %s\n",
           total, (long long)d->n_analysed, (long long)d->n_cells_input, (long long)d->n_control,
-          d->design.n_perturbations, d->n_regression, o->output);
+          d->design.n_perturbations, (long long)d->targets.gene.n, o->data.targets ? "given" : "selected",
+          d->n_regression, o->output);
   (void)s;
 }
 

@@ -15,6 +15,7 @@ static const char *usage =
     "  run        per-cell perturbation-response scores (PS) for a screen\n"
     "  simulate   write a simulated screen with ground truth\n"
     "  inspect    summarize an .h5ad input or a results file\n"
+    "  convert    a 10x MEX folder (matrix.mtx, barcodes, features) to .h5ad\n"
     "\n"
     "`pertscore COMMAND --help` lists a command's options. PETSc options\n"
     "(single dash, e.g. -ps_qp_tao_type bnls, -log_view) pass through to PETSc.\n";
@@ -24,6 +25,13 @@ int ps_cli_number(const char *option, const char *text, double *value) {
   double v = strtod(text, &end);
   if (end == text || *end != '\0' || v != v) PS_FAIL(PS_ERR_INPUT, "%s expects a number, got '%s'", option, text);
   *value = v;
+  return PS_OK;
+}
+
+int ps_cli_count(const char *option, const char *text, double *value) {
+  PS_CALL(ps_cli_number(option, text, value));
+  if (*value < 0 || *value != (double)(int64_t)*value || *value > 1e15)
+    PS_FAIL(PS_ERR_INPUT, "%s expects a whole number >= 0, got '%s'", option, text);
   return PS_OK;
 }
 
@@ -64,6 +72,7 @@ int main(int argc, char **argv) {
   if (strcmp(cmd, "run") == 0) status = ps_cmd_run(MPI_COMM_WORLD, n_ours, ours);
   else if (strcmp(cmd, "simulate") == 0) status = ps_cmd_simulate(MPI_COMM_WORLD, n_ours, ours);
   else if (strcmp(cmd, "inspect") == 0) status = ps_cmd_inspect(MPI_COMM_WORLD, n_ours, ours);
+  else if (strcmp(cmd, "convert") == 0) status = ps_cmd_convert(MPI_COMM_WORLD, n_ours, ours);
   else if (strcmp(cmd, "--version") == 0) {
     if (rank == 0) printf("pertscore %s\n", PS_VERSION);
     status = 0;

@@ -14,6 +14,7 @@ void ps_dataset_options_default(ps_dataset_options *o) {
   o->input_is = PS_INPUT_AUTO;
   o->min_gene_frac = 0.01;
   o->winsor_quantile = 0.95;
+  ps_de_options_default(&o->de);
 }
 
 void ps_dataset_free(ps_dataset *d) {
@@ -21,6 +22,9 @@ void ps_dataset_free(ps_dataset *d) {
   ps_strlist_free(&d->genes);
   ps_strlist_free(&d->cells);
   ps_design_free(&d->design);
+  free(d->has_control_guide);
+  free(d->top_perturbation);
+  free(d->target_threshold);
   free(d->regression_gene);
   free(d->winsor_cap);
   ps_csr_free(&d->y);
@@ -175,6 +179,43 @@ static int build_design(MPI_Comm comm, const ps_dataset_options *opt, const ps_g
     PS_FAIL(PS_ERR_INPUT, "%s: no control cells: no analysed cell carries only control guides (%s)",
             opt->guides ? opt->guides : opt->guide_column, labels);
   }
+  return PS_OK;
+}
+
+/* What target selection needs beyond the design (SPEC sections 0-1): whether an
+ * analysed cell has a control guide (the reference quirk), the perturbation of
+ * its largest-UMI guide (ties: first unit label; -1 if it is a control), and
+ * whether the screen is low MOI: the median non-control analysed cell carries
+ * one guide, i.e. more than half of them carry exactly one. */
+static int guide_facts(MPI_Comm comm, const ps_dataset_options *opt, const ps_guide_calls *calls, const int64_t *keep,
+                       int64_t n_block, ps_dataset *d) {
+  int64_t n = d->design.n_cells, *best, *n_guides;
+  PS_ALLOC(d->has_control_guide, n);
+  PS_ALLOC(d->top_perturbation, n);
+  PS_ALLOC(best, n_block);
+  PS_ALLOC(n_guides, n_block);
+  for (int64_t i = 0; i < n_block; i++) best[i] = -1;
+  for (int64_t i = 0; i < calls->n; i++) {
+    int64_t c = calls->cell[i], b = best[c];
+    n_guides[c]++;
+    if (b < 0 || calls->umi[i] > calls->umi[b] ||
+        (calls->umi[i] == calls->umi[b] && strcmp(calls->unit[i], calls->unit[b]) < 0))
+      best[c] = i;
+    if (keep[c] >= 0 && ps_strlist_find_sorted(&opt->controls, calls->unit[i]) >= 0) d->has_control_guide[keep[c]] = 1;
+  }
+  int64_t counts[2] = {0, 0}; /* non-control analysed cells with one guide, all of them */
+  for (int64_t c = 0; c < n_block; c++) {
+    int64_t j = keep[c];
+    if (j < 0) continue;
+    d->top_perturbation[j] = (int32_t)ps_strlist_find_sorted(&d->design.names, calls->unit[best[c]]);
+    if (d->design.ptr[j + 1] == d->design.ptr[j]) continue; /* control cell */
+    counts[0] += n_guides[c] == 1;
+    counts[1]++;
+  }
+  PS_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, counts, 2, MPI_INT64_T, MPI_SUM, comm));
+  d->low_moi = 2 * counts[0] > counts[1];
+  free(best);
+  free(n_guides);
   return PS_OK;
 }
 
@@ -348,7 +389,7 @@ static int select_regression_genes(MPI_Comm comm, const ps_dataset_options *opt,
   free(expressed);
   if (n == 0)
     PS_FAIL(PS_ERR_INPUT, "%s: none of the %d target genes is expressed (y > 0) in at least %.3g of the analysed cells",
-            opt->targets, n_candidates, opt->min_gene_frac);
+            opt->targets ? opt->targets : "selected targets", n_candidates, opt->min_gene_frac);
   PS_CALL(extract_response(x, keep, d->design.n_cells, column_of, n, &d->y));
   free(column_of);
   return PS_OK;
@@ -368,7 +409,6 @@ static void count_targets(ps_dataset *d) {
 int ps_dataset_read(MPI_Comm comm, const ps_dataset_options *opt, ps_progress *progress, ps_dataset *d) {
   memset(d, 0, sizeof *d);
   if (!opt->guides && !opt->guide_column) PS_FAIL(PS_ERR_INPUT, "no guide assignment given (--guides FILE or --guide-column NAME)");
-  if (!opt->targets) PS_FAIL(PS_ERR_INPUT, "no target genes given (--targets FILE: GMT or TSV)");
   if (opt->controls.n == 0) PS_FAIL(PS_ERR_INPUT, "no control label given (--control LABEL[,LABEL...])");
   ps_matrix m;
   PS_CALL(ps_error_sync(comm, ps_h5ad_read_matrix(comm, opt->input, opt->layer, &m)));
@@ -383,6 +423,7 @@ int ps_dataset_read(MPI_Comm comm, const ps_dataset_options *opt, ps_progress *p
   int64_t *keep;
   PS_ALLOC(keep, m.x.n_rows);
   PS_CALL(ps_error_sync(comm, build_design(comm, opt, &calls, m.x.n_rows, &perturbations, keep, d)));
+  PS_CALL(ps_error_sync(comm, guide_facts(comm, opt, &calls, keep, m.x.n_rows, d)));
   ps_guide_calls_free(&calls);
   for (int64_t i = 0; i < m.x.n_rows; i++) /* analysed names in analysed order (block order is kept) */
     if (keep[i] >= 0) PS_CALL(ps_strlist_push(&d->cells, m.cells.items[i]));
@@ -398,7 +439,14 @@ int ps_dataset_read(MPI_Comm comm, const ps_dataset_options *opt, ps_progress *p
   d->genes = m.genes;
   memset(&m.genes, 0, sizeof m.genes);
   int32_t *candidates = NULL, n_candidates = 0;
-  PS_CALL(ps_error_sync(comm, read_targets(opt, d, &gene_index, &candidates, &n_candidates)));
+  if (opt->targets) {
+    PS_CALL(ps_error_sync(comm, read_targets(opt, d, &gene_index, &candidates, &n_candidates)));
+  } else {
+    if (progress) ps_progress_update(progress, 0.6);
+    double t0 = ps_wtime();
+    PS_CALL(ps_targets_select(comm, opt, &m.x, keep, &gene_index, progress, d, &candidates, &n_candidates));
+    d->seconds_targets = ps_wtime() - t0;
+  }
   ps_strmap_free(&gene_index);
   PS_CALL(ps_error_sync(comm, select_regression_genes(comm, opt, &m.x, keep, candidates, n_candidates, d)));
   free(candidates);

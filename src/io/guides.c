@@ -235,3 +235,11 @@ int ps_guides_from_labels(const ps_strlist *labels, ps_guide_calls *out) {
   }
   return PS_OK;
 }
+
+/* Shared with the 10x guide-capture reader (tenx.c), so the guide -> unit rule and
+ * the call storage live in one place (io.h). */
+int ps_guide_calls_push(ps_guide_calls *g, int64_t cell, const char *unit, const char *guide, double umi) {
+  return calls_push(g, cell, unit, guide, umi);
+}
+
+void ps_guide_unit(const char *guide, char *unit, size_t size) { gene_of_guide(guide, unit, size); }

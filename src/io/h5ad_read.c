@@ -4,14 +4,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "compressed.h"
 #include "h5.h"
 #include "pertscore/io.h"
 
 /* Split points of a CSR/CSC pointer array so that every rank gets about the same
  * number of nonzeros, while each rank reads only 1/P of the pointer array.
- * bounds has size + 1 entries: rank r gets major rows [bounds[r], bounds[r+1]). */
-static int balanced_bounds(const ps_h5 *h, const char *indptr_name, int64_t n_major, int64_t *bounds,
-                           int64_t *nnz_total) {
+ * bounds has size + 1 entries: rank r gets major rows [bounds[r], bounds[r+1]).
+ * Shared with the 10x reader (compressed.h). */
+int ps_compressed_bounds(const ps_h5 *h, const char *indptr_name, int64_t n_major, int64_t *bounds,
+                         int64_t *nnz_total) {
   int64_t n_ptr = 0;
   PS_CALL(ps_h5_length(h, indptr_name, &n_ptr));
   if (n_ptr != n_major + 1)
@@ -63,8 +65,8 @@ static int balanced_bounds(const ps_h5 *h, const char *indptr_name, int64_t n_ma
 }
 
 /* Read major rows [begin, end) of a compressed matrix: pointer, indices, values. */
-static int read_compressed_block(const ps_h5 *h, const char *group, int64_t begin, int64_t end,
-                                 int64_t nnz_total, ps_csr *out) {
+int ps_compressed_read_block(const ps_h5 *h, const char *group, int64_t begin, int64_t end,
+                             int64_t nnz_total, ps_csr *out) {
   char name[512];
   int64_t n = end - begin;
   out->n_rows = n;
@@ -106,7 +108,8 @@ static int read_compressed_block(const ps_h5 *h, const char *group, int64_t begi
   return PS_OK;
 }
 
-static int check_values(const ps_h5 *h, const char *element, const ps_csr *m, int64_t row0, int sorted_check) {
+int ps_compressed_check_values(const ps_h5 *h, const char *element, const ps_csr *m, int64_t row0,
+                               int sorted_check) {
   for (int64_t r = 0; r < m->n_rows; r++) {
     for (int64_t p = m->indptr[r]; p < m->indptr[r + 1]; p++) {
       double v = m->data[p];
@@ -129,10 +132,10 @@ static int read_csr(const ps_h5 *h, const char *group, int64_t n_cells, int64_t 
   PS_ALLOC(bounds, h->size + 1);
   char name[512];
   snprintf(name, sizeof name, "%s/indptr", group);
-  PS_CALL(balanced_bounds(h, name, n_cells, bounds, &nnz));
+  PS_CALL(ps_compressed_bounds(h, name, n_cells, bounds, &nnz));
   out->cell_begin = bounds[h->rank];
   out->x.n_cols = n_genes;
-  PS_CALL(ps_error_sync(h->comm, read_compressed_block(h, group, bounds[h->rank], bounds[h->rank + 1], nnz, &out->x)));
+  PS_CALL(ps_error_sync(h->comm, ps_compressed_read_block(h, group, bounds[h->rank], bounds[h->rank + 1], nnz, &out->x)));
   free(bounds);
   return PS_OK;
 }
@@ -163,10 +166,10 @@ static int read_csc(const ps_h5 *h, const char *group, int64_t n_cells, int64_t 
   PS_ALLOC(bounds, h->size + 1);
   char name[512];
   snprintf(name, sizeof name, "%s/indptr", group);
-  PS_CALL(balanced_bounds(h, name, n_genes, bounds, &nnz));
+  PS_CALL(ps_compressed_bounds(h, name, n_genes, bounds, &nnz));
   ps_csr cols = {0};
   cols.n_cols = n_cells;
-  PS_CALL(ps_error_sync(h->comm, read_compressed_block(h, group, bounds[h->rank], bounds[h->rank + 1], nnz, &cols)));
+  PS_CALL(ps_error_sync(h->comm, ps_compressed_read_block(h, group, bounds[h->rank], bounds[h->rank + 1], nnz, &cols)));
   int64_t gene0 = bounds[h->rank];
   int64_t n_entries = cols.indptr[cols.n_rows];
   csc_entry *send;
@@ -366,7 +369,7 @@ int ps_h5ad_read_matrix(MPI_Comm comm, const char *path, const char *layer, ps_m
   else if (strcmp(out->layout, "csc") == 0) PS_CALL(read_csc(&h, out->element, n_cells, n_genes, out));
   else PS_CALL(read_dense(&h, out->element, n_cells, n_genes, out));
   /* a bad value sits in one rank's block: agree before the collective index reads */
-  PS_CALL(ps_error_sync(comm, check_values(&h, out->element, &out->x, out->cell_begin, 1)));
+  PS_CALL(ps_error_sync(comm, ps_compressed_check_values(&h, out->element, &out->x, out->cell_begin, 1)));
   int64_t n_obs = 0, n_var = 0;
   PS_CALL(read_index(&h, "obs", out->cell_begin, out->x.n_rows, &out->cells, &n_obs));
   PS_CALL(read_index(&h, "var", 0, -1, &out->genes, &n_var));

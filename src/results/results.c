@@ -90,10 +90,13 @@ static int write_var(MPI_Comm comm, ps_h5ad_writer *w, const ps_dataset *d, cons
       {.name = "mean_ps", .kind = PS_COL_F64, .f64 = mean_ps},
       {.name = "max_raw_ps", .kind = PS_COL_F64, .f64 = s->max_raw},
       {.name = "rescaled", .kind = PS_COL_I64, .i64 = rescaled},
+      /* SPEC section 1: the |log2FC| threshold each selection ended at (selected targets only) */
+      {.name = "target_threshold", .kind = PS_COL_F64, .f64 = d->target_threshold},
   };
+  int n_cols = d->target_threshold ? 7 : 6;
   int rank;
   MPI_Comm_rank(comm, &rank);
-  PS_CALL(ps_h5ad_write_frame(w, "var", D->names.items, rank == 0 ? K : 0, 0, K, cols, 6));
+  PS_CALL(ps_h5ad_write_frame(w, "var", D->names.items, rank == 0 ? K : 0, 0, K, cols, n_cols));
   free(n_cells);
   free(n_targets);
   free(rescaled);

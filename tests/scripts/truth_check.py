@@ -12,9 +12,10 @@ import numpy as np
 import pandas as pd
 
 
-def main():
-    results = anndata.read_h5ad(sys.argv[1])
-    truth = pd.read_csv(sys.argv[2], sep="\t")
+def check(results_path, truth_path, min_pearson):
+    """Print the figures; return 0 if Pearson >= min_pearson, else 1."""
+    results = anndata.read_h5ad(results_path)
+    truth = pd.read_csv(truth_path, sep="\t")
     truth = truth[truth.perturbation != "NonTargeting"]
     rows = pd.Index(results.obs_names).get_indexer(truth.cell)
     cols = pd.Index(results.var_names).get_indexer(truth.perturbation)
@@ -31,11 +32,15 @@ def main():
     for level in sorted(set(eff)):
         sel = eff == level
         print(f"  efficiency {level:.2f}: n = {sel.sum()}, mean PS = {ps[sel].mean():.3f}")
-    if pearson < float(sys.argv[3]):
-        print(f"FAIL: Pearson below {sys.argv[3]}")
+    if pearson < float(min_pearson):
+        print(f"FAIL: Pearson below {min_pearson}")
         return 1
     print("OK")
     return 0
+
+
+def main():
+    return check(sys.argv[1], sys.argv[2], sys.argv[3])
 
 
 if __name__ == "__main__":

@@ -5,3 +5,7 @@ endforeach()
 # per-cell QP with TAO (SPEC.md section 3): KKT, brute force, rescaling
 ps_add_c_test(test_qp ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_qp.c 1 "unit")
 ps_add_c_test(test_qp ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_qp.c 2 "unit;mpi")
+# ridge permutation p-values (SPEC.md section 2) against a brute force, KS under the null, on 1, 2 and 3 ranks
+foreach(np 1 2 3)
+  ps_add_c_test(test_ridge_perm ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_ridge_perm.c ${np} "unit;mpi")
+endforeach()

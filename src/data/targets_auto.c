@@ -1,0 +1,409 @@
+/* Automatic target genes (SPEC.md section 1; DESIGN.md data flow 3-4).
+ *
+ *   1. membership: every rank learns, per global analysed cell, which DE groups
+ *      it is in (O(M x MOI): an allgather of the design, never cells x K dense);
+ *   2. transpose: one Alltoallv sends each analysed cell's nonzeros (all genes,
+ *      log-normalized, not winsorized) to the rank owning the gene (g % P);
+ *   3. test: per owned gene, the reference group is summarized once and every
+ *      perturbation is tested against it (ps_de_test_gene_ref);
+ *   4. select: per-gene results that can still be selected go to the rank owning
+ *      the perturbation (k % P) in one Alltoallv; it runs ps_de_select;
+ *   5. the selected (perturbation, gene) pairs are allgathered (small).
+ * Every step is independent of the number of ranks, so the targets are too. */
+#include <math.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "data_internal.h"
+#include "pertscore/data.h"
+
+/* Role of a cell in the test of perturbation k: entry = 3 k + role. */
+enum { ROLE_P = 0, ROLE_ADD = 1, ROLE_REMOVE = 2, N_ROLES = 3 };
+
+/* DE groups, replicated: per global analysed cell its roles; the reference group
+ * is the control cells (default) or every analysed cell (--de-background others). */
+typedef struct {
+  int64_t n_cells, n_ref;
+  int64_t *role_ptr;   /* n_cells + 1 */
+  int32_t *roles;      /* 3 k + role */
+  uint8_t *in_ref;     /* n_cells */
+  int64_t *group_size; /* 3 K: cells per (k, role) */
+} de_groups;
+
+static void de_groups_free(de_groups *g) {
+  free(g->role_ptr);
+  free(g->roles);
+  free(g->in_ref);
+  free(g->group_size);
+  memset(g, 0, sizeof *g);
+}
+
+/* Roles of one local cell (SPEC section 1). Q = it carries X and a control guide:
+ * with the reference quirk it is on the control side of X's test (added to C, or
+ * simply kept in C = all cells with --de-background others) and not in P. Otherwise
+ * it is in P if it is in X's DE group (low MOI: only the perturbation of its
+ * largest-UMI guide; high MOI: all it carries), and with --de-background others it
+ * leaves C for every perturbation it carries. */
+static int cell_roles(const ps_dataset_options *opt, const ps_dataset *d, int64_t j, int32_t *out) {
+  const ps_design *D = &d->design;
+  int quirk = !opt->de_strict_groups && d->has_control_guide[j];
+  int n = 0;
+  for (int64_t p = D->ptr[j]; p < D->ptr[j + 1]; p++) {
+    int32_t k = D->ids[p];
+    if (quirk) {
+      if (!opt->de_background_others) out[n++] = N_ROLES * k + ROLE_ADD;
+      continue;
+    }
+    if (!d->low_moi || d->top_perturbation[j] == k) out[n++] = N_ROLES * k + ROLE_P;
+    if (opt->de_background_others) out[n++] = N_ROLES * k + ROLE_REMOVE;
+  }
+  return n;
+}
+
+static int gather_groups(MPI_Comm comm, const ps_dataset_options *opt, const ps_dataset *d, de_groups *g) {
+  int size;
+  MPI_Comm_size(comm, &size);
+  const ps_design *D = &d->design;
+  int64_t n_local = D->n_cells, n_ids = D->ptr[n_local];
+  int32_t *roles, *count;
+  uint8_t *in_ref;
+  PS_ALLOC(roles, 2 * n_ids);
+  PS_ALLOC(count, n_local);
+  PS_ALLOC(in_ref, n_local);
+  int64_t w = 0;
+  for (int64_t j = 0; j < n_local; j++) {
+    count[j] = cell_roles(opt, d, j, roles + w);
+    w += count[j];
+    in_ref[j] = opt->de_background_others || D->ptr[j + 1] == D->ptr[j];
+  }
+  int *cells_of, *cell_displ, *roles_of, *role_displ;
+  int64_t mine[2] = {n_local, w}, *both, n_cells = 0, n_roles = 0;
+  PS_ALLOC(cells_of, size);
+  PS_ALLOC(cell_displ, size);
+  PS_ALLOC(roles_of, size);
+  PS_ALLOC(role_displ, size);
+  PS_ALLOC(both, 2 * size);
+  PS_CHECK_MPI(MPI_Allgather(mine, 2, MPI_INT64_T, both, 2, MPI_INT64_T, comm));
+  for (int r = 0; r < size; r++) n_cells += both[2 * r], n_roles += both[2 * r + 1];
+  if (n_cells > INT32_MAX || n_roles > INT32_MAX) /* the same on every rank */
+    PS_FAIL(PS_ERR_SYSTEM, "target selection: %lld cells with %lld group memberships are too many to exchange",
+            (long long)n_cells, (long long)n_roles);
+  for (int r = 0, cells = 0, roles_before = 0; r < size; r++) {
+    cells_of[r] = (int)both[2 * r];
+    roles_of[r] = (int)both[2 * r + 1];
+    cell_displ[r] = cells;
+    role_displ[r] = roles_before;
+    cells += cells_of[r];
+    roles_before += roles_of[r];
+  }
+  int32_t *all_count;
+  g->n_cells = n_cells;
+  PS_ALLOC(all_count, n_cells);
+  PS_ALLOC(g->role_ptr, n_cells + 1);
+  PS_ALLOC(g->roles, n_roles);
+  PS_ALLOC(g->in_ref, n_cells);
+  PS_ALLOC(g->group_size, (int64_t)N_ROLES * D->n_perturbations);
+  PS_CHECK_MPI(MPI_Allgatherv(count, (int)n_local, MPI_INT32_T, all_count, cells_of, cell_displ, MPI_INT32_T, comm));
+  PS_CHECK_MPI(MPI_Allgatherv(in_ref, (int)n_local, MPI_UINT8_T, g->in_ref, cells_of, cell_displ, MPI_UINT8_T, comm));
+  PS_CHECK_MPI(MPI_Allgatherv(roles, (int)w, MPI_INT32_T, g->roles, roles_of, role_displ, MPI_INT32_T, comm));
+  for (int64_t j = 0; j < n_cells; j++) {
+    g->role_ptr[j + 1] = g->role_ptr[j] + all_count[j];
+    g->n_ref += g->in_ref[j];
+  }
+  for (int64_t i = 0; i < n_roles; i++) g->group_size[g->roles[i]]++;
+  free(roles), free(count), free(in_ref), free(all_count);
+  free(cells_of), free(cell_displ), free(roles_of), free(role_displ), free(both);
+  return PS_OK;
+}
+
+/* ---- tests on owned genes ---- */
+
+typedef struct {
+  int32_t k, gene;
+  double pct1, pct2, log2fc, p;
+} de_record;
+
+typedef struct {
+  de_record *v;
+  int64_t n, cap;
+} record_list;
+
+static int record_push(record_list *l, de_record r) {
+  if (l->n == l->cap) {
+    int64_t cap = l->cap ? 2 * l->cap : 256;
+    de_record *grown = realloc(l->v, (size_t)cap * sizeof *grown);
+    if (!grown) PS_FAIL(PS_ERR_SYSTEM, "out of memory keeping DE results (%lld)", (long long)cap);
+    l->v = grown;
+    l->cap = cap;
+  }
+  l->v[l->n++] = r;
+  return PS_OK;
+}
+
+/* The smallest |log2FC| threshold ps_de_select can reach (same multiplications):
+ * a gene below it, or below min_pct, is never selected, so it is not sent. */
+static double last_threshold(const ps_de_options *o) {
+  double t = o->logfc;
+  for (int r = 1; r < o->max_rounds; r++) t *= o->factor;
+  return t;
+}
+
+/* Per (perturbation, owned gene): the test, kept in out[k % P] if it can be selected. */
+static int test_owned_genes(MPI_Comm comm, const ps_dataset_options *opt, const de_groups *g, const ps_gene_shard *s,
+                            int32_t K, ps_progress *progress, record_list *out) {
+  int rank, size;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &size);
+  const double t_min = last_threshold(&opt->de);
+  int64_t n_slots = (int64_t)N_ROLES * K, *count, *offset, *fill, *positive, max_nnz = 0, max_slots = 0;
+  PS_ALLOC(count, n_slots);
+  PS_ALLOC(offset, n_slots + 1);
+  PS_ALLOC(fill, n_slots);
+  PS_ALLOC(positive, n_slots);
+  for (int64_t lg = 0; lg < s->n_genes; lg++) {
+    int64_t nnz = s->ptr[lg + 1] - s->ptr[lg], slots = 0;
+    for (int64_t q = s->ptr[lg]; q < s->ptr[lg + 1]; q++) slots += g->role_ptr[s->cell[q] + 1] - g->role_ptr[s->cell[q]];
+    if (nnz > max_nnz) max_nnz = nnz;
+    if (slots > max_slots) max_slots = slots;
+  }
+  double *ref_values, *slot_values;
+  PS_ALLOC(ref_values, max_nnz);
+  PS_ALLOC(slot_values, max_slots);
+  ps_de_work work = {0};
+  int err = PS_OK;
+  for (int64_t lg = 0; lg < s->n_genes && !err; lg++) {
+    int64_t lo = s->ptr[lg], hi = s->ptr[lg + 1], n_ref_nnz = 0;
+    memset(count, 0, (size_t)n_slots * sizeof *count);
+    memset(positive, 0, (size_t)n_slots * sizeof *positive);
+    for (int64_t q = lo; q < hi; q++) {
+      int64_t c = s->cell[q];
+      if (g->in_ref[c]) ref_values[n_ref_nnz++] = s->value[q];
+      for (int64_t e = g->role_ptr[c]; e < g->role_ptr[c + 1]; e++) count[g->roles[e]]++;
+    }
+    for (int64_t i = 0; i < n_slots; i++) offset[i + 1] = offset[i] + count[i];
+    memcpy(fill, offset, (size_t)n_slots * sizeof *fill);
+    for (int64_t q = lo; q < hi; q++) {
+      int64_t c = s->cell[q];
+      for (int64_t e = g->role_ptr[c]; e < g->role_ptr[c + 1]; e++) {
+        slot_values[fill[g->roles[e]]++] = s->value[q];
+        positive[g->roles[e]] += s->value[q] > 0;
+      }
+    }
+    ps_de_ref ref;
+    ps_de_group ref_group = {ref_values, n_ref_nnz, g->n_ref};
+    if ((err = ps_de_ref_build(&ref_group, &ref))) break;
+    int32_t gene = (int32_t)(rank + lg * size);
+    for (int32_t k = 0; k < K && !err; k++) {
+      int64_t sp = N_ROLES * k + ROLE_P, sa = sp + 1, sr = sp + 2;
+      int64_t n1 = g->group_size[sp], n2 = g->n_ref + g->group_size[sa] - g->group_size[sr];
+      if (n1 < 1 || n2 < 1) continue;
+      /* min.pct first, with the very expressions ps_de_test_gene_ref uses: most genes stop here */
+      double pct1 = ps_de_round3((double)positive[sp] / (double)n1);
+      double pct2 = ps_de_round3((double)(ref.n_positive + positive[sa] - positive[sr]) / (double)n2);
+      if (!(fmax(pct1, pct2) >= opt->de.min_pct)) continue;
+      ps_de_group p = {slot_values + offset[sp], count[sp], n1};
+      ps_de_group add = {slot_values + offset[sa], count[sa], g->group_size[sa]};
+      ps_de_group remove = {slot_values + offset[sr], count[sr], g->group_size[sr]};
+      ps_de_gene r;
+      if ((err = ps_de_test_gene_ref(&p, &ref, &add, &remove, &work, &r))) break;
+      if (!(fabs(r.log2fc) >= t_min)) continue;
+      err = record_push(&out[k % size], (de_record){k, gene, r.pct1, r.pct2, r.log2fc, r.p});
+    }
+    ps_de_ref_free(&ref);
+    if (progress && lg % 64 == 0) ps_progress_update(progress, 0.6 + 0.3 * (double)lg / (double)s->n_genes);
+  }
+  ps_de_work_free(&work);
+  free(count), free(offset), free(fill), free(positive), free(ref_values), free(slot_values);
+  return err;
+}
+
+/* ---- selection on the perturbation's owner ---- */
+
+static int exchange_records(MPI_Comm comm, record_list *out, de_record **recv, int64_t *n_recv) {
+  int size;
+  MPI_Comm_size(comm, &size);
+  int *scount, *rcount, *sdispl, *rdispl;
+  int64_t *count64, s_total, r_total;
+  PS_ALLOC(scount, size);
+  PS_ALLOC(rcount, size);
+  PS_ALLOC(sdispl, size);
+  PS_ALLOC(rdispl, size);
+  PS_ALLOC(count64, size);
+  for (int r = 0; r < size; r++) count64[r] = out[r].n;
+  PS_CALL(ps_exchange_counts(comm, count64, scount, sdispl, rcount, rdispl, &s_total, &r_total));
+  free(count64);
+  de_record *send;
+  PS_ALLOC(send, s_total);
+  PS_ALLOC(*recv, r_total);
+  for (int r = 0; r < size; r++)
+    if (out[r].n) memcpy(send + sdispl[r], out[r].v, (size_t)out[r].n * sizeof *send);
+  MPI_Datatype type;
+  const int blocks[2] = {2, 4};
+  const MPI_Aint offsets[2] = {offsetof(de_record, k), offsetof(de_record, pct1)};
+  const MPI_Datatype types[2] = {MPI_INT32_T, MPI_DOUBLE};
+  PS_CALL(ps_mpi_struct_type(&type, 2, blocks, offsets, types, sizeof(de_record)));
+  PS_CHECK_MPI(MPI_Alltoallv(send, scount, sdispl, type, *recv, rcount, rdispl, type, comm));
+  PS_CHECK_MPI(MPI_Type_free(&type));
+  *n_recv = r_total;
+  free(send), free(scount), free(rcount), free(sdispl), free(rdispl);
+  return PS_OK;
+}
+
+/* Owned perturbations' targets, as (k, gene) pairs in selection order, and thresholds. */
+static int select_owned(MPI_Comm comm, const ps_dataset_options *opt, const ps_dataset *d, const ps_strmap *gene_index,
+                        const de_record *rec, int64_t n_rec, int32_t **pairs, int64_t *n_pairs, double *threshold) {
+  int rank, size;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &size);
+  int32_t K = d->design.n_perturbations;
+  int64_t G = d->n_genes, n_owned = K > rank ? (K - rank + size - 1) / size : 0;
+  int64_t *start, *at, *order;
+  PS_ALLOC(start, n_owned + 1);
+  PS_ALLOC(at, n_owned + 1);
+  PS_ALLOC(order, n_rec);
+  for (int64_t i = 0; i < n_rec; i++) start[rec[i].k / size + 1]++;
+  for (int64_t lk = 0; lk < n_owned; lk++) start[lk + 1] += start[lk];
+  memcpy(at, start, (size_t)(n_owned + 1) * sizeof *at);
+  for (int64_t i = 0; i < n_rec; i++) order[at[rec[i].k / size]++] = i;
+  ps_de_gene *genes;
+  PS_ALLOC(genes, G);
+  const ps_de_gene untested = {0.0, 0.0, NAN, NAN}; /* never passes, whatever the options */
+  for (int64_t i = 0; i < G; i++) genes[i] = untested;
+  int64_t cap = 0;
+  *pairs = NULL;
+  *n_pairs = 0;
+  for (int64_t lk = 0; lk < n_owned; lk++) {
+    int32_t k = (int32_t)(rank + lk * size);
+    for (int64_t q = start[lk]; q < start[lk + 1]; q++) {
+      const de_record *r = &rec[order[q]];
+      genes[r->gene] = (ps_de_gene){r->pct1, r->pct2, r->log2fc, r->p};
+    }
+    int64_t exclude = opt->exclude_perturbed_gene ? ps_strmap_get(gene_index, d->design.names.items[k]) : -1;
+    ps_de_selection sel;
+    PS_CALL(ps_de_select(genes, G, exclude, &opt->de, &sel));
+    for (int64_t q = start[lk]; q < start[lk + 1]; q++) genes[rec[order[q]].gene] = untested;
+    threshold[k] = sel.threshold;
+    if (*n_pairs + sel.n > cap) {
+      cap = 2 * (*n_pairs + sel.n);
+      int32_t *grown = realloc(*pairs, (size_t)(2 * cap) * sizeof *grown);
+      if (!grown) PS_FAIL(PS_ERR_SYSTEM, "out of memory keeping selected targets");
+      *pairs = grown;
+    }
+    for (int64_t i = 0; i < sel.n; i++) {
+      (*pairs)[2 * *n_pairs] = k;
+      (*pairs)[2 * *n_pairs + 1] = (int32_t)sel.genes[i];
+      ++*n_pairs;
+    }
+    ps_de_selection_free(&sel);
+  }
+  free(start), free(at), free(order), free(genes);
+  return PS_OK;
+}
+
+/* Rank 0: one line naming (some of) the perturbations that ended short of
+ * --min-targets; they are still scored, with the targets they have. */
+static void warn_few_targets(MPI_Comm comm, const ps_dataset_options *opt, const ps_dataset *d, const int64_t *start) {
+  int rank;
+  MPI_Comm_rank(comm, &rank);
+  char line[1024];
+  int used = 0, few = 0;
+  for (int32_t k = 0; k < d->design.n_perturbations; k++) {
+    if (start[k + 1] - start[k] >= opt->de.min_targets) continue;
+    if (few++ < 5 && used < (int)sizeof line)
+      used += snprintf(line + used, sizeof line - used, "%s%s (%lld)", few > 1 ? ", " : "", d->design.names.items[k],
+                       (long long)(start[k + 1] - start[k]));
+  }
+  if (rank != 0 || few == 0) return;
+  fprintf(stderr, "pertscore: warning: %d perturbation%s with fewer than %lld targets at the lowest |log2FC| threshold: "
+          "%s%s\n", few, few == 1 ? "" : "s", (long long)opt->de.min_targets, line, few > 5 ? ", ..." : "");
+  fflush(stderr);
+}
+
+/* Every rank's pairs, in perturbation order (each perturbation's in selection
+ * order), into d->targets; the genes used become the candidates. */
+static int gather_pairs(MPI_Comm comm, const ps_dataset_options *opt, const int32_t *pairs, int64_t n_pairs,
+                        ps_dataset *d, int32_t **candidates, int32_t *n_candidates) {
+  int size;
+  MPI_Comm_size(comm, &size);
+  int64_t mine = 2 * n_pairs, *counts64, total = 0;
+  int *counts, *displs;
+  PS_ALLOC(counts64, size);
+  PS_ALLOC(counts, size);
+  PS_ALLOC(displs, size);
+  PS_CHECK_MPI(MPI_Allgather(&mine, 1, MPI_INT64_T, counts64, 1, MPI_INT64_T, comm));
+  for (int r = 0; r < size; r++) total += counts64[r];
+  if (total > INT32_MAX) /* the same on every rank */
+    PS_FAIL(PS_ERR_SYSTEM, "target selection: %lld selected pairs are too many to exchange", (long long)total / 2);
+  for (int r = 0, at = 0; r < size; r++) {
+    counts[r] = (int)counts64[r];
+    displs[r] = at;
+    at += counts[r];
+  }
+  free(counts64);
+  int32_t *all;
+  PS_ALLOC(all, total);
+  PS_CHECK_MPI(MPI_Allgatherv(pairs, (int)mine, MPI_INT32_T, all, counts, displs, MPI_INT32_T, comm));
+  int32_t K = d->design.n_perturbations;
+  int64_t n = total / 2, *start, *order;
+  uint8_t *used;
+  PS_ALLOC(start, K + 1);
+  PS_ALLOC(order, n);
+  PS_ALLOC(used, d->n_genes);
+  for (int64_t i = 0; i < n; i++) start[all[2 * i] + 1]++;
+  for (int32_t k = 0; k < K; k++) start[k + 1] += start[k];
+  warn_few_targets(comm, opt, d, start);
+  for (int64_t i = 0; i < n; i++) order[start[all[2 * i]]++] = i; /* stable: selection order kept */
+  for (int64_t i = 0; i < n; i++) {
+    int32_t k = all[2 * order[i]], gene = all[2 * order[i] + 1];
+    PS_CALL(ps_strlist_push(&d->targets.perturbation, d->design.names.items[k]));
+    PS_CALL(ps_strlist_push(&d->targets.gene, d->genes.items[gene]));
+    used[gene] = 1;
+  }
+  int32_t m = 0;
+  for (int64_t gene = 0; gene < d->n_genes; gene++) m += used[gene];
+  PS_ALLOC(*candidates, m);
+  m = 0;
+  for (int64_t gene = 0; gene < d->n_genes; gene++)
+    if (used[gene]) (*candidates)[m++] = (int32_t)gene;
+  *n_candidates = m;
+  free(counts), free(displs), free(all), free(start), free(order), free(used);
+  if (m == 0)
+    PS_FAIL(PS_ERR_INPUT, "no target gene was selected for any of the %d perturbations (SPEC section 1 thresholds: "
+            "--min-pct %g, --logfc %g); give targets with --targets or relax the thresholds", K, opt->de.min_pct,
+            opt->de.logfc);
+  return PS_OK;
+}
+
+int ps_targets_select(MPI_Comm comm, const ps_dataset_options *opt, const ps_csr *x, const int64_t *keep,
+                      const ps_strmap *gene_index, ps_progress *progress, ps_dataset *d, int32_t **candidates,
+                      int32_t *n_candidates) {
+  int size;
+  MPI_Comm_size(comm, &size);
+  int32_t K = d->design.n_perturbations;
+  de_groups groups = {0};
+  ps_gene_shard shard = {0};
+  PS_CALL(ps_error_sync(comm, gather_groups(comm, opt, d, &groups)));
+  PS_CALL(ps_error_sync(comm, ps_gene_shard_build(comm, x, keep, d->analysed_offset, d->n_analysed, d->n_genes, &shard)));
+  record_list *out;
+  PS_ALLOC(out, size);
+  PS_CALL(ps_error_sync(comm, test_owned_genes(comm, opt, &groups, &shard, K, progress, out)));
+  ps_gene_shard_free(&shard);
+  de_groups_free(&groups);
+  de_record *rec = NULL;
+  int64_t n_rec = 0;
+  PS_CALL(ps_error_sync(comm, exchange_records(comm, out, &rec, &n_rec)));
+  for (int r = 0; r < size; r++) free(out[r].v);
+  free(out);
+  int32_t *pairs = NULL;
+  int64_t n_pairs = 0;
+  PS_ALLOC(d->target_threshold, K);
+  PS_ALLOC(d->n_targets, K);
+  PS_CALL(ps_error_sync(comm, select_owned(comm, opt, d, gene_index, rec, n_rec, &pairs, &n_pairs, d->target_threshold)));
+  free(rec);
+  PS_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, d->target_threshold, K, MPI_DOUBLE, MPI_SUM, comm));
+  PS_CALL(ps_error_sync(comm, gather_pairs(comm, opt, pairs, n_pairs, d, candidates, n_candidates)));
+  free(pairs);
+  return PS_OK;
+}

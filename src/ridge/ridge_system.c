@@ -1,0 +1,315 @@
+/* The factored ridge system (SPEC.md section 2): X^T X + lambda I with
+ * X = [1 | D], assembled over every rank's cells and Cholesky-factored once.
+ *
+ * X^T X is a sum over cells, so each rank adds its own cells' (|S| + 1)^2
+ * design pairs (never a dense cells x perturbations matrix) and the pairs are
+ * routed to their ScaLAPACK block-cyclic owners on a BLACS grid over comm.
+ * The factor is kept (ridge_system) because it does not change when Y is
+ * paired differently with the design rows: the fit and every permutation
+ * (ridge_perm.c) solve against it. */
+#include "ridge_internal.h"
+
+#include <limits.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- sparse accumulator for this rank's X^T X: key i * n + j (i >= j) -> count ---- */
+
+typedef struct {
+  int64_t *keys; /* -1 = empty slot */
+  double *counts;
+  int64_t cap, n;
+} pair_table;
+
+static uint64_t pair_slot(int64_t key, int64_t cap) {
+  uint64_t h = (uint64_t)key * 0x9e3779b97f4a7c15ULL;
+  return (h ^ (h >> 31)) & (uint64_t)(cap - 1);
+}
+
+static int pair_table_alloc(pair_table *t, int64_t cap) {
+  PS_ALLOC(t->keys, cap);
+  PS_ALLOC(t->counts, cap);
+  for (int64_t s = 0; s < cap; s++) t->keys[s] = -1;
+  t->cap = cap;
+  t->n = 0;
+  return PS_OK;
+}
+
+static void pair_table_free(pair_table *t) {
+  free(t->keys);
+  free(t->counts);
+  memset(t, 0, sizeof *t);
+}
+
+static void pair_table_insert(pair_table *t, int64_t key, double count) {
+  uint64_t s = pair_slot(key, t->cap);
+  while (t->keys[s] != -1 && t->keys[s] != key) s = (s + 1) & (uint64_t)(t->cap - 1);
+  if (t->keys[s] == -1) {
+    t->keys[s] = key;
+    t->n++;
+  }
+  t->counts[s] += count;
+}
+
+/* Keep the load at most one half so linear probing stays short. */
+static int pair_table_add(pair_table *t, int64_t key) {
+  if (2 * (t->n + 1) > t->cap) {
+    pair_table bigger = {0};
+    int err = pair_table_alloc(&bigger, 2 * t->cap);
+    if (err) {
+      pair_table_free(&bigger);
+      PS_CALL(err);
+    }
+    for (int64_t s = 0; s < t->cap; s++)
+      if (t->keys[s] != -1) pair_table_insert(&bigger, t->keys[s], t->counts[s]);
+    pair_table_free(t);
+    *t = bigger;
+  }
+  pair_table_insert(t, key, 1.0);
+  return PS_OK;
+}
+
+/* ---- BLACS grid ---- */
+
+/* The grid uses every rank: nprow is the largest divisor of P not above sqrt(P)
+ * (1 x P for a prime P), so no rank sits idle outside the grid. */
+static int grid_open(MPI_Comm comm, int n, ridge_grid *g) {
+  int size;
+  PS_CHECK_MPI(MPI_Comm_size(comm, &size));
+  int nprow = 1;
+  for (int d = 1; d * d <= size; d++)
+    if (size % d == 0) nprow = d;
+  int npcol = size / nprow, me, nprocs;
+  Cblacs_pinfo(&me, &nprocs); /* initialises BLACS on top of the running MPI */
+  g->handle = Csys2blacs_handle(comm);
+  g->ctxt = g->handle;
+  Cblacs_gridinit(&g->ctxt, "Row", nprow, npcol);
+  Cblacs_gridinfo(g->ctxt, &g->nprow, &g->npcol, &g->myrow, &g->mycol);
+  if (g->nprow != nprow || g->npcol != npcol || g->myrow < 0 || g->mycol < 0)
+    PS_FAIL(PS_ERR_SYSTEM, "BLACS could not build a %d x %d process grid on %d ranks", nprow, npcol, size);
+  /* Blocks small enough that every process row and column gets some of a small matrix. */
+  int spread = nprow > npcol ? nprow : npcol;
+  g->nb = n / spread < 1 ? 1 : (n / spread > 64 ? 64 : n / spread);
+
+  /* Ask rather than assume how BLACS placed the ranks. */
+  PS_ALLOC(g->prow_of, size);
+  PS_ALLOC(g->pcol_of, size);
+  PS_ALLOC(g->rank_at, size);
+  PS_CHECK_MPI(MPI_Allgather(&g->myrow, 1, MPI_INT, g->prow_of, 1, MPI_INT, comm));
+  PS_CHECK_MPI(MPI_Allgather(&g->mycol, 1, MPI_INT, g->pcol_of, 1, MPI_INT, comm));
+  for (int r = 0; r < size; r++) g->rank_at[g->prow_of[r] * npcol + g->pcol_of[r]] = r;
+  return PS_OK;
+}
+
+/* Release the grid and the system handle only: Cblacs_exit would also end BLACS (and with 0, MPI). */
+static void grid_close(ridge_grid *g) {
+  if (g->ctxt >= 0) Cblacs_gridexit(g->ctxt);
+  if (g->handle >= 0) Cfree_blacs_system_handle(g->handle);
+  free(g->rank_at);
+  free(g->prow_of);
+  free(g->pcol_of);
+  memset(g, 0, sizeof *g);
+  g->ctxt = g->handle = -1;
+}
+
+/* ---- the factored system: X^T X + lambda I ---- */
+
+/* Temporaries of the X^T X assembly, freed as soon as the factor is in place. */
+typedef struct {
+  pair_table gram; /* this rank's cells' X^T X, lower triangle */
+  int *send_n, *send_off, *recv_n, *recv_off;
+  int64_t *send_key, *recv_key;
+  double *send_val, *recv_val;
+} gram_work;
+
+static void gram_work_free(gram_work *w) {
+  pair_table_free(&w->gram);
+  free(w->send_n), free(w->send_off), free(w->recv_n), free(w->recv_off);
+  free(w->send_key), free(w->recv_key), free(w->send_val), free(w->recv_val);
+}
+
+/* K and N must agree across ranks, rows must match the design. */
+static int check_inputs(MPI_Comm comm, const ps_design *design, const ps_csr *y, double lambda) {
+  int err = PS_OK;
+  if (!(lambda >= 0) || !isfinite(lambda))
+    err = ps_error_set(PS_ERR_INPUT, __FILE__, __LINE__, "ridge lambda must be finite and >= 0, got %g", lambda);
+  else if (design->n_perturbations < 0 || design->n_perturbations == INT32_MAX)
+    err = ps_error_set(PS_ERR_INPUT, __FILE__, __LINE__, "ridge: bad number of perturbations %d",
+                       (int)design->n_perturbations);
+  else if (y->n_cols < 0 || y->n_cols > INT_MAX)
+    err = ps_error_set(PS_ERR_INPUT, __FILE__, __LINE__, "ridge: bad number of regression genes %lld",
+                       (long long)y->n_cols);
+  else if (y->n_rows != design->n_cells)
+    err = ps_error_set(PS_ERR_INPUT, __FILE__, __LINE__,
+                       "ridge: expression has %lld local cells but the design has %lld",
+                       (long long)y->n_rows, (long long)design->n_cells);
+  PS_CALL(ps_error_sync(comm, err));
+  int64_t mine[4] = {design->n_perturbations, -design->n_perturbations, y->n_cols, -y->n_cols}, all[4];
+  PS_CHECK_MPI(MPI_Allreduce(mine, all, 4, MPI_INT64_T, MPI_MAX, comm));
+  if (all[0] != -all[1] || all[2] != -all[3])
+    PS_FAIL(PS_ERR_SYSTEM, "ridge: ranks disagree on the problem size (K %lld..%lld, N %lld..%lld)",
+            (long long)-all[1], (long long)all[0], (long long)-all[3], (long long)all[2]);
+  return PS_OK;
+}
+
+/* Per cell with perturbation set S: the pairs of {intercept} + S, lower triangle. */
+static int gram_accumulate(const ps_design *d, int n, pair_table *t) {
+  int64_t pairs = 0, triangle = (int64_t)n * (n + 1) / 2;
+  for (int64_t c = 0; c < d->n_cells; c++) {
+    int64_t s = d->ptr[c + 1] - d->ptr[c];
+    pairs += (s + 1) * (s + 2) / 2;
+  }
+  int64_t expect = pairs < triangle ? pairs : triangle, cap = 16;
+  while (cap < 2 * expect && cap < ((int64_t)1 << 24)) cap *= 2;
+  PS_CALL(pair_table_alloc(t, cap));
+  for (int64_t c = 0; c < d->n_cells; c++) {
+    const int32_t *ids = d->ids + d->ptr[c];
+    int64_t s = d->ptr[c + 1] - d->ptr[c];
+    PS_CALL(pair_table_add(t, 0));
+    for (int64_t p = 0; p < s; p++) {
+      /* Sorted and distinct ids make every (row, col) below land in the lower triangle once. */
+      if (ids[p] < 0 || ids[p] >= n - 1 || (p > 0 && ids[p] <= ids[p - 1]))
+        PS_FAIL(PS_ERR_INPUT, "ridge: local cell %lld has perturbation ids that are not sorted, distinct and in [0, %d)",
+                (long long)c, n - 1);
+      int64_t row = ids[p] + 1;
+      PS_CALL(pair_table_add(t, row * n));
+      for (int64_t q = 0; q <= p; q++) PS_CALL(pair_table_add(t, row * n + ids[q] + 1));
+    }
+  }
+  return PS_OK;
+}
+
+/* Sort the local X^T X pairs by the rank owning their block-cyclic position. */
+static int gram_pack(const ridge_system *s, gram_work *w, int size) {
+  const ridge_grid *g = &s->grid;
+  PS_ALLOC(w->send_n, size);
+  PS_ALLOC(w->send_off, size);
+  PS_ALLOC(w->recv_n, size);
+  PS_ALLOC(w->recv_off, size);
+  PS_ALLOC(w->send_key, w->gram.n);
+  PS_ALLOC(w->send_val, w->gram.n);
+  int *owner;
+  PS_ALLOC(owner, w->gram.cap);
+  for (int64_t t = 0; t < w->gram.cap; t++) {
+    int64_t key = w->gram.keys[t];
+    if (key < 0) continue;
+    int64_t i = key / s->n, j = key % s->n;
+    owner[t] = g->rank_at[ridge_owner_of(i, g->nb, g->nprow) * g->npcol + ridge_owner_of(j, g->nb, g->npcol)];
+    w->send_n[owner[t]]++; /* at most the owner's share of X^T X, checked to fit an int */
+  }
+  for (int r = 1; r < size; r++) w->send_off[r] = w->send_off[r - 1] + w->send_n[r - 1];
+  int *fill = malloc((size_t)size * sizeof *fill);
+  if (!fill) {
+    free(owner);
+    PS_FAIL(PS_ERR_SYSTEM, "out of memory (X^T X exchange)");
+  }
+  memcpy(fill, w->send_off, (size_t)size * sizeof *fill);
+  for (int64_t t = 0; t < w->gram.cap; t++) {
+    if (w->gram.keys[t] < 0) continue;
+    int at = fill[owner[t]]++;
+    w->send_key[at] = w->gram.keys[t];
+    w->send_val[at] = w->gram.counts[t];
+  }
+  free(fill);
+  free(owner);
+  return PS_OK;
+}
+
+/* This rank's cells only: no communication, so the caller syncs one error for all of it. */
+static int gram_local(const ps_design *design, ridge_system *s, gram_work *w, int size) {
+  const ridge_grid *g = &s->grid;
+  s->a_rows = ridge_local_count(s->n, g->nb, g->myrow, g->nprow);
+  s->a_cols = ridge_local_count(s->n, g->nb, g->mycol, g->npcol);
+  /* MPI counts are int: each rank's share must fit one. */
+  if ((int64_t)s->a_rows * s->a_cols > INT_MAX)
+    PS_FAIL(PS_ERR_INPUT, "ridge: K + 1 = %d is too large for one rank's share of X^T X on %d ranks", s->n, size);
+  PS_ALLOC(s->a, (int64_t)s->a_rows * s->a_cols);
+  PS_CALL(gram_accumulate(design, s->n, &w->gram));
+  PS_CALL(gram_pack(s, w, size));
+  return PS_OK;
+}
+
+static int alloc_received(gram_work *w, int64_t total) {
+  PS_ALLOC(w->recv_key, total);
+  PS_ALLOC(w->recv_val, total);
+  return PS_OK;
+}
+
+/* Route each X^T X pair to its owner, which adds it into its local array. */
+static int gram_exchange(MPI_Comm comm, ridge_system *s, gram_work *w, int size) {
+  const ridge_grid *g = &s->grid;
+  int err = PS_OK;
+  PS_CHECK_MPI(MPI_Alltoall(w->send_n, 1, MPI_INT, w->recv_n, 1, MPI_INT, comm));
+  int64_t total = 0;
+  for (int r = 0; r < size; r++) total += w->recv_n[r];
+  if (total > INT_MAX) err = ps_error_set(PS_ERR_SYSTEM, __FILE__, __LINE__, "ridge: too many X^T X entries for one rank");
+  for (int r = 1; r < size && !err; r++) w->recv_off[r] = w->recv_off[r - 1] + w->recv_n[r - 1];
+  if (!err) err = alloc_received(w, total);
+  PS_CALL(ps_error_sync(comm, err)); /* the receive size is only known now: agree before exchanging */
+  PS_CHECK_MPI(MPI_Alltoallv(w->send_key, w->send_n, w->send_off, MPI_INT64_T, w->recv_key, w->recv_n,
+                             w->recv_off, MPI_INT64_T, comm));
+  PS_CHECK_MPI(MPI_Alltoallv(w->send_val, w->send_n, w->send_off, MPI_DOUBLE, w->recv_val, w->recv_n,
+                             w->recv_off, MPI_DOUBLE, comm));
+  int lld = s->a_rows > 1 ? s->a_rows : 1;
+  for (int64_t e = 0; e < total; e++) {
+    int64_t i = w->recv_key[e] / s->n, j = w->recv_key[e] % s->n;
+    s->a[ridge_local_of(j, g->nb, g->npcol) * lld + ridge_local_of(i, g->nb, g->nprow)] += w->recv_val[e];
+  }
+  return PS_OK;
+}
+
+static int factor(ridge_system *s, double lambda) {
+  const ridge_grid *g = &s->grid;
+  int zero = 0, one = 1, info = 0;
+  int lld = s->a_rows > 1 ? s->a_rows : 1;
+  for (int lj = 0; lj < s->a_cols; lj++) { /* the intercept is penalized too (reference behaviour) */
+    int64_t j = ridge_global_of(lj, g->nb, g->mycol, g->npcol);
+    if (ridge_owner_of(j, g->nb, g->nprow) == g->myrow)
+      s->a[(int64_t)lj * lld + ridge_local_of(j, g->nb, g->nprow)] += lambda;
+  }
+  descinit_(s->desc_a, &s->n, &s->n, &g->nb, &g->nb, &zero, &zero, &g->ctxt, &lld, &info);
+  if (info != 0) PS_FAIL(PS_ERR_SYSTEM, "ridge: descinit for X^T X failed (info %d)", info);
+  pdpotrf_("L", &s->n, s->a, &one, &one, s->desc_a, &info, 1);
+  if (info > 0)
+    PS_FAIL(PS_ERR_INPUT,
+            "ridge: X^T X + lambda I is not positive definite (leading minor %d of %d; lambda = %g). "
+            "With lambda = 0 a perturbation carried by no cell, or two always carried together, "
+            "makes X^T X singular: use a positive ridge lambda",
+            info, s->n, lambda);
+  if (info < 0) PS_FAIL(PS_ERR_SYSTEM, "ridge: pdpotrf rejected argument %d", -info);
+  return PS_OK;
+}
+
+static int build(MPI_Comm comm, const ps_design *design, const ps_csr *y, double lambda, ridge_system *s,
+                 gram_work *w) {
+  int size;
+  PS_CHECK_MPI(MPI_Comm_size(comm, &size));
+  PS_CALL(check_inputs(comm, design, y, lambda));
+  s->n = design->n_perturbations + 1;
+  s->n_genes = (int)y->n_cols;
+  PS_CALL(grid_open(comm, s->n, &s->grid));
+  PS_CALL(ps_error_sync(comm, gram_local(design, s, w, size)));
+  PS_CALL(gram_exchange(comm, s, w, size));
+  PS_CALL(factor(s, lambda));
+  return PS_OK;
+}
+
+void ridge_system_init(ridge_system *s) {
+  memset(s, 0, sizeof *s);
+  s->grid.ctxt = s->grid.handle = -1;
+}
+
+int ridge_system_build(MPI_Comm comm, const ps_design *design, const ps_csr *y, double lambda, ridge_system *s) {
+  gram_work w;
+  memset(&w, 0, sizeof w);
+  int err = build(comm, design, y, lambda, s, &w);
+  gram_work_free(&w);
+  return err;
+}
+
+void ridge_system_free(ridge_system *s) {
+  if (s->grid.ctxt >= 0 || s->grid.handle >= 0) grid_close(&s->grid);
+  free(s->a);
+  ridge_system_init(s);
+}
