@@ -23,16 +23,25 @@ typedef struct {
 void ps_design_free(ps_design *d);
 /* Largest number of perturbations any local cell carries. */
 int32_t ps_design_max_per_cell(const ps_design *d);
+/* --score-all-cells (SPEC section 3): a design in which every perturbed cell has a
+ * variable for every perturbation (names copied). Control cells keep none (PS = 0):
+ * the reference implementation's output gives its control cells PS = 0 in this
+ * mode too. Refuses when perturbed cells x perturbations, over all ranks, exceeds
+ * max_entries. Collective. */
+int ps_design_all(MPI_Comm comm, const ps_design *d, int64_t max_entries, ps_design *all);
 
 
 enum { PS_INPUT_AUTO = 0, PS_INPUT_COUNTS = 1, PS_INPUT_LOGNORM = 2 };
 
 typedef struct {
-  const char *input;        /* .h5ad */
+  const char *input;        /* .h5ad or 10x filtered_feature_bc_matrix.h5 */
   const char *layer;        /* --layer, NULL for X */
-  const char *guides;       /* guide table path, or NULL with guide_column */
+  const char *guides;       /* guide table path; NULL with guide_column or 10x guide capture */
   const char *guide_column; /* obs column holding guide labels */
-  const char *targets;      /* GMT or TSV of target genes */
+  const char *targets;      /* GMT or TSV of target genes; NULL selects them (SPEC section 1) */
+  ps_strlist perturbations; /* --perturbations: analyse only these (plus controls); empty = all */
+  int unit_guide;           /* --unit guide: the unit is the guide, not its target gene */
+  double min_guide_umi;     /* 10x guide capture: a guide is called at >= this many UMIs (3) */
   ps_strlist controls;      /* control labels (merged into one control group) */
   int input_is;             /* PS_INPUT_* */
   double min_gene_frac;     /* regression genes: y > 0 in at least this fraction of analysed cells */

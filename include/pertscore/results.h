@@ -23,7 +23,10 @@ int ps_run_info_string(ps_run_info *info, const char *key, const char *value);
 int ps_run_info_number(ps_run_info *info, const char *key, double value);
 void ps_run_info_free(ps_run_info *info);
 
-int ps_results_write(MPI_Comm comm, const char *path, const ps_dataset *d, const ps_ridge *ridge,
-                     const ps_scores *scores, const ps_run_info *info);
+/* scored: the design the scores follow (d->design, or every cell x every
+ * perturbation with --score-all-cells). pvalues: (K + 1) x N permutation p-values
+ * of beta, or NULL without permutations. */
+int ps_results_write(MPI_Comm comm, const char *path, const ps_dataset *d, const ps_design *scored,
+                     const ps_ridge *ridge, const double *pvalues, const ps_scores *scores, const ps_run_info *info);
 
 #endif

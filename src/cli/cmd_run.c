@@ -17,12 +17,15 @@ static const char *run_usage =
     "                              --control LABEL[,LABEL...] --output RESULTS.h5ad [options]\n"
     "\n"
     "input:\n"
-    "  --input FILE          AnnData .h5ad (X as CSR, CSC or dense)\n"
+    "  --input FILE          AnnData .h5ad (X as CSR, CSC or dense) or 10x filtered_feature_bc_matrix.h5\n"
     "  --layer NAME          use layers/NAME instead of X\n"
     "  --input-is KIND       auto (default: counts if every value is integral), counts, lognorm\n"
     "  --guides FILE         scMAGeCK barcode table (TSV) or Cell Ranger protospacer_calls_per_cell.csv\n"
     "  --guide-column COL    take guide labels from obs column COL instead (',' '|' '+' separate several)\n"
     "  --control LABELS      control label(s), comma-separated; all merge into one control group\n"
+    "  --min-guide-umi N     10x guide capture (when no --guides): call a guide at >= N UMIs (3)\n"
+    "  --perturbations LIST  analyse only these perturbations (plus controls), comma-separated\n"
+    "  --unit KIND           gene (default: the targeted gene) or guide\n"
     "  --targets FILE        target genes per perturbation: GMT, or TSV perturbation<TAB>gene\n"
     "                        (without it they are selected by Wilcoxon tests, options below)\n"
     "  --min-gene-frac F     regression genes need y > 0 in at least F of analysed cells (0.01)\n"
@@ -41,6 +44,10 @@ static const char *run_usage =
     "  --lambda X            PS penalty (0.01, the paper; the reference R code uses 0)\n"
     "  --upper U             upper bound of psi (3, the reference scale_factor)\n"
     "  --no-rescale          keep raw PS (psi / U) instead of dividing by each perturbation's maximum\n"
+    "  --score-all-cells     every analysed cell (controls too) gets a PS for every perturbation\n"
+    "                        (reference-compatible; only for a few perturbations)\n"
+    "  --permutations R      permutation p-values of beta from R shuffles (100; 0 disables)\n"
+    "  --seed S              seed of the permutations (1)\n"
     "output:\n"
     "  --output FILE         results .h5ad (written as FILE.partial, renamed when complete)\n"
     "  --quiet               no progress on stderr\n"
@@ -49,15 +56,21 @@ static const char *run_usage =
 typedef struct {
   ps_dataset_options data;
   ps_score_options score;
+  ps_ridge_perm_options perm;
   double ridge_lambda;
+  int score_all_cells;
   const char *output;
   int quiet, json;
 } run_options;
 
+/* --score-all-cells solves cells x perturbations variables: a guard for the mode's intent. */
+#define PS_SCORE_ALL_MAX INT64_C(50000000)
+
 static int parse_run(int argc, char **argv, run_options *o, int *help) {
   enum { O_INPUT = 1, O_LAYER, O_INPUT_IS, O_GUIDES, O_GUIDE_COLUMN, O_CONTROL, O_TARGETS, O_MIN_GENE_FRAC,
          O_RIDGE_LAMBDA, O_LAMBDA, O_UPPER, O_NO_RESCALE, O_OUTPUT, O_QUIET, O_JSON, O_HELP, O_MIN_PCT, O_LOGFC,
-         O_MIN_TARGETS, O_MAX_TARGETS, O_EXCLUDE_PERTURBED, O_DE_BACKGROUND, O_DE_STRICT };
+         O_MIN_TARGETS, O_MAX_TARGETS, O_EXCLUDE_PERTURBED, O_DE_BACKGROUND, O_DE_STRICT, O_MIN_GUIDE_UMI,
+         O_PERTURBATIONS, O_UNIT, O_SCORE_ALL, O_PERMUTATIONS, O_SEED };
   static const struct option longs[] = {
       {"input", required_argument, 0, O_INPUT}, {"layer", required_argument, 0, O_LAYER},
       {"input-is", required_argument, 0, O_INPUT_IS}, {"guides", required_argument, 0, O_GUIDES},
@@ -71,11 +84,15 @@ static int parse_run(int argc, char **argv, run_options *o, int *help) {
       {"min-targets", required_argument, 0, O_MIN_TARGETS}, {"max-targets", required_argument, 0, O_MAX_TARGETS},
       {"exclude-perturbed-gene", no_argument, 0, O_EXCLUDE_PERTURBED},
       {"de-background", required_argument, 0, O_DE_BACKGROUND}, {"de-strict-groups", no_argument, 0, O_DE_STRICT},
+      {"min-guide-umi", required_argument, 0, O_MIN_GUIDE_UMI}, {"perturbations", required_argument, 0, O_PERTURBATIONS},
+      {"unit", required_argument, 0, O_UNIT}, {"score-all-cells", no_argument, 0, O_SCORE_ALL},
+      {"permutations", required_argument, 0, O_PERMUTATIONS}, {"seed", required_argument, 0, O_SEED},
       {0, 0, 0, 0}};
   double number;
   ps_dataset_options_default(&o->data);
   ps_score_options_default(&o->score);
   o->ridge_lambda = 0.01;
+  ps_ridge_perm_options_default(&o->perm);
   optind = 1;
   opterr = 0;
   int c;
@@ -119,6 +136,27 @@ static int parse_run(int argc, char **argv, run_options *o, int *help) {
         else PS_FAIL(PS_ERR_INPUT, "--de-background expects controls or others, got '%s'", optarg);
         break;
       case O_DE_STRICT: o->data.de_strict_groups = 1; break;
+      case O_MIN_GUIDE_UMI: PS_CALL(ps_cli_number("--min-guide-umi", optarg, &o->data.min_guide_umi)); break;
+      case O_PERTURBATIONS: PS_CALL(ps_cli_split_list(optarg, &o->data.perturbations)); break;
+      case O_UNIT:
+        if (strcmp(optarg, "guide") == 0) o->data.unit_guide = 1;
+        else if (strcmp(optarg, "gene") == 0) o->data.unit_guide = 0;
+        else PS_FAIL(PS_ERR_INPUT, "--unit expects gene or guide, got '%s'", optarg);
+        break;
+      case O_SCORE_ALL: o->score_all_cells = 1; break;
+      case O_PERMUTATIONS: {
+        double r;
+        PS_CALL(ps_cli_count("--permutations", optarg, &r));
+        if (r > 1e6) PS_FAIL(PS_ERR_INPUT, "--permutations must be at most 1000000 (got %s)", optarg);
+        o->perm.n_permutations = (int)r;
+        break;
+      }
+      case O_SEED: {
+        double seed;
+        PS_CALL(ps_cli_count("--seed", optarg, &seed));
+        o->perm.seed = (uint64_t)seed;
+        break;
+      }
       default: PS_FAIL(PS_ERR_INPUT, "run: unknown or incomplete option '%s' (see pertscore run --help)", argv[optind - 1]);
     }
   }
@@ -136,6 +174,7 @@ static int parse_run(int argc, char **argv, run_options *o, int *help) {
   if (o->data.de.max_targets < 1)
     PS_FAIL(PS_ERR_INPUT, "--max-targets must be >= 1 (got %lld)", (long long)o->data.de.max_targets);
   ps_strlist_sort_unique(&o->data.controls);
+  ps_strlist_sort_unique(&o->data.perturbations);
   return PS_OK;
 }
 
@@ -182,6 +221,16 @@ static int record_parameters(const run_options *o, int argc, char **argv, ps_run
   PS_CALL(ps_run_info_number(info, "upper", o->score.upper));
   PS_CALL(ps_run_info_number(info, "rescale", o->score.rescale));
   PS_CALL(ps_run_info_number(info, "min_gene_frac", o->data.min_gene_frac));
+  PS_CALL(ps_run_info_number(info, "score_all_cells", o->score_all_cells));
+  PS_CALL(ps_run_info_number(info, "permutations", o->perm.n_permutations));
+  PS_CALL(ps_run_info_number(info, "seed", (double)o->perm.seed));
+  PS_CALL(ps_run_info_string(info, "unit", o->data.unit_guide ? "guide" : "gene"));
+  char subset[4096] = "";
+  for (int64_t i = 0; i < o->data.perturbations.n; i++) {
+    strncat(subset, i ? "," : "", sizeof subset - strlen(subset) - 1);
+    strncat(subset, o->data.perturbations.items[i], sizeof subset - strlen(subset) - 1);
+  }
+  PS_CALL(ps_run_info_string(info, "perturbations", subset));
   if (!o->data.targets) { /* the selection's knobs matter only when it runs */
     PS_CALL(ps_run_info_number(info, "min_pct", o->data.de.min_pct));
     PS_CALL(ps_run_info_number(info, "logfc", o->data.de.logfc));
@@ -234,11 +283,19 @@ static int run_pipeline(MPI_Comm comm, run_options *o, int argc, char **argv) {
   seconds[0] = ps_progress_done(&progress);
   ps_progress_stage(&progress, "ridge");
   ps_ridge ridge;
-  PS_CALL(ps_error_sync(comm, ps_ridge_fit(comm, &d.design, &d.y, o->ridge_lambda, &ridge)));
+  double *pvalues = NULL;
+  PS_CALL(ps_error_sync(comm, ps_ridge_fit_pvalues(comm, &d.design, &d.y, o->ridge_lambda, &o->perm, &ridge, &pvalues)));
   seconds[1] = ps_progress_done(&progress);
+  ps_fault_point("score");
   ps_progress_stage(&progress, "score");
   ps_scores scores;
-  PS_CALL(ps_error_sync(comm, ps_score_cells(comm, &d.design, &d.y, &ridge, &o->score, &progress, &scores)));
+  ps_design all = {0};
+  const ps_design *scored = &d.design;
+  if (o->score_all_cells) {
+    PS_CALL(ps_error_sync(comm, ps_design_all(comm, &d.design, PS_SCORE_ALL_MAX, &all)));
+    scored = &all;
+  }
+  PS_CALL(ps_error_sync(comm, ps_score_cells(comm, scored, &d.y, &ridge, &o->score, &progress, &scores)));
   seconds[2] = ps_progress_done(&progress);
   ps_progress_stage(&progress, "write");
   char partial[4200];
@@ -250,7 +307,7 @@ static int run_pipeline(MPI_Comm comm, run_options *o, int argc, char **argv) {
   PS_CALL(ps_run_info_number(&info, "seconds_read", seconds[0]));
   PS_CALL(ps_run_info_number(&info, "seconds_ridge", seconds[1]));
   PS_CALL(ps_run_info_number(&info, "seconds_score", seconds[2]));
-  PS_CALL(ps_error_sync(comm, ps_results_write(comm, partial, &d, &ridge, &scores, &info)));
+  PS_CALL(ps_error_sync(comm, ps_results_write(comm, partial, &d, scored, &ridge, pvalues, &scores, &info)));
   PS_CALL(ps_error_sync(comm, ps_output_commit(comm, partial, o->output)));
   ps_cleanup_unregister();
   seconds[3] = ps_progress_done(&progress);
@@ -259,6 +316,8 @@ static int run_pipeline(MPI_Comm comm, run_options *o, int argc, char **argv) {
   if (rank == 0 && o->json) print_summary(o, &d, &scores, seconds, size);
   ps_run_info_free(&info);
   ps_scores_free(&scores);
+  ps_design_free(&all);
+  free(pvalues);
   ps_ridge_free(&ridge);
   ps_dataset_free(&d);
   return PS_OK;
@@ -278,5 +337,6 @@ int ps_cmd_run(MPI_Comm comm, int argc, char **argv) {
   err = ps_error_sync(comm, err);
   if (err) ps_die(comm, err, 1);
   ps_strlist_free(&o.data.controls);
+  ps_strlist_free(&o.data.perturbations);
   return 0;
 }

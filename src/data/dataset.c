@@ -14,6 +14,7 @@ void ps_dataset_options_default(ps_dataset_options *o) {
   o->input_is = PS_INPUT_AUTO;
   o->min_gene_frac = 0.01;
   o->winsor_quantile = 0.95;
+  o->min_guide_umi = 3;
   ps_de_options_default(&o->de);
 }
 
@@ -80,11 +81,50 @@ static int read_guide_calls(MPI_Comm comm, const ps_dataset_options *opt, const 
   return err;
 }
 
+static const char *guide_source(const ps_dataset_options *opt) {
+  return opt->guides ? opt->guides : opt->guide_column ? opt->guide_column : opt->input;
+}
+
+/* --unit guide: a non-control call's unit becomes its guide name. --perturbations:
+ * calls of other perturbations are dropped, so a cell is analysed only if it
+ * carries a chosen perturbation or a control guide (a cell left with control
+ * guides only is a control cell, as in the reference's per-perturbation run). */
+static int restrict_calls(const ps_dataset_options *opt, ps_guide_calls *calls) {
+  int64_t w = 0;
+  for (int64_t i = 0; i < calls->n; i++) {
+    int control = ps_strlist_find_sorted(&opt->controls, calls->unit[i]) >= 0 ||
+                  ps_strlist_find_sorted(&opt->controls, calls->guide[i]) >= 0;
+    if (control && ps_strlist_find_sorted(&opt->controls, calls->unit[i]) < 0) {
+      char *unit = strdup(calls->guide[i]); /* control named by its guide: label it so */
+      if (!unit) PS_FAIL(PS_ERR_SYSTEM, "out of memory");
+      free(calls->unit[i]);
+      calls->unit[i] = unit;
+    }
+    if (!control && opt->unit_guide) {
+      char *unit = strdup(calls->guide[i]);
+      if (!unit) PS_FAIL(PS_ERR_SYSTEM, "out of memory");
+      free(calls->unit[i]);
+      calls->unit[i] = unit;
+    }
+    if (!control && opt->perturbations.n && ps_strlist_find_sorted(&opt->perturbations, calls->unit[i]) < 0) {
+      free(calls->unit[i]);
+      free(calls->guide[i]);
+      continue;
+    }
+    calls->cell[w] = calls->cell[i];
+    calls->unit[w] = calls->unit[i];
+    calls->guide[w] = calls->guide[i];
+    calls->umi[w++] = calls->umi[i];
+  }
+  calls->n = w;
+  return PS_OK;
+}
+
 /* Check the controls exist and build the perturbation list (sorted union of every
  * non-control unit carried by some cell). */
 static int collect_units(MPI_Comm comm, const ps_dataset_options *opt, const ps_guide_calls *calls,
                          ps_strlist *perturbations) {
-  const char *source = opt->guides ? opt->guides : opt->guide_column;
+  const char *source = guide_source(opt);
   int64_t local = calls->n_rows_local, matched = 0, read = calls->n_rows_read;
   PS_CHECK_MPI(MPI_Allreduce(&local, &matched, 1, MPI_INT64_T, MPI_SUM, comm));
   if (matched == 0)
@@ -104,6 +144,10 @@ static int collect_units(MPI_Comm comm, const ps_dataset_options *opt, const ps_
     PS_FAIL(PS_ERR_INPUT, "%s: control label '%s' is not among the guide labels of the analysed cells (labels: %s%s)",
             source, opt->controls.items[c], known, all_units.n > 8 ? ", ..." : "");
   }
+  for (int64_t p = 0; p < opt->perturbations.n; p++)
+    if (ps_strlist_find_sorted(&all_units, opt->perturbations.items[p]) < 0)
+      PS_FAIL(PS_ERR_INPUT, "%s: --perturbations names '%s', which no analysed cell carries%s", source,
+              opt->perturbations.items[p], opt->unit_guide ? " (with --unit guide, name guides)" : "");
   memset(perturbations, 0, sizeof *perturbations);
   for (int64_t i = 0; i < all_units.n; i++)
     if (ps_strlist_find_sorted(&opt->controls, all_units.items[i]) < 0)
@@ -177,7 +221,7 @@ static int build_design(MPI_Comm comm, const ps_dataset_options *opt, const ps_g
       strncat(labels, opt->controls.items[c], 200);
     }
     PS_FAIL(PS_ERR_INPUT, "%s: no control cells: no analysed cell carries only control guides (%s)",
-            opt->guides ? opt->guides : opt->guide_column, labels);
+            guide_source(opt), labels);
   }
   return PS_OK;
 }
@@ -408,16 +452,26 @@ static void count_targets(ps_dataset *d) {
 
 int ps_dataset_read(MPI_Comm comm, const ps_dataset_options *opt, ps_progress *progress, ps_dataset *d) {
   memset(d, 0, sizeof *d);
-  if (!opt->guides && !opt->guide_column) PS_FAIL(PS_ERR_INPUT, "no guide assignment given (--guides FILE or --guide-column NAME)");
   if (opt->controls.n == 0) PS_FAIL(PS_ERR_INPUT, "no control label given (--control LABEL[,LABEL...])");
+  ps_input_format format;
+  PS_CALL(ps_input_sniff(comm, opt->input, &format));
+  int guides_in_matrix = format == PS_FORMAT_TENX && !opt->guides && !opt->guide_column;
+  if (!opt->guides && !opt->guide_column && !guides_in_matrix)
+    PS_FAIL(PS_ERR_INPUT, "no guide assignment given (--guides FILE, --guide-column NAME, or a 10x .h5 with guide capture)");
   ps_matrix m;
-  PS_CALL(ps_error_sync(comm, ps_h5ad_read_matrix(comm, opt->input, opt->layer, &m)));
+  ps_guide_calls calls;
+  if (format == PS_FORMAT_TENX) {
+    if (opt->layer) PS_FAIL(PS_ERR_INPUT, "%s: --layer applies to .h5ad input, not to a 10x .h5", opt->input);
+    PS_CALL(ps_error_sync(comm, ps_tenx_read(comm, opt->input, opt->min_guide_umi, &m, guides_in_matrix ? &calls : NULL)));
+  } else {
+    PS_CALL(ps_error_sync(comm, ps_h5ad_read_matrix(comm, opt->input, opt->layer, &m)));
+  }
   if (progress) ps_progress_update(progress, 0.5);
   d->n_cells_input = m.n_cells;
   d->n_genes = m.n_genes;
   PS_CALL(normalize_block(comm, &m.x, opt->input_is, &d->is_counts));
-  ps_guide_calls calls;
-  PS_CALL(ps_error_sync(comm, read_guide_calls(comm, opt, &m, &calls)));
+  if (!guides_in_matrix) PS_CALL(ps_error_sync(comm, read_guide_calls(comm, opt, &m, &calls)));
+  PS_CALL(restrict_calls(opt, &calls));
   ps_strlist perturbations;
   PS_CALL(ps_error_sync(comm, collect_units(comm, opt, &calls, &perturbations)));
   int64_t *keep;

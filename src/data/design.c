@@ -18,3 +18,27 @@ int32_t ps_design_max_per_cell(const ps_design *d) {
     if (d->ptr[j + 1] - d->ptr[j] > most) most = d->ptr[j + 1] - d->ptr[j];
   return (int32_t)most;
 }
+
+int ps_design_all(MPI_Comm comm, const ps_design *d, int64_t max_entries, ps_design *all) {
+  memset(all, 0, sizeof *all);
+  int64_t n = d->n_cells, K = d->n_perturbations, perturbed = 0, total = 0;
+  for (int64_t j = 0; j < n; j++) perturbed += d->ptr[j + 1] > d->ptr[j];
+  PS_CHECK_MPI(MPI_Allreduce(&perturbed, &total, 1, MPI_INT64_T, MPI_SUM, comm));
+  if (total * K > max_entries)
+    PS_FAIL(PS_ERR_INPUT, "--score-all-cells would solve %lld cells x %lld perturbations = %lld variables, above the "
+            "limit of %lld; it is a reference-compatible mode for a few perturbations: restrict them with "
+            "--perturbations or drop --score-all-cells", (long long)total, (long long)K, (long long)(total * K),
+            (long long)max_entries);
+  all->n_perturbations = d->n_perturbations;
+  for (int64_t k = 0; k < d->names.n; k++) PS_CALL(ps_strlist_push(&all->names, d->names.items[k]));
+  all->n_cells = n;
+  PS_ALLOC(all->ptr, n + 1);
+  PS_ALLOC(all->ids, perturbed * K);
+  int64_t w = 0;
+  for (int64_t j = 0; j < n; j++) {
+    if (d->ptr[j + 1] > d->ptr[j]) /* control cells keep PS = 0, as in the reference's output */
+      for (int64_t k = 0; k < K; k++) all->ids[w++] = (int32_t)k;
+    all->ptr[j + 1] = w;
+  }
+  return PS_OK;
+}

@@ -62,7 +62,10 @@ static int write_obs(ps_h5ad_writer *w, const ps_dataset *d) {
   return PS_OK;
 }
 
-static int write_var(MPI_Comm comm, ps_h5ad_writer *w, const ps_dataset *d, const ps_scores *s) {
+/* n_cells counts the cells carrying each perturbation; the PS sums run over the
+ * scored entries (with --score-all-cells, every analysed cell). */
+static int write_var(MPI_Comm comm, ps_h5ad_writer *w, const ps_dataset *d, const ps_design *scored,
+                     const ps_scores *s) {
   const ps_design *D = &d->design;
   int32_t K = D->n_perturbations;
   int64_t *n_cells, *n_targets, *rescaled;
@@ -72,16 +75,20 @@ static int write_var(MPI_Comm comm, ps_h5ad_writer *w, const ps_dataset *d, cons
   PS_ALLOC(rescaled, K);
   PS_ALLOC(ps_sum, K);
   PS_ALLOC(mean_ps, K);
-  for (int64_t p = 0; p < D->ptr[D->n_cells]; p++) {
-    n_cells[D->ids[p]]++;
-    ps_sum[D->ids[p]] += s->ps[p];
+  for (int64_t p = 0; p < D->ptr[D->n_cells]; p++) n_cells[D->ids[p]]++;
+  int64_t *n_scored;
+  PS_ALLOC(n_scored, K);
+  for (int64_t p = 0; p < scored->ptr[scored->n_cells]; p++) {
+    n_scored[scored->ids[p]]++;
+    ps_sum[scored->ids[p]] += s->ps[p];
   }
+  PS_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, n_scored, K, MPI_INT64_T, MPI_SUM, comm));
   PS_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, n_cells, K, MPI_INT64_T, MPI_SUM, comm));
   PS_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, ps_sum, K, MPI_DOUBLE, MPI_SUM, comm));
   for (int32_t k = 0; k < K; k++) {
     n_targets[k] = d->n_targets ? d->n_targets[k] : 0;
     rescaled[k] = s->rescaled[k];
-    mean_ps[k] = n_cells[k] ? ps_sum[k] / (double)n_cells[k] : 0.0;
+    mean_ps[k] = n_scored[k] ? ps_sum[k] / (double)n_scored[k] : 0.0;
   }
   ps_column cols[] = {
       {.name = "n_cells", .kind = PS_COL_I64, .i64 = n_cells},
@@ -102,6 +109,7 @@ static int write_var(MPI_Comm comm, ps_h5ad_writer *w, const ps_dataset *d, cons
   free(rescaled);
   free(ps_sum);
   free(mean_ps);
+  free(n_scored);
   return PS_OK;
 }
 
@@ -133,19 +141,24 @@ static int write_uns(ps_h5ad_writer *w, const ps_dataset *d, const ps_ridge *rid
   return PS_OK;
 }
 
-int ps_results_write(MPI_Comm comm, const char *path, const ps_dataset *d, const ps_ridge *ridge,
-                     const ps_scores *scores, const ps_run_info *info) {
-  const ps_design *D = &d->design;
+int ps_results_write(MPI_Comm comm, const char *path, const ps_dataset *d, const ps_design *scored,
+                     const ps_ridge *ridge, const double *pvalues, const ps_scores *scores, const ps_run_info *info) {
   ps_h5ad_writer *w;
   PS_CALL(ps_h5ad_create(comm, path, &w));
-  /* X = PS: the design's own sparsity pattern, values from the scores */
-  ps_csr x = {.n_rows = D->n_cells, .n_cols = D->n_perturbations, .indptr = D->ptr, .indices = D->ids,
-              .data = scores->ps};
+  /* X = PS: the scored design's sparsity pattern, values from the scores */
+  ps_csr x = {.n_rows = scored->n_cells, .n_cols = scored->n_perturbations, .indptr = scored->ptr,
+              .indices = scored->ids, .data = scores->ps};
   PS_CALL(ps_h5ad_write_csr(w, "X", &x, d->analysed_offset, d->n_analysed, 0));
   PS_CALL(write_obs(w, d));
-  PS_CALL(write_var(comm, w, d, scores));
-  /* varm/beta: perturbation rows of B (row 0, the intercept, is uns/pertscore/basal) */
-  PS_CALL(ps_h5ad_write_dense(w, "varm/beta", ridge->beta + ridge->n_genes, D->n_perturbations, ridge->n_genes));
+  PS_CALL(write_var(comm, w, d, scored, scores));
+  /* varm: perturbation rows of B and of its permutation p-values (row 0, the
+   * intercept, goes to uns/pertscore/basal and basal_pvalue) */
+  int32_t K = d->design.n_perturbations, N = ridge->n_genes;
+  PS_CALL(ps_h5ad_write_dense(w, "varm/beta", ridge->beta + N, K, N));
+  if (pvalues) {
+    PS_CALL(ps_h5ad_write_dense(w, "varm/pvalue", pvalues + N, K, N));
+    PS_CALL(ps_h5ad_write_dense(w, "uns/pertscore/basal_pvalue", pvalues, 1, N));
+  }
   PS_CALL(write_uns(w, d, ridge, scores, info));
   PS_CALL(ps_h5ad_close(&w));
   return PS_OK;

@@ -10,3 +10,6 @@ foreach(np 1 3)
     ENVIRONMENT "${PS_TEST_ENV};TENX_DIR=${CMAKE_CURRENT_BINARY_DIR}/work_tenx_fixture")
 endforeach()
 ps_add_script_test(tenx_convert tenx/convert.sh "interop")
+ps_add_script_test(tenx_run tenx/run_tenx.sh "interop;mpi")
+set_tests_properties(tenx_run PROPERTIES FIXTURES_REQUIRED tenx_files
+  ENVIRONMENT "${PS_TEST_ENV};PERTSCORE=$<TARGET_FILE:pertscore>;MPIEXEC=${PS_MPIEXEC};PYTHON=${PS_PYTHON};TESTS_DIR=${CMAKE_CURRENT_SOURCE_DIR};WORK_DIR=${CMAKE_CURRENT_BINARY_DIR}/work_tenx_run;TENX_DIR=${CMAKE_CURRENT_BINARY_DIR}/work_tenx_fixture")
