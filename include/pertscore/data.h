@@ -51,6 +51,15 @@ typedef struct {
   int de_strict_groups;       /* --de-strict-groups: no reference quirk */
   int de_background_others;   /* --de-background others: C = analysed cells not carrying X */
   int exclude_perturbed_gene; /* --exclude-perturbed-gene */
+  /* pertscore lambda (SPEC section 4, pertscore/lambda.h): relabel this many control
+   * cells, chosen by pseudo_seed, as the pseudo perturbation pseudo_label (NULL:
+   * "PSEUDO_CONTROL") before target selection; 0 = off */
+  int64_t pseudo_cells;
+  uint64_t pseudo_seed;
+  const char *pseudo_label;
+  /* dosage (SPEC section 5, pertscore/dosage.h): keep each perturbation's own-gene
+   * values (ps_dataset.own_gene, .own); 0 = off */
+  int own_genes;
 } ps_dataset_options;
 
 void ps_dataset_options_default(ps_dataset_options *o);
@@ -77,12 +86,33 @@ typedef struct {
   ps_target_pairs targets;        /* user targets as given (valid genes only), or the selected ones */
   double *target_threshold;       /* K: |log2FC| threshold of the last selection; NULL for user targets */
   double seconds_targets;         /* time spent selecting targets (0 for user targets) */
+  /* dosage (SPEC section 5), filled only with opt->own_genes (else NULL / empty):
+   * own_gene[k] is the gene named like perturbation k (-1 if none: --unit guide, a
+   * label that is not a measured gene); own is local analysed cells x K, column k
+   * holding gene own_gene[k], log-normalized and NOT winsorized. A perturbed cell
+   * has entries for the perturbations it carries, a control cell for every
+   * perturbation with an own gene (the control medians); zeros are not stored. */
+  int32_t *own_gene;
+  ps_csr own;
 } ps_dataset;
 
 /* Read the matrix and guides, build the design, pick and winsorize the regression
  * genes. Collective. Errors name the file and what was expected. */
 int ps_dataset_read(MPI_Comm comm, const ps_dataset_options *opt, ps_progress *progress, ps_dataset *out);
 void ps_dataset_free(ps_dataset *d);
+
+/* SPEC section 0 on a block of cells x genes, in place: counts (input_is COUNTS,
+ * or AUTO and every stored value of every rank integral) become
+ * ln(1 + 1e4 x / total); *is_counts says which. Collective. */
+int ps_expression_normalize(MPI_Comm comm, ps_csr *x, int input_is, int *is_counts);
+
+/* Own genes (src/data/own_genes.c; SPEC section 5): own_gene[k] = the index of
+ * the gene named like design->names[k] in gene_index, or -1 (all -1 with
+ * unit_guide); own = analysed rows of x (keep[i] = analysed position of block row
+ * i, or -1) x K as described for ps_dataset.own. x: log-normalized, all genes.
+ * Not collective. */
+int ps_own_genes_extract(const ps_csr *x, const int64_t *keep, const ps_design *design, const ps_strmap *gene_index,
+                         int unit_guide, int32_t **own_gene, ps_csr *own);
 
 /* Automatic target genes (SPEC section 1), called by ps_dataset_read when no
  * targets file is given. x is this rank's block of cells (all genes,

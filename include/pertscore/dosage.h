@@ -181,4 +181,74 @@ int ps_dosage_fit_one(const double *own, const double *ps, int64_t n, const doub
                       int64_t n_control, const ps_dosage_options *opt, ps_hill_solver *solver,
                       ps_dosage_result *out);
 
+/* ---- the distributed stage (src/dosage/stage.c) ----
+ * Every perturbation k is owned by rank k % P. Each rank sends the (own-gene
+ * value, PS) pairs of its cells carrying k, and its control cells' nonzero
+ * own-gene values of k's gene (only for perturbations with >= min_cells cells),
+ * to the owner in one Alltoallv each; the owner orders its cells by global index
+ * (so the fit does not depend on the rank count), calls ps_dosage_fit_one with
+ * one reusable ps_hill_solver, and one Allreduce gives every rank the whole table. */
+
+/* Status of a perturbation that never reaches ps_dosage_fit_one: its label is not
+ * a measured gene (a guide with --unit guide, a pseudo perturbation, a gene
+ * missing from the matrix). Stored next to the ps_dosage_status values. */
+#define PS_DOSAGE_NO_OWN_GENE (-1)
+
+/* What the stage reads on each rank: its cells, each with a global index (the
+ * analysed order: unique over all ranks), the perturbations it carries and its
+ * PS for them; control cells carry none. */
+typedef struct {
+  int32_t n_perturbations;  /* K, the same on every rank */
+  int64_t n_cells;          /* local cells */
+  int64_t first_index;      /* global index of local cell j: first_index + j ... */
+  const int64_t *index;     /* ... or index[j] when not NULL (cells in any order, e.g. pertscore dosage) */
+  const int64_t *ptr;       /* n_cells + 1 */
+  const int32_t *ids;       /* carried perturbations of each cell */
+  const double *ps;         /* aligned with ids: the cell's PS for that perturbation */
+  const int32_t *own_gene;  /* K: >= 0 when perturbation k's own gene is measured */
+  const ps_csr *own;        /* local cells x K own-gene values, layout of ps_dataset.own (data.h) */
+} ps_dosage_input;
+
+/* The stage's answer, identical on every rank: one row per perturbation. */
+typedef struct {
+  int32_t n_perturbations, n_bins; /* K; columns of the bin arrays (opt->n_bins) */
+  int32_t *status;                 /* K: ps_dosage_status or PS_DOSAGE_NO_OWN_GENE */
+  int32_t *cls;                    /* K: ps_dosage_class (NONE unless fitted) */
+  int32_t *crispri_efficient;      /* K: 0/1 */
+  int64_t *n_cells;                /* K: cells carrying the perturbation */
+  double *ed50, *hill_b, *hill_c, *hill_d, *hill_e, *hill0, *hill1; /* K; NaN when not fitted/attempted */
+  double *pcc, *pcc_p, *scc, *scc_p; /* K: PS vs own-gene expression over the perturbation's cells */
+  double *cumulative_ps;           /* K: sum of PS over them */
+  double *own_min, *own_control_median; /* K: the normalization (step 1) */
+  double *bin_x, *bin_ps, *bin_count; /* K x n_bins row-major, NaN beyond a perturbation's bins */
+  int64_t n_control;               /* control cells */
+  int64_t n_with_own_gene, n_fitted, n_buffered, n_sensitive, n_crispri_efficient;
+  int64_t hill_fits, hill_solves, hill_fallback, hill_iterations; /* summed over ranks */
+} ps_dosage_table;
+
+/* Text for a table status: ps_dosage_status_name, or "own gene not measured". */
+const char *ps_dosage_table_status_name(int32_t status);
+/* The categories of a status column, in code order (status s has code s, NO_OWN_GENE the last). */
+#define PS_DOSAGE_N_STATUS_NAMES 7
+
+/* Collective. progress may be NULL. Needs PetscInitialize (the Hill solver). */
+int ps_dosage_stage(MPI_Comm comm, const ps_dosage_input *in, const ps_dosage_options *opt, ps_progress *progress,
+                    ps_dosage_table *out);
+void ps_dosage_table_free(ps_dosage_table *t);
+
+/* pertscore dosage (src/dosage/recompute.c): the stage on the PS of an existing
+ * results file and the own-gene expression of the input it was computed from
+ * (read and log-normalized as pertscore run does: layer, input_is = PS_INPUT_*
+ * of data.h). Cells are matched by obs name (every results cell must be in the
+ * input); a cell's carried perturbations come from the results' obs column
+ * "perturbations" and its PS from X; the results row is the global index, so
+ * the table equals the one pertscore run computed from the same PS. With
+ * results of --unit guide, no perturbation has an own gene. Collective. */
+typedef struct {
+  const char *results, *input, *layer;
+  int input_is;
+} ps_dosage_source;
+int ps_dosage_recompute(MPI_Comm comm, const ps_dosage_source *src, const ps_dosage_options *opt,
+                        ps_progress *progress, ps_dosage_table *out);
+
 #endif

@@ -33,6 +33,29 @@ void ps_matrix_free(ps_matrix *m);
 int ps_h5ad_read_obs_column(MPI_Comm comm, const char *path, const char *column, int64_t begin,
                             int64_t end, ps_strlist *out);
 
+/* Rows [begin, end) (end = -1: all rows) of column COLUMN of data frame FRAME
+ * ("obs", "var"; COLUMN "_index" is the index), as strings. Collective over comm
+ * (MPI_COMM_SELF to read alone). */
+int ps_h5ad_read_frame_column(MPI_Comm comm, const char *path, const char *frame, const char *column, int64_t begin,
+                              int64_t end, ps_strlist *out);
+
+/* A scalar string dataset NAME of an existing file (serial). A missing file, a
+ * file that is not HDF5 or a missing NAME give found = 0, not an error. */
+int ps_h5ad_read_scalar_string(const char *path, const char *name, char *buf, size_t size, int *found);
+
+/* A block of a results file (src/io/results_read.c; pertscore dosage reads one back):
+ * X (the PS, analysed cells x perturbations) read like an input matrix, so
+ * x.genes are the perturbations (var) and x.cells this block's cells (obs), and
+ * the perturbations each block cell carries (obs column "perturbations", as
+ * sorted ids into var; with --score-all-cells X has entries beyond them). */
+typedef struct {
+  ps_matrix x;
+  int64_t *carried_ptr; /* x.x.n_rows + 1 */
+  int32_t *carried;
+} ps_results_block;
+int ps_results_read_block(MPI_Comm comm, const char *path, ps_results_block *out);
+void ps_results_block_free(ps_results_block *b);
+
 /* ---------------------------------------------------------------- guide tables */
 
 /* One guide call: a cell (local index into the matrix block), the unit label
@@ -114,6 +137,19 @@ int ps_h5ad_write_dense(ps_h5ad_writer *w, const char *name, const double *data,
 int ps_h5ad_write_scalar(ps_h5ad_writer *w, const char *name, double value);
 int ps_h5ad_write_string(ps_h5ad_writer *w, const char *name, const char *value);
 int ps_h5ad_write_strings(ps_h5ad_writer *w, const char *name, char *const *values, int64_t n);
+
+/* Updating an existing .h5ad in place (h5ad_write.c): open it collectively for
+ * writing (close with ps_h5ad_close); remove an element (dataset or group, e.g.
+ * "uns/pertscore/dosage") if present; add columns to data frame NAME, replacing
+ * columns of the same name (column-order keeps the others in place and appends new
+ * names; rows are given as for ps_h5ad_write_frame, index is used only when the
+ * frame does not exist yet). */
+int ps_h5ad_open_update(MPI_Comm comm, const char *path, ps_h5ad_writer **out);
+int ps_h5ad_remove(ps_h5ad_writer *w, const char *name);
+int ps_h5ad_frame_set_columns(ps_h5ad_writer *w, const char *name, char *const *index, int64_t n_local,
+                              int64_t row_offset, int64_t n_global, const ps_column *columns, int n_columns);
+/* Copy a file byte for byte (rank 0 copies; errors are synced). Collective. */
+int ps_file_copy(MPI_Comm comm, const char *from, const char *to);
 
 /* Write text collectively: each rank's chunk lands after all lower ranks' chunks. */
 int ps_text_write_ordered(MPI_Comm comm, const char *path, const char *chunk, int64_t length);

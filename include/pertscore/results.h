@@ -9,6 +9,7 @@
 #define PERTSCORE_RESULTS_H
 
 #include "pertscore/data.h"
+#include "pertscore/dosage.h"
 #include "pertscore/ridge.h"
 #include "pertscore/score.h"
 
@@ -28,5 +29,35 @@ void ps_run_info_free(ps_run_info *info);
  * of beta, or NULL without permutations. */
 int ps_results_write(MPI_Comm comm, const char *path, const ps_dataset *d, const ps_design *scored,
                      const ps_ridge *ridge, const double *pvalues, const ps_scores *scores, const ps_run_info *info);
+
+/* An extra uns entry a subcommand adds to its results file, e.g. the lambda
+ * curve of `pertscore lambda` (uns/pertscore/lambda/fpr). Every rank passes the
+ * same values. */
+typedef enum { PS_EXTRA_ARRAY, PS_EXTRA_SCALAR, PS_EXTRA_STRING } ps_results_extra_kind;
+typedef struct {
+  const char *name;            /* full path, e.g. "uns/pertscore/lambda/grid" */
+  ps_results_extra_kind kind;
+  const double *values;        /* ARRAY: n values, stored 1 x n (like uns/pertscore/basal); SCALAR: values[0] */
+  int64_t n;
+  const char *text;            /* STRING */
+} ps_results_extra;
+
+/* ps_results_write, then the n_extra entries, in the same file. */
+int ps_results_write_extra(MPI_Comm comm, const char *path, const ps_dataset *d, const ps_design *scored,
+                           const ps_ridge *ridge, const double *pvalues, const ps_scores *scores,
+                           const ps_run_info *info, const ps_results_extra *extra, int n_extra);
+
+/* The dosage table (SPEC.md section 5, pertscore/dosage.h) into the existing
+ * results file PATH, replacing any earlier dosage entries: var columns ed50,
+ * hill_b, hill_c, hill_d, hill_e, hill_0, hill_1, dosage_class (categorical:
+ * buffered, sensitive, none), dosage_status (categorical, the reason strings),
+ * pcc, pcc_p, scc, scc_p, crispri_efficient, own_min, own_control_median; and
+ * uns/pertscore/dosage/{bin_x, bin_ps, bin_count} (K x n_bins, NaN-padded), the
+ * options and counts, and, unless NULL, the command that computed them
+ * (uns/pertscore/dosage/command; pertscore dosage records itself). The var rows of the file must be
+ * the table's K perturbations in the same order. Every rank passes the same
+ * table. Collective. */
+int ps_results_add_dosage(MPI_Comm comm, const char *path, const ps_dosage_table *t, const ps_dosage_options *opt,
+                          double seconds, const char *command);
 
 #endif

@@ -27,7 +27,27 @@ typedef struct {
   double library_size;      /* mean total counts per cell */
   double dispersion;        /* NB: var = mu + dispersion mu^2 */
   uint64_t seed;
+  /* --effects (docs/cv.md "Simulations"): PS_SIM_EFFECTS_SPARSE (default, above);
+   * LOWRANK: every responsive gene g (the K targets and n_downstream shared genes)
+   * has an embedding e_g ~ N(0, I_rank) and perturbing gene t shifts each other
+   * responsive gene by effect_size <e_t, e_g> / rank (so an unseen perturbation's
+   * effect follows from its gene's responses to the others); NONE: no knockdown
+   * and no downstream effect (pure noise). */
+  int effect_model;
+  int32_t effect_rank; /* LOWRANK embedding dimension (3) */
+  /* --dosage-design (ground truth for the dosage analysis, SPEC section 5): the
+   * targets are the K most expressed genes; perturbation k has a designed ED50 e_k
+   * (even k: buffered, uniform in [0.15, 0.45]; odd k: sensitive, uniform in
+   * [0.6, 0.9]) and Hill slope b_k (uniform in [2, 4]); a cell's efficiency is
+   * uniform(0, 1) (not the mixture), its own-gene level x = 1 - knockdown * efficiency
+   * on the scale of the dosage analysis (log-normalized expression relative to
+   * the controls: ln(1 + c f) = x ln(1 + c) for the gene's expected normalized
+   * count c = 1e4 weight and the multiplicative change f), and the downstream
+   * effects are scaled by 1 / (1 + (x / e_k)^b_k) instead of the efficiency. */
+  int dosage_design;
 } ps_sim_options;
+
+enum { PS_SIM_EFFECTS_SPARSE = 0, PS_SIM_EFFECTS_LOWRANK = 1, PS_SIM_EFFECTS_NONE = 2 };
 
 void ps_sim_options_default(ps_sim_options *o);
 
@@ -38,6 +58,8 @@ typedef struct {
   int32_t *downstream_ptr;   /* K + 1 */
   int32_t *downstream_gene;  /* downstream genes of each perturbation */
   double *downstream_lfc;    /* natural-log fold change at e = 1 */
+  double *dosage_ed50;       /* K, with dosage_design (else NULL): designed ED50 e_k */
+  double *dosage_hill_b;     /* K, with dosage_design: designed Hill slope b_k */
 } ps_sim_truth;
 
 int ps_sim_truth_make(const ps_sim_options *o, ps_sim_truth *t);
@@ -49,7 +71,8 @@ const char *ps_sim_gene_name(int32_t g, char *buf, size_t size);
 /* Write PREFIX.h5ad (counts as CSR, obs column "guide"), PREFIX.guides.tsv (scMAGeCK
  * barcode table), PREFIX.truth.tsv (per cell and perturbation: efficiency),
  * PREFIX.effects.tsv (per perturbation: downstream genes and log fold changes) and
- * PREFIX.targets.gmt (true downstream genes). Collective. */
+ * PREFIX.targets.gmt (true downstream genes); with dosage_design also PREFIX.dosage.tsv
+ * (per perturbation: own gene, designed ED50, Hill slope, class). Collective. */
 int ps_sim_write(MPI_Comm comm, const ps_sim_options *o, const char *prefix, ps_progress *progress);
 
 #define PS_SIM_CONTROL_LABEL "NonTargeting"

@@ -140,6 +140,12 @@ void ps_progress_update(ps_progress *p, double fraction);
 double ps_progress_done(ps_progress *p);
 double ps_wtime(void);
 
+/* ---- digests for provenance (src/util/digest.c): 16 hex digits, change detection only ---- */
+/* Digest of a file's bytes, read in fixed 64 MiB chunks spread over the ranks;
+ * the same for any number of ranks. Collective. */
+int ps_digest_file(MPI_Comm comm, const char *path, char out[17]);
+int ps_digest_string(const char *text, char out[17]);
+
 /* Contiguous block [begin, end) of n items for rank r of p (uniform split). */
 void ps_block_range(int64_t n, int r, int p, int64_t *begin, int64_t *end);
 

@@ -8,6 +8,7 @@
 
 #include "cli.h"
 #include "pertscore/data.h"
+#include "pertscore/dosage.h"
 #include "pertscore/results.h"
 #include "pertscore/ridge.h"
 #include "pertscore/score.h"
@@ -48,8 +49,15 @@ static const char *run_usage =
     "                        (reference-compatible; only for a few perturbations)\n"
     "  --permutations R      permutation p-values of beta from R shuffles (100; 0 disables)\n"
     "  --seed S              seed of the permutations (1)\n"
+    "dosage (SPEC section 5; perturbations whose own gene is measured):\n"
+    "  --no-dosage           skip the dosage stage (Hill fit of PS against own-gene expression)\n"
+    "  --min-dosage-cells N  fit only perturbations with at least N cells (100)\n"
+    "job files:\n"
+    "  --config JOB.yaml     read options from a YAML job file (jobs/example.yaml); options on the\n"
+    "                        command line are applied after it\n"
     "output:\n"
     "  --output FILE         results .h5ad (written as FILE.partial, renamed when complete)\n"
+    "  --force               rerun even when OUTPUT records the same input digests and parameters\n"
     "  --quiet               no progress on stderr\n"
     "  --json                print a machine-readable summary on stdout\n";
 
@@ -59,44 +67,59 @@ typedef struct {
   ps_ridge_perm_options perm;
   double ridge_lambda;
   int score_all_cells;
+  int dosage;                 /* the dosage stage: on unless --no-dosage */
+  ps_dosage_options dosage_opt;
   const char *output;
-  int quiet, json;
+  int quiet, json, force;
 } run_options;
 
 /* --score-all-cells solves cells x perturbations variables: a guard for the mode's intent. */
 #define PS_SCORE_ALL_MAX INT64_C(50000000)
 
+/* The options of run (also the keys of a job file, src/cli/job.c). */
+enum { O_INPUT = 1, O_LAYER, O_INPUT_IS, O_GUIDES, O_GUIDE_COLUMN, O_CONTROL, O_TARGETS, O_MIN_GENE_FRAC,
+       O_RIDGE_LAMBDA, O_LAMBDA, O_UPPER, O_NO_RESCALE, O_OUTPUT, O_QUIET, O_JSON, O_HELP, O_MIN_PCT, O_LOGFC,
+       O_MIN_TARGETS, O_MAX_TARGETS, O_EXCLUDE_PERTURBED, O_DE_BACKGROUND, O_DE_STRICT, O_MIN_GUIDE_UMI,
+       O_PERTURBATIONS, O_UNIT, O_SCORE_ALL, O_PERMUTATIONS, O_SEED, O_FORCE,
+       O_NO_DOSAGE, O_MIN_DOSAGE_CELLS };
+static const struct option run_longs[] = {
+    {"input", required_argument, 0, O_INPUT}, {"layer", required_argument, 0, O_LAYER},
+    {"input-is", required_argument, 0, O_INPUT_IS}, {"guides", required_argument, 0, O_GUIDES},
+    {"guide-column", required_argument, 0, O_GUIDE_COLUMN}, {"control", required_argument, 0, O_CONTROL},
+    {"targets", required_argument, 0, O_TARGETS}, {"min-gene-frac", required_argument, 0, O_MIN_GENE_FRAC},
+    {"ridge-lambda", required_argument, 0, O_RIDGE_LAMBDA}, {"lambda", required_argument, 0, O_LAMBDA},
+    {"upper", required_argument, 0, O_UPPER}, {"no-rescale", no_argument, 0, O_NO_RESCALE},
+    {"output", required_argument, 0, O_OUTPUT}, {"quiet", no_argument, 0, O_QUIET},
+    {"json", no_argument, 0, O_JSON}, {"help", no_argument, 0, O_HELP},
+    {"min-pct", required_argument, 0, O_MIN_PCT}, {"logfc", required_argument, 0, O_LOGFC},
+    {"min-targets", required_argument, 0, O_MIN_TARGETS}, {"max-targets", required_argument, 0, O_MAX_TARGETS},
+    {"exclude-perturbed-gene", no_argument, 0, O_EXCLUDE_PERTURBED},
+    {"de-background", required_argument, 0, O_DE_BACKGROUND}, {"de-strict-groups", no_argument, 0, O_DE_STRICT},
+    {"min-guide-umi", required_argument, 0, O_MIN_GUIDE_UMI}, {"perturbations", required_argument, 0, O_PERTURBATIONS},
+    {"unit", required_argument, 0, O_UNIT}, {"score-all-cells", no_argument, 0, O_SCORE_ALL},
+    {"permutations", required_argument, 0, O_PERMUTATIONS}, {"seed", required_argument, 0, O_SEED},
+    {"force", no_argument, 0, O_FORCE},
+    {"no-dosage", no_argument, 0, O_NO_DOSAGE}, {"min-dosage-cells", required_argument, 0, O_MIN_DOSAGE_CELLS},
+    {0, 0, 0, 0}};
+
+int ps_run_option_arity(const char *name) {
+  for (const struct option *o = run_longs; o->name; o++)
+    if (strcmp(o->name, name) == 0) return o->has_arg == no_argument ? 0 : 1;
+  return -1;
+}
+
 static int parse_run(int argc, char **argv, run_options *o, int *help) {
-  enum { O_INPUT = 1, O_LAYER, O_INPUT_IS, O_GUIDES, O_GUIDE_COLUMN, O_CONTROL, O_TARGETS, O_MIN_GENE_FRAC,
-         O_RIDGE_LAMBDA, O_LAMBDA, O_UPPER, O_NO_RESCALE, O_OUTPUT, O_QUIET, O_JSON, O_HELP, O_MIN_PCT, O_LOGFC,
-         O_MIN_TARGETS, O_MAX_TARGETS, O_EXCLUDE_PERTURBED, O_DE_BACKGROUND, O_DE_STRICT, O_MIN_GUIDE_UMI,
-         O_PERTURBATIONS, O_UNIT, O_SCORE_ALL, O_PERMUTATIONS, O_SEED };
-  static const struct option longs[] = {
-      {"input", required_argument, 0, O_INPUT}, {"layer", required_argument, 0, O_LAYER},
-      {"input-is", required_argument, 0, O_INPUT_IS}, {"guides", required_argument, 0, O_GUIDES},
-      {"guide-column", required_argument, 0, O_GUIDE_COLUMN}, {"control", required_argument, 0, O_CONTROL},
-      {"targets", required_argument, 0, O_TARGETS}, {"min-gene-frac", required_argument, 0, O_MIN_GENE_FRAC},
-      {"ridge-lambda", required_argument, 0, O_RIDGE_LAMBDA}, {"lambda", required_argument, 0, O_LAMBDA},
-      {"upper", required_argument, 0, O_UPPER}, {"no-rescale", no_argument, 0, O_NO_RESCALE},
-      {"output", required_argument, 0, O_OUTPUT}, {"quiet", no_argument, 0, O_QUIET},
-      {"json", no_argument, 0, O_JSON}, {"help", no_argument, 0, O_HELP},
-      {"min-pct", required_argument, 0, O_MIN_PCT}, {"logfc", required_argument, 0, O_LOGFC},
-      {"min-targets", required_argument, 0, O_MIN_TARGETS}, {"max-targets", required_argument, 0, O_MAX_TARGETS},
-      {"exclude-perturbed-gene", no_argument, 0, O_EXCLUDE_PERTURBED},
-      {"de-background", required_argument, 0, O_DE_BACKGROUND}, {"de-strict-groups", no_argument, 0, O_DE_STRICT},
-      {"min-guide-umi", required_argument, 0, O_MIN_GUIDE_UMI}, {"perturbations", required_argument, 0, O_PERTURBATIONS},
-      {"unit", required_argument, 0, O_UNIT}, {"score-all-cells", no_argument, 0, O_SCORE_ALL},
-      {"permutations", required_argument, 0, O_PERMUTATIONS}, {"seed", required_argument, 0, O_SEED},
-      {0, 0, 0, 0}};
   double number;
   ps_dataset_options_default(&o->data);
   ps_score_options_default(&o->score);
   o->ridge_lambda = 0.01;
+  o->dosage = 1;
+  ps_dosage_options_default(&o->dosage_opt);
   ps_ridge_perm_options_default(&o->perm);
   optind = 1;
   opterr = 0;
   int c;
-  while ((c = getopt_long(argc, argv, "", longs, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, "", run_longs, NULL)) != -1) {
     switch (c) {
       case O_INPUT: o->data.input = optarg; break;
       case O_LAYER: o->data.layer = optarg; break;
@@ -144,6 +167,13 @@ static int parse_run(int argc, char **argv, run_options *o, int *help) {
         else PS_FAIL(PS_ERR_INPUT, "--unit expects gene or guide, got '%s'", optarg);
         break;
       case O_SCORE_ALL: o->score_all_cells = 1; break;
+      case O_FORCE: o->force = 1; break;
+      case O_NO_DOSAGE: o->dosage = 0; break;
+      case O_MIN_DOSAGE_CELLS:
+        PS_CALL(ps_cli_count("--min-dosage-cells", optarg, &number));
+        if (number < 1) PS_FAIL(PS_ERR_INPUT, "--min-dosage-cells must be >= 1 (got %s)", optarg);
+        o->dosage_opt.min_cells = (int64_t)number;
+        break;
       case O_PERMUTATIONS: {
         double r;
         PS_CALL(ps_cli_count("--permutations", optarg, &r));
@@ -175,6 +205,7 @@ static int parse_run(int argc, char **argv, run_options *o, int *help) {
     PS_FAIL(PS_ERR_INPUT, "--max-targets must be >= 1 (got %lld)", (long long)o->data.de.max_targets);
   ps_strlist_sort_unique(&o->data.controls);
   ps_strlist_sort_unique(&o->data.perturbations);
+  o->data.own_genes = o->dosage;
   return PS_OK;
 }
 
@@ -225,6 +256,8 @@ static int record_parameters(const run_options *o, int argc, char **argv, ps_run
   PS_CALL(ps_run_info_number(info, "permutations", o->perm.n_permutations));
   PS_CALL(ps_run_info_number(info, "seed", (double)o->perm.seed));
   PS_CALL(ps_run_info_string(info, "unit", o->data.unit_guide ? "guide" : "gene"));
+  PS_CALL(ps_run_info_number(info, "dosage", o->dosage));
+  if (o->dosage) PS_CALL(ps_run_info_number(info, "min_dosage_cells", (double)o->dosage_opt.min_cells));
   char subset[4096] = "";
   for (int64_t i = 0; i < o->data.perturbations.n; i++) {
     strncat(subset, i ? "," : "", sizeof subset - strlen(subset) - 1);
@@ -244,17 +277,24 @@ static int record_parameters(const run_options *o, int argc, char **argv, ps_run
 }
 
 static void print_summary(const run_options *o, const ps_dataset *d, const ps_scores *s, const double *seconds,
-                          int n_ranks) {
+                          int n_ranks, const ps_dosage_table *dosage, double dosage_seconds) {
   printf("{\"output\": \"%s\", \"ranks\": %d, \"cells_input\": %lld, \"cells_analysed\": %lld, "
          "\"control_cells\": %lld, \"perturbations\": %d, \"regression_genes\": %d, \"input_was_counts\": %s, "
          "\"targets\": {\"source\": \"%s\", \"pairs\": %lld, \"moi\": \"%s\", \"seconds\": %.3f}, "
          "\"qp_solved\": %lld, \"max_kkt_residual\": %.3g, \"perturbations_not_rescaled\": %d, "
-         "\"seconds\": {\"read\": %.3f, \"ridge\": %.3f, \"score\": %.3f, \"write\": %.3f, \"total\": %.3f}}\n",
+         "\"seconds\": {\"read\": %.3f, \"ridge\": %.3f, \"score\": %.3f, \"write\": %.3f, \"total\": %.3f}",
          o->output, n_ranks, (long long)d->n_cells_input, (long long)d->n_analysed, (long long)d->n_control,
          d->design.n_perturbations, d->n_regression, d->is_counts ? "true" : "false",
          o->data.targets ? "file" : "selected", (long long)d->targets.gene.n, d->low_moi ? "low" : "high",
          d->seconds_targets, (long long)s->n_qp, s->max_kkt,
          s->n_not_rescaled, seconds[0], seconds[1], seconds[2], seconds[3], seconds[4]);
+  if (o->dosage)
+    printf(", \"dosage\": {\"with_own_gene\": %lld, \"fitted\": %lld, \"buffered\": %lld, \"sensitive\": %lld, "
+           "\"crispri_efficient\": %lld, \"seconds\": %.3f}}\n",
+           (long long)dosage->n_with_own_gene, (long long)dosage->n_fitted, (long long)dosage->n_buffered,
+           (long long)dosage->n_sensitive, (long long)dosage->n_crispri_efficient, dosage_seconds);
+  else
+    printf(", \"dosage\": null}\n");
   fflush(stdout);
 }
 
@@ -268,12 +308,99 @@ static void print_text_summary(const run_options *o, const ps_dataset *d, const 
   (void)s;
 }
 
+/* The dosage stage (SPEC section 5) on the run's scores. It needs each cell's PS
+ * for the perturbations it carries: the scores themselves, or with
+ * --score-all-cells the carried entries looked up in the scored design. */
+static int align_scores(const ps_design *D, const ps_design *scored, const ps_scores *scores, double **aligned) {
+  PS_ALLOC(*aligned, D->ptr[D->n_cells]);
+  for (int64_t j = 0; j < D->n_cells; j++)
+    for (int64_t p = D->ptr[j]; p < D->ptr[j + 1]; p++)
+      for (int64_t q = scored->ptr[j]; q < scored->ptr[j + 1]; q++)
+        if (scored->ids[q] == D->ids[p]) (*aligned)[p] = scores->ps[q];
+  return PS_OK;
+}
+
+static int run_dosage(MPI_Comm comm, const run_options *o, const ps_dataset *d, const ps_design *scored,
+                      const ps_scores *scores, ps_progress *progress, ps_dosage_table *table) {
+  const ps_design *D = &d->design;
+  double *aligned = NULL;
+  if (scored != D) PS_CALL(ps_error_sync(comm, align_scores(D, scored, scores, &aligned)));
+  ps_dosage_input in = {.n_perturbations = D->n_perturbations, .n_cells = D->n_cells,
+                        .first_index = d->analysed_offset, .ptr = D->ptr, .ids = D->ids,
+                        .ps = aligned ? aligned : scores->ps, .own_gene = d->own_gene, .own = &d->own};
+  int err = ps_dosage_stage(comm, &in, &o->dosage_opt, progress, table);
+  free(aligned);
+  PS_CALL(err);
+  int rank;
+  MPI_Comm_rank(comm, &rank);
+  if (rank == 0 && !o->quiet && table->n_with_own_gene == 0)
+    fprintf(stderr, "pertscore: dosage: no perturbation is named like a measured gene; nothing to fit\n");
+  return PS_OK;
+}
+
+/* Provenance: digests of the input files' bytes and of the effective parameters
+ * (every recorded parameter but the command line). A run whose output already
+ * records both is up to date. */
+static int provenance(MPI_Comm comm, const run_options *o, int argc, char **argv, char *inputs, size_t size,
+                      char params[17]) {
+  const char *files[] = {o->data.input, o->data.guides, o->data.targets};
+  inputs[0] = '\0';
+  for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
+    char digest[17];
+    if (!files[i]) continue;
+    PS_CALL(ps_digest_file(comm, files[i], digest));
+    size_t used = strlen(inputs);
+    snprintf(inputs + used, size - used, "%s%s", used ? "," : "", digest);
+  }
+  ps_run_info info = {0};
+  PS_CALL(record_parameters(o, argc, argv, &info));
+  size_t cap = 1 << 16, len = 0;
+  char *text = calloc(cap, 1);
+  if (!text) PS_FAIL(PS_ERR_SYSTEM, "out of memory");
+  for (int64_t i = 0; i < info.keys.n; i++)
+    if (strcmp(info.keys.items[i], "command") != 0)
+      len += (size_t)snprintf(text + len, cap - len < 1 ? 0 : cap - len, "%s=%s\n", info.keys.items[i], info.values.items[i]);
+  for (int64_t i = 0; i < info.number_keys.n && len < cap; i++)
+    len += (size_t)snprintf(text + len, cap - len, "%s=%.17g\n", info.number_keys.items[i], info.numbers[i]);
+  if (len >= cap) PS_FAIL(PS_ERR_SYSTEM, "parameter list too long to digest");
+  PS_CALL(ps_digest_string(text, params));
+  free(text);
+  ps_run_info_free(&info);
+  return PS_OK;
+}
+
+/* 1 on every rank when OUTPUT already holds a run with these digests. */
+static int output_up_to_date(MPI_Comm comm, const char *output, const char *inputs, const char *params) {
+  int rank, same = 0;
+  MPI_Comm_rank(comm, &rank);
+  if (rank == 0) {
+    char old_inputs[1024], old_params[64];
+    int found_inputs = 0, found_params = 0;
+    ps_h5ad_read_scalar_string(output, "uns/pertscore/parameters/input_digest", old_inputs, sizeof old_inputs,
+                               &found_inputs);
+    ps_h5ad_read_scalar_string(output, "uns/pertscore/parameters/parameters_digest", old_params, sizeof old_params,
+                               &found_params);
+    same = found_inputs && found_params && strcmp(old_inputs, inputs) == 0 && strcmp(old_params, params) == 0;
+  }
+  MPI_Bcast(&same, 1, MPI_INT, 0, comm);
+  return same;
+}
+
 /* Runs the pipeline; any error is made collective by the caller. */
 static int run_pipeline(MPI_Comm comm, run_options *o, int argc, char **argv) {
   int rank, size;
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &size);
   PS_CALL(ps_error_sync(comm, check_output(o)));
+  char input_digest[1024], params_digest[17];
+  PS_CALL(ps_error_sync(comm, provenance(comm, o, argc, argv, input_digest, sizeof input_digest, params_digest)));
+  if (!o->force && output_up_to_date(comm, o->output, input_digest, params_digest)) {
+    if (rank == 0) {
+      fprintf(stderr, "pertscore: %s is up to date (same input digests and parameters; --force reruns)\n", o->output);
+      if (o->json) printf("{\"output\": \"%s\", \"up_to_date\": true}\n", o->output);
+    }
+    return PS_OK;
+  }
   ps_progress progress;
   ps_progress_init(&progress, comm, o->quiet);
   double seconds[5] = {0};
@@ -297,23 +424,41 @@ static int run_pipeline(MPI_Comm comm, run_options *o, int argc, char **argv) {
   }
   PS_CALL(ps_error_sync(comm, ps_score_cells(comm, scored, &d.y, &ridge, &o->score, &progress, &scores)));
   seconds[2] = ps_progress_done(&progress);
+  ps_dosage_table dosage = {0};
+  double seconds_dosage = 0;
+  if (o->dosage) {
+    ps_fault_point("dosage");
+    ps_progress_stage(&progress, "dosage");
+    PS_CALL(ps_error_sync(comm, run_dosage(comm, o, &d, scored, &scores, &progress, &dosage)));
+    seconds_dosage = ps_progress_done(&progress);
+  }
   ps_progress_stage(&progress, "write");
   char partial[4200];
   snprintf(partial, sizeof partial, "%s.partial", o->output);
   ps_cleanup_register(partial);
   ps_run_info info = {0};
   PS_CALL(record_parameters(o, argc, argv, &info));
+  PS_CALL(ps_run_info_string(&info, "input_digest", input_digest));
+  PS_CALL(ps_run_info_string(&info, "parameters_digest", params_digest));
   PS_CALL(ps_run_info_number(&info, "ranks", size));
   PS_CALL(ps_run_info_number(&info, "seconds_read", seconds[0]));
   PS_CALL(ps_run_info_number(&info, "seconds_ridge", seconds[1]));
   PS_CALL(ps_run_info_number(&info, "seconds_score", seconds[2]));
+  if (o->dosage) PS_CALL(ps_run_info_number(&info, "seconds_dosage", seconds_dosage));
   PS_CALL(ps_error_sync(comm, ps_results_write(comm, partial, &d, scored, &ridge, pvalues, &scores, &info)));
+  if (o->dosage)
+    PS_CALL(ps_error_sync(comm, ps_results_add_dosage(comm, partial, &dosage, &o->dosage_opt, seconds_dosage, NULL)));
   PS_CALL(ps_error_sync(comm, ps_output_commit(comm, partial, o->output)));
   ps_cleanup_unregister();
   seconds[3] = ps_progress_done(&progress);
   seconds[4] = ps_wtime() - progress.t_start;
   if (rank == 0 && !o->quiet) print_text_summary(o, &d, &scores, seconds[4]);
-  if (rank == 0 && o->json) print_summary(o, &d, &scores, seconds, size);
+  if (rank == 0 && !o->quiet && o->dosage)
+    fprintf(stderr, "pertscore: dosage: %lld of %lld perturbations with a measured own gene fitted (%lld buffered, "
+            "%lld sensitive)\n", (long long)dosage.n_fitted, (long long)dosage.n_with_own_gene,
+            (long long)dosage.n_buffered, (long long)dosage.n_sensitive);
+  if (rank == 0 && o->json) print_summary(o, &d, &scores, seconds, size, &dosage, seconds_dosage);
+  ps_dosage_table_free(&dosage);
   ps_run_info_free(&info);
   ps_scores_free(&scores);
   ps_design_free(&all);
@@ -323,7 +468,37 @@ static int run_pipeline(MPI_Comm comm, run_options *o, int argc, char **argv) {
   return PS_OK;
 }
 
+/* --config JOB.yaml: the job file's options first, then the other command-line
+ * options (so they override single-valued ones). The sweep section is not used. */
+static int expand_config(int argc, char **argv, ps_strlist *expanded, int *used) {
+  const char *config = NULL;
+  *used = 0;
+  for (int i = 1; i < argc; i++) {
+    if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) config = argv[i + 1];
+    else if (strncmp(argv[i], "--config=", 9) == 0) config = argv[i] + 9;
+  }
+  if (!config) return PS_OK;
+  ps_job job;
+  PS_CALL(ps_job_read(config, &job));
+  PS_CALL(ps_job_argv(&job, -1, expanded));
+  for (int i = 1; i < argc; i++) {
+    if (strcmp(argv[i], "--config") == 0) i++;
+    else if (strncmp(argv[i], "--config=", 9) != 0) PS_CALL(ps_strlist_push(expanded, argv[i]));
+  }
+  ps_job_free(&job);
+  *used = 1;
+  return PS_OK;
+}
+
 int ps_cmd_run(MPI_Comm comm, int argc, char **argv) {
+  ps_strlist expanded = {0};
+  int from_config = 0;
+  int config_err = ps_error_sync(comm, expand_config(argc, argv, &expanded, &from_config));
+  if (config_err) ps_die(comm, config_err, 1);
+  if (from_config) {
+    argc = (int)expanded.n;
+    argv = expanded.items;
+  }
   int rank, help = 0;
   MPI_Comm_rank(comm, &rank);
   run_options o;
@@ -338,5 +513,6 @@ int ps_cmd_run(MPI_Comm comm, int argc, char **argv) {
   if (err) ps_die(comm, err, 1);
   ps_strlist_free(&o.data.controls);
   ps_strlist_free(&o.data.perturbations);
+  ps_strlist_free(&expanded);
   return 0;
 }

@@ -23,6 +23,15 @@ static const char *simulate_usage =
     "  --library-size N       mean counts per cell (5000)\n"
     "  --dispersion X         negative-binomial dispersion (0.1)\n"
     "  --seed S               random seed (1); output is identical on any number of ranks\n"
+    "  --effects MODEL        sparse (default: each perturbation shifts its own downstream genes),\n"
+    "                         lowrank (effects from a rank-R gene embedding shared by the targets\n"
+    "                         and D responsive genes: unseen perturbations are predictable from\n"
+    "                         related ones; see docs/cv.md), none (pure noise: no knockdown either)\n"
+    "  --rank R               embedding dimension of --effects lowrank (3)\n"
+    "  --dosage-design        dose-response ground truth for `run`'s dosage stage: targets are the most\n"
+    "                         expressed genes, efficiencies uniform(0, 1), downstream effects Hill-shaped\n"
+    "                         in the own-gene level with a designed ED50 (half <= 0.5) and slope;\n"
+    "                         writes PREFIX.dosage.tsv\n"
     "  --quiet                no progress on stderr\n"
     "\n"
     "writes PREFIX.h5ad (counts; obs column 'guide'), PREFIX.guides.tsv (scMAGeCK table),\n"
@@ -31,7 +40,7 @@ static const char *simulate_usage =
 
 static int parse_simulate(int argc, char **argv, ps_sim_options *o, char *prefix, size_t size, int *quiet, int *help) {
   enum { O_CELLS = 1, O_GENES, O_PERT, O_MOI, O_POISSON, O_CONTROL, O_DOWN, O_EFFECT, O_KD, O_EFF, O_LIB, O_DISP,
-         O_SEED, O_OUT, O_QUIET, O_HELP };
+         O_SEED, O_OUT, O_QUIET, O_HELP, O_EFFECTS, O_RANK, O_DOSAGE_DESIGN };
   static const struct option longs[] = {
       {"cells", required_argument, 0, O_CELLS}, {"genes", required_argument, 0, O_GENES},
       {"perturbations", required_argument, 0, O_PERT}, {"moi", required_argument, 0, O_MOI},
@@ -40,7 +49,9 @@ static int parse_simulate(int argc, char **argv, ps_sim_options *o, char *prefix
       {"knockdown", required_argument, 0, O_KD}, {"efficiencies", required_argument, 0, O_EFF},
       {"library-size", required_argument, 0, O_LIB}, {"dispersion", required_argument, 0, O_DISP},
       {"seed", required_argument, 0, O_SEED}, {"out", required_argument, 0, O_OUT},
-      {"quiet", no_argument, 0, O_QUIET}, {"help", no_argument, 0, O_HELP}, {0, 0, 0, 0}};
+      {"quiet", no_argument, 0, O_QUIET}, {"help", no_argument, 0, O_HELP},
+      {"effects", required_argument, 0, O_EFFECTS}, {"rank", required_argument, 0, O_RANK},
+      {"dosage-design", no_argument, 0, O_DOSAGE_DESIGN}, {0, 0, 0, 0}};
   ps_sim_options_default(o);
   optind = 1;
   opterr = 0;
@@ -78,6 +89,18 @@ static int parse_simulate(int argc, char **argv, ps_sim_options *o, char *prefix
       case O_OUT: out = optarg; break;
       case O_QUIET: *quiet = 1; break;
       case O_HELP: *help = 1; return PS_OK;
+      case O_EFFECTS:
+        if (strcmp(optarg, "sparse") == 0) o->effect_model = PS_SIM_EFFECTS_SPARSE;
+        else if (strcmp(optarg, "lowrank") == 0) o->effect_model = PS_SIM_EFFECTS_LOWRANK;
+        else if (strcmp(optarg, "none") == 0) o->effect_model = PS_SIM_EFFECTS_NONE;
+        else PS_FAIL(PS_ERR_INPUT, "--effects expects sparse, lowrank or none, got '%s'", optarg);
+        break;
+      case O_RANK:
+        PS_CALL(ps_cli_count("--rank", optarg, &v));
+        if (v < 1 || v > 64) PS_FAIL(PS_ERR_INPUT, "--rank must be in [1, 64], got '%s'", optarg);
+        o->effect_rank = (int32_t)v;
+        break;
+      case O_DOSAGE_DESIGN: o->dosage_design = 1; break;
       default: PS_FAIL(PS_ERR_INPUT, "simulate: unknown or incomplete option '%s'", argv[optind - 1]);
     }
   }

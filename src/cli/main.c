@@ -13,7 +13,11 @@ static const char *usage =
     "\n"
     "commands:\n"
     "  run        per-cell perturbation-response scores (PS) for a screen\n"
+    "  lambda     choose the PS penalty lambda by false-positive rate on pseudo cells\n"
+    "  cv         cross-validation: held-out prediction of cells or of unseen perturbations\n"
+    "  dosage     recompute the dosage analysis (Hill fit, ED50) of a results file\n"
     "  simulate   write a simulated screen with ground truth\n"
+    "  sweep      one point of a job file's parameter sweep, or the merged sweep table\n"
     "  inspect    summarize an .h5ad input or a results file\n"
     "  convert    a 10x MEX folder (matrix.mtx, barcodes, features) to .h5ad\n"
     "\n"
@@ -71,8 +75,12 @@ int main(int argc, char **argv) {
   const char *cmd = n_ours ? ours[0] : "";
   if (strcmp(cmd, "run") == 0) status = ps_cmd_run(MPI_COMM_WORLD, n_ours, ours);
   else if (strcmp(cmd, "simulate") == 0) status = ps_cmd_simulate(MPI_COMM_WORLD, n_ours, ours);
+  else if (strcmp(cmd, "sweep") == 0) status = ps_cmd_sweep(MPI_COMM_WORLD, n_ours, ours);
   else if (strcmp(cmd, "inspect") == 0) status = ps_cmd_inspect(MPI_COMM_WORLD, n_ours, ours);
   else if (strcmp(cmd, "convert") == 0) status = ps_cmd_convert(MPI_COMM_WORLD, n_ours, ours);
+  else if (strcmp(cmd, "lambda") == 0) status = ps_cmd_lambda(MPI_COMM_WORLD, n_ours, ours);
+  else if (strcmp(cmd, "cv") == 0) status = ps_cmd_cv(MPI_COMM_WORLD, n_ours, ours);
+  else if (strcmp(cmd, "dosage") == 0) status = ps_cmd_dosage(MPI_COMM_WORLD, n_ours, ours);
   else if (strcmp(cmd, "--version") == 0) {
     if (rank == 0) printf("pertscore %s\n", PS_VERSION);
     status = 0;

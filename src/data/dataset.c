@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "pertscore/data.h"
+#include "pertscore/lambda.h"
 
 void ps_dataset_options_default(ps_dataset_options *o) {
   memset(o, 0, sizeof *o);
@@ -31,6 +32,8 @@ void ps_dataset_free(ps_dataset *d) {
   ps_csr_free(&d->y);
   free(d->n_targets);
   ps_target_pairs_free(&d->targets);
+  free(d->own_gene);
+  ps_csr_free(&d->own);
   memset(d, 0, sizeof *d);
 }
 
@@ -59,6 +62,10 @@ static int normalize_block(MPI_Comm comm, ps_csr *x, int input_is, int *is_count
     for (int64_t p = x->indptr[r]; p < x->indptr[r + 1]; p++) x->data[p] = log1p(1e4 * x->data[p] / total);
   }
   return PS_OK;
+}
+
+int ps_expression_normalize(MPI_Comm comm, ps_csr *x, int input_is, int *is_counts) {
+  return normalize_block(comm, x, input_is, is_counts);
 }
 
 static int read_guide_calls(MPI_Comm comm, const ps_dataset_options *opt, const ps_matrix *m,
@@ -478,6 +485,8 @@ int ps_dataset_read(MPI_Comm comm, const ps_dataset_options *opt, ps_progress *p
   PS_ALLOC(keep, m.x.n_rows);
   PS_CALL(ps_error_sync(comm, build_design(comm, opt, &calls, m.x.n_rows, &perturbations, keep, d)));
   PS_CALL(ps_error_sync(comm, guide_facts(comm, opt, &calls, keep, m.x.n_rows, d)));
+  if (opt->pseudo_cells > 0) /* pertscore lambda: before the targets, so the pseudo perturbation gets its own */
+    PS_CALL(ps_error_sync(comm, ps_pseudo_relabel(comm, opt, d)));
   ps_guide_calls_free(&calls);
   for (int64_t i = 0; i < m.x.n_rows; i++) /* analysed names in analysed order (block order is kept) */
     if (keep[i] >= 0) PS_CALL(ps_strlist_push(&d->cells, m.cells.items[i]));
@@ -501,6 +510,9 @@ int ps_dataset_read(MPI_Comm comm, const ps_dataset_options *opt, ps_progress *p
     PS_CALL(ps_targets_select(comm, opt, &m.x, keep, &gene_index, progress, d, &candidates, &n_candidates));
     d->seconds_targets = ps_wtime() - t0;
   }
+  if (opt->own_genes) /* dosage (SPEC section 5): own-gene values before the full matrix goes */
+    PS_CALL(ps_error_sync(comm, ps_own_genes_extract(&m.x, keep, &d->design, &gene_index, opt->unit_guide,
+                                                     &d->own_gene, &d->own)));
   ps_strmap_free(&gene_index);
   PS_CALL(ps_error_sync(comm, select_regression_genes(comm, opt, &m.x, keep, candidates, n_candidates, d)));
   free(candidates);

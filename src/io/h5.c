@@ -39,6 +39,22 @@ int ps_h5_open_read(MPI_Comm comm, const char *path, ps_h5 *h) {
   return init_transfers(h);
 }
 
+int ps_h5_open_update(MPI_Comm comm, const char *path, ps_h5 *h) {
+  memset(h, 0, sizeof *h);
+  h->comm = comm;
+  h->path = path;
+  MPI_Comm_rank(comm, &h->rank);
+  MPI_Comm_size(comm, &h->size);
+  H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+  if (access(path, R_OK | W_OK) != 0) PS_FAIL(PS_ERR_INPUT, "%s: cannot open for writing", path);
+  hid_t fapl = mpio_fapl(comm);
+  PS_CHECK_H5(fapl);
+  h->file = H5Fopen(path, H5F_ACC_RDWR, fapl);
+  H5Pclose(fapl);
+  if (h->file < 0) PS_FAIL(PS_ERR_INPUT, "%s: HDF5 file cannot be opened for writing (truncated or damaged?)", path);
+  return init_transfers(h);
+}
+
 int ps_h5_create(MPI_Comm comm, const char *path, ps_h5 *h) {
   memset(h, 0, sizeof *h);
   h->comm = comm;

@@ -18,6 +18,8 @@ typedef struct {
 
 int ps_h5_open_read(MPI_Comm comm, const char *path, ps_h5 *h);
 int ps_h5_create(MPI_Comm comm, const char *path, ps_h5 *h);
+/* Open an existing file for reading and writing (updating a results file in place). */
+int ps_h5_open_update(MPI_Comm comm, const char *path, ps_h5 *h);
 int ps_h5_close(ps_h5 *h);
 
 int ps_h5_exists(hid_t loc, const char *name);

@@ -3,6 +3,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "compressed.h"
 #include "h5.h"
@@ -389,14 +390,35 @@ void ps_matrix_free(ps_matrix *m) {
 
 int ps_h5ad_read_obs_column(MPI_Comm comm, const char *path, const char *column, int64_t begin, int64_t end,
                             ps_strlist *out) {
+  return ps_h5ad_read_frame_column(comm, path, "obs", column, begin, end, out);
+}
+
+int ps_h5ad_read_frame_column(MPI_Comm comm, const char *path, const char *frame, const char *column, int64_t begin,
+                              int64_t end, ps_strlist *out) {
   memset(out, 0, sizeof *out);
   ps_h5 h;
   PS_CALL(ps_h5_open_read(comm, path, &h));
   char name[512];
-  snprintf(name, sizeof name, "obs/%s", column);
-  if (!ps_h5_exists(h.file, name)) PS_FAIL(PS_ERR_INPUT, "%s: no obs column '%s'", path, column);
+  if (strcmp(column, "_index") == 0) {
+    char index_name[256];
+    int found = 0;
+    hid_t g = H5Gopen2(h.file, frame, H5P_DEFAULT);
+    if (g < 0) PS_FAIL(PS_ERR_INPUT, "%s: no /%s data frame", path, frame);
+    int err = ps_h5_attr_string(g, "_index", index_name, sizeof index_name, &found);
+    H5Gclose(g);
+    PS_CALL(err);
+    snprintf(name, sizeof name, "%s/%s", frame, found ? index_name : "_index");
+  } else {
+    snprintf(name, sizeof name, "%s/%s", frame, column);
+  }
+  if (!ps_h5_exists(h.file, name)) PS_FAIL(PS_ERR_INPUT, "%s: no %s column '%s'", path, frame, column);
   H5O_info_t info;
   PS_CHECK_H5(H5Oget_info_by_name(h.file, name, &info, H5P_DEFAULT));
+  if (end < 0) { /* the whole column */
+    char codes[600];
+    snprintf(codes, sizeof codes, "%s/codes", name);
+    PS_CALL(ps_h5_length(&h, info.type == H5O_TYPE_GROUP ? codes : name, &end));
+  }
   int64_t n = end - begin;
   if (info.type == H5O_TYPE_GROUP) { /* categorical: codes + categories */
     char sub[600];
@@ -440,4 +462,23 @@ int ps_h5ad_read_obs_column(MPI_Comm comm, const char *path, const char *column,
   }
   PS_CALL(ps_h5_close(&h));
   return PS_OK;
+}
+
+int ps_h5ad_read_scalar_string(const char *path, const char *name, char *buf, size_t size, int *found) {
+  *found = 0;
+  buf[0] = '\0';
+  if (access(path, R_OK) != 0 || H5Fis_hdf5(path) <= 0) return PS_OK;
+  ps_h5 h;
+  if (ps_h5_open_read(MPI_COMM_SELF, path, &h) != PS_OK) {
+    ps_error_clear();
+    return PS_OK;
+  }
+  ps_strlist value = {0};
+  if (ps_h5_exists(h.file, name) && ps_h5_read_strings(&h, name, 0, 1, &value) == PS_OK && value.n == 1) {
+    snprintf(buf, size, "%s", value.items[0]);
+    *found = 1;
+  }
+  ps_error_clear();
+  ps_strlist_free(&value);
+  return ps_h5_close(&h);
 }

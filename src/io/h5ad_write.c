@@ -273,3 +273,115 @@ int ps_output_commit(MPI_Comm comm, const char *partial, const char *final_path)
   if (rc != 0) PS_FAIL(PS_ERR_SYSTEM, "cannot rename %s to %s", partial, final_path);
   return PS_OK;
 }
+
+/* ---------------------------------------------------------------- updating a file in place
+ * (pertscore dosage rewrites the dosage columns of a copy of a results file) */
+
+int ps_h5ad_open_update(MPI_Comm comm, const char *path, ps_h5ad_writer **out) {
+  ps_h5ad_writer *w;
+  PS_ALLOC(w, 1);
+  snprintf(w->path, sizeof w->path, "%s", path);
+  int err = ps_h5_open_update(comm, w->path, &w->h);
+  if (err) {
+    free(w);
+    return err;
+  }
+  *out = w;
+  return PS_OK;
+}
+
+int ps_h5ad_remove(ps_h5ad_writer *w, const char *name) {
+  if (!ps_h5_exists(w->h.file, name)) return PS_OK;
+  if (H5Ldelete(w->h.file, name, H5P_DEFAULT) < 0) PS_FAIL(PS_ERR_SYSTEM, "%s: cannot remove /%s", w->path, name);
+  return PS_OK;
+}
+
+/* The names of a frame's column-order attribute (variable- or fixed-length strings;
+ * AnnData writes an empty one as a float array). */
+static int read_column_order(hid_t g, const char *path, ps_strlist *out) {
+  memset(out, 0, sizeof *out);
+  if (H5Aexists(g, "column-order") <= 0) return PS_OK;
+  hid_t attr = H5Aopen(g, "column-order", H5P_DEFAULT);
+  PS_CHECK_H5(attr);
+  hid_t type = H5Aget_type(attr), space = H5Aget_space(attr);
+  hssize_t n = H5Sget_simple_extent_npoints(space);
+  int rc = 0;
+  if (H5Tget_class(type) == H5T_STRING && n > 0) {
+    int variable = H5Tis_variable_str(type) > 0;
+    size_t width = variable ? sizeof(char *) : H5Tget_size(type) + 1;
+    hid_t mem = H5Tcopy(H5T_C_S1);
+    H5Tset_size(mem, variable ? H5T_VARIABLE : width);
+    H5Tset_cset(mem, H5Tget_cset(type));
+    char *buf = calloc((size_t)n, width);
+    rc = buf ? H5Aread(attr, mem, buf) : -1;
+    for (hssize_t i = 0; rc >= 0 && i < n; i++) {
+      const char *s = variable ? ((char **)buf)[i] : buf + i * width;
+      if (ps_strlist_push(out, s ? s : "") != PS_OK) rc = -1;
+    }
+    if (buf && variable && rc >= 0) H5Dvlen_reclaim(mem, space, H5P_DEFAULT, buf);
+    free(buf);
+    H5Tclose(mem);
+  }
+  H5Sclose(space);
+  H5Tclose(type);
+  H5Aclose(attr);
+  if (rc < 0) PS_FAIL(PS_ERR_INPUT, "%s: cannot read the column-order of a data frame", path);
+  return PS_OK;
+}
+
+int ps_h5ad_frame_set_columns(ps_h5ad_writer *w, const char *name, char *const *index, int64_t n_local,
+                              int64_t row_offset, int64_t n_global, const ps_column *columns, int n_columns) {
+  ps_h5 *h = &w->h;
+  char sub[600];
+  if (!ps_h5_exists(h->file, name)) /* no such frame: write a new one */
+    return ps_h5ad_write_frame(w, name, index, n_local, row_offset, n_global, columns, n_columns);
+  int64_t rows = 0;
+  snprintf(sub, sizeof sub, "%s/_index", name);
+  PS_CALL(ps_h5_length(h, sub, &rows));
+  if (rows != n_global)
+    PS_FAIL(PS_ERR_INPUT, "%s: /%s has %lld rows, the new columns %lld", w->path, name, (long long)rows,
+            (long long)n_global);
+  hid_t g = H5Gopen2(h->file, name, H5P_DEFAULT);
+  PS_CHECK_H5(g);
+  ps_strlist order;
+  int err = read_column_order(g, w->path, &order);
+  if (err) {
+    H5Gclose(g);
+    return err;
+  }
+  for (int i = 0; i < n_columns; i++) {
+    int known = 0;
+    for (int64_t c = 0; c < order.n && !known; c++) known = strcmp(order.items[c], columns[i].name) == 0;
+    if (!known) PS_CALL(ps_strlist_push(&order, columns[i].name));
+    snprintf(sub, sizeof sub, "%s/%s", name, columns[i].name);
+    PS_CALL(ps_h5ad_remove(w, sub));
+  }
+  if (H5Aexists(g, "column-order") > 0 && H5Adelete(g, "column-order") < 0) {
+    H5Gclose(g);
+    PS_FAIL(PS_ERR_SYSTEM, "%s: cannot rewrite the column order of /%s", w->path, name);
+  }
+  err = ps_h5_attr_write_strings(g, "column-order", order.items, (int)order.n);
+  H5Gclose(g);
+  ps_strlist_free(&order);
+  PS_CALL(err);
+  for (int i = 0; i < n_columns; i++) PS_CALL(write_column(h, name, &columns[i], n_local, row_offset, n_global));
+  return PS_OK;
+}
+
+int ps_file_copy(MPI_Comm comm, const char *from, const char *to) {
+  int rank, err = PS_OK;
+  MPI_Comm_rank(comm, &rank);
+  if (rank == 0) {
+    FILE *in = fopen(from, "rb"), *out = in ? fopen(to, "wb") : NULL;
+    if (!in) err = ps_error_set(PS_ERR_INPUT, __FILE__, __LINE__, "%s: cannot open for reading", from);
+    else if (!out) err = ps_error_set(PS_ERR_INPUT, __FILE__, __LINE__, "%s: cannot create (folder missing or not writable?)", to);
+    char buf[1 << 16];
+    size_t n;
+    while (!err && (n = fread(buf, 1, sizeof buf, in)) > 0)
+      if (fwrite(buf, 1, n, out) != n) err = ps_error_set(PS_ERR_SYSTEM, __FILE__, __LINE__, "%s: write failed (disk full?)", to);
+    if (!err && ferror(in)) err = ps_error_set(PS_ERR_SYSTEM, __FILE__, __LINE__, "%s: read failed", from);
+    if (in) fclose(in);
+    if (out && fclose(out) != 0 && !err) err = ps_error_set(PS_ERR_SYSTEM, __FILE__, __LINE__, "%s: write failed", to);
+  }
+  return ps_error_sync(comm, err);
+}

@@ -143,6 +143,21 @@ static int write_uns(ps_h5ad_writer *w, const ps_dataset *d, const ps_ridge *rid
 
 int ps_results_write(MPI_Comm comm, const char *path, const ps_dataset *d, const ps_design *scored,
                      const ps_ridge *ridge, const double *pvalues, const ps_scores *scores, const ps_run_info *info) {
+  return ps_results_write_extra(comm, path, d, scored, ridge, pvalues, scores, info, NULL, 0);
+}
+
+static int write_extra(ps_h5ad_writer *w, const ps_results_extra *e) {
+  switch (e->kind) {
+    case PS_EXTRA_ARRAY: return ps_h5ad_write_dense(w, e->name, e->values, 1, e->n);
+    case PS_EXTRA_SCALAR: return ps_h5ad_write_scalar(w, e->name, e->values[0]);
+    case PS_EXTRA_STRING: return ps_h5ad_write_string(w, e->name, e->text ? e->text : "");
+  }
+  PS_FAIL(PS_ERR_SYSTEM, "unknown kind of results entry %s", e->name);
+}
+
+int ps_results_write_extra(MPI_Comm comm, const char *path, const ps_dataset *d, const ps_design *scored,
+                           const ps_ridge *ridge, const double *pvalues, const ps_scores *scores,
+                           const ps_run_info *info, const ps_results_extra *extra, int n_extra) {
   ps_h5ad_writer *w;
   PS_CALL(ps_h5ad_create(comm, path, &w));
   /* X = PS: the scored design's sparsity pattern, values from the scores */
@@ -160,6 +175,89 @@ int ps_results_write(MPI_Comm comm, const char *path, const ps_dataset *d, const
     PS_CALL(ps_h5ad_write_dense(w, "uns/pertscore/basal_pvalue", pvalues, 1, N));
   }
   PS_CALL(write_uns(w, d, ridge, scores, info));
+  for (int i = 0; i < n_extra; i++) PS_CALL(write_extra(w, &extra[i]));
+  PS_CALL(ps_h5ad_close(&w));
+  return PS_OK;
+}
+
+/* ---------------------------------------------------------------- dosage (SPEC section 5) */
+
+static int write_dosage_var(ps_h5ad_writer *w, int rank, const ps_dosage_table *t) {
+  int32_t K = t->n_perturbations;
+  int32_t *status_code, *class_code;
+  int64_t *crispri;
+  PS_ALLOC(status_code, K);
+  PS_ALLOC(class_code, K);
+  PS_ALLOC(crispri, K);
+  ps_strlist statuses = {0}, classes = {0};
+  for (int s = 0; s < PS_DOSAGE_N_STATUS_NAMES - 1; s++)
+    PS_CALL(ps_strlist_push(&statuses, ps_dosage_table_status_name(s)));
+  PS_CALL(ps_strlist_push(&statuses, ps_dosage_table_status_name(PS_DOSAGE_NO_OWN_GENE)));
+  PS_CALL(ps_strlist_push(&classes, "buffered"));
+  PS_CALL(ps_strlist_push(&classes, "sensitive"));
+  PS_CALL(ps_strlist_push(&classes, "none"));
+  for (int32_t k = 0; k < K; k++) {
+    status_code[k] = t->status[k] == PS_DOSAGE_NO_OWN_GENE ? PS_DOSAGE_N_STATUS_NAMES - 1 : t->status[k];
+    class_code[k] = t->cls[k] == PS_DOSAGE_BUFFERED ? 0 : t->cls[k] == PS_DOSAGE_SENSITIVE ? 1 : 2;
+    crispri[k] = t->crispri_efficient[k];
+  }
+  ps_column cols[] = {
+      {.name = "ed50", .kind = PS_COL_F64, .f64 = t->ed50},
+      {.name = "hill_b", .kind = PS_COL_F64, .f64 = t->hill_b},
+      {.name = "hill_c", .kind = PS_COL_F64, .f64 = t->hill_c},
+      {.name = "hill_d", .kind = PS_COL_F64, .f64 = t->hill_d},
+      {.name = "hill_e", .kind = PS_COL_F64, .f64 = t->hill_e},
+      {.name = "hill_0", .kind = PS_COL_F64, .f64 = t->hill0},
+      {.name = "hill_1", .kind = PS_COL_F64, .f64 = t->hill1},
+      {.name = "dosage_class", .kind = PS_COL_CATEGORICAL, .codes = class_code, .categories = &classes},
+      {.name = "dosage_status", .kind = PS_COL_CATEGORICAL, .codes = status_code, .categories = &statuses},
+      {.name = "pcc", .kind = PS_COL_F64, .f64 = t->pcc},
+      {.name = "pcc_p", .kind = PS_COL_F64, .f64 = t->pcc_p},
+      {.name = "scc", .kind = PS_COL_F64, .f64 = t->scc},
+      {.name = "scc_p", .kind = PS_COL_F64, .f64 = t->scc_p},
+      {.name = "crispri_efficient", .kind = PS_COL_I64, .i64 = crispri},
+      {.name = "own_min", .kind = PS_COL_F64, .f64 = t->own_min},
+      {.name = "own_control_median", .kind = PS_COL_F64, .f64 = t->own_control_median},
+  };
+  PS_CALL(ps_h5ad_frame_set_columns(w, "var", NULL, rank == 0 ? K : 0, 0, K, cols, (int)(sizeof cols / sizeof *cols)));
+  ps_strlist_free(&statuses);
+  ps_strlist_free(&classes);
+  free(status_code);
+  free(class_code);
+  free(crispri);
+  return PS_OK;
+}
+
+int ps_results_add_dosage(MPI_Comm comm, const char *path, const ps_dosage_table *t, const ps_dosage_options *opt,
+                          double seconds, const char *command) {
+  int rank;
+  MPI_Comm_rank(comm, &rank);
+  ps_h5ad_writer *w;
+  PS_CALL(ps_h5ad_open_update(comm, path, &w));
+  PS_CALL(write_dosage_var(w, rank, t));
+  PS_CALL(ps_h5ad_remove(w, "uns/pertscore/dosage"));
+  int32_t K = t->n_perturbations, B = t->n_bins;
+  PS_CALL(ps_h5ad_write_dense(w, "uns/pertscore/dosage/bin_x", t->bin_x, K, B));
+  PS_CALL(ps_h5ad_write_dense(w, "uns/pertscore/dosage/bin_ps", t->bin_ps, K, B));
+  PS_CALL(ps_h5ad_write_dense(w, "uns/pertscore/dosage/bin_count", t->bin_count, K, B));
+  const struct {
+    const char *name;
+    double value;
+  } numbers[] = {
+      {"min_cells", (double)opt->min_cells}, {"n_bins", opt->n_bins}, {"min_bins", opt->min_bins},
+      {"min_drop", opt->min_drop}, {"ed50_split", opt->ed50_split}, {"crispri_r", opt->crispri_r},
+      {"crispri_p", opt->crispri_p}, {"n_control_cells", (double)t->n_control},
+      {"n_with_own_gene", (double)t->n_with_own_gene}, {"n_fitted", (double)t->n_fitted},
+      {"n_buffered", (double)t->n_buffered}, {"n_sensitive", (double)t->n_sensitive},
+      {"n_crispri_efficient", (double)t->n_crispri_efficient}, {"hill_fits", (double)t->hill_fits},
+      {"hill_fallback", (double)t->hill_fallback}, {"seconds", seconds},
+  };
+  char name[256];
+  for (size_t i = 0; i < sizeof numbers / sizeof *numbers; i++) {
+    snprintf(name, sizeof name, "uns/pertscore/dosage/%s", numbers[i].name);
+    PS_CALL(ps_h5ad_write_scalar(w, name, numbers[i].value));
+  }
+  if (command) PS_CALL(ps_h5ad_write_string(w, "uns/pertscore/dosage/command", command));
   PS_CALL(ps_h5ad_close(&w));
   return PS_OK;
 }

@@ -12,6 +12,8 @@
 /* Streams below this are cells; global parameters use the top of the range. */
 #define STREAM_GENES UINT64_C(0xFFFFFFFF00000001)
 #define STREAM_PERTURBATIONS UINT64_C(0xFFFFFFFF00000002)
+#define STREAM_EMBEDDING UINT64_C(0xFFFFFFFF00000003)
+#define STREAM_DOSAGE UINT64_C(0xFFFFFFFF0000D05E)
 
 void ps_sim_options_default(ps_sim_options *o) {
   memset(o, 0, sizeof *o);
@@ -30,6 +32,8 @@ void ps_sim_options_default(ps_sim_options *o) {
   o->library_size = 5000;
   o->dispersion = 0.1;
   o->seed = 1;
+  o->effect_model = PS_SIM_EFFECTS_SPARSE;
+  o->effect_rank = 3;
 }
 
 const char *ps_sim_gene_name(int32_t g, char *buf, size_t size) {
@@ -44,9 +48,62 @@ void ps_sim_truth_free(ps_sim_truth *t) {
   free(t->downstream_ptr);
   free(t->downstream_gene);
   free(t->downstream_lfc);
+  free(t->dosage_ed50);
+  free(t->dosage_hill_b);
   memset(t, 0, sizeof *t);
 }
 
+
+/* --effects lowrank: the responsive genes are the K targets (order[0, K)) and the
+ * next n_downstream genes of the shuffled pool; each has an embedding e_g ~
+ * N(0, I_r); perturbing t shifts every other responsive gene g by
+ * effect_size <e_t, e_g> / r. Draws come from their own stream, so the default
+ * design's draws are untouched. */
+static int lowrank_effects(const ps_sim_options *o, const int32_t *order, ps_sim_truth *t) {
+  int32_t K = o->n_perturbations, R = o->effect_rank, n_resp = K + o->n_downstream;
+  if (R < 1 || R > 64) PS_FAIL(PS_ERR_INPUT, "simulate: --rank must be in [1, 64] (got %d)", R);
+  double *e;
+  PS_ALLOC(e, (int64_t)n_resp * R);
+  ps_rng rng = ps_rng_make(o->seed, STREAM_EMBEDDING);
+  for (int64_t i = 0; i < (int64_t)n_resp * R; i++) e[i] = ps_rng_normal(&rng);
+  PS_ALLOC(t->downstream_gene, (int64_t)K * (n_resp - 1));
+  PS_ALLOC(t->downstream_lfc, (int64_t)K * (n_resp - 1));
+  int64_t w = 0;
+  for (int32_t k = 0; k < K; k++) {
+    for (int32_t i = 0; i < n_resp; i++) {
+      if (i == k) continue;
+      double dot = 0;
+      for (int32_t r = 0; r < R; r++) dot += e[(int64_t)k * R + r] * e[(int64_t)i * R + r];
+      t->downstream_gene[w] = order[i];
+      t->downstream_lfc[w++] = o->effect_size * dot / R;
+    }
+    t->downstream_ptr[k + 1] = (int32_t)w;
+  }
+  free(e);
+  return PS_OK;
+}
+
+/* --dosage-design: each perturbation's designed ED50 and Hill slope (sim.h), from
+ * their own stream so that no other draw moves. */
+static int dosage_design(const ps_sim_options *o, ps_sim_truth *t) {
+  int32_t K = o->n_perturbations;
+  PS_ALLOC(t->dosage_ed50, K);
+  PS_ALLOC(t->dosage_hill_b, K);
+  ps_rng rng = ps_rng_make(o->seed, STREAM_DOSAGE);
+  for (int32_t k = 0; k < K; k++) {
+    double u = ps_rng_uniform(&rng);
+    t->dosage_ed50[k] = k % 2 == 0 ? 0.15 + 0.3 * u : 0.6 + 0.3 * u;
+    t->dosage_hill_b[k] = 2.0 + 2.0 * ps_rng_uniform(&rng);
+  }
+  return PS_OK;
+}
+
+/* --dosage-design: a cell of perturbation k at own-gene level x (sim.h): the
+ * own gene's multiplicative change f with ln(1 + c f) = x ln(1 + c), c = 1e4 w. */
+static double dosage_own_factor(double weight, double x) {
+  double c = 1e4 * weight;
+  return expm1(x * log1p(c)) / c;
+}
 
 int ps_sim_truth_make(const ps_sim_options *o, ps_sim_truth *t) {
   memset(t, 0, sizeof *t);
@@ -73,8 +130,11 @@ int ps_sim_truth_make(const ps_sim_options *o, ps_sim_truth *t) {
   }
   int32_t pool = G / 2 > 2 * K + o->n_downstream ? G / 2 : 2 * K + o->n_downstream;
   ps_rng prng = ps_rng_make(o->seed, STREAM_PERTURBATIONS);
-  for (int32_t i = pool - 1; i > 0; i--) { /* shuffle the pool */
-    int32_t j = (int32_t)(ps_rng_next(&prng) % (uint64_t)(i + 1)), tmp = order[i];
+  /* shuffle the pool (--dosage-design: not the K most expressed genes, the targets,
+   * so that their own-gene expression is well measured) */
+  const int32_t fixed = o->dosage_design ? K : 0;
+  for (int32_t i = pool - 1; i > fixed; i--) {
+    int32_t j = fixed + (int32_t)(ps_rng_next(&prng) % (uint64_t)(i + 1 - fixed)), tmp = order[i];
     order[i] = order[j];
     order[j] = tmp;
   }
@@ -86,6 +146,13 @@ int ps_sim_truth_make(const ps_sim_options *o, ps_sim_truth *t) {
     is_target[order[k]] = 1;
   }
   PS_ALLOC(t->downstream_ptr, K + 1);
+  if (o->dosage_design) PS_CALL(dosage_design(o, t));
+  if (o->effect_model != PS_SIM_EFFECTS_SPARSE) {
+    int err = o->effect_model == PS_SIM_EFFECTS_LOWRANK ? lowrank_effects(o, order, t) : PS_OK;
+    free(is_target);
+    free(order);
+    return err;
+  }
   PS_ALLOC(t->downstream_gene, (int64_t)K * o->n_downstream);
   PS_ALLOC(t->downstream_lfc, (int64_t)K * o->n_downstream);
   int32_t rest = pool - K, w = 0;
@@ -166,7 +233,9 @@ static void draw_guides(const ps_sim_options *o, ps_rng *rng, cell_guides *c) {
     if (id < 0 && controls++) continue; /* one control guide record is enough */
     c->id[c->n] = id;
     c->guide[c->n] = (int32_t)(ps_rng_next(rng) % (uint64_t)(id < 0 ? 4 : o->guides_per_perturbation));
-    c->efficiency[c->n] = id < 0 ? 0.0 : o->efficiencies[ps_rng_next(rng) % (uint64_t)o->n_efficiencies];
+    c->efficiency[c->n] = id < 0 ? 0.0
+                          : o->dosage_design ? ps_rng_uniform(rng) /* continuous: a spread of own-gene levels */
+                                             : o->efficiencies[ps_rng_next(rng) % (uint64_t)o->n_efficiencies];
     c->umi[c->n] = 3 + (int)ps_rng_poisson(rng, 20);
     c->n++;
   }
@@ -195,9 +264,16 @@ static int simulate_cell(const ps_sim_options *o, const ps_sim_truth *t, int64_t
       int32_t k = c.id[i];
       double e = c.efficiency[i];
       unit = ps_sim_gene_name(t->target_gene[k], gene, sizeof gene);
-      log_effect[t->target_gene[k]] += log(1.0 - o->knockdown * e);
+      double scale = e; /* of the downstream effects */
+      if (o->dosage_design) { /* Hill-shaped in the own-gene level x (sim.h) */
+        double x = 1.0 - o->knockdown * e;
+        log_effect[t->target_gene[k]] += log(dosage_own_factor(t->gene_weight[t->target_gene[k]], x));
+        scale = 1.0 / (1.0 + pow(x / t->dosage_ed50[k], t->dosage_hill_b[k]));
+      } else if (o->effect_model != PS_SIM_EFFECTS_NONE) {
+        log_effect[t->target_gene[k]] += log(1.0 - o->knockdown * e);
+      }
       for (int32_t d = t->downstream_ptr[k]; d < t->downstream_ptr[k + 1]; d++)
-        log_effect[t->downstream_gene[d]] += e * t->downstream_lfc[d];
+        log_effect[t->downstream_gene[d]] += scale * t->downstream_lfc[d];
     }
     PS_CALL(text_printf(&b->guides, "%s\t%s_sg%d\tSEQ%s%d\t%s\t%d\t%d\n", name, unit, c.guide[i] + 1, unit,
                         c.guide[i] + 1, unit, 2 * c.umi[i], c.umi[i]));
@@ -241,7 +317,8 @@ static int write_truth_tables(MPI_Comm comm, const ps_sim_options *o, const ps_s
     PS_CALL(text_printf(&effects, "perturbation\tgene\tlog_fold_change\trole\n"));
     for (int32_t k = 0; k < o->n_perturbations; k++) {
       ps_sim_gene_name(t->target_gene[k], target, sizeof target);
-      PS_CALL(text_printf(&effects, "%s\t%s\t%.6f\ttarget\n", target, target, log(1.0 - o->knockdown)));
+      double knockdown = o->effect_model == PS_SIM_EFFECTS_NONE ? 0.0 : log(1.0 - o->knockdown);
+      PS_CALL(text_printf(&effects, "%s\t%s\t%.6f\ttarget\n", target, target, knockdown));
       PS_CALL(text_printf(&gmt, "%s\ttrue downstream genes", target));
       for (int32_t d = t->downstream_ptr[k]; d < t->downstream_ptr[k + 1]; d++) {
         ps_sim_gene_name(t->downstream_gene[d], gene, sizeof gene);
@@ -257,6 +334,27 @@ static int write_truth_tables(MPI_Comm comm, const ps_sim_options *o, const ps_s
   PS_CALL(ps_text_write_ordered(comm, path, gmt.data, gmt.len));
   free(effects.data);
   free(gmt.data);
+  return PS_OK;
+}
+
+/* PREFIX.dosage.tsv (--dosage-design): the designed dose-response of each perturbation. */
+static int write_dosage_truth(MPI_Comm comm, const ps_sim_options *o, const ps_sim_truth *t, const char *prefix) {
+  int rank;
+  MPI_Comm_rank(comm, &rank);
+  text_buf b = {0};
+  char path[4096], gene[32];
+  if (rank == 0) {
+    PS_CALL(text_printf(&b, "perturbation\town_gene\ted50\thill_b\tclass\town_log_expression\n"));
+    for (int32_t k = 0; k < o->n_perturbations; k++) {
+      ps_sim_gene_name(t->target_gene[k], gene, sizeof gene);
+      PS_CALL(text_printf(&b, "%s\t%s\t%.6f\t%.6f\t%s\t%.6f\n", gene, gene, t->dosage_ed50[k], t->dosage_hill_b[k],
+                          t->dosage_ed50[k] <= 0.5 ? "buffered" : "sensitive",
+                          log1p(1e4 * t->gene_weight[t->target_gene[k]])));
+    }
+  }
+  snprintf(path, sizeof path, "%s.dosage.tsv", prefix);
+  PS_CALL(ps_text_write_ordered(comm, path, b.data, b.len));
+  free(b.data);
   return PS_OK;
 }
 
@@ -305,6 +403,7 @@ int ps_sim_write(MPI_Comm comm, const ps_sim_options *o, const char *prefix, ps_
   snprintf(path, sizeof path, "%s.truth.tsv", prefix);
   PS_CALL(ps_text_write_ordered(comm, path, b.truth.data, b.truth.len));
   PS_CALL(write_truth_tables(comm, o, &t, prefix));
+  if (o->dosage_design) PS_CALL(write_dosage_truth(comm, o, &t, prefix));
   ps_strlist_free(&genes);
   ps_strlist_free(&b.names);
   ps_strlist_free(&b.guide_labels);

@@ -18,7 +18,7 @@ static void fuzz_remove_scratch(void) {
 
 /* Scratch file name for this process; suffix names the harness and the format
  * (".h5ad"). Falls back to /tmp where /dev/shm does not exist. */
-static const char *fuzz_scratch(const char *suffix) {
+__attribute__((unused)) static const char *fuzz_scratch(const char *suffix) {
   if (!fuzz_path[0]) {
     const char *dir = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
     snprintf(fuzz_path, sizeof fuzz_path, "%s/pertscore-fuzz-%ld%s", dir, (long)getpid(), suffix);
@@ -29,7 +29,7 @@ static const char *fuzz_scratch(const char *suffix) {
 
 /* Replace the scratch file's contents with data; aborts if it cannot (that is a
  * broken machine, not a finding). */
-static const char *fuzz_write(const char *suffix, const uint8_t *data, size_t size) {
+__attribute__((unused)) static const char *fuzz_write(const char *suffix, const uint8_t *data, size_t size) {
   const char *path = fuzz_scratch(suffix);
   FILE *f = fopen(path, "wb");
   if (!f || (size && fwrite(data, 1, size, f) != size) || fclose(f) != 0) {

@@ -4,3 +4,5 @@
 ps_add_script_test(slurm_single_run slurm/single_run.sh "slurm")
 # 77: skipped when not root. RUN_SERIAL: the cluster uses fixed ports and /tmp/pertscore-slurm.
 set_tests_properties(slurm_single_run PROPERTIES RUN_SERIAL TRUE SKIP_RETURN_CODE 77)
+ps_add_script_test(slurm_sweep slurm/sweep.sh "slurm")
+set_tests_properties(slurm_sweep PROPERTIES RUN_SERIAL TRUE SKIP_RETURN_CODE 77)

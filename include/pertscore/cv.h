@@ -1,0 +1,244 @@
+/* pertscore/cv.h: cross-validation (SPEC.md section 7; definitions in docs/cv.md).
+ *
+ * Two schemes, k-fold, deterministic for a seed and the same on any number of ranks:
+ *   perturbations: folds of perturbations; predict a held-out perturbation's
+ *     pseudobulk expression change (delta) from the training perturbations with
+ *     baselines (training mean, training median, zero) and the linear
+ *     gene-embedding model, optionally score an external model's predictions,
+ *     and a split-half reproducibility ceiling. A fold per rank group.
+ *   cells: folds of cells stratified by perturbation; held-out prediction error
+ *     of ridge beta over a ridge-lambda grid, and the stability of held-out PS.
+ *     Data-parallel: every fold uses every rank (the cells stay where they are).
+ *
+ * The metric functions are plain serial C over flat arrays, kept public for tests. */
+#ifndef PERTSCORE_CV_H
+#define PERTSCORE_CV_H
+
+#include "pertscore/data.h"
+#include "pertscore/results.h"
+#include "pertscore/ridge.h"
+#include "pertscore/score.h"
+
+/* ---------------------------------------------------------------- metrics */
+
+/* Metrics of a predicted delta against the observed one (docs/cv.md "Metrics"). */
+enum {
+  PS_CV_MSE,         /* mean (p - o)^2 */
+  PS_CV_MAE,         /* mean |p - o| */
+  PS_CV_PEARSON,     /* Pearson delta */
+  PS_CV_SPEARMAN,    /* Pearson of average ranks */
+  PS_CV_SIGN,        /* over genes with o != 0: fraction with sign(p) == sign(o) */
+  PS_CV_MSE_TOP,     /* MSE on the top_n genes by |o| */
+  PS_CV_PEARSON_TOP, /* Pearson on the top_n genes by |o| */
+  PS_CV_OVERLAP_TOP, /* |top_n by |p|  ∩  top_n by |o|| / top_n */
+  PS_CV_R2_DE,       /* 1 - sum (o - p)^2 / sum (o - mean o)^2 on the top_de genes by |o| */
+  PS_CV_RETRIEVAL,   /* normalized rank of the truth among the fold's held-out perturbations */
+  PS_CV_N_METRICS
+};
+extern const char *const ps_cv_metric_names[PS_CV_N_METRICS];
+
+/* Metrics [0, PS_CV_RETRIEVAL) of pred against obs over the n_genes genes except
+ * the n_skip listed in skip (the perturbed gene). metrics[PS_CV_RETRIEVAL] is set
+ * to NaN (it needs the other held-out perturbations: ps_cv_retrieval). "Top" sets
+ * hold min(top_n, genes) genes, ordered by |value| descending, ties by gene index.
+ * A NaN in pred or obs makes every metric NaN; undefined correlations (a constant
+ * vector) are NaN. Not collective. */
+int ps_cv_delta_metrics(int64_t n_genes, const double *pred, const double *obs, const int64_t *skip, int n_skip,
+                        int top_n, int top_de, double *metrics);
+
+/* Pearson correlation over the genes not in skip; NaN if undefined. Two-pass. */
+double ps_cv_pearson(int64_t n_genes, const double *x, const double *y, const int64_t *skip, int n_skip);
+
+/* Retrieval of perturbation `truth` among n candidates: r_i = Pearson(pred,
+ * obs[i]) over the genes except pred_own and obs_own[i] (-1: none); the result is
+ * (#{i != truth : r_i < r_truth} + 0.5 #{i != truth : r_i == r_truth or r_i NaN}) / (n - 1):
+ * 1 = the truth correlates best, 0.5 = random, 0 = worst. NaN if n < 2 or r_truth is NaN. */
+double ps_cv_retrieval(int64_t n_genes, const double *pred, int64_t pred_own, const double *const *obs,
+                       const int64_t *obs_own, int n, int truth);
+
+/* ---------------------------------------------------------------- folds */
+
+/* Fold of each of n items (perturbations, sorted): pi = Fisher-Yates permutation of
+ * n keyed by seed; fold[i] = pi[i] mod n_folds. Not collective. */
+int ps_cv_permutation_folds(int64_t n, int n_folds, uint64_t seed, int32_t *fold);
+
+/* Balanced random slots within strata, the same on any number of ranks: item i of
+ * this rank (in stratum stratum[i] in [0, n_strata)) has position p within its
+ * stratum counted in global order (rank 0's items first); the positions are cut
+ * into blocks of n_slots and each block gets a random permutation of the slots,
+ * keyed by (seed, salt, stratum, block). So every stratum's slots differ in size by
+ * at most one. Collective. */
+int ps_cv_stratified_slots(MPI_Comm comm, int64_t n_local, const int32_t *stratum, int32_t n_strata, int n_slots,
+                           uint64_t seed, uint64_t salt, int32_t *slot);
+
+/* cells scheme: fold of each local analysed cell, stratified by perturbation: the
+ * stratum of a perturbed cell is top_perturbation (its largest-UMI guide's
+ * perturbation) or, when that is -1, its first perturbation; control cells are
+ * one stratum. Collective. */
+int ps_cv_cell_folds(MPI_Comm comm, const ps_design *design, const int32_t *top_perturbation, int n_folds,
+                     uint64_t seed, int32_t *fold);
+
+/* ---------------------------------------------------------------- pseudobulk */
+
+/* Mean log-normalized expression per perturbation (over the cells carrying that
+ * perturbation only: cells with two or more are left out, so that a held-out
+ * perturbation's cells never enter a training mean) and of the control cells
+ * (empty design row), over the
+ * evaluated genes, and the same for two random halves of each group's cells
+ * (ps_cv_stratified_slots with 2 slots, strata = groups, salt "halves").
+ * Every rank sums its own cells: memory 3 x 8 (K + 1) G bytes per rank at the
+ * peak (the halves' sums, then the means), all replicated. */
+typedef struct {
+  int32_t n_perturbations; /* K; row K is the control group */
+  int64_t n_genes;         /* G evaluated genes */
+  int64_t *n_cells;        /* K + 1 */
+  int64_t *n_half;         /* (K + 1) x 2 */
+  double *mean;            /* (K + 1) x G row-major; NaN where a group has no cells */
+  double *half_mean;       /* (K + 1) x 2 x G: row 2k + h is half h of group k; NaN where empty */
+  int64_t n_multiple;      /* cells left out for carrying two or more perturbations (all ranks) */
+} ps_cv_bulk;
+
+/* x: local analysed cells x input genes (rows aligned with design), log-normalized.
+ * column_of: input gene -> evaluated gene in [0, n_genes) or -1; NULL = identity. Collective. */
+int ps_cv_pseudobulk(MPI_Comm comm, const ps_design *design, const ps_csr *x, const int32_t *column_of,
+                     int64_t n_genes, uint64_t seed, ps_cv_bulk *out);
+void ps_cv_bulk_free(ps_cv_bulk *b);
+
+/* ---------------------------------------------------------------- baselines and the embedding model */
+
+/* Per gene g, over the T training deltas without their own-gene entry
+ * (delta[t][own[t]] is missing): the mean (summed in t order, divided by the
+ * count) and the median (R type 7: the middle value or the mean of the two
+ * middle ones); NaN where no entry remains. median may be NULL. Not collective. */
+int ps_cv_baselines(int64_t n_genes, int32_t n_train, const double *const *delta, const int64_t *own, double *mean,
+                    double *median);
+
+/* The linear gene-embedding model (docs/cv.md): Y = training deltas minus the
+ * training mean (genes x T; own-gene entries, which are missing, become 0, i.e. are
+ * imputed with the mean); G = U_k S_k, the top k left singular vectors of Y
+ * scaled by their singular values (ScaLAPACK pdgesvd over comm); k = min(n_pcs,
+ * T - 1, genes); P = rows of G of the training perturbations' genes (those with
+ * own >= 0), Y' their columns; W = (G^T G + lambda I)^-1 G^T Y' P^T (P P^T + lambda I)^-1.
+ * Prediction for a perturbation of gene j: mean + G W G[j, :]^T. */
+typedef struct {
+  int64_t n_genes;
+  int k;            /* PCs used; 0 when the model could not be fitted (fewer than 2 usable perturbations) */
+  double lambda;
+  double *scores;   /* G x k row-major: U_k S_k */
+  double *sigma;    /* k singular values */
+  double *w;        /* k x k row-major */
+} ps_cv_embedding;
+
+/* Collective over comm (a fold's rank group); the result is the same on its ranks. */
+int ps_cv_embedding_fit(MPI_Comm comm, int64_t n_genes, int32_t n_train, const double *const *delta,
+                        const int64_t *own, const double *center, int n_pcs, double lambda, ps_cv_embedding *out);
+/* pred = center + G W G[own, :]^T; all NaN when own < 0 or the model is empty. */
+void ps_cv_embedding_predict(const ps_cv_embedding *e, const double *center, int64_t own, double *pred);
+void ps_cv_embedding_free(ps_cv_embedding *e);
+
+/* ---------------------------------------------------------------- the schemes */
+
+enum { PS_CV_SCHEME_PERTURBATIONS = 1, PS_CV_SCHEME_CELLS = 2 };
+
+typedef struct {
+  int scheme;
+  int n_folds;             /* --folds (5) */
+  uint64_t seed;           /* --seed (1) */
+  /* perturbations scheme */
+  int64_t min_cells;       /* --min-cells: perturbations with fewer cells (or an empty half) are left out (10) */
+  int n_pcs;               /* --pcs (10) */
+  double embedding_lambda; /* --embedding-lambda (0.1) */
+  int top_n, top_de;       /* 100, 50 */
+  int keep_predictions;    /* --save-predictions: keep every model's predicted and the observed deltas */
+  /* cells scheme */
+  int n_ridge_lambdas;
+  double ridge_lambdas[64];    /* --ridge-lambdas (10^-2 .. 10^4 in half decades) */
+  ps_score_options score;      /* held-out PS (rescale is turned off: raw PS, see docs/cv.md) */
+} ps_cv_options;
+
+void ps_cv_options_default(ps_cv_options *o);
+
+enum {
+  PS_CV_MODEL_MEAN,        /* training mean delta */
+  PS_CV_MODEL_MEDIAN,      /* training median delta */
+  PS_CV_MODEL_ZERO,        /* zero delta: the control mean */
+  PS_CV_MODEL_EMBEDDING,   /* linear gene-embedding model */
+  PS_CV_MODEL_PREDICTIONS, /* external predictions (--predictions) */
+  PS_CV_MODEL_CEILING,     /* split-half reproducibility */
+  PS_CV_N_MODELS
+};
+extern const char *const ps_cv_model_names[PS_CV_N_MODELS];
+
+typedef struct {
+  const ps_design *design;       /* local analysed cells */
+  const ps_csr *x;               /* local analysed cells x input genes, log-normalized, rows aligned with design */
+  const int32_t *column_of;      /* input gene -> evaluated gene or -1; NULL = all input genes */
+  int64_t n_genes;               /* evaluated genes */
+  const int64_t *own_gene;       /* K: evaluated gene of the perturbed gene, -1 when not measured */
+  const double *predictions;     /* K x n_genes predicted mean log-normalized expression; NULL: none */
+  const uint8_t *has_prediction; /* K (with predictions) */
+} ps_cv_perturbation_input;
+
+typedef struct {
+  int32_t n_perturbations;
+  int64_t n_genes;
+  int n_folds;
+  int has_predictions;
+  int32_t *fold;        /* K: fold of each perturbation, -1 = left out (fewer than min_cells) */
+  int64_t *n_cells;     /* K + 1 (K: controls): the cells of the pseudobulk means */
+  int64_t n_multiple;   /* cells left out for carrying two or more perturbations */
+  int64_t *own_gene;    /* K */
+  int *n_pcs;           /* per fold: PCs the embedding model used */
+  int *n_train;         /* per fold: training perturbations */
+  double *metrics;      /* K x PS_CV_N_MODELS x PS_CV_N_METRICS; NaN where not evaluated */
+  double *control_mean; /* G */
+  double *observed;     /* keep_predictions: K x G observed deltas (NaN on the own gene) */
+  double *predicted;    /* keep_predictions: PS_CV_N_MODELS x K x G predicted deltas (NaN where none) */
+  double seconds[3];    /* pseudobulk, ceiling, folds */
+} ps_cv_perturbation_result;
+
+/* Collective; the result is the same on every rank. */
+int ps_cv_perturbations(MPI_Comm comm, const ps_cv_perturbation_input *in, const ps_cv_options *opt,
+                        ps_cv_perturbation_result *out);
+void ps_cv_perturbation_result_free(ps_cv_perturbation_result *r);
+
+typedef struct {
+  int32_t n_perturbations;
+  int n_folds, n_lambdas;
+  double lambdas[64];
+  int32_t n_genes;    /* N regression genes */
+  /* (F + 1) x L x (K + 2), index ((f * L) + l) * (K + 2) + group: fold F = all folds pooled,
+   * group k < K = held-out cells carrying perturbation k, K = control cells, K + 1 = all */
+  double *sse, *sst, *mse, *r2;
+  int64_t *n_cells;   /* (F + 1) x (K + 2) held-out cells per group */
+  int chosen;         /* index of the chosen ridge lambda: least pooled held-out MSE (first on ties) */
+  /* PS stability at the chosen lambda: (F + 1) x (K + 1), group K = all entries pooled */
+  double *ps_pearson;
+  int64_t *ps_n;
+  int32_t *cell_fold; /* local analysed cells */
+  double seconds[2];  /* lambda grid, PS */
+} ps_cv_cells_result;
+
+/* y: the dataset's winsorized regression-gene response. Collective. */
+int ps_cv_cells(MPI_Comm comm, const ps_design *design, const int32_t *top_perturbation, const ps_csr *y,
+                const ps_cv_options *opt, ps_progress *progress, ps_cv_cells_result *out);
+void ps_cv_cells_result_free(ps_cv_cells_result *r);
+
+/* ---------------------------------------------------------------- output */
+
+/* Write the perturbations scheme's tables into an .h5ad (obs = perturbations,
+ * uns/cv/..., the run's parameters in uns/cv/parameters) and the per-fold, per-model summary into tsv. Collective. */
+int ps_cv_write_perturbations(MPI_Comm comm, const char *path, const char *tsv, const ps_strlist *perturbations,
+                              const ps_strlist *genes, const ps_cv_perturbation_result *r, const ps_cv_options *opt,
+                              const ps_run_info *info);
+/* The cells scheme's tables (obs = analysed cells with their fold) and the
+ * lambda curve summary into tsv. Collective. */
+int ps_cv_write_cells(MPI_Comm comm, const char *path, const char *tsv, const ps_dataset *d,
+                      const ps_cv_cells_result *r, const ps_cv_options *opt, const ps_run_info *info);
+
+/* Per-fold, per-model means of the metrics over held-out perturbations (NaN
+ * skipped): rows (F + 1) x PS_CV_N_MODELS, fold F = all folds; count[row * N_METRICS + m]
+ * = perturbations with that metric defined. Not collective. */
+int ps_cv_summarize(const ps_cv_perturbation_result *r, double *mean, int64_t *count);
+
+#endif

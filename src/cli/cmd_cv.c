@@ -1,0 +1,614 @@
+/* pertscore cv: cross-validation (SPEC.md section 7, docs/cv.md). Reads the
+ * input like `run`, then the cells scheme (ridge-lambda grid, held-out PS) or the
+ * perturbations scheme (baselines, embedding model, external predictions,
+ * split-half ceiling), and writes the tables and a TSV summary. */
+#include <getopt.h>
+#include <libgen.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "pertscore/cv.h"
+#include "pertscore/data.h"
+#include "pertscore/io.h"
+
+static const char *cv_usage =
+    "usage: mpirun -n P pertscore cv --scheme perturbations|cells --input DATA.h5ad\n"
+    "                             (--guides TABLE | --guide-column COL) --control LABEL[,LABEL...]\n"
+    "                             --output CV.h5ad [options]\n"
+    "\n"
+    "Cross-validation (docs/cv.md). Folds are deterministic for --seed and the same on any\n"
+    "number of ranks.\n"
+    "  perturbations: folds of perturbations (none in both train and test); predicts each\n"
+    "    held-out perturbation's pseudobulk change vs the control mean over all measured genes\n"
+    "    (its own gene left out) with the training mean, training median, zero change and the\n"
+    "    linear gene-embedding model, scores --predictions if given, and a split-half ceiling.\n"
+    "  cells: folds of cells stratified by perturbation; held-out error of ridge beta over a\n"
+    "    ridge-lambda grid, the lambda with the least held-out MSE, and held-out PS vs full PS.\n"
+    "\n"
+    "input (as pertscore run):\n"
+    "  --input FILE          AnnData .h5ad or 10x filtered_feature_bc_matrix.h5\n"
+    "  --layer NAME          use layers/NAME instead of X\n"
+    "  --input-is KIND       auto (default), counts, lognorm\n"
+    "  --guides FILE         scMAGeCK barcode table or Cell Ranger protospacer_calls_per_cell.csv\n"
+    "  --guide-column COL    guide labels from obs column COL\n"
+    "  --control LABELS      control label(s), comma-separated\n"
+    "  --min-guide-umi N     10x guide capture: call a guide at >= N UMIs (3)\n"
+    "  --perturbations LIST  only these perturbations (plus controls)\n"
+    "  --unit KIND           gene (default) or guide\n"
+    "  --targets FILE        target genes (GMT or TSV); the cells scheme's regression genes. Without\n"
+    "                        it targets are selected as in run (--min-pct, --logfc, --min-targets,\n"
+    "                        --max-targets, --exclude-perturbed-gene, --de-background,\n"
+    "                        --de-strict-groups); the perturbations scheme does not use them\n"
+    "                        (give any --targets file to skip the selection)\n"
+    "  --min-gene-frac F     regression genes: y > 0 in at least F of analysed cells (0.01)\n"
+    "folds:\n"
+    "  --scheme KIND         perturbations or cells (required)\n"
+    "  --folds F             number of folds (5)\n"
+    "  --seed S              seed of the fold assignment and the split halves (1)\n"
+    "perturbations scheme:\n"
+    "  --min-cells N         perturbations with fewer cells are left out of every fold (10)\n"
+    "  --pcs K               gene-embedding dimension: top K PCs of the training deltas (10)\n"
+    "  --embedding-lambda X  ridge penalty of the embedding model's W (0.1)\n"
+    "  --top-genes N         size of the 'top' gene sets: MSE/Pearson/overlap (100)\n"
+    "  --top-de N            genes of the R^2 on the top DE genes (50)\n"
+    "  --predictions FILE    an external model's predictions: .h5ad, one row per perturbation,\n"
+    "                        X = predicted mean log-normalized expression; genes are matched by\n"
+    "                        name and the evaluation uses the genes both files have\n"
+    "  --predictions-column COL  obs column of FILE naming the perturbation (perturbation)\n"
+    "  --save-predictions    also write X = observed deltas and layers/<model> = predicted deltas\n"
+    "cells scheme:\n"
+    "  --ridge-lambdas LIST  ridge lambda grid, comma-separated (0.01,0.0316,...,10000: 10^-2..10^4)\n"
+    "  --lambda X            PS penalty of the held-out scores (0.01)\n"
+    "  --upper U             upper bound of psi (3)\n"
+    "output:\n"
+    "  --output FILE         results .h5ad (tables in uns/cv; written as FILE.partial, renamed)\n"
+    "  --summary FILE        TSV summary (default: OUTPUT without .h5ad + .summary.tsv)\n"
+    "  --quiet               no progress on stderr\n"
+    "  --json                print a machine-readable summary on stdout\n";
+
+typedef struct {
+  ps_dataset_options data;
+  ps_cv_options cv;
+  const char *predictions, *predictions_column;
+  const char *output;
+  char summary[4096];
+  int quiet, json;
+} cv_cli;
+
+static int parse_lambdas(const char *text, ps_cv_options *o) {
+  ps_strlist parts = {0};
+  PS_CALL(ps_cli_split_list(text, &parts));
+  if (parts.n < 1 || parts.n > 64) PS_FAIL(PS_ERR_INPUT, "--ridge-lambdas takes 1 to 64 values");
+  for (int64_t i = 0; i < parts.n; i++) {
+    PS_CALL(ps_cli_number("--ridge-lambdas", parts.items[i], &o->ridge_lambdas[i]));
+    if (!(o->ridge_lambdas[i] > 0)) PS_FAIL(PS_ERR_INPUT, "--ridge-lambdas must all be > 0 (got %s)", parts.items[i]);
+  }
+  o->n_ridge_lambdas = (int)parts.n;
+  ps_strlist_free(&parts);
+  return PS_OK;
+}
+
+static int parse_cv(int argc, char **argv, cv_cli *o, int *help) {
+  enum { O_INPUT = 1, O_LAYER, O_INPUT_IS, O_GUIDES, O_GUIDE_COLUMN, O_CONTROL, O_TARGETS, O_MIN_GENE_FRAC,
+         O_MIN_PCT, O_LOGFC, O_MIN_TARGETS, O_MAX_TARGETS, O_EXCLUDE_PERTURBED, O_DE_BACKGROUND, O_DE_STRICT,
+         O_MIN_GUIDE_UMI, O_PERTURBATIONS, O_UNIT, O_SCHEME, O_FOLDS, O_SEED, O_MIN_CELLS, O_PCS, O_EMB_LAMBDA,
+         O_TOP, O_TOP_DE, O_PREDICTIONS, O_PRED_COLUMN, O_SAVE_PRED, O_RIDGE_LAMBDAS, O_LAMBDA, O_UPPER, O_OUTPUT,
+         O_SUMMARY, O_QUIET, O_JSON, O_HELP };
+  static const struct option longs[] = {
+      {"input", required_argument, 0, O_INPUT}, {"layer", required_argument, 0, O_LAYER},
+      {"input-is", required_argument, 0, O_INPUT_IS}, {"guides", required_argument, 0, O_GUIDES},
+      {"guide-column", required_argument, 0, O_GUIDE_COLUMN}, {"control", required_argument, 0, O_CONTROL},
+      {"targets", required_argument, 0, O_TARGETS}, {"min-gene-frac", required_argument, 0, O_MIN_GENE_FRAC},
+      {"min-pct", required_argument, 0, O_MIN_PCT}, {"logfc", required_argument, 0, O_LOGFC},
+      {"min-targets", required_argument, 0, O_MIN_TARGETS}, {"max-targets", required_argument, 0, O_MAX_TARGETS},
+      {"exclude-perturbed-gene", no_argument, 0, O_EXCLUDE_PERTURBED},
+      {"de-background", required_argument, 0, O_DE_BACKGROUND}, {"de-strict-groups", no_argument, 0, O_DE_STRICT},
+      {"min-guide-umi", required_argument, 0, O_MIN_GUIDE_UMI},
+      {"perturbations", required_argument, 0, O_PERTURBATIONS}, {"unit", required_argument, 0, O_UNIT},
+      {"scheme", required_argument, 0, O_SCHEME}, {"folds", required_argument, 0, O_FOLDS},
+      {"seed", required_argument, 0, O_SEED}, {"min-cells", required_argument, 0, O_MIN_CELLS},
+      {"pcs", required_argument, 0, O_PCS}, {"embedding-lambda", required_argument, 0, O_EMB_LAMBDA},
+      {"top-genes", required_argument, 0, O_TOP}, {"top-de", required_argument, 0, O_TOP_DE},
+      {"predictions", required_argument, 0, O_PREDICTIONS},
+      {"predictions-column", required_argument, 0, O_PRED_COLUMN},
+      {"save-predictions", no_argument, 0, O_SAVE_PRED}, {"ridge-lambdas", required_argument, 0, O_RIDGE_LAMBDAS},
+      {"lambda", required_argument, 0, O_LAMBDA}, {"upper", required_argument, 0, O_UPPER},
+      {"output", required_argument, 0, O_OUTPUT}, {"summary", required_argument, 0, O_SUMMARY},
+      {"quiet", no_argument, 0, O_QUIET}, {"json", no_argument, 0, O_JSON}, {"help", no_argument, 0, O_HELP},
+      {0, 0, 0, 0}};
+  ps_dataset_options_default(&o->data);
+  ps_cv_options_default(&o->cv);
+  o->cv.scheme = 0;
+  o->predictions_column = "perturbation";
+  const char *summary = NULL;
+  double v;
+  optind = 1;
+  opterr = 0;
+  int c;
+  while ((c = getopt_long(argc, argv, "", longs, NULL)) != -1) {
+    switch (c) {
+      case O_INPUT: o->data.input = optarg; break;
+      case O_LAYER: o->data.layer = optarg; break;
+      case O_INPUT_IS:
+        if (strcmp(optarg, "counts") == 0) o->data.input_is = PS_INPUT_COUNTS;
+        else if (strcmp(optarg, "lognorm") == 0) o->data.input_is = PS_INPUT_LOGNORM;
+        else if (strcmp(optarg, "auto") == 0) o->data.input_is = PS_INPUT_AUTO;
+        else PS_FAIL(PS_ERR_INPUT, "--input-is expects auto, counts or lognorm, got '%s'", optarg);
+        break;
+      case O_GUIDES: o->data.guides = optarg; break;
+      case O_GUIDE_COLUMN: o->data.guide_column = optarg; break;
+      case O_CONTROL: PS_CALL(ps_cli_split_list(optarg, &o->data.controls)); break;
+      case O_TARGETS: o->data.targets = optarg; break;
+      case O_MIN_GENE_FRAC: PS_CALL(ps_cli_number("--min-gene-frac", optarg, &o->data.min_gene_frac)); break;
+      case O_MIN_PCT: PS_CALL(ps_cli_number("--min-pct", optarg, &o->data.de.min_pct)); break;
+      case O_LOGFC: PS_CALL(ps_cli_number("--logfc", optarg, &o->data.de.logfc)); break;
+      case O_MIN_TARGETS: PS_CALL(ps_cli_count("--min-targets", optarg, &v)); o->data.de.min_targets = (int64_t)v; break;
+      case O_MAX_TARGETS: PS_CALL(ps_cli_count("--max-targets", optarg, &v)); o->data.de.max_targets = (int64_t)v; break;
+      case O_EXCLUDE_PERTURBED: o->data.exclude_perturbed_gene = 1; break;
+      case O_DE_BACKGROUND:
+        if (strcmp(optarg, "others") == 0) o->data.de_background_others = 1;
+        else if (strcmp(optarg, "controls") == 0) o->data.de_background_others = 0;
+        else PS_FAIL(PS_ERR_INPUT, "--de-background expects controls or others, got '%s'", optarg);
+        break;
+      case O_DE_STRICT: o->data.de_strict_groups = 1; break;
+      case O_MIN_GUIDE_UMI: PS_CALL(ps_cli_number("--min-guide-umi", optarg, &o->data.min_guide_umi)); break;
+      case O_PERTURBATIONS: PS_CALL(ps_cli_split_list(optarg, &o->data.perturbations)); break;
+      case O_UNIT:
+        if (strcmp(optarg, "guide") == 0) o->data.unit_guide = 1;
+        else if (strcmp(optarg, "gene") == 0) o->data.unit_guide = 0;
+        else PS_FAIL(PS_ERR_INPUT, "--unit expects gene or guide, got '%s'", optarg);
+        break;
+      case O_SCHEME:
+        if (strcmp(optarg, "perturbations") == 0) o->cv.scheme = PS_CV_SCHEME_PERTURBATIONS;
+        else if (strcmp(optarg, "cells") == 0) o->cv.scheme = PS_CV_SCHEME_CELLS;
+        else PS_FAIL(PS_ERR_INPUT, "--scheme expects perturbations or cells, got '%s'", optarg);
+        break;
+      case O_FOLDS:
+        PS_CALL(ps_cli_count("--folds", optarg, &v));
+        if (v < 2 || v > 1000) PS_FAIL(PS_ERR_INPUT, "--folds must be in [2, 1000], got '%s'", optarg);
+        o->cv.n_folds = (int)v;
+        break;
+      case O_SEED: PS_CALL(ps_cli_count("--seed", optarg, &v)); o->cv.seed = (uint64_t)v; break;
+      case O_MIN_CELLS:
+        PS_CALL(ps_cli_count("--min-cells", optarg, &v));
+        o->cv.min_cells = v < 2 ? 2 : (int64_t)v; /* the split halves need two cells */
+        break;
+      case O_PCS:
+        PS_CALL(ps_cli_count("--pcs", optarg, &v));
+        if (v < 1 || v > 500) PS_FAIL(PS_ERR_INPUT, "--pcs must be in [1, 500], got '%s'", optarg);
+        o->cv.n_pcs = (int)v;
+        break;
+      case O_EMB_LAMBDA:
+        PS_CALL(ps_cli_number("--embedding-lambda", optarg, &o->cv.embedding_lambda));
+        if (!(o->cv.embedding_lambda > 0)) PS_FAIL(PS_ERR_INPUT, "--embedding-lambda must be > 0");
+        break;
+      case O_TOP:
+        PS_CALL(ps_cli_count("--top-genes", optarg, &v));
+        if (v < 1 || v > 1e7) PS_FAIL(PS_ERR_INPUT, "--top-genes must be >= 1");
+        o->cv.top_n = (int)v;
+        break;
+      case O_TOP_DE:
+        PS_CALL(ps_cli_count("--top-de", optarg, &v));
+        if (v < 2 || v > 1e7) PS_FAIL(PS_ERR_INPUT, "--top-de must be >= 2");
+        o->cv.top_de = (int)v;
+        break;
+      case O_PREDICTIONS: o->predictions = optarg; break;
+      case O_PRED_COLUMN: o->predictions_column = optarg; break;
+      case O_SAVE_PRED: o->cv.keep_predictions = 1; break;
+      case O_RIDGE_LAMBDAS: PS_CALL(parse_lambdas(optarg, &o->cv)); break;
+      case O_LAMBDA: PS_CALL(ps_cli_number("--lambda", optarg, &o->cv.score.lambda)); break;
+      case O_UPPER: PS_CALL(ps_cli_number("--upper", optarg, &o->cv.score.upper)); break;
+      case O_OUTPUT: o->output = optarg; break;
+      case O_SUMMARY: summary = optarg; break;
+      case O_QUIET: o->quiet = 1; break;
+      case O_JSON: o->json = 1; break;
+      case O_HELP: *help = 1; return PS_OK;
+      default: PS_FAIL(PS_ERR_INPUT, "cv: unknown or incomplete option '%s' (see pertscore cv --help)", argv[optind - 1]);
+    }
+  }
+  if (optind < argc) PS_FAIL(PS_ERR_INPUT, "cv: unexpected argument '%s'", argv[optind]);
+  if (!o->cv.scheme) PS_FAIL(PS_ERR_INPUT, "cv: --scheme perturbations|cells is required");
+  if (!o->data.input) PS_FAIL(PS_ERR_INPUT, "cv: --input FILE is required");
+  if (!o->output) PS_FAIL(PS_ERR_INPUT, "cv: --output FILE is required");
+  if (o->data.guides && o->data.guide_column) PS_FAIL(PS_ERR_INPUT, "cv: give --guides or --guide-column, not both");
+  if (o->predictions && o->cv.scheme != PS_CV_SCHEME_PERTURBATIONS)
+    PS_FAIL(PS_ERR_INPUT, "cv: --predictions applies to --scheme perturbations");
+  if (o->cv.score.lambda < 0) PS_FAIL(PS_ERR_INPUT, "--lambda must be >= 0 (got %g)", o->cv.score.lambda);
+  if (o->cv.score.upper <= 0) PS_FAIL(PS_ERR_INPUT, "--upper must be > 0 (got %g)", o->cv.score.upper);
+  if (o->data.min_gene_frac < 0 || o->data.min_gene_frac > 1) PS_FAIL(PS_ERR_INPUT, "--min-gene-frac must be in [0, 1]");
+  if (summary) {
+    snprintf(o->summary, sizeof o->summary, "%s", summary);
+  } else {
+    snprintf(o->summary, sizeof o->summary, "%s", o->output);
+    size_t len = strlen(o->summary);
+    if (len > 5 && strcmp(o->summary + len - 5, ".h5ad") == 0) o->summary[len - 5] = '\0';
+    strncat(o->summary, ".summary.tsv", sizeof o->summary - strlen(o->summary) - 1);
+  }
+  ps_strlist_sort_unique(&o->data.controls);
+  ps_strlist_sort_unique(&o->data.perturbations);
+  return PS_OK;
+}
+
+static int same_file(const char *a, const char *b) {
+  if (!a || !b) return 0;
+  char ra[4096], rb[4096];
+  if (realpath(a, ra) && realpath(b, rb)) return strcmp(ra, rb) == 0;
+  return strcmp(a, b) == 0;
+}
+
+static int check_output(const cv_cli *o) {
+  const char *inputs[] = {o->data.input, o->data.guides, o->data.targets, o->predictions};
+  const char *outputs[] = {o->output, o->summary};
+  for (size_t j = 0; j < 2; j++) {
+    for (size_t i = 0; i < sizeof inputs / sizeof *inputs; i++)
+      if (same_file(outputs[j], inputs[i]))
+        PS_FAIL(PS_ERR_INPUT, "%s: an output path is also an input; choose another --output or --summary", outputs[j]);
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", outputs[j]);
+    const char *folder = dirname(dir);
+    if (access(folder, W_OK) != 0)
+      PS_FAIL(PS_ERR_INPUT, "%s: the output folder '%s' does not exist or is not writable", outputs[j], folder);
+  }
+  if (same_file(o->output, o->summary)) PS_FAIL(PS_ERR_INPUT, "cv: --summary must differ from --output");
+  return PS_OK;
+}
+
+/* ---------------------------------------------------------------- perturbations scheme input */
+
+/* All genes of the analysed cells, log-normalized exactly as ps_dataset_read does
+ * (SPEC section 0). ps_dataset_read keeps only the regression genes, so the matrix
+ * is read a second time; the blocks are the same (the split depends on the file
+ * only), and the analysed cells are a subsequence of the block in block order,
+ * matched by name. */
+static int read_all_genes(MPI_Comm comm, const cv_cli *o, const ps_dataset *d, ps_csr *x) {
+  ps_matrix m;
+  PS_CALL(ps_read_expression(comm, o->data.input, o->data.layer, &m));
+  int err = PS_OK;
+  if (m.n_cells != d->n_cells_input || m.n_genes != d->n_genes)
+    err = ps_error_set(PS_ERR_SYSTEM, __FILE__, __LINE__, "%s: the matrix changed between two reads", o->data.input);
+  memset(x, 0, sizeof *x);
+  int64_t n = d->design.n_cells, nnz = 0, j = 0;
+  int64_t *row;
+  PS_ALLOC(row, n);
+  for (int64_t i = 0; i < m.x.n_rows && j < n && !err; i++)
+    if (strcmp(m.cells.items[i], d->cells.items[j]) == 0) {
+      row[j++] = i;
+      nnz += m.x.indptr[i + 1] - m.x.indptr[i];
+    }
+  if (!err && j != n)
+    err = ps_error_set(PS_ERR_SYSTEM, __FILE__, __LINE__, "%s: %lld of this rank's %lld analysed cells were not found "
+                       "in its block on the second read", o->data.input, (long long)(n - j), (long long)n);
+  PS_CALL(ps_error_sync(comm, err));
+  x->n_rows = n;
+  x->n_cols = m.n_genes;
+  PS_ALLOC(x->indptr, n + 1);
+  PS_ALLOC(x->indices, nnz);
+  PS_ALLOC(x->data, nnz);
+  int64_t w = 0;
+  for (j = 0; j < n; j++) {
+    int64_t i = row[j];
+    double total = 0;
+    for (int64_t p = m.x.indptr[i]; p < m.x.indptr[i + 1]; p++) total += m.x.data[p];
+    for (int64_t p = m.x.indptr[i]; p < m.x.indptr[i + 1]; p++) {
+      x->indices[w] = m.x.indices[p];
+      x->data[w++] = d->is_counts && total > 0 ? log1p(1e4 * m.x.data[p] / total) : m.x.data[p];
+    }
+    x->indptr[j + 1] = w;
+  }
+  free(row);
+  ps_matrix_free(&m);
+  return PS_OK;
+}
+
+/* An external model's predictions: rows named by an obs column, genes matched by
+ * name. Evaluated genes = the input's genes that the predictions also have (input
+ * order). Fills column_of (input gene -> evaluated gene or -1), the evaluated names,
+ * and the replicated K x G_eval table. */
+typedef struct {
+  int32_t *column_of;
+  ps_strlist genes;
+  double *values;
+  uint8_t *has;
+  int64_t n_rows, n_unknown;
+} predictions;
+
+static int read_predictions(MPI_Comm comm, const cv_cli *o, const ps_dataset *d, predictions *p) {
+  memset(p, 0, sizeof *p);
+  int32_t K = d->design.n_perturbations;
+  ps_matrix m;
+  PS_CALL(ps_error_sync(comm, ps_h5ad_read_matrix(comm, o->predictions, NULL, &m)));
+  ps_strlist labels;
+  PS_CALL(ps_error_sync(comm, ps_h5ad_read_obs_column(comm, o->predictions, o->predictions_column, m.cell_begin,
+                                                      m.cell_begin + m.x.n_rows, &labels)));
+  ps_strmap pred_gene;
+  PS_CALL(ps_strmap_init(&pred_gene, m.genes.n));
+  for (int64_t g = 0; g < m.genes.n; g++) PS_CALL(ps_strmap_put(&pred_gene, m.genes.items[g], g));
+  int32_t *eval_of_pred;
+  PS_ALLOC(eval_of_pred, m.genes.n);
+  for (int64_t g = 0; g < m.genes.n; g++) eval_of_pred[g] = -1;
+  PS_ALLOC(p->column_of, d->n_genes);
+  for (int64_t g = 0; g < d->n_genes; g++) {
+    int64_t q = ps_strmap_get(&pred_gene, d->genes.items[g]);
+    p->column_of[g] = -1;
+    if (q < 0) continue;
+    eval_of_pred[q] = p->column_of[g] = (int32_t)p->genes.n;
+    PS_CALL(ps_strlist_push(&p->genes, d->genes.items[g]));
+  }
+  ps_strmap_free(&pred_gene);
+  if (p->genes.n < 2)
+    PS_FAIL(PS_ERR_INPUT, "%s: only %lld of its %lld genes are genes of %s; match the var names", o->predictions,
+            (long long)p->genes.n, (long long)m.genes.n, o->data.input);
+  int64_t G = p->genes.n;
+  int64_t *count;
+  PS_ALLOC(p->values, (int64_t)K * G);
+  PS_ALLOC(p->has, K);
+  PS_ALLOC(count, K);
+  for (int64_t i = 0; i < m.x.n_rows; i++) {
+    int64_t k = ps_strlist_find_sorted(&d->design.names, labels.items[i]);
+    if (k < 0) {
+      p->n_unknown++;
+      continue;
+    }
+    count[k]++;
+    for (int64_t q = m.x.indptr[i]; q < m.x.indptr[i + 1]; q++)
+      if (eval_of_pred[m.x.indices[q]] >= 0) p->values[k * G + eval_of_pred[m.x.indices[q]]] = m.x.data[q];
+  }
+  PS_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, count, K, MPI_INT64_T, MPI_SUM, comm));
+  PS_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, &p->n_unknown, 1, MPI_INT64_T, MPI_SUM, comm));
+  for (int32_t k = 0; k < K; k++) {
+    if (count[k] > 1)
+      PS_FAIL(PS_ERR_INPUT, "%s: perturbation '%s' has %lld rows; give one row per perturbation", o->predictions,
+              d->design.names.items[k], (long long)count[k]);
+    p->has[k] = count[k] == 1;
+    p->n_rows += count[k];
+  }
+  /* each row lives on one rank: the sum replicates the table */
+  const int64_t piece = INT64_C(1) << 27;
+  for (int64_t at = 0; at < (int64_t)K * G; at += piece) {
+    int n = (int)((int64_t)K * G - at < piece ? (int64_t)K * G - at : piece);
+    PS_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, p->values + at, n, MPI_DOUBLE, MPI_SUM, comm));
+  }
+  free(count);
+  free(eval_of_pred);
+  ps_strlist_free(&labels);
+  ps_matrix_free(&m);
+  return PS_OK;
+}
+
+static void predictions_free(predictions *p) {
+  free(p->column_of);
+  ps_strlist_free(&p->genes);
+  free(p->values);
+  free(p->has);
+}
+
+/* The perturbed gene of each perturbation: the gene named like the perturbation
+ * (with --unit guide, like the guide's unit, e.g. CD81_sg2 -> CD81), among the
+ * evaluated genes; -1 when it is not measured. */
+static int perturbed_genes(const cv_cli *o, const ps_dataset *d, const ps_strlist *genes, int64_t *own) {
+  ps_strmap index;
+  PS_CALL(ps_strmap_init(&index, genes->n));
+  for (int64_t g = 0; g < genes->n; g++) PS_CALL(ps_strmap_put(&index, genes->items[g], g));
+  char unit[1024];
+  for (int32_t k = 0; k < d->design.n_perturbations; k++) {
+    const char *name = d->design.names.items[k];
+    if (o->data.unit_guide) {
+      ps_guide_unit(name, unit, sizeof unit);
+      name = unit;
+    }
+    own[k] = ps_strmap_get(&index, name);
+  }
+  ps_strmap_free(&index);
+  return PS_OK;
+}
+
+static int record_parameters(const cv_cli *o, int argc, char **argv, ps_run_info *info) {
+  char command[8192] = "pertscore";
+  for (int i = 0; i < argc; i++) {
+    strncat(command, " ", sizeof command - strlen(command) - 1);
+    strncat(command, argv[i], sizeof command - strlen(command) - 1);
+  }
+  PS_CALL(ps_run_info_string(info, "command", command));
+  PS_CALL(ps_run_info_string(info, "input", o->data.input));
+  PS_CALL(ps_run_info_string(info, "guides", o->data.guides ? o->data.guides : ""));
+  PS_CALL(ps_run_info_string(info, "guide_column", o->data.guide_column ? o->data.guide_column : ""));
+  PS_CALL(ps_run_info_string(info, "targets", o->data.targets ? o->data.targets : ""));
+  PS_CALL(ps_run_info_number(info, "folds", o->cv.n_folds));
+  PS_CALL(ps_run_info_number(info, "seed", (double)o->cv.seed));
+  if (o->cv.scheme == PS_CV_SCHEME_PERTURBATIONS) {
+    PS_CALL(ps_run_info_string(info, "predictions", o->predictions ? o->predictions : ""));
+    PS_CALL(ps_run_info_number(info, "min_cells", (double)o->cv.min_cells));
+    PS_CALL(ps_run_info_number(info, "pcs", o->cv.n_pcs));
+    PS_CALL(ps_run_info_number(info, "embedding_lambda", o->cv.embedding_lambda));
+    PS_CALL(ps_run_info_number(info, "top_genes", o->cv.top_n));
+    PS_CALL(ps_run_info_number(info, "top_de", o->cv.top_de));
+  } else {
+    PS_CALL(ps_run_info_number(info, "lambda", o->cv.score.lambda));
+    PS_CALL(ps_run_info_number(info, "upper", o->cv.score.upper));
+  }
+  return PS_OK;
+}
+
+static void report_perturbations(const cv_cli *o, const ps_cv_perturbation_result *r, double seconds, int size) {
+  int F = r->n_folds;
+  int64_t cells = ((int64_t)F + 1) * PS_CV_N_MODELS * PS_CV_N_METRICS;
+  double *mean = malloc((size_t)cells * sizeof *mean);
+  int64_t *count = malloc((size_t)cells * sizeof *count);
+  if (!mean || !count) return;
+  ps_cv_summarize(r, mean, count);
+  if (!o->quiet) {
+    fprintf(stderr, "pertscore cv: perturbations scheme, %d folds, %.1fs; mean over held-out perturbations:\n", F, seconds);
+    fprintf(stderr, "  %-12s %10s %10s %10s %10s\n", "model", "pearson", "mse", "retrieval", "top_overlap");
+    for (int model = 0; model < PS_CV_N_MODELS; model++) {
+      if (model == PS_CV_MODEL_PREDICTIONS && !r->has_predictions) continue;
+      const double *m = mean + ((int64_t)F * PS_CV_N_MODELS + model) * PS_CV_N_METRICS;
+      fprintf(stderr, "  %-12s %10.4f %10.4g %10.4f %10.4f\n", ps_cv_model_names[model], m[PS_CV_PEARSON],
+              m[PS_CV_MSE], m[PS_CV_RETRIEVAL], m[PS_CV_OVERLAP_TOP]);
+    }
+    fprintf(stderr, "  -> %s, %s\n", o->output, o->summary);
+  }
+  if (o->json) {
+    printf("{\"output\": \"%s\", \"summary\": \"%s\", \"scheme\": \"perturbations\", \"ranks\": %d, \"folds\": %d, "
+           "\"genes\": %lld, \"seconds\": %.3f, \"models\": {",
+           o->output, o->summary, size, F, (long long)r->n_genes, seconds);
+    int first = 1;
+    for (int model = 0; model < PS_CV_N_MODELS; model++) {
+      if (model == PS_CV_MODEL_PREDICTIONS && !r->has_predictions) continue;
+      const double *m = mean + ((int64_t)F * PS_CV_N_MODELS + model) * PS_CV_N_METRICS;
+      printf("%s\"%s\": {", first ? "" : ", ", ps_cv_model_names[model]);
+      for (int k = 0; k < PS_CV_N_METRICS; k++) {
+        if (isnan(m[k])) printf("%s\"%s\": null", k ? ", " : "", ps_cv_metric_names[k]);
+        else printf("%s\"%s\": %.10g", k ? ", " : "", ps_cv_metric_names[k], m[k]);
+      }
+      printf("}");
+      first = 0;
+    }
+    printf("}}\n");
+    fflush(stdout);
+  }
+  free(mean);
+  free(count);
+}
+
+static int run_perturbations(MPI_Comm comm, cv_cli *o, ps_dataset *d, ps_progress *progress, ps_run_info *info) {
+  int rank, size;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &size);
+  ps_csr x;
+  PS_CALL(read_all_genes(comm, o, d, &x));
+  predictions pred = {0};
+  const ps_strlist *genes = &d->genes;
+  if (o->predictions) {
+    PS_CALL(read_predictions(comm, o, d, &pred));
+    genes = &pred.genes;
+    if (rank == 0 && !o->quiet)
+      fprintf(stderr, "pertscore cv: %s: %lld perturbation rows, %lld genes shared with the input%s%lld rows of "
+              "unknown perturbations ignored\n", o->predictions, (long long)pred.n_rows, (long long)pred.genes.n,
+              pred.n_unknown ? "; " : " (", (long long)pred.n_unknown);
+  }
+  int64_t *own;
+  PS_ALLOC(own, d->design.n_perturbations);
+  PS_CALL(perturbed_genes(o, d, genes, own));
+  ps_cv_perturbation_input in = {.design = &d->design, .x = &x, .column_of = pred.column_of, .n_genes = genes->n,
+                                 .own_gene = own, .predictions = pred.values, .has_prediction = pred.has};
+  ps_progress_stage(progress, "cv");
+  ps_cv_perturbation_result r;
+  PS_CALL(ps_error_sync(comm, ps_cv_perturbations(comm, &in, &o->cv, &r)));
+  ps_csr_free(&x);
+  ps_progress_done(progress);
+  ps_progress_stage(progress, "write");
+  PS_CALL(ps_run_info_number(info, "seconds_pseudobulk", r.seconds[0]));
+  PS_CALL(ps_run_info_number(info, "seconds_ceiling", r.seconds[1]));
+  PS_CALL(ps_run_info_number(info, "seconds_folds", r.seconds[2]));
+  char partial[4200], summary_partial[4200];
+  snprintf(partial, sizeof partial, "%s.partial", o->output);
+  snprintf(summary_partial, sizeof summary_partial, "%s.partial", o->summary);
+  ps_cleanup_register(partial);
+  PS_CALL(ps_error_sync(comm, ps_cv_write_perturbations(comm, partial, summary_partial, &d->design.names, genes, &r,
+                                                        &o->cv, info)));
+  PS_CALL(ps_error_sync(comm, ps_output_commit(comm, summary_partial, o->summary)));
+  PS_CALL(ps_error_sync(comm, ps_output_commit(comm, partial, o->output)));
+  ps_cleanup_unregister();
+  ps_progress_done(progress);
+  if (rank == 0) report_perturbations(o, &r, ps_wtime() - progress->t_start, size);
+  ps_cv_perturbation_result_free(&r);
+  predictions_free(&pred);
+  free(own);
+  return PS_OK;
+}
+
+/* ---------------------------------------------------------------- cells scheme */
+
+static void report_cells(const cv_cli *o, const ps_cv_cells_result *r, double seconds, int size) {
+  int F = r->n_folds, L = r->n_lambdas;
+  int32_t K = r->n_perturbations, GK = K + 2;
+  const double *pooled_mse = r->mse + (int64_t)F * L * GK, *pooled_r2 = r->r2 + (int64_t)F * L * GK;
+  double ps_all = r->ps_pearson[(int64_t)F * (K + 1) + K];
+  if (!o->quiet) {
+    fprintf(stderr, "pertscore cv: cells scheme, %d folds, %.1fs; held-out error over the ridge lambdas:\n", F, seconds);
+    for (int l = 0; l < L; l++)
+      fprintf(stderr, "  ridge lambda %-10.4g mse %.6g  r2 %.4f%s\n", r->lambdas[l], pooled_mse[(int64_t)l * GK + K + 1],
+              pooled_r2[(int64_t)l * GK + K + 1], l == r->chosen ? "  <- chosen" : "");
+    fprintf(stderr, "  held-out vs full-data PS (raw, chosen lambda): Pearson %.4f over %lld entries\n", ps_all,
+            (long long)r->ps_n[(int64_t)F * (K + 1) + K]);
+    fprintf(stderr, "  -> %s, %s\n", o->output, o->summary);
+  }
+  if (o->json) {
+    printf("{\"output\": \"%s\", \"summary\": \"%s\", \"scheme\": \"cells\", \"ranks\": %d, \"folds\": %d, "
+           "\"chosen_ridge_lambda\": %.10g, \"lambda_curve\": [",
+           o->output, o->summary, size, F, r->lambdas[r->chosen]);
+    for (int l = 0; l < L; l++)
+      printf("%s{\"ridge_lambda\": %.10g, \"mse\": %.10g, \"r2\": %.10g}", l ? ", " : "", r->lambdas[l],
+             pooled_mse[(int64_t)l * GK + K + 1], pooled_r2[(int64_t)l * GK + K + 1]);
+    printf("], \"ps_pearson\": %.10g, \"seconds\": %.3f}\n", ps_all, seconds);
+    fflush(stdout);
+  }
+}
+
+static int run_cells(MPI_Comm comm, cv_cli *o, ps_dataset *d, ps_progress *progress, ps_run_info *info) {
+  int rank, size;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &size);
+  ps_progress_stage(progress, "cv");
+  ps_cv_cells_result r;
+  PS_CALL(ps_error_sync(comm, ps_cv_cells(comm, &d->design, d->top_perturbation, &d->y, &o->cv, progress, &r)));
+  ps_progress_done(progress);
+  ps_progress_stage(progress, "write");
+  PS_CALL(ps_run_info_number(info, "seconds_lambda_grid", r.seconds[0]));
+  PS_CALL(ps_run_info_number(info, "seconds_ps", r.seconds[1]));
+  char partial[4200], summary_partial[4200];
+  snprintf(partial, sizeof partial, "%s.partial", o->output);
+  snprintf(summary_partial, sizeof summary_partial, "%s.partial", o->summary);
+  ps_cleanup_register(partial);
+  PS_CALL(ps_error_sync(comm, ps_cv_write_cells(comm, partial, summary_partial, d, &r, &o->cv, info)));
+  PS_CALL(ps_error_sync(comm, ps_output_commit(comm, summary_partial, o->summary)));
+  PS_CALL(ps_error_sync(comm, ps_output_commit(comm, partial, o->output)));
+  ps_cleanup_unregister();
+  ps_progress_done(progress);
+  if (rank == 0) report_cells(o, &r, ps_wtime() - progress->t_start, size);
+  ps_cv_cells_result_free(&r);
+  return PS_OK;
+}
+
+static int run_cv(MPI_Comm comm, cv_cli *o, int argc, char **argv) {
+  PS_CALL(ps_error_sync(comm, check_output(o)));
+  ps_progress progress;
+  ps_progress_init(&progress, comm, o->quiet);
+  ps_progress_stage(&progress, "read");
+  ps_dataset d;
+  PS_CALL(ps_dataset_read(comm, &o->data, &progress, &d));
+  ps_progress_done(&progress);
+  ps_run_info info = {0};
+  PS_CALL(record_parameters(o, argc, argv, &info));
+  int size;
+  MPI_Comm_size(comm, &size);
+  PS_CALL(ps_run_info_number(&info, "ranks", size));
+  ps_fault_point("cv");
+  if (o->cv.scheme == PS_CV_SCHEME_PERTURBATIONS) PS_CALL(run_perturbations(comm, o, &d, &progress, &info));
+  else PS_CALL(run_cells(comm, o, &d, &progress, &info));
+  ps_run_info_free(&info);
+  ps_dataset_free(&d);
+  return PS_OK;
+}
+
+int ps_cmd_cv(MPI_Comm comm, int argc, char **argv) {
+  int rank, help = 0;
+  MPI_Comm_rank(comm, &rank);
+  cv_cli o;
+  memset(&o, 0, sizeof o);
+  int err = parse_cv(argc, argv, &o, &help);
+  if (!err && help) {
+    if (rank == 0) fputs(cv_usage, stdout);
+    return 0;
+  }
+  if (!err) err = run_cv(comm, &o, argc, argv);
+  err = ps_error_sync(comm, err);
+  if (err) ps_die(comm, err, 1);
+  ps_strlist_free(&o.data.controls);
+  ps_strlist_free(&o.data.perturbations);
+  return 0;
+}

@@ -1,0 +1,482 @@
+/* The cross-validation results (docs/cv.md "Output"): a valid .h5ad whose
+ * tables are AnnData data frames under uns/cv, and a TSV summary. Everything
+ * written here is replicated on every rank (rank 0 writes the rows), except the
+ * cells scheme's obs, which each rank writes for its own cells. Through the io
+ * module only. */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cv_internal.h"
+#include "pertscore/io.h"
+
+/* ---- text ---- */
+
+typedef struct {
+  char *data;
+  int64_t len, cap;
+} text;
+
+static int text_add(text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int text_add(text *t, const char *fmt, ...) {
+  for (;;) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(t->data ? t->data + t->len : NULL, t->data ? (size_t)(t->cap - t->len) : 0, fmt, ap);
+    va_end(ap);
+    if (t->data && t->len + n < t->cap) {
+      t->len += n;
+      return PS_OK;
+    }
+    int64_t cap = t->cap ? 2 * t->cap : 1 << 14;
+    while (cap < t->len + n + 1) cap *= 2;
+    char *grown = realloc(t->data, (size_t)cap);
+    if (!grown) PS_FAIL(PS_ERR_SYSTEM, "out of memory writing the cv summary");
+    t->data = grown;
+    t->cap = cap;
+  }
+}
+
+/* %.17g keeps every bit of a double; NaN is written as NA (R, pandas read it). */
+static int text_number(text *t, double v) { return isnan(v) ? text_add(t, "\tNA") : text_add(t, "\t%.17g", v); }
+
+/* Rank 0's text into path (collective). */
+static int write_text(MPI_Comm comm, const char *path, const text *t) {
+  int rank;
+  MPI_Comm_rank(comm, &rank);
+  return ps_text_write_ordered(comm, path, rank == 0 ? t->data : "", rank == 0 ? t->len : 0);
+}
+
+/* ---- small helpers for replicated frames ---- */
+
+static int write_replicated_frame(MPI_Comm comm, ps_h5ad_writer *w, const char *name, char **index, int64_t n,
+                                  const ps_column *cols, int n_cols) {
+  int rank;
+  MPI_Comm_rank(comm, &rank);
+  return ps_h5ad_write_frame(w, name, index, rank == 0 ? n : 0, 0, n, cols, n_cols);
+}
+
+static int write_info(ps_h5ad_writer *w, const char *scheme, const ps_run_info *info) {
+  char name[512];
+  PS_CALL(ps_h5ad_write_string(w, "uns/cv/scheme", scheme));
+  PS_CALL(ps_h5ad_write_string(w, "uns/cv/version", PS_VERSION));
+  for (int64_t i = 0; i < info->keys.n; i++) {
+    snprintf(name, sizeof name, "uns/cv/parameters/%s", info->keys.items[i]);
+    PS_CALL(ps_h5ad_write_string(w, name, info->values.items[i]));
+  }
+  for (int64_t i = 0; i < info->number_keys.n; i++) {
+    snprintf(name, sizeof name, "uns/cv/parameters/%s", info->number_keys.items[i]);
+    PS_CALL(ps_h5ad_write_scalar(w, name, info->numbers[i]));
+  }
+  return PS_OK;
+}
+
+static void free_strings(char **s, int64_t n) {
+  if (!s) return;
+  for (int64_t i = 0; i < n; i++) free(s[i]);
+  free(s);
+}
+
+static char *format(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static char *format(const char *fmt, ...) {
+  char buf[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(buf, sizeof buf, fmt, ap);
+  va_end(ap);
+  return strdup(buf);
+}
+
+/* ---------------------------------------------------------------- perturbations scheme */
+
+static int model_used(const ps_cv_perturbation_result *r, int model) {
+  return model != PS_CV_MODEL_PREDICTIONS || r->has_predictions;
+}
+
+int ps_cv_summarize(const ps_cv_perturbation_result *r, double *mean, int64_t *count) {
+  int F = r->n_folds;
+  int64_t rows = ((int64_t)F + 1) * PS_CV_N_MODELS * PS_CV_N_METRICS;
+  for (int64_t i = 0; i < rows; i++) {
+    mean[i] = 0;
+    count[i] = 0;
+  }
+  for (int32_t k = 0; k < r->n_perturbations; k++) {
+    if (r->fold[k] < 0) continue;
+    for (int model = 0; model < PS_CV_N_MODELS; model++)
+      for (int m = 0; m < PS_CV_N_METRICS; m++) {
+        double v = r->metrics[((int64_t)k * PS_CV_N_MODELS + model) * PS_CV_N_METRICS + m];
+        if (isnan(v)) continue;
+        int64_t a = ((int64_t)r->fold[k] * PS_CV_N_MODELS + model) * PS_CV_N_METRICS + m;
+        int64_t b = ((int64_t)F * PS_CV_N_MODELS + model) * PS_CV_N_METRICS + m;
+        mean[a] += v;
+        count[a]++;
+        mean[b] += v;
+        count[b]++;
+      }
+  }
+  for (int64_t i = 0; i < rows; i++) mean[i] = count[i] ? mean[i] / (double)count[i] : NAN;
+  return PS_OK;
+}
+
+static int write_metrics_table(MPI_Comm comm, ps_h5ad_writer *w, const ps_strlist *names,
+                               const ps_cv_perturbation_result *r) {
+  int64_t n = 0;
+  for (int32_t k = 0; k < r->n_perturbations; k++)
+    if (r->fold[k] >= 0)
+      for (int model = 0; model < PS_CV_N_MODELS; model++) n += model_used(r, model);
+  char **index, **pert, **model_name;
+  int64_t *fold;
+  double *values;
+  PS_ALLOC(index, n);
+  PS_ALLOC(pert, n);
+  PS_ALLOC(model_name, n);
+  PS_ALLOC(fold, n);
+  PS_ALLOC(values, n * PS_CV_N_METRICS);
+  int64_t row = 0;
+  for (int32_t k = 0; k < r->n_perturbations; k++) {
+    if (r->fold[k] < 0) continue;
+    for (int model = 0; model < PS_CV_N_MODELS; model++) {
+      if (!model_used(r, model)) continue;
+      index[row] = format("%s|%s", names->items[k], ps_cv_model_names[model]);
+      pert[row] = strdup(names->items[k]);
+      model_name[row] = strdup(ps_cv_model_names[model]);
+      if (!index[row] || !pert[row] || !model_name[row]) PS_FAIL(PS_ERR_SYSTEM, "out of memory");
+      fold[row] = r->fold[k];
+      for (int m = 0; m < PS_CV_N_METRICS; m++)
+        values[(int64_t)m * n + row] = r->metrics[((int64_t)k * PS_CV_N_MODELS + model) * PS_CV_N_METRICS + m];
+      row++;
+    }
+  }
+  ps_column cols[3 + PS_CV_N_METRICS] = {
+      {.name = "perturbation", .kind = PS_COL_STRING, .strings = pert},
+      {.name = "fold", .kind = PS_COL_I64, .i64 = fold},
+      {.name = "model", .kind = PS_COL_STRING, .strings = model_name},
+  };
+  for (int m = 0; m < PS_CV_N_METRICS; m++)
+    cols[3 + m] = (ps_column){.name = ps_cv_metric_names[m], .kind = PS_COL_F64, .f64 = values + (int64_t)m * n};
+  PS_CALL(write_replicated_frame(comm, w, "uns/cv/metrics", index, n, cols, 3 + PS_CV_N_METRICS));
+  free_strings(index, n);
+  free_strings(pert, n);
+  free_strings(model_name, n);
+  free(fold);
+  free(values);
+  return PS_OK;
+}
+
+/* Summary rows: every fold then "all", every model used. */
+static int summary_rows(const ps_cv_perturbation_result *r, int64_t *n) {
+  *n = 0;
+  for (int model = 0; model < PS_CV_N_MODELS; model++) *n += model_used(r, model);
+  *n *= r->n_folds + 1;
+  return PS_OK;
+}
+
+static int write_summary(MPI_Comm comm, ps_h5ad_writer *w, const char *tsv, const ps_cv_perturbation_result *r) {
+  int F = r->n_folds;
+  int64_t cells = ((int64_t)F + 1) * PS_CV_N_MODELS * PS_CV_N_METRICS, n;
+  double *mean;
+  int64_t *count;
+  PS_ALLOC(mean, cells);
+  PS_ALLOC(count, cells);
+  PS_CALL(ps_cv_summarize(r, mean, &count[0]));
+  PS_CALL(summary_rows(r, &n));
+  char **index, **fold, **model_name;
+  int64_t *n_pert;
+  double *values;
+  PS_ALLOC(index, n);
+  PS_ALLOC(fold, n);
+  PS_ALLOC(model_name, n);
+  PS_ALLOC(n_pert, n);
+  PS_ALLOC(values, n * PS_CV_N_METRICS);
+  text t = {0};
+  PS_CALL(text_add(&t, "fold\tmodel\tn_perturbations"));
+  for (int m = 0; m < PS_CV_N_METRICS; m++) PS_CALL(text_add(&t, "\t%s", ps_cv_metric_names[m]));
+  PS_CALL(text_add(&t, "\n"));
+  int64_t row = 0;
+  for (int f = 0; f <= F; f++)
+    for (int model = 0; model < PS_CV_N_MODELS; model++) {
+      if (!model_used(r, model)) continue;
+      int64_t base = ((int64_t)f * PS_CV_N_MODELS + model) * PS_CV_N_METRICS;
+      fold[row] = f == F ? strdup("all") : format("%d", f);
+      model_name[row] = strdup(ps_cv_model_names[model]);
+      index[row] = format("%s|%s", fold[row] ? fold[row] : "", ps_cv_model_names[model]);
+      if (!index[row] || !fold[row] || !model_name[row]) PS_FAIL(PS_ERR_SYSTEM, "out of memory");
+      /* held-out perturbations of the fold (the MSE is defined wherever the model predicts) */
+      int64_t held = 0;
+      for (int32_t k = 0; k < r->n_perturbations; k++) held += r->fold[k] >= 0 && (f == F || r->fold[k] == f);
+      n_pert[row] = held;
+      PS_CALL(text_add(&t, "%s\t%s\t%lld", fold[row], model_name[row], (long long)held));
+      for (int m = 0; m < PS_CV_N_METRICS; m++) {
+        values[(int64_t)m * n + row] = mean[base + m];
+        PS_CALL(text_number(&t, mean[base + m]));
+      }
+      PS_CALL(text_add(&t, "\n"));
+      row++;
+    }
+  ps_column cols[3 + PS_CV_N_METRICS] = {
+      {.name = "fold", .kind = PS_COL_STRING, .strings = fold},
+      {.name = "model", .kind = PS_COL_STRING, .strings = model_name},
+      {.name = "n_perturbations", .kind = PS_COL_I64, .i64 = n_pert},
+  };
+  for (int m = 0; m < PS_CV_N_METRICS; m++)
+    cols[3 + m] = (ps_column){.name = ps_cv_metric_names[m], .kind = PS_COL_F64, .f64 = values + (int64_t)m * n};
+  PS_CALL(write_replicated_frame(comm, w, "uns/cv/summary", index, n, cols, 3 + PS_CV_N_METRICS));
+  if (tsv) PS_CALL(write_text(comm, tsv, &t));
+  free(t.data);
+  free_strings(index, n);
+  free_strings(fold, n);
+  free_strings(model_name, n);
+  free(n_pert);
+  free(values);
+  free(mean);
+  free(count);
+  return PS_OK;
+}
+
+static int write_fold_table(MPI_Comm comm, ps_h5ad_writer *w, const ps_cv_perturbation_result *r) {
+  int F = r->n_folds;
+  char **index;
+  int64_t *n_train, *n_test, *n_pcs;
+  PS_ALLOC(index, F);
+  PS_ALLOC(n_train, F);
+  PS_ALLOC(n_test, F);
+  PS_ALLOC(n_pcs, F);
+  for (int f = 0; f < F; f++) {
+    index[f] = format("%d", f);
+    if (!index[f]) PS_FAIL(PS_ERR_SYSTEM, "out of memory");
+    n_train[f] = r->n_train[f];
+    n_pcs[f] = r->n_pcs[f];
+  }
+  for (int32_t k = 0; k < r->n_perturbations; k++)
+    if (r->fold[k] >= 0) n_test[r->fold[k]]++;
+  ps_column cols[] = {
+      {.name = "n_train", .kind = PS_COL_I64, .i64 = n_train},
+      {.name = "n_test", .kind = PS_COL_I64, .i64 = n_test},
+      {.name = "n_pcs", .kind = PS_COL_I64, .i64 = n_pcs},
+  };
+  PS_CALL(write_replicated_frame(comm, w, "uns/cv/folds", index, F, cols, 3));
+  free_strings(index, F);
+  free(n_train);
+  free(n_test);
+  free(n_pcs);
+  return PS_OK;
+}
+
+int ps_cv_write_perturbations(MPI_Comm comm, const char *path, const char *tsv, const ps_strlist *perturbations,
+                              const ps_strlist *genes, const ps_cv_perturbation_result *r, const ps_cv_options *opt,
+                              const ps_run_info *info) {
+  int32_t K = r->n_perturbations;
+  int64_t G = r->n_genes;
+  ps_h5ad_writer *w;
+  PS_CALL(ps_h5ad_create(comm, path, &w));
+  /* obs = perturbations, var = evaluated genes */
+  int64_t *fold, *n_cells;
+  char **own;
+  PS_ALLOC(fold, K);
+  PS_ALLOC(n_cells, K);
+  PS_ALLOC(own, K);
+  for (int32_t k = 0; k < K; k++) {
+    fold[k] = r->fold[k];
+    n_cells[k] = r->n_cells[k];
+    own[k] = r->own_gene[k] >= 0 ? genes->items[r->own_gene[k]] : "";
+  }
+  ps_column obs_cols[] = {
+      {.name = "fold", .kind = PS_COL_I64, .i64 = fold},
+      {.name = "n_cells", .kind = PS_COL_I64, .i64 = n_cells},
+      {.name = "perturbed_gene", .kind = PS_COL_STRING, .strings = own},
+  };
+  PS_CALL(write_replicated_frame(comm, w, "obs", perturbations->items, K, obs_cols, 3));
+  PS_CALL(write_replicated_frame(comm, w, "var", genes->items, G, NULL, 0));
+  free(fold);
+  free(n_cells);
+  free(own);
+  PS_CALL(write_info(w, "perturbations", info));
+  PS_CALL(ps_h5ad_write_scalar(w, "uns/cv/n_control_cells", (double)r->n_cells[K]));
+  PS_CALL(ps_h5ad_write_scalar(w, "uns/cv/n_cells_multiple", (double)r->n_multiple));
+  PS_CALL(ps_h5ad_write_dense(w, "uns/cv/control_mean", r->control_mean, 1, G));
+  PS_CALL(write_fold_table(comm, w, r));
+  PS_CALL(write_metrics_table(comm, w, perturbations, r));
+  PS_CALL(write_summary(comm, w, tsv, r));
+  if (opt->keep_predictions && r->observed && r->predicted) {
+    /* X = observed deltas; layers/<model> = each model's predicted deltas (NaN where none) */
+    PS_CALL(ps_h5ad_write_dense(w, "X", r->observed, K, G));
+    char name[256];
+    for (int model = 0; model < PS_CV_MODEL_CEILING; model++) {
+      if (!model_used(r, model)) continue;
+      snprintf(name, sizeof name, "layers/%s", ps_cv_model_names[model]);
+      PS_CALL(ps_h5ad_write_dense(w, name, r->predicted + (int64_t)model * K * G, K, G));
+    }
+  }
+  PS_CALL(ps_h5ad_close(&w));
+  return PS_OK;
+}
+
+/* ---------------------------------------------------------------- cells scheme */
+
+static const char *group_name(const ps_dataset *d, int32_t g) {
+  int32_t K = d->design.n_perturbations;
+  return g < K ? d->design.names.items[g] : (g == K ? "control" : "all");
+}
+
+int ps_cv_write_cells(MPI_Comm comm, const char *path, const char *tsv, const ps_dataset *d,
+                      const ps_cv_cells_result *r, const ps_cv_options *opt, const ps_run_info *info) {
+  int F = r->n_folds, L = r->n_lambdas;
+  int32_t K = r->n_perturbations, GK = K + 2;
+  ps_h5ad_writer *w;
+  PS_CALL(ps_h5ad_create(comm, path, &w));
+  /* obs = analysed cells and their fold */
+  int64_t *cell_fold;
+  PS_ALLOC(cell_fold, d->design.n_cells);
+  for (int64_t j = 0; j < d->design.n_cells; j++) cell_fold[j] = r->cell_fold[j];
+  ps_column obs_col = {.name = "fold", .kind = PS_COL_I64, .i64 = cell_fold};
+  PS_CALL(ps_h5ad_write_frame(w, "obs", d->cells.items, d->design.n_cells, d->analysed_offset, d->n_analysed, &obs_col, 1));
+  free(cell_fold);
+  /* var = perturbations: pooled held-out error at the chosen lambda and PS stability */
+  double *mse, *r2, *pearson;
+  int64_t *n_cells;
+  PS_ALLOC(mse, K);
+  PS_ALLOC(r2, K);
+  PS_ALLOC(pearson, K);
+  PS_ALLOC(n_cells, K);
+  for (int32_t k = 0; k < K; k++) {
+    int64_t i = ((int64_t)F * L + r->chosen) * GK + k;
+    mse[k] = r->mse[i];
+    r2[k] = r->r2[i];
+    n_cells[k] = r->n_cells[(int64_t)F * GK + k];
+    pearson[k] = r->ps_pearson[(int64_t)F * (K + 1) + k];
+  }
+  ps_column var_cols[] = {
+      {.name = "n_cells", .kind = PS_COL_I64, .i64 = n_cells},
+      {.name = "heldout_mse", .kind = PS_COL_F64, .f64 = mse},
+      {.name = "heldout_r2", .kind = PS_COL_F64, .f64 = r2},
+      {.name = "ps_pearson", .kind = PS_COL_F64, .f64 = pearson},
+  };
+  PS_CALL(write_replicated_frame(comm, w, "var", d->design.names.items, K, var_cols, 4));
+  free(mse);
+  free(r2);
+  free(pearson);
+  free(n_cells);
+  PS_CALL(write_info(w, "cells", info));
+  PS_CALL(ps_h5ad_write_scalar(w, "uns/cv/chosen_ridge_lambda", r->lambdas[r->chosen]));
+  PS_CALL(ps_h5ad_write_dense(w, "uns/cv/ridge_lambdas", r->lambdas, 1, L));
+  char **regression;
+  PS_ALLOC(regression, d->n_regression);
+  for (int32_t n = 0; n < d->n_regression; n++) regression[n] = d->genes.items[d->regression_gene[n]];
+  PS_CALL(ps_h5ad_write_strings(w, "uns/cv/regression_genes", regression, d->n_regression));
+  free(regression);
+
+  /* lambda curve: (fold, lambda) over all held-out cells, and the TSV */
+  int64_t n = ((int64_t)F + 1) * L;
+  char **index, **fold;
+  double *lambda, *curve_mse, *curve_r2;
+  int64_t *curve_n, *chosen;
+  PS_ALLOC(index, n);
+  PS_ALLOC(fold, n);
+  PS_ALLOC(lambda, n);
+  PS_ALLOC(curve_mse, n);
+  PS_ALLOC(curve_r2, n);
+  PS_ALLOC(curve_n, n);
+  PS_ALLOC(chosen, n);
+  text t = {0};
+  PS_CALL(text_add(&t, "fold\tridge_lambda\tn_cells\tmse\tr2\tchosen\n"));
+  for (int f = 0; f <= F; f++)
+    for (int l = 0; l < L; l++) {
+      int64_t row = (int64_t)f * L + l, i = row * GK + K + 1;
+      fold[row] = f == F ? strdup("all") : format("%d", f);
+      index[row] = format("%s|%.6g", fold[row] ? fold[row] : "", r->lambdas[l]);
+      if (!fold[row] || !index[row]) PS_FAIL(PS_ERR_SYSTEM, "out of memory");
+      lambda[row] = r->lambdas[l];
+      curve_mse[row] = r->mse[i];
+      curve_r2[row] = r->r2[i];
+      curve_n[row] = r->n_cells[(int64_t)f * GK + K + 1];
+      chosen[row] = l == r->chosen;
+      PS_CALL(text_add(&t, "%s\t%.17g\t%lld", fold[row], lambda[row], (long long)curve_n[row]));
+      PS_CALL(text_number(&t, curve_mse[row]));
+      PS_CALL(text_number(&t, curve_r2[row]));
+      PS_CALL(text_add(&t, "\t%lld\n", (long long)chosen[row]));
+    }
+  ps_column curve_cols[] = {
+      {.name = "fold", .kind = PS_COL_STRING, .strings = fold},
+      {.name = "ridge_lambda", .kind = PS_COL_F64, .f64 = lambda},
+      {.name = "n_cells", .kind = PS_COL_I64, .i64 = curve_n},
+      {.name = "mse", .kind = PS_COL_F64, .f64 = curve_mse},
+      {.name = "r2", .kind = PS_COL_F64, .f64 = curve_r2},
+      {.name = "chosen", .kind = PS_COL_I64, .i64 = chosen},
+  };
+  PS_CALL(write_replicated_frame(comm, w, "uns/cv/lambda_curve", index, n, curve_cols, 6));
+  if (tsv) PS_CALL(write_text(comm, tsv, &t));
+  free(t.data);
+  free_strings(index, n);
+  free_strings(fold, n);
+  free(lambda);
+  free(curve_mse);
+  free(curve_r2);
+  free(curve_n);
+  free(chosen);
+
+  /* per group: (fold, lambda, group) */
+  n = ((int64_t)F + 1) * L * GK;
+  char **group, **gfold;
+  double *glambda;
+  int64_t *gn;
+  PS_ALLOC(index, n);
+  PS_ALLOC(group, n);
+  PS_ALLOC(gfold, n);
+  PS_ALLOC(glambda, n);
+  PS_ALLOC(gn, n);
+  for (int f = 0; f <= F; f++)
+    for (int l = 0; l < L; l++)
+      for (int32_t g = 0; g < GK; g++) {
+        int64_t row = ((int64_t)f * L + l) * GK + g;
+        gfold[row] = f == F ? strdup("all") : format("%d", f);
+        group[row] = strdup(group_name(d, g));
+        index[row] = format("%s|%.6g|%s", gfold[row] ? gfold[row] : "", r->lambdas[l], group_name(d, g));
+        if (!gfold[row] || !group[row] || !index[row]) PS_FAIL(PS_ERR_SYSTEM, "out of memory");
+        glambda[row] = r->lambdas[l];
+        gn[row] = r->n_cells[(int64_t)f * GK + g];
+      }
+  ps_column group_cols[] = {
+      {.name = "fold", .kind = PS_COL_STRING, .strings = gfold},
+      {.name = "ridge_lambda", .kind = PS_COL_F64, .f64 = glambda},
+      {.name = "group", .kind = PS_COL_STRING, .strings = group},
+      {.name = "n_cells", .kind = PS_COL_I64, .i64 = gn},
+      {.name = "mse", .kind = PS_COL_F64, .f64 = r->mse},
+      {.name = "r2", .kind = PS_COL_F64, .f64 = r->r2},
+  };
+  PS_CALL(write_replicated_frame(comm, w, "uns/cv/groups", index, n, group_cols, 6));
+  free_strings(index, n);
+  free_strings(group, n);
+  free_strings(gfold, n);
+  free(glambda);
+  free(gn);
+
+  /* PS stability at the chosen lambda: (fold, perturbation or "all") */
+  n = ((int64_t)F + 1) * (K + 1);
+  char **pfold, **pname;
+  PS_ALLOC(index, n);
+  PS_ALLOC(pfold, n);
+  PS_ALLOC(pname, n);
+  for (int f = 0; f <= F; f++)
+    for (int32_t k = 0; k <= K; k++) {
+      int64_t row = (int64_t)f * (K + 1) + k;
+      pfold[row] = f == F ? strdup("all") : format("%d", f);
+      pname[row] = strdup(k < K ? d->design.names.items[k] : "all");
+      index[row] = format("%s|%s", pfold[row] ? pfold[row] : "", k < K ? d->design.names.items[k] : "all");
+      if (!pfold[row] || !pname[row] || !index[row]) PS_FAIL(PS_ERR_SYSTEM, "out of memory");
+    }
+  ps_column ps_cols[] = {
+      {.name = "fold", .kind = PS_COL_STRING, .strings = pfold},
+      {.name = "perturbation", .kind = PS_COL_STRING, .strings = pname},
+      {.name = "n", .kind = PS_COL_I64, .i64 = r->ps_n},
+      {.name = "pearson", .kind = PS_COL_F64, .f64 = r->ps_pearson},
+  };
+  PS_CALL(write_replicated_frame(comm, w, "uns/cv/ps_stability", index, n, ps_cols, 4));
+  free_strings(index, n);
+  free_strings(pfold, n);
+  free_strings(pname, n);
+  (void)opt;
+  PS_CALL(ps_h5ad_close(&w));
+  return PS_OK;
+}

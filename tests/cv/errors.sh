@@ -1,0 +1,34 @@
+# pertscore cv refuses bad options and inputs with a message naming the problem, and
+# leaves no output behind.
+set -euo pipefail
+mkdir -p "$WORK_DIR" && cd "$WORK_DIR"
+run() { "$MPIEXEC" --oversubscribe -n "$1" "$PERTSCORE" "${@:2}"; }
+run 2 simulate --cells 600 --genes 100 --perturbations 6 --seed 2 --out sim.h5ad --quiet
+in=(--input sim.h5ad --guides sim.guides.tsv --control NonTargeting --targets sim.targets.gmt --quiet)
+"$PYTHON" - <<'PY'
+# two prediction rows for one perturbation
+import anndata, numpy as np, pandas as pd
+a = anndata.read_h5ad("sim.h5ad")
+label = next(g for g in a.obs["guide"].astype(str) if g != "NonTargeting")
+ad = anndata.AnnData(X=np.ones((2, 5)), obs=pd.DataFrame({"perturbation": [label, label]}, index=["r1", "r2"]),
+                     var=pd.DataFrame(index=list(a.var_names[:5])), dtype=np.float64)
+ad.write_h5ad("dup.h5ad")
+PY
+expect() { # expect MESSAGE NP ARGS...: the command fails, prints MESSAGE, writes no output
+  local msg="$1" np="$2"; shift 2
+  rm -f out.h5ad out.summary.tsv
+  if out=$(run "$np" cv "$@" 2>&1); then echo "FAIL: succeeded: $*"; exit 1; fi
+  grep -qF -- "$msg" <<<"$out" || { echo "FAIL: expected '$msg', got: $out"; exit 1; }
+  [ ! -e out.h5ad ] && [ ! -e out.summary.tsv ] && [ ! -e out.h5ad.partial ] || { echo "FAIL: output left behind"; exit 1; }
+  echo "ok: $msg"
+}
+expect "--scheme perturbations|cells is required" 1 "${in[@]}" --output out.h5ad
+expect "--predictions applies to --scheme perturbations" 1 --scheme cells "${in[@]}" --output out.h5ad --predictions dup.h5ad
+expect "--folds must be in [2, 1000]" 1 --scheme cells "${in[@]}" --output out.h5ad --folds 1
+expect "the perturbations scheme needs at least --folds (5)" 2 --scheme perturbations "${in[@]}" --output out.h5ad --min-cells 100000
+expect "has 2 rows; give one row per perturbation" 2 --scheme perturbations "${in[@]}" --output out.h5ad --predictions dup.h5ad
+expect "no obs column 'nope'" 2 --scheme perturbations "${in[@]}" --output out.h5ad --predictions dup.h5ad --predictions-column nope
+expect "--ridge-lambdas must all be > 0" 1 --scheme cells "${in[@]}" --output out.h5ad --ridge-lambdas 1,0
+expect "an output path is also an input" 1 --scheme cells "${in[@]}" --output sim.h5ad
+run 1 cv --help | grep -q -- "--scheme KIND"
+echo "cv errors: all checks passed"

@@ -1,0 +1,4 @@
+# pertscore lambda (SPEC.md section 4): the FPR curve over the whole grid, the
+# chosen lambda, rank independence, the user grid and the "none reaches the
+# target" report.
+ps_add_script_test(lambda_scan lambda/lambda.sh "mpi")
