@@ -1,6 +1,7 @@
 # Check 4 of the dosage issue: tools/pertscore-plot on small results files writes
 # non-empty PNGs: Hill curves and PS distributions of a run, the FPR curve of a
-# lambda results file (skipped figures are reported, not errors).
+# lambda results file, the summary of pertscore cv (skipped figures are reported,
+# not errors).
 set -euo pipefail
 rm -rf "$WORK_DIR" && mkdir -p "$WORK_DIR" && cd "$WORK_DIR"
 run() { "$MPIEXEC" --oversubscribe -n "$1" "$PERTSCORE" "${@:2}"; }
@@ -13,8 +14,11 @@ run 2 run --input plot.h5ad --guides plot.guides.tsv --control NonTargeting --ta
 run 2 lambda --input plot.h5ad --guides plot.guides.tsv --control NonTargeting --targets plot.targets.gmt \
   --pseudo-cells 150 --lambda-steps 12 --output plot.lambda.h5ad --quiet > /dev/null
 "$PYTHON" "$PLOT" plot.lambda.h5ad --out lambda_plots | tee lambda_plots.txt
+run 2 cv --scheme perturbations --input plot.h5ad --guides plot.guides.tsv --control NonTargeting \
+  --targets plot.targets.gmt --folds 4 --output plot.cv.h5ad --quiet > /dev/null
+"$PYTHON" "$PLOT" plot.res.h5ad --cv plot.cv.h5ad --out cv_plots | tee cv_plots.txt
 for f in run_plots/hill_curves.png run_plots/ps_distributions.png lambda_plots/lambda_fpr.png \
-         lambda_plots/ps_distributions.png; do
+         lambda_plots/ps_distributions.png cv_plots/cv_summary.png; do
   test -s "$f" || { echo "FAIL: $f missing or empty"; exit 1; }
   head -c 8 "$f" | od -An -c | grep -q "P   N   G" || { echo "FAIL: $f is not a PNG"; exit 1; }
   echo "$f: $(stat -c %s "$f") bytes"

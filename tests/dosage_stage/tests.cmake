@@ -8,5 +8,6 @@ ps_add_script_test(dosage_design dosage_stage/design.sh "truth;dosage")
 # file: bit for bit, and equal to run's); --score-all-cells, --unit guide,
 # --no-dosage, pertscore dosage writing over its own input.
 ps_add_script_test(dosage_ranks dosage_stage/ranks.sh "mpi;dosage")
-# Check 4: tools/pertscore-plot writes non-empty PNGs (a run, a lambda results file).
+# Check 4: tools/pertscore-plot writes non-empty PNGs (a run, a lambda results file,
+# a pertscore cv file).
 ps_add_script_test(dosage_plots dosage_stage/plots.sh "plots")
