@@ -119,15 +119,17 @@ static int read_scmageck(FILE *f, const char *path, char **header, int n_header,
     if (line[0] == '\n' || line[0] == '\r' || line[0] == '\0') continue;
     int n = split_fields(line, '\t', fields, PS_MAX_FIELDS);
     if (n <= need) {
-      free(line);
-      PS_FAIL(PS_ERR_INPUT, "%s: line %lld has %d tab-separated fields, expected %d", path, (long long)line_no, n,
+      int err = ps_error_set(PS_ERR_INPUT, __FILE__, __LINE__, "%s: line %lld has %d tab-separated fields, expected %d", path, (long long)line_no, n,
               n_header);
+      free(line); /* after the message: fields point into line */
+      return err;
     }
     double umi;
     if (!parse_count(fields[c_umi], &umi)) {
-      free(line);
-      PS_FAIL(PS_ERR_INPUT, "%s: line %lld: umi_count '%s' is not a non-negative number", path, (long long)line_no,
+      int err = ps_error_set(PS_ERR_INPUT, __FILE__, __LINE__, "%s: line %lld: umi_count '%s' is not a non-negative number", path, (long long)line_no,
               fields[c_umi]);
+      free(line); /* after the message: fields point into line */
+      return err;
     }
     out->n_rows_read++;
     int64_t cell = ps_strmap_get(cells, ps_cell_key(fields[c_cell], key, sizeof key));
@@ -153,9 +155,10 @@ static int read_cellranger(FILE *f, const char *path, char **header, int n_heade
     if (line[0] == '\n' || line[0] == '\r' || line[0] == '\0') continue;
     int n = split_fields(line, ',', fields, PS_MAX_FIELDS);
     if (n < n_header) {
-      free(line);
-      PS_FAIL(PS_ERR_INPUT, "%s: line %lld has %d comma-separated fields, expected %d", path, (long long)line_no, n,
+      int err = ps_error_set(PS_ERR_INPUT, __FILE__, __LINE__, "%s: line %lld has %d comma-separated fields, expected %d", path, (long long)line_no, n,
               n_header);
+      free(line); /* after the message: fields point into line */
+      return err;
     }
     out->n_rows_read++;
     int64_t cell = ps_strmap_get(cells, ps_cell_key(fields[c_cell], key, sizeof key));
@@ -163,18 +166,20 @@ static int read_cellranger(FILE *f, const char *path, char **header, int n_heade
     int n_calls = split_fields(fields[c_call], '|', calls, PS_MAX_FIELDS);
     int n_umis = split_fields(fields[c_umi], '|', umis, PS_MAX_FIELDS);
     if (n_calls != n_umis) {
-      free(line);
-      PS_FAIL(PS_ERR_INPUT, "%s: line %lld: %d feature calls but %d UMI counts", path, (long long)line_no, n_calls,
+      int err = ps_error_set(PS_ERR_INPUT, __FILE__, __LINE__, "%s: line %lld: %d feature calls but %d UMI counts", path, (long long)line_no, n_calls,
               n_umis);
+      free(line); /* after the message: fields point into line */
+      return err;
     }
     if (cell < 0) continue;
     out->n_rows_local++;
     for (int i = 0; i < n_calls; i++) {
       double umi;
       if (!parse_count(umis[i], &umi)) {
-        free(line);
-        PS_FAIL(PS_ERR_INPUT, "%s: line %lld: num_umis '%s' is not a non-negative number", path, (long long)line_no,
+        int err = ps_error_set(PS_ERR_INPUT, __FILE__, __LINE__, "%s: line %lld: num_umis '%s' is not a non-negative number", path, (long long)line_no,
                 umis[i]);
+        free(line); /* after the message: fields point into line */
+        return err;
       }
       gene_of_guide(calls[i], gene, sizeof gene);
       PS_CALL(calls_push(out, cell, gene, calls[i], umi));

@@ -50,7 +50,7 @@ def first_frame(lines, start):
             continue
         seen = True
         func, rest = m.group(2) or "?", m.group(3)
-        if SKIP.search(func) or "/libc.so" in rest:  # sanitizer, libFuzzer, libc (signal frames, mem*)
+        if SKIP.search(func) or "/libc.so" in rest or "sysdeps/" in rest:  # sanitizer, libFuzzer, libc
             continue
         owner = "ours" if ("/src/" in rest or "/tests/fuzz/" in rest) else "libhdf5" if "libhdf5" in rest else "other"
         if func == "?":  # no symbol: name the first caller that has one
