@@ -18,6 +18,9 @@ int ps_cmd_dosage(MPI_Comm comm, int argc, char **argv);
 int ps_cli_number(const char *option, const char *text, double *value);
 /* As ps_cli_number, for a whole number >= 0. */
 int ps_cli_count(const char *option, const char *text, double *value);
+/* The dataset options shared by run, lambda and cv (dataset_options.c): sets
+ * *handled to 1 and fills the ps_dataset_options when NAME (no dashes) is one. */
+int ps_cli_dataset_option(const char *name, const char *arg, void *dataset_options, int *handled);
 /* Split "a,b,c" and append the parts. */
 int ps_cli_split_list(const char *text, void *strlist);
 

@@ -119,21 +119,14 @@ static int parse_run(int argc, char **argv, run_options *o, int *help) {
   optind = 1;
   opterr = 0;
   int c;
-  while ((c = getopt_long(argc, argv, "", run_longs, NULL)) != -1) {
+  int long_index = -1, handled = 0;
+  while ((c = getopt_long(argc, argv, "", run_longs, &long_index)) != -1) {
+    if (c > 0 && long_index >= 0) {
+      PS_CALL(ps_cli_dataset_option(run_longs[long_index].name, optarg, &o->data, &handled));
+      long_index = -1;
+      if (handled) continue;
+    }
     switch (c) {
-      case O_INPUT: o->data.input = optarg; break;
-      case O_LAYER: o->data.layer = optarg; break;
-      case O_INPUT_IS:
-        if (strcmp(optarg, "counts") == 0) o->data.input_is = PS_INPUT_COUNTS;
-        else if (strcmp(optarg, "lognorm") == 0) o->data.input_is = PS_INPUT_LOGNORM;
-        else if (strcmp(optarg, "auto") == 0) o->data.input_is = PS_INPUT_AUTO;
-        else PS_FAIL(PS_ERR_INPUT, "--input-is expects auto, counts or lognorm, got '%s'", optarg);
-        break;
-      case O_GUIDES: o->data.guides = optarg; break;
-      case O_GUIDE_COLUMN: o->data.guide_column = optarg; break;
-      case O_CONTROL: PS_CALL(ps_cli_split_list(optarg, &o->data.controls)); break;
-      case O_TARGETS: o->data.targets = optarg; break;
-      case O_MIN_GENE_FRAC: PS_CALL(ps_cli_number("--min-gene-frac", optarg, &o->data.min_gene_frac)); break;
       case O_RIDGE_LAMBDA: PS_CALL(ps_cli_number("--ridge-lambda", optarg, &o->ridge_lambda)); break;
       case O_LAMBDA: PS_CALL(ps_cli_number("--lambda", optarg, &o->score.lambda)); break;
       case O_UPPER: PS_CALL(ps_cli_number("--upper", optarg, &o->score.upper)); break;
@@ -142,30 +135,6 @@ static int parse_run(int argc, char **argv, run_options *o, int *help) {
       case O_QUIET: o->quiet = 1; break;
       case O_JSON: o->json = 1; break;
       case O_HELP: *help = 1; return PS_OK;
-      case O_MIN_PCT: PS_CALL(ps_cli_number("--min-pct", optarg, &o->data.de.min_pct)); break;
-      case O_LOGFC: PS_CALL(ps_cli_number("--logfc", optarg, &o->data.de.logfc)); break;
-      case O_MIN_TARGETS:
-        PS_CALL(ps_cli_count("--min-targets", optarg, &number));
-        o->data.de.min_targets = (int64_t)number;
-        break;
-      case O_MAX_TARGETS:
-        PS_CALL(ps_cli_count("--max-targets", optarg, &number));
-        o->data.de.max_targets = (int64_t)number;
-        break;
-      case O_EXCLUDE_PERTURBED: o->data.exclude_perturbed_gene = 1; break;
-      case O_DE_BACKGROUND:
-        if (strcmp(optarg, "others") == 0) o->data.de_background_others = 1;
-        else if (strcmp(optarg, "controls") == 0) o->data.de_background_others = 0;
-        else PS_FAIL(PS_ERR_INPUT, "--de-background expects controls or others, got '%s'", optarg);
-        break;
-      case O_DE_STRICT: o->data.de_strict_groups = 1; break;
-      case O_MIN_GUIDE_UMI: PS_CALL(ps_cli_number("--min-guide-umi", optarg, &o->data.min_guide_umi)); break;
-      case O_PERTURBATIONS: PS_CALL(ps_cli_split_list(optarg, &o->data.perturbations)); break;
-      case O_UNIT:
-        if (strcmp(optarg, "guide") == 0) o->data.unit_guide = 1;
-        else if (strcmp(optarg, "gene") == 0) o->data.unit_guide = 0;
-        else PS_FAIL(PS_ERR_INPUT, "--unit expects gene or guide, got '%s'", optarg);
-        break;
       case O_SCORE_ALL: o->score_all_cells = 1; break;
       case O_FORCE: o->force = 1; break;
       case O_NO_DOSAGE: o->dosage = 0; break;

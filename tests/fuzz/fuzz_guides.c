@@ -10,7 +10,6 @@
  * Checked beyond memory safety: a successful read returns calls whose cell is
  * a valid local index, with non-NULL unit and guide and a UMI count that is a
  * number >= 0, and at most as many matched rows as rows read. */
-#include <errno.h>
 #include <math.h>
 
 #include "fuzz_common.h"
@@ -24,14 +23,11 @@ static const char *cell_names[] = {
 enum { N_CELLS = sizeof cell_names / sizeof *cell_names };
 
 static ps_strmap cells;
-static int avoid_umi_uaf;
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
   (void)argc;
   (void)argv;
   char key[1024];
-  const char *avoid = getenv("PS_FUZZ_AVOID");
-  avoid_umi_uaf = avoid && strstr(avoid, "umi-uaf") != NULL;
   if (ps_strmap_init(&cells, N_CELLS) != PS_OK) abort();
   for (int i = 0; i < N_CELLS; i++)
     if (ps_strmap_put(&cells, ps_cell_key(cell_names[i], key, sizeof key), i) != PS_OK) abort();
@@ -48,79 +44,8 @@ static void check_calls(const ps_guide_calls *g, int64_t n_cells) {
   }
 }
 
-/* ---- known bug "umi-uaf" (tests/fuzz/known/README.md): a row whose UMI count is
- * not a number frees the line before the error message quotes it. While that bug
- * is avoided (PS_FUZZ_AVOID), inputs that reach it are skipped: this mirrors the
- * reader's own walk (split_fields, parse_count, the row checks) up to that point. */
-static int split(char *line, char sep, char **fields, int max) {
-  int n = 0;
-  size_t len = strlen(line);
-  while (len && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = '\0';
-  for (char *p = line; n < max;) {
-    fields[n++] = p;
-    char *s = strchr(p, sep);
-    if (!s) break;
-    *s = '\0';
-    p = s + 1;
-  }
-  return n;
-}
-
-static int is_count(const char *text) {
-  char *end;
-  errno = 0;
-  double v = strtod(text, &end);
-  return !(end == text || *end != '\0' || errno || v < 0 || v != v);
-}
-
-static int column(char **fields, int n, const char *name) {
-  for (int i = 0; i < n; i++)
-    if (strcmp(fields[i], name) == 0) return i;
-  return -1;
-}
-
-static int reaches_umi_uaf(const char *path) {
-  FILE *f = fopen(path, "r");
-  if (!f) return 0;
-  char *line = NULL, *header = NULL, *h[64], *x[64], *calls[64], *umis[64], key[1024];
-  size_t cap = 0;
-  int hit = 0;
-  if (getline(&line, &cap, f) <= 0) goto done;
-  header = strdup(line);
-  int tsv = strchr(header, '\t') != NULL, csv = strncmp(header, "cell_barcode,", 13) == 0;
-  if (!tsv && !csv) goto done;
-  int nh = split(header, tsv ? '\t' : ',', h, 64);
-  int c_cell = column(h, nh, tsv ? "cell" : "cell_barcode"), c_umi = column(h, nh, tsv ? "umi_count" : "num_umis");
-  int c_a = column(h, nh, tsv ? "barcode" : "feature_call"), c_b = tsv ? column(h, nh, "gene") : c_a;
-  if (c_cell < 0 || c_umi < 0 || c_a < 0 || c_b < 0) goto done;
-  int need = c_cell > c_umi ? c_cell : c_umi;
-  if (c_a > need) need = c_a;
-  if (c_b > need) need = c_b;
-  while (!hit && getline(&line, &cap, f) > 0) {
-    if (line[0] == '\n' || line[0] == '\r' || line[0] == '\0') continue;
-    int n = split(line, tsv ? '\t' : ',', x, 64);
-    if (tsv) {
-      if (n <= need) break;          /* the reader stops here, with a clean error */
-      hit = !is_count(x[c_umi]);
-      continue;
-    }
-    if (n < nh) break;
-    int64_t cell = ps_strmap_get(&cells, ps_cell_key(x[c_cell], key, sizeof key));
-    int n_calls = split(x[c_a], '|', calls, 64), n_umis = split(x[c_umi], '|', umis, 64);
-    if (n_calls != n_umis) break;
-    if (cell < 0) continue;
-    for (int i = 0; i < n_umis && !hit; i++) hit = !is_count(umis[i]);
-  }
-done:
-  free(line);
-  free(header);
-  fclose(f);
-  return hit;
-}
-
 static void fuzz_table(const uint8_t *data, size_t size) {
   const char *path = fuzz_write(".guides", data, size);
-  if (avoid_umi_uaf && reaches_umi_uaf(path)) return;
   ps_guide_calls calls;
   int err = ps_guides_read_table(path, &cells, &calls);
   if (err == PS_OK) check_calls(&calls, N_CELLS);
