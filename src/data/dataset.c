@@ -457,6 +457,82 @@ static void count_targets(ps_dataset *d) {
   ps_strmap_free(&regression);
 }
 
+static uint64_t name_hash(const char *s) {
+  uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+  for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+  return h;
+}
+
+static int compare_u64(const void *a, const void *b) {
+  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+  return (x > y) - (x < y);
+}
+
+/* Cell names must be unique over all ranks (guides are matched by name). Each
+ * name's hash goes to rank hash % P, which looks for repeats; a repeated hash is
+ * then confirmed on the names themselves, so a hash collision is no false alarm. */
+static int check_unique_cells(MPI_Comm comm, const char *path, const ps_strlist *cells) {
+  int rank, size;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &size);
+  int *scount, *rcount, *sdispl, *rdispl, *fill;
+  PS_ALLOC(scount, size);
+  PS_ALLOC(rcount, size);
+  PS_ALLOC(sdispl, size);
+  PS_ALLOC(rdispl, size);
+  PS_ALLOC(fill, size);
+  uint64_t *hashes, *send;
+  PS_ALLOC(hashes, cells->n);
+  PS_ALLOC(send, cells->n);
+  for (int64_t i = 0; i < cells->n; i++) scount[(hashes[i] = name_hash(cells->items[i])) % (uint64_t)size]++;
+  PS_CHECK_MPI(MPI_Alltoall(scount, 1, MPI_INT, rcount, 1, MPI_INT, comm));
+  int64_t total = 0;
+  for (int r = 0; r < size; r++) {
+    sdispl[r] = r ? sdispl[r - 1] + scount[r - 1] : 0;
+    rdispl[r] = (int)total;
+    total += rcount[r];
+  }
+  for (int64_t i = 0; i < cells->n; i++) {
+    int r = (int)(hashes[i] % (uint64_t)size);
+    send[sdispl[r] + fill[r]++] = hashes[i];
+  }
+  uint64_t *recv;
+  PS_ALLOC(recv, total);
+  PS_CHECK_MPI(MPI_Alltoallv(send, scount, sdispl, MPI_UINT64_T, recv, rcount, rdispl, MPI_UINT64_T, comm));
+  qsort(recv, (size_t)total, sizeof *recv, compare_u64);
+  uint64_t repeated = 0, any = 0;
+  for (int64_t i = 1; i < total && !repeated; i++)
+    if (recv[i] == recv[i - 1]) repeated = recv[i];
+  PS_CHECK_MPI(MPI_Allreduce(&repeated, &any, 1, MPI_UINT64_T, MPI_MAX, comm));
+  int err = PS_OK;
+  if (any) { /* gather the names with that hash and compare them */
+    ps_strlist mine = {0}, all = {0};
+    int64_t n_mine = 0, n_all = 0;
+    for (int64_t i = 0; i < cells->n; i++)
+      if (hashes[i] == any) {
+        PS_CALL(ps_strlist_push(&mine, cells->items[i]));
+        n_mine++;
+      }
+    PS_CHECK_MPI(MPI_Allreduce(&n_mine, &n_all, 1, MPI_INT64_T, MPI_SUM, comm));
+    PS_CALL(ps_strlist_allgather_union(comm, &mine, &all));
+    if (all.n < n_all) /* fewer distinct names than names: a real repeat */
+      err = ps_error_set(PS_ERR_INPUT, __FILE__, __LINE__,
+                         "%s: cell name '%s' appears twice in the obs index; names must be unique", path,
+                         all.items[0]);
+    ps_strlist_free(&mine);
+    ps_strlist_free(&all);
+  }
+  free(scount);
+  free(rcount);
+  free(sdispl);
+  free(rdispl);
+  free(fill);
+  free(hashes);
+  free(send);
+  free(recv);
+  return err;
+}
+
 int ps_dataset_read(MPI_Comm comm, const ps_dataset_options *opt, ps_progress *progress, ps_dataset *d) {
   memset(d, 0, sizeof *d);
   if (opt->controls.n == 0) PS_FAIL(PS_ERR_INPUT, "no control label given (--control LABEL[,LABEL...])");
@@ -476,6 +552,7 @@ int ps_dataset_read(MPI_Comm comm, const ps_dataset_options *opt, ps_progress *p
   if (progress) ps_progress_update(progress, 0.5);
   d->n_cells_input = m.n_cells;
   d->n_genes = m.n_genes;
+  PS_CALL(check_unique_cells(comm, opt->input, &m.cells));
   PS_CALL(normalize_block(comm, &m.x, opt->input_is, &d->is_counts));
   if (!guides_in_matrix) PS_CALL(ps_error_sync(comm, read_guide_calls(comm, opt, &m, &calls)));
   PS_CALL(restrict_calls(opt, &calls));

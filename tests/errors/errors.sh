@@ -149,6 +149,28 @@ expect_error output_is_input_other_spelling input:./sim.h5ad "./sim.h5ad" "also 
 expect_error output_is_guides input:sim.guides.tsv "sim.guides.tsv" "also an input" -- "${VALID[@]}"
 expect_error output_folder_missing no/such/dir/out.h5ad "no/such/dir" "does not exist" -- "${VALID[@]}"
 
+expect_error duplicate_genes out.h5ad "bad/dup_genes.h5ad" "appears twice" -- \
+  --input bad/dup_genes.h5ad --guides sim.guides.tsv --control NonTargeting --targets sim.targets.gmt
+expect_error duplicate_cells out.h5ad "bad/dup_cells.h5ad" "twice" -- \
+  --input bad/dup_cells.h5ad --guides sim.guides.tsv --control NonTargeting --targets sim.targets.gmt
+expect_error truncated_hdf5 out.h5ad "bad/truncated.h5ad" -- \
+  --input bad/truncated.h5ad --guides sim.guides.tsv --control NonTargeting --targets sim.targets.gmt
+printf 'perturbation\tgene\n' > bad/empty_targets.tsv
+expect_error empty_targets out.h5ad "bad/empty_targets.tsv" "no target genes" -- \
+  --input sim.h5ad --guides sim.guides.tsv --control NonTargeting --targets bad/empty_targets.tsv
+mkdir -p readonly && chmod 555 readonly
+if [[ $(id -u) -ne 0 ]]; then # root writes anywhere: the check only means something for other users
+  expect_error output_folder_readonly readonly/out.h5ad "readonly" "not writable" -- "${VALID[@]}"
+fi
+printf 'input: sim.h5ad\nguides: sim.guides.tsv\ncontrol: NonTargeting\noutput: out.h5ad\nlamda: 0.1\n' > bad/unknown_key.yaml
+expect_error job_unknown_key out.h5ad "bad/unknown_key.yaml" "line 5" "lamda" -- --config bad/unknown_key.yaml
+printf 'input: sim.h5ad\nguides: sim.guides.tsv\ncontrol: NonTargeting\noutput: out.h5ad\njson: sometimes\n' > bad/wrong_type.yaml
+expect_error job_wrong_type out.h5ad "bad/wrong_type.yaml" "true or false" -- --config bad/wrong_type.yaml
+printf 'input: sim.h5ad\nsweep:\n  lambda: 0.1\n' > bad/bad_sweep.yaml
+expect_error job_bad_sweep out.h5ad "bad/bad_sweep.yaml" "list of values" -- --config bad/bad_sweep.yaml
+printf 'input: [sim.h5ad\n' > bad/not_yaml.yaml
+expect_error job_not_yaml out.h5ad "bad/not_yaml.yaml" "not valid YAML" -- --config bad/not_yaml.yaml
+
 echo
 if ((${#failures[@]})); then
   echo "FAIL: ${#failures[@]} case(s):"

@@ -64,6 +64,20 @@ def main():
     with copy(h5ad, f"{out}/nan_first_x.h5ad") as f:
         replace(f, "X/data", bad)
 
+    # duplicate gene names in var, duplicate cell names in obs
+    with copy(h5ad, f"{out}/dup_genes.h5ad") as f:
+        genes = f["var/_index"][...]
+        genes[1] = genes[0]
+        replace(f, "var/_index", genes)
+    with copy(h5ad, f"{out}/dup_cells.h5ad") as f:
+        cells = f["obs/_index"][...]
+        cells[1] = cells[0]
+        replace(f, "obs/_index", cells)
+    # a truncated HDF5 file: the first half of a valid one
+    raw = open(h5ad, "rb").read()
+    with open(f"{out}/truncated.h5ad", "wb") as f:
+        f.write(raw[: len(raw) // 2])
+
     # indptr decreasing in the middle (rows n/2 and n/2+1 swapped in the pointer)
     mid = n_cells // 2
     if indptr[mid] == indptr[mid + 1]:
