@@ -382,8 +382,8 @@ static int run_pipeline(MPI_Comm comm, run_options *o, int argc, char **argv) {
   double *pvalues = NULL;
   PS_CALL(ps_error_sync(comm, ps_ridge_fit_pvalues(comm, &d.design, &d.y, o->ridge_lambda, &o->perm, &ridge, &pvalues)));
   seconds[1] = ps_progress_done(&progress);
-  ps_fault_point("score");
   ps_progress_stage(&progress, "score");
+  ps_fault_point("score"); /* tests/fault: a rank killed inside the score stage */
   ps_scores scores;
   ps_design all = {0};
   const ps_design *scored = &d.design;
@@ -417,6 +417,7 @@ static int run_pipeline(MPI_Comm comm, run_options *o, int argc, char **argv) {
   PS_CALL(ps_error_sync(comm, ps_results_write(comm, partial, &d, scored, &ridge, pvalues, &scores, &info)));
   if (o->dosage)
     PS_CALL(ps_error_sync(comm, ps_results_add_dosage(comm, partial, &dosage, &o->dosage_opt, seconds_dosage, NULL)));
+  ps_fault_point("commit");
   PS_CALL(ps_error_sync(comm, ps_output_commit(comm, partial, o->output)));
   ps_cleanup_unregister();
   seconds[3] = ps_progress_done(&progress);

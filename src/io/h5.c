@@ -107,8 +107,12 @@ int ps_h5_attr_string(hid_t obj, const char *name, char *buf, size_t size, int *
   if (H5Aexists(obj, name) <= 0) return PS_OK;
   hid_t attr = H5Aopen(obj, name, H5P_DEFAULT);
   PS_CHECK_H5(attr);
+  hid_t space = H5Aget_space(attr);
+  hssize_t points = space < 0 ? -1 : H5Sget_simple_extent_npoints(space);
+  if (space >= 0) H5Sclose(space);
   hid_t type = H5Aget_type(attr);
-  if (H5Tget_class(type) != H5T_STRING) {
+  /* one string only: an array of strings would not fit the buffers below (found by fuzzing) */
+  if (points != 1 || H5Tget_class(type) != H5T_STRING) {
     H5Tclose(type);
     H5Aclose(attr);
     return PS_OK;

@@ -17,10 +17,13 @@ static void fuzz_remove_scratch(void) {
 }
 
 /* Scratch file name for this process; suffix names the harness and the format
- * (".h5ad"). Falls back to /tmp where /dev/shm does not exist. */
+ * (".h5ad"). In PS_FUZZ_SCRATCH if set (run.sh gives each run a folder, as a
+ * process killed by a crash or a timeout leaves its file behind), else /dev/shm,
+ * else /tmp. */
 __attribute__((unused)) static const char *fuzz_scratch(const char *suffix) {
   if (!fuzz_path[0]) {
-    const char *dir = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
+    const char *dir = getenv("PS_FUZZ_SCRATCH");
+    if (!dir || !*dir) dir = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
     snprintf(fuzz_path, sizeof fuzz_path, "%s/pertscore-fuzz-%ld%s", dir, (long)getpid(), suffix);
     atexit(fuzz_remove_scratch);
   }

@@ -67,6 +67,11 @@ for spec in "${targets[@]}"; do
   [[ $t == h5ad_meta ]] && flags+=(-max_len=512)
   [[ $t == h5ad_bytes ]] && flags+=(-max_len=65536 -fork=1 -ignore_crashes=1 -ignore_ooms=1 -ignore_timeouts=1)
   export PS_FUZZ_AVOID=$avoid
+  # scratch files of the harnesses (left behind by children that crash)
+  scratch_base=/tmp
+  [[ -w /dev/shm ]] && scratch_base=/dev/shm
+  export PS_FUZZ_SCRATCH=$scratch_base/pertscore-fuzz-run.$$
+  mkdir -p "$PS_FUZZ_SCRATCH"
   echo "== fuzz_$t for ${seconds}s${avoid:+ (known bugs left out: $avoid)}"
   set +e
   (cd "$work" && "$bin" "${flags[@]}" "$work/corpus" "$here/corpus/$t") >"$work/log" 2>&1
@@ -103,6 +108,7 @@ for spec in "${targets[@]}"; do
   else
     echo "   no crash"
   fi
+  rm -rf "$PS_FUZZ_SCRATCH"
 done
 
 if ((${#failures[@]})); then
