@@ -2,6 +2,7 @@
  * protospacer calls, and per-cell labels from an obs column. */
 #include <ctype.h>
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,7 +80,7 @@ static int parse_count(const char *text, double *value) {
   char *end;
   errno = 0;
   double v = strtod(text, &end);
-  if (end == text || *end != '\0' || errno || v < 0 || v != v) return 0;
+  if (end == text || *end != '\0' || errno || !isfinite(v) || v < 0) return 0;
   *value = v;
   return 1;
 }

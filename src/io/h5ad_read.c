@@ -26,8 +26,14 @@ int ps_compressed_bounds(const ps_h5 *h, const char *indptr_name, int64_t n_majo
   int64_t *ptr;
   PS_ALLOC(ptr, e - lo + 1);
   PS_CALL(ps_h5_read_range(h, indptr_name, H5T_NATIVE_INT64, lo, e - lo, ptr));
-  int64_t last = 0;
+  int64_t last = 0, n_data = 0;
   PS_CALL(ps_h5_read_range(h, indptr_name, H5T_NATIVE_INT64, n_ptr - 1, 1, &last));
+  char data_name[512];
+  snprintf(data_name, sizeof data_name, "%.*s/data", (int)(strlen(indptr_name) - strlen("/indptr")), indptr_name);
+  PS_CALL(ps_h5_length(h, data_name, &n_data));
+  if (last != n_data)
+    PS_FAIL(PS_ERR_INPUT, "%s: /%s ends at %lld but /%s holds %lld values", h->path, indptr_name, (long long)last,
+            data_name, (long long)n_data);
   int bad = 0;
   if (h->rank == 0 && e > lo && ptr[0] != 0) bad = 1;
   for (int64_t i = lo + 1; i < e && !bad; i++)
@@ -364,6 +370,14 @@ int ps_h5ad_read_matrix(MPI_Comm comm, const char *path, const char *layer, ps_m
     PS_FAIL(PS_ERR_INPUT, "%s: /%s is empty (%lld cells x %lld genes)", path, out->element, (long long)n_cells,
             (long long)n_genes);
   if (n_genes > INT32_MAX) PS_FAIL(PS_ERR_INPUT, "%s: too many genes (%lld)", path, (long long)n_genes);
+  /* the shape must match obs and var before anything is allocated from it (found by fuzzing) */
+  int64_t n_obs_early = 0, n_var_early = 0;
+  ps_strlist none = {0};
+  PS_CALL(read_index(&h, "obs", 0, 0, &none, &n_obs_early));
+  PS_CALL(read_index(&h, "var", 0, 0, &none, &n_var_early));
+  if (n_obs_early != n_cells || n_var_early != n_genes)
+    PS_FAIL(PS_ERR_INPUT, "%s: /%s is %lld x %lld but obs has %lld names and var %lld", path, out->element,
+            (long long)n_cells, (long long)n_genes, (long long)n_obs_early, (long long)n_var_early);
   out->n_cells = n_cells;
   out->n_genes = n_genes;
   if (strcmp(out->layout, "csr") == 0) PS_CALL(read_csr(&h, out->element, n_cells, n_genes, out));
@@ -418,6 +432,12 @@ int ps_h5ad_read_frame_column(MPI_Comm comm, const char *path, const char *frame
     char codes[600];
     snprintf(codes, sizeof codes, "%s/codes", name);
     PS_CALL(ps_h5_length(&h, info.type == H5O_TYPE_GROUP ? codes : name, &end));
+  }
+  if (info.type != H5O_TYPE_GROUP) { /* one value per row (found by fuzzing: scalar and 2-D columns) */
+    int64_t length = 0;
+    PS_CALL(ps_h5_length(&h, name, &length));
+    if (end > length) PS_FAIL(PS_ERR_INPUT, "%s: %s column '%s' has %lld values, fewer than the %lld rows", path, frame,
+                              column, (long long)length, (long long)end);
   }
   int64_t n = end - begin;
   if (info.type == H5O_TYPE_GROUP) { /* categorical: codes + categories */
