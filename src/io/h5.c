@@ -21,13 +21,18 @@ static hid_t mpio_fapl(MPI_Comm comm) {
   return fapl;
 }
 
-int ps_h5_open_read(MPI_Comm comm, const char *path, ps_h5 *h) {
+/* Common start of every open: our own messages replace HDF5's error stack. */
+static void h5_begin(MPI_Comm comm, const char *path, ps_h5 *h) {
   memset(h, 0, sizeof *h);
   h->comm = comm;
   h->path = path;
   MPI_Comm_rank(comm, &h->rank);
   MPI_Comm_size(comm, &h->size);
   H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+}
+
+int ps_h5_open_read(MPI_Comm comm, const char *path, ps_h5 *h) {
+  h5_begin(comm, path, h);
   if (access(path, R_OK) != 0) PS_FAIL(PS_ERR_INPUT, "%s: cannot open: no such file or not readable", path);
   htri_t is_h5 = H5Fis_hdf5(path);
   if (is_h5 <= 0) PS_FAIL(PS_ERR_INPUT, "%s: not an HDF5 file (expected an AnnData .h5ad or 10x .h5)", path);
@@ -40,12 +45,7 @@ int ps_h5_open_read(MPI_Comm comm, const char *path, ps_h5 *h) {
 }
 
 int ps_h5_open_update(MPI_Comm comm, const char *path, ps_h5 *h) {
-  memset(h, 0, sizeof *h);
-  h->comm = comm;
-  h->path = path;
-  MPI_Comm_rank(comm, &h->rank);
-  MPI_Comm_size(comm, &h->size);
-  H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+  h5_begin(comm, path, h);
   if (access(path, R_OK | W_OK) != 0) PS_FAIL(PS_ERR_INPUT, "%s: cannot open for writing", path);
   hid_t fapl = mpio_fapl(comm);
   PS_CHECK_H5(fapl);
@@ -56,12 +56,7 @@ int ps_h5_open_update(MPI_Comm comm, const char *path, ps_h5 *h) {
 }
 
 int ps_h5_create(MPI_Comm comm, const char *path, ps_h5 *h) {
-  memset(h, 0, sizeof *h);
-  h->comm = comm;
-  h->path = path;
-  MPI_Comm_rank(comm, &h->rank);
-  MPI_Comm_size(comm, &h->size);
-  H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+  h5_begin(comm, path, h);
   hid_t fapl = mpio_fapl(comm);
   PS_CHECK_H5(fapl);
   /* Same bytes for the same content on any number of ranks: no timestamps. */
