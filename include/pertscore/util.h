@@ -156,4 +156,16 @@ void ps_block_range(int64_t n, int r, int p, int64_t *begin, int64_t *end);
  * collective; cheap enough to call once per stage. */
 void ps_fault_point(const char *stage);
 
+/* ---- run statistics for benchmarks (src/util/stats.c, tools/bench) ----
+ * Named per-process counters (seconds, flops, bytes, cells...). Cheap, not
+ * collective. When the environment variable PERTSCORE_STATS=PREFIX is set,
+ * ps_stats_write_env() writes PREFIX.rank<R>.json at exit; tools/bench reads them. */
+void ps_stats_add(const char *name, double value);   /* counter += value */
+void ps_stats_max(const char *name, double value);   /* counter = max(counter, value) */
+void ps_stats_set(const char *name, double value);
+double ps_stats_get(const char *name);               /* 0 when never set */
+/* Writes PREFIX.rank<rank>.json when PERTSCORE_STATS is set; 0 or an error code. */
+int ps_stats_write_env(int rank);
+void ps_stats_clear(void);
+
 #endif

@@ -92,6 +92,7 @@ int main(int argc, char **argv) {
     }
     status = asked ? 0 : 2;
   }
+  if (ps_stats_write_env(rank) != PS_OK) fprintf(stderr, "pertscore: warning: %s\n", ps_error_message());
   PetscFinalize();
   MPI_Finalize();
   free(ours);
