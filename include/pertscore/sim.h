@@ -45,6 +45,11 @@ typedef struct {
    * count c = 1e4 weight and the multiplicative change f), and the downstream
    * effects are scaled by 1 / (1 + (x / e_k)^b_k) instead of the efficiency. */
   int dosage_design;
+  /* --unmeasured-targets U (a targeted panel such as TAP-seq): the last U of the K
+   * perturbations target genes outside the G measured genes (gene indices G, G + 1,
+   * ..., named like the others; no knockdown is measured), their downstream genes
+   * still come from the panel. 0 (default): every target is measured. */
+  int32_t n_unmeasured_targets;
 } ps_sim_options;
 
 enum { PS_SIM_EFFECTS_SPARSE = 0, PS_SIM_EFFECTS_LOWRANK = 1, PS_SIM_EFFECTS_NONE = 2 };
@@ -54,7 +59,7 @@ void ps_sim_options_default(ps_sim_options *o);
 /* Global truth, identical on every rank. */
 typedef struct {
   double *gene_weight;       /* G: relative expression (sums to 1) */
-  int32_t *target_gene;      /* K: gene knocked down by perturbation k */
+  int32_t *target_gene;      /* K: gene knocked down by perturbation k (>= G: not measured) */
   int32_t *downstream_ptr;   /* K + 1 */
   int32_t *downstream_gene;  /* downstream genes of each perturbation */
   double *downstream_lfc;    /* natural-log fold change at e = 1 */

@@ -125,12 +125,31 @@ double ps_rng_normal(ps_rng *r);
 double ps_rng_gamma(ps_rng *r, double shape); /* scale 1 */
 int64_t ps_rng_poisson(ps_rng *r, double mean);
 
-/* ---- progress on rank 0 ---- */
+/* ---- bytes communicated (src/util/mpi_count.c): PMPI wrappers count what this
+ * rank sends, including the MPI calls of ScaLAPACK, HDF5 and PETSc ---- */
+typedef struct {
+  double bytes, calls;         /* every counted call: point-to-point and collective */
+  double p2p_bytes, p2p_calls; /* point-to-point only (ScaLAPACK/BLACS send this way) */
+} ps_mpi_counts;
+void ps_mpi_counts_get(ps_mpi_counts *c); /* totals since start */
+
+/* Peak resident set size of this process in bytes (VmHWM), 0 when unknown. */
+double ps_peak_rss_bytes(void);
+/* Reset the peak to the current RSS (writes "5" to /proc/self/clear_refs). */
+void ps_peak_rss_reset(void);
+
+/* ---- progress on rank 0 ----
+ * Every rank also records, for each stage S between ps_progress_stage and
+ * ps_progress_done (or the next ps_progress_stage), the statistics S.seconds,
+ * S.peak_rss_bytes (peak RSS reset at the stage start), S.mpi_bytes, S.mpi_calls,
+ * S.mpi_p2p_bytes (see ps_stats_* below; tools/bench reads them). */
 typedef struct {
   int enabled;
   double t_start, t_stage;
   const char *stage;
   int last_percent;
+  int in_stage;              /* a stage is open: its statistics are not recorded yet */
+  ps_mpi_counts mpi_at_stage; /* counters at the stage start */
 } ps_progress;
 
 void ps_progress_init(ps_progress *p, MPI_Comm comm, int quiet);

@@ -32,6 +32,9 @@ static const char *simulate_usage =
     "                         expressed genes, efficiencies uniform(0, 1), downstream effects Hill-shaped\n"
     "                         in the own-gene level with a designed ED50 (half <= 0.5) and slope;\n"
     "                         writes PREFIX.dosage.tsv\n"
+    "  --unmeasured-targets U the last U perturbations target genes outside the measured panel\n"
+    "                         (a TAP-seq panel: names GENE<G+1>...; no own-gene knockdown measured),\n"
+    "                         their downstream genes are drawn from the panel (0)\n"
     "  --quiet                no progress on stderr\n"
     "\n"
     "writes PREFIX.h5ad (counts; obs column 'guide'), PREFIX.guides.tsv (scMAGeCK table),\n"
@@ -40,7 +43,7 @@ static const char *simulate_usage =
 
 static int parse_simulate(int argc, char **argv, ps_sim_options *o, char *prefix, size_t size, int *quiet, int *help) {
   enum { O_CELLS = 1, O_GENES, O_PERT, O_MOI, O_POISSON, O_CONTROL, O_DOWN, O_EFFECT, O_KD, O_EFF, O_LIB, O_DISP,
-         O_SEED, O_OUT, O_QUIET, O_HELP, O_EFFECTS, O_RANK, O_DOSAGE_DESIGN };
+         O_SEED, O_OUT, O_QUIET, O_HELP, O_EFFECTS, O_RANK, O_DOSAGE_DESIGN, O_UNMEASURED };
   static const struct option longs[] = {
       {"cells", required_argument, 0, O_CELLS}, {"genes", required_argument, 0, O_GENES},
       {"perturbations", required_argument, 0, O_PERT}, {"moi", required_argument, 0, O_MOI},
@@ -51,7 +54,8 @@ static int parse_simulate(int argc, char **argv, ps_sim_options *o, char *prefix
       {"seed", required_argument, 0, O_SEED}, {"out", required_argument, 0, O_OUT},
       {"quiet", no_argument, 0, O_QUIET}, {"help", no_argument, 0, O_HELP},
       {"effects", required_argument, 0, O_EFFECTS}, {"rank", required_argument, 0, O_RANK},
-      {"dosage-design", no_argument, 0, O_DOSAGE_DESIGN}, {0, 0, 0, 0}};
+      {"dosage-design", no_argument, 0, O_DOSAGE_DESIGN},
+      {"unmeasured-targets", required_argument, 0, O_UNMEASURED}, {0, 0, 0, 0}};
   ps_sim_options_default(o);
   optind = 1;
   opterr = 0;
@@ -101,6 +105,10 @@ static int parse_simulate(int argc, char **argv, ps_sim_options *o, char *prefix
         o->effect_rank = (int32_t)v;
         break;
       case O_DOSAGE_DESIGN: o->dosage_design = 1; break;
+      case O_UNMEASURED:
+        PS_CALL(ps_cli_count("--unmeasured-targets", optarg, &v));
+        o->n_unmeasured_targets = (int32_t)v;
+        break;
       default: PS_FAIL(PS_ERR_INPUT, "simulate: unknown or incomplete option '%s'", argv[optind - 1]);
     }
   }

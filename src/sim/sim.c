@@ -107,7 +107,14 @@ static double dosage_own_factor(double weight, double x) {
 
 int ps_sim_truth_make(const ps_sim_options *o, ps_sim_truth *t) {
   memset(t, 0, sizeof *t);
-  int32_t G = o->n_genes, K = o->n_perturbations;
+  int32_t G = o->n_genes, K_all = o->n_perturbations, U = o->n_unmeasured_targets;
+  if (U < 0 || U > K_all)
+    PS_FAIL(PS_ERR_INPUT, "simulate: --unmeasured-targets must be in [0, %d] (got %d)", K_all, U);
+  if (U > 0 && (o->effect_model != PS_SIM_EFFECTS_SPARSE || o->dosage_design))
+    PS_FAIL(PS_ERR_INPUT, "simulate: --unmeasured-targets works with the sparse effects only (not with --effects "
+            "lowrank/none or --dosage-design)");
+  /* K: perturbations whose target gene is in the panel (all of them unless U > 0) */
+  int32_t K = K_all - U;
   if (G < 2 * K + o->n_downstream)
     PS_FAIL(PS_ERR_INPUT, "simulate: %d genes are too few for %d perturbations with %d downstream genes each", G, K,
             o->n_downstream);
@@ -138,14 +145,15 @@ int ps_sim_truth_make(const ps_sim_options *o, ps_sim_truth *t) {
     order[i] = order[j];
     order[j] = tmp;
   }
-  PS_ALLOC(t->target_gene, K);
+  PS_ALLOC(t->target_gene, K_all);
   uint8_t *is_target;
   PS_ALLOC(is_target, G);
   for (int32_t k = 0; k < K; k++) {
     t->target_gene[k] = order[k];
     is_target[order[k]] = 1;
   }
-  PS_ALLOC(t->downstream_ptr, K + 1);
+  for (int32_t k = K; k < K_all; k++) t->target_gene[k] = G + (k - K); /* outside the panel */
+  PS_ALLOC(t->downstream_ptr, K_all + 1);
   if (o->dosage_design) PS_CALL(dosage_design(o, t));
   if (o->effect_model != PS_SIM_EFFECTS_SPARSE) {
     int err = o->effect_model == PS_SIM_EFFECTS_LOWRANK ? lowrank_effects(o, order, t) : PS_OK;
@@ -153,12 +161,12 @@ int ps_sim_truth_make(const ps_sim_options *o, ps_sim_truth *t) {
     free(order);
     return err;
   }
-  PS_ALLOC(t->downstream_gene, (int64_t)K * o->n_downstream);
-  PS_ALLOC(t->downstream_lfc, (int64_t)K * o->n_downstream);
+  PS_ALLOC(t->downstream_gene, (int64_t)K_all * o->n_downstream);
+  PS_ALLOC(t->downstream_lfc, (int64_t)K_all * o->n_downstream);
   int32_t rest = pool - K, w = 0;
   uint8_t *taken;
   PS_ALLOC(taken, G);
-  for (int32_t k = 0; k < K; k++) {
+  for (int32_t k = 0; k < K_all; k++) {
     memset(taken, 0, (size_t)G);
     for (int32_t d = 0; d < o->n_downstream; d++) {
       int32_t g;
@@ -269,7 +277,7 @@ static int simulate_cell(const ps_sim_options *o, const ps_sim_truth *t, int64_t
         double x = 1.0 - o->knockdown * e;
         log_effect[t->target_gene[k]] += log(dosage_own_factor(t->gene_weight[t->target_gene[k]], x));
         scale = 1.0 / (1.0 + pow(x / t->dosage_ed50[k], t->dosage_hill_b[k]));
-      } else if (o->effect_model != PS_SIM_EFFECTS_NONE) {
+      } else if (o->effect_model != PS_SIM_EFFECTS_NONE && t->target_gene[k] < o->n_genes) {
         log_effect[t->target_gene[k]] += log(1.0 - o->knockdown * e);
       }
       for (int32_t d = t->downstream_ptr[k]; d < t->downstream_ptr[k + 1]; d++)

@@ -1,10 +1,53 @@
-/* Progress lines on rank 0: stage, percent, elapsed. */
+/* Progress lines on rank 0: stage, percent, elapsed; per-stage statistics on every rank. */
 #include "pertscore/util.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 double ps_wtime(void) { return MPI_Wtime(); }
+
+double ps_peak_rss_bytes(void) {
+  FILE *f = fopen("/proc/self/status", "r");
+  if (!f) return 0;
+  char line[256];
+  double kib = 0;
+  while (fgets(line, sizeof line, f))
+    if (strncmp(line, "VmHWM:", 6) == 0) {
+      kib = strtod(line + 6, NULL);
+      break;
+    }
+  fclose(f);
+  return kib * 1024.0;
+}
+
+void ps_peak_rss_reset(void) {
+  FILE *f = fopen("/proc/self/clear_refs", "w"); /* "5": reset the peak RSS (Linux >= 4.0) */
+  if (!f) return;
+  fputs("5", f);
+  fclose(f);
+}
+
+/* Statistics of the open stage: seconds, peak RSS since its start, MPI traffic. */
+static void stage_record(ps_progress *p, double seconds) {
+  if (!p->in_stage || !p->stage) return;
+  p->in_stage = 0;
+  char name[96];
+  ps_mpi_counts now;
+  ps_mpi_counts_get(&now);
+  double peak = ps_peak_rss_bytes();
+  snprintf(name, sizeof name, "%s.seconds", p->stage);
+  ps_stats_add(name, seconds);
+  snprintf(name, sizeof name, "%s.peak_rss_bytes", p->stage);
+  ps_stats_max(name, peak);
+  ps_stats_max("process.peak_rss_bytes", peak);
+  snprintf(name, sizeof name, "%s.mpi_bytes", p->stage);
+  ps_stats_add(name, now.bytes - p->mpi_at_stage.bytes);
+  snprintf(name, sizeof name, "%s.mpi_calls", p->stage);
+  ps_stats_add(name, now.calls - p->mpi_at_stage.calls);
+  snprintf(name, sizeof name, "%s.mpi_p2p_bytes", p->stage);
+  ps_stats_add(name, now.p2p_bytes - p->mpi_at_stage.p2p_bytes);
+}
 
 void ps_progress_init(ps_progress *p, MPI_Comm comm, int quiet) {
   int rank = 0;
@@ -15,6 +58,11 @@ void ps_progress_init(ps_progress *p, MPI_Comm comm, int quiet) {
 }
 
 void ps_progress_stage(ps_progress *p, const char *stage) {
+  stage_record(p, ps_wtime() - p->t_stage); /* a stage left open ends here */
+  ps_stats_max("process.peak_rss_bytes", ps_peak_rss_bytes());
+  ps_peak_rss_reset();
+  ps_mpi_counts_get(&p->mpi_at_stage);
+  p->in_stage = 1;
   p->stage = stage;
   p->t_stage = ps_wtime();
   p->last_percent = -1;
@@ -36,6 +84,7 @@ void ps_progress_update(ps_progress *p, double fraction) {
 
 double ps_progress_done(ps_progress *p) {
   double now = ps_wtime(), spent = now - p->t_stage;
+  stage_record(p, spent);
   if (p->enabled) {
     fprintf(stderr, "pertscore: %-8s 100%%  elapsed %7.1fs  (stage %.2fs)\n", p->stage, now - p->t_start, spent);
     fflush(stderr);

@@ -48,6 +48,13 @@ void ps_stats_clear(void) { n_stats = 0; }
 int ps_stats_write_env(int rank) {
   const char *prefix = getenv("PERTSCORE_STATS");
   if (!prefix || !*prefix) return PS_OK;
+  /* whole-process figures: peak RSS (stages reset it, so also the largest stage peak) and MPI totals */
+  ps_stats_max("process.peak_rss_bytes", ps_peak_rss_bytes());
+  ps_mpi_counts mpi;
+  ps_mpi_counts_get(&mpi);
+  ps_stats_set("process.mpi_bytes", mpi.bytes);
+  ps_stats_set("process.mpi_calls", mpi.calls);
+  ps_stats_set("process.mpi_p2p_bytes", mpi.p2p_bytes);
   char path[4096];
   snprintf(path, sizeof path, "%s.rank%d.json", prefix, rank);
   FILE *f = fopen(path, "w");
