@@ -60,4 +60,41 @@ int ps_results_write_extra(MPI_Comm comm, const char *path, const ps_dataset *d,
 int ps_results_add_dosage(MPI_Comm comm, const char *path, const ps_dosage_table *t, const ps_dosage_options *opt,
                           double seconds, const char *command);
 
+/* ---------------------------------------------------------------- stage checkpoints (--resume)
+ * (src/results/checkpoint.c, docs/reliability.md "Resume"). A run writes its
+ * finished stages into OUTPUT.partial under uns/pertscore/checkpoint: after the
+ * ridge stage beta and its p-values, after the score stage the PS. Everything is
+ * stored in global order (cells in analysed order, B row-major), so a run on any
+ * number of ranks can resume it. The final results write replaces the file. */
+typedef enum { PS_CHECKPOINT_NONE = 0, PS_CHECKPOINT_RIDGE = 1, PS_CHECKPOINT_SCORE = 2 } ps_checkpoint_stage;
+
+/* Create PATH (replacing any file there) holding the ridge stage: the provenance
+ * digests it belongs to, the perturbation and regression gene names it was fitted
+ * on (checked when resuming), B and, unless NULL, its p-values. Collective. */
+int ps_checkpoint_write_ridge(MPI_Comm comm, const char *path, const char *input_digest, const char *params_digest,
+                              const ps_dataset *d, const ps_ridge *ridge, const double *pvalues);
+/* Add the score stage to the checkpoint at PATH: the scored design's entries and
+ * PS of every analysed cell (each rank writes its rows at its global offset) and
+ * the per-perturbation maxima. Collective. */
+int ps_checkpoint_write_scores(MPI_Comm comm, const char *path, const ps_dataset *d, const ps_design *scored,
+                               const ps_scores *scores);
+
+/* What a resumed run takes from a checkpoint. */
+typedef struct {
+  ps_checkpoint_stage stage; /* the last completed stage that can be used */
+  ps_ridge ridge;            /* stage >= RIDGE */
+  double *pvalues;           /* stage >= RIDGE and the run has permutations, else NULL */
+  ps_scores scores;          /* stage == SCORE: this rank's cells, layout of the scored design */
+  char reason[512];          /* stage == NONE: why the checkpoint cannot be used */
+} ps_checkpoint;
+
+/* Read the checkpoint at PATH for a run with these digests on dataset d (read as
+ * usual) and, for the score stage, the scored design. A missing file, another
+ * run's checkpoint (different digests), a different dataset, or a damaged file
+ * is not an error: out->stage = NONE and out->reason says why. Errors only for
+ * failures of MPI itself. Collective; the same answer on every rank. */
+int ps_checkpoint_read(MPI_Comm comm, const char *path, const char *input_digest, const char *params_digest,
+                       const ps_dataset *d, const ps_design *scored, int with_pvalues, ps_checkpoint *out);
+void ps_checkpoint_free(ps_checkpoint *c);
+
 #endif

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "pertscore/cv.h"
 #include "pertscore/data.h"
 #include "pertscore/dosage.h"
 #include "pertscore/results.h"
@@ -30,6 +31,9 @@ static const char *run_usage =
     "  --targets FILE        target genes per perturbation: GMT, or TSV perturbation<TAB>gene\n"
     "                        (without it they are selected by Wilcoxon tests, options below)\n"
     "  --min-gene-frac F     regression genes need y > 0 in at least F of analysed cells (0.01)\n"
+    "  --control-by COL      one basal expression (intercept) per group of obs column COL (batch, line)\n"
+    "  --group-by COL        targets, beta and PS within each group of obs column COL (cell type):\n"
+    "                        perturbation P becomes P@group per group; every group needs controls\n"
     "target selection (without --targets):\n"
     "  --min-pct F           test a gene only if max(pct1, pct2) >= F (0.1)\n"
     "  --logfc X             first |log2FC| threshold; x0.8 while fewer than --min-targets, 3 tries (0.1)\n"
@@ -52,12 +56,20 @@ static const char *run_usage =
     "dosage (SPEC section 5; perturbations whose own gene is measured):\n"
     "  --no-dosage           skip the dosage stage (Hill fit of PS against own-gene expression)\n"
     "  --min-dosage-cells N  fit only perturbations with at least N cells (100)\n"
+    "cross-validation (SPEC section 7, docs/cv.md; as pertscore cv, on the data already read):\n"
+    "  --cv SCHEME           cells or perturbations: tables in uns/cv of OUTPUT, summary in\n"
+    "                        OUTPUT without .h5ad + .cv.tsv; folds from --seed\n"
+    "  --folds F             number of folds (5)\n"
+    "  --cv-ridge-lambdas LIST  cells: ridge lambda grid (10^-2..10^4 in half decades)\n"
+    "  --cv-min-cells N      perturbations: leave out perturbations with fewer cells (10)\n"
     "job files:\n"
     "  --config JOB.yaml     read options from a YAML job file (jobs/example.yaml); options on the\n"
     "                        command line are applied after it\n"
     "output:\n"
     "  --output FILE         results .h5ad (written as FILE.partial, renamed when complete)\n"
     "  --force               rerun even when OUTPUT records the same input digests and parameters\n"
+    "  --resume              continue a killed run: take the stages OUTPUT.partial holds (ridge, score)\n"
+    "                        when it records the same input digests and parameters; else start over\n"
     "  --quiet               no progress on stderr\n"
     "  --json                print a machine-readable summary on stdout\n";
 
@@ -69,8 +81,12 @@ typedef struct {
   int score_all_cells;
   int dosage;                 /* the dosage stage: on unless --no-dosage */
   ps_dosage_options dosage_opt;
+  ps_cv_options cv;           /* --cv: scheme 0 = no cross-validation stage */
+  char cv_summary[4096];      /* its TSV: OUTPUT without .h5ad + .cv.tsv, written as .partial */
+  char cv_partial[4200];
   const char *output;
   int quiet, json, force;
+  int resume;                 /* --resume: continue from the checkpoints in OUTPUT.partial */
 } run_options;
 
 /* --score-all-cells solves cells x perturbations variables: a guard for the mode's intent. */
@@ -81,7 +97,8 @@ enum { O_INPUT = 1, O_LAYER, O_INPUT_IS, O_GUIDES, O_GUIDE_COLUMN, O_CONTROL, O_
        O_RIDGE_LAMBDA, O_LAMBDA, O_UPPER, O_NO_RESCALE, O_OUTPUT, O_QUIET, O_JSON, O_HELP, O_MIN_PCT, O_LOGFC,
        O_MIN_TARGETS, O_MAX_TARGETS, O_EXCLUDE_PERTURBED, O_DE_BACKGROUND, O_DE_STRICT, O_MIN_GUIDE_UMI,
        O_PERTURBATIONS, O_UNIT, O_SCORE_ALL, O_PERMUTATIONS, O_SEED, O_FORCE,
-       O_NO_DOSAGE, O_MIN_DOSAGE_CELLS };
+       O_NO_DOSAGE, O_MIN_DOSAGE_CELLS, O_CONTROL_BY, O_GROUP_BY, O_CV, O_FOLDS, O_CV_RIDGE_LAMBDAS, O_CV_MIN_CELLS,
+       O_RESUME };
 static const struct option run_longs[] = {
     {"input", required_argument, 0, O_INPUT}, {"layer", required_argument, 0, O_LAYER},
     {"input-is", required_argument, 0, O_INPUT_IS}, {"guides", required_argument, 0, O_GUIDES},
@@ -98,8 +115,12 @@ static const struct option run_longs[] = {
     {"min-guide-umi", required_argument, 0, O_MIN_GUIDE_UMI}, {"perturbations", required_argument, 0, O_PERTURBATIONS},
     {"unit", required_argument, 0, O_UNIT}, {"score-all-cells", no_argument, 0, O_SCORE_ALL},
     {"permutations", required_argument, 0, O_PERMUTATIONS}, {"seed", required_argument, 0, O_SEED},
-    {"force", no_argument, 0, O_FORCE},
+    {"force", no_argument, 0, O_FORCE}, {"resume", no_argument, 0, O_RESUME},
     {"no-dosage", no_argument, 0, O_NO_DOSAGE}, {"min-dosage-cells", required_argument, 0, O_MIN_DOSAGE_CELLS},
+    {"control-by", required_argument, 0, O_CONTROL_BY}, {"group-by", required_argument, 0, O_GROUP_BY},
+    {"cv", required_argument, 0, O_CV}, {"folds", required_argument, 0, O_FOLDS},
+    {"cv-ridge-lambdas", required_argument, 0, O_CV_RIDGE_LAMBDAS},
+    {"cv-min-cells", required_argument, 0, O_CV_MIN_CELLS},
     {0, 0, 0, 0}};
 
 int ps_run_option_arity(const char *name) {
@@ -116,6 +137,8 @@ static int parse_run(int argc, char **argv, run_options *o, int *help) {
   o->dosage = 1;
   ps_dosage_options_default(&o->dosage_opt);
   ps_ridge_perm_options_default(&o->perm);
+  ps_cv_options_default(&o->cv);
+  o->cv.scheme = 0;
   optind = 1;
   opterr = 0;
   int c;
@@ -137,11 +160,27 @@ static int parse_run(int argc, char **argv, run_options *o, int *help) {
       case O_HELP: *help = 1; return PS_OK;
       case O_SCORE_ALL: o->score_all_cells = 1; break;
       case O_FORCE: o->force = 1; break;
+      case O_RESUME: o->resume = 1; break;
       case O_NO_DOSAGE: o->dosage = 0; break;
       case O_MIN_DOSAGE_CELLS:
         PS_CALL(ps_cli_count("--min-dosage-cells", optarg, &number));
         if (number < 1) PS_FAIL(PS_ERR_INPUT, "--min-dosage-cells must be >= 1 (got %s)", optarg);
         o->dosage_opt.min_cells = (int64_t)number;
+        break;
+      case O_CV:
+        if (strcmp(optarg, "perturbations") == 0) o->cv.scheme = PS_CV_SCHEME_PERTURBATIONS;
+        else if (strcmp(optarg, "cells") == 0) o->cv.scheme = PS_CV_SCHEME_CELLS;
+        else PS_FAIL(PS_ERR_INPUT, "--cv expects cells or perturbations, got '%s'", optarg);
+        break;
+      case O_FOLDS:
+        PS_CALL(ps_cli_count("--folds", optarg, &number));
+        if (number < 2 || number > 1000) PS_FAIL(PS_ERR_INPUT, "--folds must be in [2, 1000], got '%s'", optarg);
+        o->cv.n_folds = (int)number;
+        break;
+      case O_CV_RIDGE_LAMBDAS: PS_CALL(ps_cv_parse_ridge_lambdas(optarg, &o->cv)); break;
+      case O_CV_MIN_CELLS:
+        PS_CALL(ps_cli_count("--cv-min-cells", optarg, &number));
+        o->cv.min_cells = number < 2 ? 2 : (int64_t)number; /* the split halves need two cells */
         break;
       case O_PERMUTATIONS: {
         double r;
@@ -175,6 +214,14 @@ static int parse_run(int argc, char **argv, run_options *o, int *help) {
   ps_strlist_sort_unique(&o->data.controls);
   ps_strlist_sort_unique(&o->data.perturbations);
   o->data.own_genes = o->dosage;
+  if ((o->data.group_by || o->data.control_by) && o->cv.scheme)
+    PS_FAIL(PS_ERR_INPUT, "run: --cv does not support --group-by / --control-by yet (its folds refit one intercept)");
+  o->cv.seed = o->perm.seed; /* --cv: the same options as pertscore cv; folds from --seed */
+  o->cv.score = o->score;
+  size_t stem = strlen(o->output);
+  if (stem > 5 && strcmp(o->output + stem - 5, ".h5ad") == 0) stem -= 5;
+  snprintf(o->cv_summary, sizeof o->cv_summary, "%.*s.cv.tsv", (int)stem, o->output);
+  snprintf(o->cv_partial, sizeof o->cv_partial, "%s.partial", o->cv_summary);
   return PS_OK;
 }
 
@@ -225,8 +272,21 @@ static int record_parameters(const run_options *o, int argc, char **argv, ps_run
   PS_CALL(ps_run_info_number(info, "permutations", o->perm.n_permutations));
   PS_CALL(ps_run_info_number(info, "seed", (double)o->perm.seed));
   PS_CALL(ps_run_info_string(info, "unit", o->data.unit_guide ? "guide" : "gene"));
+  if (o->data.control_by) PS_CALL(ps_run_info_string(info, "control_by", o->data.control_by));
+  if (o->data.group_by) PS_CALL(ps_run_info_string(info, "group_by", o->data.group_by));
   PS_CALL(ps_run_info_number(info, "dosage", o->dosage));
   if (o->dosage) PS_CALL(ps_run_info_number(info, "min_dosage_cells", (double)o->dosage_opt.min_cells));
+  if (o->cv.scheme) {
+    PS_CALL(ps_run_info_string(info, "cv", o->cv.scheme == PS_CV_SCHEME_CELLS ? "cells" : "perturbations"));
+    PS_CALL(ps_run_info_number(info, "folds", o->cv.n_folds));
+    if (o->cv.scheme == PS_CV_SCHEME_PERTURBATIONS)
+      PS_CALL(ps_run_info_number(info, "cv_min_cells", (double)o->cv.min_cells));
+    for (int l = 0; l < o->cv.n_ridge_lambdas && o->cv.scheme == PS_CV_SCHEME_CELLS; l++) {
+      char key[64];
+      snprintf(key, sizeof key, "cv_ridge_lambda_%02d", l);
+      PS_CALL(ps_run_info_number(info, key, o->cv.ridge_lambdas[l]));
+    }
+  }
   char subset[4096] = "";
   for (int64_t i = 0; i < o->data.perturbations.n; i++) {
     strncat(subset, i ? "," : "", sizeof subset - strlen(subset) - 1);
@@ -355,6 +415,24 @@ static int output_up_to_date(MPI_Comm comm, const char *output, const char *inpu
   return same;
 }
 
+/* --resume: read the checkpoint of OUTPUT.partial and say what is taken from it. */
+static int resume_from(MPI_Comm comm, const run_options *o, const char *partial, const char *input_digest,
+                       const char *params_digest, const ps_dataset *d, const ps_design *scored, ps_checkpoint *out) {
+  int rank;
+  MPI_Comm_rank(comm, &rank);
+  PS_CALL(ps_checkpoint_read(comm, partial, input_digest, params_digest, d, scored, o->perm.n_permutations > 0, out));
+  if (rank == 0 && !o->quiet) {
+    if (out->stage == PS_CHECKPOINT_NONE)
+      fprintf(stderr, "pertscore: resume: starting from the beginning: the checkpoint in %s cannot be used: %s\n",
+              partial, out->reason);
+    else
+      fprintf(stderr, "pertscore: resume: stages %s taken from %s; continuing with %s\n",
+              out->stage == PS_CHECKPOINT_SCORE ? "ridge and score" : "ridge", partial,
+              out->stage == PS_CHECKPOINT_SCORE ? (o->dosage ? "dosage" : "the write") : "score");
+  }
+  return PS_OK;
+}
+
 /* Runs the pipeline; any error is made collective by the caller. */
 static int run_pipeline(MPI_Comm comm, run_options *o, int argc, char **argv) {
   int rank, size;
@@ -377,21 +455,37 @@ static int run_pipeline(MPI_Comm comm, run_options *o, int argc, char **argv) {
   ps_progress_stage(&progress, "read");
   PS_CALL(ps_dataset_read(comm, &o->data, &progress, &d));
   seconds[0] = ps_progress_done(&progress);
-  ps_progress_stage(&progress, "ridge");
-  ps_ridge ridge;
-  double *pvalues = NULL;
-  PS_CALL(ps_error_sync(comm, ps_ridge_fit_pvalues(comm, &d.design, &d.y, o->ridge_lambda, &o->perm, &ridge, &pvalues)));
-  seconds[1] = ps_progress_done(&progress);
-  ps_progress_stage(&progress, "score");
-  ps_fault_point("score"); /* tests/fault: a rank killed inside the score stage */
-  ps_scores scores;
   ps_design all = {0};
   const ps_design *scored = &d.design;
   if (o->score_all_cells) {
     PS_CALL(ps_error_sync(comm, ps_design_all(comm, &d.design, PS_SCORE_ALL_MAX, &all)));
     scored = &all;
   }
-  PS_CALL(ps_error_sync(comm, ps_score_cells(comm, scored, &d.y, &ridge, &o->score, &progress, &scores)));
+  /* --resume: the stages OUTPUT.partial already holds for this input and these parameters */
+  char partial[4200];
+  snprintf(partial, sizeof partial, "%s.partial", o->output);
+  ps_checkpoint resumed = {0};
+  if (o->resume) PS_CALL(resume_from(comm, o, partial, input_digest, params_digest, &d, scored, &resumed));
+  ps_cleanup_register(partial); /* from here on OUTPUT.partial holds this run's checkpoints */
+  ps_progress_stage(&progress, "ridge");
+  ps_ridge ridge = resumed.ridge;
+  double *pvalues = resumed.pvalues;
+  if (resumed.stage < PS_CHECKPOINT_RIDGE) {
+    ps_design with_groups = {0}; /* --control-by / --group-by: one intercept column per group */
+    if (d.design.n_groups > 1) PS_CALL(ps_error_sync(comm, ps_design_ridge_columns(&d.design, &with_groups)));
+    const ps_design *fit_design = d.design.n_groups > 1 ? &with_groups : &d.design;
+    PS_CALL(ps_error_sync(comm, ps_ridge_fit_pvalues(comm, fit_design, &d.y, o->ridge_lambda, &o->perm, &ridge, &pvalues)));
+    ps_design_free(&with_groups);
+    PS_CALL(ps_error_sync(comm, ps_checkpoint_write_ridge(comm, partial, input_digest, params_digest, &d, &ridge, pvalues)));
+  }
+  seconds[1] = ps_progress_done(&progress);
+  ps_progress_stage(&progress, "score");
+  ps_fault_point("score"); /* tests/fault: a rank killed inside the score stage */
+  ps_scores scores = resumed.scores;
+  if (resumed.stage < PS_CHECKPOINT_SCORE) {
+    PS_CALL(ps_error_sync(comm, ps_score_cells(comm, scored, &d.y, &ridge, &o->score, &progress, &scores)));
+    PS_CALL(ps_error_sync(comm, ps_checkpoint_write_scores(comm, partial, &d, scored, &scores)));
+  }
   seconds[2] = ps_progress_done(&progress);
   ps_dosage_table dosage = {0};
   double seconds_dosage = 0;
@@ -402,14 +496,14 @@ static int run_pipeline(MPI_Comm comm, run_options *o, int argc, char **argv) {
     seconds_dosage = ps_progress_done(&progress);
   }
   ps_progress_stage(&progress, "write");
-  char partial[4200];
-  snprintf(partial, sizeof partial, "%s.partial", o->output);
   ps_cleanup_register(partial);
   ps_run_info info = {0};
   PS_CALL(record_parameters(o, argc, argv, &info));
   PS_CALL(ps_run_info_string(&info, "input_digest", input_digest));
   PS_CALL(ps_run_info_string(&info, "parameters_digest", params_digest));
   PS_CALL(ps_run_info_number(&info, "ranks", size));
+  if (resumed.stage) /* which stages came from OUTPUT.partial (not part of the parameters digest) */
+    PS_CALL(ps_run_info_string(&info, "resumed", resumed.stage == PS_CHECKPOINT_SCORE ? "ridge,score" : "ridge"));
   PS_CALL(ps_run_info_number(&info, "seconds_read", seconds[0]));
   PS_CALL(ps_run_info_number(&info, "seconds_ridge", seconds[1]));
   PS_CALL(ps_run_info_number(&info, "seconds_score", seconds[2]));
@@ -417,8 +511,16 @@ static int run_pipeline(MPI_Comm comm, run_options *o, int argc, char **argv) {
   PS_CALL(ps_error_sync(comm, ps_results_write(comm, partial, &d, scored, &ridge, pvalues, &scores, &info)));
   if (o->dosage)
     PS_CALL(ps_error_sync(comm, ps_results_add_dosage(comm, partial, &dosage, &o->dosage_opt, seconds_dosage, NULL)));
+  if (o->cv.scheme) { /* SPEC section 7 on the dataset already read; tables into uns/cv of the partial file */
+    ps_cv_stage_input cv_in = {.data = &o->data};
+    ps_cv_stage_result cv;
+    PS_CALL(ps_error_sync(comm, ps_cv_stage(comm, &d, &cv_in, &o->cv, partial, PS_CV_ADD_TO_RESULTS,
+                                            o->cv_partial, &info, NULL, &cv)));
+    ps_cv_stage_result_free(&cv);
+  }
   ps_fault_point("commit");
   PS_CALL(ps_error_sync(comm, ps_output_commit(comm, partial, o->output)));
+  if (o->cv.scheme) PS_CALL(ps_error_sync(comm, ps_output_commit(comm, o->cv_partial, o->cv_summary)));
   ps_cleanup_unregister();
   seconds[3] = ps_progress_done(&progress);
   seconds[4] = ps_wtime() - progress.t_start;

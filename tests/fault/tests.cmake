@@ -1,2 +1,4 @@
 # Fault tests: SIGKILL of a rank mid-run (docs/reliability.md).
 ps_add_script_test(fault_kill_rank fault/kill_rank.sh "fault")
+# --resume from the stage checkpoints of a killed run, on 1 and 3 ranks after 2 (docs/reliability.md).
+ps_add_script_test(fault_resume fault/resume.sh "fault")
