@@ -8,7 +8,10 @@
  *     and a split-half reproducibility ceiling. A fold per rank group.
  *   cells: folds of cells stratified by perturbation; held-out prediction error
  *     of ridge beta over a ridge-lambda grid, and the stability of held-out PS.
- *     Data-parallel: every fold uses every rank (the cells stay where they are).
+ *     A fold per rank group: each group gets a copy of the cells spread over its ranks.
+ *
+ * ps_cv_stage runs either scheme on a dataset already read and writes its tables
+ * (`pertscore cv`, and `pertscore run --cv` into the run's results file).
  *
  * The metric functions are plain serial C over flat arrays, kept public for tests. */
 #ifndef PERTSCORE_CV_H
@@ -226,15 +229,50 @@ void ps_cv_cells_result_free(ps_cv_cells_result *r);
 
 /* ---------------------------------------------------------------- output */
 
-/* Write the perturbations scheme's tables into an .h5ad (obs = perturbations,
- * uns/cv/..., the run's parameters in uns/cv/parameters) and the per-fold, per-model summary into tsv. Collective. */
-int ps_cv_write_perturbations(MPI_Comm comm, const char *path, const char *tsv, const ps_strlist *perturbations,
-                              const ps_strlist *genes, const ps_cv_perturbation_result *r, const ps_cv_options *opt,
-                              const ps_run_info *info);
-/* The cells scheme's tables (obs = analysed cells with their fold) and the
- * lambda curve summary into tsv. Collective. */
-int ps_cv_write_cells(MPI_Comm comm, const char *path, const char *tsv, const ps_dataset *d,
+/* Where the tables go: a new .h5ad of their own (obs and var are the scheme's rows
+ * and columns), or added to an existing results file (`run --cv`: the scheme's obs
+ * and var frames become uns/cv/obs and uns/cv/var; a previous uns/cv is replaced). */
+enum { PS_CV_NEW_FILE = 0, PS_CV_ADD_TO_RESULTS = 1 };
+
+/* Write the perturbations scheme's tables (obs = perturbations, var = evaluated
+ * genes, uns/cv/..., the run's parameters in uns/cv/parameters) and the per-fold,
+ * per-model summary into tsv. Collective. */
+int ps_cv_write_perturbations(MPI_Comm comm, const char *path, int where, const char *tsv,
+                              const ps_strlist *perturbations, const ps_strlist *genes,
+                              const ps_cv_perturbation_result *r, const ps_cv_options *opt, const ps_run_info *info);
+/* The cells scheme's tables (obs = analysed cells with their fold, var =
+ * perturbations) and the lambda curve summary into tsv. Collective. */
+int ps_cv_write_cells(MPI_Comm comm, const char *path, int where, const char *tsv, const ps_dataset *d,
                       const ps_cv_cells_result *r, const ps_cv_options *opt, const ps_run_info *info);
+
+/* ---------------------------------------------------------------- the stage */
+
+/* "a,b,c" -> opt->ridge_lambdas (1 to 64 values, each > 0). Not collective. */
+int ps_cv_parse_ridge_lambdas(const char *list, ps_cv_options *opt);
+
+typedef struct {
+  const ps_dataset_options *data; /* how the dataset was read: input, layer, unit */
+  const char *predictions;        /* perturbations scheme: an external model's .h5ad, or NULL */
+  const char *predictions_column; /* its obs column naming the perturbation ("perturbation") */
+} ps_cv_stage_input;
+
+typedef struct {
+  int scheme;
+  ps_cv_perturbation_result perturbations; /* scheme perturbations */
+  ps_cv_cells_result cells;                /* scheme cells */
+  int64_t n_genes;                         /* evaluated genes (perturbations scheme) */
+  int64_t prediction_rows, prediction_unknown;
+} ps_cv_stage_result;
+
+/* The scheme of opt on the dataset d (as ps_dataset_read left it), then its tables
+ * into path (where: PS_CV_NEW_FILE or PS_CV_ADD_TO_RESULTS) and the summary into
+ * tsv. The perturbations scheme needs every gene's expression, which ps_dataset
+ * does not keep: it reads the input matrix once more (the same blocks). info gets
+ * the stage's seconds. progress may be NULL. Collective. */
+int ps_cv_stage(MPI_Comm comm, const ps_dataset *d, const ps_cv_stage_input *in, const ps_cv_options *opt,
+                const char *path, int where, const char *tsv, ps_run_info *info, ps_progress *progress,
+                ps_cv_stage_result *out);
+void ps_cv_stage_result_free(ps_cv_stage_result *r);
 
 /* Per-fold, per-model means of the metrics over held-out perturbations (NaN
  * skipped): rows (F + 1) x PS_CV_N_MODELS, fold F = all folds; count[row * N_METRICS + m]

@@ -79,19 +79,6 @@ typedef struct {
   int quiet, json;
 } cv_cli;
 
-static int parse_lambdas(const char *text, ps_cv_options *o) {
-  ps_strlist parts = {0};
-  PS_CALL(ps_cli_split_list(text, &parts));
-  if (parts.n < 1 || parts.n > 64) PS_FAIL(PS_ERR_INPUT, "--ridge-lambdas takes 1 to 64 values");
-  for (int64_t i = 0; i < parts.n; i++) {
-    PS_CALL(ps_cli_number("--ridge-lambdas", parts.items[i], &o->ridge_lambdas[i]));
-    if (!(o->ridge_lambdas[i] > 0)) PS_FAIL(PS_ERR_INPUT, "--ridge-lambdas must all be > 0 (got %s)", parts.items[i]);
-  }
-  o->n_ridge_lambdas = (int)parts.n;
-  ps_strlist_free(&parts);
-  return PS_OK;
-}
-
 static int parse_cv(int argc, char **argv, cv_cli *o, int *help) {
   enum { O_INPUT = 1, O_LAYER, O_INPUT_IS, O_GUIDES, O_GUIDE_COLUMN, O_CONTROL, O_TARGETS, O_MIN_GENE_FRAC,
          O_MIN_PCT, O_LOGFC, O_MIN_TARGETS, O_MAX_TARGETS, O_EXCLUDE_PERTURBED, O_DE_BACKGROUND, O_DE_STRICT,
@@ -174,7 +161,7 @@ static int parse_cv(int argc, char **argv, cv_cli *o, int *help) {
       case O_PREDICTIONS: o->predictions = optarg; break;
       case O_PRED_COLUMN: o->predictions_column = optarg; break;
       case O_SAVE_PRED: o->cv.keep_predictions = 1; break;
-      case O_RIDGE_LAMBDAS: PS_CALL(parse_lambdas(optarg, &o->cv)); break;
+      case O_RIDGE_LAMBDAS: PS_CALL(ps_cv_parse_ridge_lambdas(optarg, &o->cv)); break;
       case O_LAMBDA: PS_CALL(ps_cli_number("--lambda", optarg, &o->cv.score.lambda)); break;
       case O_UPPER: PS_CALL(ps_cli_number("--upper", optarg, &o->cv.score.upper)); break;
       case O_OUTPUT: o->output = optarg; break;
@@ -229,155 +216,6 @@ static int check_output(const cv_cli *o) {
       PS_FAIL(PS_ERR_INPUT, "%s: the output folder '%s' does not exist or is not writable", outputs[j], folder);
   }
   if (same_file(o->output, o->summary)) PS_FAIL(PS_ERR_INPUT, "cv: --summary must differ from --output");
-  return PS_OK;
-}
-
-/* ---------------------------------------------------------------- perturbations scheme input */
-
-/* All genes of the analysed cells, log-normalized exactly as ps_dataset_read does
- * (SPEC section 0). ps_dataset_read keeps only the regression genes, so the matrix
- * is read a second time; the blocks are the same (the split depends on the file
- * only), and the analysed cells are a subsequence of the block in block order,
- * matched by name. */
-static int read_all_genes(MPI_Comm comm, const cv_cli *o, const ps_dataset *d, ps_csr *x) {
-  ps_matrix m;
-  PS_CALL(ps_read_expression(comm, o->data.input, o->data.layer, &m));
-  int err = PS_OK;
-  if (m.n_cells != d->n_cells_input || m.n_genes != d->n_genes)
-    err = ps_error_set(PS_ERR_SYSTEM, __FILE__, __LINE__, "%s: the matrix changed between two reads", o->data.input);
-  memset(x, 0, sizeof *x);
-  int64_t n = d->design.n_cells, nnz = 0, j = 0;
-  int64_t *row;
-  PS_ALLOC(row, n);
-  for (int64_t i = 0; i < m.x.n_rows && j < n && !err; i++)
-    if (strcmp(m.cells.items[i], d->cells.items[j]) == 0) {
-      row[j++] = i;
-      nnz += m.x.indptr[i + 1] - m.x.indptr[i];
-    }
-  if (!err && j != n)
-    err = ps_error_set(PS_ERR_SYSTEM, __FILE__, __LINE__, "%s: %lld of this rank's %lld analysed cells were not found "
-                       "in its block on the second read", o->data.input, (long long)(n - j), (long long)n);
-  PS_CALL(ps_error_sync(comm, err));
-  x->n_rows = n;
-  x->n_cols = m.n_genes;
-  PS_ALLOC(x->indptr, n + 1);
-  PS_ALLOC(x->indices, nnz);
-  PS_ALLOC(x->data, nnz);
-  int64_t w = 0;
-  for (j = 0; j < n; j++) {
-    int64_t i = row[j];
-    double total = 0;
-    for (int64_t p = m.x.indptr[i]; p < m.x.indptr[i + 1]; p++) total += m.x.data[p];
-    for (int64_t p = m.x.indptr[i]; p < m.x.indptr[i + 1]; p++) {
-      x->indices[w] = m.x.indices[p];
-      x->data[w++] = d->is_counts && total > 0 ? log1p(1e4 * m.x.data[p] / total) : m.x.data[p];
-    }
-    x->indptr[j + 1] = w;
-  }
-  free(row);
-  ps_matrix_free(&m);
-  return PS_OK;
-}
-
-/* An external model's predictions: rows named by an obs column, genes matched by
- * name. Evaluated genes = the input's genes that the predictions also have (input
- * order). Fills column_of (input gene -> evaluated gene or -1), the evaluated names,
- * and the replicated K x G_eval table. */
-typedef struct {
-  int32_t *column_of;
-  ps_strlist genes;
-  double *values;
-  uint8_t *has;
-  int64_t n_rows, n_unknown;
-} predictions;
-
-static int read_predictions(MPI_Comm comm, const cv_cli *o, const ps_dataset *d, predictions *p) {
-  memset(p, 0, sizeof *p);
-  int32_t K = d->design.n_perturbations;
-  ps_matrix m;
-  PS_CALL(ps_error_sync(comm, ps_h5ad_read_matrix(comm, o->predictions, NULL, &m)));
-  ps_strlist labels;
-  PS_CALL(ps_error_sync(comm, ps_h5ad_read_obs_column(comm, o->predictions, o->predictions_column, m.cell_begin,
-                                                      m.cell_begin + m.x.n_rows, &labels)));
-  ps_strmap pred_gene;
-  PS_CALL(ps_strmap_init(&pred_gene, m.genes.n));
-  for (int64_t g = 0; g < m.genes.n; g++) PS_CALL(ps_strmap_put(&pred_gene, m.genes.items[g], g));
-  int32_t *eval_of_pred;
-  PS_ALLOC(eval_of_pred, m.genes.n);
-  for (int64_t g = 0; g < m.genes.n; g++) eval_of_pred[g] = -1;
-  PS_ALLOC(p->column_of, d->n_genes);
-  for (int64_t g = 0; g < d->n_genes; g++) {
-    int64_t q = ps_strmap_get(&pred_gene, d->genes.items[g]);
-    p->column_of[g] = -1;
-    if (q < 0) continue;
-    eval_of_pred[q] = p->column_of[g] = (int32_t)p->genes.n;
-    PS_CALL(ps_strlist_push(&p->genes, d->genes.items[g]));
-  }
-  ps_strmap_free(&pred_gene);
-  if (p->genes.n < 2)
-    PS_FAIL(PS_ERR_INPUT, "%s: only %lld of its %lld genes are genes of %s; match the var names", o->predictions,
-            (long long)p->genes.n, (long long)m.genes.n, o->data.input);
-  int64_t G = p->genes.n;
-  int64_t *count;
-  PS_ALLOC(p->values, (int64_t)K * G);
-  PS_ALLOC(p->has, K);
-  PS_ALLOC(count, K);
-  for (int64_t i = 0; i < m.x.n_rows; i++) {
-    int64_t k = ps_strlist_find_sorted(&d->design.names, labels.items[i]);
-    if (k < 0) {
-      p->n_unknown++;
-      continue;
-    }
-    count[k]++;
-    for (int64_t q = m.x.indptr[i]; q < m.x.indptr[i + 1]; q++)
-      if (eval_of_pred[m.x.indices[q]] >= 0) p->values[k * G + eval_of_pred[m.x.indices[q]]] = m.x.data[q];
-  }
-  PS_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, count, K, MPI_INT64_T, MPI_SUM, comm));
-  PS_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, &p->n_unknown, 1, MPI_INT64_T, MPI_SUM, comm));
-  for (int32_t k = 0; k < K; k++) {
-    if (count[k] > 1)
-      PS_FAIL(PS_ERR_INPUT, "%s: perturbation '%s' has %lld rows; give one row per perturbation", o->predictions,
-              d->design.names.items[k], (long long)count[k]);
-    p->has[k] = count[k] == 1;
-    p->n_rows += count[k];
-  }
-  /* each row lives on one rank: the sum replicates the table */
-  const int64_t piece = INT64_C(1) << 27;
-  for (int64_t at = 0; at < (int64_t)K * G; at += piece) {
-    int n = (int)((int64_t)K * G - at < piece ? (int64_t)K * G - at : piece);
-    PS_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, p->values + at, n, MPI_DOUBLE, MPI_SUM, comm));
-  }
-  free(count);
-  free(eval_of_pred);
-  ps_strlist_free(&labels);
-  ps_matrix_free(&m);
-  return PS_OK;
-}
-
-static void predictions_free(predictions *p) {
-  free(p->column_of);
-  ps_strlist_free(&p->genes);
-  free(p->values);
-  free(p->has);
-}
-
-/* The perturbed gene of each perturbation: the gene named like the perturbation
- * (with --unit guide, like the guide's unit, e.g. CD81_sg2 -> CD81), among the
- * evaluated genes; -1 when it is not measured. */
-static int perturbed_genes(const cv_cli *o, const ps_dataset *d, const ps_strlist *genes, int64_t *own) {
-  ps_strmap index;
-  PS_CALL(ps_strmap_init(&index, genes->n));
-  for (int64_t g = 0; g < genes->n; g++) PS_CALL(ps_strmap_put(&index, genes->items[g], g));
-  char unit[1024];
-  for (int32_t k = 0; k < d->design.n_perturbations; k++) {
-    const char *name = d->design.names.items[k];
-    if (o->data.unit_guide) {
-      ps_guide_unit(name, unit, sizeof unit);
-      name = unit;
-    }
-    own[k] = ps_strmap_get(&index, name);
-  }
-  ps_strmap_free(&index);
   return PS_OK;
 }
 
@@ -449,53 +287,6 @@ static void report_perturbations(const cv_cli *o, const ps_cv_perturbation_resul
   free(count);
 }
 
-static int run_perturbations(MPI_Comm comm, cv_cli *o, ps_dataset *d, ps_progress *progress, ps_run_info *info) {
-  int rank, size;
-  MPI_Comm_rank(comm, &rank);
-  MPI_Comm_size(comm, &size);
-  ps_csr x;
-  PS_CALL(read_all_genes(comm, o, d, &x));
-  predictions pred = {0};
-  const ps_strlist *genes = &d->genes;
-  if (o->predictions) {
-    PS_CALL(read_predictions(comm, o, d, &pred));
-    genes = &pred.genes;
-    if (rank == 0 && !o->quiet)
-      fprintf(stderr, "pertscore cv: %s: %lld perturbation rows, %lld genes shared with the input%s%lld rows of "
-              "unknown perturbations ignored\n", o->predictions, (long long)pred.n_rows, (long long)pred.genes.n,
-              pred.n_unknown ? "; " : " (", (long long)pred.n_unknown);
-  }
-  int64_t *own;
-  PS_ALLOC(own, d->design.n_perturbations);
-  PS_CALL(perturbed_genes(o, d, genes, own));
-  ps_cv_perturbation_input in = {.design = &d->design, .x = &x, .column_of = pred.column_of, .n_genes = genes->n,
-                                 .own_gene = own, .predictions = pred.values, .has_prediction = pred.has};
-  ps_progress_stage(progress, "cv");
-  ps_cv_perturbation_result r;
-  PS_CALL(ps_error_sync(comm, ps_cv_perturbations(comm, &in, &o->cv, &r)));
-  ps_csr_free(&x);
-  ps_progress_done(progress);
-  ps_progress_stage(progress, "write");
-  PS_CALL(ps_run_info_number(info, "seconds_pseudobulk", r.seconds[0]));
-  PS_CALL(ps_run_info_number(info, "seconds_ceiling", r.seconds[1]));
-  PS_CALL(ps_run_info_number(info, "seconds_folds", r.seconds[2]));
-  char partial[4200], summary_partial[4200];
-  snprintf(partial, sizeof partial, "%s.partial", o->output);
-  snprintf(summary_partial, sizeof summary_partial, "%s.partial", o->summary);
-  ps_cleanup_register(partial);
-  PS_CALL(ps_error_sync(comm, ps_cv_write_perturbations(comm, partial, summary_partial, &d->design.names, genes, &r,
-                                                        &o->cv, info)));
-  PS_CALL(ps_error_sync(comm, ps_output_commit(comm, summary_partial, o->summary)));
-  PS_CALL(ps_error_sync(comm, ps_output_commit(comm, partial, o->output)));
-  ps_cleanup_unregister();
-  ps_progress_done(progress);
-  if (rank == 0) report_perturbations(o, &r, ps_wtime() - progress->t_start, size);
-  ps_cv_perturbation_result_free(&r);
-  predictions_free(&pred);
-  free(own);
-  return PS_OK;
-}
-
 /* ---------------------------------------------------------------- cells scheme */
 
 static void report_cells(const cv_cli *o, const ps_cv_cells_result *r, double seconds, int size) {
@@ -524,28 +315,32 @@ static void report_cells(const cv_cli *o, const ps_cv_cells_result *r, double se
   }
 }
 
-static int run_cells(MPI_Comm comm, cv_cli *o, ps_dataset *d, ps_progress *progress, ps_run_info *info) {
+/* The stage writes OUTPUT.partial and SUMMARY.partial; both are renamed when complete. */
+static int run_scheme(MPI_Comm comm, cv_cli *o, ps_dataset *d, ps_progress *progress, ps_run_info *info) {
   int rank, size;
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &size);
   ps_progress_stage(progress, "cv");
-  ps_cv_cells_result r;
-  PS_CALL(ps_error_sync(comm, ps_cv_cells(comm, &d->design, d->top_perturbation, &d->y, &o->cv, progress, &r)));
-  ps_progress_done(progress);
-  ps_progress_stage(progress, "write");
-  PS_CALL(ps_run_info_number(info, "seconds_lambda_grid", r.seconds[0]));
-  PS_CALL(ps_run_info_number(info, "seconds_ps", r.seconds[1]));
   char partial[4200], summary_partial[4200];
   snprintf(partial, sizeof partial, "%s.partial", o->output);
   snprintf(summary_partial, sizeof summary_partial, "%s.partial", o->summary);
   ps_cleanup_register(partial);
-  PS_CALL(ps_error_sync(comm, ps_cv_write_cells(comm, partial, summary_partial, d, &r, &o->cv, info)));
+  ps_cv_stage_input in = {.data = &o->data, .predictions = o->predictions, .predictions_column = o->predictions_column};
+  ps_cv_stage_result r;
+  PS_CALL(ps_error_sync(comm, ps_cv_stage(comm, d, &in, &o->cv, partial, PS_CV_NEW_FILE, summary_partial, info,
+                                          progress, &r)));
   PS_CALL(ps_error_sync(comm, ps_output_commit(comm, summary_partial, o->summary)));
   PS_CALL(ps_error_sync(comm, ps_output_commit(comm, partial, o->output)));
   ps_cleanup_unregister();
   ps_progress_done(progress);
-  if (rank == 0) report_cells(o, &r, ps_wtime() - progress->t_start, size);
-  ps_cv_cells_result_free(&r);
+  double seconds = ps_wtime() - progress->t_start;
+  if (rank == 0 && o->predictions && !o->quiet)
+    fprintf(stderr, "pertscore cv: %s: %lld perturbation rows, %lld genes shared with the input%s%lld rows of "
+            "unknown perturbations ignored\n", o->predictions, (long long)r.prediction_rows, (long long)r.n_genes,
+            r.prediction_unknown ? "; " : " (", (long long)r.prediction_unknown);
+  if (rank == 0 && r.scheme == PS_CV_SCHEME_PERTURBATIONS) report_perturbations(o, &r.perturbations, seconds, size);
+  if (rank == 0 && r.scheme == PS_CV_SCHEME_CELLS) report_cells(o, &r.cells, seconds, size);
+  ps_cv_stage_result_free(&r);
   return PS_OK;
 }
 
@@ -563,8 +358,7 @@ static int run_cv(MPI_Comm comm, cv_cli *o, int argc, char **argv) {
   MPI_Comm_size(comm, &size);
   PS_CALL(ps_run_info_number(&info, "ranks", size));
   ps_fault_point("cv");
-  if (o->cv.scheme == PS_CV_SCHEME_PERTURBATIONS) PS_CALL(run_perturbations(comm, o, &d, &progress, &info));
-  else PS_CALL(run_cells(comm, o, &d, &progress, &info));
+  PS_CALL(run_scheme(comm, o, &d, &progress, &info));
   ps_run_info_free(&info);
   ps_dataset_free(&d);
   return PS_OK;

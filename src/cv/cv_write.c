@@ -73,6 +73,13 @@ static int write_info(ps_h5ad_writer *w, const char *scheme, const ps_run_info *
   return PS_OK;
 }
 
+/* A new file, or the results file opened for update with its old uns/cv removed. */
+static int open_target(MPI_Comm comm, const char *path, int where, ps_h5ad_writer **w) {
+  if (where == PS_CV_NEW_FILE) return ps_h5ad_create(comm, path, w);
+  PS_CALL(ps_h5ad_open_update(comm, path, w));
+  return ps_h5ad_remove(*w, "uns/cv");
+}
+
 static void free_strings(char **s, int64_t n) {
   if (!s) return;
   for (int64_t i = 0; i < n; i++) free(s[i]);
@@ -264,13 +271,15 @@ static int write_fold_table(MPI_Comm comm, ps_h5ad_writer *w, const ps_cv_pertur
   return PS_OK;
 }
 
-int ps_cv_write_perturbations(MPI_Comm comm, const char *path, const char *tsv, const ps_strlist *perturbations,
-                              const ps_strlist *genes, const ps_cv_perturbation_result *r, const ps_cv_options *opt,
-                              const ps_run_info *info) {
+int ps_cv_write_perturbations(MPI_Comm comm, const char *path, int where, const char *tsv,
+                              const ps_strlist *perturbations, const ps_strlist *genes,
+                              const ps_cv_perturbation_result *r, const ps_cv_options *opt, const ps_run_info *info) {
   int32_t K = r->n_perturbations;
   int64_t G = r->n_genes;
+  int add = where == PS_CV_ADD_TO_RESULTS;
   ps_h5ad_writer *w;
-  PS_CALL(ps_h5ad_create(comm, path, &w));
+  PS_CALL(open_target(comm, path, where, &w));
+  PS_CALL(write_info(w, "perturbations", info)); /* first: it creates uns/cv, the parent of uns/cv/obs */
   /* obs = perturbations, var = evaluated genes */
   int64_t *fold, *n_cells;
   char **own;
@@ -287,19 +296,18 @@ int ps_cv_write_perturbations(MPI_Comm comm, const char *path, const char *tsv, 
       {.name = "n_cells", .kind = PS_COL_I64, .i64 = n_cells},
       {.name = "perturbed_gene", .kind = PS_COL_STRING, .strings = own},
   };
-  PS_CALL(write_replicated_frame(comm, w, "obs", perturbations->items, K, obs_cols, 3));
-  PS_CALL(write_replicated_frame(comm, w, "var", genes->items, G, NULL, 0));
+  PS_CALL(write_replicated_frame(comm, w, add ? "uns/cv/obs" : "obs", perturbations->items, K, obs_cols, 3));
+  PS_CALL(write_replicated_frame(comm, w, add ? "uns/cv/var" : "var", genes->items, G, NULL, 0));
   free(fold);
   free(n_cells);
   free(own);
-  PS_CALL(write_info(w, "perturbations", info));
   PS_CALL(ps_h5ad_write_scalar(w, "uns/cv/n_control_cells", (double)r->n_cells[K]));
   PS_CALL(ps_h5ad_write_scalar(w, "uns/cv/n_cells_multiple", (double)r->n_multiple));
   PS_CALL(ps_h5ad_write_dense(w, "uns/cv/control_mean", r->control_mean, 1, G));
   PS_CALL(write_fold_table(comm, w, r));
   PS_CALL(write_metrics_table(comm, w, perturbations, r));
   PS_CALL(write_summary(comm, w, tsv, r));
-  if (opt->keep_predictions && r->observed && r->predicted) {
+  if (opt->keep_predictions && r->observed && r->predicted && !add) { /* a results file's X is its PS */
     /* X = observed deltas; layers/<model> = each model's predicted deltas (NaN where none) */
     PS_CALL(ps_h5ad_write_dense(w, "X", r->observed, K, G));
     char name[256];
@@ -320,18 +328,21 @@ static const char *group_name(const ps_dataset *d, int32_t g) {
   return g < K ? d->design.names.items[g] : (g == K ? "control" : "all");
 }
 
-int ps_cv_write_cells(MPI_Comm comm, const char *path, const char *tsv, const ps_dataset *d,
+int ps_cv_write_cells(MPI_Comm comm, const char *path, int where, const char *tsv, const ps_dataset *d,
                       const ps_cv_cells_result *r, const ps_cv_options *opt, const ps_run_info *info) {
   int F = r->n_folds, L = r->n_lambdas;
   int32_t K = r->n_perturbations, GK = K + 2;
+  int add = where == PS_CV_ADD_TO_RESULTS;
   ps_h5ad_writer *w;
-  PS_CALL(ps_h5ad_create(comm, path, &w));
+  PS_CALL(open_target(comm, path, where, &w));
+  PS_CALL(write_info(w, "cells", info)); /* first: it creates uns/cv, the parent of uns/cv/obs */
   /* obs = analysed cells and their fold */
   int64_t *cell_fold;
   PS_ALLOC(cell_fold, d->design.n_cells);
   for (int64_t j = 0; j < d->design.n_cells; j++) cell_fold[j] = r->cell_fold[j];
   ps_column obs_col = {.name = "fold", .kind = PS_COL_I64, .i64 = cell_fold};
-  PS_CALL(ps_h5ad_write_frame(w, "obs", d->cells.items, d->design.n_cells, d->analysed_offset, d->n_analysed, &obs_col, 1));
+  PS_CALL(ps_h5ad_write_frame(w, add ? "uns/cv/obs" : "obs", d->cells.items, d->design.n_cells, d->analysed_offset,
+                              d->n_analysed, &obs_col, 1));
   free(cell_fold);
   /* var = perturbations: pooled held-out error at the chosen lambda and PS stability */
   double *mse, *r2, *pearson;
@@ -353,12 +364,11 @@ int ps_cv_write_cells(MPI_Comm comm, const char *path, const char *tsv, const ps
       {.name = "heldout_r2", .kind = PS_COL_F64, .f64 = r2},
       {.name = "ps_pearson", .kind = PS_COL_F64, .f64 = pearson},
   };
-  PS_CALL(write_replicated_frame(comm, w, "var", d->design.names.items, K, var_cols, 4));
+  PS_CALL(write_replicated_frame(comm, w, add ? "uns/cv/var" : "var", d->design.names.items, K, var_cols, 4));
   free(mse);
   free(r2);
   free(pearson);
   free(n_cells);
-  PS_CALL(write_info(w, "cells", info));
   PS_CALL(ps_h5ad_write_scalar(w, "uns/cv/chosen_ridge_lambda", r->lambdas[r->chosen]));
   PS_CALL(ps_h5ad_write_dense(w, "uns/cv/ridge_lambdas", r->lambdas, 1, L));
   char **regression;

@@ -14,3 +14,5 @@ ps_add_script_test(cv_perturbations cv/perturbations.sh "mpi;cv")
 ps_add_script_test(cv_cells cv/cells.sh "mpi;cv")
 # refused options and inputs, no output left behind
 ps_add_script_test(cv_errors cv/errors.sh "cv;errors")
+# pertscore run --cv: the same tables as pertscore cv, in the results file; np 1, 2
+ps_add_script_test(cv_run cv/run_cv.sh "mpi;cv")
