@@ -6,3 +6,6 @@ ps_add_script_test(slurm_single_run slurm/single_run.sh "slurm")
 set_tests_properties(slurm_single_run PROPERTIES RUN_SERIAL TRUE SKIP_RETURN_CODE 77)
 ps_add_script_test(slurm_sweep slurm/sweep.sh "slurm")
 set_tests_properties(slurm_sweep PROPERTIES RUN_SERIAL TRUE SKIP_RETURN_CODE 77)
+# Check 4: a job cancelled in the score stage and resubmitted with --resume equals a direct run.
+ps_add_script_test(slurm_resume slurm/resume.sh "slurm")
+set_tests_properties(slurm_resume PROPERTIES RUN_SERIAL TRUE SKIP_RETURN_CODE 77)
