@@ -5,8 +5,17 @@
  * least pooled held-out MSE; then the held-out cells' PS, scored with the fold's
  * beta at that lambda, against their full-data PS. docs/cv.md has the definitions.
  *
- * Data-parallel: every fold's fit and scoring use every rank, each on its own
- * cells (a fold per rank group would copy the training cells to every group). */
+ * Parallel layout: a fold per rank group. The ranks split into min(P, F) groups
+ * of contiguous ranks; group g takes folds g, g + groups, ... . A fold's fit needs
+ * its training cells, i.e. nearly all cells, so every group gets a copy of all
+ * analysed cells (design rows, response rows, folds), spread over its ranks: rank
+ * i of a group of s ranks holds the cells of the ranks j with j mod s == i, in rank
+ * order (one Alltoallv per array, each rank sending its rows once to every group).
+ * Each (fold, lambda, group) sum is computed in exactly one group and summed over
+ * all ranks at the end, so the tables do not depend on P beyond rounding. The
+ * full-data beta and PS are computed once, data-parallel on all ranks, and the
+ * full-data PS are sent to the groups' copies the same way. */
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,6 +83,137 @@ static int subset_make(const ps_design *d, const ps_csr *y, const int32_t *fold,
     s->design.ptr[c] = w;
     s->y.indptr[c] = v;
   }
+  return PS_OK;
+}
+
+/* ---- a fold group's copy of the cells ---- */
+
+/* The rank groups and where this rank's cells go: dest[g] = the rank of group g
+ * that receives them (the group's (rank mod size)-th member). */
+typedef struct {
+  MPI_Comm group;    /* this rank's fold group */
+  int n_groups, my_group, group_rank, group_size;
+  int *dest;         /* n_groups */
+} group_layout;
+
+static int layout_make(MPI_Comm comm, int n_folds, group_layout *l) {
+  memset(l, 0, sizeof *l);
+  int rank, size;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &size);
+  l->n_groups = size < n_folds ? size : n_folds;
+  l->my_group = (int)((int64_t)rank * l->n_groups / size);
+  PS_CHECK_MPI(MPI_Comm_split(comm, l->my_group, rank, &l->group));
+  PS_CHECK_MPI(MPI_Comm_rank(l->group, &l->group_rank));
+  PS_CHECK_MPI(MPI_Comm_size(l->group, &l->group_size));
+  int *first, *count;
+  PS_ALLOC(l->dest, l->n_groups);
+  PS_ALLOC(first, l->n_groups);
+  PS_ALLOC(count, l->n_groups);
+  for (int r = size - 1; r >= 0; r--) { /* group of rank r: r * groups / size, as above */
+    int g = (int)((int64_t)r * l->n_groups / size);
+    first[g] = r;
+    count[g]++;
+  }
+  for (int g = 0; g < l->n_groups; g++) l->dest[g] = first[g] + rank % count[g];
+  free(first);
+  free(count);
+  return PS_OK;
+}
+
+static void layout_free(group_layout *l) {
+  if (l->group != MPI_COMM_NULL && l->n_groups) MPI_Comm_free(&l->group);
+  free(l->dest);
+  memset(l, 0, sizeof *l);
+}
+
+/* This rank's n items (of size bytes each, MPI type) to rank dest[g] of every group;
+ * *recv gets the items of the ranks this rank receives from, in rank order. Every
+ * destination reads the same send buffer. Collective. */
+static int send_to_groups(MPI_Comm comm, const group_layout *l, const void *items, int64_t n, MPI_Datatype type,
+                          size_t size, void **recv, int64_t *n_recv) {
+  int P;
+  MPI_Comm_size(comm, &P);
+  int *scount, *sdispl, *rcount, *rdispl;
+  PS_ALLOC(scount, P);
+  PS_ALLOC(sdispl, P);
+  PS_ALLOC(rcount, P);
+  PS_ALLOC(rdispl, P);
+  int too_many = n > INT_MAX, any_too_many;
+  for (int g = 0; g < l->n_groups; g++) scount[l->dest[g]] = too_many ? 0 : (int)n;
+  PS_CHECK_MPI(MPI_Allreduce(&too_many, &any_too_many, 1, MPI_INT, MPI_MAX, comm));
+  if (any_too_many) PS_FAIL(PS_ERR_INPUT, "cv: a rank holds more than %d entries to send to the fold groups; use more ranks", INT_MAX);
+  PS_CHECK_MPI(MPI_Alltoall(scount, 1, MPI_INT, rcount, 1, MPI_INT, comm));
+  int64_t total = 0;
+  for (int r = 0; r < P; r++) {
+    rdispl[r] = (int)total;
+    total += rcount[r];
+  }
+  too_many = total > INT_MAX;
+  PS_CHECK_MPI(MPI_Allreduce(&too_many, &any_too_many, 1, MPI_INT, MPI_MAX, comm));
+  if (any_too_many)
+    PS_FAIL(PS_ERR_INPUT, "cv: a fold group's share of the cells exceeds %d entries on one rank; use more ranks", INT_MAX);
+  char *out = malloc(total ? (size_t)total * size : 1);
+  if (!out) PS_FAIL(PS_ERR_SYSTEM, "out of memory copying the cells to the fold groups");
+  PS_CHECK_MPI(MPI_Alltoallv(items, scount, sdispl, type, out, rcount, rdispl, type, comm));
+  *recv = out;
+  *n_recv = total;
+  free(scount);
+  free(sdispl);
+  free(rcount);
+  free(rdispl);
+  return PS_OK;
+}
+
+/* The group's copy of every analysed cell: design rows (names shared with the
+ * full design), response rows and folds. */
+typedef struct {
+  ps_design design;
+  ps_csr y;
+  int32_t *fold;
+} group_cells;
+
+static void group_cells_free(group_cells *c) {
+  free(c->design.ptr);
+  free(c->design.ids);
+  ps_csr_free(&c->y);
+  free(c->fold);
+  memset(c, 0, sizeof *c);
+}
+
+static int group_cells_make(MPI_Comm comm, const group_layout *l, const ps_design *d, const ps_csr *y,
+                            const int32_t *fold, group_cells *c) {
+  memset(c, 0, sizeof *c);
+  /* per cell: its number of perturbations, of response nonzeros, and its fold */
+  int64_t n = d->n_cells, *head, *got, n_got, n_ids, nnz;
+  PS_ALLOC(head, 3 * n);
+  for (int64_t j = 0; j < n; j++) {
+    head[3 * j] = d->ptr[j + 1] - d->ptr[j];
+    head[3 * j + 1] = y->indptr[j + 1] - y->indptr[j];
+    head[3 * j + 2] = fold[j];
+  }
+  PS_CALL(send_to_groups(comm, l, head, 3 * n, MPI_INT64_T, sizeof(int64_t), (void **)&got, &n_got));
+  free(head);
+  int64_t m = n_got / 3;
+  c->design.n_perturbations = d->n_perturbations;
+  c->design.names = d->names; /* shared: never freed through the copy */
+  c->design.n_cells = m;
+  c->y.n_rows = m;
+  c->y.n_cols = y->n_cols;
+  PS_ALLOC(c->design.ptr, m + 1);
+  PS_ALLOC(c->y.indptr, m + 1);
+  PS_ALLOC(c->fold, m);
+  for (int64_t j = 0; j < m; j++) {
+    c->design.ptr[j + 1] = c->design.ptr[j] + got[3 * j];
+    c->y.indptr[j + 1] = c->y.indptr[j] + got[3 * j + 1];
+    c->fold[j] = (int32_t)got[3 * j + 2];
+  }
+  free(got);
+  PS_CALL(send_to_groups(comm, l, d->ids, d->ptr[n], MPI_INT32_T, sizeof(int32_t), (void **)&c->design.ids, &n_ids));
+  PS_CALL(send_to_groups(comm, l, y->indices, y->indptr[n], MPI_INT32_T, sizeof(int32_t), (void **)&c->y.indices, &nnz));
+  PS_CALL(send_to_groups(comm, l, y->data, y->indptr[n], MPI_DOUBLE, sizeof(double), (void **)&c->y.data, &nnz));
+  if (n_ids != c->design.ptr[m] || nnz != c->y.indptr[m])
+    PS_FAIL(PS_ERR_SYSTEM, "cv: the fold group's copy of the cells is inconsistent");
   return PS_OK;
 }
 
@@ -197,9 +337,10 @@ static int ps_stability(MPI_Comm comm, int64_t n_pairs, const int32_t *pair_fold
 }
 
 /* Held-out cells' raw PS with each fold's beta at the chosen lambda, paired with
- * their raw PS from the full-data beta. */
-static int held_out_scores(MPI_Comm comm, const ps_design *design, const ps_csr *y, const ps_cv_options *opt,
-                           ps_progress *progress, ps_cv_cells_result *r) {
+ * their raw PS from the full-data beta. The full-data fit and scores run on all
+ * ranks over their own cells; the scores then go to the groups' copies. */
+static int held_out_scores(MPI_Comm comm, const group_layout *l, const group_cells *c, const ps_design *design,
+                           const ps_csr *y, const ps_cv_options *opt, ps_progress *progress, ps_cv_cells_result *r) {
   ps_score_options so = opt->score;
   so.rescale = 0; /* raw PS: a held-out set's maximum is not the full data's (docs/cv.md) */
   double lambda = r->lambdas[r->chosen];
@@ -208,7 +349,12 @@ static int held_out_scores(MPI_Comm comm, const ps_design *design, const ps_csr 
   PS_CALL(ps_error_sync(comm, ps_ridge_fit(comm, design, y, lambda, &full_beta)));
   PS_CALL(ps_error_sync(comm, ps_score_cells(comm, design, y, &full_beta, &so, NULL, &full)));
   ps_ridge_free(&full_beta);
-  int64_t n_entries = design->ptr[design->n_cells];
+  double *full_ps; /* per design entry of the group's copy */
+  int64_t n_full;
+  PS_CALL(send_to_groups(comm, l, full.ps, design->ptr[design->n_cells], MPI_DOUBLE, sizeof(double),
+                         (void **)&full_ps, &n_full));
+  ps_scores_free(&full);
+  int64_t n_entries = c->design.ptr[c->design.n_cells];
   int32_t *pair_fold, *pair_id;
   double *x, *yv;
   PS_ALLOC(pair_fold, n_entries);
@@ -216,36 +362,57 @@ static int held_out_scores(MPI_Comm comm, const ps_design *design, const ps_csr 
   PS_ALLOC(x, n_entries);
   PS_ALLOC(yv, n_entries);
   int64_t n_pairs = 0;
-  for (int f = 0; f < r->n_folds; f++) {
+  int err = PS_OK;
+  for (int f = l->my_group; f < r->n_folds && !err; f += l->n_groups) {
     cell_subset train, test;
-    PS_CALL(subset_make(design, y, r->cell_fold, f, 0, &train));
-    PS_CALL(subset_make(design, y, r->cell_fold, f, 1, &test));
+    PS_CALL(subset_make(&c->design, &c->y, c->fold, f, 0, &train));
+    PS_CALL(subset_make(&c->design, &c->y, c->fold, f, 1, &test));
     ps_ridge B;
     ps_scores s;
-    PS_CALL(ps_error_sync(comm, ps_ridge_fit(comm, &train.design, &train.y, lambda, &B)));
-    PS_CALL(ps_error_sync(comm, ps_score_cells(comm, &test.design, &test.y, &B, &so, NULL, &s)));
-    for (int64_t j = 0; j < test.design.n_cells; j++) {
+    err = ps_error_sync(l->group, ps_ridge_fit(l->group, &train.design, &train.y, lambda, &B));
+    if (!err) err = ps_error_sync(l->group, ps_score_cells(l->group, &test.design, &test.y, &B, &so, NULL, &s));
+    for (int64_t j = 0; j < test.design.n_cells && !err; j++) {
       int64_t o = test.origin[j];
       for (int64_t t = 0; t < test.design.ptr[j + 1] - test.design.ptr[j]; t++) {
         pair_fold[n_pairs] = f;
         pair_id[n_pairs] = test.design.ids[test.design.ptr[j] + t];
         x[n_pairs] = s.ps[test.design.ptr[j] + t];
-        yv[n_pairs++] = full.ps[design->ptr[o] + t];
+        yv[n_pairs++] = full_ps[c->design.ptr[o] + t];
       }
     }
-    ps_scores_free(&s);
-    ps_ridge_free(&B);
+    if (!err) {
+      ps_scores_free(&s);
+      ps_ridge_free(&B);
+    }
     subset_free(&train);
     subset_free(&test);
     if (progress) ps_progress_update(progress, 0.8 + 0.2 * (double)(f + 1) / r->n_folds);
   }
+  PS_CALL(ps_error_sync(comm, err)); /* a group's failure stops every group before the next collective */
   PS_CALL(ps_stability(comm, n_pairs, pair_fold, pair_id, x, yv, r));
-  ps_scores_free(&full);
+  free(full_ps);
   free(pair_fold);
   free(pair_id);
   free(x);
   free(yv);
   return PS_OK;
+}
+
+/* The lambda grid on this rank's group: every fold of the group, every lambda. */
+static int group_folds(const group_layout *l, const group_cells *c, ps_progress *progress, ps_cv_cells_result *r) {
+  int err = PS_OK;
+  for (int f = l->my_group; f < r->n_folds && !err; f += l->n_groups) {
+    cell_subset train, test;
+    PS_CALL(subset_make(&c->design, &c->y, c->fold, f, 0, &train));
+    PS_CALL(subset_make(&c->design, &c->y, c->fold, f, 1, &test));
+    err = fold_sst(l->group, &train, &test, f, r);
+    if (!err) err = fold_errors(l->group, &train, &test, f, r);
+    err = ps_error_sync(l->group, err); /* the group's next fold is collective again */
+    subset_free(&train);
+    subset_free(&test);
+    if (progress) ps_progress_update(progress, 0.8 * (double)(f + 1) / r->n_folds);
+  }
+  return err;
 }
 
 int ps_cv_cells(MPI_Comm comm, const ps_design *design, const int32_t *top_perturbation, const ps_csr *y,
@@ -274,16 +441,11 @@ int ps_cv_cells(MPI_Comm comm, const ps_design *design, const int32_t *top_pertu
   PS_CALL(ps_cv_cell_folds(comm, design, top_perturbation, F, opt->seed, out->cell_fold));
 
   double t0 = ps_wtime();
-  for (int f = 0; f < F; f++) {
-    cell_subset train, test;
-    PS_CALL(subset_make(design, y, out->cell_fold, f, 0, &train));
-    PS_CALL(subset_make(design, y, out->cell_fold, f, 1, &test));
-    PS_CALL(fold_sst(comm, &train, &test, f, out));
-    PS_CALL(fold_errors(comm, &train, &test, f, out));
-    subset_free(&train);
-    subset_free(&test);
-    if (progress) ps_progress_update(progress, 0.8 * (double)(f + 1) / F);
-  }
+  group_layout layout;
+  group_cells copy;
+  PS_CALL(layout_make(comm, F, &layout));
+  PS_CALL(group_cells_make(comm, &layout, design, y, out->cell_fold, &copy));
+  PS_CALL(ps_error_sync(comm, group_folds(&layout, &copy, progress, out)));
   /* fold F pools the folds; then sum over ranks */
   for (int f = 0; f < F; f++) {
     for (int64_t i = 0; i < (int64_t)L * GK; i++) {
@@ -308,7 +470,9 @@ int ps_cv_cells(MPI_Comm comm, const ps_design *design, const int32_t *top_pertu
       out->chosen = l;
   out->seconds[0] = ps_wtime() - t0;
   t0 = ps_wtime();
-  PS_CALL(held_out_scores(comm, design, y, opt, progress, out));
+  PS_CALL(held_out_scores(comm, &layout, &copy, design, y, opt, progress, out));
   out->seconds[1] = ps_wtime() - t0;
+  group_cells_free(&copy);
+  layout_free(&layout);
   return PS_OK;
 }

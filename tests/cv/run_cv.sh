@@ -16,7 +16,7 @@ for scheme in cells perturbations; do
   run 2 cv --scheme "$scheme" "${in[@]}" --folds 4 "${cv_opts[@]}" --output cv.$scheme.h5ad
   for np in 1 2; do
     rm -f run.$scheme.np$np.*
-    run "$np" run "${in[@]}" "${fast[@]}" --cv "$scheme" "${opts[@]}" --output run.$scheme.np$np.h5ad
+    run "$np" run "${in[@]}" "${fast[@]}" --force --cv "$scheme" "${opts[@]}" --output run.$scheme.np$np.h5ad
     [ -s run.$scheme.np$np.cv.tsv ] || { echo "FAIL: no run.$scheme.np$np.cv.tsv"; exit 1; }
     ls run.$scheme.np$np.* | grep -q partial && { echo "FAIL: a .partial file is left"; exit 1; }
     "$PYTHON" "$TESTS_DIR/cv/compare_cv.py" cv.$scheme.h5ad run.$scheme.np$np.h5ad 1e-9
@@ -25,7 +25,8 @@ for scheme in cells perturbations; do
   done
 done
 # run's own tables do not change with the stage
-run 2 run "${in[@]}" "${fast[@]}" --output plain.h5ad
+rm -f plain.h5ad
+run 2 run "${in[@]}" "${fast[@]}" --force --output plain.h5ad
 "$PYTHON" - <<'PY'
 import h5py, numpy as np
 with h5py.File("plain.h5ad") as a, h5py.File("run.cells.np2.h5ad") as b:
