@@ -11,16 +11,33 @@
 #include "pertscore/util.h"
 
 /* Sparse design: per local cell, the sorted ids (0..K-1) of the perturbations it
- * carries. The intercept (control) column is implicit: every cell has it. */
+ * carries. The intercept (control) column is implicit: every cell has it, or,
+ * with basal groups (--control-by / --group-by, SPEC sections 2 and 6), the
+ * intercept column of its group: group 0 is column 0, group g >= 1 is column
+ * K + g (after the perturbations, so perturbation k stays column k + 1). */
 typedef struct {
   int32_t n_perturbations; /* K, global */
   ps_strlist names;        /* K perturbation labels, sorted, identical on all ranks */
   int64_t n_cells;         /* local analysed cells */
   int64_t *ptr;            /* n_cells + 1 */
   int32_t *ids;            /* ptr[n_cells] perturbation ids */
+  int32_t n_groups;        /* basal groups G (global); 0 or 1: one intercept shared by every cell */
+  int32_t *group;          /* per local cell its basal group in [0, G); NULL when G <= 1 */
 } ps_design;
 
 void ps_design_free(ps_design *d);
+/* Basal groups (--control-by, --group-by): the beta row of group g's intercept:
+ * row 0 for group 0, row K + g for g >= 1 (ps_ridge layout). */
+static inline int64_t ps_design_basal_row(const ps_design *d, int32_t g) { return g > 0 ? d->n_perturbations + g : 0; }
+/* Intercept columns of the ridge fit: G, at least 1. */
+static inline int32_t ps_design_n_basal(const ps_design *d) { return d->n_groups > 1 ? d->n_groups : 1; }
+/* The design the ridge fit takes (pertscore/ridge.h): with basal groups, each cell
+ * of a group g >= 1 carries one extra id, -(K + g), first in its row: "this
+ * cell's intercept column is K + g instead of 0"; n_perturbations becomes
+ * K + G - 1 so that the fit has K + G rows. A permutation of design rows moves
+ * the marker with the row, so X^T X stays unchanged (one factorization). Without
+ * groups a plain copy. */
+int ps_design_ridge_columns(const ps_design *d, ps_design *out);
 /* Largest number of perturbations any local cell carries. */
 int32_t ps_design_max_per_cell(const ps_design *d);
 /* --score-all-cells (SPEC section 3): a design in which every perturbed cell has a
@@ -60,6 +77,13 @@ typedef struct {
   /* dosage (SPEC section 5, pertscore/dosage.h): keep each perturbation's own-gene
    * values (ps_dataset.own_gene, .own); 0 = off */
   int own_genes;
+  /* basal groups (SPEC sections 2 and 6), obs columns of the input; NULL = off.
+   * control_by: one intercept per group. group_by: steps 1-3 within each group:
+   * each (perturbation P, group g) is its own perturbation "P@g", targets are
+   * selected against the controls (or the other cells) of g, winsorizing is per
+   * group, and the intercept is per group. Both may not name different columns. */
+  const char *control_by;
+  const char *group_by;
 } ps_dataset_options;
 
 void ps_dataset_options_default(ps_dataset_options *o);
@@ -80,7 +104,8 @@ typedef struct {
   /* regression genes (SPEC section 1, last bullet) */
   int32_t n_regression;
   int32_t *regression_gene;       /* indices into genes */
-  double *winsor_cap;             /* per regression gene: its 95th percentile (R type 7) */
+  double *winsor_cap;             /* per regression gene: its 95th percentile (R type 7); with
+                                   * --group-by n_winsor_groups rows, each over its group's cells */
   ps_csr y;                       /* local analysed cells x regression genes, winsorized */
   int32_t *n_targets;             /* K: targets per perturbation that are regression genes */
   ps_target_pairs targets;        /* user targets as given (valid genes only), or the selected ones */
@@ -94,6 +119,13 @@ typedef struct {
    * perturbation with an own gene (the control medians); zeros are not stored. */
   int32_t *own_gene;
   ps_csr own;
+  /* basal groups (--control-by / --group-by; design.group holds each cell's) */
+  char *group_column;             /* the obs column the groups come from, NULL without groups */
+  ps_strlist groups;              /* G group labels, sorted (empty without groups) */
+  int by_group;                   /* --group-by: perturbation k is (base[k], group_of[k]) */
+  ps_strlist base;                /* with by_group: K original perturbation labels */
+  int32_t *group_of;              /* with by_group: K group indices */
+  int32_t n_winsor_groups;        /* rows of winsor_cap: G with --group-by, else 1 */
 } ps_dataset;
 
 /* Read the matrix and guides, build the design, pick and winsorize the regression
@@ -125,6 +157,15 @@ int ps_own_genes_extract(const ps_csr *x, const int64_t *keep, const ps_design *
 int ps_targets_select(MPI_Comm comm, const ps_dataset_options *opt, const ps_csr *x, const int64_t *keep,
                       const ps_strmap *gene_index, ps_progress *progress, ps_dataset *d, int32_t **candidates,
                       int32_t *n_candidates);
+
+/* Basal groups (src/data/groups.c): read the obs column of --control-by or
+ * --group-by for this rank's block (keep as in ps_targets_select), set
+ * d->groups and d->design.group, check every group has control cells, and with
+ * --group-by relabel perturbations as (P, group) (d->base, d->group_of, and the
+ * design's names, ids and d->top_perturbation). No-op when neither is given.
+ * Collective. */
+int ps_groups_assign(MPI_Comm comm, const ps_dataset_options *opt, const ps_matrix *m, const int64_t *keep,
+                     ps_dataset *d);
 
 /* R type-7 quantile of n values of which only the nonzeros are given (sorted
  * ascending, all >= 0): the others are zeros. */

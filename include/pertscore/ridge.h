@@ -10,7 +10,9 @@
 #include "pertscore/data.h"
 
 typedef struct {
-  int32_t n_rows;  /* K + 1: row 0 is the intercept (basal expression), row k + 1 is perturbation k */
+  int32_t n_rows;  /* K + 1: row 0 is the intercept (basal expression), row k + 1 is perturbation k;
+                    * with G basal groups K + G: rows K + g are the intercepts of groups g >= 1 (the
+                    * fit takes ps_design_ridge_columns of the design) */
   int32_t n_genes; /* N regression genes */
   double lambda;
   double *beta;    /* row-major (K + 1) x N, the same on every rank */

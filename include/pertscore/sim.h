@@ -50,6 +50,16 @@ typedef struct {
    * ..., named like the others; no knockdown is measured), their downstream genes
    * still come from the panel. 0 (default): every target is measured. */
   int32_t n_unmeasured_targets;
+  /* --cell-types T (SPEC section 6 checks): cell i is of type i mod T, obs column
+   * "cell_type" = "type1".."typeT". Each type t >= 1 shifts n_type_genes random
+   * genes' basal expression by +-type_shift (log scale, sizes like the effects),
+   * and, unless type_responses_same, responds differently: each downstream gene
+   * of a perturbation either keeps its gene with the opposite sign or is replaced
+   * by another gene (half and half). T = 1 (default): no column, the same bytes. */
+  int32_t n_cell_types;
+  int type_responses_same;
+  int32_t n_type_genes; /* basal-shifted genes per type t >= 1 (30) */
+  double type_shift;    /* typical |log shift| of those genes (1) */
 } ps_sim_options;
 
 enum { PS_SIM_EFFECTS_SPARSE = 0, PS_SIM_EFFECTS_LOWRANK = 1, PS_SIM_EFFECTS_NONE = 2 };
@@ -65,6 +75,15 @@ typedef struct {
   double *downstream_lfc;    /* natural-log fold change at e = 1 */
   double *dosage_ed50;       /* K, with dosage_design (else NULL): designed ED50 e_k */
   double *dosage_hill_b;     /* K, with dosage_design: designed Hill slope b_k */
+  /* --cell-types T > 1: for type t >= 1 and perturbation k, entries
+   * type_ptr[(t - 1) K + k] .. type_ptr[(t - 1) K + k + 1] of type_gene / type_lfc
+   * are its downstream effects (type 0 uses downstream_*); basal_shift is T x G
+   * (row 0 zero), the natural-log shift of each type's basal expression */
+  int32_t n_cell_types;
+  int32_t *type_ptr;
+  int32_t *type_gene;
+  double *type_lfc;
+  double *basal_shift;
 } ps_sim_truth;
 
 int ps_sim_truth_make(const ps_sim_options *o, ps_sim_truth *t);
@@ -77,7 +96,11 @@ const char *ps_sim_gene_name(int32_t g, char *buf, size_t size);
  * barcode table), PREFIX.truth.tsv (per cell and perturbation: efficiency),
  * PREFIX.effects.tsv (per perturbation: downstream genes and log fold changes) and
  * PREFIX.targets.gmt (true downstream genes); with dosage_design also PREFIX.dosage.tsv
- * (per perturbation: own gene, designed ED50, Hill slope, class). Collective. */
+ * (per perturbation: own gene, designed ED50, Hill slope, class). With T > 1 cell
+ * types: obs column "cell_type", a cell_type column in PREFIX.truth.tsv,
+ * PREFIX.basal.tsv (cell_type, gene, log_shift), and, when the responses differ,
+ * effects and GMT lines per (perturbation, type) named "P@typeN" (the names
+ * `run --group-by cell_type` gives). Collective. */
 int ps_sim_write(MPI_Comm comm, const ps_sim_options *o, const char *prefix, ps_progress *progress);
 
 #define PS_SIM_CONTROL_LABEL "NonTargeting"

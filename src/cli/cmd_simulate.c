@@ -35,6 +35,13 @@ static const char *simulate_usage =
     "  --unmeasured-targets U the last U perturbations target genes outside the measured panel\n"
     "                         (a TAP-seq panel: names GENE<G+1>...; no own-gene knockdown measured),\n"
     "                         their downstream genes are drawn from the panel (0)\n"
+    "  --cell-types T         cell i is of type i mod T (obs column 'cell_type'); each type shifts\n"
+    "                         the basal expression of --type-genes genes by about --type-shift and,\n"
+    "                         unless --type-responses same, responds differently (1; writes\n"
+    "                         PREFIX.basal.tsv and per-type effects/GMT lines P@typeN)\n"
+    "  --type-responses KIND  differ (default) or same\n"
+    "  --type-genes N         basal-shifted genes per type (30)\n"
+    "  --type-shift X         typical |log shift| of those genes (1)\n"
     "  --quiet                no progress on stderr\n"
     "\n"
     "writes PREFIX.h5ad (counts; obs column 'guide'), PREFIX.guides.tsv (scMAGeCK table),\n"
@@ -43,7 +50,8 @@ static const char *simulate_usage =
 
 static int parse_simulate(int argc, char **argv, ps_sim_options *o, char *prefix, size_t size, int *quiet, int *help) {
   enum { O_CELLS = 1, O_GENES, O_PERT, O_MOI, O_POISSON, O_CONTROL, O_DOWN, O_EFFECT, O_KD, O_EFF, O_LIB, O_DISP,
-         O_SEED, O_OUT, O_QUIET, O_HELP, O_EFFECTS, O_RANK, O_DOSAGE_DESIGN, O_UNMEASURED };
+         O_SEED, O_OUT, O_QUIET, O_HELP, O_EFFECTS, O_RANK, O_DOSAGE_DESIGN, O_UNMEASURED,
+         O_CELL_TYPES, O_TYPE_RESPONSES, O_TYPE_GENES, O_TYPE_SHIFT };
   static const struct option longs[] = {
       {"cells", required_argument, 0, O_CELLS}, {"genes", required_argument, 0, O_GENES},
       {"perturbations", required_argument, 0, O_PERT}, {"moi", required_argument, 0, O_MOI},
@@ -55,7 +63,10 @@ static int parse_simulate(int argc, char **argv, ps_sim_options *o, char *prefix
       {"quiet", no_argument, 0, O_QUIET}, {"help", no_argument, 0, O_HELP},
       {"effects", required_argument, 0, O_EFFECTS}, {"rank", required_argument, 0, O_RANK},
       {"dosage-design", no_argument, 0, O_DOSAGE_DESIGN},
-      {"unmeasured-targets", required_argument, 0, O_UNMEASURED}, {0, 0, 0, 0}};
+      {"unmeasured-targets", required_argument, 0, O_UNMEASURED},
+      {"cell-types", required_argument, 0, O_CELL_TYPES}, {"type-responses", required_argument, 0, O_TYPE_RESPONSES},
+      {"type-genes", required_argument, 0, O_TYPE_GENES}, {"type-shift", required_argument, 0, O_TYPE_SHIFT},
+      {0, 0, 0, 0}};
   ps_sim_options_default(o);
   optind = 1;
   opterr = 0;
@@ -109,6 +120,20 @@ static int parse_simulate(int argc, char **argv, ps_sim_options *o, char *prefix
         PS_CALL(ps_cli_count("--unmeasured-targets", optarg, &v));
         o->n_unmeasured_targets = (int32_t)v;
         break;
+      case O_CELL_TYPES:
+        PS_CALL(ps_cli_count("--cell-types", optarg, &v));
+        o->n_cell_types = (int32_t)(v > 1e6 ? 1e6 : v);
+        break;
+      case O_TYPE_RESPONSES:
+        if (strcmp(optarg, "same") == 0) o->type_responses_same = 1;
+        else if (strcmp(optarg, "differ") == 0) o->type_responses_same = 0;
+        else PS_FAIL(PS_ERR_INPUT, "--type-responses expects differ or same, got '%s'", optarg);
+        break;
+      case O_TYPE_GENES:
+        PS_CALL(ps_cli_count("--type-genes", optarg, &v));
+        o->n_type_genes = (int32_t)(v > 1e9 ? 1e9 : v);
+        break;
+      case O_TYPE_SHIFT: PS_CALL(ps_cli_number("--type-shift", optarg, &o->type_shift)); break;
       default: PS_FAIL(PS_ERR_INPUT, "simulate: unknown or incomplete option '%s'", argv[optind - 1]);
     }
   }

@@ -41,6 +41,8 @@ int ps_cli_dataset_option(const char *name, const char *arg, void *options, int 
     if (strcmp(arg, "guide") == 0) d->unit_guide = 1;
     else if (strcmp(arg, "gene") == 0) d->unit_guide = 0;
     else PS_FAIL(PS_ERR_INPUT, "--unit expects gene or guide, got '%s'", arg);
-  } else *handled = 0;
+  } else if (strcmp(name, "group-by") == 0) d->group_by = arg;
+  else if (strcmp(name, "control-by") == 0) d->control_by = arg;
+  else *handled = 0;
   return PS_OK;
 }

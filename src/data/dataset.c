@@ -34,6 +34,10 @@ void ps_dataset_free(ps_dataset *d) {
   ps_target_pairs_free(&d->targets);
   free(d->own_gene);
   ps_csr_free(&d->own);
+  free(d->group_column);
+  ps_strlist_free(&d->groups);
+  ps_strlist_free(&d->base);
+  free(d->group_of);
   memset(d, 0, sizeof *d);
 }
 
@@ -270,6 +274,23 @@ static int guide_facts(MPI_Comm comm, const ps_dataset_options *opt, const ps_gu
   return PS_OK;
 }
 
+/* --group-by: the sorted distinct original labels and, per label b, the
+ * perturbations "label@g" in k[ptr[b] .. ptr[b + 1]). */
+static int index_bases(const ps_dataset *d, ps_strlist *bases, int64_t **ptr, int64_t **k) {
+  for (int64_t i = 0; i < d->base.n; i++) PS_CALL(ps_strlist_push(bases, d->base.items[i]));
+  ps_strlist_sort_unique(bases);
+  PS_ALLOC(*ptr, bases->n + 1);
+  PS_ALLOC(*k, d->base.n);
+  for (int64_t i = 0; i < d->base.n; i++) (*ptr)[ps_strlist_find_sorted(bases, d->base.items[i]) + 1]++;
+  for (int64_t b = 0; b < bases->n; b++) (*ptr)[b + 1] += (*ptr)[b];
+  int64_t *fill;
+  PS_ALLOC(fill, bases->n + 1);
+  memcpy(fill, *ptr, (size_t)(bases->n + 1) * sizeof *fill);
+  for (int64_t i = 0; i < d->base.n; i++) (*k)[fill[ps_strlist_find_sorted(bases, d->base.items[i])]++] = i;
+  free(fill);
+  return PS_OK;
+}
+
 /* Target genes -> candidate regression genes (sorted gene indices). */
 static int read_targets(const ps_dataset_options *opt, ps_dataset *d, ps_strmap *gene_index, int32_t **candidates,
                         int32_t *n_candidates) {
@@ -278,17 +299,27 @@ static int read_targets(const ps_dataset_options *opt, ps_dataset *d, ps_strmap 
   uint8_t *used;
   PS_ALLOC(used, d->n_genes);
   PS_ALLOC(d->n_targets, d->design.n_perturbations);
-  int64_t unknown = 0;
+  int64_t unknown = 0, *base_ptr = NULL, *base_k = NULL;
   const char *first_unknown = NULL;
+  ps_strlist bases = {0};
+  if (d->by_group) PS_CALL(index_bases(d, &bases, &base_ptr, &base_k));
   for (int64_t i = 0; i < raw.gene.n; i++) {
     int64_t g = ps_strmap_get(gene_index, raw.gene.items[i]);
     if (g < 0) {
       if (!unknown++) first_unknown = raw.gene.items[i];
       continue;
     }
-    PS_CALL(ps_strlist_push(&d->targets.perturbation, raw.perturbation.items[i]));
-    PS_CALL(ps_strlist_push(&d->targets.gene, raw.gene.items[i]));
     used[g] = 1;
+    int64_t b = d->by_group ? ps_strlist_find_sorted(&bases, raw.perturbation.items[i]) : -1;
+    if (b < 0) {
+      PS_CALL(ps_strlist_push(&d->targets.perturbation, raw.perturbation.items[i]));
+      PS_CALL(ps_strlist_push(&d->targets.gene, raw.gene.items[i]));
+    }
+    for (int64_t q = b >= 0 ? base_ptr[b] : 0; b >= 0 && q < base_ptr[b + 1]; q++) {
+      /* --group-by: P's targets serve every "P@g" */
+      PS_CALL(ps_strlist_push(&d->targets.perturbation, d->design.names.items[base_k[q]]));
+      PS_CALL(ps_strlist_push(&d->targets.gene, raw.gene.items[i]));
+    }
   }
   if (unknown)
     PS_FAIL(PS_ERR_INPUT, "%s: %lld target gene(s) are not genes of %s (first: '%s'); expected names from the var index",
@@ -301,6 +332,9 @@ static int read_targets(const ps_dataset_options *opt, ps_dataset *d, ps_strmap 
     if (used[g]) (*candidates)[n++] = (int32_t)g;
   *n_candidates = n;
   free(used);
+  free(base_ptr);
+  free(base_k);
+  ps_strlist_free(&bases);
   ps_target_pairs_free(&raw);
   return PS_OK;
 }
@@ -311,19 +345,27 @@ static int compare_doubles(const void *a, const void *b) {
 }
 
 /* Exact per-gene quantiles: one Alltoallv moves each regression gene's nonzeros to
- * the rank that owns the gene (gene n -> rank n % P), which sorts them. */
-static int winsor_caps(MPI_Comm comm, const ps_csr *y, int64_t n_total, double prob, double *caps) {
+ * the rank that owns the gene (gene n -> rank n % P), which sorts them. With
+ * --group-by each (group, gene) is its own column c = group N + gene, over its
+ * group's n_total[group] cells (row_group: each local row's group, NULL: all 0). */
+static int winsor_caps(MPI_Comm comm, const ps_csr *y, const int32_t *row_group, int32_t n_groups,
+                       const int64_t *n_total, double prob, double *caps) {
   int rank, size;
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &size);
-  int32_t N = (int32_t)y->n_cols;
+  int64_t N = (int64_t)y->n_cols * n_groups, n_cols = y->n_cols;
   int64_t nnz = ps_csr_nnz(y);
+  int64_t *column; /* per stored value: its (group, gene) column */
+  PS_ALLOC(column, nnz);
+  for (int64_t j = 0; j < y->n_rows; j++)
+    for (int64_t p = y->indptr[j]; p < y->indptr[j + 1]; p++)
+      column[p] = (row_group ? row_group[j] : 0) * n_cols + y->indices[p];
   int *scount, *rcount, *sdispl, *rdispl;
   PS_ALLOC(scount, size);
   PS_ALLOC(rcount, size);
   PS_ALLOC(sdispl, size);
   PS_ALLOC(rdispl, size);
-  for (int64_t p = 0; p < nnz; p++) scount[y->indices[p] % size]++;
+  for (int64_t p = 0; p < nnz; p++) scount[column[p] % size]++;
   int64_t s_total = 0, r_total = 0;
   PS_CHECK_MPI(MPI_Alltoall(scount, 1, MPI_INT, rcount, 1, MPI_INT, comm));
   for (int r = 0; r < size; r++) {
@@ -334,16 +376,16 @@ static int winsor_caps(MPI_Comm comm, const ps_csr *y, int64_t n_total, double p
   }
   if (s_total > INT32_MAX / 2 || r_total > INT32_MAX / 2)
     PS_FAIL(PS_ERR_SYSTEM, "too many values to exchange for quantiles on one rank; use more ranks");
-  /* send (gene, value) as two doubles: genes are < 2^31, exact in a double */
+  /* send (column, value) as two doubles: columns are < 2^53, exact in a double */
   double *send, *recv;
   int *fill;
   PS_ALLOC(send, 2 * s_total);
   PS_ALLOC(recv, 2 * r_total);
   PS_ALLOC(fill, size);
   for (int64_t p = 0; p < nnz; p++) {
-    int r = y->indices[p] % size;
+    int r = (int)(column[p] % size);
     int64_t at = sdispl[r] + fill[r]++;
-    send[2 * at] = y->indices[p];
+    send[2 * at] = (double)column[p];
     send[2 * at + 1] = y->data[p];
   }
   for (int r = 0; r < size; r++) {
@@ -358,7 +400,7 @@ static int winsor_caps(MPI_Comm comm, const ps_csr *y, int64_t n_total, double p
   int64_t *start;
   PS_ALLOC(start, N + 1);
   for (int64_t i = 0; i < r_total; i++) start[(int64_t)recv[2 * i] + 1]++;
-  for (int32_t n = 0; n < N; n++) start[n + 1] += start[n];
+  for (int64_t n = 0; n < N; n++) start[n + 1] += start[n];
   double *values;
   int64_t *pos;
   PS_ALLOC(values, r_total);
@@ -368,14 +410,16 @@ static int winsor_caps(MPI_Comm comm, const ps_csr *y, int64_t n_total, double p
     values[start[n] + pos[n]++] = recv[2 * i + 1];
   }
   free(recv);
-  for (int32_t n = 0; n < N; n++) caps[n] = 0.0;
-  for (int32_t n = rank; n < N; n += size) {
+  for (int64_t n = 0; n < N; n++) caps[n] = 0.0;
+  for (int64_t n = rank; n < N; n += size) {
     int64_t count = start[n + 1] - start[n];
     double *v = values + start[n];
     qsort(v, (size_t)count, sizeof *v, compare_doubles);
-    caps[n] = ps_quantile_type7_sparse(v, count, n_total, prob);
+    caps[n] = ps_quantile_type7_sparse(v, count, n_total[n / n_cols], prob);
   }
-  PS_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, caps, N, MPI_DOUBLE, MPI_SUM, comm));
+  if (N > INT32_MAX) PS_FAIL(PS_ERR_SYSTEM, "winsorizing: %lld group x gene caps are too many", (long long)N);
+  PS_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, caps, (int)N, MPI_DOUBLE, MPI_SUM, comm));
+  free(column);
   free(values);
   free(pos);
   free(start);
@@ -562,6 +606,7 @@ int ps_dataset_read(MPI_Comm comm, const ps_dataset_options *opt, ps_progress *p
   PS_ALLOC(keep, m.x.n_rows);
   PS_CALL(ps_error_sync(comm, build_design(comm, opt, &calls, m.x.n_rows, &perturbations, keep, d)));
   PS_CALL(ps_error_sync(comm, guide_facts(comm, opt, &calls, keep, m.x.n_rows, d)));
+  PS_CALL(ps_groups_assign(comm, opt, &m, keep, d)); /* --control-by / --group-by (SPEC sections 2, 6) */
   if (opt->pseudo_cells > 0) /* pertscore lambda: before the targets, so the pseudo perturbation gets its own */
     PS_CALL(ps_error_sync(comm, ps_pseudo_relabel(comm, opt, d)));
   ps_guide_calls_free(&calls);
@@ -587,18 +632,32 @@ int ps_dataset_read(MPI_Comm comm, const ps_dataset_options *opt, ps_progress *p
     PS_CALL(ps_targets_select(comm, opt, &m.x, keep, &gene_index, progress, d, &candidates, &n_candidates));
     d->seconds_targets = ps_wtime() - t0;
   }
-  if (opt->own_genes) /* dosage (SPEC section 5): own-gene values before the full matrix goes */
-    PS_CALL(ps_error_sync(comm, ps_own_genes_extract(&m.x, keep, &d->design, &gene_index, opt->unit_guide,
+  if (opt->own_genes) { /* dosage (SPEC section 5): own-gene values before the full matrix goes */
+    ps_design named = d->design; /* --group-by: "P@g" has P's own gene */
+    if (d->by_group) named.names = d->base;
+    PS_CALL(ps_error_sync(comm, ps_own_genes_extract(&m.x, keep, &named, &gene_index, opt->unit_guide,
                                                      &d->own_gene, &d->own)));
+  }
   ps_strmap_free(&gene_index);
   PS_CALL(ps_error_sync(comm, select_regression_genes(comm, opt, &m.x, keep, candidates, n_candidates, d)));
   free(candidates);
   free(keep);
   ps_matrix_free(&m);
-  PS_ALLOC(d->winsor_cap, d->n_regression);
-  PS_CALL(winsor_caps(comm, &d->y, d->n_analysed, opt->winsor_quantile, d->winsor_cap));
-  for (int64_t p = 0; p < ps_csr_nnz(&d->y); p++)
-    if (d->y.data[p] > d->winsor_cap[d->y.indices[p]]) d->y.data[p] = d->winsor_cap[d->y.indices[p]];
+  /* SPEC section 2: winsorized over the analysed cells; with --group-by over each group's */
+  d->n_winsor_groups = d->by_group ? d->design.n_groups : 1;
+  const int32_t *row_group = d->by_group ? d->design.group : NULL;
+  int64_t *n_in_group;
+  PS_ALLOC(n_in_group, d->n_winsor_groups);
+  for (int64_t j = 0; j < d->design.n_cells; j++) n_in_group[row_group ? row_group[j] : 0]++;
+  PS_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, n_in_group, d->n_winsor_groups, MPI_INT64_T, MPI_SUM, comm));
+  PS_ALLOC(d->winsor_cap, (int64_t)d->n_winsor_groups * d->n_regression);
+  PS_CALL(winsor_caps(comm, &d->y, row_group, d->n_winsor_groups, n_in_group, opt->winsor_quantile, d->winsor_cap));
+  free(n_in_group);
+  for (int64_t j = 0; j < d->y.n_rows; j++) {
+    const double *cap = d->winsor_cap + (int64_t)(row_group ? row_group[j] : 0) * d->n_regression;
+    for (int64_t p = d->y.indptr[j]; p < d->y.indptr[j + 1]; p++)
+      if (d->y.data[p] > cap[d->y.indices[p]]) d->y.data[p] = cap[d->y.indices[p]];
+  }
   count_targets(d);
   return PS_OK;
 }

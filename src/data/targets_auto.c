@@ -23,12 +23,17 @@
 enum { ROLE_P = 0, ROLE_ADD = 1, ROLE_REMOVE = 2, N_ROLES = 3 };
 
 /* DE groups, replicated: per global analysed cell its roles; the reference group
- * is the control cells (default) or every analysed cell (--de-background others). */
+ * is the control cells (default) or every analysed cell (--de-background others).
+ * With --group-by there is one reference per group g, holding g's cells only,
+ * and perturbation k = (P, g) is tested against g's (SPEC section 6). */
 typedef struct {
-  int64_t n_cells, n_ref;
+  int64_t n_cells;
   int64_t *role_ptr;   /* n_cells + 1 */
   int32_t *roles;      /* 3 k + role */
-  uint8_t *in_ref;     /* n_cells */
+  int32_t *in_ref;     /* n_cells: the reference the cell belongs to, or -1 */
+  int32_t n_refs;      /* references: 1, or the groups with --group-by */
+  int64_t *n_ref;      /* n_refs: cells per reference */
+  const int32_t *ref_of; /* K: reference of perturbation k; NULL: all 0 */
   int64_t *group_size; /* 3 K: cells per (k, role) */
 } de_groups;
 
@@ -36,6 +41,7 @@ static void de_groups_free(de_groups *g) {
   free(g->role_ptr);
   free(g->roles);
   free(g->in_ref);
+  free(g->n_ref);
   free(g->group_size);
   memset(g, 0, sizeof *g);
 }
@@ -68,7 +74,7 @@ static int gather_groups(MPI_Comm comm, const ps_dataset_options *opt, const ps_
   const ps_design *D = &d->design;
   int64_t n_local = D->n_cells, n_ids = D->ptr[n_local];
   int32_t *roles, *count;
-  uint8_t *in_ref;
+  int32_t *in_ref;
   PS_ALLOC(roles, 2 * n_ids);
   PS_ALLOC(count, n_local);
   PS_ALLOC(in_ref, n_local);
@@ -76,8 +82,11 @@ static int gather_groups(MPI_Comm comm, const ps_dataset_options *opt, const ps_
   for (int64_t j = 0; j < n_local; j++) {
     count[j] = cell_roles(opt, d, j, roles + w);
     w += count[j];
-    in_ref[j] = opt->de_background_others || D->ptr[j + 1] == D->ptr[j];
+    in_ref[j] = opt->de_background_others || D->ptr[j + 1] == D->ptr[j] ? (d->by_group ? D->group[j] : 0) : -1;
   }
+  g->n_refs = d->by_group ? D->n_groups : 1;
+  g->ref_of = d->by_group ? d->group_of : NULL;
+  PS_ALLOC(g->n_ref, g->n_refs);
   int *cells_of, *cell_displ, *roles_of, *role_displ;
   int64_t mine[2] = {n_local, w}, *both, n_cells = 0, n_roles = 0;
   PS_ALLOC(cells_of, size);
@@ -106,11 +115,11 @@ static int gather_groups(MPI_Comm comm, const ps_dataset_options *opt, const ps_
   PS_ALLOC(g->in_ref, n_cells);
   PS_ALLOC(g->group_size, (int64_t)N_ROLES * D->n_perturbations);
   PS_CHECK_MPI(MPI_Allgatherv(count, (int)n_local, MPI_INT32_T, all_count, cells_of, cell_displ, MPI_INT32_T, comm));
-  PS_CHECK_MPI(MPI_Allgatherv(in_ref, (int)n_local, MPI_UINT8_T, g->in_ref, cells_of, cell_displ, MPI_UINT8_T, comm));
+  PS_CHECK_MPI(MPI_Allgatherv(in_ref, (int)n_local, MPI_INT32_T, g->in_ref, cells_of, cell_displ, MPI_INT32_T, comm));
   PS_CHECK_MPI(MPI_Allgatherv(roles, (int)w, MPI_INT32_T, g->roles, roles_of, role_displ, MPI_INT32_T, comm));
   for (int64_t j = 0; j < n_cells; j++) {
     g->role_ptr[j + 1] = g->role_ptr[j] + all_count[j];
-    g->n_ref += g->in_ref[j];
+    if (g->in_ref[j] >= 0) g->n_ref[g->in_ref[j]]++;
   }
   for (int64_t i = 0; i < n_roles; i++) g->group_size[g->roles[i]]++;
   free(roles), free(count), free(in_ref), free(all_count);
@@ -169,17 +178,22 @@ static int test_owned_genes(MPI_Comm comm, const ps_dataset_options *opt, const 
     if (slots > max_slots) max_slots = slots;
   }
   double *ref_values, *slot_values;
+  int64_t *ref_start, *ref_fill;
+  ps_de_ref *refs;
   PS_ALLOC(ref_values, max_nnz);
+  PS_ALLOC(ref_start, g->n_refs + 1);
+  PS_ALLOC(ref_fill, g->n_refs);
+  PS_ALLOC(refs, g->n_refs);
   PS_ALLOC(slot_values, max_slots);
   ps_de_work work = {0};
   int err = PS_OK;
   for (int64_t lg = 0; lg < s->n_genes && !err; lg++) {
-    int64_t lo = s->ptr[lg], hi = s->ptr[lg + 1], n_ref_nnz = 0;
+    int64_t lo = s->ptr[lg], hi = s->ptr[lg + 1];
     memset(count, 0, (size_t)n_slots * sizeof *count);
     memset(positive, 0, (size_t)n_slots * sizeof *positive);
     for (int64_t q = lo; q < hi; q++) {
       int64_t c = s->cell[q];
-      if (g->in_ref[c]) ref_values[n_ref_nnz++] = s->value[q];
+      if (g->in_ref[c] >= 0) ref_start[g->in_ref[c] + 1]++;
       for (int64_t e = g->role_ptr[c]; e < g->role_ptr[c + 1]; e++) count[g->roles[e]]++;
     }
     for (int64_t i = 0; i < n_slots; i++) offset[i + 1] = offset[i] + count[i];
@@ -191,31 +205,43 @@ static int test_owned_genes(MPI_Comm comm, const ps_dataset_options *opt, const 
         positive[g->roles[e]] += s->value[q] > 0;
       }
     }
-    ps_de_ref ref;
-    ps_de_group ref_group = {ref_values, n_ref_nnz, g->n_ref};
-    if ((err = ps_de_ref_build(&ref_group, &ref))) break;
+    /* each reference's values, then one summary per reference */
+    for (int32_t i = 0; i < g->n_refs; i++) ref_start[i + 1] += ref_start[i];
+    memcpy(ref_fill, ref_start, (size_t)g->n_refs * sizeof *ref_fill);
+    for (int64_t q = lo; q < hi; q++)
+      if (g->in_ref[s->cell[q]] >= 0) ref_values[ref_fill[g->in_ref[s->cell[q]]]++] = s->value[q];
+    int32_t built = 0;
+    for (; built < g->n_refs && !err; built++) {
+      ps_de_group ref_group = {ref_values + ref_start[built], ref_start[built + 1] - ref_start[built], g->n_ref[built]};
+      err = ps_de_ref_build(&ref_group, &refs[built]);
+    }
+    memset(ref_start, 0, (size_t)(g->n_refs + 1) * sizeof *ref_start);
+    if (err) built--; /* the failed one holds nothing */
     int32_t gene = (int32_t)(rank + lg * size);
     for (int32_t k = 0; k < K && !err; k++) {
       int64_t sp = N_ROLES * k + ROLE_P, sa = sp + 1, sr = sp + 2;
-      int64_t n1 = g->group_size[sp], n2 = g->n_ref + g->group_size[sa] - g->group_size[sr];
+      const int32_t rk = g->ref_of ? g->ref_of[k] : 0;
+      const ps_de_ref *ref = &refs[rk];
+      int64_t n1 = g->group_size[sp], n2 = g->n_ref[rk] + g->group_size[sa] - g->group_size[sr];
       if (n1 < 1 || n2 < 1) continue;
       /* min.pct first, with the very expressions ps_de_test_gene_ref uses: most genes stop here */
       double pct1 = ps_de_round3((double)positive[sp] / (double)n1);
-      double pct2 = ps_de_round3((double)(ref.n_positive + positive[sa] - positive[sr]) / (double)n2);
+      double pct2 = ps_de_round3((double)(ref->n_positive + positive[sa] - positive[sr]) / (double)n2);
       if (!(fmax(pct1, pct2) >= opt->de.min_pct)) continue;
       ps_de_group p = {slot_values + offset[sp], count[sp], n1};
       ps_de_group add = {slot_values + offset[sa], count[sa], g->group_size[sa]};
       ps_de_group remove = {slot_values + offset[sr], count[sr], g->group_size[sr]};
       ps_de_gene r;
-      if ((err = ps_de_test_gene_ref(&p, &ref, &add, &remove, &work, &r))) break;
+      if ((err = ps_de_test_gene_ref(&p, ref, &add, &remove, &work, &r))) break;
       if (!(fabs(r.log2fc) >= t_min)) continue;
       err = record_push(&out[k % size], (de_record){k, gene, r.pct1, r.pct2, r.log2fc, r.p});
     }
-    ps_de_ref_free(&ref);
+    for (int32_t i = 0; i < built; i++) ps_de_ref_free(&refs[i]);
     if (progress && lg % 64 == 0) ps_progress_update(progress, 0.6 + 0.3 * (double)lg / (double)s->n_genes);
   }
   ps_de_work_free(&work);
   free(count), free(offset), free(fill), free(positive), free(ref_values), free(slot_values);
+  free(ref_start), free(ref_fill), free(refs);
   return err;
 }
 
@@ -280,7 +306,8 @@ static int select_owned(MPI_Comm comm, const ps_dataset_options *opt, const ps_d
       const de_record *r = &rec[order[q]];
       genes[r->gene] = (ps_de_gene){r->pct1, r->pct2, r->log2fc, r->p};
     }
-    int64_t exclude = opt->exclude_perturbed_gene ? ps_strmap_get(gene_index, d->design.names.items[k]) : -1;
+    const char *own = d->by_group ? d->base.items[k] : d->design.names.items[k]; /* "P@g" perturbs P */
+    int64_t exclude = opt->exclude_perturbed_gene ? ps_strmap_get(gene_index, own) : -1;
     ps_de_selection sel;
     PS_CALL(ps_de_select(genes, G, exclude, &opt->de, &sel));
     for (int64_t q = start[lk]; q < start[lk + 1]; q++) genes[rec[order[q]].gene] = untested;

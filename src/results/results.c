@@ -52,8 +52,11 @@ static int write_obs(ps_h5ad_writer *w, const ps_dataset *d) {
       {.name = "role", .kind = PS_COL_CATEGORICAL, .codes = role, .categories = &roles},
       {.name = "perturbations", .kind = PS_COL_STRING, .strings = labels},
       {.name = "n_perturbations", .kind = PS_COL_I64, .i64 = n_perturbations},
+      /* --control-by / --group-by: each cell's group, under the input's column name */
+      {.name = d->group_column, .kind = PS_COL_CATEGORICAL, .codes = D->group, .categories = &d->groups},
   };
-  PS_CALL(ps_h5ad_write_frame(w, "obs", d->cells.items, n, d->analysed_offset, d->n_analysed, cols, 3));
+  int n_cols = d->group_column && D->group ? 4 : 3;
+  PS_CALL(ps_h5ad_write_frame(w, "obs", d->cells.items, n, d->analysed_offset, d->n_analysed, cols, n_cols));
   for (int64_t j = 0; j < n; j++) free(labels[j]);
   free(labels);
   free(role);
@@ -101,9 +104,17 @@ static int write_var(MPI_Comm comm, ps_h5ad_writer *w, const ps_dataset *d, cons
       {.name = "target_threshold", .kind = PS_COL_F64, .f64 = d->target_threshold},
   };
   int n_cols = d->target_threshold ? 7 : 6;
+  /* --group-by: perturbation k is the pair (perturbation, group) */
+  ps_column pair_cols[9];
+  memcpy(pair_cols, cols, (size_t)n_cols * sizeof *cols);
+  if (d->by_group) {
+    pair_cols[n_cols++] = (ps_column){.name = "perturbation", .kind = PS_COL_STRING, .strings = d->base.items};
+    pair_cols[n_cols++] = (ps_column){.name = "group", .kind = PS_COL_CATEGORICAL, .codes = d->group_of,
+                                      .categories = &d->groups};
+  }
   int rank;
   MPI_Comm_rank(comm, &rank);
-  PS_CALL(ps_h5ad_write_frame(w, "var", D->names.items, rank == 0 ? K : 0, 0, K, cols, n_cols));
+  PS_CALL(ps_h5ad_write_frame(w, "var", D->names.items, rank == 0 ? K : 0, 0, K, pair_cols, n_cols));
   free(n_cells);
   free(n_targets);
   free(rescaled);
@@ -111,6 +122,19 @@ static int write_var(MPI_Comm comm, ps_h5ad_writer *w, const ps_dataset *d, cons
   free(mean_ps);
   free(n_scored);
   return PS_OK;
+}
+
+/* The basal rows of B (or of its p-values), one per basal group in group order
+ * (pertscore/data.h ps_design_basal_row), as a G x N matrix. */
+static int write_basal(ps_h5ad_writer *w, const ps_dataset *d, const double *rows, int32_t N, const char *name) {
+  int32_t G = ps_design_n_basal(&d->design);
+  double *basal;
+  PS_ALLOC(basal, (int64_t)G * N);
+  for (int32_t g = 0; g < G; g++)
+    memcpy(basal + (int64_t)g * N, rows + ps_design_basal_row(&d->design, g) * N, (size_t)N * sizeof *basal);
+  int err = ps_h5ad_write_dense(w, name, basal, G, N);
+  free(basal);
+  return err;
 }
 
 static int write_uns(ps_h5ad_writer *w, const ps_dataset *d, const ps_ridge *ridge, const ps_scores *s,
@@ -130,8 +154,14 @@ static int write_uns(ps_h5ad_writer *w, const ps_dataset *d, const ps_ridge *rid
   for (int32_t n = 0; n < d->n_regression; n++) genes[n] = d->genes.items[d->regression_gene[n]];
   PS_CALL(ps_h5ad_write_strings(w, "uns/pertscore/regression_genes", genes, d->n_regression));
   free(genes);
-  PS_CALL(ps_h5ad_write_dense(w, "uns/pertscore/basal", ridge->beta, 1, ridge->n_genes));
-  PS_CALL(ps_h5ad_write_dense(w, "uns/pertscore/winsor_cap", d->winsor_cap, 1, d->n_regression));
+  PS_CALL(write_basal(w, d, ridge->beta, ridge->n_genes, "uns/pertscore/basal"));
+  PS_CALL(ps_h5ad_write_dense(w, "uns/pertscore/winsor_cap", d->winsor_cap, d->n_winsor_groups > 1 ? d->n_winsor_groups : 1,
+                              d->n_regression));
+  if (d->group_column) { /* rows of basal (and of winsor_cap with --group-by) follow these groups */
+    PS_CALL(ps_h5ad_write_strings(w, "uns/pertscore/groups", d->groups.items, d->groups.n));
+    PS_CALL(ps_h5ad_write_string(w, "uns/pertscore/group_column", d->group_column));
+    PS_CALL(ps_h5ad_write_string(w, "uns/pertscore/group_mode", d->by_group ? "group-by" : "control-by"));
+  }
   PS_CALL(ps_h5ad_write_strings(w, "uns/pertscore/targets/perturbation", d->targets.perturbation.items,
                                 d->targets.perturbation.n));
   PS_CALL(ps_h5ad_write_strings(w, "uns/pertscore/targets/gene", d->targets.gene.items, d->targets.gene.n));
@@ -172,7 +202,7 @@ int ps_results_write_extra(MPI_Comm comm, const char *path, const ps_dataset *d,
   PS_CALL(ps_h5ad_write_dense(w, "varm/beta", ridge->beta + N, K, N));
   if (pvalues) {
     PS_CALL(ps_h5ad_write_dense(w, "varm/pvalue", pvalues + N, K, N));
-    PS_CALL(ps_h5ad_write_dense(w, "uns/pertscore/basal_pvalue", pvalues, 1, N));
+    PS_CALL(write_basal(w, d, pvalues, N, "uns/pertscore/basal_pvalue"));
   }
   PS_CALL(write_uns(w, d, ridge, scores, info));
   for (int i = 0; i < n_extra; i++) PS_CALL(write_extra(w, &extra[i]));

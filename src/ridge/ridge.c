@@ -76,8 +76,9 @@ static inline int64_t rhs_at(const ridge_rhs *r, int32_t i, int pc, int64_t lc) 
   return r->base[r->row_proc[i] * r->npcol + pc] + lc * r->row_span[i] + r->row_local[i];
 }
 
-/* Row 0 sums every cell's expression; row k + 1 sums the cells whose design row
- * carries k. The sums go to a row-major (K + 1) x N scratch first: a cell's
+/* Row 0 sums every cell's expression (with basal groups: row -ids[0] if the
+ * design row starts with a negative id, ps_design_ridge_columns); row k + 1 sums
+ * the cells whose design row carries k. The sums go to a row-major (K + 1) x N scratch first: a cell's
  * genes are consecutive there, whereas in packed they are a column stride apart
  * (a cache miss per add once a batch is larger than the cache). Copying the
  * scratch into packed costs (K + 1) x N, the size the reduce-scatter moves anyway. */
@@ -91,14 +92,20 @@ int ridge_rhs_add(ridge_rhs *r, const int64_t *ptr, const int32_t *ids, const in
   for (int64_t c = 0; c < y->n_rows; c++) {
     int64_t d = design_row ? design_row[c] : c;
     const int32_t *row = ids + ptr[d];
-    int64_t s = ptr[d + 1] - ptr[d];
+    int64_t s = ptr[d + 1] - ptr[d], basal = 0;
+    if (s > 0 && row[0] < 0) { /* group intercept; validated with the design by ridge_system_build */
+      basal = -(int64_t)row[0];
+      row++;
+      s--;
+    }
+    double *basal_row = r->dense + basal * n_genes;
     for (int64_t p = y->indptr[c]; p < y->indptr[c + 1]; p++) {
       int32_t gene = y->indices[p];
       double v = y->data[p];
       if (gene < 0 || gene >= n_genes)
         PS_FAIL(PS_ERR_INPUT, "ridge: local cell %lld has gene index %d outside [0, %d)", (long long)c,
                 (int)gene, n_genes);
-      r->dense[gene] += v;
+      basal_row[gene] += v;
       for (int64_t q = 0; q < s; q++) r->dense[(int64_t)(row[q] + 1) * n_genes + gene] += v;
     }
   }

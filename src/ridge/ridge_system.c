@@ -153,7 +153,9 @@ static int check_inputs(MPI_Comm comm, const ps_design *design, const ps_csr *y,
   return PS_OK;
 }
 
-/* Per cell with perturbation set S: the pairs of {intercept} + S, lower triangle. */
+/* Per cell with perturbation set S: the pairs of {intercept} + S, lower triangle.
+ * The intercept is column 0, or with basal groups the column -ids[0] named by a
+ * negative first id (ps_design_ridge_columns). */
 static int gram_accumulate(const ps_design *d, int n, pair_table *t) {
   int64_t pairs = 0, triangle = (int64_t)n * (n + 1) / 2;
   for (int64_t c = 0; c < d->n_cells; c++) {
@@ -165,16 +167,23 @@ static int gram_accumulate(const ps_design *d, int n, pair_table *t) {
   PS_CALL(pair_table_alloc(t, cap));
   for (int64_t c = 0; c < d->n_cells; c++) {
     const int32_t *ids = d->ids + d->ptr[c];
-    int64_t s = d->ptr[c + 1] - d->ptr[c];
-    PS_CALL(pair_table_add(t, 0));
-    for (int64_t p = 0; p < s; p++) {
+    int64_t s = d->ptr[c + 1] - d->ptr[c], first = 0, basal = 0;
+    if (s > 0 && ids[0] < 0) { /* the cell's group intercept */
+      basal = -(int64_t)ids[0];
+      first = 1;
+      if (basal >= n)
+        PS_FAIL(PS_ERR_INPUT, "ridge: local cell %lld names intercept column %lld outside [0, %d)", (long long)c,
+                (long long)basal, n);
+    }
+    PS_CALL(pair_table_add(t, basal * n + basal));
+    for (int64_t p = first; p < s; p++) {
       /* Sorted and distinct ids make every (row, col) below land in the lower triangle once. */
-      if (ids[p] < 0 || ids[p] >= n - 1 || (p > 0 && ids[p] <= ids[p - 1]))
+      if (ids[p] < 0 || ids[p] >= n - 1 || (p > first && ids[p] <= ids[p - 1]))
         PS_FAIL(PS_ERR_INPUT, "ridge: local cell %lld has perturbation ids that are not sorted, distinct and in [0, %d)",
                 (long long)c, n - 1);
       int64_t row = ids[p] + 1;
-      PS_CALL(pair_table_add(t, row * n));
-      for (int64_t q = 0; q <= p; q++) PS_CALL(pair_table_add(t, row * n + ids[q] + 1));
+      PS_CALL(pair_table_add(t, row > basal ? row * n + basal : basal * n + row));
+      for (int64_t q = first; q <= p; q++) PS_CALL(pair_table_add(t, row * n + ids[q] + 1));
     }
   }
   return PS_OK;

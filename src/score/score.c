@@ -41,7 +41,7 @@ void ps_scores_free(ps_scores *s) {
 /* Scratch for the cell loop, allocated once. */
 typedef struct {
   double *norm2;     /* K: ||B_k||^2 */
-  double *dot_basal; /* K: B_k . b0 */
+  double *dot_basal; /* K x G: B_k . b0 of each basal group (--control-by / --group-by) */
   double *hessian;   /* dmax x dmax */
   double *linear, *psi; /* dmax */
 } score_work;
@@ -53,9 +53,9 @@ static int check_inputs(const ps_design *design, const ps_csr *y, const ps_ridge
   if (!(opt->lambda >= 0.0) || !isfinite(opt->lambda))
     PS_FAIL(PS_ERR_INPUT, "--lambda must be >= 0, got %g", opt->lambda);
   if (!(opt->tolerance > 0.0)) PS_FAIL(PS_ERR_INPUT, "QP tolerance must be positive, got %g", opt->tolerance);
-  if (ridge->n_rows != design->n_perturbations + 1)
-    PS_FAIL(PS_ERR_SYSTEM, "ridge beta has %d rows, expected %d perturbations + 1", (int)ridge->n_rows,
-            (int)design->n_perturbations);
+  if (ridge->n_rows != design->n_perturbations + ps_design_n_basal(design))
+    PS_FAIL(PS_ERR_SYSTEM, "ridge beta has %d rows, expected %d perturbations + %d basal", (int)ridge->n_rows,
+            (int)design->n_perturbations, (int)ps_design_n_basal(design));
   if (y->n_rows != design->n_cells)
     PS_FAIL(PS_ERR_SYSTEM, "expression has %lld local rows but the design %lld cells", (long long)y->n_rows,
             (long long)design->n_cells);
@@ -72,11 +72,13 @@ static int score_local(const ps_design *design, const ps_csr *y, const ps_ridge 
                        score_work *w, ps_scores *out) {
   const int32_t K = design->n_perturbations;
   const int N = ridge->n_genes;
-  const double *beta = ridge->beta, *basal = ridge->beta;
+  const int32_t n_basal = ps_design_n_basal(design);
+  const double *beta = ridge->beta;
   for (int32_t k = 0; k < K; k++) {
     const double *bk = beta + (size_t)(k + 1) * N;
     w->norm2[k] = cblas_ddot(N, bk, 1, bk, 1);
-    w->dot_basal[k] = cblas_ddot(N, bk, 1, basal, 1);
+    for (int32_t g = 0; g < n_basal; g++) /* B_0 is the cell's group row (SPEC section 3) */
+      w->dot_basal[(size_t)k * n_basal + g] = cblas_ddot(N, bk, 1, beta + ps_design_basal_row(design, g) * N, 1);
   }
   const double upper = opt->upper, lambda = opt->lambda;
   double *h = w->hessian, *c = w->linear, *psi = w->psi;
@@ -86,6 +88,7 @@ static int score_local(const ps_design *design, const ps_csr *y, const ps_ridge 
     if (progress && (j & 1023) == 0) ps_progress_update(progress, (double)j / (double)design->n_cells);
     if (d == 0) continue; /* control cell: no variables, PS = 0 by definition */
     const int32_t *set = design->ids + begin;
+    const int32_t group = design->group ? design->group[j] : 0;
     const int64_t y0 = y->indptr[j], y1 = y->indptr[j + 1];
     for (int a = 0; a < d; a++) {
       if (set[a] < 0 || set[a] >= K)
@@ -94,7 +97,7 @@ static int score_local(const ps_design *design, const ps_csr *y, const ps_ridge 
       const double *ba = beta + (size_t)(set[a] + 1) * N;
       double ca = 0.0;
       for (int64_t p = y0; p < y1; p++) ca += ba[y->indices[p]] * y->data[p];
-      c[a] = ca - w->dot_basal[set[a]];
+      c[a] = ca - w->dot_basal[(size_t)set[a] * n_basal + group];
       h[a * d + a] = w->norm2[set[a]];
       for (int b = 0; b < a; b++)
         h[a * d + b] = h[b * d + a] = cblas_ddot(N, ba, 1, beta + (size_t)(set[b] + 1) * N, 1);
@@ -136,7 +139,7 @@ static int score_rank(const ps_design *design, const ps_csr *y, const ps_ridge *
   ps_qp_solver *solver = NULL;
   int err = PS_OK;
   w.norm2 = calloc((size_t)K + 1, sizeof *w.norm2);
-  w.dot_basal = calloc((size_t)K + 1, sizeof *w.dot_basal);
+  w.dot_basal = calloc((size_t)K * ps_design_n_basal(design) + 1, sizeof *w.dot_basal);
   w.hessian = calloc((size_t)dmax * dmax + 1, sizeof *w.hessian);
   w.linear = calloc((size_t)dmax + 1, sizeof *w.linear);
   w.psi = calloc((size_t)dmax + 1, sizeof *w.psi);

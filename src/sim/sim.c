@@ -14,6 +14,7 @@
 #define STREAM_PERTURBATIONS UINT64_C(0xFFFFFFFF00000002)
 #define STREAM_EMBEDDING UINT64_C(0xFFFFFFFF00000003)
 #define STREAM_DOSAGE UINT64_C(0xFFFFFFFF0000D05E)
+#define STREAM_CELL_TYPES UINT64_C(0xFFFFFFFF0000CE11) /* + type */
 
 void ps_sim_options_default(ps_sim_options *o) {
   memset(o, 0, sizeof *o);
@@ -34,6 +35,9 @@ void ps_sim_options_default(ps_sim_options *o) {
   o->seed = 1;
   o->effect_model = PS_SIM_EFFECTS_SPARSE;
   o->effect_rank = 3;
+  o->n_cell_types = 1;
+  o->n_type_genes = 30;
+  o->type_shift = 1.0;
 }
 
 const char *ps_sim_gene_name(int32_t g, char *buf, size_t size) {
@@ -50,6 +54,10 @@ void ps_sim_truth_free(ps_sim_truth *t) {
   free(t->downstream_lfc);
   free(t->dosage_ed50);
   free(t->dosage_hill_b);
+  free(t->type_ptr);
+  free(t->type_gene);
+  free(t->type_lfc);
+  free(t->basal_shift);
   memset(t, 0, sizeof *t);
 }
 
@@ -105,6 +113,52 @@ static double dosage_own_factor(double weight, double x) {
   return expm1(x * log1p(c)) / c;
 }
 
+/* --cell-types (sim.h): each type's basal shift and, per perturbation, its
+ * downstream effects; types t >= 1 draw from their own streams, so type 0 and
+ * every other draw are those of a one-type screen. pool genes order[K, pool)
+ * are the candidates for downstream genes. */
+static int cell_type_effects(const ps_sim_options *o, const int32_t *order, int32_t K, int32_t pool, ps_sim_truth *t) {
+  int32_t T = o->n_cell_types, G = o->n_genes, K_all = o->n_perturbations, D = o->n_downstream;
+  t->n_cell_types = T;
+  PS_ALLOC(t->basal_shift, (int64_t)T * G);
+  PS_ALLOC(t->type_ptr, (int64_t)(T - 1) * K_all + 1);
+  PS_ALLOC(t->type_gene, (int64_t)(T - 1) * K_all * D);
+  PS_ALLOC(t->type_lfc, (int64_t)(T - 1) * K_all * D);
+  uint8_t *taken;
+  PS_ALLOC(taken, G);
+  int64_t w = 0;
+  for (int32_t type = 1; type < T; type++) {
+    ps_rng rng = ps_rng_make(o->seed, STREAM_CELL_TYPES + (uint64_t)type);
+    for (int32_t i = 0; i < o->n_type_genes && i < G; i++) {
+      int32_t g = (int32_t)(ps_rng_next(&rng) % (uint64_t)G);
+      double size = o->type_shift * (0.5 + fabs(0.5 * ps_rng_normal(&rng)));
+      t->basal_shift[(int64_t)type * G + g] = ps_rng_uniform(&rng) < 0.5 ? -size : size;
+    }
+    for (int32_t k = 0; k < K_all; k++) {
+      memset(taken, 0, (size_t)G);
+      for (int32_t d = t->downstream_ptr[k]; d < t->downstream_ptr[k + 1]; d++) taken[t->downstream_gene[d]] = 1;
+      for (int32_t d = t->downstream_ptr[k]; d < t->downstream_ptr[k + 1]; d++) {
+        int32_t g = t->downstream_gene[d];
+        double lfc = t->downstream_lfc[d];
+        if (!o->type_responses_same) {
+          if (ps_rng_uniform(&rng) < 0.5) {
+            lfc = -lfc; /* the same gene, the other way */
+          } else {      /* another gene */
+            do g = order[K + (int32_t)(ps_rng_next(&rng) % (uint64_t)(pool - K))];
+            while (taken[g]);
+            taken[g] = 1;
+          }
+        }
+        t->type_gene[w] = g;
+        t->type_lfc[w++] = lfc;
+      }
+      t->type_ptr[(int64_t)(type - 1) * K_all + k + 1] = (int32_t)w;
+    }
+  }
+  free(taken);
+  return PS_OK;
+}
+
 int ps_sim_truth_make(const ps_sim_options *o, ps_sim_truth *t) {
   memset(t, 0, sizeof *t);
   int32_t G = o->n_genes, K_all = o->n_perturbations, U = o->n_unmeasured_targets;
@@ -112,6 +166,11 @@ int ps_sim_truth_make(const ps_sim_options *o, ps_sim_truth *t) {
     PS_FAIL(PS_ERR_INPUT, "simulate: --unmeasured-targets must be in [0, %d] (got %d)", K_all, U);
   if (U > 0 && (o->effect_model != PS_SIM_EFFECTS_SPARSE || o->dosage_design))
     PS_FAIL(PS_ERR_INPUT, "simulate: --unmeasured-targets works with the sparse effects only (not with --effects "
+            "lowrank/none or --dosage-design)");
+  if (o->n_cell_types < 1 || o->n_cell_types > 1000)
+    PS_FAIL(PS_ERR_INPUT, "simulate: --cell-types must be in [1, 1000] (got %d)", o->n_cell_types);
+  if (o->n_cell_types > 1 && (o->effect_model != PS_SIM_EFFECTS_SPARSE || o->dosage_design))
+    PS_FAIL(PS_ERR_INPUT, "simulate: --cell-types works with the sparse effects only (not with --effects "
             "lowrank/none or --dosage-design)");
   /* K: perturbations whose target gene is in the panel (all of them unless U > 0) */
   int32_t K = K_all - U;
@@ -181,8 +240,9 @@ int ps_sim_truth_make(const ps_sim_options *o, ps_sim_truth *t) {
   }
   free(taken);
   free(is_target);
+  int err = o->n_cell_types > 1 ? cell_type_effects(o, order, K, pool, t) : PS_OK;
   free(order);
-  return PS_OK;
+  return err;
 }
 
 /* Growable text buffer for the per-rank chunks of the text outputs. */
@@ -251,7 +311,7 @@ static void draw_guides(const ps_sim_options *o, ps_rng *rng, cell_guides *c) {
 
 typedef struct {
   ps_csr counts;
-  ps_strlist names, guide_labels;
+  ps_strlist names, guide_labels, cell_types;
   text_buf guides, truth;
 } sim_block;
 
@@ -263,8 +323,11 @@ static int simulate_cell(const ps_sim_options *o, const ps_sim_truth *t, int64_t
   draw_guides(o, &rng, &c);
   snprintf(name, sizeof name, "SIMCELL%08lld", (long long)cell + 1);
   PS_CALL(ps_strlist_push(&b->names, name));
-  int32_t G = o->n_genes;
-  for (int32_t g = 0; g < G; g++) log_effect[g] = 0.0;
+  int32_t G = o->n_genes, T = t->n_cell_types > 1 ? t->n_cell_types : 1, type = (int32_t)(cell % T);
+  char type_name[32];
+  snprintf(type_name, sizeof type_name, "type%d", (int)type + 1);
+  for (int32_t g = 0; g < G; g++) log_effect[g] = T > 1 ? t->basal_shift[(int64_t)type * G + g] : 0.0;
+  if (T > 1) PS_CALL(ps_strlist_push(&b->cell_types, type_name));
   label[0] = '\0';
   for (int i = 0; i < c.n; i++) {
     const char *unit = PS_SIM_CONTROL_LABEL;
@@ -280,12 +343,15 @@ static int simulate_cell(const ps_sim_options *o, const ps_sim_truth *t, int64_t
       } else if (o->effect_model != PS_SIM_EFFECTS_NONE && t->target_gene[k] < o->n_genes) {
         log_effect[t->target_gene[k]] += log(1.0 - o->knockdown * e);
       }
-      for (int32_t d = t->downstream_ptr[k]; d < t->downstream_ptr[k + 1]; d++)
-        log_effect[t->downstream_gene[d]] += scale * t->downstream_lfc[d];
+      const int32_t *ptr = type > 0 ? t->type_ptr + (int64_t)(type - 1) * o->n_perturbations : t->downstream_ptr;
+      const int32_t *down = type > 0 ? t->type_gene : t->downstream_gene;
+      const double *lfc = type > 0 ? t->type_lfc : t->downstream_lfc;
+      for (int32_t d = ptr[k]; d < ptr[k + 1]; d++) log_effect[down[d]] += scale * lfc[d];
     }
     PS_CALL(text_printf(&b->guides, "%s\t%s_sg%d\tSEQ%s%d\t%s\t%d\t%d\n", name, unit, c.guide[i] + 1, unit,
                         c.guide[i] + 1, unit, 2 * c.umi[i], c.umi[i]));
-    PS_CALL(text_printf(&b->truth, "%s\t%s\t%.2f\n", name, unit, c.efficiency[i]));
+    if (T > 1) PS_CALL(text_printf(&b->truth, "%s\t%s\t%.2f\t%s\n", name, unit, c.efficiency[i], type_name));
+    else PS_CALL(text_printf(&b->truth, "%s\t%s\t%.2f\n", name, unit, c.efficiency[i]));
     size_t len = strlen(label);
     snprintf(label + len, sizeof label - len, "%s%s", i ? "," : "", unit);
   }
@@ -320,21 +386,29 @@ static int write_truth_tables(MPI_Comm comm, const ps_sim_options *o, const ps_s
   int rank;
   MPI_Comm_rank(comm, &rank);
   text_buf effects = {0}, gmt = {0};
-  char path[4096], gene[32], target[32];
+  char path[4096], gene[32], target[32], name[64];
+  /* --cell-types with differing responses: one entry per (perturbation, type), "P@typeN" */
+  int32_t per_type = t->n_cell_types > 1 && !o->type_responses_same ? t->n_cell_types : 1;
   if (rank == 0) {
     PS_CALL(text_printf(&effects, "perturbation\tgene\tlog_fold_change\trole\n"));
-    for (int32_t k = 0; k < o->n_perturbations; k++) {
-      ps_sim_gene_name(t->target_gene[k], target, sizeof target);
-      double knockdown = o->effect_model == PS_SIM_EFFECTS_NONE ? 0.0 : log(1.0 - o->knockdown);
-      PS_CALL(text_printf(&effects, "%s\t%s\t%.6f\ttarget\n", target, target, knockdown));
-      PS_CALL(text_printf(&gmt, "%s\ttrue downstream genes", target));
-      for (int32_t d = t->downstream_ptr[k]; d < t->downstream_ptr[k + 1]; d++) {
-        ps_sim_gene_name(t->downstream_gene[d], gene, sizeof gene);
-        PS_CALL(text_printf(&effects, "%s\t%s\t%.6f\tdownstream\n", target, gene, t->downstream_lfc[d]));
-        PS_CALL(text_printf(&gmt, "\t%s", gene));
+    for (int32_t k = 0; k < o->n_perturbations; k++)
+      for (int32_t type = 0; type < per_type; type++) {
+        ps_sim_gene_name(t->target_gene[k], target, sizeof target);
+        if (per_type > 1) snprintf(name, sizeof name, "%s@type%d", target, (int)type + 1);
+        else snprintf(name, sizeof name, "%s", target);
+        const int32_t *ptr = type > 0 ? t->type_ptr + (int64_t)(type - 1) * o->n_perturbations : t->downstream_ptr;
+        const int32_t *down = type > 0 ? t->type_gene : t->downstream_gene;
+        const double *lfc = type > 0 ? t->type_lfc : t->downstream_lfc;
+        double knockdown = o->effect_model == PS_SIM_EFFECTS_NONE ? 0.0 : log(1.0 - o->knockdown);
+        PS_CALL(text_printf(&effects, "%s\t%s\t%.6f\ttarget\n", name, target, knockdown));
+        PS_CALL(text_printf(&gmt, "%s\ttrue downstream genes", name));
+        for (int32_t d = ptr[k]; d < ptr[k + 1]; d++) {
+          ps_sim_gene_name(down[d], gene, sizeof gene);
+          PS_CALL(text_printf(&effects, "%s\t%s\t%.6f\tdownstream\n", name, gene, lfc[d]));
+          PS_CALL(text_printf(&gmt, "\t%s", gene));
+        }
+        PS_CALL(text_printf(&gmt, "\n"));
       }
-      PS_CALL(text_printf(&gmt, "\n"));
-    }
   }
   snprintf(path, sizeof path, "%s.effects.tsv", prefix);
   PS_CALL(ps_text_write_ordered(comm, path, effects.data, effects.len));
@@ -342,6 +416,26 @@ static int write_truth_tables(MPI_Comm comm, const ps_sim_options *o, const ps_s
   PS_CALL(ps_text_write_ordered(comm, path, gmt.data, gmt.len));
   free(effects.data);
   free(gmt.data);
+  return PS_OK;
+}
+
+/* PREFIX.basal.tsv (--cell-types T > 1): each type's basal log shift, nonzero genes only. */
+static int write_basal_truth(MPI_Comm comm, const ps_sim_options *o, const ps_sim_truth *t, const char *prefix) {
+  int rank;
+  MPI_Comm_rank(comm, &rank);
+  text_buf b = {0};
+  char path[4096], gene[32];
+  if (rank == 0) {
+    PS_CALL(text_printf(&b, "cell_type\tgene\tlog_shift\n"));
+    for (int32_t type = 0; type < t->n_cell_types; type++)
+      for (int32_t g = 0; g < o->n_genes; g++)
+        if (t->basal_shift[(int64_t)type * o->n_genes + g] != 0.0)
+          PS_CALL(text_printf(&b, "type%d\t%s\t%.6f\n", (int)type + 1, ps_sim_gene_name(g, gene, sizeof gene),
+                              t->basal_shift[(int64_t)type * o->n_genes + g]));
+  }
+  snprintf(path, sizeof path, "%s.basal.tsv", prefix);
+  PS_CALL(ps_text_write_ordered(comm, path, b.data, b.len));
+  free(b.data);
   return PS_OK;
 }
 
@@ -385,7 +479,9 @@ int ps_sim_write(MPI_Comm comm, const ps_sim_options *o, const char *prefix, ps_
   double *log_effect;
   PS_ALLOC(log_effect, o->n_genes);
   if (rank == 0) PS_CALL(text_printf(&b.guides, "cell\tbarcode\tsgrna\tgene\tread_count\tumi_count\n"));
-  if (rank == 0) PS_CALL(text_printf(&b.truth, "cell\tperturbation\tefficiency\n"));
+  if (rank == 0)
+    PS_CALL(text_printf(&b.truth, t.n_cell_types > 1 ? "cell\tperturbation\tefficiency\tcell_type\n"
+                                                     : "cell\tperturbation\tefficiency\n"));
   for (int64_t i = begin; i < end; i++) {
     PS_CALL(simulate_cell(o, &t, i, log_effect, &b, i - begin));
     if (progress && (i - begin) % 4096 == 0) ps_progress_update(progress, (double)(i - begin) / (double)(end - begin));
@@ -398,8 +494,10 @@ int ps_sim_write(MPI_Comm comm, const ps_sim_options *o, const char *prefix, ps_
   ps_h5ad_writer *w;
   PS_CALL(ps_h5ad_create(comm, path, &w));
   PS_CALL(ps_h5ad_write_csr(w, "X", &b.counts, begin, o->n_cells, 1));
-  ps_column guide_column = {.name = "guide", .kind = PS_COL_STRING, .strings = b.guide_labels.items};
-  PS_CALL(ps_h5ad_write_frame(w, "obs", b.names.items, b.names.n, begin, o->n_cells, &guide_column, 1));
+  ps_column obs_columns[] = {{.name = "guide", .kind = PS_COL_STRING, .strings = b.guide_labels.items},
+                             {.name = "cell_type", .kind = PS_COL_STRING, .strings = b.cell_types.items}};
+  PS_CALL(ps_h5ad_write_frame(w, "obs", b.names.items, b.names.n, begin, o->n_cells, obs_columns,
+                              t.n_cell_types > 1 ? 2 : 1));
   ps_strlist genes = {0};
   for (int32_t g = 0; g < o->n_genes; g++) PS_CALL(ps_strlist_push(&genes, ps_sim_gene_name(g, gene, sizeof gene)));
   PS_CALL(ps_h5ad_write_frame(w, "var", genes.items, rank == 0 ? genes.n : 0, 0, genes.n, NULL, 0));
@@ -411,10 +509,12 @@ int ps_sim_write(MPI_Comm comm, const ps_sim_options *o, const char *prefix, ps_
   snprintf(path, sizeof path, "%s.truth.tsv", prefix);
   PS_CALL(ps_text_write_ordered(comm, path, b.truth.data, b.truth.len));
   PS_CALL(write_truth_tables(comm, o, &t, prefix));
+  if (t.n_cell_types > 1) PS_CALL(write_basal_truth(comm, o, &t, prefix));
   if (o->dosage_design) PS_CALL(write_dosage_truth(comm, o, &t, prefix));
   ps_strlist_free(&genes);
   ps_strlist_free(&b.names);
   ps_strlist_free(&b.guide_labels);
+  ps_strlist_free(&b.cell_types);
   ps_csr_free(&b.counts);
   free(b.guides.data);
   free(b.truth.data);
