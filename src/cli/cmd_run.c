@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "pertscore/cost.h"
 #include "pertscore/cv.h"
 #include "pertscore/data.h"
 #include "pertscore/dosage.h"
@@ -70,6 +71,8 @@ static const char *run_usage =
     "  --force               rerun even when OUTPUT records the same input digests and parameters\n"
     "  --resume              continue a killed run: take the stages OUTPUT.partial holds (ridge, score)\n"
     "                        when it records the same input digests and parameters; else start over\n"
+    "  --max-memory SIZE     refuse (before the ridge stage) when a rank would need more than SIZE\n"
+    "                        (512M, 12G, 1.5T, bytes; 0 = none); Slurm's --mem limit is checked too\n"
     "  --quiet               no progress on stderr\n"
     "  --json                print a machine-readable summary on stdout\n";
 
@@ -87,6 +90,7 @@ typedef struct {
   const char *output;
   int quiet, json, force;
   int resume;                 /* --resume: continue from the checkpoints in OUTPUT.partial */
+  double max_memory;          /* --max-memory: bytes per rank, 0 = no explicit limit */
 } run_options;
 
 /* --score-all-cells solves cells x perturbations variables: a guard for the mode's intent. */
@@ -98,7 +102,7 @@ enum { O_INPUT = 1, O_LAYER, O_INPUT_IS, O_GUIDES, O_GUIDE_COLUMN, O_CONTROL, O_
        O_MIN_TARGETS, O_MAX_TARGETS, O_EXCLUDE_PERTURBED, O_DE_BACKGROUND, O_DE_STRICT, O_MIN_GUIDE_UMI,
        O_PERTURBATIONS, O_UNIT, O_SCORE_ALL, O_PERMUTATIONS, O_SEED, O_FORCE,
        O_NO_DOSAGE, O_MIN_DOSAGE_CELLS, O_CONTROL_BY, O_GROUP_BY, O_CV, O_FOLDS, O_CV_RIDGE_LAMBDAS, O_CV_MIN_CELLS,
-       O_RESUME };
+       O_RESUME, O_MAX_MEMORY };
 static const struct option run_longs[] = {
     {"input", required_argument, 0, O_INPUT}, {"layer", required_argument, 0, O_LAYER},
     {"input-is", required_argument, 0, O_INPUT_IS}, {"guides", required_argument, 0, O_GUIDES},
@@ -116,6 +120,7 @@ static const struct option run_longs[] = {
     {"unit", required_argument, 0, O_UNIT}, {"score-all-cells", no_argument, 0, O_SCORE_ALL},
     {"permutations", required_argument, 0, O_PERMUTATIONS}, {"seed", required_argument, 0, O_SEED},
     {"force", no_argument, 0, O_FORCE}, {"resume", no_argument, 0, O_RESUME},
+    {"max-memory", required_argument, 0, O_MAX_MEMORY},
     {"no-dosage", no_argument, 0, O_NO_DOSAGE}, {"min-dosage-cells", required_argument, 0, O_MIN_DOSAGE_CELLS},
     {"control-by", required_argument, 0, O_CONTROL_BY}, {"group-by", required_argument, 0, O_GROUP_BY},
     {"cv", required_argument, 0, O_CV}, {"folds", required_argument, 0, O_FOLDS},
@@ -161,6 +166,7 @@ static int parse_run(int argc, char **argv, run_options *o, int *help) {
       case O_SCORE_ALL: o->score_all_cells = 1; break;
       case O_FORCE: o->force = 1; break;
       case O_RESUME: o->resume = 1; break;
+      case O_MAX_MEMORY: PS_CALL(ps_cost_parse_size(optarg, &o->max_memory)); break;
       case O_NO_DOSAGE: o->dosage = 0; break;
       case O_MIN_DOSAGE_CELLS:
         PS_CALL(ps_cli_count("--min-dosage-cells", optarg, &number));
@@ -461,6 +467,9 @@ static int run_pipeline(MPI_Comm comm, run_options *o, int argc, char **argv) {
     PS_CALL(ps_error_sync(comm, ps_design_all(comm, &d.design, PS_SCORE_ALL_MAX, &all)));
     scored = &all;
   }
+  ps_cost_problem cost; /* the memory guard: refuse before the heavy stages (src/cost) */
+  PS_CALL(ps_cost_problem_of_run(comm, &d, scored, o->perm.n_permutations, o->perm.batch_bytes, o->dosage, &cost));
+  PS_CALL(ps_cost_check_memory(comm, &cost, o->max_memory));
   /* --resume: the stages OUTPUT.partial already holds for this input and these parameters */
   char partial[4200];
   snprintf(partial, sizeof partial, "%s.partial", o->output);

@@ -1,0 +1,70 @@
+/* pertscore/cost.h: the memory each rank needs, per stage, and the guard that
+ * refuses a run before its heavy stages when that exceeds the limit
+ * (issue #7 "Memory guard"; formulas in src/cost/cost.c, docs/performance.md). */
+#ifndef PERTSCORE_COST_H
+#define PERTSCORE_COST_H
+
+#include "pertscore/data.h"
+
+/* The sizes the estimate depends on (global counts unless said otherwise). */
+typedef struct {
+  int64_t cells_input;   /* cells of the input matrix */
+  int64_t genes;         /* G, input genes */
+  int64_t nnz;           /* stored values of the input matrix; 0 = unknown (read and target stages not estimated) */
+  int64_t cells;         /* M, analysed cells */
+  int64_t control_cells; /* of them, control cells */
+  int32_t perturbations; /* K */
+  int32_t basal_rows;    /* intercept rows of B: 1, or the groups of --control-by / --group-by */
+  int32_t regression_genes; /* N */
+  int64_t nnz_y;         /* stored values of Y (analysed cells x N) */
+  int64_t design_entries; /* nnz(D) = M x MOI: (cell, perturbation) pairs */
+  int64_t gram_pairs;    /* largest over ranks of sum over its cells of (|S| + 1)(|S| + 2) / 2 */
+  int64_t scored_entries; /* PS entries: nnz(D), or perturbed cells x K with --score-all-cells */
+  int64_t target_pairs;  /* (perturbation, target gene) pairs; 0 with a targets file */
+  int permutations;      /* R */
+  int64_t perm_batch_bytes; /* --permutations' batch budget (ps_ridge_perm_options.batch_bytes) */
+  int dosage;            /* the dosage stage runs */
+  int ranks;             /* P */
+  int block;             /* ScaLAPACK block size nb of the K x K matrix (0: the ridge default) */
+} ps_cost_problem;
+
+/* Bytes per rank, at each stage's peak: what the stage holds on top of `resident`
+ * (the dataset kept from read to write) and `runtime` (MPI, HDF5, PETSc, OpenBLAS). */
+enum { PS_COST_READ, PS_COST_TARGETS, PS_COST_RIDGE, PS_COST_PERMUTATIONS, PS_COST_SCORE, PS_COST_DOSAGE,
+       PS_COST_WRITE, PS_COST_N_STAGES };
+typedef struct {
+  double runtime, resident;
+  double stage[PS_COST_N_STAGES]; /* 0 for a stage that does not run or cannot be estimated */
+  double peak;                    /* runtime + resident + the largest stage from ridge on */
+  int peak_stage;                 /* PS_COST_* of that stage */
+} ps_cost_memory;
+
+/* The problem of a run from its dataset (after ps_dataset_read) and the design it
+ * scores (d->design, or ps_design_all's with --score-all-cells); nnz is left 0.
+ * Collective (sums and maxima over ranks). */
+int ps_cost_problem_of_run(MPI_Comm comm, const ps_dataset *d, const ps_design *scored, int permutations,
+                           int64_t perm_batch_bytes, int dosage, ps_cost_problem *p);
+
+const char *ps_cost_stage_name(int stage);
+/* The estimate; not collective. */
+void ps_cost_memory_estimate(const ps_cost_problem *p, ps_cost_memory *out);
+
+/* "512M", "12G", "1.5T", "800k" (powers of 1024; a trailing B or iB is allowed) or
+ * plain bytes, into bytes; 0 means no limit. An error names the text. */
+int ps_cost_parse_size(const char *text, double *bytes);
+/* Human-readable size ("1.5 GiB") into buf. */
+const char *ps_cost_format_size(double bytes, char *buf, size_t size);
+
+/* The per-rank limit: max_memory (bytes per rank, > 0: --max-memory) and Slurm's
+ * (SLURM_MEM_PER_NODE MB divided by ranks_on_node, or SLURM_MEM_PER_CPU MB x
+ * SLURM_CPUS_PER_TASK), the smaller; *limit = 0 when there is none. source says
+ * where the binding limit came from. Not collective. */
+void ps_cost_memory_limit(double max_memory, int ranks_on_node, double *limit, char *source, size_t size);
+
+/* The guard: estimate, record it (ps_stats "memory.estimate_bytes" and
+ * "memory.estimate.STAGE_bytes", "memory.limit_bytes"), and fail with a message
+ * (estimate, limit, its source, what to change) on every rank when any rank's
+ * estimate exceeds its limit. Collective. */
+int ps_cost_check_memory(MPI_Comm comm, const ps_cost_problem *p, double max_memory);
+
+#endif

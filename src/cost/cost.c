@@ -1,0 +1,233 @@
+/* Memory per rank, per stage, and the memory guard (pertscore/cost.h).
+ *
+ * Symbols: P ranks; M analysed cells (Min input cells); G genes; nnz stored input
+ * values (nnzA of the analysed cells, ~ nnz M / Min); N regression genes; K
+ * perturbations; n = K + Gb rows of B (Gb intercepts, 1 without groups); D =
+ * nnz(D) = M x MOI design entries; S = scored PS entries (D, or perturbed cells x
+ * K with --score-all-cells); Y = nnz(Y) <= M N; Q = the largest rank's X^T X pairs,
+ * sum over its cells of (|S|+1)(|S|+2)/2 ~ (M/P)(MOI+1)(MOI+2)/2, at most
+ * n(n+1)/2; R permutations, b their batch width (ps_ridge_perm_batch: 16 n N b
+ * <= the batch budget, 256 MB by default); nb the block size of the K x K matrix
+ * on the P x 1 grid and rP = min(n, ceil(ceil(n / nb) / P) nb) its rows on the
+ * largest rank; T target pairs; C control cells. Bytes per rank:
+ *
+ *   runtime      48 MiB                          MPI, HDF5, PETSc, OpenBLAS (52 MB RSS measured for a tiny run)
+ *   resident     12 Y/P + 12 D/P + 12 C K/P + 45 M/P + 40 G + 8 n N   dataset kept read..write: Y (CSR), design,
+ *                                                own-gene values (controls carry every K), names, flags; B
+ *   read         12 nnz/P + 40 Min/P + 40 G      the cell block (CSR) with its names, before the analysed subset
+ *   targets      32 nnzA/P + 24 M + 8 D + 40 T   gene shards (Alltoallv send + receive), every cell's DE roles
+ *                                                (allgathered, O(M MOI)), the selected pairs
+ *   ridge        8 rP n + max(64 Q, 16 n N + 8 rP N)   factor of X^T X + lambda I, with the assembly's pair
+ *                                                tables (hash, send, receive) or the X^T Y right-hand side
+ *                                                (dense sum + packed reduce-scatter buffer) and this rank's share
+ *   permutations 8 rP n + 16 M + 4 D + 12 (M + D)/P + 13 Y/P + 12 n N + 8 (n + rP) N b
+ *                                                the inverse; every cell's design row and the permutation
+ *                                                (allgathered, O(M MOI)); this rank's permuted rows; Y by
+ *                                                gene tiles; counts + p-values; one batch (sum + own rows of B_r)
+ *   score        8 n N + 8 S/P                   p-values; PS (QP scratch is O(MOI^2 + MOI N), negligible)
+ *   dosage       8 n N + 16 S/P + 16 (D/P + C) + 368 K   PS aligned to the design, each perturbation's
+ *                                                cells and the controls' own-gene values on its owner, K-row tables
+ *   write        8 n N + 8 S/P + (16 MOI + 40) M/P   PS and the obs columns (labels) being written
+ *
+ * peak = runtime + resident + max(ridge, permutations, score, dosage, write): the
+ * guard runs after the read (which includes the target selection), so read and
+ * targets are estimated (when nnz is known) but not part of the peak it checks.
+ * Distributed parts shrink with P; replicated ones (B and its p-values, the
+ * O(M MOI) design rows of the permutations, gene names) do not. */
+#include "pertscore/cost.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pertscore/ridge.h"
+
+enum { RIDGE_DEFAULT_NB = 128 }; /* src/ridge/ridge_system.c RIDGE_NB */
+
+static const char *stage_names[PS_COST_N_STAGES] = {"read", "targets", "ridge", "permutations",
+                                                    "score", "dosage", "write"};
+
+const char *ps_cost_stage_name(int stage) {
+  return stage >= 0 && stage < PS_COST_N_STAGES ? stage_names[stage] : "?";
+}
+
+/* Rows of the n x n block-cyclic matrix on the rank with the most (P x 1 grid,
+ * block size as ridge_system.c chooses it: min(nb, n / P), at least 1). */
+static double factor_rows(double n, int ranks, int block) {
+  double nb = floor(n / ranks);
+  if (nb > block) nb = block;
+  if (nb < 1) nb = 1;
+  double rows = ceil(ceil(n / nb) / ranks) * nb;
+  return rows < n ? rows : n;
+}
+
+void ps_cost_memory_estimate(const ps_cost_problem *p, ps_cost_memory *out) {
+  memset(out, 0, sizeof *out);
+  double P = p->ranks > 0 ? p->ranks : 1;
+  double M = (double)p->cells, G = (double)p->genes, K = p->perturbations, N = p->regression_genes;
+  double n = (double)p->perturbations + (p->basal_rows > 0 ? p->basal_rows : 1);
+  double D = (double)p->design_entries, S = (double)p->scored_entries, Y = (double)p->nnz_y;
+  double C = (double)p->control_cells, Min = (double)(p->cells_input > 0 ? p->cells_input : p->cells);
+  double moi = M > 0 ? D / M : 0;
+  double rP = factor_rows(n, (int)P, p->block > 0 ? p->block : RIDGE_DEFAULT_NB);
+  double pairs_all = n * (n + 1) / 2, Q = (double)p->gram_pairs < pairs_all ? (double)p->gram_pairs : pairs_all;
+
+  out->runtime = 48.0 * 1024 * 1024;
+  out->resident = 12 * Y / P + 12 * D / P + 12 * C * K / P + 45 * M / P + 40 * G + 8 * n * N;
+  if (p->nnz > 0) {
+    double nnz_a = (double)p->nnz * (M / Min);
+    out->stage[PS_COST_READ] = 12 * (double)p->nnz / P + 40 * Min / P + 40 * G;
+    out->stage[PS_COST_TARGETS] = 32 * nnz_a / P + 24 * M + 8 * D + 40 * (double)p->target_pairs;
+  }
+  double rhs = 16 * n * N + 8 * rP * N;
+  out->stage[PS_COST_RIDGE] = 8 * rP * n + (64 * Q > rhs ? 64 * Q : rhs);
+  if (p->permutations > 0) {
+    double b = ps_ridge_perm_batch((int32_t)n, (int32_t)N, p->permutations,
+                                   p->perm_batch_bytes > 0 ? p->perm_batch_bytes : INT64_C(256) << 20);
+    out->stage[PS_COST_PERMUTATIONS] =
+        8 * rP * n + 16 * M + 4 * D + 12 * (M + D) / P + 13 * Y / P + 12 * n * N + 8 * (n + rP) * N * b;
+  }
+  double pvalues = p->permutations > 0 ? 8 * n * N : 0;
+  out->stage[PS_COST_SCORE] = pvalues + 8 * S / P;
+  if (p->dosage) out->stage[PS_COST_DOSAGE] = pvalues + 16 * S / P + 16 * (D / P + C) + 368 * K;
+  out->stage[PS_COST_WRITE] = pvalues + 8 * S / P + (16 * moi + 40) * M / P;
+  out->peak_stage = PS_COST_RIDGE;
+  for (int s = PS_COST_RIDGE; s < PS_COST_N_STAGES; s++)
+    if (out->stage[s] > out->stage[out->peak_stage]) out->peak_stage = s;
+  out->peak = out->runtime + out->resident + out->stage[out->peak_stage];
+}
+
+int ps_cost_problem_of_run(MPI_Comm comm, const ps_dataset *d, const ps_design *scored, int permutations,
+                           int64_t perm_batch_bytes, int dosage, ps_cost_problem *p) {
+  memset(p, 0, sizeof *p);
+  const ps_design *D = &d->design;
+  int64_t pairs = 0, sums[3] = {ps_csr_nnz(&d->y), D->ptr[D->n_cells], scored->ptr[scored->n_cells]};
+  for (int64_t j = 0; j < D->n_cells; j++) {
+    int64_t s = D->ptr[j + 1] - D->ptr[j];
+    pairs += (s + 1) * (s + 2) / 2;
+  }
+  PS_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, sums, 3, MPI_INT64_T, MPI_SUM, comm));
+  PS_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, &pairs, 1, MPI_INT64_T, MPI_MAX, comm));
+  PS_CHECK_MPI(MPI_Comm_size(comm, &p->ranks));
+  p->cells_input = d->n_cells_input;
+  p->genes = d->n_genes;
+  p->cells = d->n_analysed;
+  p->control_cells = d->n_control;
+  p->perturbations = D->n_perturbations;
+  p->basal_rows = ps_design_n_basal(D);
+  p->regression_genes = d->n_regression;
+  p->nnz_y = sums[0];
+  p->design_entries = sums[1];
+  p->scored_entries = sums[2];
+  p->gram_pairs = pairs;
+  p->target_pairs = d->targets.gene.n;
+  p->permutations = permutations;
+  p->perm_batch_bytes = perm_batch_bytes;
+  p->dosage = dosage;
+  return PS_OK;
+}
+
+int ps_cost_parse_size(const char *text, double *bytes) {
+  char *end;
+  double value = text ? strtod(text, &end) : NAN;
+  if (!text || end == text || !(value >= 0) || !isfinite(value))
+    PS_FAIL(PS_ERR_INPUT, "--max-memory: '%s' is not a size (examples: 512M, 12G, 1.5T, 1000000)", text ? text : "");
+  double unit = 1;
+  switch (*end) {
+    case 'k': case 'K': unit = 1024.0, end++; break;
+    case 'm': case 'M': unit = 1024.0 * 1024, end++; break;
+    case 'g': case 'G': unit = 1024.0 * 1024 * 1024, end++; break;
+    case 't': case 'T': unit = 1024.0 * 1024 * 1024 * 1024, end++; break;
+    default: break;
+  }
+  if (unit > 1 && end[0] == 'i' && end[1] == 'B') end += 2;
+  else if (end[0] == 'B') end++;
+  if (*end) PS_FAIL(PS_ERR_INPUT, "--max-memory: '%s' is not a size (examples: 512M, 12G, 1.5T, 1000000)", text);
+  *bytes = floor(value * unit);
+  return PS_OK;
+}
+
+const char *ps_cost_format_size(double bytes, char *buf, size_t size) {
+  static const char *units[] = {"bytes", "KiB", "MiB", "GiB", "TiB", "PiB"};
+  int u = 0;
+  while (bytes >= 1024 && u < 5) bytes /= 1024, u++;
+  snprintf(buf, size, u ? "%.1f %s" : "%.0f %s", bytes, units[u]);
+  return buf;
+}
+
+/* A positive number of megabytes from the environment, or 0. */
+static double env_megabytes(const char *name) {
+  const char *v = getenv(name);
+  if (!v || !*v) return 0;
+  char *end;
+  double mb = strtod(v, &end);
+  return end != v && mb > 0 && isfinite(mb) ? mb : 0;
+}
+
+void ps_cost_memory_limit(double max_memory, int ranks_on_node, double *limit, char *source, size_t size) {
+  *limit = 0;
+  source[0] = '\0';
+  char text[64];
+  if (max_memory > 0) {
+    *limit = max_memory;
+    snprintf(source, size, "--max-memory %s per rank", ps_cost_format_size(max_memory, text, sizeof text));
+  }
+  double per_node = env_megabytes("SLURM_MEM_PER_NODE"), per_cpu = env_megabytes("SLURM_MEM_PER_CPU");
+  double slurm = 0;
+  char slurm_source[256] = "";
+  if (per_node > 0) {
+    int ranks = ranks_on_node > 0 ? ranks_on_node : 1;
+    slurm = per_node * 1024 * 1024 / ranks;
+    snprintf(slurm_source, sizeof slurm_source, "Slurm: SLURM_MEM_PER_NODE=%s MB shared by the %d rank(s) on this node",
+             getenv("SLURM_MEM_PER_NODE"), ranks);
+  } else if (per_cpu > 0) {
+    const char *cpus_text = getenv("SLURM_CPUS_PER_TASK");
+    double cpus = cpus_text && atof(cpus_text) > 0 ? atof(cpus_text) : 1;
+    slurm = per_cpu * cpus * 1024 * 1024;
+    snprintf(slurm_source, sizeof slurm_source, "Slurm: SLURM_MEM_PER_CPU=%s MB x %g CPU(s) per task",
+             getenv("SLURM_MEM_PER_CPU"), cpus);
+  }
+  if (slurm > 0 && (*limit == 0 || slurm < *limit)) {
+    *limit = slurm;
+    snprintf(source, size, "%s", slurm_source);
+  }
+}
+
+int ps_cost_check_memory(MPI_Comm comm, const ps_cost_problem *p, double max_memory) {
+  ps_cost_memory m;
+  ps_cost_memory_estimate(p, &m);
+  ps_stats_set("memory.estimate_bytes", m.peak);
+  ps_stats_set("memory.estimate.runtime_bytes", m.runtime);
+  ps_stats_set("memory.estimate.resident_bytes", m.resident);
+  for (int s = 0; s < PS_COST_N_STAGES; s++) {
+    char name[64];
+    snprintf(name, sizeof name, "memory.estimate.%s_bytes", stage_names[s]);
+    ps_stats_set(name, m.stage[s]);
+  }
+  /* ranks sharing this node's memory */
+  MPI_Comm node;
+  int on_node = 1;
+  PS_CHECK_MPI(MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node));
+  PS_CHECK_MPI(MPI_Comm_size(node, &on_node));
+  PS_CHECK_MPI(MPI_Comm_free(&node));
+  double limit;
+  char source[512];
+  ps_cost_memory_limit(max_memory, on_node, &limit, source, sizeof source);
+  ps_stats_set("memory.limit_bytes", limit);
+  int err = PS_OK;
+  if (limit > 0 && m.peak > limit) {
+    char need[32], have[32], stage[32], resident[32];
+    err = ps_error_set(
+        PS_ERR_INPUT, __FILE__, __LINE__,
+        "memory guard: this run needs about %s per rank (at the %s stage: %s of it; the dataset %s; for %lld cells, "
+        "%d perturbations, %d regression genes, %d permutations on %d ranks), more than the limit of %s per rank "
+        "(%s). Use more ranks or nodes (the cells, the K x K matrix and the batches are split over them), fewer "
+        "--permutations, --perturbations or a subset of the cells, or raise the limit (--max-memory, sbatch --mem)",
+        ps_cost_format_size(m.peak, need, sizeof need), stage_names[m.peak_stage],
+        ps_cost_format_size(m.stage[m.peak_stage], stage, sizeof stage),
+        ps_cost_format_size(m.resident, resident, sizeof resident), (long long)p->cells, p->perturbations,
+        p->regression_genes, p->permutations, p->ranks, ps_cost_format_size(limit, have, sizeof have), source);
+  }
+  return ps_error_sync(comm, err);
+}

@@ -1,0 +1,141 @@
+/* The memory estimate (src/cost, pertscore/cost.h): its parts shrink with ranks
+ * where they are distributed, grow with the sizes they depend on, and the size
+ * parser and the limit from Slurm's environment behave as documented. One rank
+ * (the estimate itself is not collective). */
+#include "pertscore/cost.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int failures = 0;
+#define CHECK(cond, ...)                                      \
+  do {                                                        \
+    if (!(cond)) {                                            \
+      failures++;                                             \
+      fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);    \
+      fprintf(stderr, __VA_ARGS__);                           \
+      fputc('\n', stderr);                                    \
+    }                                                         \
+  } while (0)
+
+/* A genome-scale screen: 200k cells, 18k perturbations, MOI 1.2, 400 genes. */
+static ps_cost_problem screen(int ranks) {
+  ps_cost_problem p = {.cells_input = 250000, .genes = 33000, .nnz = INT64_C(250000) * 4000, .cells = 200000,
+                       .control_cells = 10000, .perturbations = 18000, .basal_rows = 1, .regression_genes = 400,
+                       .nnz_y = INT64_C(200000) * 300, .design_entries = 240000, .scored_entries = 240000,
+                       .target_pairs = 18000 * 40, .permutations = 100, .perm_batch_bytes = INT64_C(256) << 20,
+                       .dosage = 1, .ranks = ranks};
+  p.gram_pairs = (p.cells / ranks) * 4; /* (|S|+1)(|S|+2)/2 ~ 4 at MOI 1.2 */
+  return p;
+}
+
+static void test_more_ranks_less_per_rank(void) {
+  ps_cost_memory prev;
+  ps_cost_problem p = screen(1);
+  ps_cost_memory_estimate(&p, &prev);
+  for (int ranks = 2; ranks <= 256; ranks *= 2) {
+    ps_cost_memory m;
+    p = screen(ranks);
+    ps_cost_memory_estimate(&p, &m);
+    CHECK(m.resident < prev.resident, "resident %g on %d ranks not below %g", m.resident, ranks, prev.resident);
+    CHECK(m.stage[PS_COST_RIDGE] < prev.stage[PS_COST_RIDGE], "ridge %g on %d ranks not below %g",
+          m.stage[PS_COST_RIDGE], ranks, prev.stage[PS_COST_RIDGE]);
+    CHECK(m.stage[PS_COST_READ] < prev.stage[PS_COST_READ], "read %g on %d ranks", m.stage[PS_COST_READ], ranks);
+    CHECK(m.stage[PS_COST_TARGETS] < prev.stage[PS_COST_TARGETS], "targets on %d ranks", ranks);
+    /* the permutation batch is replicated: that stage may stay flat but never grows */
+    CHECK(m.stage[PS_COST_PERMUTATIONS] <= prev.stage[PS_COST_PERMUTATIONS], "permutations grew on %d ranks", ranks);
+    CHECK(m.stage[PS_COST_SCORE] <= prev.stage[PS_COST_SCORE], "score grew on %d ranks", ranks);
+    CHECK(m.peak < prev.peak, "peak %g on %d ranks not below %g", m.peak, ranks, prev.peak);
+    CHECK(m.peak >= m.runtime + m.resident + m.stage[m.peak_stage], "peak below its parts");
+    prev = m;
+  }
+  /* the K x K factor: about 8 (K + 1)^2 / P per rank */
+  p = screen(16);
+  ps_cost_memory m;
+  ps_cost_memory_estimate(&p, &m);
+  double factor = 8.0 * 18001 * 18001 / 16;
+  CHECK(m.stage[PS_COST_RIDGE] >= factor && m.stage[PS_COST_RIDGE] < 1.2 * factor + 64.0 * p.gram_pairs + 2e8,
+        "ridge %g vs factor %g on 16 ranks", m.stage[PS_COST_RIDGE], factor);
+}
+
+static void test_grows_with_sizes(void) {
+  ps_cost_problem p = screen(4);
+  ps_cost_memory base, more;
+  ps_cost_memory_estimate(&p, &base);
+  p.perturbations *= 2;
+  ps_cost_memory_estimate(&p, &more);
+  CHECK(more.peak > base.peak, "more perturbations, no more memory");
+  p = screen(4);
+  p.permutations = 0;
+  ps_cost_memory_estimate(&p, &more);
+  CHECK(more.stage[PS_COST_PERMUTATIONS] == 0 && more.peak <= base.peak, "no permutations should not cost more");
+  p = screen(4);
+  p.cells *= 4, p.nnz_y *= 4, p.design_entries *= 4, p.scored_entries *= 4, p.gram_pairs *= 4;
+  ps_cost_memory_estimate(&p, &more);
+  CHECK(more.resident > base.resident, "more cells, no more resident memory");
+  p = screen(4);
+  p.dosage = 0;
+  ps_cost_memory_estimate(&p, &more);
+  CHECK(more.stage[PS_COST_DOSAGE] == 0, "dosage estimated although off");
+  p = screen(4);
+  p.nnz = 0;
+  ps_cost_memory_estimate(&p, &more);
+  CHECK(more.stage[PS_COST_READ] == 0 && more.peak == base.peak, "unknown nnz must only drop read/targets");
+}
+
+static void test_parse_size(void) {
+  const struct {
+    const char *text;
+    double bytes;
+  } ok[] = {{"0", 0}, {"1000000", 1e6}, {"512M", 512.0 * 1048576}, {"12G", 12.0 * 1073741824},
+            {"1.5T", 1.5 * 1099511627776.0}, {"800k", 819200}, {"2GiB", 2.0 * 1073741824}, {"64MB", 64.0 * 1048576}};
+  for (size_t i = 0; i < sizeof ok / sizeof *ok; i++) {
+    double bytes = -1;
+    CHECK(ps_cost_parse_size(ok[i].text, &bytes) == PS_OK && bytes == ok[i].bytes, "'%s' gave %g, expected %g",
+          ok[i].text, bytes, ok[i].bytes);
+  }
+  const char *bad[] = {"", "x", "12x", "-1G", "1.5Q", "G", "nan"};
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+    double bytes;
+    int err = ps_cost_parse_size(bad[i], &bytes);
+    CHECK(err == PS_ERR_INPUT && strstr(ps_error_message(), "--max-memory"), "'%s' accepted", bad[i]);
+    ps_error_clear();
+  }
+}
+
+static void test_limit(void) {
+  double limit;
+  char source[512];
+  unsetenv("SLURM_MEM_PER_NODE");
+  unsetenv("SLURM_MEM_PER_CPU");
+  ps_cost_memory_limit(0, 4, &limit, source, sizeof source);
+  CHECK(limit == 0, "a limit without --max-memory or Slurm: %g", limit);
+  ps_cost_memory_limit(1e9, 4, &limit, source, sizeof source);
+  CHECK(limit == 1e9 && strstr(source, "--max-memory"), "--max-memory: %g (%s)", limit, source);
+  setenv("SLURM_MEM_PER_NODE", "8000", 1);
+  ps_cost_memory_limit(0, 4, &limit, source, sizeof source);
+  CHECK(limit == 2000.0 * 1048576 && strstr(source, "SLURM_MEM_PER_NODE=8000"), "per node: %g (%s)", limit, source);
+  ps_cost_memory_limit(1e9, 4, &limit, source, sizeof source);
+  CHECK(limit == 1e9 && strstr(source, "--max-memory"), "the smaller limit binds: %g (%s)", limit, source);
+  unsetenv("SLURM_MEM_PER_NODE");
+  setenv("SLURM_MEM_PER_CPU", "1000", 1);
+  setenv("SLURM_CPUS_PER_TASK", "3", 1);
+  ps_cost_memory_limit(0, 4, &limit, source, sizeof source);
+  CHECK(limit == 3000.0 * 1048576 && strstr(source, "SLURM_MEM_PER_CPU"), "per cpu: %g (%s)", limit, source);
+  unsetenv("SLURM_MEM_PER_CPU");
+  unsetenv("SLURM_CPUS_PER_TASK");
+}
+
+int main(int argc, char **argv) {
+  MPI_Init(&argc, &argv);
+  test_more_ranks_less_per_rank();
+  test_grows_with_sizes();
+  test_parse_size();
+  test_limit();
+  if (failures) fprintf(stderr, "test_cost: %d failure(s)\n", failures);
+  else printf("test_cost: ok\n");
+  MPI_Finalize();
+  return failures ? 1 : 0;
+}
