@@ -30,5 +30,19 @@ expect "has 2 rows; give one row per perturbation" 2 --scheme perturbations "${i
 expect "no obs column 'nope'" 2 --scheme perturbations "${in[@]}" --output out.h5ad --predictions dup.h5ad --predictions-column nope
 expect "--ridge-lambdas must all be > 0" 1 --scheme cells "${in[@]}" --output out.h5ad --ridge-lambdas 1,0
 expect "an output path is also an input" 1 --scheme cells "${in[@]}" --output sim.h5ad
+# run --cv: the same refusals, nothing written (no results file, no OUTPUT.cv.tsv)
+expect_run() { # expect_run MESSAGE NP ARGS...
+  local msg="$1" np="$2"; shift 2
+  rm -f out.h5ad out.cv.tsv
+  if out=$(run "$np" run "$@" 2>&1); then echo "FAIL: succeeded: $*"; exit 1; fi
+  grep -qF -- "$msg" <<<"$out" || { echo "FAIL: expected '$msg', got: $out"; exit 1; }
+  ls out.* 2>/dev/null && { echo "FAIL: output left behind"; exit 1; }
+  echo "ok: run: $msg"
+}
+expect_run "--cv expects cells or perturbations, got 'folds'" 1 "${in[@]}" --output out.h5ad --cv folds
+expect_run "--ridge-lambdas must all be > 0" 1 "${in[@]}" --output out.h5ad --cv cells --cv-ridge-lambdas 1,-2
+expect_run "the perturbations scheme needs at least --folds (5)" 2 "${in[@]}" --output out.h5ad --permutations 0 \
+  --cv perturbations --cv-min-cells 100000
 run 1 cv --help | grep -q -- "--scheme KIND"
+run 1 run --help | grep -q -- "--cv SCHEME"
 echo "cv errors: all checks passed"
