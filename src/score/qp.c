@@ -1,13 +1,25 @@
-/* One bound-constrained QP per cell with PETSc/TAO (SPEC.md section 3).
+/* One bound-constrained QP per cell (SPEC.md section 3): a direct active-set
+ * method, with PETSc/TAO as the fallback.
  *
  *   minimize f(psi) = 1/2 psi^T H psi - c^T psi + lambda 1^T psi,  0 <= psi <= U.
  *
- * Cells are scored one after another, millions of them, with |S_j| mostly 1..8.
- * So the solver keeps one TAO object (with its Vecs and a dense Hessian Mat) per
- * dimension, created the first time a cell of that dimension comes along and
- * reused for every later one; a solve only copies H, c and lambda in.
+ * Cells are scored one after another, millions of them, with |S_j| from 1 to ~40
+ * (13 on average in a high-MOI genome-wide screen).
  *
- * Method, chosen by measurement (tests/unit/test_qp.c; numbers in the report):
+ * 0. Direct method (default; -ps_qp_direct false turns it off): the primal
+ *    active-set method of qp_polish.c from the clamped diagonal guess below, on
+ *    the dense H, then the KKT check. The dimension is tiny, so an exact face
+ *    solve costs less than one TAO iteration's overhead; on the jurkat-genome shape
+ *    the whole stage (H and c included) runs 15x faster than with steps 1-2 alone
+ *    (105,000 vs 7,200 cells per CPU-second) and no cell of the benchmark needed
+ *    TAO (tools/bench/qp_bench.c; 1.5 faces visited per cell on average). A cell whose answer misses the tolerance (or that
+ *    hits the iteration cap, e.g. by cycling on a degenerate face) is solved again
+ *    by TAO below and counted (ps_qp_solver_tao_solves, stat qp.fallback_cells).
+ *
+ * TAO (the fallback): the solver keeps one TAO object (with its Vecs and a dense
+ * Hessian Mat) per dimension, created the first time a cell of that dimension
+ * needs it and reused for every later one; a solve only copies H, c and lambda in.
+ * Method, chosen by measurement (tests/unit/test_qp.c):
  * 1. TAOBLMVM (projected limited-memory BFGS) from the clamped diagonal guess,
  *    stopped at a projected gradient of 1e-8 (relative) or 50 iterations. It is
  *    the fastest TAO method here at finding the optimal face (which coordinates
@@ -30,7 +42,7 @@
  * beta rows are nearly parallel.
  * Options: -ps_qp_tao_type, -ps_qp_tao_gatol, -ps_qp_tao_max_it, ... for the
  * first method, -ps_qp_fallback_tao_type, -ps_qp_fallback_pc_type, ... for the
- * second, -ps_qp_polish false to see TAO alone.
+ * second, -ps_qp_direct false -ps_qp_polish false to see TAO alone.
  *
  * Numerical traps:
  * - H = B_S B_S^T is singular or nearly so when two perturbations have almost
@@ -76,7 +88,9 @@ struct ps_qp_solver {
   qp_problem problem;
   double tolerance;
   PetscBool polish;    /* -ps_qp_polish (default true) */
-  int64_t n_solves, n_fallback, n_iterations, n_polished;
+  PetscBool direct;    /* -ps_qp_direct (default true): step 0 before TAO */
+  PetscInt direct_max_it; /* -ps_qp_direct_max_it: its iteration cap (0: 4 dim + 10; tests lower it) */
+  int64_t n_solves, n_fallback, n_iterations, n_polished, n_tao;
 };
 
 /* Default methods (override with -ps_qp_tao_type / -ps_qp_fallback_tao_type). */
@@ -172,11 +186,16 @@ static void slot_destroy(qp_slot *slot) {
 
 int ps_qp_solver_create(ps_qp_solver **out) {
   ps_qp_solver *s;
-  PetscBool polish = PETSC_TRUE;
+  PetscBool polish = PETSC_TRUE, direct = PETSC_TRUE;
   PS_CHECK_PETSC(PetscOptionsGetBool(NULL, NULL, "-ps_qp_polish", &polish, NULL));
+  PetscInt direct_max_it = 0;
+  PS_CHECK_PETSC(PetscOptionsGetBool(NULL, NULL, "-ps_qp_direct", &direct, NULL));
+  PS_CHECK_PETSC(PetscOptionsGetInt(NULL, NULL, "-ps_qp_direct_max_it", &direct_max_it, NULL));
   PS_ALLOC(s, 1);
   s->tolerance = 1e-6;
   s->polish = polish;
+  s->direct = direct;
+  s->direct_max_it = direct_max_it;
   *out = s;
   return PS_OK;
 }
@@ -190,6 +209,8 @@ void ps_qp_solver_counts(const ps_qp_solver *solver, int64_t *n_solves, int64_t 
   if (n_iterations) *n_iterations = solver->n_iterations;
   if (n_polished) *n_polished = solver->n_polished;
 }
+
+int64_t ps_qp_solver_tao_solves(const ps_qp_solver *solver) { return solver->n_tao; }
 
 void ps_qp_solver_destroy(ps_qp_solver **solver) {
   ps_qp_solver *s = solver ? *solver : NULL;
@@ -287,7 +308,7 @@ static double solve_finish(ps_qp_solver *s, int dim, const double *h, const doub
   if (!s->polish) return kkt;
   double *x = s->work + (size_t)s->n_dims * s->n_dims + 3 * (size_t)s->n_dims;
   for (int i = 0; i < dim; i++) x[i] = psi[i];
-  ps_qp_polish(dim, h, c, lambda, upper, x, s->work, s->iwork);
+  ps_qp_polish(dim, h, c, lambda, upper, x, s->work, s->iwork, 0);
   double kkt_x = ps_qp_kkt_residual(dim, h, c, lambda, upper, x);
   if (!(kkt_x <= kkt || kkt_x <= 1e-3 * s->tolerance)) return kkt;
   /* The finish never raises f in exact arithmetic; allow for rounding in evaluating it. */
@@ -302,6 +323,16 @@ static double solve_finish(ps_qp_solver *s, int dim, const double *h, const doub
   }
   s->n_polished += changed;
   return kkt_x;
+}
+
+/* Start: each coordinate's own optimum with the others at 0, clamped (exact for dim 1). */
+static void diagonal_start(int dim, const double *hessian, const double *linear, double lambda, double upper,
+                           double *psi) {
+  for (int i = 0; i < dim; i++) {
+    double h = hessian[(size_t)i * dim + i], g = linear[i] - lambda;
+    double v = h > 0.0 ? g / h : (g > 0.0 ? upper : 0.0);
+    psi[i] = v < 0.0 ? 0.0 : v > upper ? upper : v;
+  }
 }
 
 int ps_qp_solve(ps_qp_solver *s, int dim, const double *hessian, const double *linear, double lambda,
@@ -324,11 +355,13 @@ int ps_qp_solve(ps_qp_solver *s, int dim, const double *hessian, const double *l
   s->problem = (qp_problem){dim, hessian, linear, lambda, 1.0 / scale};
   PS_CALL(solver_reserve(s, dim));
 
-  /* Start: each coordinate's own optimum with the others at 0, clamped (exact for dim 1). */
-  for (int i = 0; i < dim; i++) {
-    double h = hessian[(size_t)i * dim + i], g = linear[i] - lambda;
-    double v = h > 0.0 ? g / h : (g > 0.0 ? upper : 0.0);
-    psi[i] = v < 0.0 ? 0.0 : v > upper ? upper : v;
+  diagonal_start(dim, hessian, linear, lambda, upper, psi);
+  if (s->direct) {
+    int iterations = ps_qp_polish(dim, hessian, linear, lambda, upper, psi, s->work, s->iwork, s->direct_max_it);
+    if (iterations >= 0 && ps_qp_kkt_residual(dim, hessian, linear, lambda, upper, psi) <= s->tolerance)
+      return PS_OK;
+    s->n_tao++;
+    diagonal_start(dim, hessian, linear, lambda, upper, psi);
   }
   qp_slot *slot = &s->primary[dim - 1];
   if (!slot->tao) PS_CALL(slot_create(s, dim, PS_QP_PRIMARY_TYPE, "ps_qp_", slot));

@@ -87,7 +87,7 @@ static void face_step(int d, const double *h, const int *free_idx, int n, const 
 }
 
 int ps_qp_polish(int d, const double *h, const double *c, double lambda, double upper, double *x,
-                 double *work, int *iwork) {
+                 double *work, int *iwork, int max_iterations) {
   double *g = work, *p = work + d, *b = work + 2 * d, *a = work + 3 * d;
   int *state = iwork, *free_idx = iwork + d, *perm = iwork + 2 * d; /* state: 0 free_idx, 1 at 0, 2 at U */
   double scale = lambda, hmax = 0.0;
@@ -100,7 +100,7 @@ int ps_qp_polish(int d, const double *h, const double *c, double lambda, double 
   }
   /* A multiplier this close to 0 is rounding noise in g, not a reason to leave the bound. */
   const double noise = 1e-13 * (scale + hmax * upper * d);
-  const int max_iterations = 4 * d + 10;
+  if (max_iterations <= 0) max_iterations = 4 * d + 10;
   for (int it = 0; it < max_iterations; it++) {
     gradient(d, h, c, lambda, x, g);
     int n = 0;

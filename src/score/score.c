@@ -3,20 +3,25 @@
  * Every rank scores its own cells; the only communication is the per
  * perturbation maximum for the rescaling and two summary numbers.
  *
- * Layout choice for H and c: with B_k row k + 1 of beta and b0 row 0,
- *   c_k  = B_k . (y_j - b0) = B_k . y_j - B_k . b0   (y_j sparse: O(nnz) per k)
- *   H_kk = ||B_k||^2,  H_kl = B_k . B_l              (dense dot, only for multi-perturbation cells)
- * B_k . b0 and ||B_k||^2 are computed once for all K, so a single-perturbation
- * cell costs O(nnz of its row) plus the QP, and nothing is allocated per cell.
- * Splitting c costs accuracy only when y_j is close to b0: the rounding is about
- * 1e-16 |B_k| |b0|, against a QP tolerance of 1e-6 (max |c| + lambda). */
+ * Layout choice for H and c: with B_k row k + 1 of beta and b0 the cell's basal row,
+ * - a single-perturbation cell (MOI 1 screens): c = B_k . y_j - B_k . b0 (y_j sparse,
+ *   O(nnz)) and H = ||B_k||^2, with B_k . b0 and ||B_k||^2 computed once for all K.
+ *   Splitting c costs accuracy only when y_j is close to b0: the rounding is about
+ *   1e-16 |B_k| |b0|, against a QP tolerance of 1e-6 (max |c| + lambda).
+ * - a cell with d >= 2 perturbations: the dense residual r = y_j - b0 is formed once
+ *   and H and c come together as the Gram matrix of [B_S; r] (qp_gram.c): at high
+ *   MOI this product, not the QP, is the cost of a cell.
+ * Nothing is allocated per cell. */
 #include "pertscore/score.h"
+
+#include "qp_internal.h"
 
 #include <cblas.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* A perturbation is rescaled only if some cell reaches this raw PS (SPEC.md section 3). */
 #define PS_RESCALE_MIN 0.01
@@ -44,6 +49,11 @@ typedef struct {
   double *dot_basal; /* K x G: B_k . b0 of each basal group (--control-by / --group-by) */
   double *hessian;   /* dmax x dmax */
   double *linear, *psi; /* dmax */
+  /* cells with d >= 2 perturbations */
+  const double **rows;  /* dmax + 1: B_S, then the residual */
+  const double **next_rows; /* dmax: the next cell's B_S, fetched ahead */
+  double *gram;         /* (dmax + 1)^2 */
+  double *residual, *zero_row; /* N each */
 } score_work;
 
 static int check_inputs(const ps_design *design, const ps_csr *y, const ps_ridge *ridge,
@@ -63,6 +73,16 @@ static int check_inputs(const ps_design *design, const ps_csr *y, const ps_ridge
     PS_FAIL(PS_ERR_SYSTEM, "expression has %lld columns but beta %d genes", (long long)y->n_cols,
             (int)ridge->n_genes);
   return PS_OK;
+}
+
+/* Ask the cache for cell j's beta rows now: at high MOI a cell's Gram product runs
+ * at memory speed otherwise (qp_gram.c). */
+static void prefetch_cell(const ps_design *design, int64_t j, const double *beta, int N, const double **rows) {
+  int m = 0;
+  for (int64_t p = design->ptr[j]; p < design->ptr[j + 1]; p++)
+    if (design->ids[p] >= 0 && design->ids[p] < design->n_perturbations)
+      rows[m++] = beta + (size_t)(design->ids[p] + 1) * N;
+  ps_qp_prefetch_rows(m, rows, N);
 }
 
 /* The QPs of this rank's cells: raw PS into out->ps, per perturbation local maximum into
@@ -90,17 +110,28 @@ static int score_local(const ps_design *design, const ps_csr *y, const ps_ridge 
     const int32_t *set = design->ids + begin;
     const int32_t group = design->group ? design->group[j] : 0;
     const int64_t y0 = y->indptr[j], y1 = y->indptr[j + 1];
-    for (int a = 0; a < d; a++) {
+    for (int a = 0; a < d; a++)
       if (set[a] < 0 || set[a] >= K)
         PS_FAIL(PS_ERR_SYSTEM, "cell %lld carries perturbation id %d outside 0..%d", (long long)j, (int)set[a],
                 (int)K - 1);
-      const double *ba = beta + (size_t)(set[a] + 1) * N;
+    if (d == 1) {
+      const double *ba = beta + (size_t)(set[0] + 1) * N;
       double ca = 0.0;
       for (int64_t p = y0; p < y1; p++) ca += ba[y->indices[p]] * y->data[p];
-      c[a] = ca - w->dot_basal[(size_t)set[a] * n_basal + group];
-      h[a * d + a] = w->norm2[set[a]];
-      for (int b = 0; b < a; b++)
-        h[a * d + b] = h[b * d + a] = cblas_ddot(N, ba, 1, beta + (size_t)(set[b] + 1) * N, 1);
+      c[0] = ca - w->dot_basal[(size_t)set[0] * n_basal + group];
+      h[0] = w->norm2[set[0]];
+    } else {
+      if (j + 1 < design->n_cells) prefetch_cell(design, j + 1, beta, N, w->next_rows);
+      const double *b0 = beta + ps_design_basal_row(design, group) * N;
+      for (int n = 0; n < N; n++) w->residual[n] = -b0[n];
+      for (int64_t p = y0; p < y1; p++) w->residual[y->indices[p]] += y->data[p];
+      for (int a = 0; a < d; a++) w->rows[a] = beta + (size_t)(set[a] + 1) * N;
+      w->rows[d] = w->residual;
+      ps_qp_gram(d + 1, w->rows, N, w->zero_row, w->gram);
+      for (int a = 0; a < d; a++) {
+        for (int b = 0; b < d; b++) h[a * d + b] = w->gram[a * (d + 1) + b];
+        c[a] = w->gram[d * (d + 1) + a];
+      }
     }
     PS_CALL(ps_qp_solve(solver, d, h, c, lambda, upper, psi));
     double kkt = ps_qp_kkt_residual(d, h, c, lambda, upper, psi);
@@ -143,13 +174,20 @@ static int score_rank(const ps_design *design, const ps_csr *y, const ps_ridge *
   w.hessian = calloc((size_t)dmax * dmax + 1, sizeof *w.hessian);
   w.linear = calloc((size_t)dmax + 1, sizeof *w.linear);
   w.psi = calloc((size_t)dmax + 1, sizeof *w.psi);
-  if (!w.norm2 || !w.dot_basal || !w.hessian || !w.linear || !w.psi)
+  w.rows = calloc((size_t)dmax + 2, sizeof *w.rows);
+  w.next_rows = calloc((size_t)dmax + 1, sizeof *w.next_rows);
+  w.gram = calloc((size_t)(dmax + 1) * (dmax + 1), sizeof *w.gram);
+  w.residual = calloc((size_t)ridge->n_genes + 1, sizeof *w.residual);
+  w.zero_row = calloc((size_t)ridge->n_genes + 1, sizeof *w.zero_row);
+  if (!w.norm2 || !w.dot_basal || !w.hessian || !w.linear || !w.psi || !w.rows || !w.next_rows || !w.gram ||
+      !w.residual || !w.zero_row)
     err = ps_error_set(PS_ERR_SYSTEM, __FILE__, __LINE__, "out of memory for QP scratch (%d perturbations per cell)",
                        dmax);
   if (!err) err = ps_qp_solver_create(&solver);
   if (!err) {
     ps_qp_solver_set_tolerance(solver, opt->tolerance);
     err = score_local(design, y, ridge, opt, progress, solver, &w, out);
+    out->n_tao = ps_qp_solver_tao_solves(solver);
   }
   ps_qp_solver_destroy(&solver);
   free(w.norm2);
@@ -157,6 +195,11 @@ static int score_rank(const ps_design *design, const ps_csr *y, const ps_ridge *
   free(w.hessian);
   free(w.linear);
   free(w.psi);
+  free(w.rows);
+  free(w.next_rows);
+  free(w.gram);
+  free(w.residual);
+  free(w.zero_row);
   if (err) return ps_error_trace(err, __FILE__, __LINE__);
   return PS_OK;
 }
@@ -185,15 +228,24 @@ static void warn_not_rescaled(const ps_design *design, const ps_scores *s) {
 int ps_score_cells(MPI_Comm comm, const ps_design *design, const ps_csr *y, const ps_ridge *ridge,
                    const ps_score_options *opt, ps_progress *progress, ps_scores *out) {
   memset(out, 0, sizeof *out);
+  double start = MPI_Wtime();
+  clock_t start_cpu = clock(); /* on a shared machine wall time also counts other jobs' */
   int err = ps_error_sync(comm, score_rank(design, y, ridge, opt, progress, out));
   if (err) {
     ps_scores_free(out);
     return ps_error_trace(err, __FILE__, __LINE__);
   }
   const int32_t K = design->n_perturbations;
+  /* this rank's share, before the sums over ranks (tools/bench) */
+  ps_stats_add("qp.cells", (double)out->n_qp);
+  ps_stats_add("qp.seconds", MPI_Wtime() - start);
+  ps_stats_add("qp.cpu_seconds", (double)(clock() - start_cpu) / CLOCKS_PER_SEC);
+  ps_stats_add("qp.fallback_cells", (double)out->n_tao);
+  ps_stats_max("qp.max_kkt", out->max_kkt);
   PS_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, out->max_raw, K, MPI_DOUBLE, MPI_MAX, comm));
   PS_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, &out->max_kkt, 1, MPI_DOUBLE, MPI_MAX, comm));
   PS_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, &out->n_qp, 1, MPI_INT64_T, MPI_SUM, comm));
+  PS_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, &out->n_tao, 1, MPI_INT64_T, MPI_SUM, comm));
 
   /* n_not_rescaled counts maxima below the threshold whether or not --no-rescale is set;
    * the warning is only worth printing when rescaling was asked for. */

@@ -4,6 +4,9 @@
  *     including optima on both bounds and nearly collinear rows: KKT <= 1e-6;
  * (b) dim <= 3: brute force over every {0, U, free} pattern agrees in objective;
  * (c) ps_score_cells on a hand-made design: rescaling rule and control cells;
+ * (d) ps_score_cells at high MOI (up to 21 perturbations a cell, the Gram kernel's
+ *     odd and even sizes and a gene count that is not a multiple of its 4 lanes):
+ *     KKT of every cell's answer on H and c computed here with plain dots;
  * plus a rough QPs/second figure for 1 and 5 perturbations. */
 #include "pertscore/score.h"
 
@@ -319,7 +322,31 @@ static void test_speed(ps_qp_solver *solver) {
 /* The safeguard: a first method cut to one iteration, without the exact finish, must hand
  * over to the fallback method; with the fallback cut too, the solve must fail rather than
  * return a point that misses the tolerance. */
+/* The handover: the direct method capped at one iteration cannot finish the cells
+ * whose optimal face is not the first one it tries; TAO must then solve them. */
+static void test_handover(void) {
+  PetscOptionsSetValue(NULL, "-ps_qp_direct_max_it", "1");
+  ps_qp_solver *solver;
+  CHECK_PS(ps_qp_solver_create(&solver));
+  qp_case q;
+  double worst = 0;
+  for (int rep = 0; rep < 400; rep++) {
+    make_case(&q, 2 + rep % 7, rep % 5);
+    double psi[MAXD];
+    CHECK_PS(ps_qp_solve(solver, q.dim, q.H, q.c, q.lambda, q.upper, psi));
+    worst = fmax(worst, ps_qp_kkt_residual(q.dim, q.H, q.c, q.lambda, q.upper, psi));
+  }
+  int64_t n_tao = ps_qp_solver_tao_solves(solver);
+  ps_qp_solver_destroy(&solver);
+  PetscOptionsClearValue(NULL, "-ps_qp_direct_max_it");
+  EXPECT(n_tao > 0 && n_tao < 400 && worst <= 1e-6, "handover: %lld of 400 to TAO, worst KKT %.3g", (long long)n_tao,
+         worst);
+  printf("handover: direct method capped at 1 iteration left %lld of 400 QPs to TAO; worst KKT %.3g\n",
+         (long long)n_tao, worst);
+}
+
 static void test_safeguard(void) {
+  PetscOptionsSetValue(NULL, "-ps_qp_direct", "0"); /* the direct method would solve them all */
   PetscOptionsSetValue(NULL, "-ps_qp_tao_max_it", "1");
   PetscOptionsSetValue(NULL, "-ps_qp_polish", "0");
   ps_qp_solver *solver;
@@ -354,6 +381,7 @@ static void test_safeguard(void) {
   PetscOptionsClearValue(NULL, "-ps_qp_tao_max_it");
   PetscOptionsClearValue(NULL, "-ps_qp_polish");
   PetscOptionsClearValue(NULL, "-ps_qp_fallback_tao_max_it");
+  PetscOptionsClearValue(NULL, "-ps_qp_direct");
 }
 
 /* (c) Hand-made design: A, B, C clearly positive effects; D a tiny one (raw max < 0.01).
@@ -510,6 +538,90 @@ static void test_score_cells(void) {
   ps_design_free(&design);
 }
 
+/* (d) Cells carrying 1..21 of K perturbations, N genes (N % 4 != 0): every answer
+ * checked by KKT on H = B_S B_S^T and c = B_S (y - b0) formed here with plain dots. */
+static void test_score_high_moi(void) {
+  enum { K = 60, N = 37, CELLS = 240, DMAX = 21 };
+  int rank, size;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  ps_ridge ridge = {.n_rows = K + 1, .n_genes = N, .lambda = 0.01};
+  ridge.beta = calloc((size_t)(K + 1) * N, sizeof *ridge.beta);
+  for (int n = 0; n < N; n++) ridge.beta[n] = 1.0 + unif();
+  for (int k = 1; k <= K; k++)
+    for (int n = 0; n < N; n++) ridge.beta[k * N + n] = 0.2 * normal();
+  for (int n = 0; n < N; n++) ridge.beta[7 * N + n] = 0.999 * ridge.beta[3 * N + n]; /* a nearly collinear pair */
+  int64_t begin, end;
+  ps_block_range(CELLS, rank, size, &begin, &end);
+  const int64_t local = end - begin;
+  ps_design design = {.n_perturbations = K, .n_cells = local};
+  for (int k = 0; k < K; k++) {
+    char name[16];
+    snprintf(name, sizeof name, "P%d", k);
+    CHECK_PS(ps_strlist_push(&design.names, name));
+  }
+  design.ptr = calloc((size_t)local + 1, sizeof *design.ptr);
+  design.ids = calloc((size_t)local * DMAX + 1, sizeof *design.ids);
+  ps_csr y = {.n_rows = local, .n_cols = N};
+  y.indptr = calloc((size_t)local + 1, sizeof *y.indptr);
+  y.indices = calloc((size_t)local * N + 1, sizeof *y.indices);
+  y.data = calloc((size_t)local * N + 1, sizeof *y.data);
+  for (int64_t j = 0; j < CELLS; j++) { /* every rank draws every cell, keeps its block */
+    int d = 1 + (int)(j % DMAX), first = (int)((j * 7) % K);
+    double v[N];
+    for (int n = 0; n < N; n++) v[n] = ridge.beta[n] + 0.1 * normal();
+    for (int a = 0; a < d; a++)
+      for (int n = 0; n < N; n++) v[n] += 3.0 * unif() * ridge.beta[((first + a * 3) % K + 1) * N + n];
+    if (j < begin || j >= end) continue;
+    int64_t jl = j - begin;
+    for (int a = 0; a < d; a++) { /* ids first + 3a mod K, sorted */
+      int32_t id = (int32_t)((first + a * 3) % K), at = (int32_t)(design.ptr[jl] + a);
+      while (at > design.ptr[jl] && design.ids[at - 1] > id) design.ids[at] = design.ids[at - 1], at--;
+      design.ids[at] = id;
+    }
+    design.ptr[jl + 1] = design.ptr[jl] + d;
+    y.indptr[jl + 1] = y.indptr[jl];
+    for (int n = 0; n < N; n++)
+      if (v[n] > 0.8) y.indices[y.indptr[jl + 1]] = n, y.data[y.indptr[jl + 1]++] = v[n];
+  }
+  ps_score_options opt;
+  ps_score_options_default(&opt);
+  opt.rescale = 0;
+  ps_scores out;
+  CHECK_PS(ps_score_cells(MPI_COMM_WORLD, &design, &y, &ridge, &opt, NULL, &out));
+  double worst = 0;
+  for (int64_t jl = 0; jl < local; jl++) {
+    int d = (int)(design.ptr[jl + 1] - design.ptr[jl]);
+    double r[N], H[DMAX * DMAX], c[DMAX], psi[DMAX];
+    for (int n = 0; n < N; n++) r[n] = -ridge.beta[n];
+    for (int64_t p = y.indptr[jl]; p < y.indptr[jl + 1]; p++) r[y.indices[p]] += y.data[p];
+    for (int a = 0; a < d; a++) {
+      const double *ba = ridge.beta + (design.ids[design.ptr[jl] + a] + 1) * N;
+      c[a] = 0;
+      for (int n = 0; n < N; n++) c[a] += ba[n] * r[n];
+      for (int b = 0; b < d; b++) {
+        const double *bb = ridge.beta + (design.ids[design.ptr[jl] + b] + 1) * N;
+        H[a * d + b] = 0;
+        for (int n = 0; n < N; n++) H[a * d + b] += ba[n] * bb[n];
+      }
+      psi[a] = out.ps[design.ptr[jl] + a] * opt.upper;
+    }
+    worst = fmax(worst, ps_qp_kkt_residual(d, H, c, opt.lambda, opt.upper, psi));
+  }
+  MPI_Allreduce(MPI_IN_PLACE, &worst, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+  EXPECT(worst <= 1e-6, "high MOI: KKT residual on plain-dot H and c %.3g", worst);
+  EXPECT(out.max_kkt <= 1e-6, "high MOI: max_kkt %.3g", out.max_kkt);
+  EXPECT(out.n_qp == CELLS, "high MOI: %lld QPs, expected %d", (long long)out.n_qp, CELLS);
+  if (rank == 0)
+    printf("score_cells high MOI (%d rank%s): %lld QPs of dimension 1..%d, worst KKT on plain-dot H, c %.3g, %lld "
+           "left to TAO\n",
+           size, size == 1 ? "" : "s", (long long)out.n_qp, DMAX, worst, (long long)out.n_tao);
+  ps_scores_free(&out);
+  ps_csr_free(&y);
+  free(ridge.beta);
+  ps_design_free(&design);
+}
+
 int main(int argc, char **argv) {
   MPI_Init(&argc, &argv);
   if (PetscInitialize(&argc, &argv, NULL, NULL)) return 1;
@@ -524,12 +636,14 @@ int main(int argc, char **argv) {
   printf("time: random %.2f s, brute force %.2f s, speed %.2f s\n", t1 - t0, t2 - t1, MPI_Wtime() - t2);
   int64_t n_solves, n_fallback, n_it, n_polished;
   ps_qp_solver_counts(solver, &n_solves, &n_fallback, &n_it, &n_polished);
-  printf("solver: %lld solves, %lld needed the fallback method, %.2f TAO iterations per solve, "
-         "%lld moved by the exact finish\n",
-         (long long)n_solves, (long long)n_fallback, (double)n_it / (double)n_solves, (long long)n_polished);
+  printf("solver: %lld solves, %lld left by the direct method to TAO, %lld needed the second TAO method, %.2f TAO "
+         "iterations per solve, %lld moved by the exact finish after TAO\n",
+         (long long)n_solves, (long long)ps_qp_solver_tao_solves(solver), (long long)n_fallback,
+         (double)n_it / (double)n_solves, (long long)n_polished);
   ps_qp_solver_destroy(&solver);
   EXPECT(solver == NULL, "destroy did not clear the pointer");
 
+  test_handover();
   test_safeguard();
 
   /* Edge cases: c = 0 and lambda = 0; zero hessian; non-finite input is an error. */
@@ -546,6 +660,7 @@ int main(int argc, char **argv) {
   ps_qp_solver_destroy(&solver);
 
   test_score_cells();
+  test_score_high_moi();
 
   PetscFinalize();
   printf("%s (%d failure%s)\n", failures ? "FAILED" : "passed", failures, failures == 1 ? "" : "s");
