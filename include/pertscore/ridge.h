@@ -46,8 +46,8 @@ void ps_ridge_perm_options_default(ps_ridge_perm_options *o);
 void ps_ridge_permutation(uint64_t seed, int64_t r, int64_t n_cells, int64_t *pi);
 
 /* Permutations per batch: the batch's dense (K + 1) x (N b) sum on each rank
- * plus this rank's block-cyclic share of it (at most as large again) stay
- * within batch_bytes; at least 1, at most R. The same on every rank. */
+ * plus this rank's rows of B_r (at most as large again) stay within
+ * batch_bytes; at least 1, at most R. The same on every rank. */
 int ps_ridge_perm_batch(int32_t n_rows, int32_t n_genes, int n_permutations, int64_t batch_bytes);
 
 /* P-values of fit->beta (ps_ridge_fit of the same design, y and lambda; the same
@@ -61,11 +61,16 @@ int ps_ridge_perm_batch(int32_t n_rows, int32_t n_genes, int n_permutations, int
  * cell carries) gets p = 0, as in the reference.
  * Memory per rank: every cell's design row (allgathered once: (M + 1) int64 +
  * nnz(D) int32; O(M x MOI), never cells x perturbations), one int64 permutation
- * of M cells, (K + 1) x N counts and scratch, and one batch (ps_ridge_perm_batch).
- * Time per permutation: every rank shuffles all M cells (O(M), ~7 ms for a
- * million cells: the scaling limit for very large M), adds its own cells'
- * (|S| + 1) x nnz(y) products; each batch is one reduce-scatter and one
- * pdpotrs. One permutation costs about one fit. */
+ * of M cells, (K + 1) x N counts, a gene-tiled copy of the local y (about the
+ * size of y), the inverse of X^T X + lambda I in place of its factor (this
+ * rank's rows: (K + 1)^2 / P doubles) and one batch (ps_ridge_perm_batch): the
+ * whole (K + 1) x N b right-hand side (replicated: the allreduce target) plus
+ * this rank's rows of B_r.
+ * Time: once, the inverse (2/3 (K + 1)^3 flops over all ranks); per
+ * permutation, every rank shuffles all M cells (O(M), ~7 ms for a million
+ * cells: the scaling limit for very large M), adds its own cells' (|S| + 1) x
+ * N-tile products, and 2 (K + 1)^2 N / P flops of dgemm; per batch one
+ * allreduce of (K + 1) x N b doubles. */
 int ps_ridge_permutation_pvalues(MPI_Comm comm, const ps_design *design, const ps_csr *y, double lambda,
                                  const ps_ridge_perm_options *opt, const ps_ridge *fit, double **pvalues);
 

@@ -160,8 +160,13 @@ static int beta_gather(MPI_Comm comm, const ridge_system *s, const ridge_rhs *r,
 
 static int fit_solve(MPI_Comm comm, const ridge_system *s, const ps_design *design, const ps_csr *y, double lambda,
                      ps_ridge *out, ridge_rhs *r) {
+  double t = ps_wtime();
   PS_CALL(ps_error_sync(comm, fit_local(s, design, y, r, &out->beta)));
+  ps_stats_add("ridge.rhs_seconds", ps_wtime() - t);
+  t = ps_wtime();
   PS_CALL(ridge_rhs_solve(comm, s, r));
+  ps_stats_add("ridge.solve_seconds", ps_wtime() - t);
+  ps_stats_add("ridge.solve_flops", 2.0 * s->n * (double)s->n * r->ncols); /* two triangular solves */
   PS_CALL(beta_gather(comm, s, r, out->beta));
   out->n_rows = s->n;
   out->n_genes = s->n_genes;

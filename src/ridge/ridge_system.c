@@ -72,15 +72,21 @@ static int pair_table_add(pair_table *t, int64_t key) {
 
 /* ---- BLACS grid ---- */
 
-/* The grid uses every rank: nprow is the largest divisor of P not above sqrt(P)
- * (1 x P for a prime P), so no rank sits idle outside the grid. */
+/* Block size: PERTSCORE_RIDGE_NB when set (benchmarks), else RIDGE_NB. */
+enum { RIDGE_NB = 128 };
+static int block_size(void) {
+  const char *env = getenv("PERTSCORE_RIDGE_NB");
+  int nb = env ? atoi(env) : RIDGE_NB;
+  return nb >= 1 && nb <= 4096 ? nb : RIDGE_NB;
+}
+
+/* A column of processes (P x 1, every rank in it): each rank holds whole rows
+ * of the matrix, so the permutation products (ridge_perm.c) are one local dgemm
+ * of those rows of the inverse against the whole right-hand side. */
 static int grid_open(MPI_Comm comm, int n, ridge_grid *g) {
   int size;
   PS_CHECK_MPI(MPI_Comm_size(comm, &size));
-  int nprow = 1;
-  for (int d = 1; d * d <= size; d++)
-    if (size % d == 0) nprow = d;
-  int npcol = size / nprow, me, nprocs;
+  int nprow = size, npcol = 1, me, nprocs;
   Cblacs_pinfo(&me, &nprocs); /* initialises BLACS on top of the running MPI */
   g->handle = Csys2blacs_handle(comm);
   g->ctxt = g->handle;
@@ -88,9 +94,9 @@ static int grid_open(MPI_Comm comm, int n, ridge_grid *g) {
   Cblacs_gridinfo(g->ctxt, &g->nprow, &g->npcol, &g->myrow, &g->mycol);
   if (g->nprow != nprow || g->npcol != npcol || g->myrow < 0 || g->mycol < 0)
     PS_FAIL(PS_ERR_SYSTEM, "BLACS could not build a %d x %d process grid on %d ranks", nprow, npcol, size);
-  /* Blocks small enough that every process row and column gets some of a small matrix. */
-  int spread = nprow > npcol ? nprow : npcol;
-  g->nb = n / spread < 1 ? 1 : (n / spread > 64 ? 64 : n / spread);
+  /* Blocks small enough that every process row gets some of a small matrix. */
+  int spread = nprow > npcol ? nprow : npcol, nb = block_size();
+  g->nb = n / spread < 1 ? 1 : (n / spread > nb ? nb : n / spread);
 
   /* Ask rather than assume how BLACS placed the ranks. */
   PS_ALLOC(g->prow_of, size);
@@ -298,9 +304,15 @@ static int build(MPI_Comm comm, const ps_design *design, const ps_csr *y, double
   s->n = design->n_perturbations + 1;
   s->n_genes = (int)y->n_cols;
   PS_CALL(grid_open(comm, s->n, &s->grid));
+  double t = ps_wtime();
   PS_CALL(ps_error_sync(comm, gram_local(design, s, w, size)));
   PS_CALL(gram_exchange(comm, s, w, size));
+  ps_stats_add("ridge.gram_seconds", ps_wtime() - t);
+  t = ps_wtime();
   PS_CALL(factor(s, lambda));
+  ps_stats_add("ridge.factor_seconds", ps_wtime() - t);
+  ps_stats_add("ridge.factor_flops", (double)s->n * s->n * s->n / 3.0); /* Cholesky, the whole matrix */
+  ps_stats_max("ridge.bytes_matrix", (double)s->a_rows * s->a_cols * sizeof *s->a);
   return PS_OK;
 }
 

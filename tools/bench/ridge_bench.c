@@ -1,0 +1,213 @@
+/* ridge_bench: the ridge stage alone (SPEC.md section 2) at a chosen screen
+ * shape, for issue #8. Not a test: it prints per-step seconds and rates.
+ *
+ * Every rank generates its block of M cells in memory (per-cell random streams,
+ * so the problem does not depend on the rank count): a Poisson(MOI) set of
+ * distinct perturbations out of K per cell, and a sparse Y of N genes (a
+ * fraction --density nonzero, log-normal-like values). Then ps_ridge_fit_pvalues
+ * runs with R permutations and the ridge.* / perm.* statistics the library
+ * records are reported (max over ranks), next to a per-rank cblas_dgemm
+ * measured in the same process on all ranks at once, before and after.
+ *
+ *   mpirun -n 2 env OPENBLAS_NUM_THREADS=1 build/tools/bench/ridge_bench \
+ *       --cells 586000 --perturbations 18595 --genes 374 --moi 13 --permutations 100
+ */
+#include "pertscore/ridge.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+  int64_t cells;
+  int32_t perturbations, genes;
+  double moi, density, lambda;
+  int permutations;
+  int64_t batch_mb;
+  uint64_t seed;
+  int dgemm_size;
+} bench_options;
+
+static void usage(void) {
+  fprintf(stderr, "usage: ridge_bench [--cells M] [--perturbations K] [--genes N] [--moi MEAN] [--density F]\n"
+                  "                   [--lambda L] [--permutations R] [--batch-mb MB] [--seed S] [--dgemm-size S]\n");
+}
+
+static int parse(int argc, char **argv, bench_options *o) {
+  *o = (bench_options){.cells = 586000, .perturbations = 2000, .genes = 374, .moi = 13, .density = 0.6,
+                       .lambda = 0.01, .permutations = 100, .batch_mb = 256, .seed = 1, .dgemm_size = 2000};
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+    if (!v) return 1;
+    if (!strcmp(a, "--cells")) o->cells = atoll(v);
+    else if (!strcmp(a, "--perturbations")) o->perturbations = atoi(v);
+    else if (!strcmp(a, "--genes")) o->genes = atoi(v);
+    else if (!strcmp(a, "--moi")) o->moi = atof(v);
+    else if (!strcmp(a, "--density")) o->density = atof(v);
+    else if (!strcmp(a, "--lambda")) o->lambda = atof(v);
+    else if (!strcmp(a, "--permutations")) o->permutations = atoi(v);
+    else if (!strcmp(a, "--batch-mb")) o->batch_mb = atoll(v);
+    else if (!strcmp(a, "--seed")) o->seed = strtoull(v, NULL, 10);
+    else if (!strcmp(a, "--dgemm-size")) o->dgemm_size = atoi(v);
+    else return 1;
+    i++;
+  }
+  return o->cells < 1 || o->perturbations < 1 || o->genes < 1 || o->moi < 0 || o->density <= 0 ||
+         o->density > 1 || o->permutations < 0 || o->batch_mb < 1 || o->dgemm_size < 1;
+}
+
+static int cmp_int32(const void *a, const void *b) {
+  int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+  return (x > y) - (x < y);
+}
+
+static void *xcalloc(size_t n, size_t size) {
+  void *p = calloc(n ? n : 1, size);
+  if (!p) {
+    fprintf(stderr, "ridge_bench: out of memory (%zu x %zu bytes)\n", n, size);
+    MPI_Abort(MPI_COMM_WORLD, 1);
+  }
+  return p;
+}
+
+/* This rank's cells [begin, end): design rows and Y, from per-cell streams. */
+static void generate(const bench_options *o, int64_t begin, int64_t end, ps_design *d, ps_csr *y) {
+  int64_t n = end - begin, cap_ids = (int64_t)(n * (o->moi + 6 * sqrt(o->moi + 1) + 2)) + 64;
+  int64_t cap_y = (int64_t)((double)n * o->genes * o->density * 1.1) + 64 * (int64_t)o->genes;
+  memset(d, 0, sizeof *d);
+  memset(y, 0, sizeof *y);
+  d->n_perturbations = o->perturbations;
+  d->n_cells = n;
+  d->ptr = xcalloc((size_t)n + 1, sizeof *d->ptr);
+  d->ids = xcalloc((size_t)cap_ids, sizeof *d->ids);
+  y->n_rows = n;
+  y->n_cols = o->genes;
+  y->indptr = xcalloc((size_t)n + 1, sizeof *y->indptr);
+  y->indices = xcalloc((size_t)cap_y, sizeof *y->indices);
+  y->data = xcalloc((size_t)cap_y, sizeof *y->data);
+  for (int64_t c = 0; c < n; c++) {
+    ps_rng r = ps_rng_make(o->seed, (uint64_t)(begin + c));
+    int64_t want = ps_rng_poisson(&r, o->moi);
+    if (want > o->perturbations) want = o->perturbations;
+    int32_t *ids = d->ids + d->ptr[c];
+    int64_t s = 0;
+    if (d->ptr[c] + want > cap_ids) want = cap_ids - d->ptr[c]; /* a far tail: never at these moments */
+    while (s < want) {
+      int32_t id = (int32_t)(ps_rng_uniform(&r) * o->perturbations), dup = 0;
+      for (int64_t q = 0; q < s; q++) dup |= ids[q] == id;
+      if (!dup) ids[s++] = id;
+    }
+    qsort(ids, (size_t)s, sizeof *ids, cmp_int32);
+    d->ptr[c + 1] = d->ptr[c] + s;
+    int64_t nz = y->indptr[c];
+    for (int32_t g = 0; g < o->genes && nz < cap_y; g++) {
+      if (ps_rng_uniform(&r) >= o->density) continue;
+      double v = log1p(20.0 * ps_rng_uniform(&r));
+      for (int64_t q = 0; q < s; q++) v += ids[q] % 97 == g % 97 ? 0.3 : 0.0; /* a few real effects */
+      y->indices[nz] = g;
+      y->data[nz++] = v;
+    }
+    y->indptr[c + 1] = nz;
+  }
+}
+
+/* Per-rank dgemm GFLOP/s, every rank at once (the ranks share the machine as in the ridge run). */
+static double dgemm_rate(MPI_Comm comm, int size) {
+  double *a = xcalloc((size_t)size * size, sizeof *a), *b = xcalloc((size_t)size * size, sizeof *b),
+         *c = xcalloc((size_t)size * size, sizeof *c);
+  for (int64_t i = 0; i < (int64_t)size * size; i++) a[i] = b[i] = 1.0 / (double)(1 + i % 7);
+  double best = 0;
+  for (int rep = 0; rep < 3; rep++) {
+    MPI_Barrier(comm);
+    double t = MPI_Wtime();
+    cblas_dgemm(CblasColMajor, CblasNoTrans, CblasNoTrans, size, size, size, 1.0, a, size, b, size, 0.0, c, size);
+    t = MPI_Wtime() - t;
+    double rate = 2.0 * size * (double)size * size / t / 1e9;
+    if (rate > best) best = rate;
+  }
+  free(a), free(b), free(c);
+  return best;
+}
+
+static const char *stat_names[] = {"ridge.gram_seconds",  "ridge.factor_seconds", "ridge.factor_flops",
+                                   "ridge.rhs_seconds",   "ridge.solve_seconds",  "ridge.solve_flops",
+                                   "ridge.bytes_matrix",  "perm.rows_seconds",    "perm.rhs_seconds",
+                                   "perm.reduce_seconds", "perm.solve_seconds",   "perm.solve_flops",
+                                   "perm.count_seconds",  "perm.batch_width",     "perm.bytes_batch"};
+enum { N_STATS = sizeof stat_names / sizeof *stat_names };
+
+int main(int argc, char **argv) {
+  MPI_Init(&argc, &argv);
+  MPI_Comm comm = MPI_COMM_WORLD;
+  int rank, size;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &size);
+  bench_options o;
+  if (parse(argc, argv, &o)) {
+    if (rank == 0) usage();
+    MPI_Finalize();
+    return 2;
+  }
+  int64_t begin, end;
+  ps_block_range(o.cells, rank, size, &begin, &end);
+  ps_design d;
+  ps_csr y;
+  double t = MPI_Wtime();
+  generate(&o, begin, end, &d, &y);
+  MPI_Barrier(comm);
+  double t_generate = MPI_Wtime() - t;
+  double rate_before = dgemm_rate(comm, o.dgemm_size);
+
+  ps_ridge_perm_options perm;
+  ps_ridge_perm_options_default(&perm);
+  perm.n_permutations = o.permutations;
+  perm.seed = o.seed;
+  perm.batch_bytes = o.batch_mb << 20;
+  ps_ridge fit;
+  double *pvalues = NULL;
+  MPI_Barrier(comm);
+  t = MPI_Wtime();
+  int err = ps_ridge_fit_pvalues(comm, &d, &y, o.lambda, &perm, &fit, &pvalues);
+  double t_ridge = MPI_Wtime() - t;
+  if (err) {
+    fprintf(stderr, "ridge_bench rank %d: %s\n", rank, ps_error_message());
+    MPI_Abort(comm, 1);
+  }
+  double rate_after = dgemm_rate(comm, o.dgemm_size);
+
+  /* A checksum so runs on different rank counts can be compared. */
+  double beta_sum = 0, p_sum = 0;
+  for (int64_t e = 0; e < (int64_t)fit.n_rows * fit.n_genes; e++) {
+    beta_sum += fabs(fit.beta[e]);
+    if (pvalues) p_sum += pvalues[e];
+  }
+  double mine[N_STATS], most[N_STATS];
+  for (int s = 0; s < N_STATS; s++) mine[s] = ps_stats_get(stat_names[s]);
+  MPI_Reduce(mine, most, N_STATS, MPI_DOUBLE, MPI_MAX, 0, comm);
+  double rates[2] = {rate_before, rate_after}, rate_sum[2];
+  MPI_Reduce(rates, rate_sum, 2, MPI_DOUBLE, MPI_SUM, 0, comm);
+  if (rank == 0) {
+    int64_t nnz = d.ptr[d.n_cells];
+    printf("ridge_bench: M %lld K %d N %d MOI %g R %d on %d ranks (rank 0: %lld cells, %lld design entries)\n",
+           (long long)o.cells, o.perturbations, o.genes, o.moi, o.permutations, size, (long long)d.n_cells,
+           (long long)nnz);
+    printf("generate %.2f s, ridge stage %.2f s, sum|beta| %.12g, sum p %.6f\n", t_generate, t_ridge, beta_sum,
+           p_sum);
+    for (int s = 0; s < N_STATS; s++) printf("  %-22s %.6g\n", stat_names[s], most[s]);
+    double dgemm = 0.5 * (rate_sum[0] + rate_sum[1]);
+    printf("dgemm %d^3 summed over ranks: %.1f GFLOP/s before, %.1f after\n", o.dgemm_size, rate_sum[0],
+           rate_sum[1]);
+    double f = most[2] / most[1] / 1e9, p = most[10] > 0 ? most[11] / most[10] / 1e9 : 0;
+    printf("factor %.1f GFLOP/s (%.0f%% of dgemm), permutation solves %.1f GFLOP/s (%.0f%% of dgemm)\n", f,
+           100 * f / dgemm, p, 100 * p / dgemm);
+  }
+  ps_stats_write_env(rank);
+  free(pvalues);
+  ps_ridge_free(&fit);
+  free(d.ptr), free(d.ids);
+  ps_csr_free(&y);
+  MPI_Finalize();
+  return 0;
+}
