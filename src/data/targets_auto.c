@@ -5,7 +5,9 @@
  *   2. transpose: one Alltoallv sends each analysed cell's nonzeros (all genes,
  *      log-normalized, not winsorized) to the rank owning the gene (g % P);
  *   3. test: per owned gene, the reference group is summarized once and every
- *      perturbation is tested against it (ps_de_test_gene_ref);
+ *      perturbation is tested against it (ps_de_test_gene_ref); with
+ *      --de-background others at high MOI the gene is ranked once and each
+ *      perturbation's rank sum comes from its own cells (ps_de_test_gene_complement);
  *   4. select: per-gene results that can still be selected go to the rank owning
  *      the perturbation (k % P) in one Alltoallv; it runs ps_de_select;
  *   5. the selected (perturbation, gene) pairs are allgathered (small).
@@ -15,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "data_internal.h"
 #include "pertscore/data.h"
@@ -159,6 +162,50 @@ static double last_threshold(const ps_de_options *o) {
   return t;
 }
 
+/* --de-background others with P = the cells removed from C for every perturbation
+ * (high MOI; low MOI removes a cell for all its perturbations but puts it in P for
+ * one): P and C then make up the reference, and a gene is ranked once for all K
+ * tests (src/de/complement.c) instead of each test sorting P and the removed cells. */
+static int complement_applies(const ps_dataset_options *opt, const de_groups *g, int32_t K) {
+  if (!opt->de_background_others) return 0;
+  for (int32_t k = 0; k < K; k++)
+    if (g->group_size[N_ROLES * k + ROLE_REMOVE] != g->group_size[N_ROLES * k + ROLE_P] ||
+        g->group_size[N_ROLES * k + ROLE_ADD] != 0)
+      return 0;
+  return 1;
+}
+
+/* One owned gene's K tests when complement_applies: per stored value its rank in its
+ * cell's reference, added to the sums of each perturbation the cell is in P of. */
+static int complement_tests(const ps_dataset_options *opt, const de_groups *g, const ps_gene_shard *s, int64_t lg,
+                            int32_t K, const ps_de_ref *refs, ps_de_sums *sums, int32_t gene, int size,
+                            record_list *out) {
+  const double t_min = last_threshold(&opt->de);
+  memset(sums, 0, (size_t)K * sizeof *sums);
+  for (int64_t q = s->ptr[lg]; q < s->ptr[lg + 1]; q++) {
+    int64_t c = s->cell[q];
+    if (g->role_ptr[c] == g->role_ptr[c + 1]) continue;
+    double v = s->value[q], e = expm1(v);
+    double rank = g->in_ref[c] >= 0 ? ps_de_ref_rank(&refs[g->in_ref[c]], v) : NAN; /* NaN: refused below */
+    for (int64_t r = g->role_ptr[c]; r < g->role_ptr[c + 1]; r++)
+      if (g->roles[r] % N_ROLES == ROLE_P) ps_de_sums_add(&sums[g->roles[r] / N_ROLES], v, rank, e);
+  }
+  for (int32_t k = 0; k < K; k++) {
+    const int32_t rk = g->ref_of ? g->ref_of[k] : 0;
+    int64_t n1 = g->group_size[N_ROLES * k + ROLE_P], n2 = g->n_ref[rk] - n1;
+    if (n1 < 1 || n2 < 1) continue;
+    /* min.pct first, as in test_owned_genes */
+    double pct1 = ps_de_round3((double)sums[k].positive / (double)n1);
+    double pct2 = ps_de_round3((double)(refs[rk].n_positive - sums[k].positive) / (double)n2);
+    if (!(fmax(pct1, pct2) >= opt->de.min_pct)) continue;
+    ps_de_gene r;
+    PS_CALL(ps_de_test_gene_complement(&sums[k], n1, &refs[rk], &r));
+    if (!(fabs(r.log2fc) >= t_min)) continue;
+    PS_CALL(record_push(&out[k % size], (de_record){k, gene, r.pct1, r.pct2, r.log2fc, r.p}));
+  }
+  return PS_OK;
+}
+
 /* Per (perturbation, owned gene): the test, kept in out[k % P] if it can be selected. */
 static int test_owned_genes(MPI_Comm comm, const ps_dataset_options *opt, const de_groups *g, const ps_gene_shard *s,
                             int32_t K, ps_progress *progress, record_list *out) {
@@ -166,6 +213,7 @@ static int test_owned_genes(MPI_Comm comm, const ps_dataset_options *opt, const 
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &size);
   const double t_min = last_threshold(&opt->de);
+  const int complement = complement_applies(opt, g, K);
   int64_t n_slots = (int64_t)N_ROLES * K, *count, *offset, *fill, *positive, max_nnz = 0, max_slots = 0;
   PS_ALLOC(count, n_slots);
   PS_ALLOC(offset, n_slots + 1);
@@ -184,7 +232,9 @@ static int test_owned_genes(MPI_Comm comm, const ps_dataset_options *opt, const 
   PS_ALLOC(ref_start, g->n_refs + 1);
   PS_ALLOC(ref_fill, g->n_refs);
   PS_ALLOC(refs, g->n_refs);
-  PS_ALLOC(slot_values, max_slots);
+  PS_ALLOC(slot_values, complement ? 0 : max_slots);
+  ps_de_sums *sums;
+  PS_ALLOC(sums, complement ? K : 0);
   ps_de_work work = {0};
   int err = PS_OK;
   for (int64_t lg = 0; lg < s->n_genes && !err; lg++) {
@@ -194,11 +244,12 @@ static int test_owned_genes(MPI_Comm comm, const ps_dataset_options *opt, const 
     for (int64_t q = lo; q < hi; q++) {
       int64_t c = s->cell[q];
       if (g->in_ref[c] >= 0) ref_start[g->in_ref[c] + 1]++;
-      for (int64_t e = g->role_ptr[c]; e < g->role_ptr[c + 1]; e++) count[g->roles[e]]++;
+      if (!complement)
+        for (int64_t e = g->role_ptr[c]; e < g->role_ptr[c + 1]; e++) count[g->roles[e]]++;
     }
     for (int64_t i = 0; i < n_slots; i++) offset[i + 1] = offset[i] + count[i];
     memcpy(fill, offset, (size_t)n_slots * sizeof *fill);
-    for (int64_t q = lo; q < hi; q++) {
+    for (int64_t q = lo; q < hi && !complement; q++) {
       int64_t c = s->cell[q];
       for (int64_t e = g->role_ptr[c]; e < g->role_ptr[c + 1]; e++) {
         slot_values[fill[g->roles[e]]++] = s->value[q];
@@ -218,7 +269,8 @@ static int test_owned_genes(MPI_Comm comm, const ps_dataset_options *opt, const 
     memset(ref_start, 0, (size_t)(g->n_refs + 1) * sizeof *ref_start);
     if (err) built--; /* the failed one holds nothing */
     int32_t gene = (int32_t)(rank + lg * size);
-    for (int32_t k = 0; k < K && !err; k++) {
+    if (complement && !err) err = complement_tests(opt, g, s, lg, K, refs, sums, gene, size, out);
+    for (int32_t k = 0; k < K && !err && !complement; k++) {
       int64_t sp = N_ROLES * k + ROLE_P, sa = sp + 1, sr = sp + 2;
       const int32_t rk = g->ref_of ? g->ref_of[k] : 0;
       const ps_de_ref *ref = &refs[rk];
@@ -241,7 +293,7 @@ static int test_owned_genes(MPI_Comm comm, const ps_dataset_options *opt, const 
   }
   ps_de_work_free(&work);
   free(count), free(offset), free(fill), free(positive), free(ref_values), free(slot_values);
-  free(ref_start), free(ref_fill), free(refs);
+  free(ref_start), free(ref_fill), free(refs), free(sums);
   return err;
 }
 
@@ -411,11 +463,18 @@ int ps_targets_select(MPI_Comm comm, const ps_dataset_options *opt, const ps_csr
   int32_t K = d->design.n_perturbations;
   de_groups groups = {0};
   ps_gene_shard shard = {0};
+  /* de.* statistics (tools/bench): wall and CPU seconds, and the parts */
+  double t0 = MPI_Wtime();
+  clock_t cpu0 = clock();
   PS_CALL(ps_error_sync(comm, gather_groups(comm, opt, d, &groups)));
   PS_CALL(ps_error_sync(comm, ps_gene_shard_build(comm, x, keep, d->analysed_offset, d->n_analysed, d->n_genes, &shard)));
+  double t1 = MPI_Wtime();
   record_list *out;
   PS_ALLOC(out, size);
   PS_CALL(ps_error_sync(comm, test_owned_genes(comm, opt, &groups, &shard, K, progress, out)));
+  double t2 = MPI_Wtime();
+  ps_stats_add("de.transpose_seconds", t1 - t0);
+  ps_stats_add("de.test_seconds", t2 - t1);
   ps_gene_shard_free(&shard);
   de_groups_free(&groups);
   de_record *rec = NULL;
@@ -432,5 +491,8 @@ int ps_targets_select(MPI_Comm comm, const ps_dataset_options *opt, const ps_csr
   PS_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, d->target_threshold, K, MPI_DOUBLE, MPI_SUM, comm));
   PS_CALL(ps_error_sync(comm, gather_pairs(comm, opt, pairs, n_pairs, d, candidates, n_candidates)));
   free(pairs);
+  ps_stats_add("de.select_seconds", MPI_Wtime() - t2);
+  ps_stats_add("de.seconds", MPI_Wtime() - t0);
+  ps_stats_add("de.cpu_seconds", (double)(clock() - cpu0) / CLOCKS_PER_SEC);
   return PS_OK;
 }

@@ -69,9 +69,9 @@ static int64_t sparsify(const double *dense, int64_t n, int mode, double *sparse
   return k;
 }
 
-enum { N_PATHS = 4 };
+enum { N_PATHS = 5 };
 static const char *path_name[N_PATHS] = {"ps_de_test_gene", "ref (controls)", "ref + add (quirk)",
-                                         "ref - remove (others)"};
+                                         "ref - remove (others)", "complement (others, ranked once)"};
 
 /* One gene through path k on a sparse form (mode) of dense x (P) and y (C). */
 static ps_de_gene run_path(int k, int mode, const double *x, int64_t n1, const double *y, int64_t n2,
@@ -92,11 +92,18 @@ static ps_de_gene run_path(int k, int mode, const double *x, int64_t n1, const d
     ps_de_group add = {sy, ka, na}, c = {sy + ka, sparsify(y + na, n2 - na, mode, sy + ka), n2 - na};
     CHECK_PS(ps_de_ref_build(&c, &ref));
     CHECK_PS(ps_de_test_gene_ref(&p, &ref, &add, NULL, work, &g));
-  } else { /* background "others": reference = P and C together, P removed */
+  } else if (k == 3) { /* background "others": reference = P and C together, P removed */
     int64_t ka = sparsify(x, n1, mode, sy);
     ps_de_group all = {sy, ka + sparsify(y, n2, mode, sy + ka), n1 + n2};
     CHECK_PS(ps_de_ref_build(&all, &ref));
     CHECK_PS(ps_de_test_gene_ref(&p, &ref, NULL, &p, work, &g));
+  } else { /* the same background, from P's ranks among all cells (src/de/complement.c) */
+    int64_t ka = sparsify(x, n1, mode, sy);
+    ps_de_group all = {sy, ka + sparsify(y, n2, mode, sy + ka), n1 + n2};
+    CHECK_PS(ps_de_ref_build(&all, &ref));
+    ps_de_sums sums = {0};
+    for (int64_t i = 0; i < k1; i++) ps_de_sums_add(&sums, sx[i], ps_de_ref_rank(&ref, sx[i]), expm1(sx[i]));
+    CHECK_PS(ps_de_test_gene_complement(&sums, n1, &ref, &g));
   }
   if (k > 0) ps_de_ref_free(&ref);
   free(sx);
@@ -193,8 +200,14 @@ static void check_reference_random(void) {
     ps_de_gene want = run_path(0, c % 3, x, n1, y, n2, &work);
     n_small += want.p < 1e-3;
     n_nan += isnan(want.p);
+    ps_de_gene others = run_path(3, c % 3, x, n1, y, n2, &work);
     for (int k = 1; k < N_PATHS; k++) {
       ps_de_gene g = run_path(k, c % 3, x, n1, y, n2, &work);
+      if (k == 4) /* the same sums in the same order: the same bits (isnan: all tied) */
+        EXPECT((g.p == others.p || (isnan(g.p) && isnan(others.p))) && g.log2fc == others.log2fc &&
+                   g.pct1 == others.pct1 && g.pct2 == others.pct2,
+               "random case %d: complement p %.17g log2FC %.17g, ref - remove p %.17g log2FC %.17g", c, g.p,
+               g.log2fc, others.p, others.log2fc);
       double ep = rel_err(g.p, want.p), df = fabs(g.log2fc - want.log2fc);
       EXPECT(ep <= 1e-12 && df <= 1e-12 * fabs(want.log2fc) + 1e-15 && g.pct1 == want.pct1 && g.pct2 == want.pct2,
              "random case %d (%s): p %.17g vs %.17g, log2FC %.17g vs %.17g", c, path_name[k], g.p, want.p,
@@ -213,6 +226,20 @@ static void check_reference_random(void) {
   CHECK_PS(ps_de_ref_build(&ref_g, &ref));
   EXPECT(ps_de_test_gene_ref(&p, &ref, NULL, &remove, &work, &g) == PS_ERR_INPUT, "foreign removal accepted");
   ps_error_clear();
+  /* ... and so is a complement test with a value, or zeros, the reference lacks, or no cell left in C */
+  ps_de_sums foreign = {0}, all_cells = {0};
+  ps_de_sums_add(&foreign, 3.0, ps_de_ref_rank(&ref, 3.0), expm1(3.0));
+  EXPECT(isnan(ps_de_ref_rank(&ref, 3.0)), "rank of a value not in the reference: %g", ps_de_ref_rank(&ref, 3.0));
+  EXPECT(ps_de_test_gene_complement(&foreign, 1, &ref, &g) == PS_ERR_INPUT, "foreign value accepted");
+  ps_error_clear();
+  EXPECT(ps_de_test_gene_complement(&all_cells, 5, &ref, &g) == PS_ERR_INPUT, "empty C accepted");
+  ps_error_clear();
+  ps_de_ref nozero;
+  ps_de_group nz = {r, 2, 2};
+  CHECK_PS(ps_de_ref_build(&nz, &nozero));
+  EXPECT(ps_de_test_gene_complement(&all_cells, 1, &nozero, &g) == PS_ERR_INPUT, "zeros absent from reference accepted");
+  ps_error_clear();
+  ps_de_ref_free(&nozero);
   ps_de_ref_free(&ref);
   ps_de_work_free(&work);
   printf("check 1b: %d random genes (%d with p < 1e-3, %d all tied), reference paths vs ps_de_test_gene:\n"
