@@ -40,14 +40,21 @@ int ps_own_genes_extract(const ps_csr *x, const int64_t *keep, const ps_design *
   int64_t n_genes = x->n_cols;
   memset(own, 0, sizeof *own);
   int32_t *og, *perturbation_of;
+  int64_t *of_ptr; /* gene g -> the perturbations named like it: perturbation_of[of_ptr[g] .. of_ptr[g + 1]) */
   PS_ALLOC(og, K);
-  PS_ALLOC(perturbation_of, n_genes); /* gene -> perturbation named like it (labels are unique) */
-  for (int64_t g = 0; g < n_genes; g++) perturbation_of[g] = -1;
+  PS_ALLOC(of_ptr, n_genes + 1);
+  PS_ALLOC(perturbation_of, K); /* several only with --group-by (names are P per group) */
   for (int32_t k = 0; k < K; k++) {
     int64_t g = unit_guide ? -1 : ps_strmap_get(gene_index, design->names.items[k]);
     og[k] = g >= 0 && g < n_genes ? (int32_t)g : -1;
-    if (og[k] >= 0) perturbation_of[og[k]] = k;
+    if (og[k] >= 0) of_ptr[og[k] + 1]++;
   }
+  for (int64_t g = 0; g < n_genes; g++) of_ptr[g + 1] += of_ptr[g];
+  int64_t *fill;
+  PS_ALLOC(fill, n_genes);
+  for (int32_t k = 0; k < K; k++)
+    if (og[k] >= 0) perturbation_of[of_ptr[og[k]] + fill[og[k]]++] = k;
+  free(fill);
   own->n_rows = design->n_cells;
   own->n_cols = K;
   PS_ALLOC(own->indptr, own->n_rows + 1);
@@ -71,13 +78,14 @@ int ps_own_genes_extract(const ps_csr *x, const int64_t *keep, const ps_design *
         }
       } else { /* control: every own gene it expresses */
         for (int64_t p = x->indptr[i]; p < x->indptr[i + 1]; p++) {
-          int32_t k = perturbation_of[x->indices[p]];
-          if (k < 0 || x->data[p] == 0.0) continue;
-          if (pass) {
-            own->indices[w] = k;
-            own->data[w] = x->data[p];
+          if (x->data[p] == 0.0) continue;
+          for (int64_t q = of_ptr[x->indices[p]]; q < of_ptr[x->indices[p] + 1]; q++) {
+            if (pass) {
+              own->indices[w] = perturbation_of[q];
+              own->data[w] = x->data[p];
+            }
+            w++;
           }
-          w++;
         }
         if (pass && w - first > 1) { /* gene order -> perturbation order */
           own_entry *e = malloc((size_t)(w - first) * sizeof *e);
@@ -99,6 +107,7 @@ int ps_own_genes_extract(const ps_csr *x, const int64_t *keep, const ps_design *
     }
   }
   free(perturbation_of);
+  free(of_ptr);
   *own_gene = og;
   return PS_OK;
 }

@@ -59,6 +59,13 @@ def check_layout(path, results, truth):
         print(f"FAIL: groups {groups}, basal {basal.shape}, winsor_cap {caps.shape}, mode {mode}")
         status = 1
     print(f"groups {groups}: basal {basal.shape}, winsor caps {caps.shape}, mode {mode}")
+    if "own_control_median" in var:  # dosage: P@type has P's own gene, its control median over all controls
+        medians = var.groupby(var.perturbation.astype(str)).own_control_median.nunique()
+        fitted = int((var.dosage_status.astype(str) == "fitted").sum())
+        print(f"dosage: {fitted} of {len(var)} (perturbation, type) pairs fitted")
+        if (medians != 1).any() or var.own_control_median.isna().any():
+            print("FAIL: a perturbation's control median of its own gene differs between groups or is missing")
+            status = 1
     return status
 
 
