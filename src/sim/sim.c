@@ -366,8 +366,8 @@ static int simulate_cell(const ps_sim_options *o, const ps_sim_truth *t, int64_t
     double lambda = mu * ps_rng_gamma(&rng, shape) / shape;
     int64_t count = ps_rng_poisson(&rng, lambda);
     if (count == 0) continue;
-    if (at == m->n_cols) { /* n_cols doubles as capacity while generating */
-      int64_t cap = 2 * m->n_cols;
+    if (at == m->n_cols) { /* n_cols doubles as capacity while generating; grow by a quarter */
+      int64_t cap = m->n_cols + m->n_cols / 4 + 1024;
       int32_t *ni = realloc(m->indices, (size_t)cap * sizeof *ni);
       double *nd = realloc(m->data, (size_t)cap * sizeof *nd);
       if (ni) m->indices = ni;
@@ -460,6 +460,18 @@ static int write_dosage_truth(MPI_Comm comm, const ps_sim_options *o, const ps_s
   return PS_OK;
 }
 
+/* Capacity for n cells' counts, so that a large screen is not grown by copying:
+ * the expected nonzeros of the NB counts, P(count > 0) = 1 - (1 + d mu)^(-1/d),
+ * plus 10% for the library-size spread and the effects. */
+static int64_t expected_nonzeros(const ps_sim_options *o, const ps_sim_truth *t, int64_t n) {
+  double per_cell = 0;
+  for (int32_t g = 0; g < o->n_genes; g++) {
+    double mu = o->library_size * t->gene_weight[g];
+    per_cell += 1.0 - pow(1.0 + o->dispersion * mu, -1.0 / o->dispersion);
+  }
+  return (int64_t)(1.1 * per_cell * (double)n) + 1024;
+}
+
 int ps_sim_write(MPI_Comm comm, const ps_sim_options *o, const char *prefix, ps_progress *progress) {
   int rank, size;
   MPI_Comm_rank(comm, &rank);
@@ -472,7 +484,7 @@ int ps_sim_write(MPI_Comm comm, const ps_sim_options *o, const char *prefix, ps_
   ps_block_range(o->n_cells, rank, size, &begin, &end);
   sim_block b = {0};
   b.counts.n_rows = end - begin;
-  b.counts.n_cols = 1024;
+  b.counts.n_cols = expected_nonzeros(o, &t, end - begin);
   PS_ALLOC(b.counts.indptr, end - begin + 1);
   PS_ALLOC(b.counts.indices, b.counts.n_cols);
   PS_ALLOC(b.counts.data, b.counts.n_cols);
