@@ -25,11 +25,8 @@ void pdpotrf_(const char *uplo, const int *n, double *a, const int *ia, const in
 void pdpotrs_(const char *uplo, const int *n, const int *nrhs, const double *a, const int *ia, const int *ja,
               const int *desca, double *b, const int *ib, const int *jb, const int *descb, int *info,
               size_t uplo_len);
-void pdpotri_(const char *uplo, const int *n, double *a, const int *ia, const int *ja, const int *desca, int *info,
-              size_t uplo_len);
-/* sub(C) = beta sub(C) + alpha sub(A)^T, sub(C) m x n (PBLAS) */
-void pdtran_(const int *m, const int *n, const double *alpha, const double *a, const int *ia, const int *ja,
-             const int *desca, const double *beta, double *c, const int *ic, const int *jc, const int *descc);
+void pdtrtri_(const char *uplo, const char *diag, const int *n, double *a, const int *ia, const int *ja,
+              const int *desca, int *info, size_t uplo_len, size_t diag_len);
 
 /* ---- block-cyclic index arithmetic (block size nb, first block on process 0) ---- */
 

@@ -9,8 +9,8 @@
  * B_r (this rank's rows) = its rows of (X^T X + lambda I)^-1 times the whole
  * (K + 1) x (N * batch) right-hand side. That is the same 2 n^2 flops per
  * column as the two triangular solves of pdpotrs, but at the dgemm rate and
- * with no communication inside the solve; the grid is P x 1 so a rank's rows
- * of the inverse are whole rows (ridge_system.c).
+ * with no communication inside the solve; the grid is 1 x P so a rank's
+ * columns of the inverse are whole columns, i.e. its rows transposed (ridge_system.c).
  *
  * Which design row meets which cell: permutation r is a global permutation pi_r
  * of the M analysed cells (rank blocks concatenated), and X^T Y_r =
@@ -29,6 +29,7 @@
 #include <cblas.h>
 #include <limits.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -157,42 +158,24 @@ static int rows_gather(MPI_Comm comm, const ps_design *d, all_rows *a) {
   return err;
 }
 
-/* ---- X^T X + lambda I inverted once, whole rows on each rank ---- */
+/* ---- the inverse factor W = L^-1, once ---- */
 
-/* pdpotri leaves the inverse in the lower triangle; the upper one is filled by
- * transposing one column panel at a time (a panel-sized temporary, not a second
- * matrix). On the P x 1 grid a local column is the global column. */
-static int invert_panels(ridge_system *s, double *panel, int width) {
+/* In place (the system is not solved with pdpotrs afterwards): the factor L
+ * becomes W = L^-1, so (X^T X + lambda I)^-1 = W^T W. The upper triangle
+ * inside the diagonal blocks is zeroed because the products below read whole
+ * column blocks from their diagonal down. */
+static int invert(ridge_system *s) {
   const ridge_grid *g = &s->grid;
-  int one = 1, zero = 0, info = 0, lld = s->a_rows > 1 ? s->a_rows : 1, desc_p[9];
-  double d_one = 1.0, d_zero = 0.0;
-  descinit_(desc_p, &s->n, &width, &g->nb, &g->nb, &zero, &zero, &g->ctxt, &lld, &info);
-  if (info != 0) PS_FAIL(PS_ERR_SYSTEM, "ridge: descinit for the inverse panel failed (info %d)", info);
-  for (int j0 = 0; j0 < s->n; j0 += width) {
-    int w = s->n - j0 < width ? s->n - j0 : width, ja = j0 + 1;
-    /* panel(1:n, 1:w) = inverse(j0 + 1 : j0 + w, 1 : n)^T */
-    pdtran_(&s->n, &w, &d_one, s->a, &ja, &one, s->desc_a, &d_zero, panel, &one, &one, desc_p);
-    for (int jj = 0; jj < w; jj++) {
-      int64_t j = j0 + jj;
-      for (int li = 0; li < s->a_rows; li++)
-        if (ridge_global_of(li, g->nb, g->myrow, g->nprow) < j) s->a[j * lld + li] = panel[(int64_t)jj * lld + li];
-    }
+  if (g->nprow != 1) PS_FAIL(PS_ERR_SYSTEM, "ridge: the inverse factor needs a 1 x P process grid");
+  int one = 1, info = 0;
+  pdtrtri_("L", "N", &s->n, s->a, &one, &one, s->desc_a, &info, 1, 1);
+  if (info != 0) PS_FAIL(PS_ERR_SYSTEM, "ridge: pdtrtri failed (info %d)", info);
+  int lda = s->a_rows > 1 ? s->a_rows : 1;
+  for (int lj = 0; lj < s->a_cols; lj++) {
+    int64_t j = ridge_global_of(lj, g->nb, g->mycol, g->npcol);
+    for (int64_t i = j / g->nb * g->nb; i < j; i++) s->a[(int64_t)lj * lda + i] = 0.0;
   }
   return PS_OK;
-}
-
-/* In place: the factor becomes the full symmetric inverse (the system is not solved against afterwards). */
-static int invert(ridge_system *s) {
-  if (s->grid.npcol != 1) PS_FAIL(PS_ERR_SYSTEM, "ridge: the inverse needs a P x 1 process grid");
-  int one = 1, info = 0;
-  pdpotri_("L", &s->n, s->a, &one, &one, s->desc_a, &info, 1);
-  if (info != 0) PS_FAIL(PS_ERR_SYSTEM, "ridge: pdpotri failed (info %d)", info);
-  int width = s->grid.nb * 4 < s->n ? s->grid.nb * 4 : s->n;
-  double *panel = malloc((size_t)(s->a_rows > 1 ? s->a_rows : 1) * (size_t)width * sizeof *panel);
-  int err = panel ? invert_panels(s, panel, width)
-                  : ps_error_set(PS_ERR_SYSTEM, __FILE__, __LINE__, "out of memory (inverse panel)");
-  free(panel);
-  return err;
 }
 
 /* ---- this rank's Y by gene tiles ---- */
@@ -301,15 +284,15 @@ typedef struct {
   int32_t *rows_of;
   int64_t rows_cap;
   double *tile;      /* (K + 1) x TILE */
-  double *rhs;       /* n x ncols column-major, the whole batch's X^T Y_r (every rank's sum after the allreduce) */
-  double *b;         /* this rank's rows of B_r, a_rows x ncols column-major */
+  double *rhs;       /* n x ncols column-major: the batch's X^T Y_r (summed over ranks), then this rank's rows of B_r */
+  double *z;         /* n x ncols column-major: W X^T Y_r */
   int32_t *count;    /* (K + 1) x N: permutations with |B_r| > |B|, this rank's rows of B_r only */
 } perm_work;
 
 static void perm_work_free(perm_work *w) {
   all_rows_free(&w->rows);
   y_tiles_free(&w->y);
-  free(w->pi), free(w->row_ptr), free(w->rows_of), free(w->tile), free(w->rhs), free(w->b), free(w->count);
+  free(w->pi), free(w->row_ptr), free(w->rows_of), free(w->tile), free(w->rhs), free(w->z), free(w->count);
   memset(w, 0, sizeof *w);
 }
 
@@ -320,7 +303,7 @@ static int perm_alloc(const ridge_system *s, const ps_csr *y, perm_work *w, int6
   PS_ALLOC(w->row_ptr, y->n_rows + 1);
   PS_ALLOC(w->tile, (int64_t)s->n * TILE);
   PS_ALLOC(w->rhs, (int64_t)s->n * ncols);
-  PS_ALLOC(w->b, (int64_t)(s->a_rows > 1 ? s->a_rows : 1) * ncols);
+  PS_ALLOC(w->z, (int64_t)s->n * ncols);
   PS_CALL(y_tiles_build(y, s->n_genes, &w->y));
   return PS_OK;
 }
@@ -351,9 +334,12 @@ static int permuted_rows(perm_work *w, int64_t n_local) {
   return PS_OK;
 }
 
-/* Rank-local: this rank's cells' X^T Y_r of permutation r into columns [col0, col0 + N) of rhs. */
+/* Rank-local: this rank's cells' X^T Y_r of permutation r (r < 0: the
+ * unpermuted X^T Y of the fit) into columns [col0, col0 + N) of rhs. */
 static int rhs_fill(const ridge_system *s, perm_work *w, int64_t n_local, uint64_t seed, int r, int64_t col0) {
-  ps_ridge_permutation(seed, r, w->rows.n_cells, w->pi);
+  if (r >= 0) ps_ridge_permutation(seed, r, w->rows.n_cells, w->pi);
+  else
+    for (int64_t c = 0; c < w->rows.n_cells; c++) w->pi[c] = c;
   PS_CALL(permuted_rows(w, n_local));
   for (int t = 0; t < w->y.n_tiles; t++) {
     memset(w->tile, 0, (size_t)s->n * TILE * sizeof *w->tile);
@@ -367,16 +353,56 @@ static int rhs_fill(const ridge_system *s, perm_work *w, int64_t n_local, uint64
   return PS_OK;
 }
 
-/* This rank's rows of B_r: column jc of the batch is gene jc mod N. */
+/* B = W^T (W C) for the batch's C = X^T Y_r (summed over ranks first), two
+ * passes over this rank's column blocks of W, each one dgemm from the block's
+ * diagonal down (W is lower triangular: half the flops of a dense product):
+ *   Z = sum over ranks of W(:, J) C(J, :), then B(J, :) = W(:, J)^T Z.
+ * This rank's rows of B (its columns J) overwrite rhs, leading dimension a_cols. */
+static int batch_solve(MPI_Comm comm, const ridge_system *s, perm_work *w, int64_t ncols, const char *stage) {
+  const ridge_grid *g = &s->grid;
+  int lda = s->a_rows > 1 ? s->a_rows : 1, ldb = s->a_cols > 1 ? s->a_cols : 1, n = s->n;
+  char name[3][48];
+  snprintf(name[0], sizeof name[0], "%s.reduce_seconds", stage);
+  snprintf(name[1], sizeof name[1], "%s.solve_seconds", stage);
+  snprintf(name[2], sizeof name[2], "%s.solve_flops", stage);
+  double t = ps_wtime();
+  PS_CALL(ridge_allreduce_sum(comm, w->rhs, (int64_t)n * ncols, MPI_DOUBLE, sizeof *w->rhs));
+  ps_stats_add(name[0], ps_wtime() - t);
+  t = ps_wtime();
+  memset(w->z, 0, (size_t)n * (size_t)ncols * sizeof *w->z);
+  for (int lj0 = 0; lj0 < s->a_cols; lj0 += g->nb) {
+    int64_t j0 = ridge_global_of(lj0, g->nb, g->mycol, g->npcol);
+    int width = s->a_cols - lj0 < g->nb ? s->a_cols - lj0 : g->nb, rows = n - (int)j0;
+    cblas_dgemm(CblasColMajor, CblasNoTrans, CblasNoTrans, rows, (int)ncols, width, 1.0, s->a + (int64_t)lj0 * lda + j0,
+                lda, w->rhs + j0, n, 1.0, w->z + j0, n);
+  }
+  double t_first = ps_wtime() - t;
+  t = ps_wtime();
+  PS_CALL(ridge_allreduce_sum(comm, w->z, (int64_t)n * ncols, MPI_DOUBLE, sizeof *w->z));
+  ps_stats_add(name[0], ps_wtime() - t);
+  t = ps_wtime();
+  for (int lj0 = 0; lj0 < s->a_cols; lj0 += g->nb) {
+    int64_t j0 = ridge_global_of(lj0, g->nb, g->mycol, g->npcol);
+    int width = s->a_cols - lj0 < g->nb ? s->a_cols - lj0 : g->nb, rows = n - (int)j0;
+    cblas_dgemm(CblasColMajor, CblasTrans, CblasNoTrans, width, (int)ncols, rows, 1.0, s->a + (int64_t)lj0 * lda + j0,
+                lda, w->z + j0, n, 0.0, w->rhs + lj0, ldb);
+  }
+  ps_stats_add(name[1], t_first + ps_wtime() - t);
+  /* Of the whole product, all ranks (as ridge.factor_flops): two triangular products, 2 n^2 per column. */
+  ps_stats_add(name[2], 2.0 * n * (double)n * ncols);
+  return PS_OK;
+}
+
+/* This rank's rows of B_r (its columns of W): column jc of the batch is gene jc mod N. */
 static void count_exceeding(const ridge_system *s, const double *b, int64_t ncols, const double *beta,
                             int32_t *count) {
   const ridge_grid *g = &s->grid;
-  int ldb = s->a_rows > 1 ? s->a_rows : 1, n_genes = s->n_genes;
+  int ldb = s->a_cols > 1 ? s->a_cols : 1, n_genes = s->n_genes;
   for (int64_t jc = 0; jc < ncols; jc++) {
     int64_t gene = jc % n_genes;
     const double *col = b + jc * ldb;
-    for (int li = 0; li < s->a_rows; li++) {
-      int64_t at = ridge_global_of(li, g->nb, g->myrow, g->nprow) * n_genes + gene;
+    for (int li = 0; li < s->a_cols; li++) {
+      int64_t at = ridge_global_of(li, g->nb, g->mycol, g->npcol) * n_genes + gene;
       if (fabs(col[li]) > fabs(beta[at])) count[at]++;
     }
   }
@@ -388,8 +414,31 @@ static int pvalues_fill(const int32_t *count, int64_t entries, int n_permutation
   return PS_OK;
 }
 
-/* One batch: every rank's X^T Y_r summed on every rank, then B_r for this
- * rank's rows = its rows of the inverse times the whole right-hand side. */
+/* The fit on the inverse factor: B replicated in out. Collective. */
+static int fit_inverse(MPI_Comm comm, const ridge_system *s, const ps_csr *y, double lambda, perm_work *w,
+                       ps_ridge *out) {
+  const ridge_grid *g = &s->grid;
+  double t = ps_wtime();
+  PS_CALL(ps_error_sync(comm, rhs_fill(s, w, y->n_rows, 0, -1, 0)));
+  ps_stats_add("ridge.rhs_seconds", ps_wtime() - t);
+  PS_CALL(batch_solve(comm, s, w, s->n_genes, "ridge"));
+  int64_t entries = (int64_t)s->n * s->n_genes;
+  int err = PS_OK;
+  out->beta = calloc((size_t)entries, sizeof *out->beta);
+  if (!out->beta) err = ps_error_set(PS_ERR_SYSTEM, __FILE__, __LINE__, "out of memory (ridge beta)");
+  PS_CALL(ps_error_sync(comm, err));
+  int ldb = s->a_cols > 1 ? s->a_cols : 1;
+  for (int64_t j = 0; j < s->n_genes; j++)
+    for (int li = 0; li < s->a_cols; li++)
+      out->beta[ridge_global_of(li, g->nb, g->mycol, g->npcol) * s->n_genes + j] = w->rhs[j * ldb + li];
+  PS_CALL(ridge_allreduce_sum(comm, out->beta, entries, MPI_DOUBLE, sizeof *out->beta));
+  out->n_rows = s->n;
+  out->n_genes = s->n_genes;
+  out->lambda = lambda;
+  return PS_OK;
+}
+
+/* One batch: every rank's X^T Y_r summed on every rank, then this rank's rows of B_r. */
 static int batch_run(MPI_Comm comm, const ridge_system *s, const ps_csr *y, const ps_ridge_perm_options *opt,
                      const double *beta, perm_work *w, int r0, int width) {
   int64_t ncols = (int64_t)width * s->n_genes;
@@ -398,24 +447,18 @@ static int batch_run(MPI_Comm comm, const ridge_system *s, const ps_csr *y, cons
   for (int q = 0; q < width && !err; q++) err = rhs_fill(s, w, y->n_rows, opt->seed, r0 + q, (int64_t)q * s->n_genes);
   PS_CALL(ps_error_sync(comm, err));
   ps_stats_add("perm.rhs_seconds", ps_wtime() - t);
+  PS_CALL(batch_solve(comm, s, w, ncols, "perm"));
   t = ps_wtime();
-  PS_CALL(ridge_allreduce_sum(comm, w->rhs, (int64_t)s->n * ncols, MPI_DOUBLE, sizeof *w->rhs));
-  ps_stats_add("perm.reduce_seconds", ps_wtime() - t);
-  t = ps_wtime();
-  int lda = s->a_rows > 1 ? s->a_rows : 1;
-  if (s->a_rows > 0 && ncols > 0)
-    cblas_dgemm(CblasColMajor, CblasNoTrans, CblasNoTrans, s->a_rows, (int)ncols, s->n, 1.0, s->a, lda, w->rhs, s->n,
-                0.0, w->b, lda);
-  ps_stats_add("perm.solve_seconds", ps_wtime() - t);
-  ps_stats_add("perm.solve_flops", 2.0 * s->a_rows * (double)s->n * ncols); /* this rank's share */
-  t = ps_wtime();
-  count_exceeding(s, w->b, ncols, beta, w->count);
+  count_exceeding(s, w->rhs, ncols, beta, w->count);
   ps_stats_add("perm.count_seconds", ps_wtime() - t);
   return PS_OK;
 }
 
-static int perm_run(MPI_Comm comm, ridge_system *s, const ps_design *design, const ps_csr *y,
-                    const ps_ridge_perm_options *opt, const double *beta, double **pvalues, perm_work *w) {
+/* With fit != NULL the fit is computed here too (on the inverse factor) and
+ * its beta is the one compared against; else beta is given. */
+static int perm_run(MPI_Comm comm, ridge_system *s, const ps_design *design, const ps_csr *y, double lambda,
+                    const ps_ridge_perm_options *opt, ps_ridge *fit, const double *beta, double **pvalues,
+                    perm_work *w) {
   int R = opt->n_permutations;
   int64_t entries = (int64_t)s->n * s->n_genes;
   int batch = ps_ridge_perm_batch(s->n, s->n_genes, R, opt->batch_bytes);
@@ -424,12 +467,15 @@ static int perm_run(MPI_Comm comm, ridge_system *s, const ps_design *design, con
   PS_CALL(rows_gather(comm, design, &w->rows));
   PS_CALL(ps_error_sync(comm, perm_alloc(s, y, w, entries, batch)));
   ps_stats_add("perm.rows_seconds", ps_wtime() - t);
-  ps_stats_max("perm.bytes_batch", (double)s->n * batch * s->n_genes * sizeof *w->rhs +
-                                       (double)s->a_rows * batch * s->n_genes * sizeof *w->b);
+  ps_stats_max("perm.bytes_batch", 2.0 * s->n * batch * s->n_genes * sizeof *w->rhs);
   t = ps_wtime();
   PS_CALL(invert(s));
-  ps_stats_add("perm.invert_seconds", ps_wtime() - t);
-  ps_stats_add("perm.invert_flops", 2.0 * s->n * (double)s->n * s->n / 3.0);
+  ps_stats_add("ridge.invert_seconds", ps_wtime() - t);
+  ps_stats_add("ridge.invert_flops", (double)s->n * s->n * s->n / 3.0); /* pdtrtri */
+  if (fit) {
+    PS_CALL(fit_inverse(comm, s, y, lambda, w, fit));
+    beta = fit->beta;
+  }
   for (int r0 = 0; r0 < R; r0 += batch)
     PS_CALL(batch_run(comm, s, y, opt, beta, w, r0, R - r0 < batch ? R - r0 : batch));
   PS_CALL(ridge_allreduce_sum(comm, w->count, entries, MPI_INT32_T, sizeof *w->count));
@@ -447,10 +493,11 @@ static int check_options(const ps_ridge_perm_options *opt) {
 
 /* Everything a p-value run holds, freed in one place whichever step fails. */
 static int pvalues_with_system(MPI_Comm comm, ridge_system *s, const ps_design *design, const ps_csr *y,
-                               const ps_ridge_perm_options *opt, const double *beta, double **pvalues) {
+                               double lambda, const ps_ridge_perm_options *opt, ps_ridge *fit, const double *beta,
+                               double **pvalues) {
   perm_work w;
   memset(&w, 0, sizeof w);
-  int err = perm_run(comm, s, design, y, opt, beta, pvalues, &w);
+  int err = perm_run(comm, s, design, y, lambda, opt, fit, beta, pvalues, &w);
   perm_work_free(&w);
   if (err) {
     free(*pvalues);
@@ -474,11 +521,13 @@ int ps_ridge_permutation_pvalues(MPI_Comm comm, const ps_design *design, const p
   ridge_system s;
   ridge_system_init(&s);
   err = ridge_system_build(comm, design, y, lambda, &s);
-  if (!err) err = pvalues_with_system(comm, &s, design, y, opt, fit->beta, pvalues);
+  if (!err) err = pvalues_with_system(comm, &s, design, y, lambda, opt, NULL, fit->beta, pvalues);
   ridge_system_free(&s);
   return err;
 }
 
+/* With permutations the fit uses the inverse factor the permutations need
+ * anyway (pdpotrs on the 1 x P grid is slow); without, pdpotrs (ridge.c). */
 int ps_ridge_fit_pvalues(MPI_Comm comm, const ps_design *design, const ps_csr *y, double lambda,
                          const ps_ridge_perm_options *opt, ps_ridge *out, double **pvalues) {
   memset(out, 0, sizeof *out);
@@ -487,8 +536,8 @@ int ps_ridge_fit_pvalues(MPI_Comm comm, const ps_design *design, const ps_csr *y
   ridge_system s;
   ridge_system_init(&s);
   int err = ridge_system_build(comm, design, y, lambda, &s);
-  if (!err) err = ridge_fit_with_system(comm, &s, design, y, lambda, out);
-  if (!err && opt->n_permutations > 0) err = pvalues_with_system(comm, &s, design, y, opt, out->beta, pvalues);
+  if (!err && opt->n_permutations == 0) err = ridge_fit_with_system(comm, &s, design, y, lambda, out);
+  else if (!err) err = pvalues_with_system(comm, &s, design, y, lambda, opt, out, NULL, pvalues);
   ridge_system_free(&s);
   if (err) ps_ridge_free(out);
   return err;
