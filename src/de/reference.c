@@ -11,6 +11,8 @@
  * so a test costs O((nnz_P + nnz_add + nnz_remove) log nnz_C). */
 #include "pertscore/de.h"
 
+#include "de_internal.h"
+
 #include <math.h>
 #include <stdlib.h>
 
@@ -103,7 +105,10 @@ int ps_de_ref_build(const ps_de_group *g, ps_de_ref *ref) {
   int64_t *below;
   PS_ALLOC(sorted, g->nnz);
   for (int64_t i = 0; i < g->nnz; i++) sorted[i] = g->values[i];
-  qsort(sorted, (size_t)g->nnz, sizeof *sorted, cmp_double);
+  if (ps_de_sort_values(sorted, g->nnz)) {
+    free(sorted);
+    PS_FAIL(PS_ERR_SYSTEM, "out of memory sorting a DE reference of %lld values", (long long)g->nnz);
+  }
   values = malloc((size_t)(g->nnz + 1) * sizeof *values);
   below = malloc((size_t)(g->nnz + 2) * sizeof *below);
   if (!values || !below) {

@@ -1,0 +1,11 @@
+/* Internal to src/de. */
+#ifndef PERTSCORE_DE_INTERNAL_H
+#define PERTSCORE_DE_INTERNAL_H
+
+#include <stdint.h>
+
+/* Sort n finite doubles ascending (-0.0 comes out as 0.0 above a few hundred values,
+ * where it is a radix sort; below, qsort). 0, or -1 when out of memory (sort.c). */
+int ps_de_sort_values(double *v, int64_t n);
+
+#endif
