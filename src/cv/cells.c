@@ -185,14 +185,16 @@ static int group_cells_make(MPI_Comm comm, const group_layout *l, const ps_desig
                             const int32_t *fold, group_cells *c) {
   memset(c, 0, sizeof *c);
   /* per cell: its number of perturbations, of response nonzeros, and its fold */
-  int64_t n = d->n_cells, *head, *got, n_got, n_ids, nnz;
+  int64_t n = d->n_cells, *head, *got, n_got, n_ids, n_indices, nnz;
+  void *buf;
   PS_ALLOC(head, 3 * n);
   for (int64_t j = 0; j < n; j++) {
     head[3 * j] = d->ptr[j + 1] - d->ptr[j];
     head[3 * j + 1] = y->indptr[j + 1] - y->indptr[j];
     head[3 * j + 2] = fold[j];
   }
-  PS_CALL(send_to_groups(comm, l, head, 3 * n, MPI_INT64_T, sizeof(int64_t), (void **)&got, &n_got));
+  PS_CALL(send_to_groups(comm, l, head, 3 * n, MPI_INT64_T, sizeof(int64_t), &buf, &n_got));
+  got = buf;
   free(head);
   int64_t m = n_got / 3;
   c->design.n_perturbations = d->n_perturbations;
@@ -209,10 +211,13 @@ static int group_cells_make(MPI_Comm comm, const group_layout *l, const ps_desig
     c->fold[j] = (int32_t)got[3 * j + 2];
   }
   free(got);
-  PS_CALL(send_to_groups(comm, l, d->ids, d->ptr[n], MPI_INT32_T, sizeof(int32_t), (void **)&c->design.ids, &n_ids));
-  PS_CALL(send_to_groups(comm, l, y->indices, y->indptr[n], MPI_INT32_T, sizeof(int32_t), (void **)&c->y.indices, &nnz));
-  PS_CALL(send_to_groups(comm, l, y->data, y->indptr[n], MPI_DOUBLE, sizeof(double), (void **)&c->y.data, &nnz));
-  if (n_ids != c->design.ptr[m] || nnz != c->y.indptr[m])
+  PS_CALL(send_to_groups(comm, l, d->ids, d->ptr[n], MPI_INT32_T, sizeof(int32_t), &buf, &n_ids));
+  c->design.ids = buf;
+  PS_CALL(send_to_groups(comm, l, y->indices, y->indptr[n], MPI_INT32_T, sizeof(int32_t), &buf, &n_indices));
+  c->y.indices = buf;
+  PS_CALL(send_to_groups(comm, l, y->data, y->indptr[n], MPI_DOUBLE, sizeof(double), &buf, &nnz));
+  c->y.data = buf;
+  if (n_ids != c->design.ptr[m] || n_indices != c->y.indptr[m] || nnz != c->y.indptr[m])
     PS_FAIL(PS_ERR_SYSTEM, "cv: the fold group's copy of the cells is inconsistent");
   return PS_OK;
 }
@@ -349,10 +354,11 @@ static int held_out_scores(MPI_Comm comm, const group_layout *l, const group_cel
   PS_CALL(ps_error_sync(comm, ps_ridge_fit(comm, design, y, lambda, &full_beta)));
   PS_CALL(ps_error_sync(comm, ps_score_cells(comm, design, y, &full_beta, &so, NULL, &full)));
   ps_ridge_free(&full_beta);
-  double *full_ps; /* per design entry of the group's copy */
+  void *buf;
   int64_t n_full;
   PS_CALL(send_to_groups(comm, l, full.ps, design->ptr[design->n_cells], MPI_DOUBLE, sizeof(double),
-                         (void **)&full_ps, &n_full));
+                         &buf, &n_full));
+  double *full_ps = buf; /* per design entry of the group's copy */
   ps_scores_free(&full);
   int64_t n_entries = c->design.ptr[c->design.n_cells];
   int32_t *pair_fold, *pair_id;
