@@ -137,11 +137,14 @@ void ps_mpi_counts_get(ps_mpi_counts *c); /* totals since start */
 double ps_peak_rss_bytes(void);
 /* Reset the peak to the current RSS (writes "5" to /proc/self/clear_refs). */
 void ps_peak_rss_reset(void);
+/* CPU seconds this process has used (all threads); on a shared machine
+ * S.cpu_seconds / S.seconds shows how much of a stage's wall time it ran. */
+double ps_cpu_seconds(void);
 
 /* ---- progress on rank 0 ----
  * Every rank also records, for each stage S between ps_progress_stage and
  * ps_progress_done (or the next ps_progress_stage), the statistics S.seconds,
- * S.peak_rss_bytes (peak RSS reset at the stage start), S.mpi_bytes, S.mpi_calls,
+ * S.cpu_seconds, S.peak_rss_bytes (peak RSS reset at the stage start), S.mpi_bytes, S.mpi_calls,
  * S.mpi_p2p_bytes (see ps_stats_* below; tools/bench reads them). */
 typedef struct {
   int enabled;
@@ -150,6 +153,7 @@ typedef struct {
   int last_percent;
   int in_stage;              /* a stage is open: its statistics are not recorded yet */
   ps_mpi_counts mpi_at_stage; /* counters at the stage start */
+  double cpu_at_stage;        /* process CPU seconds at the stage start (S.cpu_seconds) */
 } ps_progress;
 
 void ps_progress_init(ps_progress *p, MPI_Comm comm, int quiet);

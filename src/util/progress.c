@@ -4,8 +4,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 double ps_wtime(void) { return MPI_Wtime(); }
+
+double ps_cpu_seconds(void) {
+  struct timespec t;
+  if (clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t) != 0) return 0;
+  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
 
 double ps_peak_rss_bytes(void) {
   FILE *f = fopen("/proc/self/status", "r");
@@ -38,6 +45,8 @@ static void stage_record(ps_progress *p, double seconds) {
   double peak = ps_peak_rss_bytes();
   snprintf(name, sizeof name, "%s.seconds", p->stage);
   ps_stats_add(name, seconds);
+  snprintf(name, sizeof name, "%s.cpu_seconds", p->stage);
+  ps_stats_add(name, ps_cpu_seconds() - p->cpu_at_stage);
   snprintf(name, sizeof name, "%s.peak_rss_bytes", p->stage);
   ps_stats_max(name, peak);
   ps_stats_max("process.peak_rss_bytes", peak);
@@ -62,6 +71,7 @@ void ps_progress_stage(ps_progress *p, const char *stage) {
   ps_stats_max("process.peak_rss_bytes", ps_peak_rss_bytes());
   ps_peak_rss_reset();
   ps_mpi_counts_get(&p->mpi_at_stage);
+  p->cpu_at_stage = ps_cpu_seconds();
   p->in_stage = 1;
   p->stage = stage;
   p->t_stage = ps_wtime();

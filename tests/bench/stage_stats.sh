@@ -13,7 +13,7 @@ for rank in (0, 1):
     s = json.load(open("st.rank%d.json" % rank))
     assert s["rank"] == rank
     for stage in ("read", "ridge", "score", "write"):
-        assert s[stage + ".seconds"] > 0, (rank, stage)
+        assert s[stage + ".seconds"] > 0 and s[stage + ".cpu_seconds"] > 0, (rank, stage)
         assert s[stage + ".peak_rss_bytes"] > 1e6, (rank, stage)
         assert s[stage + ".peak_rss_bytes"] <= s["process.peak_rss_bytes"], (rank, stage)
         assert s[stage + ".mpi_calls"] >= 1, (rank, stage)

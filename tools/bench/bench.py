@@ -225,7 +225,7 @@ def read_stats(prefix, np):
     return ranks
 
 
-STAGE_SUFFIXES = ("seconds", "peak_rss_bytes", "mpi_bytes", "mpi_calls", "mpi_p2p_bytes")
+STAGE_SUFFIXES = ("seconds", "cpu_seconds", "peak_rss_bytes", "mpi_bytes", "mpi_calls", "mpi_p2p_bytes")
 
 
 def stage_table(ranks, trace):
@@ -247,8 +247,8 @@ def stage_table(ranks, trace):
             vals = [v for v in vals if v is not None]
             if not vals:
                 continue
-            if suffix == "seconds":
-                row["seconds"] = max(vals)
+            if suffix in ("seconds", "cpu_seconds"):  # the slowest rank; CPU < wall on a busy machine
+                row[suffix] = max(vals)
             elif suffix == "peak_rss_bytes":
                 row["peak_rss_per_rank_bytes"] = vals
             else:
@@ -377,12 +377,13 @@ def print_run(r):
         st, percent, el, eta = r["last_progress"]
         print("   last progress: stage %s %d%% at %.0f s%s" % (st, percent, el, "" if eta is None else ", eta %.0f s" % eta))
     model = (r.get("model") or {}).get("stages", {})
-    print("   %-14s %9s %22s %10s %12s %10s %12s" % ("stage", "seconds", "peak RSS/rank GiB", "model GiB", "MB sent",
-                                                    "MPI calls", "p2p MB"))
+    print("   %-14s %9s %8s %22s %10s %12s %10s %12s" % ("stage", "seconds", "cpu s", "peak RSS/rank GiB",
+                                                          "model GiB", "MB sent", "MPI calls", "p2p MB"))
     for row in r["stages"] + [dict(s, stage="cv:" + s["stage"]) for s in r.get("cv", {}).get("stages", [])]:
         peaks = row.get("peak_rss_per_rank_bytes", [])
-        print("   %-14s %9s %22s %10s %12s %10s %12s" % (
+        print("   %-14s %9s %8s %22s %10s %12s %10s %12s" % (
             row["stage"], "%.2f" % row["seconds"] if "seconds" in row else "-",
+            "%.2f" % row["cpu_seconds"] if "cpu_seconds" in row else "-",
             ",".join("%.2f" % (p / GIB) for p in peaks) or "-", gib(model.get(row["stage"])),
             "%.1f" % (row["mpi_bytes_sum"] / 1e6) if "mpi_bytes_sum" in row else "-",
             "%d" % row["mpi_calls_sum"] if "mpi_calls_sum" in row else "-",
@@ -521,6 +522,58 @@ def input_nnz(h5ad):
         return None
 
 
+# ---------------------------------------------------------------- projection (docs/performance.md)
+
+def project(M, G, K, moi, N, R, nodes, ranks_per_node, density=0.27, dgemm_gflops=30.0, sparse_gops=1.0,
+            nic_gbs=12.5, fs_gbs=20.0, mem_gbs=200.0, batch=1, targets_per_k=100, cores_per_node=64):
+    """Seconds and bytes per rank of each stage from the cost model, for a machine described by its
+    per-core dgemm rate, sparse op rate, NIC, file-system and node memory bandwidth (GB/s). Ranks
+    use cores_per_node / ranks_per_node OpenBLAS threads for the dense products; our own loops
+    (sparse sums, shuffles) run on one core per rank."""
+    P = nodes * ranks_per_node
+    dgemm_gflops *= cores_per_node / ranks_per_node
+    n, z, D = K + 1, M * G * density, M * moi
+    Y = min(z * N / G, M * N)
+    T = K * targets_per_k
+    t, mem = {}, {}
+    t["read"] = 12 * z / (fs_gbs * 1e9)
+    mem["read"] = 12 * z / P + 40 * M / P + 40 * G
+    t["targets"] = (12 * z / nodes) / (nic_gbs * 1e9) + (z * 20 + G * D) / P / (sparse_gops * 1e9)
+    mem["targets"] = 32 * z / P + 24 * M + 8 * D + 40 * T
+    nb = max(1, min(128, n // P))
+    eff = min(1.0, nb / 128.0)  # a P x 1 grid with small blocks runs far below the dgemm rate
+    t["ridge"] = (n ** 3 / 3 + (2 * n ** 3 / 3 if R else 0)) / (P * dgemm_gflops * 1e9 * max(eff, 0.05)) + \
+        2 * (moi + 1) * Y / P / (sparse_gops * 1e9)
+    rP = -(-n // P)
+    mem["ridge"] = 8 * rP * n + 16 * n * N + 8 * rP * N
+    per_perm_allreduce = 2 * 8 * n * N / (nic_gbs * 1e9) + ranks_per_node * 8 * n * N / (mem_gbs * 1e9)
+    t["permutations"] = R * (2 * n * n * N / (P * dgemm_gflops * 1e9) + 2 * (moi + 1) * Y / P / (sparse_gops * 1e9)
+                             + M * 7e-9 + per_perm_allreduce)
+    mem["permutations"] = 8 * rP * n + 16 * M + 4 * D + 12 * (M + D) / P + 13 * Y / P + 12 * n * N + \
+        8 * (n + rP) * N * batch
+    t["score"] = D * (moi * N * 0.05 + moi ** 2) / P / 1e9
+    mem["score"] = 8 * n * N + 8 * D / P
+    t["write"] = (8 * D + 24 * n * N) / (fs_gbs * 1e9)
+    mem["write"] = 8 * n * N + 8 * D / P + (16 * moi + 40) * M / P
+    resident = 48 * 2 ** 20 + 12 * Y / P + 12 * D / P + 45 * M / P + 40 * G + 8 * n * N
+    return {"P": P, "seconds": t, "stage_bytes": mem, "resident_bytes": resident,
+            "peak_bytes_per_rank": resident + max(mem.values()),
+            "peak_bytes_per_node": ranks_per_node * (resident + max(mem.values()))}
+
+
+def print_projection(args):
+    M, G, K, moi, N, R, nodes = (float(x) for x in args.project.split(","))
+    print("== projection: M %.3g cells, G %d genes, K %d perturbations, MOI %g, N %d regression genes, R %d, "
+          "%d nodes (docs/performance.md)" % (M, G, K, moi, N, R, nodes))
+    for rpn in (64, 16, 4):
+        p = project(M, int(G), int(K), moi, int(N), int(R), int(nodes), rpn)
+        t = p["seconds"]
+        print("   %3d ranks/node (P %5d, %2d BLAS threads): %s; total %.0f s; peak %.2f GiB/rank, %.0f GiB/node" % (
+            rpn, p["P"], 64 // rpn, ", ".join("%s %.1f s" % (k, v) for k, v in t.items()), sum(t.values()),
+            p["peak_bytes_per_rank"] / GIB, p["peak_bytes_per_node"] / GIB))
+    return {"projection": args.project}
+
+
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
     repo = os.path.dirname(os.path.dirname(here))
@@ -541,7 +594,12 @@ def main():
     p.add_argument("--timeout", type=float, default=1200.0, help="stop a run after this many seconds")
     p.add_argument("--max-total-gib", type=float, default=18.0, help="stop a run whose ranks hold more")
     p.add_argument("--json", help="results file (default WORK/results/<mode>-<time>.json)")
+    p.add_argument("--project", metavar="M,G,K,MOI,N,R,NODES",
+                   help="print the cost model's projection for this shape and exit (e.g. 1e7,8563,20000,1,8000,100,64)")
     args = p.parse_args()
+    if args.project:
+        print_projection(args)
+        return
     args.work = os.path.abspath(args.work)
     if os.path.commonpath([args.work, repo]) == repo and subprocess.run(
             ["git", "-C", repo, "check-ignore", "-q", args.work]).returncode != 0:
