@@ -32,16 +32,57 @@ static void gradient(int d, const double *h, const double *c, double lambda, con
   }
 }
 
+/* Plain Cholesky of H_FF into the lower triangle of a, and p_F = -(H_FF)^-1 g_F.
+ * Returns 0 (nothing written to p) if a pivot falls to floor_pivot or below: then
+ * face_step's pivoted, floored version is needed. Most faces are well conditioned,
+ * and this half of the work is most of a high-MOI cell's QP time. */
+static int face_step_plain(int d, const double *h, const int *free_idx, int n, const double *g, double floor_pivot,
+                           double *a, double *b, double *p) {
+  for (int i = 0; i < n; i++) {
+    const double *row = h + (size_t)free_idx[i] * d;
+    for (int j = 0; j <= i; j++) a[i * n + j] = row[free_idx[j]];
+  }
+  for (int k = 0; k < n; k++) {
+    double piv = a[k * n + k];
+    for (int t = 0; t < k; t++) piv -= a[k * n + t] * a[k * n + t];
+    if (!(piv > floor_pivot)) return 0;
+    double s = sqrt(piv);
+    a[k * n + k] = s;
+    for (int i = k + 1; i < n; i++) {
+      double v = a[i * n + k];
+      for (int t = 0; t < k; t++) v -= a[i * n + t] * a[k * n + t];
+      a[i * n + k] = v / s;
+    }
+  }
+  for (int i = 0; i < n; i++) {
+    double v = -g[free_idx[i]];
+    for (int j = 0; j < i; j++) v -= a[i * n + j] * b[j];
+    b[i] = v / a[i * n + i];
+  }
+  for (int i = n - 1; i >= 0; i--) {
+    double v = b[i];
+    for (int j = i + 1; j < n; j++) v -= a[j * n + i] * b[j];
+    b[i] = v / a[i * n + i];
+  }
+  for (int i = 0; i < n; i++) p[free_idx[i]] = b[i];
+  return 1;
+}
+
 /* p_F = -(H_FF)^-1 g_F by pivoted, floored Cholesky; free_idx[0..n) lists F; a is n x n scratch. */
 static void face_step(int d, const double *h, const int *free_idx, int n, const double *g, double *a, double *b,
                       int *perm, double *p) {
   double floor_pivot = 0.0;
   for (int i = 0; i < n; i++) {
-    perm[i] = i;
-    for (int j = 0; j < n; j++) a[i * n + j] = h[(size_t)free_idx[i] * d + free_idx[j]];
-    if (a[i * n + i] > floor_pivot) floor_pivot = a[i * n + i];
+    double diag = h[(size_t)free_idx[i] * d + free_idx[i]];
+    if (diag > floor_pivot) floor_pivot = diag;
   }
   floor_pivot = floor_pivot > 0.0 ? 1e-14 * floor_pivot : 1e-300;
+  /* well above the floor the plain factorization gives the same step */
+  if (face_step_plain(d, h, free_idx, n, g, 1e3 * floor_pivot, a, b, p)) return;
+  for (int i = 0; i < n; i++) {
+    perm[i] = i;
+    for (int j = 0; j < n; j++) a[i * n + j] = h[(size_t)free_idx[i] * d + free_idx[j]];
+  }
   for (int k = 0; k < n; k++) {
     int q = k;
     for (int i = k + 1; i < n; i++)
