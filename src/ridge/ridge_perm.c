@@ -284,7 +284,11 @@ typedef struct {
   int32_t *rows_of;
   int64_t rows_cap;
   double *tile;      /* (K + 1) x TILE */
-  double *rhs;       /* n x ncols column-major: the batch's X^T Y_r (summed over ranks), then this rank's rows of B_r */
+  double *rhs;       /* the batch's X^T Y_r, grouped by the rank owning each row (reduce-scatter order); after
+                      * the sum, this rank's rows (a_cols x ncols); after the solve, its rows of B_r */
+  int *share;        /* per comm rank: its rows x ncols (reduce-scatter counts) */
+  int64_t *row_base; /* per row k: where column 0 of row k sits in rhs for the current ncols */
+  int *row_stride;   /* per row k: rows of its owner (the column stride there) */
   double *z;         /* n x ncols column-major: W X^T Y_r */
   int32_t *count;    /* (K + 1) x N: permutations with |B_r| > |B|, this rank's rows of B_r only */
 } perm_work;
@@ -293,6 +297,7 @@ static void perm_work_free(perm_work *w) {
   all_rows_free(&w->rows);
   y_tiles_free(&w->y);
   free(w->pi), free(w->row_ptr), free(w->rows_of), free(w->tile), free(w->rhs), free(w->z), free(w->count);
+  free(w->share), free(w->row_base), free(w->row_stride);
   memset(w, 0, sizeof *w);
 }
 
@@ -304,6 +309,9 @@ static int perm_alloc(const ridge_system *s, const ps_csr *y, perm_work *w, int6
   PS_ALLOC(w->tile, (int64_t)s->n * TILE);
   PS_ALLOC(w->rhs, (int64_t)s->n * ncols);
   PS_ALLOC(w->z, (int64_t)s->n * ncols);
+  PS_ALLOC(w->share, s->grid.npcol);
+  PS_ALLOC(w->row_base, s->n);
+  PS_ALLOC(w->row_stride, s->n);
   PS_CALL(y_tiles_build(y, s->n_genes, &w->y));
   return PS_OK;
 }
@@ -334,6 +342,26 @@ static int permuted_rows(perm_work *w, int64_t n_local) {
   return PS_OK;
 }
 
+/* Where X^T Y_r entries go for a right-hand side of ncols columns: the rows of
+ * comm rank 0 first (its block-cyclic rows, column-major), then rank 1's...,
+ * so one reduce-scatter leaves each rank the sums of exactly its rows. The
+ * counts are int: checked by the caller (batch_limit). */
+static void rhs_layout(const ridge_system *s, perm_work *w, int64_t ncols) {
+  const ridge_grid *g = &s->grid;
+  int64_t start = 0;
+  for (int r = 0; r < g->npcol; r++) {
+    int rows = ridge_local_count(s->n, g->nb, g->pcol_of[r], g->npcol);
+    w->share[r] = (int)(rows * ncols);
+    for (int lk = 0; lk < rows; lk++) {
+      int64_t k = ridge_global_of(lk, g->nb, g->pcol_of[r], g->npcol);
+      w->row_base[k] = start + lk;
+      w->row_stride[k] = rows;
+    }
+    start += rows * ncols;
+  }
+  memset(w->rhs, 0, (size_t)s->n * (size_t)ncols * sizeof *w->rhs);
+}
+
 /* Rank-local: this rank's cells' X^T Y_r of permutation r (r < 0: the
  * unpermuted X^T Y of the fit) into columns [col0, col0 + N) of rhs. */
 static int rhs_fill(const ridge_system *s, perm_work *w, int64_t n_local, uint64_t seed, int r, int64_t col0) {
@@ -346,8 +374,8 @@ static int rhs_fill(const ridge_system *s, perm_work *w, int64_t n_local, uint64
     tile_add(&w->y, t, w->row_ptr, w->rows_of, w->tile);
     int width = s->n_genes - TILE * t < TILE ? s->n_genes - TILE * t : TILE;
     for (int g = 0; g < width; g++) {
-      double *col = w->rhs + (col0 + (int64_t)TILE * t + g) * s->n;
-      for (int32_t k = 0; k < s->n; k++) col[k] = w->tile[(int64_t)k * TILE + g];
+      int64_t col = col0 + (int64_t)TILE * t + g;
+      for (int32_t k = 0; k < s->n; k++) w->rhs[w->row_base[k] + col * w->row_stride[k]] = w->tile[(int64_t)k * TILE + g];
     }
   }
   return PS_OK;
@@ -366,7 +394,8 @@ static int batch_solve(MPI_Comm comm, const ridge_system *s, perm_work *w, int64
   snprintf(name[1], sizeof name[1], "%s.solve_seconds", stage);
   snprintf(name[2], sizeof name[2], "%s.solve_flops", stage);
   double t = ps_wtime();
-  PS_CALL(ridge_allreduce_sum(comm, w->rhs, (int64_t)n * ncols, MPI_DOUBLE, sizeof *w->rhs));
+  /* Each rank receives the sums of its own rows only: C(J, :), a_cols x ncols. */
+  PS_CHECK_MPI(MPI_Reduce_scatter(MPI_IN_PLACE, w->rhs, w->share, MPI_DOUBLE, MPI_SUM, comm));
   ps_stats_add(name[0], ps_wtime() - t);
   t = ps_wtime();
   memset(w->z, 0, (size_t)n * (size_t)ncols * sizeof *w->z);
@@ -374,7 +403,7 @@ static int batch_solve(MPI_Comm comm, const ridge_system *s, perm_work *w, int64
     int64_t j0 = ridge_global_of(lj0, g->nb, g->mycol, g->npcol);
     int width = s->a_cols - lj0 < g->nb ? s->a_cols - lj0 : g->nb, rows = n - (int)j0;
     cblas_dgemm(CblasColMajor, CblasNoTrans, CblasNoTrans, rows, (int)ncols, width, 1.0, s->a + (int64_t)lj0 * lda + j0,
-                lda, w->rhs + j0, n, 1.0, w->z + j0, n);
+                lda, w->rhs + lj0, ldb, 1.0, w->z + j0, n);
   }
   double t_first = ps_wtime() - t;
   t = ps_wtime();
@@ -419,6 +448,7 @@ static int fit_inverse(MPI_Comm comm, const ridge_system *s, const ps_csr *y, do
                        ps_ridge *out) {
   const ridge_grid *g = &s->grid;
   double t = ps_wtime();
+  rhs_layout(s, w, s->n_genes);
   PS_CALL(ps_error_sync(comm, rhs_fill(s, w, y->n_rows, 0, -1, 0)));
   ps_stats_add("ridge.rhs_seconds", ps_wtime() - t);
   PS_CALL(batch_solve(comm, s, w, s->n_genes, "ridge"));
@@ -444,6 +474,7 @@ static int batch_run(MPI_Comm comm, const ridge_system *s, const ps_csr *y, cons
   int64_t ncols = (int64_t)width * s->n_genes;
   double t = ps_wtime();
   int err = PS_OK;
+  rhs_layout(s, w, ncols);
   for (int q = 0; q < width && !err; q++) err = rhs_fill(s, w, y->n_rows, opt->seed, r0 + q, (int64_t)q * s->n_genes);
   PS_CALL(ps_error_sync(comm, err));
   ps_stats_add("perm.rhs_seconds", ps_wtime() - t);
@@ -462,6 +493,12 @@ static int perm_run(MPI_Comm comm, ridge_system *s, const ps_design *design, con
   int R = opt->n_permutations;
   int64_t entries = (int64_t)s->n * s->n_genes;
   int batch = ps_ridge_perm_batch(s->n, s->n_genes, R, opt->batch_bytes);
+  /* A rank's rows x the batch's columns is one reduce-scatter count (int). */
+  int64_t most_rows = ridge_local_count(s->n, s->grid.nb, 0, s->grid.npcol), per = most_rows * s->n_genes;
+  if (per > INT_MAX)
+    PS_FAIL(PS_ERR_INPUT, "permutation p-values: %d ridge rows x %d genes is too large for one rank (use more ranks)",
+            s->n, s->n_genes);
+  if (per > 0 && batch > INT_MAX / per) batch = (int)(INT_MAX / per);
   ps_stats_set("perm.batch_width", batch);
   double t = ps_wtime();
   PS_CALL(rows_gather(comm, design, &w->rows));
