@@ -122,6 +122,9 @@ typedef struct {
 /* Average (1-based, ties averaged) rank of v among the reference's n cells; NaN if no
  * cell of the reference has the value v (0 counts when the reference has zeros). */
 double ps_de_ref_rank(const ps_de_ref *ref, double v);
+/* ps_de_ref_build, and rank[i] = ps_de_ref_rank of g->values[i] for each stored value
+ * (rank: g->nnz doubles), for the cost of the one sort. */
+int ps_de_ref_build_ranks(const ps_de_group *g, ps_de_ref *ref, double *rank);
 /* One stored value of P: its value, ps_de_ref_rank of it, and expm1 of it. Zero-initialize
  * the sums first. */
 void ps_de_sums_add(ps_de_sums *s, double value, double rank, double expm1_value);

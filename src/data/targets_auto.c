@@ -176,21 +176,29 @@ static int complement_applies(const ps_dataset_options *opt, const de_groups *g,
 }
 
 /* One owned gene's K tests when complement_applies: per stored value its rank in its
- * cell's reference, added to the sums of each perturbation the cell is in P of. */
+ * cell's reference, added to the sums of each perturbation the cell is in P of.
+ * ranks: from ps_de_ref_build_ranks, the references' values one after another, each
+ * reference's in the order of the gene's stored values (as test_owned_genes fills them). */
 static int complement_tests(const ps_dataset_options *opt, const de_groups *g, const ps_gene_shard *s, int64_t lg,
-                            int32_t K, const ps_de_ref *refs, ps_de_sums *sums, int32_t gene, int size,
-                            record_list *out) {
+                            int32_t K, const ps_de_ref *refs, const double *ranks, ps_de_sums *sums, int32_t gene,
+                            int size, record_list *out) {
   const double t_min = last_threshold(&opt->de);
   memset(sums, 0, (size_t)K * sizeof *sums);
+  int64_t *at;
+  PS_ALLOC(at, g->n_refs + 1);
+  for (int64_t q = s->ptr[lg]; q < s->ptr[lg + 1]; q++)
+    if (g->in_ref[s->cell[q]] >= 0) at[g->in_ref[s->cell[q]] + 1]++;
+  for (int32_t r = 0; r < g->n_refs; r++) at[r + 1] += at[r];
   for (int64_t q = s->ptr[lg]; q < s->ptr[lg + 1]; q++) {
     int64_t c = s->cell[q];
+    double rank = g->in_ref[c] >= 0 ? ranks[at[g->in_ref[c]]++] : NAN; /* NaN: refused below */
     if (g->role_ptr[c] == g->role_ptr[c + 1]) continue;
     double v = s->value[q], e = expm1(v);
-    double rank = g->in_ref[c] >= 0 ? ps_de_ref_rank(&refs[g->in_ref[c]], v) : NAN; /* NaN: refused below */
     for (int64_t r = g->role_ptr[c]; r < g->role_ptr[c + 1]; r++)
       if (g->roles[r] % N_ROLES == ROLE_P) ps_de_sums_add(&sums[g->roles[r] / N_ROLES], v, rank, e);
   }
-  for (int32_t k = 0; k < K; k++) {
+  int err = PS_OK;
+  for (int32_t k = 0; k < K && !err; k++) {
     const int32_t rk = g->ref_of ? g->ref_of[k] : 0;
     int64_t n1 = g->group_size[N_ROLES * k + ROLE_P], n2 = g->n_ref[rk] - n1;
     if (n1 < 1 || n2 < 1) continue;
@@ -199,11 +207,12 @@ static int complement_tests(const ps_dataset_options *opt, const de_groups *g, c
     double pct2 = ps_de_round3((double)(refs[rk].n_positive - sums[k].positive) / (double)n2);
     if (!(fmax(pct1, pct2) >= opt->de.min_pct)) continue;
     ps_de_gene r;
-    PS_CALL(ps_de_test_gene_complement(&sums[k], n1, &refs[rk], &r));
+    if ((err = ps_de_test_gene_complement(&sums[k], n1, &refs[rk], &r))) break;
     if (!(fabs(r.log2fc) >= t_min)) continue;
-    PS_CALL(record_push(&out[k % size], (de_record){k, gene, r.pct1, r.pct2, r.log2fc, r.p}));
+    err = record_push(&out[k % size], (de_record){k, gene, r.pct1, r.pct2, r.log2fc, r.p});
   }
-  return PS_OK;
+  free(at);
+  return err;
 }
 
 /* Per (perturbation, owned gene): the test, kept in out[k % P] if it can be selected. */
@@ -234,7 +243,9 @@ static int test_owned_genes(MPI_Comm comm, const ps_dataset_options *opt, const 
   PS_ALLOC(refs, g->n_refs);
   PS_ALLOC(slot_values, complement ? 0 : max_slots);
   ps_de_sums *sums;
+  double *ranks;
   PS_ALLOC(sums, complement ? K : 0);
+  PS_ALLOC(ranks, complement ? max_nnz : 0);
   ps_de_work work = {0};
   int err = PS_OK;
   for (int64_t lg = 0; lg < s->n_genes && !err; lg++) {
@@ -264,12 +275,13 @@ static int test_owned_genes(MPI_Comm comm, const ps_dataset_options *opt, const 
     int32_t built = 0;
     for (; built < g->n_refs && !err; built++) {
       ps_de_group ref_group = {ref_values + ref_start[built], ref_start[built + 1] - ref_start[built], g->n_ref[built]};
-      err = ps_de_ref_build(&ref_group, &refs[built]);
+      err = complement ? ps_de_ref_build_ranks(&ref_group, &refs[built], ranks + ref_start[built])
+                       : ps_de_ref_build(&ref_group, &refs[built]);
     }
     memset(ref_start, 0, (size_t)(g->n_refs + 1) * sizeof *ref_start);
     if (err) built--; /* the failed one holds nothing */
     int32_t gene = (int32_t)(rank + lg * size);
-    if (complement && !err) err = complement_tests(opt, g, s, lg, K, refs, sums, gene, size, out);
+    if (complement && !err) err = complement_tests(opt, g, s, lg, K, refs, ranks, sums, gene, size, out);
     for (int32_t k = 0; k < K && !err && !complement; k++) {
       int64_t sp = N_ROLES * k + ROLE_P, sa = sp + 1, sr = sp + 2;
       const int32_t rk = g->ref_of ? g->ref_of[k] : 0;
@@ -293,7 +305,7 @@ static int test_owned_genes(MPI_Comm comm, const ps_dataset_options *opt, const 
   }
   ps_de_work_free(&work);
   free(count), free(offset), free(fill), free(positive), free(ref_values), free(slot_values);
-  free(ref_start), free(ref_fill), free(refs), free(sums);
+  free(ref_start), free(ref_fill), free(refs), free(sums), free(ranks);
   return err;
 }
 

@@ -98,21 +98,26 @@ static int check_group(const ps_de_group *g, const char *what) {
   return PS_OK;
 }
 
-int ps_de_ref_build(const ps_de_group *g, ps_de_ref *ref) {
+int ps_de_ref_build(const ps_de_group *g, ps_de_ref *ref) { return ps_de_ref_build_ranks(g, ref, NULL); }
+
+/* rank != NULL: the sort carries each value's position, and a walk of the sorted values
+ * beside the distinct ones hands out the average ranks (no search per value). */
+int ps_de_ref_build_ranks(const ps_de_group *g, ps_de_ref *ref, double *rank) {
   *ref = (ps_de_ref){0};
   PS_CALL(check_group(g, "reference"));
   double *sorted, *values;
-  int64_t *below;
+  int64_t *below, *index = NULL;
   PS_ALLOC(sorted, g->nnz);
+  if (rank) PS_ALLOC(index, g->nnz);
   for (int64_t i = 0; i < g->nnz; i++) sorted[i] = g->values[i];
-  if (ps_de_sort_values(sorted, g->nnz)) {
-    free(sorted);
+  if (rank ? ps_de_sort_values_index(sorted, g->nnz, index) : ps_de_sort_values(sorted, g->nnz)) {
+    free(sorted), free(index);
     PS_FAIL(PS_ERR_SYSTEM, "out of memory sorting a DE reference of %lld values", (long long)g->nnz);
   }
   values = malloc((size_t)(g->nnz + 1) * sizeof *values);
   below = malloc((size_t)(g->nnz + 2) * sizeof *below);
   if (!values || !below) {
-    free(sorted), free(values), free(below);
+    free(sorted), free(values), free(below), free(index);
     PS_FAIL(PS_ERR_SYSTEM, "out of memory: DE reference of %lld values", (long long)g->nnz);
   }
   cursor c = {sorted, g->nnz, 0, g->n - g->nnz};
@@ -127,6 +132,12 @@ int ps_de_ref_build(const ps_de_group *g, ps_de_ref *ref) {
     ties += (long double)t * t * t - t;
   }
   below[k] = pos;
+  if (rank)
+    for (int64_t i = 0, at = 0; i < g->nnz; i++) {
+      while (values[at] < sorted[i]) at++; /* sorted[i] is one of values[], both ascending */
+      rank[index[i]] = (double)below[at] + 0.5 * (double)(below[at + 1] - below[at] + 1);
+    }
+  free(index);
   dsum sum = {0, 0};
   int64_t positive = 0;
   for (int64_t i = 0; i < g->nnz; i++) dsum_add(&sum, expm1(sorted[i])), positive += sorted[i] > 0;

@@ -100,10 +100,15 @@ static ps_de_gene run_path(int k, int mode, const double *x, int64_t n1, const d
   } else { /* the same background, from P's ranks among all cells (src/de/complement.c) */
     int64_t ka = sparsify(x, n1, mode, sy);
     ps_de_group all = {sy, ka + sparsify(y, n2, mode, sy + ka), n1 + n2};
-    CHECK_PS(ps_de_ref_build(&all, &ref));
+    double *rank = malloc((size_t)(all.nnz + 1) * sizeof *rank);
+    CHECK_PS(ps_de_ref_build_ranks(&all, &ref, rank)); /* P's stored values come first in all */
     ps_de_sums sums = {0};
-    for (int64_t i = 0; i < k1; i++) ps_de_sums_add(&sums, sx[i], ps_de_ref_rank(&ref, sx[i]), expm1(sx[i]));
+    for (int64_t i = 0; i < all.nnz; i++) /* the ranks from the sort are the ones a search finds */
+      EXPECT(rank[i] == ps_de_ref_rank(&ref, sy[i]), "rank of value %lld (%g): %.17g, search %.17g", (long long)i,
+             sy[i], rank[i], ps_de_ref_rank(&ref, sy[i]));
+    for (int64_t i = 0; i < k1; i++) ps_de_sums_add(&sums, sx[i], rank[i], expm1(sx[i]));
     CHECK_PS(ps_de_test_gene_complement(&sums, n1, &ref, &g));
+    free(rank);
   }
   if (k > 0) ps_de_ref_free(&ref);
   free(sx);
