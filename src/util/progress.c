@@ -56,6 +56,11 @@ static void stage_record(ps_progress *p, double seconds) {
   ps_stats_add(name, now.calls - p->mpi_at_stage.calls);
   snprintf(name, sizeof name, "%s.mpi_p2p_bytes", p->stage);
   ps_stats_add(name, now.p2p_bytes - p->mpi_at_stage.p2p_bytes);
+  /* with PERTSCORE_STATS, rewrite the file now: a benchmark stopped in a later stage keeps these */
+  int rank = 0, up = 0;
+  MPI_Initialized(&up);
+  if (up) MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  if (ps_stats_write_env(rank) != PS_OK) ps_error_clear(); /* statistics never fail a run */
 }
 
 void ps_progress_init(ps_progress *p, MPI_Comm comm, int quiet) {
