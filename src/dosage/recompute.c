@@ -157,6 +157,7 @@ static int compare_keyed(const void *a, const void *b) {
 
 /* Index the records of a receive buffer: fixed words (3) or results records. */
 static int index_records(const int64_t *recv, const int64_t *rdispl, int size, int results, keyed **out, int64_t *n) {
+  *n = 0; /* set on the out-of-memory return too: gcc -O2 cannot see that callers skip it */
   int64_t count = 0;
   for (int64_t w = 0; w < rdispl[size]; count++) w += results ? 4 + 2 * recv[w + 3] : 3;
   PS_ALLOC(*out, count);
@@ -177,8 +178,11 @@ static int match(MPI_Comm comm, const char *results_path, const char *input_path
   keyed *res, *in;
   int64_t n_res, n_in;
   PS_CALL(index_records(rres, dres, size, 1, &res, &n_res));
-  PS_CALL(index_records(rin, din, size, 0, &in, &n_in));
-  int err = PS_OK;
+  int err = index_records(rin, din, size, 0, &in, &n_in);
+  if (err) {
+    free(res);
+    return err;
+  }
   for (int64_t a = 1; a < n_res && !err; a++)
     if (res[a].h0 == res[a - 1].h0 && res[a].h1 == res[a - 1].h1)
       err = ps_error_set(PS_ERR_INPUT, __FILE__, __LINE__, "%s: two cells share a name (obs rows %lld and %lld)",

@@ -77,6 +77,18 @@ static int64_t parse_list(char *s, double **out) {
   return i;
 }
 
+/* A list of exactly n values, or the test stops: a reference case with a broken
+ * list cannot be checked, and going on would read pointers never set. */
+static double *parse_exact(char *s, int64_t n, const char *name, const char *what) {
+  double *v;
+  int64_t got = parse_list(s, &v);
+  if (got != n) {
+    fprintf(stderr, "FAIL %s: %s list has %lld values, expected %lld\n", name, what, (long long)got, (long long)n);
+    exit(1);
+  }
+  return v;
+}
+
 typedef struct {
   FILE *f;
   char *line;
@@ -181,8 +193,7 @@ static void check_hill_vs_r(ps_hill_solver *solver) {
   while (tsv_next(&t, 14)) {
     const char *name = t.field[0];
     int n = atoi(t.field[1]);
-    double *x, *y;
-    EXPECT(parse_list(t.field[2], &x) == n && parse_list(t.field[3], &y) == n, "%s: bad point lists", name);
+    double *x = parse_exact(t.field[2], n, name, "x"), *y = parse_exact(t.field[3], n, name, "y");
     double rb = num(&t, 8), rc = num(&t, 9), rd = num(&t, 10), re = num(&t, 11), rsse = num(&t, 12);
     ps_hill_params f;
     CHECK_PS(ps_hill_fit(solver, n, x, y, &f));
@@ -222,13 +233,10 @@ static void check_pipeline_vs_r(ps_hill_solver *solver) {
     const char *name = t.field[0];
     int64_t n = atoll(t.field[1]), n_control = atoll(t.field[2]);
     int n_bins = atoi(t.field[5]);
-    double *bx, *bps, *bcount, *own, *ps, *control;
-    EXPECT(parse_list(t.field[6], &bx) == n_bins && parse_list(t.field[7], &bps) == n_bins &&
-               parse_list(t.field[8], &bcount) == n_bins,
-           "%s: bad bin lists", name);
-    EXPECT(parse_list(t.field[15], &own) == n && parse_list(t.field[16], &ps) == n &&
-               parse_list(t.field[17], &control) == n_control,
-           "%s: bad cell lists", name);
+    double *bx = parse_exact(t.field[6], n_bins, name, "bin x"), *bps = parse_exact(t.field[7], n_bins, name, "bin PS");
+    double *bcount = parse_exact(t.field[8], n_bins, name, "bin count");
+    double *own = parse_exact(t.field[15], n, name, "own-gene"), *ps = parse_exact(t.field[16], n, name, "PS");
+    double *control = parse_exact(t.field[17], n_control, name, "control");
     double re = num(&t, 12), rh0 = num(&t, 13), rh1 = num(&t, 14);
     ps_dosage_result r;
     CHECK_PS(ps_dosage_fit_one(own, ps, n, control, n_control, &opt, solver, &r));
@@ -288,8 +296,7 @@ static void check_cor_vs_r(void) {
   while (tsv_next(&t, 8)) {
     const char *name = t.field[0];
     int64_t n = atoll(t.field[1]);
-    double *x, *y;
-    EXPECT(parse_list(t.field[6], &x) == n && parse_list(t.field[7], &y) == n, "%s: bad value lists", name);
+    double *x = parse_exact(t.field[6], n, name, "x"), *y = parse_exact(t.field[7], n, name, "y");
     ps_cor_test pe, sp;
     CHECK_PS(ps_cor_pearson(x, y, n, &pe));
     CHECK_PS(ps_cor_spearman(x, y, n, &sp));
