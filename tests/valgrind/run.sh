@@ -65,6 +65,12 @@ PERTSCORE_FAULT=score:exit=3 "$MPIEXEC" --oversubscribe -n 1 "$PERTSCORE" "${RUN
 set -e
 [[ -e resumed.h5ad.partial ]] || { echo "   FAIL: the stopped run left no checkpoint"; failures+=("stop"); }
 memcheck resume 1 "${RUN[@]}" --output resumed.h5ad --resume
+# a resume that started over would pass memcheck without ever reading the checkpoint back
+if [[ -s resumed.h5ad ]]; then
+  taken=$("${PYTHON:?}" -c "import sys, h5py; f = h5py.File(sys.argv[1], 'r'); n = 'uns/pertscore/parameters/resumed'
+print(f[n][()].decode() if n in f else '')" resumed.h5ad)
+  [[ $taken == ridge ]] || { echo "   FAIL: the --resume run took '$taken' from the checkpoint, not the ridge stage"; failures+=(resume-taken); }
+fi
 [[ -s np1.h5ad && -s np2.h5ad && -s resumed.h5ad ]] || { echo "   FAIL: a results file is missing"; failures+=(files); }
 
 echo
