@@ -184,6 +184,14 @@ static int check_identity(const ps_h5 *h, const char *input_digest, const char *
     snprintf(out->reason, sizeof out->reason, "it was written with other parameters (their digest differs)");
     return PS_OK;
   }
+  /* the digests cover inputs and options, not the code: another version's numerics
+   * (targets, ridge, QP) would mix into this run's results */
+  PS_CALL(read_string(h, CK "/version", text, sizeof text));
+  if (strcmp(text, PS_VERSION) != 0) {
+    snprintf(out->reason, sizeof out->reason, "it was written by pertscore %.64s, this is %s", text[0] ? text : "?",
+             PS_VERSION);
+    return PS_OK;
+  }
   int same_k, same_n;
   int64_t n_analysed = -1;
   PS_CALL(read_same_strings(h, CK "/perturbations", d->design.names.items, d->design.names.n, &same_k));

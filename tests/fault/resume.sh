@@ -11,8 +11,9 @@
 #    equal the uninterrupted run's (compare_results.py: exact, but for two sums over
 #    cells that round with the rank count, 1e-12 relative).
 # 4. A kill after the score stage (the dosage fault point) resumes both stages.
-# 5. --resume with a changed parameter, and with a damaged partial, starts over
-#    and says why; a run without --resume ignores and replaces a stale partial.
+# 5. --resume with a changed parameter, a damaged partial, or a partial another
+#    pertscore version wrote, starts over and says why; a run without --resume
+#    ignores and replaces a stale partial.
 set -euo pipefail
 
 : "${PERTSCORE:?}" "${MPIEXEC:?}" "${PYTHON:?}" "${TESTS_DIR:?}" "${WORK_DIR:?}"
@@ -127,6 +128,21 @@ if run 2 "${RUN[@]}" --output "$OUT" --resume 2>resume_damaged.err; then
   compare direct.h5ad "$OUT"
 else
   fail "--resume with a damaged partial failed: $(tail -3 resume_damaged.err)"
+fi
+
+echo "== --resume from another version's partial starts over"
+cp old.h5ad "$OUT" # not up to date, so the run does start
+cp killed_in_score.partial "$OUT.partial"
+"$PYTHON" -c "import sys, h5py; d = h5py.File(sys.argv[1], 'r+')['uns/pertscore/checkpoint/version']
+d[0] = b'x' * d.dtype.itemsize" "$OUT.partial"
+if run 2 "${RUN[@]}" --output "$OUT" --resume 2>resume_version.err; then
+  grep "resume:" resume_version.err | sed 's/^/   /'
+  grep -q "resume: starting from the beginning: .*written by pertscore x" resume_version.err ||
+    fail "another version's partial did not start over with a reason"
+  [[ -z $(parameter "$OUT" resumed) ]] || fail "a run that started over (other version) records resumed stages"
+  compare direct.h5ad "$OUT"
+else
+  fail "--resume with another version's partial failed: $(tail -3 resume_version.err)"
 fi
 
 echo "== without --resume a stale partial is replaced"
