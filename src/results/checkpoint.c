@@ -217,11 +217,11 @@ static int read_ridge_stage(const ps_h5 *h, const ps_dataset *d, int with_pvalue
     snprintf(out->reason, sizeof out->reason, "its ridge stage is incomplete");
     return PS_OK;
   }
-  int64_t shape[2];
+  int64_t shape[2], rows = (int64_t)d->design.n_perturbations + ps_design_n_basal(&d->design);
   PS_CALL(read_small(h, CK "/ridge/shape", H5T_NATIVE_INT64, 2, shape));
-  if (shape[0] < d->design.n_perturbations + 1 || shape[1] != d->n_regression || shape[0] > INT32_MAX)
-    PS_FAIL(PS_ERR_INPUT, "%s: checkpoint beta is %lld x %lld, this run needs %d rows or more x %d", h->path,
-            (long long)shape[0], (long long)shape[1], d->design.n_perturbations + 1, d->n_regression);
+  if (shape[0] != rows || shape[1] != d->n_regression) /* perturbation rows, then one basal row per group */
+    PS_FAIL(PS_ERR_INPUT, "%s: checkpoint beta is %lld x %lld, this run needs %lld x %d", h->path,
+            (long long)shape[0], (long long)shape[1], (long long)rows, d->n_regression);
   ps_ridge *r = &out->ridge;
   r->n_rows = (int32_t)shape[0];
   r->n_genes = (int32_t)shape[1];
