@@ -190,7 +190,9 @@ int ps_ridge_fit(MPI_Comm comm, const ps_design *design, const ps_csr *y, double
   ridge_system s;
   ridge_system_init(&s);
   int err = ridge_system_build(comm, design, y, lambda, &s);
-  if (!err) err = ridge_fit_with_system(comm, &s, design, y, lambda, out);
+  if (!err)
+    err = ridge_fit_prefers_inverse(&s) ? ridge_fit_inverse(comm, &s, design, y, lambda, out)
+                                        : ridge_fit_with_system(comm, &s, design, y, lambda, out);
   ridge_system_free(&s);
   return err;
 }

@@ -107,6 +107,14 @@ int ridge_rhs_solve(MPI_Comm comm, const ridge_system *s, ridge_rhs *r);
 int ridge_fit_with_system(MPI_Comm comm, const ridge_system *s, const ps_design *design, const ps_csr *y,
                           double lambda, ps_ridge *out);
 
+/* The same B through W = L^-1 (ridge_perm.c): pdtrtri in place (the system
+ * cannot be solved with pdpotrs afterwards), then two triangular dgemm passes.
+ * Collective. */
+int ridge_fit_inverse(MPI_Comm comm, ridge_system *s, const ps_design *design, const ps_csr *y, double lambda,
+                      ps_ridge *out);
+/* Whether a fit alone is faster through ridge_fit_inverse than pdpotrs (PERTSCORE_RIDGE_SOLVE overrides). */
+int ridge_fit_prefers_inverse(const ridge_system *s);
+
 /* In-place MPI_SUM of a long array, in pieces because MPI counts are int. */
 int ridge_allreduce_sum(MPI_Comm comm, void *buf, int64_t count, MPI_Datatype type, size_t type_size);
 

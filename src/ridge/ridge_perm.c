@@ -278,6 +278,7 @@ static void tile_add(const y_tiles *yt, int t, const int64_t *row_ptr, const int
 
 typedef struct {
   all_rows rows;
+  int rows_borrowed; /* rows is the local design (a fit alone): not freed here */
   y_tiles y;
   int64_t *pi;       /* the current permutation of all M cells */
   int64_t *row_ptr;  /* per local cell: the right-hand-side rows its permuted design row adds to */
@@ -294,7 +295,7 @@ typedef struct {
 } perm_work;
 
 static void perm_work_free(perm_work *w) {
-  all_rows_free(&w->rows);
+  if (!w->rows_borrowed) all_rows_free(&w->rows);
   y_tiles_free(&w->y);
   free(w->pi), free(w->row_ptr), free(w->rows_of), free(w->tile), free(w->rhs), free(w->z), free(w->count);
   free(w->share), free(w->row_base), free(w->row_stride);
@@ -520,6 +521,45 @@ static int perm_run(MPI_Comm comm, ridge_system *s, const ps_design *design, con
   return PS_OK;
 }
 
+/* ---- a fit alone on the inverse factor ---- */
+
+int ridge_fit_prefers_inverse(const ridge_system *s) {
+  const char *env = getenv("PERTSCORE_RIDGE_SOLVE"); /* tests and benchmarks: "inverse" or "potrs" */
+  if (env && !strcmp(env, "inverse")) return 1;
+  if (env && !strcmp(env, "potrs")) return 0;
+  /* pdtrtri costs n^3/3 once, then the products run near the dgemm rate;
+   * pdpotrs costs 2 n^2 N at a few times below it (measured 4x on 2 ranks). */
+  return s->n <= 4 * (int64_t)s->n_genes;
+}
+
+static int fit_alone(MPI_Comm comm, ridge_system *s, const ps_design *design, const ps_csr *y, double lambda,
+                     perm_work *w, ps_ridge *out) {
+  /* The unpermuted right-hand side needs this rank's design rows only. */
+  w->rows_borrowed = 1;
+  w->rows.n_cells = design->n_cells;
+  w->rows.offset = 0;
+  w->rows.ptr = design->ptr;
+  w->rows.ids = design->ids;
+  PS_CALL(ps_error_sync(comm, perm_alloc(s, y, w, 0, 1)));
+  double t = ps_wtime();
+  PS_CALL(invert(s));
+  ps_stats_add("ridge.invert_seconds", ps_wtime() - t);
+  ps_stats_add("ridge.invert_flops", (double)s->n * s->n * s->n / 3.0);
+  PS_CALL(fit_inverse(comm, s, y, lambda, w, out));
+  return PS_OK;
+}
+
+int ridge_fit_inverse(MPI_Comm comm, ridge_system *s, const ps_design *design, const ps_csr *y, double lambda,
+                      ps_ridge *out) {
+  memset(out, 0, sizeof *out);
+  perm_work w;
+  memset(&w, 0, sizeof w);
+  int err = fit_alone(comm, s, design, y, lambda, &w, out);
+  perm_work_free(&w);
+  if (err) ps_ridge_free(out);
+  return err;
+}
+
 static int check_options(const ps_ridge_perm_options *opt) {
   if (opt->n_permutations < 0)
     PS_FAIL(PS_ERR_INPUT, "--permutations must be >= 0, got %d", opt->n_permutations);
@@ -564,7 +604,7 @@ int ps_ridge_permutation_pvalues(MPI_Comm comm, const ps_design *design, const p
 }
 
 /* With permutations the fit uses the inverse factor the permutations need
- * anyway (pdpotrs on the 1 x P grid is slow); without, pdpotrs (ridge.c). */
+ * anyway (pdpotrs on the 1 x P grid is slow); without, as ps_ridge_fit. */
 int ps_ridge_fit_pvalues(MPI_Comm comm, const ps_design *design, const ps_csr *y, double lambda,
                          const ps_ridge_perm_options *opt, ps_ridge *out, double **pvalues) {
   memset(out, 0, sizeof *out);
@@ -573,7 +613,9 @@ int ps_ridge_fit_pvalues(MPI_Comm comm, const ps_design *design, const ps_csr *y
   ridge_system s;
   ridge_system_init(&s);
   int err = ridge_system_build(comm, design, y, lambda, &s);
-  if (!err && opt->n_permutations == 0) err = ridge_fit_with_system(comm, &s, design, y, lambda, out);
+  if (!err && opt->n_permutations == 0)
+    err = ridge_fit_prefers_inverse(&s) ? ridge_fit_inverse(comm, &s, design, y, lambda, out)
+                                        : ridge_fit_with_system(comm, &s, design, y, lambda, out);
   else if (!err) err = pvalues_with_system(comm, &s, design, y, lambda, opt, out, NULL, pvalues);
   ridge_system_free(&s);
   if (err) ps_ridge_free(out);

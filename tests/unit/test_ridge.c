@@ -265,8 +265,17 @@ int main(int argc, char **argv) {
       {"K=200 high MOI, larger lambda", 200, 2500, 60, MOI_HIGH, 5.0},
       {"2 cells (a rank without cells)", 3, 2, 5, MOI_HIGH, 0.01},
   };
-  int failures = 0;
-  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) failures += run_case(&cases[i], comm);
+  int failures = 0, rank0;
+  MPI_Comm_rank(comm, &rank0);
+  /* Both ways to solve: pdpotrs, and the inverse factor W = L^-1 (the default
+   * when K + 1 <= 4 N, which every case here is). */
+  const char *solvers[] = {"potrs", "inverse"};
+  for (int v = 0; v < 2; v++) {
+    setenv("PERTSCORE_RIDGE_SOLVE", solvers[v], 1);
+    if (rank0 == 0) printf("-- solve: %s\n", solvers[v]);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) failures += run_case(&cases[i], comm);
+  }
+  unsetenv("PERTSCORE_RIDGE_SOLVE");
 
   /* lambda = 0 with an empty design column: X^T X is singular. */
   test_case singular = {"", 20, 500, 10, MOI_LOW, 0.0};
