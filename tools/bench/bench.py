@@ -112,6 +112,11 @@ def rss_bytes(pid):
     return 0.0
 
 
+def rank_name(args):
+    """The ranks' process name as /proc/PID/comm shows it (at most 15 characters)."""
+    return os.path.basename(args.pertscore)[:15]
+
+
 def is_rank(pid, name):
     try:
         with open("/proc/%d/comm" % pid) as f:
@@ -173,7 +178,7 @@ def generate(args, name):
     os.makedirs(folder, exist_ok=True)
     cmd = mpirun(args, args.sim_np) + [args.pertscore, "simulate"] + SCREENS[name]["sim"] + ["--out", h5ad, "--quiet"]
     log("bench: generating %s: %s" % (name, " ".join(cmd)))
-    res = run_watched(cmd, mpi_env(), os.path.join(folder, "simulate.log"), 3600, args.max_total_gib, "pertscore")
+    res = run_watched(cmd, mpi_env(), os.path.join(folder, "simulate.log"), 3600, args.max_total_gib, rank_name(args))
     if res["returncode"] != 0:
         sys.exit("bench: simulate failed for %s (see %s/simulate.log)" % (name, folder))
     with open(stamp, "w") as f:
@@ -308,7 +313,7 @@ def run_pipeline(args, name, np, tag=""):
     cmd = mpirun(args, np) + [args.pertscore, "run", "--input", h5ad, "--control", "NonTargeting",
                               "--output", os.path.join(run_dir, "results.h5ad"), "--force"]
     cmd += ["--guides", prefix_sim + ".guides.tsv"] if args.guides == "table" else ["--guide-column", "guide"]
-    cmd += SCREENS[name]["run"]
+    cmd += SCREENS[name]["run"] + args.extra.split()
     cv = SCREENS[name].get("cv")
     cv_cmd = None
     if cv and not args.no_cv:
@@ -322,7 +327,7 @@ def run_pipeline(args, name, np, tag=""):
     env = mpi_env()
     env["PERTSCORE_STATS"] = stats_prefix
     log("bench: %s np %d: %s" % (name, np, " ".join(cmd)))
-    res = run_watched(cmd, env, os.path.join(run_dir, "run.log"), args.timeout, args.max_total_gib, "pertscore")
+    res = run_watched(cmd, env, os.path.join(run_dir, "run.log"), args.timeout, args.max_total_gib, rank_name(args))
     ranks = read_stats(stats_prefix, np)
     trace = progress_trace(os.path.join(run_dir, "run.log"))
     out = {"screen": name, "np": np, "command": " ".join(cmd), "run": res, "stats": ranks,
@@ -331,7 +336,8 @@ def run_pipeline(args, name, np, tag=""):
         env["PERTSCORE_STATS"] = stats_prefix + "-cv"
         log("bench: %s np %d cv: %s" % (name, np, " ".join(cv_cmd)))
         remaining = max(60.0, args.timeout - res["wall_seconds"])
-        cres = run_watched(cv_cmd, env, os.path.join(run_dir, "cv.log"), remaining, args.max_total_gib, "pertscore")
+        cres = run_watched(cv_cmd, env, os.path.join(run_dir, "cv.log"), remaining, args.max_total_gib,
+                           rank_name(args))
         cranks = read_stats(stats_prefix + "-cv", np)
         out["cv"] = {"command": " ".join(cv_cmd), "run": cres, "stats": cranks,
                      "stages": stage_table(cranks, progress_trace(os.path.join(run_dir, "cv.log")))}
@@ -341,6 +347,7 @@ def run_pipeline(args, name, np, tag=""):
     d_after = derived(ranks, ceil_after, h5ad, np)
     out["derived"]["dgemm_gflops_per_rank_after"] = d_after.get("dgemm_gflops_per_rank")
     out["shape"] = shape_of(name)
+    out["extra"] = args.extra
     out["input_nnz"] = input_nnz(h5ad)
     out["model"] = memory_model(out)
     out["wall_total_seconds"] = res["wall_seconds"] + (out["cv"]["run"]["wall_seconds"] if "cv" in out else 0)
@@ -416,7 +423,8 @@ def checks(r):
         out.append(("wall <= 10 min", r["wall_total_seconds"] <= ISSUE_WALL_S and not r.get("failure")))
         rss = max(r.get("peak_rss_sum_bytes") or 0, r.get("peak_rss_sum_bytes_cv") or 0,
                   r["run"]["sampled_peak_rss_sum_bytes"])
-        out.append(("peak RSS sum <= 12 GiB", rss <= ISSUE_RSS_SUM_GIB * GIB))
+        if rss > 0:  # unknown when the run died before any stage ended and nothing was sampled
+            out.append(("peak RSS sum <= 12 GiB", rss <= ISSUE_RSS_SUM_GIB * GIB and not r.get("failure")))
     for key, label in (("factor_vs_dgemm", "Cholesky >= 50% dgemm"), ("perm_solve_vs_dgemm", "perm >= 50% dgemm")):
         if key in d:
             out.append((label, d[key] >= ISSUE_SOLVE_VS_DGEMM))
@@ -590,6 +598,8 @@ def main():
     p.add_argument("--guides", default="table", choices=("table", "column"),
                    help="guide input: the scMAGeCK table PREFIX.guides.tsv (default) or obs column 'guide'")
     p.add_argument("--no-cv", action="store_true", help="skip the cells CV of k562-essential")
+    p.add_argument("--extra", default="", help="options appended to `pertscore run` (they win), e.g. "
+                   "'--permutations 10' to time a few permutations of a big screen and extrapolate")
     p.add_argument("--dgemm-n", default="1000,2000", help="dgemm sizes of the ceilings")
     p.add_argument("--timeout", type=float, default=1200.0, help="stop a run after this many seconds")
     p.add_argument("--max-total-gib", type=float, default=18.0, help="stop a run whose ranks hold more")
