@@ -26,7 +26,15 @@ typedef struct {
   int dosage;            /* the dosage stage runs */
   int ranks;             /* P */
   int block;             /* ScaLAPACK block size nb of the K x K matrix (0: the ridge default) */
+  int keep_expression;   /* the dataset keeps every gene of the analysed cells (run --cv perturbations) */
+  int select_targets;    /* targets are selected (no targets file): the targets stage runs */
+  int known;             /* PS_COST_KNOWN_*: which sizes are known (the guard runs while the input is read) */
 } ps_cost_problem;
+/* ps_cost_problem.known: every size (estimates every stage); only the input's shape
+ * (cells_input, genes, nnz: the read stage); the shape and the design (cells,
+ * control_cells, perturbations, basal_rows, design_entries, target_pairs as a bound:
+ * read and targets). */
+enum { PS_COST_KNOWN_ALL = 0, PS_COST_KNOWN_SHAPE = 1, PS_COST_KNOWN_DESIGN = 2 };
 
 /* Bytes per rank, at each stage's peak: what the stage holds on top of `resident`
  * (the dataset kept from read to write) and `runtime` (MPI, HDF5, PETSc, OpenBLAS). */
@@ -34,13 +42,14 @@ enum { PS_COST_READ, PS_COST_TARGETS, PS_COST_RIDGE, PS_COST_PERMUTATIONS, PS_CO
        PS_COST_WRITE, PS_COST_N_STAGES };
 typedef struct {
   double runtime, resident;
-  double stage[PS_COST_N_STAGES]; /* 0 for a stage that does not run or cannot be estimated */
-  double peak;                    /* runtime + resident + the largest stage from ridge on */
+  double stage[PS_COST_N_STAGES]; /* 0 for a stage that does not run or cannot be estimated; read and
+                                   * targets hold everything of theirs (no resident dataset yet) */
+  double peak;                    /* runtime + the largest of read, targets, resident + a later stage */
   int peak_stage;                 /* PS_COST_* of that stage */
 } ps_cost_memory;
 
 /* The problem of a run from its dataset (after ps_dataset_read) and the design it
- * scores (d->design, or ps_design_all's with --score-all-cells); nnz is left 0.
+ * scores (d->design, or ps_design_all's with --score-all-cells); nnz = d->nnz_input.
  * Collective (sums and maxima over ranks). */
 int ps_cost_problem_of_run(MPI_Comm comm, const ps_dataset *d, const ps_design *scored, int permutations,
                            int64_t perm_batch_bytes, int dosage, ps_cost_problem *p);
@@ -66,5 +75,19 @@ void ps_cost_memory_limit(double max_memory, int ranks_on_node, double *limit, c
  * (estimate, limit, its source, what to change) on every rank when any rank's
  * estimate exceeds its limit. Collective. */
 int ps_cost_check_memory(MPI_Comm comm, const ps_cost_problem *p, double max_memory);
+
+/* The guard inside ps_dataset_read (ps_dataset_options.guard = ps_cost_dataset_guard,
+ * guard_context = a ps_cost_guard): at PS_DATASET_GUARD_SHAPE (before the matrix is
+ * loaded) it checks the read stage from the input's shape; at
+ * PS_DATASET_GUARD_DESIGN (before target selection) also the targets stage, with
+ * K x max_targets target pairs as the bound. The later stages need the regression
+ * genes: check them with ps_cost_check_memory after the read. Collective. */
+typedef struct {
+  double max_memory;     /* --max-memory bytes per rank, 0 = none (Slurm's limit still applies) */
+  int select_targets;    /* no targets file: the targets stage runs */
+  int64_t max_targets;   /* --max-targets */
+  int keep_expression;
+} ps_cost_guard;
+int ps_cost_dataset_guard(MPI_Comm comm, const struct ps_dataset *d, int phase, void *context);
 
 #endif

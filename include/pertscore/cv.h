@@ -180,6 +180,7 @@ typedef struct {
   const int64_t *own_gene;       /* K: evaluated gene of the perturbed gene, -1 when not measured */
   const double *predictions;     /* K x n_genes predicted mean log-normalized expression; NULL: none */
   const uint8_t *has_prediction; /* K (with predictions) */
+  ps_progress *progress;         /* may be NULL: updated as rank 0's fold group finishes its folds */
 } ps_cv_perturbation_input;
 
 typedef struct {
@@ -261,17 +262,28 @@ typedef struct {
   ps_cv_perturbation_result perturbations; /* scheme perturbations */
   ps_cv_cells_result cells;                /* scheme cells */
   int64_t n_genes;                         /* evaluated genes (perturbations scheme) */
+  ps_strlist genes;                        /* their names */
   int64_t prediction_rows, prediction_unknown;
 } ps_cv_stage_result;
 
-/* The scheme of opt on the dataset d (as ps_dataset_read left it), then its tables
- * into path (where: PS_CV_NEW_FILE or PS_CV_ADD_TO_RESULTS) and the summary into
- * tsv. The perturbations scheme needs every gene's expression, which ps_dataset
- * does not keep: it reads the input matrix once more (the same blocks). info gets
- * the stage's seconds. progress may be NULL. Collective. */
+/* Set the options of ps_dataset_read that a scheme needs: the perturbations
+ * scheme keeps every gene of the analysed cells (keep_expression, so the matrix is
+ * read once) and, when no_targets (pertscore cv: nothing else uses them), skips
+ * target selection; the cells scheme needs the regression genes. Not collective. */
+void ps_cv_dataset_options(int scheme, int no_targets, ps_dataset_options *data);
+
+/* The scheme of opt on the dataset d (as ps_dataset_read left it, with the options
+ * of ps_cv_dataset_options), then its tables into path (where: PS_CV_NEW_FILE or
+ * PS_CV_ADD_TO_RESULTS) and the summary into tsv. info gets the stage's seconds.
+ * progress may be NULL (else updated per fold). ps_cv_stage = ps_cv_stage_run +
+ * ps_cv_stage_write (run --cv times the two apart). Collective. */
 int ps_cv_stage(MPI_Comm comm, const ps_dataset *d, const ps_cv_stage_input *in, const ps_cv_options *opt,
                 const char *path, int where, const char *tsv, ps_run_info *info, ps_progress *progress,
                 ps_cv_stage_result *out);
+int ps_cv_stage_run(MPI_Comm comm, const ps_dataset *d, const ps_cv_stage_input *in, const ps_cv_options *opt,
+                    ps_progress *progress, ps_cv_stage_result *out);
+int ps_cv_stage_write(MPI_Comm comm, const ps_dataset *d, const ps_cv_stage_result *r, const ps_cv_options *opt,
+                      const char *path, int where, const char *tsv, ps_run_info *info);
 void ps_cv_stage_result_free(ps_cv_stage_result *r);
 
 /* Per-fold, per-model means of the metrics over held-out perturbations (NaN

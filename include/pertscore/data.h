@@ -50,6 +50,8 @@ int ps_design_all(MPI_Comm comm, const ps_design *d, int64_t max_entries, ps_des
 
 enum { PS_INPUT_AUTO = 0, PS_INPUT_COUNTS = 1, PS_INPUT_LOGNORM = 2 };
 
+struct ps_dataset; /* the memory guard's view of the dataset being read */
+
 typedef struct {
   const char *input;        /* .h5ad or 10x filtered_feature_bc_matrix.h5 */
   const char *layer;        /* --layer, NULL for X */
@@ -84,12 +86,29 @@ typedef struct {
    * group, and the intercept is per group. Both may not name different columns. */
   const char *control_by;
   const char *group_by;
+  /* cross-validation (pertscore/cv.h): keep_expression keeps ps_dataset.expression
+   * (every gene of the local analysed cells, log-normalized) so that nothing reads
+   * the matrix twice; no_target_selection skips the automatic target genes (the
+   * perturbations scheme does not use them): without opt->targets there are then
+   * no regression genes (n_regression 0, y with no columns). 0 = off */
+  int keep_expression;
+  int no_target_selection;
+  /* the memory guard (pertscore/cost.h), called once the input's shape (cells,
+   * genes, stored values) is known and before its values are read, then again
+   * once the design is built and before target selection; a non-zero return
+   * (already collective) stops the read. NULL = none. */
+  int (*guard)(MPI_Comm comm, const struct ps_dataset *d, int phase, void *context);
+  void *guard_context;
 } ps_dataset_options;
+
+/* Phases of ps_dataset_options.guard. */
+enum { PS_DATASET_GUARD_SHAPE = 1, PS_DATASET_GUARD_DESIGN = 2 };
 
 void ps_dataset_options_default(ps_dataset_options *o);
 
-typedef struct {
+typedef struct ps_dataset {
   int64_t n_cells_input, n_genes; /* shape of the input matrix */
+  int64_t nnz_input;              /* stored values of the input matrix (from its indptr; dense: cells x genes) */
   ps_strlist genes;               /* all gene names */
   int is_counts;                  /* input was counts and was log-normalized */
   /* analysed cells: those with at least one guide; rank r holds a contiguous block */
@@ -126,6 +145,9 @@ typedef struct {
   ps_strlist base;                /* with by_group: K original perturbation labels */
   int32_t *group_of;              /* with by_group: K group indices */
   int32_t n_winsor_groups;        /* rows of winsor_cap: G with --group-by, else 1 */
+  /* with opt->keep_expression: local analysed cells x all genes, log-normalized
+   * exactly as SPEC section 0 (not winsorized), rows aligned with design; else empty */
+  ps_csr expression;
 } ps_dataset;
 
 /* Read the matrix and guides, build the design, pick and winsorize the regression

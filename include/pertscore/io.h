@@ -203,6 +203,12 @@ int ps_input_sniff(MPI_Comm comm, const char *path, ps_input_format *format);
  * h5, where a layer is an error. Collective; errors are already synced. */
 int ps_read_expression(MPI_Comm comm, const char *path, const char *layer, ps_matrix *out);
 
+/* The shape of the expression matrix without reading it (src/io/shape.c; for the
+ * memory guard): shape = {cells, genes, stored values} from the metadata and the
+ * last indptr entry (dense: cells x genes; 10x: genes counts every feature). All 0
+ * when the file is irregular (the reader reports why). Rank 0 reads; collective. */
+int ps_input_shape(MPI_Comm comm, const char *path, const char *layer, int64_t shape[3]);
+
 /* ---------------------------------------------------------------- MEX folders (mex.c) */
 
 /* A Cell Ranger MEX folder (matrix.mtx, barcodes.tsv, features.tsv or genes.tsv,

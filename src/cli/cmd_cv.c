@@ -43,7 +43,7 @@ static const char *cv_usage =
     "                        it targets are selected as in run (--min-pct, --logfc, --min-targets,\n"
     "                        --max-targets, --exclude-perturbed-gene, --de-background,\n"
     "                        --de-strict-groups); the perturbations scheme does not use them\n"
-    "                        (give any --targets file to skip the selection)\n"
+    "                        and selects none\n"
     "  --min-gene-frac F     regression genes: y > 0 in at least F of analysed cells (0.01)\n"
     "folds:\n"
     "  --scheme KIND         perturbations or cells (required)\n"
@@ -350,6 +350,7 @@ static int run_cv(MPI_Comm comm, cv_cli *o, int argc, char **argv) {
   ps_progress_init(&progress, comm, o->quiet);
   ps_progress_stage(&progress, "read");
   ps_dataset d;
+  ps_cv_dataset_options(o->cv.scheme, 1, &o->data); /* one read; no target selection it would not use */
   PS_CALL(ps_dataset_read(comm, &o->data, &progress, &d));
   ps_progress_done(&progress);
   ps_run_info info = {0};

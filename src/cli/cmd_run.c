@@ -71,7 +71,7 @@ static const char *run_usage =
     "  --force               rerun even when OUTPUT records the same input digests and parameters\n"
     "  --resume              continue a killed run: take the stages OUTPUT.partial holds (ridge, score)\n"
     "                        when it records the same input digests and parameters; else start over\n"
-    "  --max-memory SIZE     refuse (before the ridge stage) when a rank would need more than SIZE\n"
+    "  --max-memory SIZE     refuse (before the matrix is read) when a rank would need more than SIZE\n"
     "                        (512M, 12G, 1.5T, bytes; 0 = none); Slurm's --mem limit is checked too\n"
     "  --quiet               no progress on stderr\n"
     "  --json                print a machine-readable summary on stdout\n";
@@ -312,7 +312,7 @@ static int record_parameters(const run_options *o, int argc, char **argv, ps_run
 }
 
 static void print_summary(const run_options *o, const ps_dataset *d, const ps_scores *s, const double *seconds,
-                          int n_ranks, const ps_dosage_table *dosage, double dosage_seconds) {
+                          int n_ranks, const ps_dosage_table *dosage, double dosage_seconds, double cv_seconds) {
   printf("{\"output\": \"%s\", \"ranks\": %d, \"cells_input\": %lld, \"cells_analysed\": %lld, "
          "\"control_cells\": %lld, \"perturbations\": %d, \"regression_genes\": %d, \"input_was_counts\": %s, "
          "\"targets\": {\"source\": \"%s\", \"pairs\": %lld, \"moi\": \"%s\", \"seconds\": %.3f}, "
@@ -323,6 +323,11 @@ static void print_summary(const run_options *o, const ps_dataset *d, const ps_sc
          o->data.targets ? "file" : "selected", (long long)d->targets.gene.n, d->low_moi ? "low" : "high",
          d->seconds_targets, (long long)s->n_qp, s->max_kkt,
          s->n_not_rescaled, seconds[0], seconds[1], seconds[2], seconds[3], seconds[4]);
+  if (o->cv.scheme)
+    printf(", \"cv\": {\"scheme\": \"%s\", \"seconds\": %.3f}",
+           o->cv.scheme == PS_CV_SCHEME_CELLS ? "cells" : "perturbations", cv_seconds);
+  else
+    printf(", \"cv\": null");
   if (o->dosage)
     printf(", \"dosage\": {\"with_own_gene\": %lld, \"fitted\": %lld, \"buffered\": %lld, \"sensitive\": %lld, "
            "\"crispri_efficient\": %lld, \"seconds\": %.3f}}\n",
@@ -458,6 +463,13 @@ static int run_pipeline(MPI_Comm comm, run_options *o, int argc, char **argv) {
   ps_progress_init(&progress, comm, o->quiet);
   double seconds[5] = {0};
   ps_dataset d;
+  ps_cv_dataset_options(o->cv.scheme, 0, &o->data); /* --cv perturbations: every gene kept, one read */
+  /* the memory guard, first from the input's shape before the matrix is loaded, then
+   * from the design before target selection (src/cost); the full check follows the read */
+  ps_cost_guard guard = {.max_memory = o->max_memory, .select_targets = !o->data.targets,
+                         .max_targets = o->data.de.max_targets, .keep_expression = o->data.keep_expression};
+  o->data.guard = ps_cost_dataset_guard;
+  o->data.guard_context = &guard;
   ps_progress_stage(&progress, "read");
   PS_CALL(ps_dataset_read(comm, &o->data, &progress, &d));
   seconds[0] = ps_progress_done(&progress);
@@ -504,6 +516,16 @@ static int run_pipeline(MPI_Comm comm, run_options *o, int argc, char **argv) {
     PS_CALL(ps_error_sync(comm, run_dosage(comm, o, &d, scored, &scores, &progress, &dosage)));
     seconds_dosage = ps_progress_done(&progress);
   }
+  /* --cv: SPEC section 7 on the dataset already read, its own stage; its tables go
+   * into uns/cv of the results file in the write stage */
+  ps_cv_stage_result cv = {0};
+  double seconds_cv = 0;
+  if (o->cv.scheme) {
+    ps_progress_stage(&progress, "cv");
+    ps_cv_stage_input cv_in = {.data = &o->data};
+    PS_CALL(ps_error_sync(comm, ps_cv_stage_run(comm, &d, &cv_in, &o->cv, &progress, &cv)));
+    seconds_cv = ps_progress_done(&progress);
+  }
   ps_progress_stage(&progress, "write");
   ps_cleanup_register(partial);
   ps_run_info info = {0};
@@ -517,16 +539,14 @@ static int run_pipeline(MPI_Comm comm, run_options *o, int argc, char **argv) {
   PS_CALL(ps_run_info_number(&info, "seconds_ridge", seconds[1]));
   PS_CALL(ps_run_info_number(&info, "seconds_score", seconds[2]));
   if (o->dosage) PS_CALL(ps_run_info_number(&info, "seconds_dosage", seconds_dosage));
+  if (o->cv.scheme) PS_CALL(ps_run_info_number(&info, "seconds_cv", seconds_cv));
   PS_CALL(ps_error_sync(comm, ps_results_write(comm, partial, &d, scored, &ridge, pvalues, &scores, &info)));
   if (o->dosage)
     PS_CALL(ps_error_sync(comm, ps_results_add_dosage(comm, partial, &dosage, &o->dosage_opt, seconds_dosage, NULL)));
-  if (o->cv.scheme) { /* SPEC section 7 on the dataset already read; tables into uns/cv of the partial file */
-    ps_cv_stage_input cv_in = {.data = &o->data};
-    ps_cv_stage_result cv;
-    PS_CALL(ps_error_sync(comm, ps_cv_stage(comm, &d, &cv_in, &o->cv, partial, PS_CV_ADD_TO_RESULTS,
-                                            o->cv_partial, &info, NULL, &cv)));
-    ps_cv_stage_result_free(&cv);
-  }
+  if (o->cv.scheme) /* the cv stage's tables into uns/cv of the partial file */
+    PS_CALL(ps_error_sync(comm, ps_cv_stage_write(comm, &d, &cv, &o->cv, partial, PS_CV_ADD_TO_RESULTS,
+                                                  o->cv_partial, &info)));
+  ps_cv_stage_result_free(&cv);
   ps_fault_point("commit");
   PS_CALL(ps_error_sync(comm, ps_output_commit(comm, partial, o->output)));
   if (o->cv.scheme) PS_CALL(ps_error_sync(comm, ps_output_commit(comm, o->cv_partial, o->cv_summary)));
@@ -538,7 +558,7 @@ static int run_pipeline(MPI_Comm comm, run_options *o, int argc, char **argv) {
     fprintf(stderr, "pertscore: dosage: %lld of %lld perturbations with a measured own gene fitted (%lld buffered, "
             "%lld sensitive)\n", (long long)dosage.n_fitted, (long long)dosage.n_with_own_gene,
             (long long)dosage.n_buffered, (long long)dosage.n_sensitive);
-  if (rank == 0 && o->json) print_summary(o, &d, &scores, seconds, size, &dosage, seconds_dosage);
+  if (rank == 0 && o->json) print_summary(o, &d, &scores, seconds, size, &dosage, seconds_dosage, seconds_cv);
   ps_dosage_table_free(&dosage);
   ps_run_info_free(&info);
   ps_scores_free(&scores);

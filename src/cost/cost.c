@@ -14,9 +14,13 @@
  *   runtime      48 MiB                          MPI, HDF5, PETSc, OpenBLAS (52 MB RSS measured for a tiny run)
  *   resident     12 Y/P + 12 D/P + 12 C K/P + 45 M/P + 40 G + 8 n N   dataset kept read..write: Y (CSR), design,
  *                                                own-gene values (controls carry every K), names, flags; B
- *   read         12 nnz/P + 40 Min/P + 40 G      the cell block (CSR) with its names, before the analysed subset
- *   targets      32 nnzA/P + 24 M + 8 D + 40 T   gene shards (Alltoallv send + receive), every cell's DE roles
- *                                                (allgathered, O(M MOI)), the selected pairs
+ *                + 12 nnzA/P                     with --cv perturbations: every gene of the analysed cells
+ *   read         20 nnz/P + 56 Min/P + 40 G      the cell block (CSR, 12 per value) while its int64 indices are
+ *                                                converted (8 more), the block's names, indptr share and name
+ *                                                hashes, the gene names
+ *   targets      12 nnz/P + 40 Min/P + 40 G + 12 D/P + 45 M/P   (the block, names and design, still held)
+ *                + 32 nnzA/P + 24 M + 8 D + 40 T gene shards (Alltoallv send + receive of 16-byte entries),
+ *                                                every cell's DE roles (allgathered, O(M MOI)), the selected pairs
  *   ridge        8 rP n + max(64 Q, 16 n N + 8 rP N)   factor of X^T X + lambda I, with the assembly's pair
  *                                                tables (hash, send, receive) or the X^T Y right-hand side
  *                                                (dense sum + packed reduce-scatter buffer) and this rank's share
@@ -29,9 +33,11 @@
  *                                                cells and the controls' own-gene values on its owner, K-row tables
  *   write        8 n N + 8 S/P + (16 MOI + 40) M/P   PS and the obs columns (labels) being written
  *
- * peak = runtime + resident + max(ridge, permutations, score, dosage, write): the
- * guard runs after the read (which includes the target selection), so read and
- * targets are estimated (when nnz is known) but not part of the peak it checks.
+ * peak = runtime + max(read, targets, resident + max(ridge, permutations, score,
+ * dosage, write)): read and targets come before the dataset is resident and hold
+ * their own data. The guard runs before the matrix is loaded (read, from the
+ * input's shape: cells, genes, nnz from indptr), again once the design is known
+ * (targets, T <= K x --max-targets), and after the read (every stage).
  * Distributed parts shrink with P; replicated ones (B and its p-values, the
  * O(M MOI) design rows of the permutations, gene names) do not. */
 #include "pertscore/cost.h"
@@ -74,28 +80,34 @@ void ps_cost_memory_estimate(const ps_cost_problem *p, ps_cost_memory *out) {
   double pairs_all = n * (n + 1) / 2, Q = (double)p->gram_pairs < pairs_all ? (double)p->gram_pairs : pairs_all;
 
   out->runtime = 48.0 * 1024 * 1024;
-  out->resident = 12 * Y / P + 12 * D / P + 12 * C * K / P + 45 * M / P + 40 * G + 8 * n * N;
-  if (p->nnz > 0) {
-    double nnz_a = (double)p->nnz * (M / Min);
-    out->stage[PS_COST_READ] = 12 * (double)p->nnz / P + 40 * Min / P + 40 * G;
-    out->stage[PS_COST_TARGETS] = 32 * nnz_a / P + 24 * M + 8 * D + 40 * (double)p->target_pairs;
+  double nnz = (double)p->nnz, nnz_a = Min > 0 ? nnz * (M / Min) : 0;
+  out->stage[PS_COST_READ] = 20 * nnz / P + 56 * Min / P + 40 * G;
+  out->peak_stage = PS_COST_READ;
+  double best = out->stage[PS_COST_READ];
+  if (p->known != PS_COST_KNOWN_SHAPE && p->select_targets) {
+    out->stage[PS_COST_TARGETS] = 12 * nnz / P + 40 * Min / P + 40 * G + 12 * D / P + 45 * M / P + 32 * nnz_a / P +
+                                  24 * M + 8 * D + 40 * (double)p->target_pairs;
+    if (out->stage[PS_COST_TARGETS] > best) best = out->stage[PS_COST_TARGETS], out->peak_stage = PS_COST_TARGETS;
   }
-  double rhs = 16 * n * N + 8 * rP * N;
-  out->stage[PS_COST_RIDGE] = 8 * rP * n + (64 * Q > rhs ? 64 * Q : rhs);
-  if (p->permutations > 0) {
-    double b = ps_ridge_perm_batch((int32_t)n, (int32_t)N, p->permutations,
-                                   p->perm_batch_bytes > 0 ? p->perm_batch_bytes : INT64_C(256) << 20);
-    out->stage[PS_COST_PERMUTATIONS] =
-        8 * rP * n + 16 * M + 4 * D + 12 * (M + D) / P + 13 * Y / P + 12 * n * N + 8 * (n + rP) * N * b;
+  if (p->known == PS_COST_KNOWN_ALL) {
+    out->resident = 12 * Y / P + 12 * D / P + 12 * C * K / P + 45 * M / P + 40 * G + 8 * n * N;
+    if (p->keep_expression) out->resident += 12 * nnz_a / P;
+    double rhs = 16 * n * N + 8 * rP * N;
+    out->stage[PS_COST_RIDGE] = 8 * rP * n + (64 * Q > rhs ? 64 * Q : rhs);
+    if (p->permutations > 0) {
+      double b = ps_ridge_perm_batch((int32_t)n, (int32_t)N, p->permutations,
+                                     p->perm_batch_bytes > 0 ? p->perm_batch_bytes : INT64_C(256) << 20);
+      out->stage[PS_COST_PERMUTATIONS] =
+          8 * rP * n + 16 * M + 4 * D + 12 * (M + D) / P + 13 * Y / P + 12 * n * N + 8 * (n + rP) * N * b;
+    }
+    double pvalues = p->permutations > 0 ? 8 * n * N : 0;
+    out->stage[PS_COST_SCORE] = pvalues + 8 * S / P;
+    if (p->dosage) out->stage[PS_COST_DOSAGE] = pvalues + 16 * S / P + 16 * (D / P + C) + 368 * K;
+    out->stage[PS_COST_WRITE] = pvalues + 8 * S / P + (16 * moi + 40) * M / P;
+    for (int s = PS_COST_RIDGE; s < PS_COST_N_STAGES; s++)
+      if (out->resident + out->stage[s] > best) best = out->resident + out->stage[s], out->peak_stage = s;
   }
-  double pvalues = p->permutations > 0 ? 8 * n * N : 0;
-  out->stage[PS_COST_SCORE] = pvalues + 8 * S / P;
-  if (p->dosage) out->stage[PS_COST_DOSAGE] = pvalues + 16 * S / P + 16 * (D / P + C) + 368 * K;
-  out->stage[PS_COST_WRITE] = pvalues + 8 * S / P + (16 * moi + 40) * M / P;
-  out->peak_stage = PS_COST_RIDGE;
-  for (int s = PS_COST_RIDGE; s < PS_COST_N_STAGES; s++)
-    if (out->stage[s] > out->stage[out->peak_stage]) out->peak_stage = s;
-  out->peak = out->runtime + out->resident + out->stage[out->peak_stage];
+  out->peak = out->runtime + best;
 }
 
 int ps_cost_problem_of_run(MPI_Comm comm, const ps_dataset *d, const ps_design *scored, int permutations,
@@ -125,6 +137,10 @@ int ps_cost_problem_of_run(MPI_Comm comm, const ps_dataset *d, const ps_design *
   p->permutations = permutations;
   p->perm_batch_bytes = perm_batch_bytes;
   p->dosage = dosage;
+  p->nnz = d->nnz_input;
+  p->keep_expression = d->expression.indptr != NULL;
+  p->select_targets = d->target_threshold != NULL; /* set by the selection only */
+  p->known = PS_COST_KNOWN_ALL;
   return PS_OK;
 }
 
@@ -217,17 +233,53 @@ int ps_cost_check_memory(MPI_Comm comm, const ps_cost_problem *p, double max_mem
   ps_stats_set("memory.limit_bytes", limit);
   int err = PS_OK;
   if (limit > 0 && m.peak > limit) {
-    char need[32], have[32], stage[32], resident[32];
+    char need[32], have[32], stage[32], resident[32], sizes[256];
+    if (p->known == PS_COST_KNOWN_ALL)
+      snprintf(sizes, sizeof sizes, "the dataset %s; for %lld cells, %d perturbations, %d regression genes, "
+               "%d permutations on %d ranks", ps_cost_format_size(m.resident, resident, sizeof resident),
+               (long long)p->cells, p->perturbations, p->regression_genes, p->permutations, p->ranks);
+    else if (p->known == PS_COST_KNOWN_DESIGN)
+      snprintf(sizes, sizeof sizes, "for %lld analysed cells of %lld, %lld genes, %d perturbations on %d ranks; "
+               "checked before target selection", (long long)p->cells, (long long)p->cells_input,
+               (long long)p->genes, p->perturbations, p->ranks);
+    else
+      snprintf(sizes, sizeof sizes, "for %lld cells x %lld genes with %lld stored values on %d ranks; checked "
+               "before the matrix is read", (long long)p->cells_input, (long long)p->genes, (long long)p->nnz,
+               p->ranks);
     err = ps_error_set(
         PS_ERR_INPUT, __FILE__, __LINE__,
-        "memory guard: this run needs about %s per rank (at the %s stage: %s of it; the dataset %s; for %lld cells, "
-        "%d perturbations, %d regression genes, %d permutations on %d ranks), more than the limit of %s per rank "
-        "(%s). Use more ranks or nodes (the cells, the K x K matrix and the batches are split over them), fewer "
-        "--permutations, --perturbations or a subset of the cells, or raise the limit (--max-memory, sbatch --mem)",
+        "memory guard: this run needs about %s per rank (at the %s stage: %s of it; %s), more than the limit of %s "
+        "per rank (%s). Use more ranks or nodes (the cells, the K x K matrix and the batches are split over them), "
+        "fewer --permutations, --perturbations or a subset of the cells, or raise the limit (--max-memory, sbatch "
+        "--mem)",
         ps_cost_format_size(m.peak, need, sizeof need), stage_names[m.peak_stage],
-        ps_cost_format_size(m.stage[m.peak_stage], stage, sizeof stage),
-        ps_cost_format_size(m.resident, resident, sizeof resident), (long long)p->cells, p->perturbations,
-        p->regression_genes, p->permutations, p->ranks, ps_cost_format_size(limit, have, sizeof have), source);
+        ps_cost_format_size(m.stage[m.peak_stage], stage, sizeof stage), sizes,
+        ps_cost_format_size(limit, have, sizeof have), source);
   }
   return ps_error_sync(comm, err);
+}
+
+int ps_cost_dataset_guard(MPI_Comm comm, const struct ps_dataset *d, int phase, void *context) {
+  const ps_cost_guard *g = context;
+  ps_cost_problem p;
+  memset(&p, 0, sizeof p);
+  PS_CHECK_MPI(MPI_Comm_size(comm, &p.ranks));
+  p.cells_input = d->n_cells_input;
+  p.genes = d->n_genes;
+  p.nnz = d->nnz_input;
+  p.select_targets = g->select_targets;
+  p.keep_expression = g->keep_expression;
+  p.known = PS_COST_KNOWN_SHAPE;
+  if (phase >= PS_DATASET_GUARD_DESIGN) {
+    const ps_design *D = &d->design;
+    int64_t entries = D->ptr ? D->ptr[D->n_cells] : 0;
+    PS_CHECK_MPI(MPI_Allreduce(&entries, &p.design_entries, 1, MPI_INT64_T, MPI_SUM, comm));
+    p.cells = d->n_analysed;
+    p.control_cells = d->n_control;
+    p.perturbations = D->n_perturbations;
+    p.basal_rows = ps_design_n_basal(D);
+    p.target_pairs = (int64_t)D->n_perturbations * (g->max_targets > 0 ? g->max_targets : 500);
+    p.known = PS_COST_KNOWN_DESIGN;
+  }
+  return ps_cost_check_memory(comm, &p, g->max_memory);
 }

@@ -174,6 +174,10 @@ static int run_folds(MPI_Comm comm, const ps_cv_perturbation_input *in, const do
   for (int f = my_group; f < opt->n_folds && !err; f += n_groups) {
     err = run_fold(group, f, in, obs, control_mean, inc, n_inc, opt, r);
     err = ps_error_sync(group, err); /* the group's next fold is collective again */
+    /* progress prints on rank 0 only, which is in group 0: its share of the folds; the
+     * pseudobulk and the ceiling came first (0.3 of the stage) */
+    if (in->progress && !err)
+      ps_progress_update(in->progress, 0.3 + 0.6 * (double)(f + n_groups) / (double)(opt->n_folds + n_groups - 1));
   }
   MPI_Comm_free(&group);
   return err;
@@ -234,12 +238,14 @@ int ps_cv_perturbations(MPI_Comm comm, const ps_cv_perturbation_input *in, const
       for (int64_t g = 0; g < G; g++)
         b.half_mean[(2 * (int64_t)k + h) * G + g] -= b.half_mean[(2 * (int64_t)K + h) * G + g];
   out->seconds[0] = ps_wtime() - t0;
+  if (in->progress) ps_progress_update(in->progress, 0.2);
 
   t0 = ps_wtime();
   PS_CALL(ps_error_sync(comm, ceiling(comm, &b, b.half_mean, inc, n_inc, opt, out)));
   free(b.half_mean);
   b.half_mean = NULL;
   out->seconds[1] = ps_wtime() - t0;
+  if (in->progress) ps_progress_update(in->progress, 0.3);
 
   t0 = ps_wtime();
   if (opt->keep_predictions) PS_ALLOC(out->predicted, (int64_t)PS_CV_N_MODELS * K * G);

@@ -1,8 +1,9 @@
 /* The cross-validation stage (SPEC.md section 7, docs/cv.md) on a dataset already
  * read: `pertscore cv` writes its own file, `pertscore run --cv` adds the same
  * tables to its results file. Gathers what each scheme needs beyond the dataset
- * (every gene's expression, an external model's predictions, the perturbed genes),
- * runs it and writes it. */
+ * (an external model's predictions, the perturbed genes), runs it and writes it.
+ * Every gene's expression comes from the dataset (keep_expression), so the
+ * input matrix is read once. */
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -34,52 +35,8 @@ void ps_cv_stage_result_free(ps_cv_stage_result *r) {
   if (!r) return;
   ps_cv_perturbation_result_free(&r->perturbations);
   ps_cv_cells_result_free(&r->cells);
+  ps_strlist_free(&r->genes);
   memset(r, 0, sizeof *r);
-}
-
-/* All genes of the analysed cells, log-normalized exactly as ps_dataset_read does
- * (SPEC section 0). ps_dataset_read keeps only the regression genes, so the matrix
- * is read a second time; the blocks are the same (the split depends on the file
- * only), and the analysed cells are a subsequence of the block in block order,
- * matched by name. */
-static int read_all_genes(MPI_Comm comm, const ps_dataset_options *data, const ps_dataset *d, ps_csr *x) {
-  ps_matrix m;
-  PS_CALL(ps_read_expression(comm, data->input, data->layer, &m));
-  int err = PS_OK;
-  if (m.n_cells != d->n_cells_input || m.n_genes != d->n_genes)
-    err = ps_error_set(PS_ERR_SYSTEM, __FILE__, __LINE__, "%s: the matrix changed between two reads", data->input);
-  memset(x, 0, sizeof *x);
-  int64_t n = d->design.n_cells, nnz = 0, j = 0;
-  int64_t *row;
-  PS_ALLOC(row, n);
-  for (int64_t i = 0; i < m.x.n_rows && j < n && !err; i++)
-    if (strcmp(m.cells.items[i], d->cells.items[j]) == 0) {
-      row[j++] = i;
-      nnz += m.x.indptr[i + 1] - m.x.indptr[i];
-    }
-  if (!err && j != n)
-    err = ps_error_set(PS_ERR_SYSTEM, __FILE__, __LINE__, "%s: %lld of this rank's %lld analysed cells were not found "
-                       "in its block on the second read", data->input, (long long)(n - j), (long long)n);
-  PS_CALL(ps_error_sync(comm, err));
-  x->n_rows = n;
-  x->n_cols = m.n_genes;
-  PS_ALLOC(x->indptr, n + 1);
-  PS_ALLOC(x->indices, nnz);
-  PS_ALLOC(x->data, nnz);
-  int64_t w = 0;
-  for (j = 0; j < n; j++) {
-    int64_t i = row[j];
-    double total = 0;
-    for (int64_t p = m.x.indptr[i]; p < m.x.indptr[i + 1]; p++) total += m.x.data[p];
-    for (int64_t p = m.x.indptr[i]; p < m.x.indptr[i + 1]; p++) {
-      x->indices[w] = m.x.indices[p];
-      x->data[w++] = d->is_counts && total > 0 ? log1p(1e4 * m.x.data[p] / total) : m.x.data[p];
-    }
-    x->indptr[j + 1] = w;
-  }
-  free(row);
-  ps_matrix_free(&m);
-  return PS_OK;
 }
 
 /* An external model's predictions: rows named by an obs column, genes matched by
@@ -182,10 +139,13 @@ static int perturbed_genes(int unit_guide, const ps_dataset *d, const ps_strlist
 }
 
 static int stage_perturbations(MPI_Comm comm, const ps_dataset *d, const ps_cv_stage_input *in,
-                               const ps_cv_options *opt, const char *path, int where, const char *tsv,
-                               ps_run_info *info, ps_progress *progress, ps_cv_stage_result *out) {
-  ps_csr x;
-  PS_CALL(read_all_genes(comm, in->data, d, &x));
+                               const ps_cv_options *opt, ps_progress *progress, ps_cv_stage_result *out) {
+  /* every gene of the analysed cells, kept by ps_dataset_read (keep_expression):
+   * the matrix is read once */
+  int missing = d->expression.indptr == NULL || d->expression.n_rows != d->design.n_cells;
+  if (missing)
+    PS_FAIL(PS_ERR_SYSTEM, "cv: the perturbations scheme needs the dataset read with keep_expression "
+            "(ps_dataset_options; every gene of the analysed cells)");
   predictions pred = {0};
   const ps_strlist *genes = &d->genes;
   if (in->predictions) {
@@ -195,36 +155,56 @@ static int stage_perturbations(MPI_Comm comm, const ps_dataset *d, const ps_cv_s
     out->prediction_unknown = pred.n_unknown;
   }
   out->n_genes = genes->n;
+  for (int64_t g = 0; g < genes->n; g++) PS_CALL(ps_strlist_push(&out->genes, genes->items[g]));
   int64_t *own;
   PS_ALLOC(own, d->design.n_perturbations);
   PS_CALL(perturbed_genes(in->data->unit_guide, d, genes, own));
-  ps_cv_perturbation_input pin = {.design = &d->design, .x = &x, .column_of = pred.column_of, .n_genes = genes->n,
-                                  .own_gene = own, .predictions = pred.values, .has_prediction = pred.has};
+  ps_cv_perturbation_input pin = {.design = &d->design, .x = &d->expression, .column_of = pred.column_of,
+                                  .n_genes = genes->n, .own_gene = own, .predictions = pred.values,
+                                  .has_prediction = pred.has, .progress = progress};
   ps_cv_perturbation_result *r = &out->perturbations;
   PS_CALL(ps_error_sync(comm, ps_cv_perturbations(comm, &pin, opt, r)));
-  ps_csr_free(&x);
-  if (progress) ps_progress_update(progress, 0.9);
-  PS_CALL(ps_run_info_number(info, "seconds_pseudobulk", r->seconds[0]));
-  PS_CALL(ps_run_info_number(info, "seconds_ceiling", r->seconds[1]));
-  PS_CALL(ps_run_info_number(info, "seconds_folds", r->seconds[2]));
-  PS_CALL(ps_error_sync(comm, ps_cv_write_perturbations(comm, path, where, tsv, &d->design.names, genes, r, opt, info)));
   predictions_free(&pred);
   free(own);
   return PS_OK;
 }
 
-int ps_cv_stage(MPI_Comm comm, const ps_dataset *d, const ps_cv_stage_input *in, const ps_cv_options *opt,
-                const char *path, int where, const char *tsv, ps_run_info *info, ps_progress *progress,
-                ps_cv_stage_result *out) {
+int ps_cv_stage_run(MPI_Comm comm, const ps_dataset *d, const ps_cv_stage_input *in, const ps_cv_options *opt,
+                    ps_progress *progress, ps_cv_stage_result *out) {
   memset(out, 0, sizeof *out);
   out->scheme = opt->scheme;
   if (opt->scheme == PS_CV_SCHEME_PERTURBATIONS)
-    return stage_perturbations(comm, d, in, opt, path, where, tsv, info, progress, out);
+    return ps_error_sync(comm, stage_perturbations(comm, d, in, opt, progress, out));
   if (opt->scheme != PS_CV_SCHEME_CELLS) PS_FAIL(PS_ERR_INPUT, "cv: unknown scheme %d", opt->scheme);
   if (in->predictions) PS_FAIL(PS_ERR_INPUT, "cv: --predictions applies to --scheme perturbations");
-  ps_cv_cells_result *r = &out->cells;
-  PS_CALL(ps_error_sync(comm, ps_cv_cells(comm, &d->design, d->top_perturbation, &d->y, opt, progress, r)));
-  PS_CALL(ps_run_info_number(info, "seconds_lambda_grid", r->seconds[0]));
-  PS_CALL(ps_run_info_number(info, "seconds_ps", r->seconds[1]));
-  return ps_error_sync(comm, ps_cv_write_cells(comm, path, where, tsv, d, r, opt, info));
+  return ps_error_sync(comm, ps_cv_cells(comm, &d->design, d->top_perturbation, &d->y, opt, progress, &out->cells));
+}
+
+int ps_cv_stage_write(MPI_Comm comm, const ps_dataset *d, const ps_cv_stage_result *r, const ps_cv_options *opt,
+                      const char *path, int where, const char *tsv, ps_run_info *info) {
+  if (r->scheme == PS_CV_SCHEME_PERTURBATIONS) {
+    const ps_cv_perturbation_result *p = &r->perturbations;
+    PS_CALL(ps_run_info_number(info, "seconds_pseudobulk", p->seconds[0]));
+    PS_CALL(ps_run_info_number(info, "seconds_ceiling", p->seconds[1]));
+    PS_CALL(ps_run_info_number(info, "seconds_folds", p->seconds[2]));
+    return ps_error_sync(comm, ps_cv_write_perturbations(comm, path, where, tsv, &d->design.names, &r->genes, p, opt,
+                                                         info));
+  }
+  PS_CALL(ps_run_info_number(info, "seconds_lambda_grid", r->cells.seconds[0]));
+  PS_CALL(ps_run_info_number(info, "seconds_ps", r->cells.seconds[1]));
+  return ps_error_sync(comm, ps_cv_write_cells(comm, path, where, tsv, d, &r->cells, opt, info));
+}
+
+int ps_cv_stage(MPI_Comm comm, const ps_dataset *d, const ps_cv_stage_input *in, const ps_cv_options *opt,
+                const char *path, int where, const char *tsv, ps_run_info *info, ps_progress *progress,
+                ps_cv_stage_result *out) {
+  PS_CALL(ps_cv_stage_run(comm, d, in, opt, progress, out));
+  if (progress) ps_progress_update(progress, 0.95);
+  return ps_cv_stage_write(comm, d, out, opt, path, where, tsv, info);
+}
+
+void ps_cv_dataset_options(int scheme, int no_targets, ps_dataset_options *data) {
+  if (scheme != PS_CV_SCHEME_PERTURBATIONS) return;
+  data->keep_expression = 1;
+  if (no_targets) data->no_target_selection = 1;
 }

@@ -38,6 +38,7 @@ void ps_dataset_free(ps_dataset *d) {
   ps_strlist_free(&d->groups);
   ps_strlist_free(&d->base);
   free(d->group_of);
+  ps_csr_free(&d->expression);
   memset(d, 0, sizeof *d);
 }
 
@@ -577,6 +578,26 @@ static int check_unique_cells(MPI_Comm comm, const char *path, const ps_strlist 
   return err;
 }
 
+/* --keep-expression: the block's analysed rows, compacted in place (they are a
+ * subsequence in block order, so no row is overwritten before it is moved) and
+ * handed over, so keeping them costs no copy; x is left empty. */
+static void keep_analysed_rows(ps_csr *x, const int64_t *keep, ps_csr *out) {
+  int64_t rows = 0, w = 0;
+  for (int64_t i = 0; i < x->n_rows; i++) {
+    if (keep[i] < 0) continue;
+    int64_t begin = x->indptr[i], end = x->indptr[i + 1];
+    memmove(x->indices + w, x->indices + begin, (size_t)(end - begin) * sizeof *x->indices);
+    memmove(x->data + w, x->data + begin, (size_t)(end - begin) * sizeof *x->data);
+    x->indptr[rows] = w;
+    w += end - begin;
+    rows++;
+  }
+  x->indptr[rows] = w;
+  *out = *x;
+  out->n_rows = rows;
+  memset(x, 0, sizeof *x);
+}
+
 int ps_dataset_read(MPI_Comm comm, const ps_dataset_options *opt, ps_progress *progress, ps_dataset *d) {
   memset(d, 0, sizeof *d);
   if (opt->controls.n == 0) PS_FAIL(PS_ERR_INPUT, "no control label given (--control LABEL[,LABEL...])");
@@ -585,6 +606,14 @@ int ps_dataset_read(MPI_Comm comm, const ps_dataset_options *opt, ps_progress *p
   int guides_in_matrix = format == PS_FORMAT_TENX && !opt->guides && !opt->guide_column;
   if (!opt->guides && !opt->guide_column && !guides_in_matrix)
     PS_FAIL(PS_ERR_INPUT, "no guide assignment given (--guides FILE, --guide-column NAME, or a 10x .h5 with guide capture)");
+  if (opt->guard) { /* the memory guard, before anything is loaded: the shape from the metadata */
+    int64_t shape[3];
+    PS_CALL(ps_input_shape(comm, opt->input, format == PS_FORMAT_TENX ? NULL : opt->layer, shape));
+    d->n_cells_input = shape[0];
+    d->n_genes = shape[1];
+    d->nnz_input = shape[2];
+    if (shape[0] > 0) PS_CALL(opt->guard(comm, d, PS_DATASET_GUARD_SHAPE, opt->guard_context));
+  }
   ps_matrix m;
   ps_guide_calls calls;
   if (format == PS_FORMAT_TENX) {
@@ -596,6 +625,8 @@ int ps_dataset_read(MPI_Comm comm, const ps_dataset_options *opt, ps_progress *p
   if (progress) ps_progress_update(progress, 0.5);
   d->n_cells_input = m.n_cells;
   d->n_genes = m.n_genes;
+  d->nnz_input = m.x.indptr[m.x.n_rows]; /* what the blocks hold (10x: the expression features only) */
+  PS_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, &d->nnz_input, 1, MPI_INT64_T, MPI_SUM, comm));
   PS_CALL(check_unique_cells(comm, opt->input, &m.cells));
   PS_CALL(normalize_block(comm, &m.x, opt->input_is, &d->is_counts));
   if (!guides_in_matrix) PS_CALL(ps_error_sync(comm, read_guide_calls(comm, opt, &m, &calls)));
@@ -610,6 +641,8 @@ int ps_dataset_read(MPI_Comm comm, const ps_dataset_options *opt, ps_progress *p
   if (opt->pseudo_cells > 0) /* pertscore lambda: before the targets, so the pseudo perturbation gets its own */
     PS_CALL(ps_error_sync(comm, ps_pseudo_relabel(comm, opt, d)));
   ps_guide_calls_free(&calls);
+  if (opt->guard) /* the design is known: before target selection */
+    PS_CALL(opt->guard(comm, d, PS_DATASET_GUARD_DESIGN, opt->guard_context));
   for (int64_t i = 0; i < m.x.n_rows; i++) /* analysed names in analysed order (block order is kept) */
     if (keep[i] >= 0) PS_CALL(ps_strlist_push(&d->cells, m.cells.items[i]));
   ps_strmap gene_index;
@@ -624,8 +657,11 @@ int ps_dataset_read(MPI_Comm comm, const ps_dataset_options *opt, ps_progress *p
   d->genes = m.genes;
   memset(&m.genes, 0, sizeof m.genes);
   int32_t *candidates = NULL, n_candidates = 0;
+  int regression = opt->targets || !opt->no_target_selection;
   if (opt->targets) {
     PS_CALL(ps_error_sync(comm, read_targets(opt, d, &gene_index, &candidates, &n_candidates)));
+  } else if (!regression) { /* cv perturbations scheme: no targets, no regression genes */
+    PS_ALLOC(d->n_targets, d->design.n_perturbations);
   } else {
     if (progress) ps_progress_update(progress, 0.6);
     double t0 = ps_wtime();
@@ -639,8 +675,17 @@ int ps_dataset_read(MPI_Comm comm, const ps_dataset_options *opt, ps_progress *p
                                                      &d->own_gene, &d->own)));
   }
   ps_strmap_free(&gene_index);
-  PS_CALL(ps_error_sync(comm, select_regression_genes(comm, opt, &m.x, keep, candidates, n_candidates, d)));
+  if (regression) {
+    PS_CALL(ps_error_sync(comm, select_regression_genes(comm, opt, &m.x, keep, candidates, n_candidates, d)));
+  } else {
+    PS_ALLOC(d->regression_gene, 1);
+    d->y.n_rows = d->design.n_cells;
+    PS_ALLOC(d->y.indptr, d->y.n_rows + 1);
+    PS_ALLOC(d->y.indices, 1);
+    PS_ALLOC(d->y.data, 1);
+  }
   free(candidates);
+  if (opt->keep_expression) keep_analysed_rows(&m.x, keep, &d->expression);
   free(keep);
   ps_matrix_free(&m);
   /* SPEC section 2: winsorized over the analysed cells; with --group-by over each group's */

@@ -7,7 +7,8 @@ set -euo pipefail
 mkdir -p "$WORK_DIR" && cd "$WORK_DIR"
 run() { "$MPIEXEC" --oversubscribe -n "$1" "$PERTSCORE" "${@:2}"; }
 run 2 simulate --cells 3000 --genes 300 --perturbations 10 --effect 0.3 --seed 9 --out sim.h5ad --quiet
-in=(--input sim.h5ad --guides sim.guides.tsv --control NonTargeting --targets sim.targets.gmt --seed 4 --quiet)
+loud=(--input sim.h5ad --guides sim.guides.tsv --control NonTargeting --targets sim.targets.gmt --seed 4)
+in=("${loud[@]}" --quiet)
 fast=(--permutations 0 --no-dosage)
 for scheme in cells perturbations; do
   opts=(--folds 4)
@@ -35,5 +36,23 @@ with h5py.File("plain.h5ad") as a, h5py.File("run.cells.np2.h5ad") as b:
         assert np.array_equal(a[name][()], b[name][()]), name
     assert b["uns/pertscore/parameters/cv"][()].decode() == "cells"
 print("run --cv: run's own results unchanged; parameters record the stage")
+PY
+# the stage is its own progress stage "cv" (between dosage and write), and its seconds
+# are recorded like the other stages': the JSON summary and uns/pertscore/parameters
+rm -f loud.*
+run 2 run "${loud[@]}" --permutations 0 --force --cv perturbations --folds 4 --json --output loud.h5ad \
+  >loud.json 2>loud.err
+grep -q "pertscore: cv .* 0%" loud.err && grep -q "pertscore: cv .*100%" loud.err ||
+  { echo "FAIL: no cv progress stage: $(grep pertscore: loud.err | head -20)"; exit 1; }
+stages=$(grep -o "pertscore: [a-z]* .*100%" loud.err | awk '{print $2}' | tr '\n' ' ')
+[[ $stages == *"dosage cv write"* ]] || { echo "FAIL: stages in the order: $stages"; exit 1; }
+"$PYTHON" - loud.json loud.h5ad <<'PY'
+import json, sys, h5py
+summary = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
+assert summary["cv"]["scheme"] == "perturbations" and summary["cv"]["seconds"] > 0, summary["cv"]
+with h5py.File(sys.argv[2]) as f:
+    seconds = f["uns/pertscore/parameters/seconds_cv"][()]
+    assert seconds > 0, seconds
+print(f"run --cv: cv stage {summary['cv']['seconds']:.2f} s (JSON), {seconds:.2f} s (parameters)")
 PY
 echo "run --cv: all checks passed"

@@ -1,7 +1,9 @@
 #!/bin/bash
 # Memory guard (issue #7; src/cost, pertscore/cost.h): a run whose estimate per
 # rank exceeds --max-memory, or Slurm's per-node memory shared by the node's ranks
-# (SLURM_MEM_PER_NODE, in MB), is refused before the ridge stage: non-zero exit,
+# (SLURM_MEM_PER_NODE, in MB), is refused as early as the sizes allow: before the
+# matrix is read (read stage, from the input's shape), before target selection
+# (targets stage, from the design) or before the ridge (the rest): non-zero exit,
 # a message with the estimate, the limit and its source and what to change, no
 # output file and no OUTPUT.partial. A generous limit runs, and records the
 # estimate for the benchmarks (PERTSCORE_STATS: memory.estimate_bytes).
@@ -20,7 +22,8 @@ run() { timeout 300 "$MPIEXEC" --oversubscribe "$@" </dev/null; }
 
 run -n 2 "$PERTSCORE" simulate --cells 1200 --genes 150 --perturbations 6 --moi 2 --poisson-moi --seed 4 \
   --out sim.h5ad --quiet
-RUN=(run --input sim.h5ad --guides sim.guides.tsv --control NonTargeting --permutations 20 --quiet)
+LOUD=(run --input sim.h5ad --guides sim.guides.tsv --control NonTargeting --permutations 20) # with progress
+RUN=("${LOUD[@]}" --quiet)
 
 # refused NAME EXPECTED-SOURCE ARGS...: the run must fail with the guard's message
 refused() {
@@ -50,6 +53,19 @@ SLURM_MEM_PER_CPU=1 refused slurm_mem_per_cpu "SLURM_MEM_PER_CPU=1 MB" -x SLURM_
 SLURM_MEM_PER_NODE=100000 refused smaller_explicit "--max-memory" -x SLURM_MEM_PER_NODE -n 2 "$PERTSCORE" \
   "${RUN[@]}" --max-memory 2M
 
+# refused before the matrix is read: the progress shows the read stage start but not
+# its 50% mark (set once the matrix blocks are in memory)
+echo "== refused before the matrix is read"
+set +e
+run -n 2 "$PERTSCORE" "${LOUD[@]}" --max-memory 1M --output early.h5ad 2>early.err
+rc=$?
+set -e
+((rc != 0)) || fail "early: exit code 0"
+grep -q "pertscore: read .* 0%" early.err || fail "early: the read stage did not start: $(head -3 early.err)"
+! grep -q "pertscore: read .*50%" early.err || fail "early: the matrix was read before the refusal"
+grep -q "at the read stage.*before the matrix is read" early.err || fail "early: not refused at the read stage: $(grep -m1 error early.err)"
+[[ ! -e early.h5ad && ! -e early.h5ad.partial ]] || fail "early: an output file was left behind"
+
 echo "== bad sizes are refused with a message"
 for bad in 12x -1G; do
   if run -n 1 "$PERTSCORE" "${RUN[@]}" --output bad.h5ad --max-memory="$bad" 2>bad.err; then
@@ -73,6 +89,31 @@ for path in sys.argv[1:]:
 PY
 else
   fail "generous limit: the run failed: $(grep -m1 error ok.err)"
+fi
+
+# refused after the read, before target selection: a limit between the read stage's
+# estimate and the targets stage's (from the generous run's statistics); the matrix
+# was read (50%) but target selection (60%) never started
+echo "== refused before target selection"
+limit=$("$PYTHON" - stats.rank0.json <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))
+runtime, read, targets = (s[f"memory.estimate.{k}_bytes"] for k in ("runtime", "read", "targets"))
+assert targets > read > 0, (read, targets)
+print(int(runtime + (read + targets) / 2))
+PY
+) || fail "before targets: no read/targets estimates in the statistics"
+if [[ -n $limit ]]; then
+  set +e
+  run -n 2 "$PERTSCORE" "${LOUD[@]}" --max-memory "$limit" --output design.h5ad 2>design.err
+  rc=$?
+  set -e
+  ((rc != 0)) || fail "before targets: exit code 0 with --max-memory $limit"
+  grep -q "pertscore: read .*50%" design.err || fail "before targets: refused before the matrix was read"
+  ! grep -q "pertscore: read .*60%" design.err || fail "before targets: target selection started"
+  grep -q "at the targets stage.*checked before target selection" design.err ||
+    fail "before targets: not refused at the targets stage: $(grep -m1 error design.err)"
+  [[ ! -e design.h5ad && ! -e design.h5ad.partial ]] || fail "before targets: an output file was left behind"
 fi
 
 echo

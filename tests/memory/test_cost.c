@@ -26,7 +26,7 @@ static ps_cost_problem screen(int ranks) {
                        .control_cells = 10000, .perturbations = 18000, .basal_rows = 1, .regression_genes = 400,
                        .nnz_y = INT64_C(200000) * 300, .design_entries = 240000, .scored_entries = 240000,
                        .target_pairs = 18000 * 40, .permutations = 100, .perm_batch_bytes = INT64_C(256) << 20,
-                       .dosage = 1, .ranks = ranks};
+                       .dosage = 1, .ranks = ranks, .select_targets = 1};
   p.gram_pairs = (p.cells / ranks) * 4; /* (|S|+1)(|S|+2)/2 ~ 4 at MOI 1.2 */
   return p;
 }
@@ -48,7 +48,10 @@ static void test_more_ranks_less_per_rank(void) {
     CHECK(m.stage[PS_COST_PERMUTATIONS] <= prev.stage[PS_COST_PERMUTATIONS], "permutations grew on %d ranks", ranks);
     CHECK(m.stage[PS_COST_SCORE] <= prev.stage[PS_COST_SCORE], "score grew on %d ranks", ranks);
     CHECK(m.peak < prev.peak, "peak %g on %d ranks not below %g", m.peak, ranks, prev.peak);
-    CHECK(m.peak >= m.runtime + m.resident + m.stage[m.peak_stage], "peak below its parts");
+    for (int s = PS_COST_RIDGE; s < PS_COST_N_STAGES; s++)
+      CHECK(m.peak >= m.runtime + m.resident + m.stage[s], "peak below the %s stage", ps_cost_stage_name(s));
+    CHECK(m.peak >= m.runtime + m.stage[PS_COST_READ] && m.peak >= m.runtime + m.stage[PS_COST_TARGETS],
+          "peak below the read or targets stage");
     prev = m;
   }
   /* the K x K factor: about 8 (K + 1)^2 / P per rank */
@@ -64,7 +67,7 @@ static void test_grows_with_sizes(void) {
   ps_cost_problem p = screen(4);
   ps_cost_memory base, more;
   ps_cost_memory_estimate(&p, &base);
-  p.perturbations *= 2;
+  p.perturbations *= 2, p.target_pairs *= 2;
   ps_cost_memory_estimate(&p, &more);
   CHECK(more.peak > base.peak, "more perturbations, no more memory");
   p = screen(4);
@@ -82,7 +85,42 @@ static void test_grows_with_sizes(void) {
   p = screen(4);
   p.nnz = 0;
   ps_cost_memory_estimate(&p, &more);
-  CHECK(more.stage[PS_COST_READ] == 0 && more.peak == base.peak, "unknown nnz must only drop read/targets");
+  CHECK(more.stage[PS_COST_READ] < base.stage[PS_COST_READ] && more.stage[PS_COST_TARGETS] < base.stage[PS_COST_TARGETS]
+        && more.resident == base.resident, "nnz must enter read and targets only");
+  /* the targets stage still holds the matrix block: at least 12 bytes per stored value */
+  CHECK(base.stage[PS_COST_TARGETS] >= 12.0 * (double)p.nnz / 4, "targets %g without the block",
+        base.stage[PS_COST_TARGETS]);
+  p = screen(4);
+  p.select_targets = 0;
+  ps_cost_memory_estimate(&p, &more);
+  CHECK(more.stage[PS_COST_TARGETS] == 0, "targets estimated with a targets file");
+  p = screen(4);
+  p.keep_expression = 1; /* run --cv perturbations keeps every gene of the analysed cells */
+  ps_cost_memory_estimate(&p, &more);
+  double kept = 12.0 * (double)p.nnz * ((double)p.cells / (double)p.cells_input) / 4;
+  CHECK(fabs(more.resident - base.resident - kept) < 1e-6 * kept, "keep_expression: resident +%g, expected +%g",
+        more.resident - base.resident, kept);
+}
+
+/* The guard runs while the input is read: from the shape only the read stage is
+ * estimated, with the design also the targets stage; nothing later. */
+static void test_partial_knowledge(void) {
+  ps_cost_problem p = screen(4);
+  ps_cost_memory all, part;
+  ps_cost_memory_estimate(&p, &all);
+  p.known = PS_COST_KNOWN_SHAPE;
+  ps_cost_memory_estimate(&p, &part);
+  CHECK(part.stage[PS_COST_READ] == all.stage[PS_COST_READ] && part.peak_stage == PS_COST_READ &&
+        part.peak == part.runtime + part.stage[PS_COST_READ] && part.resident == 0,
+        "shape only: peak %g at %s", part.peak, ps_cost_stage_name(part.peak_stage));
+  for (int s = PS_COST_TARGETS; s < PS_COST_N_STAGES; s++)
+    CHECK(part.stage[s] == 0, "shape only: the %s stage was estimated", ps_cost_stage_name(s));
+  p.known = PS_COST_KNOWN_DESIGN;
+  ps_cost_memory_estimate(&p, &part);
+  CHECK(part.stage[PS_COST_TARGETS] == all.stage[PS_COST_TARGETS] && part.resident == 0 &&
+        part.stage[PS_COST_RIDGE] == 0 && part.peak <= all.peak,
+        "shape and design: targets %g (all: %g), ridge %g", part.stage[PS_COST_TARGETS], all.stage[PS_COST_TARGETS],
+        part.stage[PS_COST_RIDGE]);
 }
 
 static void test_parse_size(void) {
@@ -132,6 +170,7 @@ int main(int argc, char **argv) {
   MPI_Init(&argc, &argv);
   test_more_ranks_less_per_rank();
   test_grows_with_sizes();
+  test_partial_knowledge();
   test_parse_size();
   test_limit();
   if (failures) fprintf(stderr, "test_cost: %d failure(s)\n", failures);
