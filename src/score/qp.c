@@ -10,11 +10,12 @@
  *    active-set method of qp_polish.c from the clamped diagonal guess below, on
  *    the dense H, then the KKT check. The dimension is tiny, so an exact face
  *    solve costs less than one TAO iteration's overhead; on the jurkat-genome shape
- *    the whole stage (H and c included) runs 15x faster than with steps 1-2 alone
- *    (105,000 vs 7,200 cells per CPU-second) and no cell of the benchmark needed
- *    TAO (tools/bench/qp_bench.c; 1.5 faces visited per cell on average). A cell whose answer misses the tolerance (or that
- *    hits the iteration cap, e.g. by cycling on a degenerate face) is solved again
- *    by TAO below and counted (ps_qp_solver_tao_solves, stat qp.fallback_cells).
+ *    the whole stage (H and c included) runs ~16x faster than with steps 1-2 alone
+ *    (107,000-115,000 vs 6,300-6,900 cells per CPU-second and rank, 2 ranks) and no
+ *    cell of the benchmark needed TAO (tools/bench/qp_bench.c; 1.5 faces visited per
+ *    cell on average). A cell whose answer misses the tolerance (or that hits the
+ *    iteration cap, e.g. by cycling on a degenerate face) is solved again by TAO
+ *    below and counted (ps_qp_solver_tao_solves, stat qp.fallback_cells).
  *
  * TAO (the fallback): the solver keeps one TAO object (with its Vecs and a dense
  * Hessian Mat) per dimension, created the first time a cell of that dimension
