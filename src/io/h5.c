@@ -227,10 +227,15 @@ int ps_h5_read_range(const ps_h5 *h, const char *name, hid_t mem_type, int64_t b
   hid_t ds = H5Dopen2(h->file, name, H5P_DEFAULT);
   if (ds < 0) PS_FAIL(PS_ERR_INPUT, "%s: missing dataset /%s", h->path, name);
   hid_t fspace = H5Dget_space(ds);
-  hsize_t start = (hsize_t)begin, cnt = (hsize_t)count;
+  hsize_t start = (hsize_t)begin, cnt = (hsize_t)count, extent = 0;
   hid_t mspace = H5Screate_simple(1, &cnt, NULL);
+  /* A range outside the dataset (offsets from a damaged file) would make H5Dread fail
+   * on this rank alone, before the collective read the other ranks wait in: check it
+   * here and take part with an empty selection instead. */
+  int one_dim = H5Sget_simple_extent_ndims(fspace) == 1 && H5Sget_simple_extent_dims(fspace, &extent, NULL) == 1;
+  int outside = count > 0 && (!one_dim || begin < 0 || start + cnt > extent);
   int rc;
-  if (count > 0) {
+  if (count > 0 && !outside) {
     rc = H5Sselect_hyperslab(fspace, H5S_SELECT_SET, &start, NULL, &cnt, NULL);
   } else {
     rc = H5Sselect_none(fspace);
@@ -240,6 +245,10 @@ int ps_h5_read_range(const ps_h5 *h, const char *name, hid_t mem_type, int64_t b
   H5Sclose(mspace);
   H5Sclose(fspace);
   H5Dclose(ds);
+  if (outside && !one_dim) PS_FAIL(PS_ERR_INPUT, "%s: /%s is not a one-dimensional dataset", h->path, name);
+  if (outside)
+    PS_FAIL(PS_ERR_INPUT, "%s: cannot read /%s [%lld, %lld): it holds %llu values (damaged file?)", h->path, name,
+            (long long)begin, (long long)(begin + count), (unsigned long long)extent);
   if (rc < 0)
     PS_FAIL(PS_ERR_INPUT, "%s: cannot read /%s [%lld, %lld) (wrong type or damaged file?)", h->path, name,
             (long long)begin, (long long)(begin + count));

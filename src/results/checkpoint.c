@@ -241,33 +241,35 @@ static int read_ridge_stage(const ps_h5 *h, const ps_dataset *d, int with_pvalue
 }
 
 /* This rank's rows of the score stage, checked entry by entry against the scored
- * design; *usable = 0 when they differ. */
-static int read_score_rows(const ps_h5 *h, const ps_dataset *d, const ps_design *scored, int *usable) {
+ * design; *usable = 0 when they differ, *first = where its PS start. Every rank
+ * takes part in both collective reads, also after an error of its own. */
+static int read_score_rows(const ps_h5 *h, const ps_dataset *d, const ps_design *scored, int *usable,
+                           int64_t *first) {
   *usable = 0;
+  *first = 0;
   int64_t n = scored->n_cells, *ptr;
   PS_ALLOC(ptr, n + 1);
   int err = ps_h5_read_range(h, CK "/score/indptr", H5T_NATIVE_INT64, d->analysed_offset, n + 1, ptr);
-  int64_t first = ptr[0], nnz = ptr[n] - ptr[0];
+  int64_t nnz = err ? 0 : ptr[n] - ptr[0];
+  if (!err) *first = ptr[0];
   int same = !err && nnz == scored->ptr[n];
   for (int64_t i = 0; i < n && same; i++) same = ptr[i + 1] - ptr[i] == scored->ptr[i + 1] - scored->ptr[i];
   free(ptr);
-  PS_CALL(err);
-  /* every rank takes part in the collective reads below, with nothing to read if its rows differ */
-  int64_t count = same ? nnz : 0;
+  int64_t count = same ? nnz : 0; /* nothing to read if its rows differ */
   int32_t *ids;
   PS_ALLOC(ids, count);
-  err = ps_h5_read_range(h, CK "/score/ids", H5T_NATIVE_INT32, first, count, ids);
-  for (int64_t p = 0; p < count && same && !err; p++) same = ids[p] == scored->ids[p];
+  int ids_err = ps_h5_read_range(h, CK "/score/ids", H5T_NATIVE_INT32, *first, count, ids);
+  for (int64_t p = 0; p < count && same && !ids_err; p++) same = ids[p] == scored->ids[p];
   free(ids);
-  PS_CALL(err);
   *usable = same;
-  return PS_OK;
+  return err ? err : ids_err;
 }
 
 static int read_score_stage(const ps_h5 *h, const ps_dataset *d, const ps_design *scored, ps_checkpoint *out) {
   if (!scored || !ps_h5_exists(h->file, CK "/score/complete")) return PS_OK;
   int usable;
-  PS_CALL(read_score_rows(h, d, scored, &usable));
+  int64_t first;
+  PS_CALL(ps_error_sync(h->comm, read_score_rows(h, d, scored, &usable, &first)));
   PS_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, &usable, 1, MPI_INT, MPI_MIN, h->comm));
   if (!usable) {
     snprintf(out->reason, sizeof out->reason, "its scored cells differ from this run's");
@@ -275,12 +277,11 @@ static int read_score_stage(const ps_h5 *h, const ps_dataset *d, const ps_design
   }
   ps_scores *s = &out->scores;
   int32_t K = scored->n_perturbations;
-  int64_t n = scored->n_cells, nnz = scored->ptr[n], first;
-  PS_CALL(ps_h5_read_range(h, CK "/score/indptr", H5T_NATIVE_INT64, d->analysed_offset, 1, &first));
+  int64_t nnz = scored->ptr[scored->n_cells];
   PS_ALLOC(s->ps, nnz);
   PS_ALLOC(s->max_raw, K);
   PS_ALLOC(s->rescaled, K);
-  PS_CALL(ps_h5_read_range(h, CK "/score/ps", H5T_NATIVE_DOUBLE, first, nnz, s->ps));
+  PS_CALL(ps_error_sync(h->comm, ps_h5_read_range(h, CK "/score/ps", H5T_NATIVE_DOUBLE, first, nnz, s->ps)));
   PS_CALL(read_small(h, CK "/score/max_raw", H5T_NATIVE_DOUBLE, K, s->max_raw));
   int32_t *rescaled;
   PS_ALLOC(rescaled, K);

@@ -11,9 +11,10 @@
 #    equal the uninterrupted run's (compare_results.py: exact, but for two sums over
 #    cells that round with the rank count, 1e-12 relative).
 # 4. A kill after the score stage (the dosage fault point) resumes both stages.
-# 5. --resume with a changed parameter, a damaged partial, or a partial another
-#    pertscore version wrote, starts over and says why; a run without --resume
-#    ignores and replaces a stale partial.
+# 5. --resume with a changed parameter, a damaged partial, a partial another
+#    pertscore version wrote, or one whose score entries only some ranks can read
+#    (no hang), starts over and says why; a run without --resume ignores and
+#    replaces a stale partial.
 set -euo pipefail
 
 : "${PERTSCORE:?}" "${MPIEXEC:?}" "${PYTHON:?}" "${TESTS_DIR:?}" "${WORK_DIR:?}"
@@ -97,6 +98,7 @@ cmp -s old.h5ad "$OUT" || fail "$OUT changed although the run was killed after s
 stages=$(checkpoint_stages "$OUT.partial")
 echo "   $OUT.partial holds: ${stages:-nothing}"
 [[ $stages == "ridge score" ]] || fail "the partial should hold ridge and score, holds '${stages}'"
+cp "$OUT.partial" killed_after_score.partial
 if run 3 "${RUN[@]}" --output "$OUT" --resume 2>resume_score.err; then
   grep "resume:" resume_score.err | sed 's/^/   /'
   grep -q "resume: stages ridge and score taken" resume_score.err || fail "no 'stages ridge and score taken' message"
@@ -143,6 +145,21 @@ if run 2 "${RUN[@]}" --output "$OUT" --resume 2>resume_version.err; then
   compare direct.h5ad "$OUT"
 else
   fail "--resume with another version's partial failed: $(tail -3 resume_version.err)"
+fi
+
+echo "== --resume from a partial whose score entries one rank cannot read starts over (no hang)"
+# score/ids cut to 90%: the last rank's rows point past its end, rank 0's do not
+cp old.h5ad "$OUT"
+cp killed_after_score.partial "$OUT.partial"
+"$PYTHON" -c "import sys, h5py; g = h5py.File(sys.argv[1], 'r+')['uns/pertscore/checkpoint/score']
+ids = g['ids'][()]; del g['ids']; g['ids'] = ids[: len(ids) * 9 // 10]" "$OUT.partial"
+if run 2 "${RUN[@]}" --output "$OUT" --resume 2>resume_cut.err; then
+  grep "resume:" resume_cut.err | sed 's/^/   /'
+  grep -q "resume: starting from the beginning: .*cannot be read" resume_cut.err ||
+    fail "a partial with cut score entries did not start over with a reason"
+  compare direct.h5ad "$OUT"
+else
+  fail "--resume with cut score entries failed or hung: $(tail -3 resume_cut.err)"
 fi
 
 echo "== without --resume a stale partial is replaced"
