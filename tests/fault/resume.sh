@@ -121,46 +121,38 @@ else
   fail "--resume with a changed parameter failed: $(tail -3 resume_changed.err)"
 fi
 
+# starts_over NAME PATTERN: --resume on 2 ranks from the OUT.partial in place must start
+# over saying why (PATTERN), record no resumed stage and equal the uninterrupted run
+starts_over() {
+  local name=$1 pattern=$2
+  cp old.h5ad "$OUT" # not up to date, so the run does start
+  if run 2 "${RUN[@]}" --output "$OUT" --resume 2>"resume_$name.err"; then
+    grep "resume:" "resume_$name.err" | sed 's/^/   /'
+    grep -q "resume: starting from the beginning: .*$pattern" "resume_$name.err" ||
+      fail "$name: did not start over with the reason '$pattern'"
+    [[ -z $(parameter "$OUT" resumed) ]] || fail "$name: a run that started over records resumed stages"
+    compare direct.h5ad "$OUT"
+  else
+    fail "$name: --resume failed or hung: $(tail -3 "resume_$name.err")"
+  fi
+}
+
 echo "== --resume with a damaged partial starts over"
 head -c 3000 killed_in_score.partial >"$OUT.partial"
-if run 2 "${RUN[@]}" --output "$OUT" --resume 2>resume_damaged.err; then
-  grep "resume:" resume_damaged.err | sed 's/^/   /'
-  grep -q "resume: starting from the beginning: .*cannot be read" resume_damaged.err ||
-    fail "a damaged partial did not start over with a reason"
-  compare direct.h5ad "$OUT"
-else
-  fail "--resume with a damaged partial failed: $(tail -3 resume_damaged.err)"
-fi
+starts_over damaged "cannot be read"
 
 echo "== --resume from another version's partial starts over"
-cp old.h5ad "$OUT" # not up to date, so the run does start
 cp killed_in_score.partial "$OUT.partial"
 "$PYTHON" -c "import sys, h5py; d = h5py.File(sys.argv[1], 'r+')['uns/pertscore/checkpoint/version']
 d[0] = b'x' * d.dtype.itemsize" "$OUT.partial"
-if run 2 "${RUN[@]}" --output "$OUT" --resume 2>resume_version.err; then
-  grep "resume:" resume_version.err | sed 's/^/   /'
-  grep -q "resume: starting from the beginning: .*written by pertscore x" resume_version.err ||
-    fail "another version's partial did not start over with a reason"
-  [[ -z $(parameter "$OUT" resumed) ]] || fail "a run that started over (other version) records resumed stages"
-  compare direct.h5ad "$OUT"
-else
-  fail "--resume with another version's partial failed: $(tail -3 resume_version.err)"
-fi
+starts_over version "written by pertscore x"
 
 echo "== --resume from a partial whose score entries one rank cannot read starts over (no hang)"
 # score/ids cut to 90%: the last rank's rows point past its end, rank 0's do not
-cp old.h5ad "$OUT"
 cp killed_after_score.partial "$OUT.partial"
 "$PYTHON" -c "import sys, h5py; g = h5py.File(sys.argv[1], 'r+')['uns/pertscore/checkpoint/score']
 ids = g['ids'][()]; del g['ids']; g['ids'] = ids[: len(ids) * 9 // 10]" "$OUT.partial"
-if run 2 "${RUN[@]}" --output "$OUT" --resume 2>resume_cut.err; then
-  grep "resume:" resume_cut.err | sed 's/^/   /'
-  grep -q "resume: starting from the beginning: .*cannot be read" resume_cut.err ||
-    fail "a partial with cut score entries did not start over with a reason"
-  compare direct.h5ad "$OUT"
-else
-  fail "--resume with cut score entries failed or hung: $(tail -3 resume_cut.err)"
-fi
+starts_over cut "cannot read /uns/pertscore/checkpoint/score/ids"
 
 echo "== without --resume a stale partial is replaced"
 cp killed_in_score.partial "$OUT.partial"
