@@ -480,16 +480,28 @@ def mode_speedup(args, name):
     print("\n== speedup np 1 -> 2 (%s), %d repeats: np1 %s s, np2 %s s; median speedup %.2fx (%s >= %.1fx)" % (
         name, args.repeat, ",".join("%.1f" % w for w in walls[1]), ",".join("%.1f" % w for w in walls[2]), sp,
         "PASS" if sp >= ISSUE_SPEEDUP_NP2 else "FAIL", ISSUE_SPEEDUP_NP2))
-    per_stage = {}
+    # CPU seconds of the slowest rank: on a shared machine the wall-clock speedup mostly
+    # measures the other load; the CPU split shows whether the work itself divides.
+    per_stage, cpu_total = {}, {1: [], 2: []}
     for r in runs:
+        total = 0.0
         for row in r["stages"]:
-            per_stage.setdefault(row["stage"], {1: [], 2: []})[r["np"]].append(row.get("seconds", 0))
+            v = per_stage.setdefault(row["stage"], {1: [], 2: [], "cpu1": [], "cpu2": []})
+            v[r["np"]].append(row.get("seconds", 0))
+            v["cpu%d" % r["np"]].append(row.get("cpu_seconds", 0))
+            total += row.get("cpu_seconds", 0)
+        cpu_total[r["np"]].append(total)
     for stage, v in per_stage.items():
         if v[1] and v[2] and statistics.median(v[2]) > 0:
-            print("   %-10s np1 %8.2f s  np2 %8.2f s  speedup %.2fx" % (
+            c1, c2 = statistics.median(v["cpu1"]), statistics.median(v["cpu2"])
+            print("   %-10s np1 %8.2f s  np2 %8.2f s  speedup %.2fx   CPU np1 %7.2f s  np2 %7.2f s  %s" % (
                 stage, statistics.median(v[1]), statistics.median(v[2]),
-                statistics.median(v[1]) / statistics.median(v[2])))
-    return {"runs": runs, "speedup_median": sp, "walls": walls}
+                statistics.median(v[1]) / statistics.median(v[2]), c1, c2,
+                "CPU split %.2fx" % (c1 / c2) if c2 > 0 else ""))
+    cpu_sp = statistics.median(cpu_total[1]) / statistics.median(cpu_total[2]) if statistics.median(cpu_total[2]) else 0
+    print("   CPU seconds of the slowest rank, all stages: np1 %.1f, np2 %.1f: split %.2fx" % (
+        statistics.median(cpu_total[1]), statistics.median(cpu_total[2]), cpu_sp))
+    return {"runs": runs, "speedup_median": sp, "walls": walls, "cpu_split": cpu_sp}
 
 
 # Per-rank memory model: src/cost (include/pertscore/cost.h) records its estimate in the stats of
@@ -649,7 +661,8 @@ def main():
         for n in names:
             sp = mode_speedup(args, n)
             result["runs"] += sp["runs"]
-            result.setdefault("speedup", {})[n] = {"median": sp["speedup_median"], "walls": sp["walls"]}
+            result.setdefault("speedup", {})[n] = {"median": sp["speedup_median"], "walls": sp["walls"],
+                                                   "cpu_split": sp["cpu_split"]}
     out = args.json or os.path.join(args.work, "results", "%s-%s.json" % (args.mode, started))
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, "w") as f:
