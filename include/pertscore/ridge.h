@@ -2,8 +2,11 @@
  *
  * B = (X^T X + lambda I)^-1 X^T Y with X = [1 | D] (M x (K+1)), the intercept
  * penalized too. Each rank adds its cells' sparse contributions to X^T X and
- * X^T Y; the sums land in ScaLAPACK block-cyclic matrices; one Cholesky
- * (pdpotrf) and one multi-right-hand-side solve (pdpotrs). */
+ * X^T Y; the sums land in ScaLAPACK block-cyclic matrices (a 1 x P grid); one
+ * Cholesky (pdpotrf) and then either one multi-right-hand-side solve (pdpotrs)
+ * or, when N is not small against K (K + 1 <= 4 N) and for the permutations,
+ * W = L^-1 (pdtrtri) and B = W^T (W X^T Y) as local dgemms: the same B to
+ * rounding (~1e-14 relative), at the dgemm rate. */
 #ifndef PERTSCORE_RIDGE_H
 #define PERTSCORE_RIDGE_H
 
@@ -45,9 +48,9 @@ void ps_ridge_perm_options_default(ps_ridge_perm_options *o);
  * (i + 1), k = x mod (i + 1), swap pi[i] and pi[k] (Fisher-Yates, unbiased). */
 void ps_ridge_permutation(uint64_t seed, int64_t r, int64_t n_cells, int64_t *pi);
 
-/* Permutations per batch: the batch's dense (K + 1) x (N b) sum on each rank
- * plus this rank's rows of B_r (at most as large again) stay within
- * batch_bytes; at least 1, at most R. The same on every rank. */
+/* Permutations per batch: the batch's dense (K + 1) x (N b) right-hand side on
+ * each rank plus the product W X^T Y_r of the same size (ridge_perm.c) stay
+ * within batch_bytes; at least 1, at most R. The same on every rank. */
 int ps_ridge_perm_batch(int32_t n_rows, int32_t n_genes, int n_permutations, int64_t batch_bytes);
 
 /* P-values of fit->beta (ps_ridge_fit of the same design, y and lambda; the same
@@ -62,19 +65,21 @@ int ps_ridge_perm_batch(int32_t n_rows, int32_t n_genes, int n_permutations, int
  * Memory per rank: every cell's design row (allgathered once: (M + 1) int64 +
  * nnz(D) int32; O(M x MOI), never cells x perturbations), one int64 permutation
  * of M cells, (K + 1) x N counts, a gene-tiled copy of the local y (about the
- * size of y), the inverse of X^T X + lambda I in place of its factor (this
- * rank's rows: (K + 1)^2 / P doubles) and one batch (ps_ridge_perm_batch): the
- * whole (K + 1) x N b right-hand side (replicated: the allreduce target) plus
- * this rank's rows of B_r.
- * Time: once, the inverse (2/3 (K + 1)^3 flops over all ranks); per
+ * size of y), W = L^-1 in place of the factor L (this rank's columns:
+ * (K + 1)^2 / P doubles) and one batch (ps_ridge_perm_batch): the whole
+ * (K + 1) x N b right-hand side (replicated: the reduce-scatter input) plus
+ * the product W X^T Y_r of the same size.
+ * Time: once, W = L^-1 (pdtrtri, (K + 1)^3 / 3 flops over all ranks); per
  * permutation, every rank shuffles all M cells (O(M), ~7 ms for a million
  * cells: the scaling limit for very large M), adds its own cells' (|S| + 1) x
  * N-tile products, and 2 (K + 1)^2 N / P flops of dgemm; per batch one
- * allreduce of (K + 1) x N b doubles. */
+ * reduce-scatter and one allreduce of (K + 1) x N b doubles. */
 int ps_ridge_permutation_pvalues(MPI_Comm comm, const ps_design *design, const ps_csr *y, double lambda,
                                  const ps_ridge_perm_options *opt, const ps_ridge *fit, double **pvalues);
 
-/* ps_ridge_fit and ps_ridge_permutation_pvalues on one factorization. */
+/* ps_ridge_fit and ps_ridge_permutation_pvalues on one factorization. With
+ * R > 0 the fit goes through W = L^-1 as the permutations do, so beta equals
+ * ps_ridge_fit's to rounding, not bitwise. */
 int ps_ridge_fit_pvalues(MPI_Comm comm, const ps_design *design, const ps_csr *y, double lambda,
                          const ps_ridge_perm_options *opt, ps_ridge *out, double **pvalues);
 
