@@ -52,6 +52,57 @@ double ps_quantile_type7_sparse(const double *sorted_nonzero, int64_t n_nonzero,
   return x_lo + (h - (double)lo) * (x_hi - x_lo);
 }
 
+/* Moves the k-th smallest of v[0, n) to v[k], smaller ones before it, larger after
+ * (quickselect, median-of-three pivot): O(n) where a sort is O(n log n). */
+static void select_kth(double *v, int64_t n, int64_t k) {
+  int64_t lo = 0, hi = n - 1;
+  while (hi > lo) {
+    int64_t mid = lo + (hi - lo) / 2;
+    double a = v[lo], b = v[mid], c = v[hi];
+    double pivot = a < b ? (b < c ? b : (a < c ? c : a)) : (a < c ? a : (b < c ? c : b));
+    int64_t i = lo, j = hi;
+    while (i <= j) {
+      while (v[i] < pivot) i++;
+      while (v[j] > pivot) j--;
+      if (i <= j) {
+        double t = v[i];
+        v[i++] = v[j];
+        v[j--] = t;
+      }
+    }
+    if (k <= j) hi = j;
+    else if (k >= i) lo = i;
+    else return;
+  }
+}
+
+/* ps_quantile_type7_sparse without sorting: only the two order statistics that the
+ * type-7 interpolation reads are selected (v is reordered). */
+static double quantile_type7_select(double *v, int64_t n_nonzero, int64_t n, double prob) {
+  if (n <= 0) return 0.0;
+  double h = (double)(n - 1) * prob;
+  int64_t lo = (int64_t)floor(h), zeros = n - n_nonzero;
+  int64_t hi = lo + 1 < n ? lo + 1 : lo;
+  double x_lo = 0.0, x_hi = 0.0;
+  if (lo >= zeros) {
+    select_kth(v, n_nonzero, lo - zeros);
+    x_lo = v[lo - zeros];
+  }
+  if (hi >= zeros) {
+    int64_t k = hi - zeros;
+    if (hi == lo) x_hi = x_lo;
+    else if (lo >= zeros) { /* the next order statistic is the least value above position k - 1 */
+      x_hi = v[k];
+      for (int64_t i = k + 1; i < n_nonzero; i++)
+        if (v[i] < x_hi) x_hi = v[i];
+    } else {
+      select_kth(v, n_nonzero, k);
+      x_hi = v[k];
+    }
+  }
+  return x_lo + (h - (double)lo) * (x_hi - x_lo);
+}
+
 /* SPEC section 0: counts (every stored value integral) become ln(1 + 1e4 x / total). */
 static int normalize_block(MPI_Comm comm, ps_csr *x, int input_is, int *is_counts) {
   int integral = 1, all_integral = 1;
@@ -340,13 +391,8 @@ static int read_targets(const ps_dataset_options *opt, ps_dataset *d, ps_strmap 
   return PS_OK;
 }
 
-static int compare_doubles(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
-
 /* Exact per-gene quantiles: one Alltoallv moves each regression gene's nonzeros to
- * the rank that owns the gene (gene n -> rank n % P), which sorts them. With
+ * the rank that owns the gene (gene n -> rank n % P), which selects the order statistics. With
  * --group-by each (group, gene) is its own column c = group N + gene, over its
  * group's n_total[group] cells (row_group: each local row's group, NULL: all 0). */
 static int winsor_caps(MPI_Comm comm, const ps_csr *y, const int32_t *row_group, int32_t n_groups,
@@ -415,8 +461,7 @@ static int winsor_caps(MPI_Comm comm, const ps_csr *y, const int32_t *row_group,
   for (int64_t n = rank; n < N; n += size) {
     int64_t count = start[n + 1] - start[n];
     double *v = values + start[n];
-    qsort(v, (size_t)count, sizeof *v, compare_doubles);
-    caps[n] = ps_quantile_type7_sparse(v, count, n_total[n / n_cols], prob);
+    caps[n] = quantile_type7_select(v, count, n_total[n / n_cols], prob);
   }
   if (N > INT32_MAX) PS_FAIL(PS_ERR_SYSTEM, "winsorizing: %lld group x gene caps are too many", (long long)N);
   PS_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, caps, (int)N, MPI_DOUBLE, MPI_SUM, comm));
@@ -578,6 +623,21 @@ static int check_unique_cells(MPI_Comm comm, const char *path, const ps_strlist 
   return err;
 }
 
+/* The peak RSS of a part of the read (the matrix, the target selection) for the
+ * cost model (src/cost): STAGE.PART_peak_rss_bytes in the statistics, STAGE the
+ * caller's progress stage; the peak is reset so the next part starts afresh (the
+ * stage's own peak keeps the maximum). */
+static void record_part_peak(const ps_progress *progress, const char *part) {
+  if (!progress || !progress->stage) return;
+  char name[96];
+  double peak = ps_peak_rss_bytes();
+  snprintf(name, sizeof name, "%s.%s_peak_rss_bytes", progress->stage, part);
+  ps_stats_max(name, peak);
+  snprintf(name, sizeof name, "%s.peak_rss_bytes", progress->stage);
+  ps_stats_max(name, peak);
+  ps_peak_rss_reset();
+}
+
 /* --keep-expression: the block's analysed rows, compacted in place (they are a
  * subsequence in block order, so no row is overwritten before it is moved) and
  * handed over, so keeping them costs no copy; x is left empty. */
@@ -658,6 +718,7 @@ int ps_dataset_read(MPI_Comm comm, const ps_dataset_options *opt, ps_progress *p
   memset(&m.genes, 0, sizeof m.genes);
   int32_t *candidates = NULL, n_candidates = 0;
   int regression = opt->targets || !opt->no_target_selection;
+  record_part_peak(progress, "matrix");
   if (opt->targets) {
     PS_CALL(ps_error_sync(comm, read_targets(opt, d, &gene_index, &candidates, &n_candidates)));
   } else if (!regression) { /* cv perturbations scheme: no targets, no regression genes */
@@ -667,6 +728,7 @@ int ps_dataset_read(MPI_Comm comm, const ps_dataset_options *opt, ps_progress *p
     double t0 = ps_wtime();
     PS_CALL(ps_targets_select(comm, opt, &m.x, keep, &gene_index, progress, d, &candidates, &n_candidates));
     d->seconds_targets = ps_wtime() - t0;
+    record_part_peak(progress, "targets");
   }
   if (opt->own_genes) { /* dosage (SPEC section 5): own-gene values before the full matrix goes */
     ps_design named = d->design; /* --group-by: "P@g" has P's own gene */
@@ -704,5 +766,6 @@ int ps_dataset_read(MPI_Comm comm, const ps_dataset_options *opt, ps_progress *p
       if (d->y.data[p] > cap[d->y.indices[p]]) d->y.data[p] = cap[d->y.indices[p]];
   }
   count_targets(d);
+  record_part_peak(progress, "regression");
   return PS_OK;
 }
