@@ -36,6 +36,7 @@ typedef struct {
   ps_strlist slurm_keys, slurm_values; /* resources for the sbatch scripts */
 } ps_job;
 
+/* On failure the job is left empty (nothing to free); a sweep has at most 10^6 points. */
 int ps_job_read(const char *path, ps_job *job);
 void ps_job_free(ps_job *job);
 /* Number of sweep points (the product of the swept lists' lengths; 1 without a sweep). */
@@ -43,7 +44,7 @@ int64_t ps_job_points(const ps_job *job);
 const char *ps_job_sweep_value(const ps_job *job, int64_t point, int64_t key);
 /* Output path of a point: OUTPUT.pointNNN.h5ad, or OUTPUT itself for point -1 / no sweep. */
 int ps_job_output(const ps_job *job, int64_t point, char *buf, size_t size);
-/* argv of `run` for a point (-1: the job without its sweep). */
+/* argv of `run` for a point (-1: the job without its sweep); empty on failure. */
 int ps_job_argv(const ps_job *job, int64_t point, ps_strlist *argv);
 /* -1: not an option of run; 0: a flag; 1: takes a value (cmd_run.c). */
 int ps_run_option_arity(const char *name);

@@ -33,6 +33,10 @@ void ps_job_free(ps_job *job) {
   memset(job, 0, sizeof *job);
 }
 
+/* More points than any Slurm array allows (MaxArraySize is at most 4000001);
+ * also keeps the product of the list lengths far from int64 overflow. */
+#define PS_JOB_MAX_POINTS INT64_C(1000000)
+
 static const char *slurm_keys[] = {"nodes", "ntasks", "ntasks-per-node", "cpus-per-task", "mem", "mem-per-cpu",
                                    "time", "partition", "account", "qos", "job-name", NULL};
 
@@ -50,11 +54,11 @@ static int scalar_or_list(const ps_job *job, yaml_document_t *doc, yaml_node_t *
     return PS_OK;
   }
   if (node->type != YAML_SEQUENCE_NODE) return fail_at(job, node, "expected a value or a list of values for", key);
+  size_t used = 0; /* not strlen(buf) per item: quadratic in a long list */
   for (yaml_node_item_t *it = node->data.sequence.items.start; it < node->data.sequence.items.top; it++) {
     yaml_node_t *item = yaml_document_get_node(doc, *it);
     if (!item || item->type != YAML_SCALAR_NODE) return fail_at(job, node, "expected a list of plain values for", key);
-    size_t used = strlen(buf);
-    snprintf(buf + used, size - used, "%s%s", used ? "," : "", (const char *)item->data.scalar.value);
+    if (used + 1 < size) used += (size_t)snprintf(buf + used, size - used, "%s%s", used ? "," : "", (const char *)item->data.scalar.value);
   }
   return PS_OK;
 }
@@ -81,6 +85,7 @@ static int add_option(ps_job *job, yaml_document_t *doc, yaml_node_t *key_node, 
 
 static int read_sweep(ps_job *job, yaml_document_t *doc, yaml_node_t *map) {
   if (map->type != YAML_MAPPING_NODE) return fail_at(job, map, "sweep: expected a mapping of option -> list of values", NULL);
+  int64_t points = 1;
   int64_t n = map->data.mapping.pairs.top - map->data.mapping.pairs.start;
   PS_ALLOC(job->sweep_values, n);
   job->sweep_keys_capacity = n;
@@ -94,6 +99,11 @@ static int read_sweep(ps_job *job, yaml_document_t *doc, yaml_node_t *map) {
       return fail_at(job, k, "sweep: not an option that takes a value", key);
     if (v->type != YAML_SEQUENCE_NODE || v->data.sequence.items.top == v->data.sequence.items.start)
       return fail_at(job, v, "sweep: expected a non-empty list of values for", key);
+    for (int64_t s = 0; s < job->sweep_keys.n; s++)
+      if (strcmp(job->sweep_keys.items[s], key) == 0) return fail_at(job, k, "sweep: option given twice:", key);
+    points *= v->data.sequence.items.top - v->data.sequence.items.start;
+    if (points > PS_JOB_MAX_POINTS)
+      return fail_at(job, v, "sweep: more than 1000000 points (the product of the lists' lengths) with", key);
     PS_CALL(ps_strlist_push(&job->sweep_keys, key));
     for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top; it++) {
       yaml_node_t *item = yaml_document_get_node(doc, *it);
@@ -126,12 +136,16 @@ static int read_document(ps_job *job, yaml_document_t *doc) {
   yaml_node_t *root = yaml_document_get_root_node(doc);
   if (!root || root->type != YAML_MAPPING_NODE)
     PS_FAIL(PS_ERR_INPUT, "%s: expected a YAML mapping of option: value (see jobs/example.yaml)", job->path);
+  int sweep_seen = 0, slurm_seen = 0;
   for (yaml_node_pair_t *p = root->data.mapping.pairs.start; p < root->data.mapping.pairs.top; p++) {
     yaml_node_t *k = yaml_document_get_node(doc, p->key), *v = yaml_document_get_node(doc, p->value);
     if (k->type != YAML_SCALAR_NODE) return fail_at(job, k, "expected a plain key", NULL);
     const char *key = (const char *)k->data.scalar.value;
     for (int64_t i = 0; i < job->keys.n; i++)
       if (strcmp(job->keys.items[i], key) == 0) return fail_at(job, k, "key given twice:", key);
+    /* sections are not in job->keys: a second one would replace the first */
+    int *seen = strcmp(key, "sweep") == 0 ? &sweep_seen : strcmp(key, "slurm") == 0 ? &slurm_seen : NULL;
+    if (seen && (*seen)++) return fail_at(job, k, "key given twice:", key);
     if (strcmp(key, "sweep") == 0) PS_CALL(read_sweep(job, doc, v));
     else if (strcmp(key, "slurm") == 0) PS_CALL(read_slurm(job, doc, v));
     else PS_CALL(add_option(job, doc, k, v, &job->keys, &job->values));
@@ -139,28 +153,96 @@ static int read_document(ps_job *job, yaml_document_t *doc) {
   return PS_OK;
 }
 
+/* libyaml's scanner takes time quadratic in the nesting depth of flow
+ * collections ("[[[...]]]": 19 s for a 80 kB file of 40,000 levels); a job file
+ * needs 3 levels, so one pass over the events refuses deep nesting before the
+ * document is loaded. Syntax errors are left to the loader's message. */
+#define PS_JOB_MAX_DEPTH 16
+/* A job file is a few hundred bytes; this only keeps a wrong path (a matrix) from filling memory. */
+#define PS_JOB_MAX_BYTES (16u << 20)
+
+static int check_depth(const char *path, const unsigned char *text, size_t size) {
+  yaml_parser_t parser;
+  if (!yaml_parser_initialize(&parser)) PS_FAIL(PS_ERR_SYSTEM, "cannot initialize the YAML parser");
+  yaml_parser_set_input_string(&parser, text, size);
+  int depth = 0, err = PS_OK, done = 0;
+  while (!done && !err) {
+    yaml_event_t event;
+    if (!yaml_parser_parse(&parser, &event)) break;
+    if (event.type == YAML_SEQUENCE_START_EVENT || event.type == YAML_MAPPING_START_EVENT) {
+      if (++depth > PS_JOB_MAX_DEPTH)
+        err = ps_error_set(PS_ERR_INPUT, __FILE__, __LINE__, "%s: line %lu: nested deeper than %d levels (lists and "
+                           "mappings in a job file go 3 deep)", path, (unsigned long)event.start_mark.line + 1,
+                           PS_JOB_MAX_DEPTH);
+    } else if (event.type == YAML_SEQUENCE_END_EVENT || event.type == YAML_MAPPING_END_EVENT) {
+      depth--;
+    }
+    done = event.type == YAML_DOCUMENT_END_EVENT || event.type == YAML_STREAM_END_EVENT; /* the loader reads one */
+    yaml_event_delete(&event);
+  }
+  yaml_parser_delete(&parser);
+  return err;
+}
+
+/* The whole file in memory (read once: a pipe or /dev/stdin works too). */
+static int read_file(const char *path, unsigned char **text, size_t *size) {
+  *text = NULL;
+  *size = 0;
+  FILE *f = fopen(path, "rb");
+  if (!f) PS_FAIL(PS_ERR_INPUT, "%s: cannot open the job file", path);
+  size_t capacity = 0;
+  int err = PS_OK;
+  for (;;) {
+    if (*size == capacity) {
+      if (capacity >= PS_JOB_MAX_BYTES) {
+        err = ps_error_set(PS_ERR_INPUT, __FILE__, __LINE__, "%s: larger than %u MiB: not a job file", path,
+                           PS_JOB_MAX_BYTES >> 20);
+        break;
+      }
+      capacity = capacity ? 2 * capacity : 4096;
+      unsigned char *grown = realloc(*text, capacity);
+      if (!grown) {
+        err = ps_error_set(PS_ERR_SYSTEM, __FILE__, __LINE__, "out of memory reading %s", path);
+        break;
+      }
+      *text = grown;
+    }
+    size_t got = fread(*text + *size, 1, capacity - *size, f);
+    *size += got;
+    if (got == 0) break;
+  }
+  if (!err && ferror(f)) err = ps_error_set(PS_ERR_INPUT, __FILE__, __LINE__, "%s: cannot read the job file", path);
+  fclose(f);
+  if (err) {
+    free(*text);
+    *text = NULL;
+  }
+  return err;
+}
+
 int ps_job_read(const char *path, ps_job *job) {
   memset(job, 0, sizeof *job);
   snprintf(job->path, sizeof job->path, "%s", path);
-  FILE *f = fopen(path, "rb");
-  if (!f) PS_FAIL(PS_ERR_INPUT, "%s: cannot open the job file", path);
+  unsigned char *text;
+  size_t size;
+  PS_CALL(read_file(path, &text, &size));
+  int err = check_depth(path, text, size);
   yaml_parser_t parser;
-  yaml_document_t doc;
-  if (!yaml_parser_initialize(&parser)) {
-    fclose(f);
-    PS_FAIL(PS_ERR_SYSTEM, "cannot initialize the YAML parser");
+  if (!err && !yaml_parser_initialize(&parser)) err = ps_error_set(PS_ERR_SYSTEM, __FILE__, __LINE__, "cannot initialize the YAML parser");
+  if (!err) {
+    yaml_document_t doc;
+    yaml_parser_set_input_string(&parser, text, size);
+    if (!yaml_parser_load(&parser, &doc)) {
+      err = ps_error_set(PS_ERR_INPUT, __FILE__, __LINE__, "%s: line %lu: not valid YAML: %s", path,
+                         (unsigned long)parser.problem_mark.line + 1, parser.problem ? parser.problem : "parse error");
+    } else {
+      err = read_document(job, &doc);
+      yaml_document_delete(&doc);
+    }
+    yaml_parser_delete(&parser);
   }
-  yaml_parser_set_input_file(&parser, f);
-  int err = PS_OK;
-  if (!yaml_parser_load(&parser, &doc)) {
-    err = ps_error_set(PS_ERR_INPUT, __FILE__, __LINE__, "%s: line %lu: not valid YAML: %s", path,
-                       (unsigned long)parser.problem_mark.line + 1, parser.problem ? parser.problem : "parse error");
-  } else {
-    err = read_document(job, &doc);
-    yaml_document_delete(&doc);
-  }
-  yaml_parser_delete(&parser);
-  fclose(f);
+  free(text);
+  if (err) ps_job_free(job); /* a failed read leaves nothing to free */
   return err;
 }
 
@@ -193,8 +275,7 @@ int ps_job_output(const ps_job *job, int64_t point, char *buf, size_t size) {
   return PS_OK;
 }
 
-int ps_job_argv(const ps_job *job, int64_t point, ps_strlist *argv) {
-  memset(argv, 0, sizeof *argv);
+static int job_argv(const ps_job *job, int64_t point, ps_strlist *argv) {
   PS_CALL(ps_strlist_push(argv, "run"));
   char output[4096], option[512];
   PS_CALL(ps_job_output(job, point, output, sizeof output));
@@ -213,4 +294,11 @@ int ps_job_argv(const ps_job *job, int64_t point, ps_strlist *argv) {
     PS_CALL(ps_strlist_push(argv, ps_job_sweep_value(job, point, s)));
   }
   return PS_OK;
+}
+
+int ps_job_argv(const ps_job *job, int64_t point, ps_strlist *argv) {
+  memset(argv, 0, sizeof *argv);
+  int err = job_argv(job, point, argv);
+  if (err) ps_strlist_free(argv); /* a failed expansion leaves nothing to free */
+  return err;
 }

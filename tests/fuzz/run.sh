@@ -5,13 +5,13 @@
 #   BUILD_DIR  a build configured with -DPS_FUZZ=ON -DCMAKE_C_COMPILER=clang
 #              (the fuzzers are built here if missing)
 #   SECONDS    fuzzing time per target (TARGET:SECONDS overrides it for one)
-#   TARGET     guides targets h5ad_meta h5ad_bytes (default: all four)
+#   TARGET     guides targets job h5ad_meta h5ad_bytes (default: all five)
 #
 # Every target starts from the committed seeds (tests/fuzz/corpus/TARGET) plus
 # what earlier runs in BUILD_DIR found (BUILD_DIR/fuzz-run/TARGET/corpus); the
 # committed corpus is never modified. Findings land in BUILD_DIR/fuzz-run/TARGET/.
 #
-# guides, targets, h5ad_meta stop at the first finding, which fails the run.
+# guides, targets, job, h5ad_meta stop at the first finding, which fails the run.
 # Bugs already reported (tests/fuzz/known/avoid.txt) are left out of the guides and
 # h5ad_meta inputs (PS_FUZZ_AVOID) so that the run looks for new ones.
 # h5ad_bytes mutates raw HDF5 bytes, which crashes libhdf5 1.10 itself within
@@ -23,7 +23,7 @@ build=${1:?usage: run.sh BUILD_DIR SECONDS [TARGET[:SECONDS]...]}
 default_seconds=${2:?usage: run.sh BUILD_DIR SECONDS [TARGET[:SECONDS]...]}
 shift 2
 targets=("$@")
-((${#targets[@]})) || targets=(guides targets h5ad_meta h5ad_bytes)
+((${#targets[@]})) || targets=(guides targets job h5ad_meta h5ad_bytes)
 here=$(cd "$(dirname "$0")" && pwd)
 build=$(cd "$build" && pwd)
 python=${PYTHON:-python3}
@@ -49,7 +49,7 @@ for spec in "${targets[@]}"; do
   [[ $t == h5ad_bytes ]] && timeout=5
   flags=(-max_total_time="$seconds" -timeout="$timeout" -print_final_stats=1 -artifact_prefix="$work/findings/")
   case $t in
-    guides | targets)
+    guides | targets | job)
       # no MPI_Init here, so LeakSanitizer works: leaks on any path are findings
       export ASAN_OPTIONS=detect_leaks=1
       flags+=(-max_len=4096 -dict="$here/dict/$t.dict")
