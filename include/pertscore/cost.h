@@ -33,18 +33,19 @@ typedef struct {
 /* ps_cost_problem.known: every size (estimates every stage); only the input's shape
  * (cells_input, genes, nnz: the read stage); the shape and the design (cells,
  * control_cells, perturbations, basal_rows, design_entries, target_pairs as a bound:
- * read and targets). */
+ * read, targets, and regression with nnz(Y) <= the analysed cells' nnz as the bound). */
 enum { PS_COST_KNOWN_ALL = 0, PS_COST_KNOWN_SHAPE = 1, PS_COST_KNOWN_DESIGN = 2 };
 
 /* Bytes per rank, at each stage's peak: what the stage holds on top of `resident`
  * (the dataset kept from read to write) and `runtime` (MPI, HDF5, PETSc, OpenBLAS). */
-enum { PS_COST_READ, PS_COST_TARGETS, PS_COST_RIDGE, PS_COST_PERMUTATIONS, PS_COST_SCORE, PS_COST_DOSAGE,
-       PS_COST_WRITE, PS_COST_N_STAGES };
+enum { PS_COST_READ, PS_COST_TARGETS, PS_COST_REGRESSION, PS_COST_RIDGE, PS_COST_PERMUTATIONS, PS_COST_SCORE,
+       PS_COST_DOSAGE, PS_COST_WRITE, PS_COST_N_STAGES };
 typedef struct {
   double runtime, resident;
-  double stage[PS_COST_N_STAGES]; /* 0 for a stage that does not run or cannot be estimated; read and
-                                   * targets hold everything of theirs (no resident dataset yet) */
-  double peak;                    /* runtime + the largest of read, targets, resident + a later stage */
+  double stage[PS_COST_N_STAGES]; /* 0 for a stage that does not run or cannot be estimated; read,
+                                   * targets and regression (the end of the read: regression genes,
+                                   * winsorizing) hold everything of theirs (no resident dataset yet) */
+  double peak;                    /* runtime + the largest of read, targets, regression, resident + a later stage */
   int peak_stage;                 /* PS_COST_* of that stage */
 } ps_cost_memory;
 
@@ -80,7 +81,8 @@ int ps_cost_check_memory(MPI_Comm comm, const ps_cost_problem *p, double max_mem
  * guard_context = a ps_cost_guard): at PS_DATASET_GUARD_SHAPE (before the matrix is
  * loaded) it checks the read stage from the input's shape; at
  * PS_DATASET_GUARD_DESIGN (before target selection) also the targets stage, with
- * K x max_targets target pairs as the bound. The later stages need the regression
+ * K x max_targets target pairs as the bound, and the regression part of the read
+ * (nnz(Y) bounded by the analysed cells' nnz). The later stages need the regression
  * genes: check them with ps_cost_check_memory after the read. Collective. */
 typedef struct {
   double max_memory;     /* --max-memory bytes per rank, 0 = none (Slurm's limit still applies) */

@@ -21,6 +21,11 @@
  *   targets      12 nnz/P + 40 Min/P + 40 G + 12 D/P + 45 M/P   (the block, names and design, still held)
  *                + 32 nnzA/P + 24 M + 8 D + 40 T gene shards (Alltoallv send + receive of 16-byte entries),
  *                                                every cell's DE roles (allgathered, O(M MOI)), the selected pairs
+ *   regression   40 G + 12 D/P + 45 M/P + 12 C K/P (dosage) + 12 nnzA/P (--cv perturbations)
+ *                + max(12 nnz/P + 40 Min/P + 12 Y/P, 52 Y/P)   the end of the read: Y extracted while the
+ *                                                block is held, then the winsorizing quantiles (Y, its
+ *                                                (group, gene) columns, Alltoallv send + receive of 16-byte
+ *                                                pairs); before the genes are chosen Y <= nnzA is the bound
  *   ridge        8 rP n + max(64 Q, 16 n N + 8 rP N)   factor of X^T X + lambda I, with the assembly's pair
  *                                                tables (hash, send, receive) or the X^T Y right-hand side
  *                                                (dense sum + packed reduce-scatter buffer) and this rank's share
@@ -33,11 +38,13 @@
  *                                                cells and the controls' own-gene values on its owner, K-row tables
  *   write        8 n N + 8 S/P + (16 MOI + 40) M/P   PS and the obs columns (labels) being written
  *
- * peak = runtime + max(read, targets, resident + max(ridge, permutations, score,
- * dosage, write)): read and targets come before the dataset is resident and hold
- * their own data. The guard runs before the matrix is loaded (read, from the
- * input's shape: cells, genes, nnz from indptr), again once the design is known
- * (targets, T <= K x --max-targets), and after the read (every stage).
+ * peak = runtime + max(read, targets, regression, resident + max(ridge, permutations,
+ * score, dosage, write)): the parts of the read come before the dataset is resident
+ * and hold their own data. The guard runs before the matrix is loaded (read, from
+ * the input's shape: cells, genes, nnz from indptr), again once the design is known
+ * (targets with T <= K x --max-targets, regression with Y <= nnzA), and after the
+ * read (every stage). Measured (docs/performance.md): freed heap is not returned to
+ * the system, so the RSS of the stages after the read stays at the read's peak.
  * Distributed parts shrink with P; replicated ones (B and its p-values, the
  * O(M MOI) design rows of the permutations, gene names) do not. */
 #include "pertscore/cost.h"
@@ -51,7 +58,7 @@
 
 enum { RIDGE_DEFAULT_NB = 128 }; /* src/ridge/ridge_system.c RIDGE_NB */
 
-static const char *stage_names[PS_COST_N_STAGES] = {"read", "targets", "ridge", "permutations",
+static const char *stage_names[PS_COST_N_STAGES] = {"read", "targets", "regression", "ridge", "permutations",
                                                     "score", "dosage", "write"};
 
 const char *ps_cost_stage_name(int stage) {
@@ -88,6 +95,14 @@ void ps_cost_memory_estimate(const ps_cost_problem *p, ps_cost_memory *out) {
     out->stage[PS_COST_TARGETS] = 12 * nnz / P + 40 * Min / P + 40 * G + 12 * D / P + 45 * M / P + 32 * nnz_a / P +
                                   24 * M + 8 * D + 40 * (double)p->target_pairs;
     if (out->stage[PS_COST_TARGETS] > best) best = out->stage[PS_COST_TARGETS], out->peak_stage = PS_COST_TARGETS;
+  }
+  if (p->known != PS_COST_KNOWN_SHAPE) {
+    double y_bound = p->known == PS_COST_KNOWN_ALL ? Y : nnz_a; /* Y <= nnzA before the genes are chosen */
+    double during = 12 * nnz / P + 40 * Min / P + 12 * y_bound / P, winsor = 52 * y_bound / P;
+    out->stage[PS_COST_REGRESSION] = 40 * G + 12 * D / P + 45 * M / P + (p->dosage ? 12 * C * K / P : 0) +
+                                     (p->keep_expression ? 12 * nnz_a / P : 0) + (during > winsor ? during : winsor);
+    if (out->stage[PS_COST_REGRESSION] > best)
+      best = out->stage[PS_COST_REGRESSION], out->peak_stage = PS_COST_REGRESSION;
   }
   if (p->known == PS_COST_KNOWN_ALL) {
     out->resident = 12 * Y / P + 12 * D / P + 12 * C * K / P + 45 * M / P + 40 * G + 8 * n * N;

@@ -111,7 +111,7 @@ if [[ -n $limit ]]; then
   ((rc != 0)) || fail "before targets: exit code 0 with --max-memory $limit"
   grep -q "pertscore: read .*50%" design.err || fail "before targets: refused before the matrix was read"
   ! grep -q "pertscore: read .*60%" design.err || fail "before targets: target selection started"
-  grep -q "at the targets stage.*checked before target selection" design.err ||
+  grep -Eq "at the (targets|regression) stage.*checked before target selection" design.err ||
     fail "before targets: not refused at the targets stage: $(grep -m1 error design.err)"
   [[ ! -e design.h5ad && ! -e design.h5ad.partial ]] || fail "before targets: an output file was left behind"
 fi
