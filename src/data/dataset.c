@@ -641,7 +641,8 @@ static void record_part_peak(const ps_progress *progress, const char *part) {
 /* --keep-expression: the block's analysed rows, compacted in place (they are a
  * subsequence in block order, so no row is overwritten before it is moved) and
  * handed over, so keeping them costs no copy; x is left empty. */
-static void keep_analysed_rows(ps_csr *x, const int64_t *keep, ps_csr *out) {
+static int keep_analysed_rows(ps_csr *x, const int64_t *keep, ps_csr *out) {
+  if (!x->indptr) PS_ALLOC(x->indptr, 1); /* an empty block: still a valid 0-row matrix */
   int64_t rows = 0, w = 0;
   for (int64_t i = 0; i < x->n_rows; i++) {
     if (keep[i] < 0) continue;
@@ -656,6 +657,7 @@ static void keep_analysed_rows(ps_csr *x, const int64_t *keep, ps_csr *out) {
   *out = *x;
   out->n_rows = rows;
   memset(x, 0, sizeof *x);
+  return PS_OK;
 }
 
 int ps_dataset_read(MPI_Comm comm, const ps_dataset_options *opt, ps_progress *progress, ps_dataset *d) {
@@ -747,7 +749,7 @@ int ps_dataset_read(MPI_Comm comm, const ps_dataset_options *opt, ps_progress *p
     PS_ALLOC(d->y.data, 1);
   }
   free(candidates);
-  if (opt->keep_expression) keep_analysed_rows(&m.x, keep, &d->expression);
+  if (opt->keep_expression) PS_CALL(keep_analysed_rows(&m.x, keep, &d->expression));
   free(keep);
   ps_matrix_free(&m);
   /* SPEC section 2: winsorized over the analysed cells; with --group-by over each group's */
