@@ -14,23 +14,20 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* ---- sparse accumulator for this rank's X^T X: key i * n + j (i >= j) -> count ---- */
+/* ---- this rank's X^T X: keys i * n + j (i >= j) -> count ----
+ * While adding, the keys are appended (one per design pair, in any order);
+ * pair_table_finish radix-sorts them and counts repeats. A hash table did the
+ * same with a cache miss per pair (~30 M pairs per rank at the genome shape). */
 
 typedef struct {
-  int64_t *keys; /* -1 = empty slot */
-  double *counts;
-  int64_t cap, n;
+  int64_t *keys;  /* after pair_table_finish: distinct, ascending */
+  double *counts; /* after pair_table_finish: multiplicity of each key */
+  int64_t cap, n; /* after pair_table_finish: cap == n */
 } pair_table;
-
-static uint64_t pair_slot(int64_t key, int64_t cap) {
-  uint64_t h = (uint64_t)key * 0x9e3779b97f4a7c15ULL;
-  return (h ^ (h >> 31)) & (uint64_t)(cap - 1);
-}
 
 static int pair_table_alloc(pair_table *t, int64_t cap) {
   PS_ALLOC(t->keys, cap);
-  PS_ALLOC(t->counts, cap);
-  for (int64_t s = 0; s < cap; s++) t->keys[s] = -1;
+  t->counts = NULL;
   t->cap = cap;
   t->n = 0;
   return PS_OK;
@@ -42,31 +39,47 @@ static void pair_table_free(pair_table *t) {
   memset(t, 0, sizeof *t);
 }
 
-static void pair_table_insert(pair_table *t, int64_t key, double count) {
-  uint64_t s = pair_slot(key, t->cap);
-  while (t->keys[s] != -1 && t->keys[s] != key) s = (s + 1) & (uint64_t)(t->cap - 1);
-  if (t->keys[s] == -1) {
-    t->keys[s] = key;
-    t->n++;
+static int pair_table_add(pair_table *t, int64_t key) {
+  if (t->n == t->cap) {
+    int64_t *bigger = realloc(t->keys, (size_t)(2 * t->cap) * sizeof *bigger);
+    if (!bigger) PS_FAIL(PS_ERR_SYSTEM, "out of memory growing the X^T X pairs to %lld", (long long)(2 * t->cap));
+    t->keys = bigger;
+    t->cap *= 2;
   }
-  t->counts[s] += count;
+  t->keys[t->n++] = key;
+  return PS_OK;
 }
 
-/* Keep the load at most one half so linear probing stays short. */
-static int pair_table_add(pair_table *t, int64_t key) {
-  if (2 * (t->n + 1) > t->cap) {
-    pair_table bigger = {0};
-    int err = pair_table_alloc(&bigger, 2 * t->cap);
-    if (err) {
-      pair_table_free(&bigger);
-      PS_CALL(err);
+/* LSD radix sort of keys in [0, max_key] by 11-bit digits, then run-length counts. */
+static int pair_table_finish(pair_table *t, int64_t max_key) {
+  enum { DIGIT = 11, BUCKETS = 1 << DIGIT };
+  int64_t *tmp = malloc((size_t)(t->n > 0 ? t->n : 1) * sizeof *tmp);
+  if (!tmp) PS_FAIL(PS_ERR_SYSTEM, "out of memory sorting %lld X^T X pairs", (long long)t->n);
+  int64_t *from = t->keys, *to = tmp, at[BUCKETS];
+  for (int shift = 0; shift < 63 && (max_key >> shift) > 0; shift += DIGIT) {
+    memset(at, 0, sizeof at);
+    for (int64_t e = 0; e < t->n; e++) at[(from[e] >> shift) & (BUCKETS - 1)]++;
+    for (int64_t d = 0, sum = 0; d < BUCKETS; d++) {
+      int64_t c = at[d];
+      at[d] = sum;
+      sum += c;
     }
-    for (int64_t s = 0; s < t->cap; s++)
-      if (t->keys[s] != -1) pair_table_insert(&bigger, t->keys[s], t->counts[s]);
-    pair_table_free(t);
-    *t = bigger;
+    for (int64_t e = 0; e < t->n; e++) to[at[(from[e] >> shift) & (BUCKETS - 1)]++] = from[e];
+    int64_t *swap = from;
+    from = to;
+    to = swap;
   }
-  pair_table_insert(t, key, 1.0);
+  t->keys = from; /* the sorted copy; the other buffer goes */
+  free(to);
+  int64_t distinct = 0;
+  for (int64_t e = 0; e < t->n; e++) distinct += e == 0 || from[e] != from[e - 1];
+  PS_ALLOC(t->counts, distinct);
+  int64_t u = -1;
+  for (int64_t e = 0; e < t->n; e++) {
+    if (e == 0 || from[e] != from[e - 1]) from[++u] = from[e];
+    t->counts[u] += 1.0;
+  }
+  t->n = t->cap = distinct;
   return PS_OK;
 }
 
@@ -243,6 +256,7 @@ static int gram_local(const ps_design *design, ridge_system *s, gram_work *w, in
     PS_FAIL(PS_ERR_INPUT, "ridge: K + 1 = %d is too large for one rank's share of X^T X on %d ranks", s->n, size);
   PS_ALLOC(s->a, (int64_t)s->a_rows * s->a_cols);
   PS_CALL(gram_accumulate(design, s->n, &w->gram));
+  PS_CALL(pair_table_finish(&w->gram, (int64_t)s->n * s->n - 1));
   PS_CALL(gram_pack(s, w, size));
   return PS_OK;
 }
