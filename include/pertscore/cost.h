@@ -29,6 +29,8 @@ typedef struct {
   int keep_expression;   /* the dataset keeps every gene of the analysed cells (run --cv perturbations) */
   int select_targets;    /* targets are selected (no targets file): the targets stage runs */
   int known;             /* PS_COST_KNOWN_*: which sizes are known (the guard runs while the input is read) */
+  int cv_scheme;         /* run --cv: PS_CV_SCHEME_PERTURBATIONS (1) or PS_CV_SCHEME_CELLS (2); 0 = none */
+  int cv_folds;          /* its --folds (5 when 0) */
 } ps_cost_problem;
 /* ps_cost_problem.known: every size (estimates every stage); only the input's shape
  * (cells_input, genes, nnz: the read stage); the shape and the design (cells,
@@ -39,7 +41,7 @@ enum { PS_COST_KNOWN_ALL = 0, PS_COST_KNOWN_SHAPE = 1, PS_COST_KNOWN_DESIGN = 2 
 /* Bytes per rank, at each stage's peak: what the stage holds on top of `resident`
  * (the dataset kept from read to write) and `runtime` (MPI, HDF5, PETSc, OpenBLAS). */
 enum { PS_COST_READ, PS_COST_TARGETS, PS_COST_REGRESSION, PS_COST_RIDGE, PS_COST_PERMUTATIONS, PS_COST_SCORE,
-       PS_COST_DOSAGE, PS_COST_WRITE, PS_COST_N_STAGES };
+       PS_COST_DOSAGE, PS_COST_CV, PS_COST_WRITE, PS_COST_N_STAGES };
 typedef struct {
   double runtime, resident;
   double stage[PS_COST_N_STAGES]; /* 0 for a stage that does not run or cannot be estimated; read,

@@ -36,10 +36,15 @@
  *   score        8 n N + 8 S/P                   p-values; PS (QP scratch is O(MOI^2 + MOI N), negligible)
  *   dosage       8 n N + 16 S/P + 16 (D/P + C) + 368 K   PS aligned to the design, each perturbation's
  *                                                cells and the controls' own-gene values on its owner, K-row tables
+ *   cv           8 n N + 8 S/P + (perturbations) 24 (K + 1) G + 16 G K   pseudobulk sums and means (docs/cv.md),
+ *                                                a fold's genes x |T| training matrix and its SVD workspace;
+ *                (cells) (36 Y + 60 D) g/P + 8 n^2 g/P + 16 n N   the fold group's copy of y, design and PS
+ *                                                (g = min(P, F) groups), a fold's training and held-out
+ *                                                subsets and the exchange buffers, the system
  *   write        8 n N + 8 S/P + (16 MOI + 40) M/P   PS and the obs columns (labels) being written
  *
  * peak = runtime + max(read, targets, regression, resident + max(ridge, permutations,
- * score, dosage, write)): the parts of the read come before the dataset is resident
+ * score, dosage, cv, write)): the parts of the read come before the dataset is resident
  * and hold their own data. The guard runs before the matrix is loaded (read, from
  * the input's shape: cells, genes, nnz from indptr), again once the design is known
  * (targets with T <= K x --max-targets, regression with Y <= nnzA), and after the
@@ -59,7 +64,7 @@
 enum { RIDGE_DEFAULT_NB = 128 }; /* src/ridge/ridge_system.c RIDGE_NB */
 
 static const char *stage_names[PS_COST_N_STAGES] = {"read", "targets", "regression", "ridge", "permutations",
-                                                    "score", "dosage", "write"};
+                                                    "score", "dosage", "cv", "write"};
 
 const char *ps_cost_stage_name(int stage) {
   return stage >= 0 && stage < PS_COST_N_STAGES ? stage_names[stage] : "?";
@@ -119,6 +124,11 @@ void ps_cost_memory_estimate(const ps_cost_problem *p, ps_cost_memory *out) {
     out->stage[PS_COST_SCORE] = pvalues + 8 * S / P;
     if (p->dosage) out->stage[PS_COST_DOSAGE] = pvalues + 16 * S / P + 16 * (D / P + C) + 368 * K;
     out->stage[PS_COST_WRITE] = pvalues + 8 * S / P + (16 * moi + 40) * M / P;
+    double F = p->cv_folds > 0 ? p->cv_folds : 5, groups = F < P ? F : P;
+    if (p->cv_scheme == 1) /* docs/cv.md: pseudobulk sums and means, a fold's genes x |T| matrix and its SVD */
+      out->stage[PS_COST_CV] = pvalues + 8 * S / P + 24 * (K + 1) * G + 16 * G * K;
+    else if (p->cv_scheme == 2) /* the group's copy of y, design and PS, a fold's subsets, the exchange; the system */
+      out->stage[PS_COST_CV] = pvalues + 8 * S / P + (36 * Y + 60 * D) * groups / P + 8 * n * n * groups / P + 16 * n * N;
     for (int s = PS_COST_RIDGE; s < PS_COST_N_STAGES; s++)
       if (out->resident + out->stage[s] > best) best = out->resident + out->stage[s], out->peak_stage = s;
   }

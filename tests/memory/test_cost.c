@@ -103,6 +103,30 @@ static void test_grows_with_sizes(void) {
         more.resident - base.resident, kept);
 }
 
+/* run --cv: the stage is estimated for its scheme only, and the perturbations
+ * scheme's replicated pseudobulk tables (3 x 8 (K + 1) G, docs/cv.md) are in it */
+static void test_cv_stage(void) {
+  ps_cost_problem p = screen(4);
+  ps_cost_memory none, pert, cells;
+  ps_cost_memory_estimate(&p, &none);
+  CHECK(none.stage[PS_COST_CV] == 0, "cv estimated without --cv");
+  p.cv_scheme = 1;
+  ps_cost_memory_estimate(&p, &pert);
+  CHECK(pert.stage[PS_COST_CV] >= 24.0 * (p.perturbations + 1) * (double)p.genes, "perturbations: %g",
+        pert.stage[PS_COST_CV]);
+  p.cv_scheme = 2;
+  ps_cost_memory_estimate(&p, &cells);
+  CHECK(cells.stage[PS_COST_CV] > 0 && cells.stage[PS_COST_CV] != pert.stage[PS_COST_CV], "cells: %g",
+        cells.stage[PS_COST_CV]);
+  /* more ranks than folds: groups of several ranks share the copy */
+  ps_cost_memory wide;
+  p = screen(40);
+  p.cv_scheme = 2;
+  ps_cost_memory_estimate(&p, &wide);
+  CHECK(wide.stage[PS_COST_CV] < cells.stage[PS_COST_CV], "cells on 40 ranks %g not below 4 ranks' %g",
+        wide.stage[PS_COST_CV], cells.stage[PS_COST_CV]);
+}
+
 /* The guard runs while the input is read: from the shape only the read stage is
  * estimated, with the design also the targets stage; nothing later. */
 static void test_partial_knowledge(void) {
@@ -175,6 +199,7 @@ int main(int argc, char **argv) {
   test_more_ranks_less_per_rank();
   test_grows_with_sizes();
   test_partial_knowledge();
+  test_cv_stage();
   test_parse_size();
   test_limit();
   if (failures) fprintf(stderr, "test_cost: %d failure(s)\n", failures);
