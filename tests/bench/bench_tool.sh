@@ -3,7 +3,7 @@
 # No timing is asserted (performance is measured by tools/bench itself, not by tests).
 set -euo pipefail
 mkdir -p "$WORK_DIR" && cd "$WORK_DIR"
-rm -rf results.json runs
+rm -rf results.json runs screens
 BENCH="$TESTS_DIR/../tools/bench/bench.py"
 CEILINGS="$(dirname "$PERTSCORE")/tools/bench/ceilings"
 for pass in 1 2; do  # the second pass reuses the cached screen
