@@ -48,6 +48,16 @@ static const char *simulate_usage =
     "PREFIX.truth.tsv (per cell: perturbation, efficiency), PREFIX.effects.tsv and\n"
     "PREFIX.targets.gmt (true downstream genes).\n";
 
+/* A count the simulator holds as int32: larger values are refused here (a cast
+ * would wrap them into nonsense that the range checks then report). */
+static int count_i32(const char *option, const char *text, int32_t *out) {
+  double v;
+  PS_CALL(ps_cli_count(option, text, &v));
+  if (v > INT32_MAX) PS_FAIL(PS_ERR_INPUT, "%s must be at most %d, got '%s'", option, INT32_MAX, text);
+  *out = (int32_t)v;
+  return PS_OK;
+}
+
 static int parse_simulate(int argc, char **argv, ps_sim_options *o, char *prefix, size_t size, int *quiet, int *help) {
   enum { O_CELLS = 1, O_GENES, O_PERT, O_MOI, O_POISSON, O_CONTROL, O_DOWN, O_EFFECT, O_KD, O_EFF, O_LIB, O_DISP,
          O_SEED, O_OUT, O_QUIET, O_HELP, O_EFFECTS, O_RANK, O_DOSAGE_DESIGN, O_UNMEASURED,
@@ -78,12 +88,12 @@ static int parse_simulate(int argc, char **argv, ps_sim_options *o, char *prefix
     if (c >= O_CELLS && c <= O_SEED && c != O_POISSON && c != O_EFF) PS_CALL(ps_cli_number(name, optarg, &v));
     switch (c) {
       case O_CELLS: o->n_cells = (int64_t)v; break;
-      case O_GENES: o->n_genes = (int32_t)v; break;
-      case O_PERT: o->n_perturbations = (int32_t)v; break;
+      case O_GENES: PS_CALL(count_i32("--genes", optarg, &o->n_genes)); break;
+      case O_PERT: PS_CALL(count_i32("--perturbations", optarg, &o->n_perturbations)); break;
       case O_MOI: o->moi = v; break;
       case O_POISSON: o->poisson_moi = 1; break;
       case O_CONTROL: o->control_fraction = v; break;
-      case O_DOWN: o->n_downstream = (int32_t)v; break;
+      case O_DOWN: PS_CALL(count_i32("--downstream", optarg, &o->n_downstream)); break;
       case O_EFFECT: o->effect_size = v; break;
       case O_KD: o->knockdown = v; break;
       case O_EFF: {
@@ -117,12 +127,10 @@ static int parse_simulate(int argc, char **argv, ps_sim_options *o, char *prefix
         break;
       case O_DOSAGE_DESIGN: o->dosage_design = 1; break;
       case O_UNMEASURED:
-        PS_CALL(ps_cli_count("--unmeasured-targets", optarg, &v));
-        o->n_unmeasured_targets = (int32_t)v;
+        PS_CALL(count_i32("--unmeasured-targets", optarg, &o->n_unmeasured_targets));
         break;
       case O_CELL_TYPES:
-        PS_CALL(ps_cli_count("--cell-types", optarg, &v));
-        o->n_cell_types = (int32_t)(v > 1e6 ? 1e6 : v);
+        PS_CALL(count_i32("--cell-types", optarg, &o->n_cell_types));
         break;
       case O_TYPE_RESPONSES:
         if (strcmp(optarg, "same") == 0) o->type_responses_same = 1;
@@ -130,8 +138,7 @@ static int parse_simulate(int argc, char **argv, ps_sim_options *o, char *prefix
         else PS_FAIL(PS_ERR_INPUT, "--type-responses expects differ or same, got '%s'", optarg);
         break;
       case O_TYPE_GENES:
-        PS_CALL(ps_cli_count("--type-genes", optarg, &v));
-        o->n_type_genes = (int32_t)(v > 1e9 ? 1e9 : v);
+        PS_CALL(count_i32("--type-genes", optarg, &o->n_type_genes));
         break;
       case O_TYPE_SHIFT: PS_CALL(ps_cli_number("--type-shift", optarg, &o->type_shift)); break;
       default: PS_FAIL(PS_ERR_INPUT, "simulate: unknown or incomplete option '%s'", argv[optind - 1]);
