@@ -157,6 +157,38 @@ int ps_text_write_ordered(MPI_Comm comm, const char *path, const char *chunk, in
 /* Publish OUTPUT.partial as OUTPUT (rank 0 renames after a barrier). */
 int ps_output_commit(MPI_Comm comm, const char *partial, const char *final_path);
 
+/* ---------------------------------------------------------------- typed 1-D datasets (h5file.c) */
+
+/* An HDF5 file for a module's own section of plain one-dimensional datasets in
+ * global order (the --resume checkpoint, src/results/checkpoint.c). NAME is a path
+ * from the root. Every call is collective over the comm it was opened with, and
+ * every rank joins each one even when its own range is empty (count 0); a range
+ * outside the dataset fails after the collective read, on that rank. */
+typedef struct ps_h5file ps_h5file;
+typedef enum { PS_H5_I32, PS_H5_I64, PS_H5_F64 } ps_h5_type; /* stored little-endian */
+int ps_h5file_create(MPI_Comm comm, const char *path, ps_h5file **out); /* replaces PATH */
+int ps_h5file_open_update(MPI_Comm comm, const char *path, ps_h5file **out);
+int ps_h5file_open_read(MPI_Comm comm, const char *path, ps_h5file **out);
+int ps_h5file_close(ps_h5file **f); /* flushes to disk; NULL is fine */
+/* 1 when NAME (dataset or group) exists, 0 when it or a parent group does not. */
+int ps_h5file_exists(const ps_h5file *f, const char *name);
+int ps_h5file_length(const ps_h5file *f, const char *name, int64_t *n);
+/* Create group NAME and missing parents (each an AnnData dict). */
+int ps_h5file_make_group(ps_h5file *f, const char *name);
+/* Create NAME with n_global values; this rank writes its count values at offset. */
+int ps_h5file_write(ps_h5file *f, const char *name, ps_h5_type type, int64_t n_global, int64_t offset,
+                    int64_t count, const void *values);
+/* Create NAME from n values every rank holds alike (rank 0 writes them). */
+int ps_h5file_write_replicated(ps_h5file *f, const char *name, ps_h5_type type, int64_t n, const void *values);
+/* Strings, stored fixed-length (the longest over all ranks), UTF-8. */
+int ps_h5file_write_strings(ps_h5file *f, const char *name, int64_t n_global, int64_t offset, int64_t count,
+                            char *const *values);
+int ps_h5file_write_strings_replicated(ps_h5file *f, const char *name, int64_t n, char *const *values);
+/* Values [begin, begin + count) of NAME, converted to type. */
+int ps_h5file_read(const ps_h5file *f, const char *name, ps_h5_type type, int64_t begin, int64_t count,
+                   void *values);
+int ps_h5file_read_strings(const ps_h5file *f, const char *name, int64_t begin, int64_t count, ps_strlist *out);
+
 /* ---------------------------------------------------------------- inspect */
 
 /* Print a summary of an .h5ad (input or results) to stdout; rank 0 only, serial. */

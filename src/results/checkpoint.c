@@ -12,81 +12,83 @@
  *   analysed cell), score/max_raw (K), score/rescaled (K), score/summary
  *   (n_not_rescaled, max_kkt, n_qp, n_tao), score/complete
  * "complete" is written last: a stage without it is not used. The datasets go
- * through the io module's HDF5 layer (src/io/h5.h); the checkpoint is part of the
- * results file format that module owns. */
+ * through the io module's typed datasets (ps_h5file, pertscore/io.h): no HDF5 here. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "../io/h5.h"
+#include "pertscore/io.h"
 #include "pertscore/results.h"
 
 #define CK "uns/pertscore/checkpoint"
 
+/* The open file with what the stages need to know about the ranks. */
+typedef struct {
+  ps_h5file *file;
+  MPI_Comm comm;
+  int rank, size;
+  const char *path;
+} ck_file;
+
+static void ck_begin(MPI_Comm comm, const char *path, ck_file *h) {
+  h->file = NULL;
+  h->comm = comm;
+  h->path = path;
+  MPI_Comm_rank(comm, &h->rank);
+  MPI_Comm_size(comm, &h->size);
+}
+
 /* ---------------------------------------------------------------- writing */
 
-/* A small array every rank holds the same copy of: rank 0 writes it. */
-static int write_small(const ps_h5 *h, const char *name, hid_t file_type, hid_t mem_type, int64_t n,
-                       const void *values) {
-  return ps_h5_write_range(h, name, file_type, mem_type, n, 0, h->rank == 0 ? n : 0, values);
-}
-
-static int write_string(const ps_h5 *h, const char *name, const char *value) {
+static int write_string(const ck_file *h, const char *name, const char *value) {
   char *values[1] = {(char *)value};
-  return ps_h5_write_strings(h, name, 1, 0, h->rank == 0 ? 1 : 0, values);
+  return ps_h5file_write_strings_replicated(h->file, name, 1, values);
 }
 
-static int make_group(const ps_h5 *h, const char *name) {
-  hid_t g;
-  PS_CALL(ps_h5_group_path(h, name, &g));
-  PS_CHECK_H5(H5Gclose(g));
-  return PS_OK;
-}
-
-static int mark_complete(const ps_h5 *h, const char *stage) {
+static int mark_complete(const ck_file *h, const char *stage) {
   char name[128];
   int64_t one = 1;
   snprintf(name, sizeof name, CK "/%s/complete", stage);
-  return write_small(h, name, H5T_STD_I64LE, H5T_NATIVE_INT64, 1, &one);
+  return ps_h5file_write_replicated(h->file, name, PS_H5_I64, 1, &one);
 }
 
-static int write_ridge_stage(ps_h5 *h, const char *input_digest, const char *params_digest, const ps_dataset *d,
+static int write_ridge_stage(ck_file *h, const char *input_digest, const char *params_digest, const ps_dataset *d,
                              const ps_ridge *ridge, const double *pvalues) {
-  PS_CALL(make_group(h, CK "/ridge"));
+  PS_CALL(ps_h5file_make_group(h->file, CK "/ridge"));
   PS_CALL(write_string(h, CK "/version", PS_VERSION));
   PS_CALL(write_string(h, CK "/input_digest", input_digest));
   PS_CALL(write_string(h, CK "/parameters_digest", params_digest));
   const ps_design *D = &d->design;
-  PS_CALL(ps_h5_write_strings(h, CK "/perturbations", D->names.n, 0, h->rank == 0 ? D->names.n : 0, D->names.items));
+  PS_CALL(ps_h5file_write_strings_replicated(h->file, CK "/perturbations", D->names.n, D->names.items));
   char **genes;
   PS_ALLOC(genes, d->n_regression);
   for (int32_t n = 0; n < d->n_regression; n++) genes[n] = d->genes.items[d->regression_gene[n]];
-  int err = ps_h5_write_strings(h, CK "/regression_genes", d->n_regression, 0, h->rank == 0 ? d->n_regression : 0,
-                                genes);
+  int err = ps_h5file_write_strings_replicated(h->file, CK "/regression_genes", d->n_regression, genes);
   free(genes);
   PS_CALL(err);
-  PS_CALL(write_small(h, CK "/n_analysed", H5T_STD_I64LE, H5T_NATIVE_INT64, 1, &d->n_analysed));
+  PS_CALL(ps_h5file_write_replicated(h->file, CK "/n_analysed", PS_H5_I64, 1, &d->n_analysed));
   int64_t shape[2] = {ridge->n_rows, ridge->n_genes}, size = shape[0] * shape[1];
-  PS_CALL(write_small(h, CK "/ridge/shape", H5T_STD_I64LE, H5T_NATIVE_INT64, 2, shape));
-  PS_CALL(write_small(h, CK "/ridge/lambda", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, &ridge->lambda));
-  PS_CALL(write_small(h, CK "/ridge/beta", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, size, ridge->beta));
-  if (pvalues) PS_CALL(write_small(h, CK "/ridge/pvalue", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, size, pvalues));
+  PS_CALL(ps_h5file_write_replicated(h->file, CK "/ridge/shape", PS_H5_I64, 2, shape));
+  PS_CALL(ps_h5file_write_replicated(h->file, CK "/ridge/lambda", PS_H5_F64, 1, &ridge->lambda));
+  PS_CALL(ps_h5file_write_replicated(h->file, CK "/ridge/beta", PS_H5_F64, size, ridge->beta));
+  if (pvalues) PS_CALL(ps_h5file_write_replicated(h->file, CK "/ridge/pvalue", PS_H5_F64, size, pvalues));
   return mark_complete(h, "ridge");
 }
 
 int ps_checkpoint_write_ridge(MPI_Comm comm, const char *path, const char *input_digest, const char *params_digest,
                               const ps_dataset *d, const ps_ridge *ridge, const double *pvalues) {
-  ps_h5 h;
-  PS_CALL(ps_h5_create(comm, path, &h));
+  ck_file h;
+  ck_begin(comm, path, &h);
+  PS_CALL(ps_h5file_create(comm, path, &h.file));
   int err = write_ridge_stage(&h, input_digest, params_digest, d, ridge, pvalues);
-  int close_err = ps_h5_close(&h); /* the close flushes: the stage is on disk before the next starts */
+  int close_err = ps_h5file_close(&h.file); /* the close flushes: the stage is on disk before the next starts */
   PS_CALL(err);
   return close_err;
 }
 
-static int write_score_stage(ps_h5 *h, const ps_dataset *d, const ps_design *scored, const ps_scores *s) {
-  PS_CALL(make_group(h, CK "/score"));
+static int write_score_stage(ck_file *h, const ps_dataset *d, const ps_design *scored, const ps_scores *s) {
+  PS_CALL(ps_h5file_make_group(h->file, CK "/score"));
   int64_t nnz = scored->ptr[scored->n_cells], before = 0, total = 0;
   PS_CHECK_MPI(MPI_Exscan(&nnz, &before, 1, MPI_INT64_T, MPI_SUM, h->comm));
   if (h->rank == 0) before = 0;
@@ -96,31 +98,31 @@ static int write_score_stage(ps_h5 *h, const ps_dataset *d, const ps_design *sco
   int64_t *ptr;
   PS_ALLOC(ptr, count);
   for (int64_t i = 0; i < count; i++) ptr[i] = scored->ptr[i] + before;
-  int err = ps_h5_write_range(h, CK "/score/indptr", H5T_STD_I64LE, H5T_NATIVE_INT64, d->n_analysed + 1,
-                              d->analysed_offset, count, ptr);
+  int err = ps_h5file_write(h->file, CK "/score/indptr", PS_H5_I64, d->n_analysed + 1, d->analysed_offset, count, ptr);
   free(ptr);
   PS_CALL(err);
-  PS_CALL(ps_h5_write_range(h, CK "/score/ids", H5T_STD_I32LE, H5T_NATIVE_INT32, total, before, nnz, scored->ids));
-  PS_CALL(ps_h5_write_range(h, CK "/score/ps", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, total, before, nnz, s->ps));
+  PS_CALL(ps_h5file_write(h->file, CK "/score/ids", PS_H5_I32, total, before, nnz, scored->ids));
+  PS_CALL(ps_h5file_write(h->file, CK "/score/ps", PS_H5_F64, total, before, nnz, s->ps));
   int32_t K = scored->n_perturbations;
   int32_t *rescaled;
   PS_ALLOC(rescaled, K);
   for (int32_t k = 0; k < K; k++) rescaled[k] = s->rescaled[k];
-  err = write_small(h, CK "/score/rescaled", H5T_STD_I32LE, H5T_NATIVE_INT32, K, rescaled);
+  err = ps_h5file_write_replicated(h->file, CK "/score/rescaled", PS_H5_I32, K, rescaled);
   free(rescaled);
   PS_CALL(err);
-  PS_CALL(write_small(h, CK "/score/max_raw", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, K, s->max_raw));
+  PS_CALL(ps_h5file_write_replicated(h->file, CK "/score/max_raw", PS_H5_F64, K, s->max_raw));
   double summary[4] = {s->n_not_rescaled, s->max_kkt, (double)s->n_qp, (double)s->n_tao};
-  PS_CALL(write_small(h, CK "/score/summary", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 4, summary));
+  PS_CALL(ps_h5file_write_replicated(h->file, CK "/score/summary", PS_H5_F64, 4, summary));
   return mark_complete(h, "score");
 }
 
 int ps_checkpoint_write_scores(MPI_Comm comm, const char *path, const ps_dataset *d, const ps_design *scored,
                                const ps_scores *scores) {
-  ps_h5 h;
-  PS_CALL(ps_h5_open_update(comm, path, &h));
+  ck_file h;
+  ck_begin(comm, path, &h);
+  PS_CALL(ps_h5file_open_update(comm, path, &h.file));
   int err = write_score_stage(&h, d, scored, scores);
-  int close_err = ps_h5_close(&h);
+  int close_err = ps_h5file_close(&h.file);
   PS_CALL(err);
   return close_err;
 }
@@ -136,25 +138,25 @@ void ps_checkpoint_free(ps_checkpoint *c) {
 }
 
 /* A one-string dataset into buf ("" if absent). */
-static int read_string(const ps_h5 *h, const char *name, char *buf, size_t size) {
+static int read_string(const ck_file *h, const char *name, char *buf, size_t size) {
   buf[0] = '\0';
-  if (!ps_h5_exists(h->file, name)) return PS_OK;
+  if (!ps_h5file_exists(h->file, name)) return PS_OK;
   ps_strlist l;
-  PS_CALL(ps_h5_read_strings(h, name, 0, 1, &l));
+  PS_CALL(ps_h5file_read_strings(h->file, name, 0, 1, &l));
   if (l.n == 1) snprintf(buf, size, "%s", l.items[0]);
   ps_strlist_free(&l);
   return PS_OK;
 }
 
 /* 1 when the string dataset NAME holds exactly the n strings of want. */
-static int read_same_strings(const ps_h5 *h, const char *name, char *const *want, int64_t n, int *same) {
+static int read_same_strings(const ck_file *h, const char *name, char *const *want, int64_t n, int *same) {
   int64_t len = -1;
   *same = 0;
-  if (!ps_h5_exists(h->file, name)) return PS_OK;
-  PS_CALL(ps_h5_length(h, name, &len));
+  if (!ps_h5file_exists(h->file, name)) return PS_OK;
+  PS_CALL(ps_h5file_length(h->file, name, &len));
   if (len != n) return PS_OK;
   ps_strlist got;
-  PS_CALL(ps_h5_read_strings(h, name, 0, n, &got));
+  PS_CALL(ps_h5file_read_strings(h->file, name, 0, n, &got));
   *same = 1;
   for (int64_t i = 0; i < n && *same; i++) *same = strcmp(got.items[i], want[i]) == 0;
   ps_strlist_free(&got);
@@ -162,15 +164,15 @@ static int read_same_strings(const ps_h5 *h, const char *name, char *const *want
 }
 
 /* A small array of exactly n values (the same on every rank). */
-static int read_small(const ps_h5 *h, const char *name, hid_t mem_type, int64_t n, void *buf) {
+static int read_small(const ck_file *h, const char *name, ps_h5_type type, int64_t n, void *buf) {
   int64_t len;
-  PS_CALL(ps_h5_length(h, name, &len));
+  PS_CALL(ps_h5file_length(h->file, name, &len));
   if (len != n) PS_FAIL(PS_ERR_INPUT, "%s: /%s has %lld values, expected %lld", h->path, name, (long long)len, (long long)n);
-  return ps_h5_read_range(h, name, mem_type, 0, n, buf);
+  return ps_h5file_read(h->file, name, type, 0, n, buf);
 }
 
 /* The identity of the run: digests, then the dataset the stages were run on. */
-static int check_identity(const ps_h5 *h, const char *input_digest, const char *params_digest, const ps_dataset *d,
+static int check_identity(const ck_file *h, const char *input_digest, const char *params_digest, const ps_dataset *d,
                           ps_checkpoint *out) {
   char text[1024];
   PS_CALL(read_string(h, CK "/input_digest", text, sizeof text));
@@ -201,7 +203,7 @@ static int check_identity(const ps_h5 *h, const char *input_digest, const char *
   int err = read_same_strings(h, CK "/regression_genes", genes, d->n_regression, &same_n);
   free(genes);
   PS_CALL(err);
-  PS_CALL(read_small(h, CK "/n_analysed", H5T_NATIVE_INT64, 1, &n_analysed));
+  PS_CALL(read_small(h, CK "/n_analysed", PS_H5_I64, 1, &n_analysed));
   if (!same_k || !same_n || n_analysed != d->n_analysed) {
     snprintf(out->reason, sizeof out->reason,
              "its perturbations, regression genes or analysed cells differ from this run's (another pertscore version?)");
@@ -211,30 +213,30 @@ static int check_identity(const ps_h5 *h, const char *input_digest, const char *
   return PS_OK;
 }
 
-static int read_ridge_stage(const ps_h5 *h, const ps_dataset *d, int with_pvalues, ps_checkpoint *out) {
+static int read_ridge_stage(const ck_file *h, const ps_dataset *d, int with_pvalues, ps_checkpoint *out) {
   out->stage = PS_CHECKPOINT_NONE;
-  if (!ps_h5_exists(h->file, CK "/ridge/complete")) {
+  if (!ps_h5file_exists(h->file, CK "/ridge/complete")) {
     snprintf(out->reason, sizeof out->reason, "its ridge stage is incomplete");
     return PS_OK;
   }
   int64_t shape[2], rows = (int64_t)d->design.n_perturbations + ps_design_n_basal(&d->design);
-  PS_CALL(read_small(h, CK "/ridge/shape", H5T_NATIVE_INT64, 2, shape));
+  PS_CALL(read_small(h, CK "/ridge/shape", PS_H5_I64, 2, shape));
   if (shape[0] != rows || shape[1] != d->n_regression) /* perturbation rows, then one basal row per group */
     PS_FAIL(PS_ERR_INPUT, "%s: checkpoint beta is %lld x %lld, this run needs %lld x %d", h->path,
             (long long)shape[0], (long long)shape[1], (long long)rows, d->n_regression);
   ps_ridge *r = &out->ridge;
   r->n_rows = (int32_t)shape[0];
   r->n_genes = (int32_t)shape[1];
-  PS_CALL(read_small(h, CK "/ridge/lambda", H5T_NATIVE_DOUBLE, 1, &r->lambda));
+  PS_CALL(read_small(h, CK "/ridge/lambda", PS_H5_F64, 1, &r->lambda));
   PS_ALLOC(r->beta, shape[0] * shape[1]);
-  PS_CALL(read_small(h, CK "/ridge/beta", H5T_NATIVE_DOUBLE, shape[0] * shape[1], r->beta));
+  PS_CALL(read_small(h, CK "/ridge/beta", PS_H5_F64, shape[0] * shape[1], r->beta));
   if (with_pvalues) {
-    if (!ps_h5_exists(h->file, CK "/ridge/pvalue")) {
+    if (!ps_h5file_exists(h->file, CK "/ridge/pvalue")) {
       snprintf(out->reason, sizeof out->reason, "it holds no permutation p-values");
       return PS_OK;
     }
     PS_ALLOC(out->pvalues, shape[0] * shape[1]);
-    PS_CALL(read_small(h, CK "/ridge/pvalue", H5T_NATIVE_DOUBLE, shape[0] * shape[1], out->pvalues));
+    PS_CALL(read_small(h, CK "/ridge/pvalue", PS_H5_F64, shape[0] * shape[1], out->pvalues));
   }
   out->stage = PS_CHECKPOINT_RIDGE;
   return PS_OK;
@@ -243,13 +245,13 @@ static int read_ridge_stage(const ps_h5 *h, const ps_dataset *d, int with_pvalue
 /* This rank's rows of the score stage, checked entry by entry against the scored
  * design; *usable = 0 when they differ, *first = where its PS start. Every rank
  * takes part in both collective reads, also after an error of its own. */
-static int read_score_rows(const ps_h5 *h, const ps_dataset *d, const ps_design *scored, int *usable,
+static int read_score_rows(const ck_file *h, const ps_dataset *d, const ps_design *scored, int *usable,
                            int64_t *first) {
   *usable = 0;
   *first = 0;
   int64_t n = scored->n_cells, *ptr;
   PS_ALLOC(ptr, n + 1);
-  int err = ps_h5_read_range(h, CK "/score/indptr", H5T_NATIVE_INT64, d->analysed_offset, n + 1, ptr);
+  int err = ps_h5file_read(h->file, CK "/score/indptr", PS_H5_I64, d->analysed_offset, n + 1, ptr);
   int64_t nnz = err ? 0 : ptr[n] - ptr[0];
   if (!err) *first = ptr[0];
   int same = !err && nnz == scored->ptr[n];
@@ -258,15 +260,15 @@ static int read_score_rows(const ps_h5 *h, const ps_dataset *d, const ps_design 
   int64_t count = same ? nnz : 0; /* nothing to read if its rows differ */
   int32_t *ids;
   PS_ALLOC(ids, count);
-  int ids_err = ps_h5_read_range(h, CK "/score/ids", H5T_NATIVE_INT32, *first, count, ids);
+  int ids_err = ps_h5file_read(h->file, CK "/score/ids", PS_H5_I32, *first, count, ids);
   for (int64_t p = 0; p < count && same && !ids_err; p++) same = ids[p] == scored->ids[p];
   free(ids);
   *usable = same;
   return err ? err : ids_err;
 }
 
-static int read_score_stage(const ps_h5 *h, const ps_dataset *d, const ps_design *scored, ps_checkpoint *out) {
-  if (!scored || !ps_h5_exists(h->file, CK "/score/complete")) return PS_OK;
+static int read_score_stage(const ck_file *h, const ps_dataset *d, const ps_design *scored, ps_checkpoint *out) {
+  if (!scored || !ps_h5file_exists(h->file, CK "/score/complete")) return PS_OK;
   int usable;
   int64_t first;
   PS_CALL(ps_error_sync(h->comm, read_score_rows(h, d, scored, &usable, &first)));
@@ -281,16 +283,16 @@ static int read_score_stage(const ps_h5 *h, const ps_dataset *d, const ps_design
   PS_ALLOC(s->ps, nnz);
   PS_ALLOC(s->max_raw, K);
   PS_ALLOC(s->rescaled, K);
-  PS_CALL(ps_error_sync(h->comm, ps_h5_read_range(h, CK "/score/ps", H5T_NATIVE_DOUBLE, first, nnz, s->ps)));
-  PS_CALL(read_small(h, CK "/score/max_raw", H5T_NATIVE_DOUBLE, K, s->max_raw));
+  PS_CALL(ps_error_sync(h->comm, ps_h5file_read(h->file, CK "/score/ps", PS_H5_F64, first, nnz, s->ps)));
+  PS_CALL(read_small(h, CK "/score/max_raw", PS_H5_F64, K, s->max_raw));
   int32_t *rescaled;
   PS_ALLOC(rescaled, K);
-  int err = read_small(h, CK "/score/rescaled", H5T_NATIVE_INT32, K, rescaled);
+  int err = read_small(h, CK "/score/rescaled", PS_H5_I32, K, rescaled);
   for (int32_t k = 0; k < K; k++) s->rescaled[k] = (uint8_t)(rescaled[k] != 0);
   free(rescaled);
   PS_CALL(err);
   double summary[4];
-  PS_CALL(read_small(h, CK "/score/summary", H5T_NATIVE_DOUBLE, 4, summary));
+  PS_CALL(read_small(h, CK "/score/summary", PS_H5_F64, 4, summary));
   s->n_not_rescaled = (int32_t)summary[0];
   s->max_kkt = summary[1];
   s->n_qp = (int64_t)summary[2];
@@ -301,12 +303,13 @@ static int read_score_stage(const ps_h5 *h, const ps_dataset *d, const ps_design
 
 static int read_checkpoint(MPI_Comm comm, const char *path, const char *input_digest, const char *params_digest,
                            const ps_dataset *d, const ps_design *scored, int with_pvalues, ps_checkpoint *out) {
-  ps_h5 h;
-  PS_CALL(ps_h5_open_read(comm, path, &h));
+  ck_file h;
+  ck_begin(comm, path, &h);
+  PS_CALL(ps_h5file_open_read(comm, path, &h.file));
   int err = check_identity(&h, input_digest, params_digest, d, out);
   if (!err && out->stage == PS_CHECKPOINT_RIDGE) err = read_ridge_stage(&h, d, with_pvalues, out);
   if (!err && out->stage == PS_CHECKPOINT_RIDGE) err = read_score_stage(&h, d, scored, out);
-  int close_err = ps_h5_close(&h);
+  int close_err = ps_h5file_close(&h.file);
   PS_CALL(err);
   return close_err;
 }
