@@ -110,7 +110,7 @@ int ps_de_ref_build_ranks(const ps_de_group *g, ps_de_ref *ref, double *rank) {
   PS_ALLOC(sorted, g->nnz);
   if (rank) PS_ALLOC(index, g->nnz);
   for (int64_t i = 0; i < g->nnz; i++) sorted[i] = g->values[i];
-  if (rank ? ps_de_sort_values_index(sorted, g->nnz, index) : ps_de_sort_values(sorted, g->nnz)) {
+  if (ps_de_sort_values(sorted, g->nnz, index)) { /* index only with rank */
     free(sorted), free(index);
     PS_FAIL(PS_ERR_SYSTEM, "out of memory sorting a DE reference of %lld values", (long long)g->nnz);
   }

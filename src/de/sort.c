@@ -34,20 +34,45 @@ static double value_of(uint64_t k) {
   return v;
 }
 
-int ps_de_sort_values(double *v, int64_t n) {
-  if (n < SMALL) {
+typedef struct {
+  double v;
+  int64_t i;
+} indexed_value;
+
+static int cmp_indexed(const void *a, const void *b) {
+  double x = ((const indexed_value *)a)->v, y = ((const indexed_value *)b)->v;
+  return (x > y) - (x < y);
+}
+
+/* Below SMALL values qsort is faster than the radix passes. */
+static int sort_small(double *v, int64_t n, int64_t *index) {
+  if (!index) {
     qsort(v, (size_t)n, sizeof *v, cmp_double);
     return 0;
   }
+  indexed_value *t = malloc((size_t)(n ? n : 1) * sizeof *t);
+  if (!t) return -1;
+  for (int64_t i = 0; i < n; i++) t[i] = (indexed_value){v[i], i};
+  qsort(t, (size_t)n, sizeof *t, cmp_indexed);
+  for (int64_t i = 0; i < n; i++) v[i] = t[i].v, index[i] = t[i].i;
+  free(t);
+  return 0;
+}
+
+int ps_de_sort_values(double *v, int64_t n, int64_t *index) {
+  if (n < SMALL) return sort_small(v, n, index);
   uint64_t *a = malloc((size_t)n * sizeof *a), *b = malloc((size_t)n * sizeof *b);
   int64_t *count = calloc((size_t)N_DIGITS * BUCKETS, sizeof *count);
-  if (!a || !b || !count) {
-    free(a), free(b), free(count);
+  /* the positions travel with the keys only when the caller wants them */
+  int64_t *ai = index ? malloc((size_t)n * sizeof *ai) : NULL, *bi = index ? malloc((size_t)n * sizeof *bi) : NULL;
+  if (!a || !b || !count || (index && (!ai || !bi))) {
+    free(a), free(b), free(count), free(ai), free(bi);
     return -1;
   }
   for (int64_t i = 0; i < n; i++) { /* keys, and all digit histograms in one pass */
     uint64_t k = key_of(v[i]);
     a[i] = k;
+    if (ai) ai[i] = i;
     for (int d = 0; d < N_DIGITS; d++) count[d * BUCKETS + ((k >> (d * DIGIT_BITS)) & (BUCKETS - 1))]++;
   }
   for (int d = 0; d < N_DIGITS; d++) {
@@ -61,70 +86,22 @@ int ps_de_sort_values(double *v, int64_t n) {
       c[x] = at;
       at += t;
     }
-    for (int64_t i = 0; i < n; i++) b[c[(a[i] >> (d * DIGIT_BITS)) & (BUCKETS - 1)]++] = a[i];
+    if (ai) {
+      for (int64_t i = 0; i < n; i++) {
+        int64_t to = c[(a[i] >> (d * DIGIT_BITS)) & (BUCKETS - 1)]++;
+        b[to] = a[i];
+        bi[to] = ai[i];
+      }
+      int64_t *ti = ai;
+      ai = bi, bi = ti;
+    } else {
+      for (int64_t i = 0; i < n; i++) b[c[(a[i] >> (d * DIGIT_BITS)) & (BUCKETS - 1)]++] = a[i];
+    }
     uint64_t *t = a;
     a = b, b = t;
   }
   for (int64_t i = 0; i < n; i++) v[i] = value_of(a[i]);
-  free(a), free(b), free(count);
-  return 0;
-}
-
-typedef struct {
-  double v;
-  int64_t i;
-} indexed_value;
-
-static int cmp_indexed(const void *a, const void *b) {
-  double x = ((const indexed_value *)a)->v, y = ((const indexed_value *)b)->v;
-  return (x > y) - (x < y);
-}
-
-int ps_de_sort_values_index(double *v, int64_t n, int64_t *index) {
-  if (n < SMALL) {
-    indexed_value *t = malloc((size_t)(n ? n : 1) * sizeof *t);
-    if (!t) return -1;
-    for (int64_t i = 0; i < n; i++) t[i] = (indexed_value){v[i], i};
-    qsort(t, (size_t)n, sizeof *t, cmp_indexed);
-    for (int64_t i = 0; i < n; i++) v[i] = t[i].v, index[i] = t[i].i;
-    free(t);
-    return 0;
-  }
-  uint64_t *a = malloc((size_t)n * sizeof *a), *b = malloc((size_t)n * sizeof *b);
-  int64_t *ai = malloc((size_t)n * sizeof *ai), *bi = malloc((size_t)n * sizeof *bi);
-  int64_t *count = calloc((size_t)N_DIGITS * BUCKETS, sizeof *count);
-  if (!a || !b || !ai || !bi || !count) {
-    free(a), free(b), free(ai), free(bi), free(count);
-    return -1;
-  }
-  for (int64_t i = 0; i < n; i++) {
-    uint64_t k = key_of(v[i]);
-    a[i] = k;
-    ai[i] = i;
-    for (int d = 0; d < N_DIGITS; d++) count[d * BUCKETS + ((k >> (d * DIGIT_BITS)) & (BUCKETS - 1))]++;
-  }
-  for (int d = 0; d < N_DIGITS; d++) {
-    int64_t *c = count + d * BUCKETS;
-    int skip = 0;
-    for (int x = 0; x < BUCKETS && !skip; x++) skip = c[x] == n;
-    if (skip) continue;
-    int64_t at = 0;
-    for (int x = 0; x < BUCKETS; x++) {
-      int64_t t = c[x];
-      c[x] = at;
-      at += t;
-    }
-    for (int64_t i = 0; i < n; i++) {
-      int64_t to = c[(a[i] >> (d * DIGIT_BITS)) & (BUCKETS - 1)]++;
-      b[to] = a[i];
-      bi[to] = ai[i];
-    }
-    uint64_t *t = a;
-    a = b, b = t;
-    int64_t *ti = ai;
-    ai = bi, bi = ti;
-  }
-  for (int64_t i = 0; i < n; i++) v[i] = value_of(a[i]), index[i] = ai[i];
-  free(a), free(b), free(ai), free(bi), free(count);
+  if (ai) memcpy(index, ai, (size_t)n * sizeof *index);
+  free(a), free(b), free(count), free(ai), free(bi);
   return 0;
 }
