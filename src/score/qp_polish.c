@@ -32,6 +32,21 @@ static void gradient(int d, const double *h, const double *c, double lambda, con
   }
 }
 
+/* Solve L L^T z = b in place, L the lower triangle of the n x n a: forward, then
+ * backward substitution. */
+static void cholesky_solve(int n, const double *a, double *b) {
+  for (int i = 0; i < n; i++) {
+    double v = b[i];
+    for (int j = 0; j < i; j++) v -= a[i * n + j] * b[j];
+    b[i] = v / a[i * n + i];
+  }
+  for (int i = n - 1; i >= 0; i--) {
+    double v = b[i];
+    for (int j = i + 1; j < n; j++) v -= a[j * n + i] * b[j];
+    b[i] = v / a[i * n + i];
+  }
+}
+
 /* Plain Cholesky of H_FF into the lower triangle of a, and p_F = -(H_FF)^-1 g_F.
  * Returns 0 (nothing written to p) if a pivot falls to floor_pivot or below: then
  * face_step's pivoted, floored version is needed. Most faces are well conditioned,
@@ -54,16 +69,8 @@ static int face_step_plain(int d, const double *h, const int *free_idx, int n, c
       a[i * n + k] = v / s;
     }
   }
-  for (int i = 0; i < n; i++) {
-    double v = -g[free_idx[i]];
-    for (int j = 0; j < i; j++) v -= a[i * n + j] * b[j];
-    b[i] = v / a[i * n + i];
-  }
-  for (int i = n - 1; i >= 0; i--) {
-    double v = b[i];
-    for (int j = i + 1; j < n; j++) v -= a[j * n + i] * b[j];
-    b[i] = v / a[i * n + i];
-  }
+  for (int i = 0; i < n; i++) b[i] = -g[free_idx[i]];
+  cholesky_solve(n, a, b);
   for (int i = 0; i < n; i++) p[free_idx[i]] = b[i];
   return 1;
 }
@@ -113,17 +120,8 @@ static void face_step(int d, const double *h, const int *free_idx, int n, const 
         a[j * n + i] = a[i * n + j];
       }
   }
-  /* L L^T z = -g_F(perm): forward then backward substitution on the lower triangle. */
-  for (int i = 0; i < n; i++) {
-    double v = -g[free_idx[perm[i]]];
-    for (int j = 0; j < i; j++) v -= a[i * n + j] * b[j];
-    b[i] = v / a[i * n + i];
-  }
-  for (int i = n - 1; i >= 0; i--) {
-    double v = b[i];
-    for (int j = i + 1; j < n; j++) v -= a[j * n + i] * b[j];
-    b[i] = v / a[i * n + i];
-  }
+  for (int i = 0; i < n; i++) b[i] = -g[free_idx[perm[i]]]; /* L L^T z = -g_F(perm) */
+  cholesky_solve(n, a, b);
   for (int i = 0; i < n; i++) p[free_idx[perm[i]]] = b[i];
 }
 

@@ -21,7 +21,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 /* A perturbation is rescaled only if some cell reaches this raw PS (SPEC.md section 3). */
 #define PS_RESCALE_MIN 0.01
@@ -229,7 +228,7 @@ int ps_score_cells(MPI_Comm comm, const ps_design *design, const ps_csr *y, cons
                    const ps_score_options *opt, ps_progress *progress, ps_scores *out) {
   memset(out, 0, sizeof *out);
   double start = MPI_Wtime();
-  clock_t start_cpu = clock(); /* on a shared machine wall time also counts other jobs' */
+  double start_cpu = ps_cpu_seconds(); /* on a shared machine wall time also counts other jobs' */
   int err = ps_error_sync(comm, score_rank(design, y, ridge, opt, progress, out));
   if (err) {
     ps_scores_free(out);
@@ -239,7 +238,7 @@ int ps_score_cells(MPI_Comm comm, const ps_design *design, const ps_csr *y, cons
   /* this rank's share, before the sums over ranks (tools/bench) */
   ps_stats_add("qp.cells", (double)out->n_qp);
   ps_stats_add("qp.seconds", MPI_Wtime() - start);
-  ps_stats_add("qp.cpu_seconds", (double)(clock() - start_cpu) / CLOCKS_PER_SEC);
+  ps_stats_add("qp.cpu_seconds", ps_cpu_seconds() - start_cpu);
   ps_stats_add("qp.fallback_cells", (double)out->n_tao);
   ps_stats_max("qp.max_kkt", out->max_kkt);
   PS_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, out->max_raw, K, MPI_DOUBLE, MPI_MAX, comm));
