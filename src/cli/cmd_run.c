@@ -529,7 +529,6 @@ static int run_pipeline(MPI_Comm comm, run_options *o, int argc, char **argv) {
     seconds_cv = ps_progress_done(&progress);
   }
   ps_progress_stage(&progress, "write");
-  ps_cleanup_register(partial);
   ps_run_info info = {0};
   PS_CALL(record_parameters(o, argc, argv, &info));
   PS_CALL(ps_run_info_string(&info, "input_digest", input_digest));
