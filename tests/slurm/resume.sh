@@ -13,40 +13,15 @@
 #      says it took the ridge stage from the partial, and its results equal a
 #      direct `mpirun -n 2` run exactly (tests/fault/compare_results.py).
 # Environment from ctest: PERTSCORE, MPIEXEC, PYTHON, TESTS_DIR, WORK_DIR.
-# PS_SLURM_KEEP=1 leaves the cluster running afterwards (for debugging).
+# PS_SLURM_KEEP=1 leaves the cluster running afterwards (for debugging; common.sh).
 set -euo pipefail
-if [ "$(id -u)" -ne 0 ]; then
-  echo "SKIP: needs root (installs slurm-wlm/munge if missing, starts slurmctld, slurmd, munged)"
-  exit 77
-fi
-SLURM_DIR=$(cd "$TESTS_DIR/slurm" && pwd)
-SBATCH_SCRIPT=$(cd "$TESTS_DIR/../slurm" && pwd)/run.sbatch
-export PS_SLURM_DIR=${PS_SLURM_DIR:-/tmp/pertscore-slurm}
-export SLURM_CONF=$PS_SLURM_DIR/slurm.conf
-export PERTSCORE # run.sbatch starts "$PERTSCORE"
+source "$TESTS_DIR/slurm/common.sh" # root check, trap finish, start_cluster, job_state
 unset PERTSCORE_FAULT
 mkdir -p "$WORK_DIR" && cd "$WORK_DIR"
 WORK_DIR=$(pwd -P)
 rm -f pertscore-*.log direct.h5ad results.h5ad results.h5ad.partial submit-*.out
 
-jobs_submitted=()
-finish() {
-  rc=$?
-  for id in "${jobs_submitted[@]}"; do timeout 10 scancel "$id" 2>/dev/null || true; done
-  if [ "$rc" -ne 0 ]; then
-    echo "---- FAILED (rc $rc); job logs and daemon logs follow" >&2
-    for f in pertscore-*.log "$PS_SLURM_DIR"/log/slurmctld.log "$PS_SLURM_DIR"/log/slurmd.log; do
-      [ -f "$f" ] && { echo "---- $f (last 40 lines)" >&2; tail -n 40 "$f" >&2; }
-    done
-  fi
-  if [ "${PS_SLURM_KEEP:-0}" != 1 ]; then bash "$SLURM_DIR/stop-cluster.sh"; fi
-  exit "$rc"
-}
-trap finish EXIT
-job_state() { timeout 20 scontrol show job "$1" | grep -o 'JobState=[A-Z_]*' | cut -d= -f2; }
-
-timeout 900 bash "$SLURM_DIR/start-cluster.sh"
-timeout 20 sinfo
+start_cluster
 
 "$MPIEXEC" --oversubscribe -n 2 "$PERTSCORE" simulate --cells 3000 --genes 300 --perturbations 8 --moi 2 \
   --poisson-moi --control-fraction 0.25 --seed 7 --out sim.h5ad --quiet </dev/null

@@ -6,39 +6,15 @@
 # and with PS_LAUNCHER=mpirun (Open MPI inside the allocation).
 # Environment from ctest: PERTSCORE, MPIEXEC, PYTHON, TESTS_DIR, WORK_DIR, and
 # OMPI_ALLOW_RUN_AS_ROOT* (sbatch passes the environment on to the job).
-# PS_SLURM_KEEP=1 leaves the cluster running afterwards (for debugging).
+# PS_SLURM_KEEP=1 leaves the cluster running afterwards (for debugging; common.sh).
 set -euo pipefail
-if [ "$(id -u)" -ne 0 ]; then
-  echo "SKIP: needs root (installs slurm-wlm/munge if missing, starts slurmctld, slurmd, munged)"
-  exit 77
-fi
-SLURM_DIR=$(cd "$TESTS_DIR/slurm" && pwd)
-SBATCH_SCRIPT=$(cd "$TESTS_DIR/../slurm" && pwd)/run.sbatch
-export PS_SLURM_DIR=${PS_SLURM_DIR:-/tmp/pertscore-slurm}
-export SLURM_CONF=$PS_SLURM_DIR/slurm.conf
-export PERTSCORE   # run.sbatch starts "$PERTSCORE" (default: pertscore on PATH)
+source "$TESTS_DIR/slurm/common.sh" # root check, trap finish, start_cluster, job_state
 mkdir -p "$WORK_DIR" && cd "$WORK_DIR"
 rm -f pertscore-*.log slurm-*.h5ad direct.h5ad submit-*.out
 
-jobs_submitted=()
-finish() {
-  rc=$?
-  for id in "${jobs_submitted[@]}"; do timeout 10 scancel "$id" 2>/dev/null || true; done
-  if [ "$rc" -ne 0 ]; then
-    echo "---- FAILED (rc $rc); job logs and daemon logs follow" >&2
-    for f in pertscore-*.log "$PS_SLURM_DIR"/log/slurmctld.log "$PS_SLURM_DIR"/log/slurmd.log; do
-      [ -f "$f" ] && { echo "---- $f (last 40 lines)" >&2; tail -n 40 "$f" >&2; }
-    done
-  fi
-  if [ "${PS_SLURM_KEEP:-0}" != 1 ]; then bash "$SLURM_DIR/stop-cluster.sh"; fi
-  exit "$rc"
-}
-trap finish EXIT
-
 t0=$SECONDS
-timeout 900 bash "$SLURM_DIR/start-cluster.sh"
+start_cluster
 t_cluster=$(( SECONDS - t0 ))
-timeout 20 sinfo
 
 t0=$SECONDS
 "$MPIEXEC" --oversubscribe -n 2 "$PERTSCORE" simulate --cells 4000 --genes 600 --perturbations 10 --moi 1 \
@@ -64,7 +40,7 @@ submit() {
   [ -n "$id" ] && jobs_submitted+=("$id")
   t_job[$launcher]=$(( SECONDS - t0 ))
   [ "$rc" -eq 0 ] || { echo "FAIL: sbatch --wait exited $rc (124: timed out) for job '${id:-none}'"; return 1; }
-  state=$(timeout 20 scontrol show job "$id" | grep -o 'JobState=[A-Z_]*' | cut -d= -f2)
+  state=$(job_state "$id")
   echo "job $id: state $state, $(( SECONDS - t0 ))s from submission to end"
   [ "$state" = COMPLETED ] || { echo "FAIL: job $id state '$state', expected COMPLETED"; return 1; }
   log=pertscore-$id.log

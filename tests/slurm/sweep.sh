@@ -6,26 +6,12 @@
 #  3. re-running an unchanged job prints "up to date" and leaves the file alone
 #     (same mtime and bytes); changing the input's content makes it reprocess.
 set -euo pipefail
-if [ "$(id -u)" -ne 0 ]; then echo "SKIP: needs root (starts slurmctld, slurmd, munged)"; exit 77; fi
-SLURM_DIR=$(cd "$TESTS_DIR/slurm" && pwd)
+source "$TESTS_DIR/slurm/common.sh" # root check, trap finish, start_cluster
 SLURM_SCRIPTS=$(cd "$TESTS_DIR/../slurm" && pwd)
-export PS_SLURM_DIR=${PS_SLURM_DIR:-/tmp/pertscore-slurm}
-export SLURM_CONF=$PS_SLURM_DIR/slurm.conf
-export PERTSCORE PS_LAUNCHER=mpirun
+export PS_LAUNCHER=mpirun
 mkdir -p "$WORK_DIR" && cd "$WORK_DIR"
 rm -rf ./*
-finish() {
-  rc=$?
-  if [ "$rc" -ne 0 ]; then
-    for f in pertscore-*.log "$PS_SLURM_DIR"/log/slurmctld.log; do
-      [ -f "$f" ] && { echo "---- $f" >&2; tail -n 30 "$f" >&2; }
-    done
-  fi
-  [ "${PS_SLURM_KEEP:-0}" = 1 ] || bash "$SLURM_DIR/stop-cluster.sh"
-  exit "$rc"
-}
-trap finish EXIT
-timeout 900 bash "$SLURM_DIR/start-cluster.sh"
+start_cluster
 
 "$MPIEXEC" --oversubscribe -n 2 "$PERTSCORE" simulate --cells 3000 --genes 400 --perturbations 6 --seed 9 \
   --out sim.h5ad --quiet
