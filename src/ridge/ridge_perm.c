@@ -161,9 +161,9 @@ static int rows_gather(MPI_Comm comm, const ps_design *d, all_rows *a) {
 /* ---- the inverse factor W = L^-1, once ---- */
 
 /* In place (the system is not solved with pdpotrs afterwards): the factor L
- * becomes W = L^-1, so (X^T X + lambda I)^-1 = W^T W. The upper triangle
- * inside the diagonal blocks is zeroed because the products below read whole
- * column blocks from their diagonal down. */
+ * becomes W = L^-1, so (X^T X + lambda I)^-1 = W^T W. The upper triangle is
+ * zeroed because the products below read whole groups of columns from the
+ * group's first diagonal entry down. */
 static int invert(ridge_system *s) {
   const ridge_grid *g = &s->grid;
   if (g->nprow != 1) PS_FAIL(PS_ERR_SYSTEM, "ridge: the inverse factor needs a 1 x P process grid");
@@ -173,7 +173,7 @@ static int invert(ridge_system *s) {
   int lda = s->a_rows > 1 ? s->a_rows : 1;
   for (int lj = 0; lj < s->a_cols; lj++) {
     int64_t j = ridge_global_of(lj, g->nb, g->mycol, g->npcol);
-    for (int64_t i = j / g->nb * g->nb; i < j; i++) s->a[(int64_t)lj * lda + i] = 0.0;
+    memset(s->a + (int64_t)lj * lda, 0, (size_t)j * sizeof *s->a);
   }
   return PS_OK;
 }
@@ -383,10 +383,15 @@ static int rhs_fill(const ridge_system *s, perm_work *w, int64_t n_local, uint64
 }
 
 /* B = W^T (W C) for the batch's C = X^T Y_r (summed over ranks first), two
- * passes over this rank's column blocks of W, each one dgemm from the block's
- * diagonal down (W is lower triangular: half the flops of a dense product):
+ * passes over this rank's columns of W in groups, each one dgemm from the
+ * group's first diagonal entry down (W is lower triangular and stored with
+ * zeros above it: about half the flops of a dense product):
  *   Z = sum over ranks of W(:, J) C(J, :), then B(J, :) = W(:, J)^T Z.
+ * A group is GROUP_BLOCKS blocks: one block (k = nb) ran the first pass at
+ * half the dgemm rate; the zeros above the later blocks' diagonals cost a few %.
  * This rank's rows of B (its columns J) overwrite rhs, leading dimension a_cols. */
+enum { GROUP_BLOCKS = 4 };
+
 static int batch_solve(MPI_Comm comm, const ridge_system *s, perm_work *w, int64_t ncols, const char *stage) {
   const ridge_grid *g = &s->grid;
   int lda = s->a_rows > 1 ? s->a_rows : 1, ldb = s->a_cols > 1 ? s->a_cols : 1, n = s->n;
@@ -400,9 +405,10 @@ static int batch_solve(MPI_Comm comm, const ridge_system *s, perm_work *w, int64
   ps_stats_add(name[0], ps_wtime() - t);
   t = ps_wtime();
   memset(w->z, 0, (size_t)n * (size_t)ncols * sizeof *w->z);
-  for (int lj0 = 0; lj0 < s->a_cols; lj0 += g->nb) {
+  int group = GROUP_BLOCKS * g->nb;
+  for (int lj0 = 0; lj0 < s->a_cols; lj0 += group) {
     int64_t j0 = ridge_global_of(lj0, g->nb, g->mycol, g->npcol);
-    int width = s->a_cols - lj0 < g->nb ? s->a_cols - lj0 : g->nb, rows = n - (int)j0;
+    int width = s->a_cols - lj0 < group ? s->a_cols - lj0 : group, rows = n - (int)j0;
     cblas_dgemm(CblasColMajor, CblasNoTrans, CblasNoTrans, rows, (int)ncols, width, 1.0, s->a + (int64_t)lj0 * lda + j0,
                 lda, w->rhs + lj0, ldb, 1.0, w->z + j0, n);
   }
@@ -411,9 +417,9 @@ static int batch_solve(MPI_Comm comm, const ridge_system *s, perm_work *w, int64
   PS_CALL(ridge_allreduce_sum(comm, w->z, (int64_t)n * ncols, MPI_DOUBLE, sizeof *w->z));
   ps_stats_add(name[0], ps_wtime() - t);
   t = ps_wtime();
-  for (int lj0 = 0; lj0 < s->a_cols; lj0 += g->nb) {
+  for (int lj0 = 0; lj0 < s->a_cols; lj0 += group) {
     int64_t j0 = ridge_global_of(lj0, g->nb, g->mycol, g->npcol);
-    int width = s->a_cols - lj0 < g->nb ? s->a_cols - lj0 : g->nb, rows = n - (int)j0;
+    int width = s->a_cols - lj0 < group ? s->a_cols - lj0 : group, rows = n - (int)j0;
     cblas_dgemm(CblasColMajor, CblasTrans, CblasNoTrans, width, (int)ncols, rows, 1.0, s->a + (int64_t)lj0 * lda + j0,
                 lda, w->z + j0, n, 0.0, w->rhs + lj0, ldb);
   }
