@@ -137,16 +137,20 @@ static int cell_type_effects(const ps_sim_options *o, const int32_t *order, int3
     for (int32_t k = 0; k < K_all; k++) {
       memset(taken, 0, (size_t)G);
       for (int32_t d = t->downstream_ptr[k]; d < t->downstream_ptr[k + 1]; d++) taken[t->downstream_gene[d]] = 1;
+      /* untaken genes left in the pool order[K, pool): a small panel can run out of replacement genes */
+      int32_t untaken = 0;
+      for (int32_t i = K; i < pool; i++) untaken += !taken[order[i]];
       for (int32_t d = t->downstream_ptr[k]; d < t->downstream_ptr[k + 1]; d++) {
         int32_t g = t->downstream_gene[d];
         double lfc = t->downstream_lfc[d];
         if (!o->type_responses_same) {
-          if (ps_rng_uniform(&rng) < 0.5) {
-            lfc = -lfc; /* the same gene, the other way */
+          if (ps_rng_uniform(&rng) < 0.5 || untaken == 0) {
+            lfc = -lfc; /* the same gene, the other way (also when no other gene is left) */
           } else {      /* another gene */
             do g = order[K + (int32_t)(ps_rng_next(&rng) % (uint64_t)(pool - K))];
             while (taken[g]);
             taken[g] = 1;
+            untaken--;
           }
         }
         t->type_gene[w] = g;

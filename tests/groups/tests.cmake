@@ -7,3 +7,5 @@ endforeach()
 # --control-by on a batch shift, np 1/2/3 agreement and the input errors.
 ps_add_script_test(groups_group_by groups/group_by.sh "mpi")
 ps_add_script_test(groups_control_by groups/control_by.sh "mpi")
+# --cell-types with 50-60 genes (the type responses' gene redraw hung): finishes, distinct genes
+ps_add_script_test(groups_small_panel groups/small_panel.sh "mpi")
