@@ -248,8 +248,9 @@ int ps_cv_write_cells(MPI_Comm comm, const char *path, int where, const char *ts
 
 /* ---------------------------------------------------------------- the stage */
 
-/* "a,b,c" -> opt->ridge_lambdas (1 to 64 values, each > 0). Not collective. */
-int ps_cv_parse_ridge_lambdas(const char *list, ps_cv_options *opt);
+/* "a,b,c" -> opt->ridge_lambdas (1 to 64 values, each > 0); errors name option
+ * (the command's own spelling). Not collective. */
+int ps_cv_parse_ridge_lambdas(const char *option, const char *list, ps_cv_options *opt);
 
 typedef struct {
   const ps_dataset_options *data; /* how the dataset was read: input, layer, unit */

@@ -161,7 +161,7 @@ static int parse_cv(int argc, char **argv, cv_cli *o, int *help) {
       case O_PREDICTIONS: o->predictions = optarg; break;
       case O_PRED_COLUMN: o->predictions_column = optarg; break;
       case O_SAVE_PRED: o->cv.keep_predictions = 1; break;
-      case O_RIDGE_LAMBDAS: PS_CALL(ps_cv_parse_ridge_lambdas(optarg, &o->cv)); break;
+      case O_RIDGE_LAMBDAS: PS_CALL(ps_cv_parse_ridge_lambdas("--ridge-lambdas", optarg, &o->cv)); break;
       case O_LAMBDA: PS_CALL(ps_cli_number("--lambda", optarg, &o->cv.score.lambda)); break;
       case O_UPPER: PS_CALL(ps_cli_number("--upper", optarg, &o->cv.score.upper)); break;
       case O_OUTPUT: o->output = optarg; break;

@@ -183,7 +183,7 @@ static int parse_run(int argc, char **argv, run_options *o, int *help) {
         if (number < 2 || number > 1000) PS_FAIL(PS_ERR_INPUT, "--folds must be in [2, 1000], got '%s'", optarg);
         o->cv.n_folds = (int)number;
         break;
-      case O_CV_RIDGE_LAMBDAS: PS_CALL(ps_cv_parse_ridge_lambdas(optarg, &o->cv)); break;
+      case O_CV_RIDGE_LAMBDAS: PS_CALL(ps_cv_parse_ridge_lambdas("--cv-ridge-lambdas", optarg, &o->cv)); break;
       case O_CV_MIN_CELLS:
         PS_CALL(ps_cli_count("--cv-min-cells", optarg, &number));
         o->cv.min_cells = number < 2 ? 2 : (int64_t)number; /* the split halves need two cells */

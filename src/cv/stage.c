@@ -12,21 +12,22 @@
 #include "cv_internal.h"
 #include "pertscore/io.h"
 
-int ps_cv_parse_ridge_lambdas(const char *list, ps_cv_options *opt) {
+int ps_cv_parse_ridge_lambdas(const char *option, const char *list, ps_cv_options *opt) {
   int n = 0;
   const char *at = list;
   while (*at) {
-    if (n == 64) PS_FAIL(PS_ERR_INPUT, "--ridge-lambdas takes 1 to 64 values (got more in '%s')", list);
+    if (n == 64) PS_FAIL(PS_ERR_INPUT, "%s takes 1 to 64 values (got more in '%s')", option, list);
     char *end;
     errno = 0;
     double v = strtod(at, &end);
     if (end == at || errno || (*end && *end != ','))
-      PS_FAIL(PS_ERR_INPUT, "--ridge-lambdas expects comma-separated numbers, got '%s'", list);
-    if (!(v > 0) || !isfinite(v)) PS_FAIL(PS_ERR_INPUT, "--ridge-lambdas must all be > 0 (got %.*s)", (int)(end - at), at);
+      PS_FAIL(PS_ERR_INPUT, "%s expects comma-separated numbers, got '%s'", option, list);
+    if (!(v > 0) || !isfinite(v))
+      PS_FAIL(PS_ERR_INPUT, "%s must all be > 0 (got %.*s)", option, (int)(end - at), at);
     opt->ridge_lambdas[n++] = v;
     at = *end ? end + 1 : end;
   }
-  if (n == 0) PS_FAIL(PS_ERR_INPUT, "--ridge-lambdas takes 1 to 64 values");
+  if (n == 0) PS_FAIL(PS_ERR_INPUT, "%s takes 1 to 64 values", option);
   opt->n_ridge_lambdas = n;
   return PS_OK;
 }

@@ -29,6 +29,12 @@ expect "the perturbations scheme needs at least --folds (5)" 2 --scheme perturba
 expect "has 2 rows; give one row per perturbation" 2 --scheme perturbations "${in[@]}" --output out.h5ad --predictions dup.h5ad
 expect "no obs column 'nope'" 2 --scheme perturbations "${in[@]}" --output out.h5ad --predictions dup.h5ad --predictions-column nope
 expect "--ridge-lambdas must all be > 0" 1 --scheme cells "${in[@]}" --output out.h5ad --ridge-lambdas 1,0
+# each command names its own option ("--ridge-lambdas" is a substring of "--cv-ridge-lambdas")
+expect "--ridge-lambdas expects comma-separated numbers, got '1,abc'" 1 --scheme cells "${in[@]}" --output out.h5ad \
+  --ridge-lambdas 1,abc
+if run 1 cv --scheme cells "${in[@]}" --output out.h5ad --ridge-lambdas 1,abc 2>&1 | grep -qF -- "--cv-ridge-lambdas"; then
+  echo "FAIL: cv names run's option --cv-ridge-lambdas"; exit 1
+fi
 expect "an output path is also an input" 1 --scheme cells "${in[@]}" --output sim.h5ad
 # run --cv: the same refusals, nothing written (no results file, no OUTPUT.cv.tsv)
 expect_run() { # expect_run MESSAGE NP ARGS...
@@ -40,7 +46,9 @@ expect_run() { # expect_run MESSAGE NP ARGS...
   echo "ok: run: $msg"
 }
 expect_run "--cv expects cells or perturbations, got 'folds'" 1 "${in[@]}" --output out.h5ad --cv folds
-expect_run "--ridge-lambdas must all be > 0" 1 "${in[@]}" --output out.h5ad --cv cells --cv-ridge-lambdas 1,-2
+expect_run "--cv-ridge-lambdas must all be > 0" 1 "${in[@]}" --output out.h5ad --cv cells --cv-ridge-lambdas 1,-2
+expect_run "--cv-ridge-lambdas expects comma-separated numbers, got '1,abc'" 1 "${in[@]}" --output out.h5ad --cv cells \
+  --cv-ridge-lambdas 1,abc
 expect_run "the perturbations scheme needs at least --folds (5)" 2 "${in[@]}" --output out.h5ad --permutations 0 \
   --cv perturbations --cv-min-cells 100000
 run 1 cv --help | grep -q -- "--scheme KIND"
