@@ -98,6 +98,7 @@ typedef struct {
 
 static int layout_make(MPI_Comm comm, int n_folds, group_layout *l) {
   memset(l, 0, sizeof *l);
+  l->group = MPI_COMM_NULL;
   int rank, size;
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &size);
@@ -106,10 +107,14 @@ static int layout_make(MPI_Comm comm, int n_folds, group_layout *l) {
   PS_CHECK_MPI(MPI_Comm_split(comm, l->my_group, rank, &l->group));
   PS_CHECK_MPI(MPI_Comm_rank(l->group, &l->group_rank));
   PS_CHECK_MPI(MPI_Comm_size(l->group, &l->group_size));
-  int *first, *count;
-  PS_ALLOC(l->dest, l->n_groups);
-  PS_ALLOC(first, l->n_groups);
-  PS_ALLOC(count, l->n_groups);
+  l->dest = calloc((size_t)l->n_groups, sizeof *l->dest);
+  int *first = calloc((size_t)l->n_groups, sizeof *first), *count = calloc((size_t)l->n_groups, sizeof *count);
+  int err = cv_alloc_sync(comm, l->dest && first && count, "the fold group layout");
+  if (err) {
+    free(first);
+    free(count);
+    return err; /* the caller frees l */
+  }
   for (int r = size - 1; r >= 0; r--) { /* group of rank r: r * groups / size, as above */
     int g = (int)((int64_t)r * l->n_groups / size);
     first[g] = r;
@@ -134,11 +139,16 @@ static int send_to_groups(MPI_Comm comm, const group_layout *l, const void *item
                           size_t size, void **recv, int64_t *n_recv) {
   int P;
   MPI_Comm_size(comm, &P);
-  int *scount, *sdispl, *rcount, *rdispl;
-  PS_ALLOC(scount, P);
-  PS_ALLOC(sdispl, P);
-  PS_ALLOC(rcount, P);
-  PS_ALLOC(rdispl, P);
+  int *scount = calloc((size_t)P, sizeof *scount), *sdispl = calloc((size_t)P, sizeof *sdispl),
+      *rcount = calloc((size_t)P, sizeof *rcount), *rdispl = calloc((size_t)P, sizeof *rdispl);
+  int err = cv_alloc_sync(comm, scount && sdispl && rcount && rdispl, "the fold groups' send counts");
+  if (err) {
+    free(scount);
+    free(sdispl);
+    free(rcount);
+    free(rdispl);
+    return err;
+  }
   int too_many = n > INT_MAX, any_too_many;
   for (int g = 0; g < l->n_groups; g++) scount[l->dest[g]] = too_many ? 0 : (int)n;
   PS_CHECK_MPI(MPI_Allreduce(&too_many, &any_too_many, 1, MPI_INT, MPI_MAX, comm));
@@ -154,7 +164,7 @@ static int send_to_groups(MPI_Comm comm, const group_layout *l, const void *item
   if (any_too_many)
     PS_FAIL(PS_ERR_INPUT, "cv: a fold group's share of the cells exceeds %d entries on one rank; use more ranks", INT_MAX);
   char *out = malloc(total ? (size_t)total * size : 1);
-  if (!out) PS_FAIL(PS_ERR_SYSTEM, "out of memory copying the cells to the fold groups");
+  PS_CALL(cv_alloc_sync(comm, out != NULL, "the fold group's copy of the cells"));
   PS_CHECK_MPI(MPI_Alltoallv(items, scount, sdispl, type, out, rcount, rdispl, type, comm));
   *recv = out;
   *n_recv = total;
@@ -187,7 +197,8 @@ static int group_cells_make(MPI_Comm comm, const group_layout *l, const ps_desig
   /* per cell: its number of perturbations, of response nonzeros, and its fold */
   int64_t n = d->n_cells, *head, *got, n_got, n_ids, n_indices, nnz;
   void *buf;
-  PS_ALLOC(head, 3 * n);
+  head = malloc((size_t)(3 * n + 1) * sizeof *head);
+  PS_CALL(cv_alloc_sync(comm, head != NULL, "the cells' sizes for the fold groups"));
   for (int64_t j = 0; j < n; j++) {
     head[3 * j] = d->ptr[j + 1] - d->ptr[j];
     head[3 * j + 1] = y->indptr[j + 1] - y->indptr[j];
@@ -202,9 +213,14 @@ static int group_cells_make(MPI_Comm comm, const group_layout *l, const ps_desig
   c->design.n_cells = m;
   c->y.n_rows = m;
   c->y.n_cols = y->n_cols;
-  PS_ALLOC(c->design.ptr, m + 1);
-  PS_ALLOC(c->y.indptr, m + 1);
-  PS_ALLOC(c->fold, m);
+  c->design.ptr = calloc((size_t)m + 1, sizeof *c->design.ptr);
+  c->y.indptr = calloc((size_t)m + 1, sizeof *c->y.indptr);
+  c->fold = calloc((size_t)m + 1, sizeof *c->fold);
+  int err = cv_alloc_sync(comm, c->design.ptr && c->y.indptr && c->fold, "the fold group's copy of the cells");
+  if (err) {
+    free(got);
+    return err; /* the caller frees c */
+  }
   for (int64_t j = 0; j < m; j++) {
     c->design.ptr[j + 1] = c->design.ptr[j] + got[3 * j];
     c->y.indptr[j + 1] = c->y.indptr[j] + got[3 * j + 1];
@@ -240,17 +256,21 @@ static void add_groups(const ps_design *d, int64_t j, double *base, double value
 static int fold_sst(MPI_Comm comm, const cell_subset *train, const cell_subset *test, int f,
                     ps_cv_cells_result *r) {
   int32_t N = r->n_genes, K = r->n_perturbations, GK = K + 2;
-  double *ybar, *row;
-  PS_ALLOC(ybar, N);
-  PS_ALLOC(row, N);
+  double *ybar = calloc((size_t)N + 1, sizeof *ybar), *row = calloc((size_t)N + 1, sizeof *row),
+         *count = calloc((size_t)GK, sizeof *count);
+  int err = cv_alloc_sync(comm, ybar && row && count, "a fold's held-out sums");
+  if (err) {
+    free(ybar);
+    free(row);
+    free(count);
+    return err;
+  }
   int64_t n_train = train->y.n_rows;
   for (int64_t p = 0; p < train->y.indptr[train->y.n_rows]; p++) ybar[train->y.indices[p]] += train->y.data[p];
   PS_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, ybar, N, MPI_DOUBLE, MPI_SUM, comm));
   PS_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, &n_train, 1, MPI_INT64_T, MPI_SUM, comm));
   for (int32_t n = 0; n < N; n++) ybar[n] = n_train ? ybar[n] / (double)n_train : 0.0;
   double *sst = r->sst + (int64_t)f * r->n_lambdas * GK;
-  double *count;
-  PS_ALLOC(count, GK);
   for (int64_t j = 0; j < test->y.n_rows; j++) {
     dense_row(&test->y, j, row);
     double s = 0;
@@ -269,12 +289,12 @@ static int fold_sst(MPI_Comm comm, const cell_subset *train, const cell_subset *
 /* Held-out squared error of beta fitted on the training cells, for every lambda. */
 static int fold_errors(MPI_Comm comm, const cell_subset *train, const cell_subset *test, int f, ps_cv_cells_result *r) {
   int32_t N = r->n_genes, K = r->n_perturbations, GK = K + 2;
-  double *row, *pred;
-  PS_ALLOC(row, N);
-  PS_ALLOC(pred, N);
-  for (int l = 0; l < r->n_lambdas; l++) {
+  double *row = calloc((size_t)N + 1, sizeof *row), *pred = calloc((size_t)N + 1, sizeof *pred);
+  int err = cv_alloc_sync(comm, row && pred, "a fold's predictions");
+  for (int l = 0; l < r->n_lambdas && !err; l++) {
     ps_ridge B;
-    PS_CALL(ps_error_sync(comm, ps_ridge_fit(comm, &train->design, &train->y, r->lambdas[l], &B)));
+    err = ps_error_sync(comm, ps_ridge_fit(comm, &train->design, &train->y, r->lambdas[l], &B));
+    if (err) break;
     double *sse = r->sse + ((int64_t)f * r->n_lambdas + l) * GK;
     for (int64_t j = 0; j < test->y.n_rows; j++) {
       memcpy(pred, B.beta, (size_t)N * sizeof *pred);
@@ -291,7 +311,7 @@ static int fold_errors(MPI_Comm comm, const cell_subset *train, const cell_subse
   }
   free(row);
   free(pred);
-  return PS_OK;
+  return err;
 }
 
 /* Pearson per (fold, perturbation) and pooled of held-out PS x vs full-data PS y:
@@ -301,9 +321,14 @@ static int ps_stability(MPI_Comm comm, int64_t n_pairs, const int32_t *pair_fold
   int F = r->n_folds;
   int32_t K = r->n_perturbations;
   int64_t cells = ((int64_t)F + 1) * (K + 1);
-  double *sum, *cross;
-  PS_ALLOC(sum, 2 * cells);   /* sum x, sum y */
-  PS_ALLOC(cross, 3 * cells); /* centred xx, yy, xy */
+  double *sum = calloc((size_t)(2 * cells), sizeof *sum);     /* sum x, sum y */
+  double *cross = calloc((size_t)(3 * cells), sizeof *cross); /* centred xx, yy, xy */
+  int err = cv_alloc_sync(comm, sum && cross, "the held-out score correlations");
+  if (err) {
+    free(sum);
+    free(cross);
+    return err;
+  }
   int64_t at[4];
   for (int64_t i = 0; i < n_pairs; i++) {
     at[0] = (int64_t)pair_fold[i] * (K + 1) + pair_id[i];
@@ -361,21 +386,23 @@ static int held_out_scores(MPI_Comm comm, const group_layout *l, const group_cel
   double *full_ps = buf; /* per design entry of the group's copy */
   ps_scores_free(&full);
   int64_t n_entries = c->design.ptr[c->design.n_cells];
-  int32_t *pair_fold, *pair_id;
-  double *x, *yv;
-  PS_ALLOC(pair_fold, n_entries);
-  PS_ALLOC(pair_id, n_entries);
-  PS_ALLOC(x, n_entries);
-  PS_ALLOC(yv, n_entries);
+  int32_t *pair_fold = calloc((size_t)n_entries + 1, sizeof *pair_fold);
+  int32_t *pair_id = calloc((size_t)n_entries + 1, sizeof *pair_id);
+  double *x = calloc((size_t)n_entries + 1, sizeof *x), *yv = calloc((size_t)n_entries + 1, sizeof *yv);
+  int err = cv_alloc_sync(comm, pair_fold && pair_id && x && yv, "the held-out score pairs");
   int64_t n_pairs = 0;
-  int err = PS_OK;
   for (int f = l->my_group; f < r->n_folds && !err; f += l->n_groups) {
     cell_subset train, test;
-    PS_CALL(subset_make(&c->design, &c->y, c->fold, f, 0, &train));
-    PS_CALL(subset_make(&c->design, &c->y, c->fold, f, 1, &test));
+    memset(&train, 0, sizeof train);
+    memset(&test, 0, sizeof test);
+    err = subset_make(&c->design, &c->y, c->fold, f, 0, &train);
+    if (!err) err = subset_make(&c->design, &c->y, c->fold, f, 1, &test);
+    err = ps_error_sync(l->group, err); /* the group's fit below is collective */
     ps_ridge B;
     ps_scores s;
-    err = ps_error_sync(l->group, ps_ridge_fit(l->group, &train.design, &train.y, lambda, &B));
+    memset(&B, 0, sizeof B);
+    memset(&s, 0, sizeof s);
+    if (!err) err = ps_error_sync(l->group, ps_ridge_fit(l->group, &train.design, &train.y, lambda, &B));
     if (!err) err = ps_error_sync(l->group, ps_score_cells(l->group, &test.design, &test.y, &B, &so, NULL, &s));
     for (int64_t j = 0; j < test.design.n_cells && !err; j++) {
       int64_t o = test.origin[j];
@@ -386,22 +413,20 @@ static int held_out_scores(MPI_Comm comm, const group_layout *l, const group_cel
         yv[n_pairs++] = full_ps[c->design.ptr[o] + t];
       }
     }
-    if (!err) {
-      ps_scores_free(&s);
-      ps_ridge_free(&B);
-    }
+    ps_scores_free(&s); /* both zeroed above: freed whichever step failed */
+    ps_ridge_free(&B);
     subset_free(&train);
     subset_free(&test);
     if (progress) ps_progress_update(progress, 0.8 + 0.2 * (double)(f + 1) / r->n_folds);
   }
-  PS_CALL(ps_error_sync(comm, err)); /* a group's failure stops every group before the next collective */
-  PS_CALL(ps_stability(comm, n_pairs, pair_fold, pair_id, x, yv, r));
+  err = ps_error_sync(comm, err); /* a group's failure stops every group before the next collective */
+  if (!err) err = ps_stability(comm, n_pairs, pair_fold, pair_id, x, yv, r);
   free(full_ps);
   free(pair_fold);
   free(pair_id);
   free(x);
   free(yv);
-  return PS_OK;
+  return err;
 }
 
 /* The lambda grid on this rank's group: every fold of the group, every lambda. */
@@ -409,9 +434,12 @@ static int group_folds(const group_layout *l, const group_cells *c, ps_progress 
   int err = PS_OK;
   for (int f = l->my_group; f < r->n_folds && !err; f += l->n_groups) {
     cell_subset train, test;
-    PS_CALL(subset_make(&c->design, &c->y, c->fold, f, 0, &train));
-    PS_CALL(subset_make(&c->design, &c->y, c->fold, f, 1, &test));
-    err = fold_sst(l->group, &train, &test, f, r);
+    memset(&train, 0, sizeof train);
+    memset(&test, 0, sizeof test);
+    err = subset_make(&c->design, &c->y, c->fold, f, 0, &train);
+    if (!err) err = subset_make(&c->design, &c->y, c->fold, f, 1, &test);
+    err = ps_error_sync(l->group, err); /* fold_sst is collective on the group */
+    if (!err) err = fold_sst(l->group, &train, &test, f, r);
     if (!err) err = fold_errors(l->group, &train, &test, f, r);
     err = ps_error_sync(l->group, err); /* the group's next fold is collective again */
     subset_free(&train);
@@ -436,22 +464,34 @@ int ps_cv_cells(MPI_Comm comm, const ps_design *design, const int32_t *top_pertu
   memcpy(out->lambdas, opt->ridge_lambdas, (size_t)L * sizeof *out->lambdas);
   out->n_genes = (int32_t)y->n_cols;
   int64_t cells = ((int64_t)F + 1) * L * GK;
-  PS_ALLOC(out->sse, cells);
-  PS_ALLOC(out->sst, cells);
-  PS_ALLOC(out->mse, cells);
-  PS_ALLOC(out->r2, cells);
-  PS_ALLOC(out->n_cells, ((int64_t)F + 1) * GK);
-  PS_ALLOC(out->ps_pearson, ((int64_t)F + 1) * (K + 1));
-  PS_ALLOC(out->ps_n, ((int64_t)F + 1) * (K + 1));
-  PS_ALLOC(out->cell_fold, design->n_cells);
+  out->sse = calloc((size_t)cells, sizeof *out->sse);
+  out->sst = calloc((size_t)cells, sizeof *out->sst);
+  out->mse = calloc((size_t)cells, sizeof *out->mse);
+  out->r2 = calloc((size_t)cells, sizeof *out->r2);
+  out->n_cells = calloc((size_t)(F + 1) * (size_t)GK, sizeof *out->n_cells);
+  out->ps_pearson = calloc((size_t)(F + 1) * (size_t)(K + 1), sizeof *out->ps_pearson);
+  out->ps_n = calloc((size_t)(F + 1) * (size_t)(K + 1), sizeof *out->ps_n);
+  out->cell_fold = calloc((size_t)design->n_cells + 1, sizeof *out->cell_fold);
+  PS_CALL(cv_alloc_sync(comm, out->sse && out->sst && out->mse && out->r2 && out->n_cells && out->ps_pearson &&
+                               out->ps_n && out->cell_fold, "the cross-validation tables")); /* caller frees out */
   PS_CALL(ps_cv_cell_folds(comm, design, top_perturbation, F, opt->seed, out->cell_fold));
 
   double t0 = ps_wtime();
   group_layout layout;
   group_cells copy;
-  PS_CALL(layout_make(comm, F, &layout));
-  PS_CALL(group_cells_make(comm, &layout, design, y, out->cell_fold, &copy));
-  PS_CALL(ps_error_sync(comm, group_folds(&layout, &copy, progress, out)));
+  memset(&copy, 0, sizeof copy);
+  int err = layout_make(comm, F, &layout);
+  if (err) {
+    layout_free(&layout);
+    return err;
+  }
+  err = group_cells_make(comm, &layout, design, y, out->cell_fold, &copy);
+  if (!err) err = ps_error_sync(comm, group_folds(&layout, &copy, progress, out));
+  if (err) {
+    group_cells_free(&copy);
+    layout_free(&layout);
+    return err;
+  }
   /* fold F pools the folds; then sum over ranks */
   for (int f = 0; f < F; f++) {
     for (int64_t i = 0; i < (int64_t)L * GK; i++) {
@@ -476,9 +516,9 @@ int ps_cv_cells(MPI_Comm comm, const ps_design *design, const int32_t *top_pertu
       out->chosen = l;
   out->seconds[0] = ps_wtime() - t0;
   t0 = ps_wtime();
-  PS_CALL(held_out_scores(comm, &layout, &copy, design, y, opt, progress, out));
+  err = held_out_scores(comm, &layout, &copy, design, y, opt, progress, out);
   out->seconds[1] = ps_wtime() - t0;
   group_cells_free(&copy);
   layout_free(&layout);
-  return PS_OK;
+  return err;
 }

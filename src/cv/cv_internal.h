@@ -20,6 +20,11 @@ void pdgesvd_(const char *jobu, const char *jobvt, const int *m, const int *n, d
               double *vt, const int *ivt, const int *jvt, const int *descvt, double *work, const int *lwork,
               int *info, size_t jobu_len, size_t jobvt_len);
 
+/* Rank-local allocations (ok: all succeeded) just before a collective on comm: one
+ * rank's out-of-memory becomes every rank's error, so none is left waiting in the
+ * collective. Collective. */
+int cv_alloc_sync(MPI_Comm comm, int ok, const char *what);
+
 /* In-place MPI_SUM of a long array, in pieces because MPI counts are int. */
 int cv_allreduce_sum(MPI_Comm comm, void *buf, int64_t count, MPI_Datatype type, size_t type_size);
 

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "pertscore/cv.h"
+#include "cv_internal.h"
 
 /* Salts keep the draws of different uses apart under one --seed. */
 #define SALT_PERTURBATION_FOLDS UINT64_C(0x63762d7065727466) /* "cv-pertf" */
@@ -50,16 +50,26 @@ static int32_t slot_of(uint64_t key_seed, int32_t stratum, int64_t p, int n_slot
   return perm[p % n_slots];
 }
 
+int cv_alloc_sync(MPI_Comm comm, int ok, const char *what) {
+  int err = ok ? PS_OK : ps_error_set(PS_ERR_SYSTEM, __FILE__, __LINE__, "out of memory allocating %s", what);
+  return ps_error_sync(comm, err);
+}
+
 int ps_cv_stratified_slots(MPI_Comm comm, int64_t n_local, const int32_t *stratum, int32_t n_strata, int n_slots,
                            uint64_t seed, uint64_t salt, int32_t *slot) {
   if (n_slots < 1) PS_FAIL(PS_ERR_INPUT, "cv: need at least one slot");
   int rank;
   MPI_Comm_rank(comm, &rank);
-  int64_t *count, *before;
-  int32_t *perm;
-  PS_ALLOC(count, n_strata);
-  PS_ALLOC(before, n_strata);
-  PS_ALLOC(perm, n_slots);
+  int64_t *count = calloc((size_t)n_strata + 1, sizeof *count);
+  int64_t *before = calloc((size_t)n_strata + 1, sizeof *before);
+  int32_t *perm = calloc((size_t)n_slots, sizeof *perm);
+  int err = cv_alloc_sync(comm, count && before && perm, "the fold strata");
+  if (err) {
+    free(count);
+    free(before);
+    free(perm);
+    return err;
+  }
   int bad = 0;
   for (int64_t i = 0; i < n_local; i++) {
     if (stratum[i] < 0 || stratum[i] >= n_strata) bad = 1;
@@ -78,8 +88,8 @@ int ps_cv_stratified_slots(MPI_Comm comm, int64_t n_local, const int32_t *stratu
 
 int ps_cv_cell_folds(MPI_Comm comm, const ps_design *design, const int32_t *top_perturbation, int n_folds,
                      uint64_t seed, int32_t *fold) {
-  int32_t K = design->n_perturbations, *stratum;
-  PS_ALLOC(stratum, design->n_cells);
+  int32_t K = design->n_perturbations, *stratum = calloc((size_t)design->n_cells + 1, sizeof *stratum);
+  PS_CALL(cv_alloc_sync(comm, stratum != NULL, "the cells' fold strata"));
   for (int64_t j = 0; j < design->n_cells; j++) {
     if (design->ptr[j + 1] == design->ptr[j]) stratum[j] = K; /* control cells */
     else if (top_perturbation && top_perturbation[j] >= 0) stratum[j] = top_perturbation[j];
@@ -87,5 +97,5 @@ int ps_cv_cell_folds(MPI_Comm comm, const ps_design *design, const int32_t *top_
   }
   int err = ps_cv_stratified_slots(comm, design->n_cells, stratum, K + 1, n_folds, seed, SALT_CELL_FOLDS, fold);
   free(stratum);
-  return err;
+  return ps_error_sync(comm, err); /* a rank's bad stratum stops every rank before the group layout */
 }

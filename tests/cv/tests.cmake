@@ -16,3 +16,8 @@ ps_add_script_test(cv_cells cv/cells.sh "mpi;cv")
 ps_add_script_test(cv_errors cv/errors.sh "cv;errors")
 # pertscore run --cv: the same tables as pertscore cv, in the results file; np 1, 2
 ps_add_script_test(cv_run cv/run_cv.sh "mpi;cv")
+# the cells scheme when one rank's allocation fails (each allocation of cells.c in turn): an error on
+# every rank, no hang; 3 ranks give a fold group of two
+foreach(np 2 3)
+  ps_add_c_test(test_cv_cells_oom ${CMAKE_CURRENT_SOURCE_DIR}/cv/test_cv_cells_oom.c ${np} "mpi;cv;errors")
+endforeach()
