@@ -54,16 +54,19 @@ static int read_labels(MPI_Comm comm, const ps_dataset_options *opt, const char 
 static int check_controls(MPI_Comm comm, const ps_dataset_options *opt, const char *option, const char *column,
                           const ps_dataset *d) {
   const ps_design *D = &d->design;
-  int64_t G = d->groups.n, *controls, *cells;
-  PS_ALLOC(controls, G);
-  PS_ALLOC(cells, G);
-  for (int64_t j = 0; j < D->n_cells; j++) {
+  int64_t G = d->groups.n;
+  int64_t *controls = calloc((size_t)G + 1, sizeof *controls), *cells = calloc((size_t)G + 1, sizeof *cells);
+  int err = controls && cells ? PS_OK : ps_error_set(PS_ERR_SYSTEM, __FILE__, __LINE__, "out of memory counting "
+                                                     "the control cells of %lld groups", (long long)G);
+  err = ps_error_sync(comm, err); /* every rank reaches the sums below, or none */
+  for (int64_t j = 0; j < D->n_cells && !err; j++) {
     cells[D->group[j]]++;
     controls[D->group[j]] += D->ptr[j + 1] == D->ptr[j];
   }
-  PS_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, controls, (int)G, MPI_INT64_T, MPI_SUM, comm));
-  PS_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, cells, (int)G, MPI_INT64_T, MPI_SUM, comm));
-  int err = PS_OK;
+  int mpi = MPI_SUCCESS;
+  if (!err) mpi = MPI_Allreduce(MPI_IN_PLACE, controls, (int)G, MPI_INT64_T, MPI_SUM, comm);
+  if (!err && mpi == MPI_SUCCESS) mpi = MPI_Allreduce(MPI_IN_PLACE, cells, (int)G, MPI_INT64_T, MPI_SUM, comm);
+  if (!err && mpi != MPI_SUCCESS) err = ps_error_mpi(mpi, "MPI_Allreduce (control cells per group)", __FILE__, __LINE__);
   for (int64_t g = 0; g < G && !err; g++)
     if (controls[g] == 0)
       err = ps_error_set(PS_ERR_INPUT, __FILE__, __LINE__,
@@ -81,12 +84,18 @@ static int relabel_by_group(MPI_Comm comm, ps_dataset *d) {
   ps_design *D = &d->design;
   char name[4096];
   ps_strlist local = {0}, pairs;
-  for (int64_t j = 0; j < D->n_cells; j++)
-    for (int64_t p = D->ptr[j]; p < D->ptr[j + 1]; p++) {
+  int err = PS_OK;
+  for (int64_t j = 0; j < D->n_cells && !err; j++)
+    for (int64_t p = D->ptr[j]; p < D->ptr[j + 1] && !err; p++) {
       snprintf(name, sizeof name, "%s" PS_GROUP_SEPARATOR "%s", D->names.items[D->ids[p]],
                d->groups.items[D->group[j]]);
-      PS_CALL(ps_strlist_push(&local, name));
+      err = ps_strlist_push(&local, name);
     }
+  err = ps_error_sync(comm, err); /* a rank's out-of-memory must not leave the others in the union */
+  if (err) {
+    ps_strlist_free(&local);
+    return err;
+  }
   ps_strlist_sort_unique(&local);
   PS_CALL(ps_strlist_allgather_union(comm, &local, &pairs));
   ps_strlist_free(&local);
@@ -136,20 +145,32 @@ int ps_groups_assign(MPI_Comm comm, const ps_dataset_options *opt, const ps_matr
     PS_FAIL(PS_ERR_INPUT, "--group-by %s and --control-by %s name different columns; within each --group-by group "
             "the intercept is already per group, so give one of them (or the same column to both)",
             opt->group_by, opt->control_by);
-  if (opt->pseudo_cells > 0) PS_FAIL(PS_ERR_INPUT, "--group-by and --control-by are not available in pertscore lambda");
   const char *option = opt->group_by ? "--group-by" : "--control-by";
   const char *column = opt->group_by ? opt->group_by : opt->control_by;
   if (!(d->group_column = strdup(column))) PS_FAIL(PS_ERR_SYSTEM, "out of memory");
   ps_strlist labels, local = {0};
   PS_CALL(read_labels(comm, opt, option, column, m, keep, d, &labels));
-  for (int64_t j = 0; j < labels.n; j++) PS_CALL(ps_strlist_push(&local, labels.items[j]));
+  int err = PS_OK;
+  for (int64_t j = 0; j < labels.n && !err; j++) err = ps_strlist_push(&local, labels.items[j]);
+  err = ps_error_sync(comm, err); /* before the collective union, as in relabel_by_group */
+  if (err) {
+    ps_strlist_free(&local);
+    ps_strlist_free(&labels);
+    return err;
+  }
   ps_strlist_sort_unique(&local);
   PS_CALL(ps_strlist_allgather_union(comm, &local, &d->groups));
   ps_strlist_free(&local);
   if (d->groups.n > INT32_MAX / 2) PS_FAIL(PS_ERR_INPUT, "%s: too many groups in obs column '%s'", option, column);
   ps_design *D = &d->design;
   D->n_groups = (int32_t)d->groups.n;
-  PS_ALLOC(D->group, D->n_cells);
+  D->group = calloc((size_t)D->n_cells + 1, sizeof *D->group);
+  err = D->group ? PS_OK : ps_error_set(PS_ERR_SYSTEM, __FILE__, __LINE__, "out of memory assigning cells to groups");
+  err = ps_error_sync(comm, err); /* check_controls is collective */
+  if (err) {
+    ps_strlist_free(&labels);
+    return err;
+  }
   for (int64_t j = 0; j < D->n_cells; j++) D->group[j] = (int32_t)ps_strlist_find_sorted(&d->groups, labels.items[j]);
   ps_strlist_free(&labels);
   PS_CALL(ps_error_sync(comm, check_controls(comm, opt, option, column, d)));
