@@ -24,6 +24,10 @@ typedef struct {
 /* y: local analysed cells x N regression genes (winsorized), rows aligned with design. */
 int ps_ridge_fit(MPI_Comm comm, const ps_design *design, const ps_csr *y, double lambda, ps_ridge *out);
 void ps_ridge_free(ps_ridge *r);
+/* Largest ScaLAPACK block size nb of the (K + 1) x (K + 1) matrix (PERTSCORE_RIDGE_NB
+ * or the default); a matrix of n rows on P ranks uses min(nb, n / P), at least 1.
+ * For the memory estimate (src/cost). */
+int ps_ridge_block_size(void);
 
 /* ---- permutation p-values (SPEC.md section 2, --permutations) ----
  *

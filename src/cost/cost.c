@@ -7,9 +7,10 @@
  * K with --score-all-cells); Y = nnz(Y) <= M N; Q = the largest rank's X^T X pairs,
  * sum over its cells of (|S|+1)(|S|+2)/2 ~ (M/P)(MOI+1)(MOI+2)/2, at most
  * n(n+1)/2; R permutations, b their batch width (ps_ridge_perm_batch: 16 n N b
- * <= the batch budget, 256 MB by default); nb the block size of the K x K matrix
- * on the P x 1 grid and rP = min(n, ceil(ceil(n / nb) / P) nb) its rows on the
- * largest rank; T target pairs; C control cells. Bytes per rank:
+ * <= the batch budget, 256 MB by default); nb the block size of the n x n matrix
+ * on the 1 x P grid (every rank holds whole columns) and rP = min(n, ceil(ceil(n /
+ * nb) / P) nb) its columns on the largest rank; T target pairs; C control cells.
+ * Bytes per rank:
  *
  *   runtime      48 MiB                          MPI, HDF5, PETSc, OpenBLAS (52 MB RSS measured for a tiny run)
  *   resident     12 Y/P + 12 D/P + 12 C K/P + 45 M/P + 40 G + 8 n N   dataset kept read..write: Y (CSR), design,
@@ -61,8 +62,6 @@
 
 #include "pertscore/ridge.h"
 
-enum { RIDGE_DEFAULT_NB = 128 }; /* src/ridge/ridge_system.c RIDGE_NB */
-
 static const char *stage_names[PS_COST_N_STAGES] = {"read", "targets", "regression", "ridge", "permutations",
                                                     "score", "dosage", "cv", "write"};
 
@@ -70,14 +69,14 @@ const char *ps_cost_stage_name(int stage) {
   return stage >= 0 && stage < PS_COST_N_STAGES ? stage_names[stage] : "?";
 }
 
-/* Rows of the n x n block-cyclic matrix on the rank with the most (P x 1 grid,
+/* Columns of the n x n block-cyclic matrix on the rank with the most (1 x P grid,
  * block size as ridge_system.c chooses it: min(nb, n / P), at least 1). */
-static double factor_rows(double n, int ranks, int block) {
+static double factor_columns(double n, int ranks, int block) {
   double nb = floor(n / ranks);
   if (nb > block) nb = block;
   if (nb < 1) nb = 1;
-  double rows = ceil(ceil(n / nb) / ranks) * nb;
-  return rows < n ? rows : n;
+  double columns = ceil(ceil(n / nb) / ranks) * nb;
+  return columns < n ? columns : n;
 }
 
 void ps_cost_memory_estimate(const ps_cost_problem *p, ps_cost_memory *out) {
@@ -88,7 +87,7 @@ void ps_cost_memory_estimate(const ps_cost_problem *p, ps_cost_memory *out) {
   double D = (double)p->design_entries, S = (double)p->scored_entries, Y = (double)p->nnz_y;
   double C = (double)p->control_cells, Min = (double)(p->cells_input > 0 ? p->cells_input : p->cells);
   double moi = M > 0 ? D / M : 0;
-  double rP = factor_rows(n, (int)P, p->block > 0 ? p->block : RIDGE_DEFAULT_NB);
+  double rP = factor_columns(n, (int)P, p->block > 0 ? p->block : ps_ridge_block_size());
   double pairs_all = n * (n + 1) / 2, Q = (double)p->gram_pairs < pairs_all ? (double)p->gram_pairs : pairs_all;
 
   out->runtime = 48.0 * 1024 * 1024;

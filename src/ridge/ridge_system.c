@@ -93,6 +93,8 @@ static int block_size(void) {
   return nb >= 1 && nb <= 4096 ? nb : RIDGE_NB;
 }
 
+int ps_ridge_block_size(void) { return block_size(); }
+
 /* A row of processes (1 x P, every rank in it): each rank holds whole columns,
  * so pdpotrf factors each column panel on one rank without messages (a P x 1
  * grid measured 5x slower on a busy machine), and the permutation products
