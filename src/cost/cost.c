@@ -16,17 +16,20 @@
  *   resident     12 Y/P + 12 D/P + 12 C K/P + 45 M/P + 40 G + 8 n N   dataset kept read..write: Y (CSR), design,
  *                                                own-gene values (controls carry every K), names, flags; B
  *                + 12 nnzA/P                     with --cv perturbations: every gene of the analysed cells
- *   read         20 nnz/P + 56 Min/P + 40 G      the cell block (CSR, 12 per value) while its int64 indices are
- *                                                converted (8 more), the block's names, indptr share and name
- *                                                hashes, the gene names
- *   targets      12 nnz/P + 40 Min/P + 40 G + 12 D/P + 45 M/P   (the block, names and design, still held)
- *                + 32 nnzA/P + 24 M + 8 D + 40 T gene shards (Alltoallv send + receive of 16-byte entries),
- *                                                every cell's DE roles (allgathered, O(M MOI)), the selected pairs
+ *   read         12 nnz/P + 56 Min/P + 40 G      the cell block (CSR, 12 per value, read straight into int32
+ *                                                indices and doubles), the block's names, indptr share and
+ *                                                name hashes, the gene names
+ *   targets      12 nnz/P + 40 Min/P + 56 G + 12 D/P + 45 M/P   (the block, names and design, still held)
+ *                + 32 max(nnzA/32, 2^16)/P + 24 M + 8 D + 40 T   one gene batch of the transpose (1/32 of
+ *                                                the values: Alltoallv send + receive of 16-byte entries, then
+ *                                                its shard), per-gene counts, every cell's DE roles
+ *                                                (allgathered, O(M MOI)), the selected pairs
  *   regression   40 G + 12 D/P + 45 M/P + 12 C K/P (dosage) + 12 nnzA/P (--cv perturbations)
- *                + max(12 nnz/P + 40 Min/P + 12 Y/P, 52 Y/P)   the end of the read: Y extracted while the
- *                                                block is held, then the winsorizing quantiles (Y, its
- *                                                (group, gene) columns, Alltoallv send + receive of 16-byte
- *                                                pairs); before the genes are chosen Y <= nnzA is the bound
+ *                + max(12 nnz/P + 40 Min/P [+ 12 Y/P with --keep-expression], 12 Y/P + 32 max(Y/32, 2^16)/P)
+ *                                                the end of the read: Y taken from the block in place (a
+ *                                                copy only when the block is kept), then the winsorizing
+ *                                                quantiles (Y and one batch of 1/32 of its values: send +
+ *                                                receive of 16-byte pairs); Y <= nnzA before the genes are chosen
  *   ridge        8 rP n + max(64 Q, 16 n N + 8 rP N)   factor of X^T X + lambda I, with the assembly's pair
  *                                                tables (hash, send, receive) or the X^T Y right-hand side
  *                                                (dense sum + packed reduce-scatter buffer) and this rank's share
@@ -92,17 +95,21 @@ void ps_cost_memory_estimate(const ps_cost_problem *p, ps_cost_memory *out) {
 
   out->runtime = 48.0 * 1024 * 1024;
   double nnz = (double)p->nnz, nnz_a = Min > 0 ? nnz * (M / Min) : 0;
-  out->stage[PS_COST_READ] = 20 * nnz / P + 56 * Min / P + 40 * G;
+  /* 1/32 of the values per batch of the targets' transpose and the winsorizing (src/data) */
+  const double batches = 32, batch_min = 65536;
+  double batch_a = fmax(nnz_a / batches, batch_min);
+  out->stage[PS_COST_READ] = 12 * nnz / P + 56 * Min / P + 40 * G;
   out->peak_stage = PS_COST_READ;
   double best = out->stage[PS_COST_READ];
   if (p->known != PS_COST_KNOWN_SHAPE && p->select_targets) {
-    out->stage[PS_COST_TARGETS] = 12 * nnz / P + 40 * Min / P + 40 * G + 12 * D / P + 45 * M / P + 32 * nnz_a / P +
+    out->stage[PS_COST_TARGETS] = 12 * nnz / P + 40 * Min / P + 56 * G + 12 * D / P + 45 * M / P + 32 * batch_a / P +
                                   24 * M + 8 * D + 40 * (double)p->target_pairs;
     if (out->stage[PS_COST_TARGETS] > best) best = out->stage[PS_COST_TARGETS], out->peak_stage = PS_COST_TARGETS;
   }
   if (p->known != PS_COST_KNOWN_SHAPE) {
     double y_bound = p->known == PS_COST_KNOWN_ALL ? Y : nnz_a; /* Y <= nnzA before the genes are chosen */
-    double during = 12 * nnz / P + 40 * Min / P + 12 * y_bound / P, winsor = 52 * y_bound / P;
+    double during = 12 * nnz / P + 40 * Min / P + (p->keep_expression ? 12 * y_bound / P : 0);
+    double winsor = 12 * y_bound / P + 32 * fmax(y_bound / batches, batch_min) / P;
     out->stage[PS_COST_REGRESSION] = 40 * G + 12 * D / P + 45 * M / P + (p->dosage ? 12 * C * K / P : 0) +
                                      (p->keep_expression ? 12 * nnz_a / P : 0) + (during > winsor ? during : winsor);
     if (out->stage[PS_COST_REGRESSION] > best)

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "data_internal.h"
 #include "pertscore/data.h"
 #include "pertscore/lambda.h"
 
@@ -391,8 +392,9 @@ static int read_targets(const ps_dataset_options *opt, ps_dataset *d, ps_strmap 
   return PS_OK;
 }
 
-/* Exact per-gene quantiles: one Alltoallv moves each regression gene's nonzeros to
- * the rank that owns the gene (gene n -> rank n % P), which selects the order statistics. With
+/* Exact per-gene quantiles: Alltoallvs (a batch of genes each) move each regression
+ * gene's nonzeros to the rank that owns the gene (gene n -> rank n % P), which selects
+ * the order statistics. With
  * --group-by each (group, gene) is its own column c = group N + gene, over its
  * group's n_total[group] cells (row_group: each local row's group, NULL: all 0). */
 static int winsor_caps(MPI_Comm comm, const ps_csr *y, const int32_t *row_group, int32_t n_groups,
@@ -401,79 +403,80 @@ static int winsor_caps(MPI_Comm comm, const ps_csr *y, const int32_t *row_group,
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &size);
   int64_t N = (int64_t)y->n_cols * n_groups, n_cols = y->n_cols;
-  int64_t nnz = ps_csr_nnz(y);
-  int64_t *column; /* per stored value: its (group, gene) column */
-  PS_ALLOC(column, nnz);
+  if (N > INT32_MAX) PS_FAIL(PS_ERR_SYSTEM, "winsorizing: %lld group x gene caps are too many", (long long)N);
+  /* Columns go to rank column % P in batches of contiguous columns holding about
+   * 1/WINSOR_BATCHES of the values (at least 2^16), so the exchange (16 B a value
+   * each way) adds a fraction of y, not 3 times it. A column's values keep their
+   * order, and the quantile depends on the values only: caps do not depend on P or
+   * the batches. */
+  enum { WINSOR_BATCHES = 32 };
+  int64_t *local, *total;
+  PS_ALLOC(local, N);
+  PS_ALLOC(total, N);
   for (int64_t j = 0; j < y->n_rows; j++)
-    for (int64_t p = y->indptr[j]; p < y->indptr[j + 1]; p++)
-      column[p] = (row_group ? row_group[j] : 0) * n_cols + y->indices[p];
-  int *scount, *rcount, *sdispl, *rdispl;
+    for (int64_t p = y->indptr[j]; p < y->indptr[j + 1]; p++) local[(row_group ? row_group[j] : 0) * n_cols + y->indices[p]]++;
+  PS_CHECK_MPI(MPI_Allreduce(local, total, (int)N, MPI_INT64_T, MPI_SUM, comm));
+  int64_t all = 0;
+  for (int64_t n = 0; n < N; n++) all += total[n];
+  int64_t budget = (all + WINSOR_BATCHES - 1) / WINSOR_BATCHES;
+  if (budget < ((int64_t)1 << 16)) budget = (int64_t)1 << 16;
+  int *scount, *rcount, *sdispl, *rdispl, *fill;
+  int64_t *count64;
   PS_ALLOC(scount, size);
   PS_ALLOC(rcount, size);
   PS_ALLOC(sdispl, size);
   PS_ALLOC(rdispl, size);
-  for (int64_t p = 0; p < nnz; p++) scount[column[p] % size]++;
-  int64_t s_total = 0, r_total = 0;
-  PS_CHECK_MPI(MPI_Alltoall(scount, 1, MPI_INT, rcount, 1, MPI_INT, comm));
-  for (int r = 0; r < size; r++) {
-    sdispl[r] = (int)s_total;
-    rdispl[r] = (int)r_total;
-    s_total += scount[r];
-    r_total += rcount[r];
-  }
-  if (s_total > INT32_MAX / 2 || r_total > INT32_MAX / 2)
-    PS_FAIL(PS_ERR_SYSTEM, "too many values to exchange for quantiles on one rank; use more ranks");
-  /* send (column, value) as two doubles: columns are < 2^53, exact in a double */
-  double *send, *recv;
-  int *fill;
-  PS_ALLOC(send, 2 * s_total);
-  PS_ALLOC(recv, 2 * r_total);
   PS_ALLOC(fill, size);
-  for (int64_t p = 0; p < nnz; p++) {
-    int r = (int)(column[p] % size);
-    int64_t at = sdispl[r] + fill[r]++;
-    send[2 * at] = (double)column[p];
-    send[2 * at + 1] = y->data[p];
-  }
-  for (int r = 0; r < size; r++) {
-    scount[r] *= 2;
-    rcount[r] *= 2;
-    sdispl[r] *= 2;
-    rdispl[r] *= 2;
-  }
-  PS_CHECK_MPI(MPI_Alltoallv(send, scount, sdispl, MPI_DOUBLE, recv, rcount, rdispl, MPI_DOUBLE, comm));
-  free(send);
-  /* bucket by gene, sort, take the quantile */
-  int64_t *start;
-  PS_ALLOC(start, N + 1);
-  for (int64_t i = 0; i < r_total; i++) start[(int64_t)recv[2 * i] + 1]++;
-  for (int64_t n = 0; n < N; n++) start[n + 1] += start[n];
-  double *values;
-  int64_t *pos;
-  PS_ALLOC(values, r_total);
-  PS_ALLOC(pos, N);
-  for (int64_t i = 0; i < r_total; i++) {
-    int64_t n = (int64_t)recv[2 * i];
-    values[start[n] + pos[n]++] = recv[2 * i + 1];
-  }
-  free(recv);
+  PS_ALLOC(count64, size);
+  MPI_Datatype pair; /* (column, value) */
+  PS_CHECK_MPI(MPI_Type_contiguous(2, MPI_DOUBLE, &pair));
+  PS_CHECK_MPI(MPI_Type_commit(&pair));
   for (int64_t n = 0; n < N; n++) caps[n] = 0.0;
-  for (int64_t n = rank; n < N; n += size) {
-    int64_t count = start[n + 1] - start[n];
-    double *v = values + start[n];
-    caps[n] = quantile_type7_select(v, count, n_total[n / n_cols], prob);
+  for (int64_t c0 = 0, c1; c0 < N; c0 = c1) {
+    int64_t in_batch = total[c0];
+    for (c1 = c0 + 1; c1 < N && in_batch + total[c1] <= budget; c1++) in_batch += total[c1];
+    int64_t s_total, r_total;
+    for (int r = 0; r < size; r++) count64[r] = 0, fill[r] = 0;
+    for (int64_t n = c0; n < c1; n++) count64[n % size] += local[n];
+    PS_CALL(ps_exchange_counts(comm, count64, scount, sdispl, rcount, rdispl, &s_total, &r_total));
+    /* send (column, value) as two doubles: columns are < 2^31, exact in a double */
+    double *send, *recv;
+    PS_ALLOC(send, 2 * s_total);
+    for (int64_t j = 0; j < y->n_rows; j++) {
+      int64_t base = (row_group ? row_group[j] : 0) * n_cols;
+      for (int64_t p = y->indptr[j]; p < y->indptr[j + 1]; p++) {
+        int64_t column = base + y->indices[p];
+        if (column < c0 || column >= c1) continue;
+        int r = (int)(column % size);
+        int64_t at = sdispl[r] + fill[r]++;
+        send[2 * at] = (double)column;
+        send[2 * at + 1] = y->data[p];
+      }
+    }
+    PS_ALLOC(recv, 2 * r_total);
+    PS_CHECK_MPI(MPI_Alltoallv(send, scount, sdispl, pair, recv, rcount, rdispl, pair, comm));
+    free(send);
+    /* bucket by column, take the quantile */
+    int64_t width = c1 - c0, *start, *pos;
+    double *values;
+    PS_ALLOC(start, width + 1);
+    PS_ALLOC(pos, width);
+    PS_ALLOC(values, r_total);
+    for (int64_t i = 0; i < r_total; i++) start[(int64_t)recv[2 * i] - c0 + 1]++;
+    for (int64_t n = 0; n < width; n++) start[n + 1] += start[n];
+    for (int64_t i = 0; i < r_total; i++) {
+      int64_t n = (int64_t)recv[2 * i] - c0;
+      values[start[n] + pos[n]++] = recv[2 * i + 1];
+    }
+    free(recv);
+    for (int64_t n = c0 + ((rank - c0) % size + size) % size; n < c1; n += size)
+      caps[n] = quantile_type7_select(values + start[n - c0], start[n - c0 + 1] - start[n - c0], n_total[n / n_cols], prob);
+    free(start), free(pos), free(values);
   }
-  if (N > INT32_MAX) PS_FAIL(PS_ERR_SYSTEM, "winsorizing: %lld group x gene caps are too many", (long long)N);
   PS_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, caps, (int)N, MPI_DOUBLE, MPI_SUM, comm));
-  free(column);
-  free(values);
-  free(pos);
-  free(start);
-  free(fill);
-  free(scount);
-  free(rcount);
-  free(sdispl);
-  free(rdispl);
+  PS_CHECK_MPI(MPI_Type_free(&pair));
+  free(local), free(total), free(count64);
+  free(fill), free(scount), free(rcount), free(sdispl), free(rdispl);
   return PS_OK;
 }
 
@@ -504,8 +507,45 @@ static int extract_response(const ps_csr *x, const int64_t *keep, int64_t n_anal
   return PS_OK;
 }
 
-static int select_regression_genes(MPI_Comm comm, const ps_dataset_options *opt, const ps_csr *x, const int64_t *keep,
-                                   const int32_t *candidates, int32_t n_candidates, ps_dataset *d) {
+/* The same, taken over from x in place (values move only forward: y is a subsequence
+ * of x in block order) and shrunk, so y never coexists with a full copy of the block;
+ * x is left empty. */
+static int extract_response_in_place(ps_csr *x, const int64_t *keep, int64_t n_analysed_local,
+                                     const int32_t *column_of, int32_t n_columns, ps_csr *y) {
+  if (!x->indptr) PS_ALLOC(x->indptr, 1); /* an empty block: still a valid 0-row matrix */
+  int64_t rows = 0, w = 0;
+  for (int64_t i = 0; i < x->n_rows; i++) {
+    if (keep[i] < 0) continue;
+    int64_t begin = x->indptr[i], end = x->indptr[i + 1];
+    x->indptr[rows++] = w; /* rows <= i: entries already read */
+    for (int64_t p = begin; p < end; p++) {
+      int32_t c = column_of[x->indices[p]];
+      if (c < 0) continue;
+      x->indices[w] = c;
+      x->data[w++] = x->data[p];
+    }
+  }
+  x->indptr[rows] = w;
+  if (rows != n_analysed_local)
+    PS_FAIL(PS_ERR_SYSTEM, "response rows: %lld analysed rows in the block, expected %lld", (long long)rows,
+            (long long)n_analysed_local);
+  /* give the dropped tail back (a failed shrink keeps the larger block, still valid) */
+  int32_t *indices = realloc(x->indices, (size_t)(w ? w : 1) * sizeof *indices);
+  if (indices) x->indices = indices;
+  double *data = realloc(x->data, (size_t)(w ? w : 1) * sizeof *data);
+  if (data) x->data = data;
+  int64_t *indptr = realloc(x->indptr, (size_t)(rows + 1) * sizeof *indptr);
+  if (indptr) x->indptr = indptr;
+  *y = *x;
+  y->n_rows = rows;
+  y->n_cols = n_columns;
+  memset(x, 0, sizeof *x);
+  return PS_OK;
+}
+
+/* in_place: y is taken from x's arrays (extract_response_in_place), x is left empty. */
+static int select_regression_genes(MPI_Comm comm, const ps_dataset_options *opt, ps_csr *x, const int64_t *keep,
+                                   const int32_t *candidates, int32_t n_candidates, int in_place, ps_dataset *d) {
   int32_t *column_of;
   PS_ALLOC(column_of, d->n_genes);
   for (int64_t g = 0; g < d->n_genes; g++) column_of[g] = -1;
@@ -531,7 +571,10 @@ static int select_regression_genes(MPI_Comm comm, const ps_dataset_options *opt,
   if (n == 0)
     PS_FAIL(PS_ERR_INPUT, "%s: none of the %d target genes is expressed (y > 0) in at least %.3g of the analysed cells",
             opt->targets ? opt->targets : "selected targets", n_candidates, opt->min_gene_frac);
-  PS_CALL(extract_response(x, keep, d->design.n_cells, column_of, n, &d->y));
+  if (in_place)
+    PS_CALL(extract_response_in_place(x, keep, d->design.n_cells, column_of, n, &d->y));
+  else
+    PS_CALL(extract_response(x, keep, d->design.n_cells, column_of, n, &d->y));
   free(column_of);
   return PS_OK;
 }
@@ -740,7 +783,9 @@ int ps_dataset_read(MPI_Comm comm, const ps_dataset_options *opt, ps_progress *p
   }
   ps_strmap_free(&gene_index);
   if (regression) {
-    PS_CALL(ps_error_sync(comm, select_regression_genes(comm, opt, &m.x, keep, candidates, n_candidates, d)));
+    /* the block is needed after this only for --keep-expression */
+    PS_CALL(ps_error_sync(comm, select_regression_genes(comm, opt, &m.x, keep, candidates, n_candidates,
+                                                        !opt->keep_expression, d)));
   } else {
     PS_ALLOC(d->regression_gene, 1);
     d->y.n_rows = d->design.n_cells;

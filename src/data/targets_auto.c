@@ -2,8 +2,9 @@
  *
  *   1. membership: every rank learns, per global analysed cell, which DE groups
  *      it is in (O(M x MOI): an allgather of the design, never cells x K dense);
- *   2. transpose: one Alltoallv sends each analysed cell's nonzeros (all genes,
- *      log-normalized, not winsorized) to the rank owning the gene (g % P);
+ *   2. transpose: Alltoallvs send each analysed cell's nonzeros (log-normalized,
+ *      not winsorized) to the rank owning the gene (g % P), one batch of genes
+ *      at a time (a fraction of the matrix, so the copy never doubles the block);
  *   3. test: per owned gene, the reference group is summarized once and every
  *      perturbation is tested against it (ps_de_test_gene_ref); with
  *      --de-background others at high MOI the gene is ranked once and each
@@ -11,7 +12,8 @@
  *   4. select: per-gene results that can still be selected go to the rank owning
  *      the perturbation (k % P) in one Alltoallv; it runs ps_de_select;
  *   5. the selected (perturbation, gene) pairs are allgathered (small).
- * Every step is independent of the number of ranks, so the targets are too. */
+ * Steps 2-3 run per gene batch; every step is independent of the number of ranks
+ * and of the batches (each gene's tests see all its values), so the targets are too. */
 #include <math.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -130,6 +132,119 @@ static int gather_groups(MPI_Comm comm, const ps_dataset_options *opt, const ps_
   return PS_OK;
 }
 
+/* ---- the transpose, one gene batch at a time ---- */
+
+/* 16 bytes without padding: every analysed nonzero moves once */
+typedef struct {
+  int32_t cell; /* global analysed index (checked < 2^31) */
+  int32_t gene;
+  double value;
+} batch_entry;
+
+/* A batch moves at most 1/BATCHES of the analysed nonzeros (whole genes; one gene
+ * alone may be more): in flight a rank holds its send and receive entries (16 B
+ * each) and then the shard (12 B) per value, against the block's 12 B, so the
+ * transpose adds about 1/10 of the block. Matrices of BATCH_MIN_VALUES or fewer
+ * go in one batch. */
+enum { BATCHES = 32 };
+#define BATCH_MIN_VALUES ((int64_t)1 << 16)
+
+typedef struct {
+  int64_t n_batches;
+  int64_t *gene_end;    /* batch b: genes [gene_end[b - 1], gene_end[b]) */
+  int64_t *local_count; /* per gene: this block's analysed nonzeros */
+} gene_batches;
+
+static void gene_batches_free(gene_batches *b) {
+  free(b->gene_end);
+  free(b->local_count);
+  memset(b, 0, sizeof *b);
+}
+
+/* Contiguous gene ranges of about equal global nonzeros: the same on every rank. Collective. */
+static int plan_batches(MPI_Comm comm, const ps_csr *x, const int64_t *keep, int64_t n_genes, gene_batches *b) {
+  int64_t *total;
+  PS_ALLOC(b->local_count, n_genes);
+  PS_ALLOC(total, n_genes);
+  PS_ALLOC(b->gene_end, n_genes + 1);
+  for (int64_t i = 0; i < x->n_rows; i++) {
+    if (keep[i] < 0) continue;
+    for (int64_t p = x->indptr[i]; p < x->indptr[i + 1]; p++) b->local_count[x->indices[p]] += x->data[p] != 0;
+  }
+  PS_CHECK_MPI(MPI_Allreduce(b->local_count, total, (int)n_genes, MPI_INT64_T, MPI_SUM, comm));
+  int64_t all = 0;
+  for (int64_t g = 0; g < n_genes; g++) all += total[g];
+  int64_t budget = (all + BATCHES - 1) / BATCHES, in_batch = 0;
+  if (budget < BATCH_MIN_VALUES) budget = BATCH_MIN_VALUES;
+  for (int64_t g = 0; g < n_genes; g++) {
+    if (in_batch > 0 && in_batch + total[g] > budget) b->gene_end[b->n_batches++] = g, in_batch = 0;
+    in_batch += total[g];
+  }
+  b->gene_end[b->n_batches++] = n_genes;
+  free(total);
+  return PS_OK;
+}
+
+/* The gene shard of genes [g0, g1): this rank's owned genes there, local gene lg of
+ * s being owned gene *lg0 + lg. Cells arrive in rank order, so within a gene they
+ * are ascending. Explicit zeros are dropped. Collective. */
+static int build_batch(MPI_Comm comm, const ps_csr *x, const int64_t *keep, int64_t analysed_offset,
+                       const gene_batches *b, int64_t g0, int64_t g1, ps_gene_shard *s, int64_t *lg0) {
+  int rank, size;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &size);
+  int *scount, *rcount, *sdispl, *rdispl, *fill;
+  int64_t *count64, s_total, r_total;
+  PS_ALLOC(scount, size);
+  PS_ALLOC(rcount, size);
+  PS_ALLOC(sdispl, size);
+  PS_ALLOC(rdispl, size);
+  PS_ALLOC(fill, size);
+  PS_ALLOC(count64, size);
+  for (int64_t g = g0; g < g1; g++) count64[g % size] += b->local_count[g];
+  PS_CALL(ps_exchange_counts(comm, count64, scount, sdispl, rcount, rdispl, &s_total, &r_total));
+  free(count64);
+  batch_entry *send, *recv;
+  PS_ALLOC(send, s_total);
+  for (int64_t i = 0; i < x->n_rows; i++) {
+    if (keep[i] < 0) continue;
+    for (int64_t p = x->indptr[i]; p < x->indptr[i + 1]; p++) {
+      int32_t gene = x->indices[p];
+      if (gene < g0 || gene >= g1 || x->data[p] == 0) continue; /* zeros are implicit in the DE tests */
+      int r = gene % size;
+      send[sdispl[r] + fill[r]++] = (batch_entry){(int32_t)(analysed_offset + keep[i]), gene, x->data[p]};
+    }
+  }
+  PS_ALLOC(recv, r_total);
+  MPI_Datatype type;
+  const int blocks[2] = {2, 1};
+  const MPI_Aint offsets[2] = {offsetof(batch_entry, cell), offsetof(batch_entry, value)};
+  const MPI_Datatype types[2] = {MPI_INT32_T, MPI_DOUBLE};
+  PS_CALL(ps_mpi_struct_type(&type, 2, blocks, offsets, types, sizeof(batch_entry)));
+  PS_CHECK_MPI(MPI_Alltoallv(send, scount, sdispl, type, recv, rcount, rdispl, type, comm));
+  PS_CHECK_MPI(MPI_Type_free(&type));
+  free(send);
+  /* owned genes g = rank + P lg in [g0, g1) */
+  *lg0 = g0 > rank ? (g0 - rank + size - 1) / size : 0;
+  int64_t lg1 = g1 > rank ? (g1 - rank + size - 1) / size : 0;
+  s->n_genes = lg1 - *lg0;
+  PS_ALLOC(s->ptr, s->n_genes + 1);
+  PS_ALLOC(s->cell, r_total);
+  PS_ALLOC(s->value, r_total);
+  for (int64_t i = 0; i < r_total; i++) s->ptr[recv[i].gene / size - *lg0 + 1]++;
+  for (int64_t lg = 0; lg < s->n_genes; lg++) s->ptr[lg + 1] += s->ptr[lg];
+  int64_t *at;
+  PS_ALLOC(at, s->n_genes + 1);
+  memcpy(at, s->ptr, (size_t)(s->n_genes + 1) * sizeof *at);
+  for (int64_t i = 0; i < r_total; i++) {
+    int64_t q = at[recv[i].gene / size - *lg0]++;
+    s->cell[q] = recv[i].cell;
+    s->value[q] = recv[i].value;
+  }
+  free(at), free(recv), free(scount), free(rcount), free(sdispl), free(rdispl), free(fill);
+  return PS_OK;
+}
+
 /* ---- tests on owned genes ---- */
 
 typedef struct {
@@ -215,9 +330,10 @@ static int complement_tests(const ps_dataset_options *opt, const de_groups *g, c
   return err;
 }
 
-/* Per (perturbation, owned gene): the test, kept in out[k % P] if it can be selected. */
+/* Per (perturbation, owned gene): the test, kept in out[k % P] if it can be selected.
+ * s holds owned genes lg0 ... (a batch); n_owned: all owned genes, for the progress. */
 static int test_owned_genes(MPI_Comm comm, const ps_dataset_options *opt, const de_groups *g, const ps_gene_shard *s,
-                            int32_t K, ps_progress *progress, record_list *out) {
+                            int64_t lg0, int64_t n_owned, int32_t K, ps_progress *progress, record_list *out) {
   int rank, size;
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &size);
@@ -280,7 +396,7 @@ static int test_owned_genes(MPI_Comm comm, const ps_dataset_options *opt, const 
     }
     memset(ref_start, 0, (size_t)(g->n_refs + 1) * sizeof *ref_start);
     if (err) built--; /* the failed one holds nothing */
-    int32_t gene = (int32_t)(rank + lg * size);
+    int32_t gene = (int32_t)(rank + (lg0 + lg) * size);
     if (complement && !err) err = complement_tests(opt, g, s, lg, K, refs, ranks, sums, gene, size, out);
     for (int32_t k = 0; k < K && !err && !complement; k++) {
       int64_t sp = N_ROLES * k + ROLE_P, sa = sp + 1, sr = sp + 2;
@@ -301,7 +417,7 @@ static int test_owned_genes(MPI_Comm comm, const ps_dataset_options *opt, const 
       err = record_push(&out[k % size], (de_record){k, gene, r.pct1, r.pct2, r.log2fc, r.p});
     }
     for (int32_t i = 0; i < built; i++) ps_de_ref_free(&refs[i]);
-    if (progress && lg % 64 == 0) ps_progress_update(progress, 0.6 + 0.3 * (double)lg / (double)s->n_genes);
+    if (progress && (lg0 + lg) % 64 == 0) ps_progress_update(progress, 0.6 + 0.3 * (double)(lg0 + lg) / (double)n_owned);
   }
   ps_de_work_free(&work);
   free(count), free(offset), free(fill), free(positive), free(ref_values), free(slot_values);
@@ -470,7 +586,8 @@ static int gather_pairs(MPI_Comm comm, const ps_dataset_options *opt, const int3
 int ps_targets_select(MPI_Comm comm, const ps_dataset_options *opt, const ps_csr *x, const int64_t *keep,
                       const ps_strmap *gene_index, ps_progress *progress, ps_dataset *d, int32_t **candidates,
                       int32_t *n_candidates) {
-  int size;
+  int rank, size;
+  MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &size);
   int32_t K = d->design.n_perturbations;
   de_groups groups = {0};
@@ -478,16 +595,32 @@ int ps_targets_select(MPI_Comm comm, const ps_dataset_options *opt, const ps_csr
   /* de.* statistics (tools/bench): wall and CPU seconds, and the parts */
   double t0 = MPI_Wtime();
   clock_t cpu0 = clock();
+  if (d->n_analysed > INT32_MAX) /* the same on every rank */
+    PS_FAIL(PS_ERR_INPUT, "target selection: %lld analysed cells; at most 2^31 - 1 are supported",
+            (long long)d->n_analysed);
   PS_CALL(ps_error_sync(comm, gather_groups(comm, opt, d, &groups)));
-  PS_CALL(ps_error_sync(comm, ps_gene_shard_build(comm, x, keep, d->analysed_offset, d->n_analysed, d->n_genes, &shard)));
-  double t1 = MPI_Wtime();
+  gene_batches batches = {0};
+  PS_CALL(ps_error_sync(comm, plan_batches(comm, x, keep, d->n_genes, &batches)));
   record_list *out;
   PS_ALLOC(out, size);
-  PS_CALL(ps_error_sync(comm, test_owned_genes(comm, opt, &groups, &shard, K, progress, out)));
+  int64_t n_owned = d->n_genes > rank ? (d->n_genes - rank + size - 1) / size : 0;
+  double transpose_seconds = MPI_Wtime() - t0, test_seconds = 0;
+  for (int64_t b = 0; b < batches.n_batches; b++) {
+    double t1 = MPI_Wtime();
+    int64_t lg0 = 0;
+    PS_CALL(ps_error_sync(comm, build_batch(comm, x, keep, d->analysed_offset, &batches,
+                                            b ? batches.gene_end[b - 1] : 0, batches.gene_end[b], &shard, &lg0)));
+    double t2 = MPI_Wtime();
+    PS_CALL(ps_error_sync(comm, test_owned_genes(comm, opt, &groups, &shard, lg0, n_owned, K, progress, out)));
+    ps_gene_shard_free(&shard);
+    transpose_seconds += t2 - t1;
+    test_seconds += MPI_Wtime() - t2;
+  }
   double t2 = MPI_Wtime();
-  ps_stats_add("de.transpose_seconds", t1 - t0);
-  ps_stats_add("de.test_seconds", t2 - t1);
-  ps_gene_shard_free(&shard);
+  ps_stats_add("de.transpose_seconds", transpose_seconds);
+  ps_stats_add("de.test_seconds", test_seconds);
+  ps_stats_add("de.batches", (double)batches.n_batches);
+  gene_batches_free(&batches);
   de_groups_free(&groups);
   de_record *rec = NULL;
   int64_t n_rec = 0;

@@ -95,23 +95,20 @@ int ps_compressed_read_block(const ps_h5 *h, const char *group, int64_t begin, i
             (long long)data_len, (long long)idx_len, (long long)nnz_total);
   PS_ALLOC(out->indices, count);
   PS_ALLOC(out->data, count);
+  /* Straight into int32 (no int64 copy of the block's indices): HDF5 clips values
+   * beyond int32 to its limits, which are outside [0, n_cols) as well. */
   snprintf(name, sizeof name, "%s/indices", group);
-  int64_t *wide;
-  PS_ALLOC(wide, count);
-  PS_CALL(ps_h5_read_range(h, name, H5T_NATIVE_INT64, first, count, wide));
+  PS_CALL(ps_h5_read_range(h, name, H5T_NATIVE_INT32, first, count, out->indices));
   snprintf(name, sizeof name, "%s/data", group);
   PS_CALL(ps_h5_read_range(h, name, H5T_NATIVE_DOUBLE, first, count, out->data));
   for (int64_t i = 0; i <= n; i++) out->indptr[i] -= first;
   for (int64_t i = 0; i < count; i++) {
-    if (wide[i] < 0 || wide[i] >= out->n_cols) {
-      long long bad = (long long)wide[i];
-      free(wide);
-      PS_FAIL(PS_ERR_INPUT, "%s: /%s/indices holds %lld at position %lld, outside [0, %lld)", h->path, group, bad,
+    int32_t v = out->indices[i];
+    if (v < 0 || v >= out->n_cols)
+      PS_FAIL(PS_ERR_INPUT, "%s: /%s/indices holds %lld%s at position %lld, outside [0, %lld)", h->path, group,
+              (long long)v, v == INT32_MAX || v == INT32_MIN ? " (or beyond the int32 range)" : "",
               (long long)(first + i), (long long)out->n_cols);
-    }
-    out->indices[i] = (int32_t)wide[i];
   }
-  free(wide);
   return PS_OK;
 }
 
