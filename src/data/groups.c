@@ -147,7 +147,9 @@ int ps_groups_assign(MPI_Comm comm, const ps_dataset_options *opt, const ps_matr
             opt->group_by, opt->control_by);
   const char *option = opt->group_by ? "--group-by" : "--control-by";
   const char *column = opt->group_by ? opt->group_by : opt->control_by;
-  if (!(d->group_column = strdup(column))) PS_FAIL(PS_ERR_SYSTEM, "out of memory");
+  d->group_column = strdup(column);
+  PS_CALL(ps_error_sync(comm, d->group_column ? PS_OK /* read_labels is collective */
+                                              : ps_error_set(PS_ERR_SYSTEM, __FILE__, __LINE__, "out of memory")));
   ps_strlist labels, local = {0};
   PS_CALL(read_labels(comm, opt, option, column, m, keep, d, &labels));
   int err = PS_OK;
