@@ -67,10 +67,23 @@ def log(msg):
     print(msg, file=sys.stderr, flush=True)
 
 
+def cpu_has_avx512():
+    try:
+        with open("/proc/cpuinfo") as f:
+            return " avx512f" in f.read()
+    except OSError:
+        return False
+
+
 def mpi_env():
     env = dict(os.environ)
     env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OPENBLAS_NUM_THREADS="1",
                OMPI_MCA_rmaps_base_oversubscribe="1")
+    # Debian's OpenBLAS 0.3.21 does not recognise newer AVX-512 CPUs (Zen 4/5) and falls
+    # back to its Haswell kernels at about half the dgemm rate; the ceilings and the run
+    # use the same kernels either way (docs/performance.md).
+    if "OPENBLAS_CORETYPE" not in env and cpu_has_avx512():
+        env["OPENBLAS_CORETYPE"] = "SkylakeX"
     return env
 
 
@@ -343,6 +356,7 @@ def run_pipeline(args, name, np, tag=""):
                      "stages": stage_table(cranks, progress_trace(os.path.join(run_dir, "cv.log")))}
     ceil_after = ceilings(args, np, h5ad)
     out["ceilings"] = {"before": ceil_before, "after": ceil_after}
+    out["openblas_coretype"] = mpi_env().get("OPENBLAS_CORETYPE", "default")
     out["derived"] = derived(ranks, ceil_before, h5ad, np)
     d_after = derived(ranks, ceil_after, h5ad, np)
     out["derived"]["dgemm_gflops_per_rank_after"] = d_after.get("dgemm_gflops_per_rank")
