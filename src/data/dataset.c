@@ -431,6 +431,15 @@ static int winsor_caps(MPI_Comm comm, const ps_csr *y, const int32_t *row_group,
   MPI_Datatype pair; /* (column, value) */
   PS_CHECK_MPI(MPI_Type_contiguous(2, MPI_DOUBLE, &pair));
   PS_CHECK_MPI(MPI_Type_commit(&pair));
+  /* rows whose genes ascend are read once overall: cursor[j] is the first value not yet sent */
+  int ascending = 1;
+  for (int64_t j = 0; j < y->n_rows && ascending; j++)
+    for (int64_t p = y->indptr[j] + 1; p < y->indptr[j + 1] && ascending; p++) ascending = y->indices[p] >= y->indices[p - 1];
+  int64_t *cursor = NULL;
+  if (ascending) {
+    PS_ALLOC(cursor, y->n_rows);
+    for (int64_t j = 0; j < y->n_rows; j++) cursor[j] = y->indptr[j];
+  }
   for (int64_t n = 0; n < N; n++) caps[n] = 0.0;
   for (int64_t c0 = 0, c1; c0 < N; c0 = c1) {
     int64_t in_batch = total[c0];
@@ -443,15 +452,17 @@ static int winsor_caps(MPI_Comm comm, const ps_csr *y, const int32_t *row_group,
     double *send, *recv;
     PS_ALLOC(send, 2 * s_total);
     for (int64_t j = 0; j < y->n_rows; j++) {
-      int64_t base = (row_group ? row_group[j] : 0) * n_cols;
-      for (int64_t p = y->indptr[j]; p < y->indptr[j + 1]; p++) {
+      int64_t base = (row_group ? row_group[j] : 0) * n_cols, p = cursor ? cursor[j] : y->indptr[j];
+      for (; p < y->indptr[j + 1]; p++) {
         int64_t column = base + y->indices[p];
+        if (column >= c1 && cursor) break; /* the rest is in later batches */
         if (column < c0 || column >= c1) continue;
         int r = (int)(column % size);
         int64_t at = sdispl[r] + fill[r]++;
         send[2 * at] = (double)column;
         send[2 * at + 1] = y->data[p];
       }
+      if (cursor) cursor[j] = p;
     }
     PS_ALLOC(recv, 2 * r_total);
     PS_CHECK_MPI(MPI_Alltoallv(send, scount, sdispl, pair, recv, rcount, rdispl, pair, comm));
@@ -475,7 +486,7 @@ static int winsor_caps(MPI_Comm comm, const ps_csr *y, const int32_t *row_group,
   }
   PS_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, caps, (int)N, MPI_DOUBLE, MPI_SUM, comm));
   PS_CHECK_MPI(MPI_Type_free(&pair));
-  free(local), free(total), free(count64);
+  free(local), free(total), free(count64), free(cursor);
   free(fill), free(scount), free(rcount), free(sdispl), free(rdispl);
   return PS_OK;
 }

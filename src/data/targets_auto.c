@@ -153,11 +153,14 @@ typedef struct {
   int64_t n_batches;
   int64_t *gene_end;    /* batch b: genes [gene_end[b - 1], gene_end[b]) */
   int64_t *local_count; /* per gene: this block's analysed nonzeros */
+  int64_t *cursor;      /* per block row, when every row's genes ascend: its first value not yet sent
+                         * (batches ascend, so each row is read once overall); NULL: scan whole rows */
 } gene_batches;
 
 static void gene_batches_free(gene_batches *b) {
   free(b->gene_end);
   free(b->local_count);
+  free(b->cursor);
   memset(b, 0, sizeof *b);
 }
 
@@ -182,6 +185,13 @@ static int plan_batches(MPI_Comm comm, const ps_csr *x, const int64_t *keep, int
   }
   b->gene_end[b->n_batches++] = n_genes;
   free(total);
+  int ascending = 1;
+  for (int64_t i = 0; i < x->n_rows && ascending; i++)
+    for (int64_t p = x->indptr[i] + 1; p < x->indptr[i + 1] && ascending; p++) ascending = x->indices[p] >= x->indices[p - 1];
+  if (ascending && b->n_batches > 1) {
+    PS_ALLOC(b->cursor, x->n_rows);
+    for (int64_t i = 0; i < x->n_rows; i++) b->cursor[i] = x->indptr[i];
+  }
   return PS_OK;
 }
 
@@ -189,7 +199,7 @@ static int plan_batches(MPI_Comm comm, const ps_csr *x, const int64_t *keep, int
  * s being owned gene *lg0 + lg. Cells arrive in rank order, so within a gene they
  * are ascending. Explicit zeros are dropped. Collective. */
 static int build_batch(MPI_Comm comm, const ps_csr *x, const int64_t *keep, int64_t analysed_offset,
-                       const gene_batches *b, int64_t g0, int64_t g1, ps_gene_shard *s, int64_t *lg0) {
+                       gene_batches *b, int64_t g0, int64_t g1, ps_gene_shard *s, int64_t *lg0) {
   int rank, size;
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &size);
@@ -208,12 +218,15 @@ static int build_batch(MPI_Comm comm, const ps_csr *x, const int64_t *keep, int6
   PS_ALLOC(send, s_total);
   for (int64_t i = 0; i < x->n_rows; i++) {
     if (keep[i] < 0) continue;
-    for (int64_t p = x->indptr[i]; p < x->indptr[i + 1]; p++) {
+    int64_t p = b->cursor ? b->cursor[i] : x->indptr[i];
+    for (; p < x->indptr[i + 1]; p++) {
       int32_t gene = x->indices[p];
+      if (gene >= g1 && b->cursor) break; /* the rest is in later batches */
       if (gene < g0 || gene >= g1 || x->data[p] == 0) continue; /* zeros are implicit in the DE tests */
       int r = gene % size;
       send[sdispl[r] + fill[r]++] = (batch_entry){(int32_t)(analysed_offset + keep[i]), gene, x->data[p]};
     }
+    if (b->cursor) b->cursor[i] = p;
   }
   PS_ALLOC(recv, r_total);
   MPI_Datatype type;
