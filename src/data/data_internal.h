@@ -14,12 +14,6 @@ typedef struct {
   double *value;
 } ps_gene_shard;
 
-/* One Alltoallv turns the cell blocks into gene shards. x: this rank's block of
- * cells (all genes); keep[i]: the analysed position of block cell i, or -1 (left
- * out); analysed_offset: the global analysed index of this rank's first one.
- * Explicit zeros are dropped. Collective. */
-int ps_gene_shard_build(MPI_Comm comm, const ps_csr *x, const int64_t *keep, int64_t analysed_offset,
-                        int64_t n_analysed, int64_t n_genes, ps_gene_shard *s);
 void ps_gene_shard_free(ps_gene_shard *s);
 
 /* A committed struct type of the given blocks, resized to extent (sizeof the C struct). */
