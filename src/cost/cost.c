@@ -33,10 +33,12 @@
  *   ridge        8 rP n + max(64 Q, 16 n N + 8 rP N)   factor of X^T X + lambda I, with the assembly's pair
  *                                                tables (hash, send, receive) or the X^T Y right-hand side
  *                                                (dense sum + packed reduce-scatter buffer) and this rank's share
- *   permutations 8 rP n + 16 M + 4 D + 12 (M + D)/P + 13 Y/P + 12 n N + 8 (n + rP) N b
+ *   permutations 8 rP n + 16 M + 4 D + 12 (M + D)/P + 13 Y/P + 12 n N + 8 (2 n + rP) N b [+ 8 n N b if P > 1]
  *                                                the inverse; every cell's design row and the permutation
  *                                                (allgathered, O(M MOI)); this rank's permuted rows; Y by
- *                                                gene tiles; counts + p-values; one batch (sum + own rows of B_r)
+ *                                                gene tiles; counts + p-values; one batch (its two n x N b
+ *                                                buffers, the own rows of B_r, and with P > 1 the MPI
+ *                                                reductions' temporaries of one batch: measured, bench scaling)
  *   score        8 n N + 8 S/P                   p-values; PS (QP scratch is O(MOI^2 + MOI N), negligible)
  *   dosage       8 n N + 16 S/P + 16 (D/P + C) + 368 K   PS aligned to the design, each perturbation's
  *                                                cells and the controls' own-gene values on its owner, K-row tables
@@ -124,7 +126,8 @@ void ps_cost_memory_estimate(const ps_cost_problem *p, ps_cost_memory *out) {
       double b = ps_ridge_perm_batch((int32_t)n, (int32_t)N, p->permutations,
                                      p->perm_batch_bytes > 0 ? p->perm_batch_bytes : INT64_C(256) << 20);
       out->stage[PS_COST_PERMUTATIONS] =
-          8 * rP * n + 16 * M + 4 * D + 12 * (M + D) / P + 13 * Y / P + 12 * n * N + 8 * (n + rP) * N * b;
+          8 * rP * n + 16 * M + 4 * D + 12 * (M + D) / P + 13 * Y / P + 12 * n * N + 8 * (2 * n + rP) * N * b +
+          (P > 1 ? 8 * n * N * b : 0); /* Open MPI's reduce-scatter/allreduce temporaries: one batch */
     }
     double pvalues = p->permutations > 0 ? 8 * n * N : 0;
     out->stage[PS_COST_SCORE] = pvalues + 8 * S / P;
