@@ -536,11 +536,14 @@ def memory_model(r):
     nnz = r.get("input_nnz") or 0
     M, G, moi = sh["M"], sh["G"], sh["MOI"]
     base = est["memory.estimate.runtime_bytes"]
-    read = base + 12 * nnz / P + 40 * M / P + 40 * G
-    # targets: 32 nnzA/P + 24 M + 8 D (+ 40 T, the selected pairs, not known here), on top of the block
-    targets = read + 32 * nnz / P + 24 * M + 8 * M * moi
+    if "memory.estimate.read_bytes" in est:  # the run's own estimate of its read stage (src/cost)
+        read_stage = base + max(est.get("memory.estimate." + part + "_bytes", 0)
+                                for part in ("read", "targets", "regression"))
+    else:  # older binaries: the read formulas of docs/performance.md with the file's nnz
+        read = base + 12 * nnz / P + 40 * M / P + 40 * G
+        read_stage = max(read, read + 32 * nnz / P + 24 * M + 8 * M * moi)
     res = base + est["memory.estimate.resident_bytes"]
-    stage = {"read": max(read, targets),
+    stage = {"read": read_stage,
              "ridge": res + max(est.get("memory.estimate.ridge_bytes", 0), est.get("memory.estimate.permutations_bytes", 0)),
              "score": res + est.get("memory.estimate.score_bytes", 0),
              "dosage": res + est.get("memory.estimate.dosage_bytes", 0),
