@@ -169,6 +169,10 @@ double ps_wtime(void);
 int ps_digest_file(MPI_Comm comm, const char *path, char out[17]);
 int ps_digest_string(const char *text, char out[17]);
 
+/* In-place MPI_SUM of count items of type (type_size bytes each), in pieces because
+ * MPI counts are int. Collective. */
+int ps_allreduce_sum(MPI_Comm comm, void *buf, int64_t count, MPI_Datatype type, size_t type_size);
+
 /* Contiguous block [begin, end) of n items for rank r of p (uniform split). */
 void ps_block_range(int64_t n, int r, int p, int64_t *begin, int64_t *end);
 

@@ -500,9 +500,9 @@ int ps_cv_cells(MPI_Comm comm, const ps_design *design, const int32_t *top_pertu
     }
     for (int32_t g = 0; g < GK; g++) out->n_cells[(int64_t)F * GK + g] += out->n_cells[(int64_t)f * GK + g];
   }
-  PS_CALL(cv_allreduce_sum(comm, out->sse, cells, MPI_DOUBLE, sizeof(double)));
-  PS_CALL(cv_allreduce_sum(comm, out->sst, cells, MPI_DOUBLE, sizeof(double)));
-  PS_CALL(cv_allreduce_sum(comm, out->n_cells, ((int64_t)F + 1) * GK, MPI_INT64_T, sizeof(int64_t)));
+  PS_CALL(ps_allreduce_sum(comm, out->sse, cells, MPI_DOUBLE, sizeof(double)));
+  PS_CALL(ps_allreduce_sum(comm, out->sst, cells, MPI_DOUBLE, sizeof(double)));
+  PS_CALL(ps_allreduce_sum(comm, out->n_cells, ((int64_t)F + 1) * GK, MPI_INT64_T, sizeof(int64_t)));
   for (int f = 0; f <= F; f++)
     for (int l = 0; l < L; l++)
       for (int32_t g = 0; g < GK; g++) {

@@ -250,7 +250,7 @@ int ps_cv_perturbations(MPI_Comm comm, const ps_cv_perturbation_input *in, const
   t0 = ps_wtime();
   if (opt->keep_predictions) PS_ALLOC(out->predicted, (int64_t)PS_CV_N_MODELS * K * G);
   PS_CALL(ps_error_sync(comm, run_folds(comm, in, obs, control, inc, n_inc, opt, out)));
-  PS_CALL(cv_allreduce_sum(comm, out->metrics, (int64_t)K * PS_CV_N_MODELS * PS_CV_N_METRICS, MPI_DOUBLE,
+  PS_CALL(ps_allreduce_sum(comm, out->metrics, (int64_t)K * PS_CV_N_MODELS * PS_CV_N_METRICS, MPI_DOUBLE,
                            sizeof(double)));
   PS_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, out->n_pcs, F, MPI_INT, MPI_MAX, comm));
   PS_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, out->n_train, F, MPI_INT, MPI_MAX, comm));
@@ -258,7 +258,7 @@ int ps_cv_perturbations(MPI_Comm comm, const ps_cv_perturbation_input *in, const
     if (out->fold[k] < 0)
       for (int m = 0; m < PS_CV_N_MODELS * PS_CV_N_METRICS; m++) out->metrics[(int64_t)k * PS_CV_N_MODELS * PS_CV_N_METRICS + m] = NAN;
   if (out->predicted) {
-    PS_CALL(cv_allreduce_sum(comm, out->predicted, (int64_t)PS_CV_N_MODELS * K * G, MPI_DOUBLE, sizeof(double)));
+    PS_CALL(ps_allreduce_sum(comm, out->predicted, (int64_t)PS_CV_N_MODELS * K * G, MPI_DOUBLE, sizeof(double)));
     for (int model = 0; model < PS_CV_N_MODELS; model++)
       for (int32_t k = 0; k < K; k++)
         if (out->fold[k] < 0 || model == PS_CV_MODEL_CEILING)

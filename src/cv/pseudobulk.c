@@ -26,15 +26,6 @@ void ps_cv_bulk_free(ps_cv_bulk *b) {
   memset(b, 0, sizeof *b);
 }
 
-int cv_allreduce_sum(MPI_Comm comm, void *buf, int64_t count, MPI_Datatype type, size_t type_size) {
-  const int64_t piece = INT64_C(1) << 27;
-  for (int64_t at = 0; at < count; at += piece) {
-    int n = (int)(count - at < piece ? count - at : piece);
-    PS_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, (char *)buf + (size_t)at * type_size, n, type, MPI_SUM, comm));
-  }
-  return PS_OK;
-}
-
 int ps_cv_pseudobulk(MPI_Comm comm, const ps_design *design, const ps_csr *x, const int32_t *column_of,
                      int64_t n_genes, uint64_t seed, ps_cv_bulk *out) {
   memset(out, 0, sizeof *out);
@@ -77,8 +68,8 @@ int ps_cv_pseudobulk(MPI_Comm comm, const ps_design *design, const ps_csr *x, co
   free(group);
   free(half);
   PS_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, &out->n_multiple, 1, MPI_INT64_T, MPI_SUM, comm));
-  PS_CALL(cv_allreduce_sum(comm, out->n_half, 2 * ((int64_t)K + 1), MPI_INT64_T, sizeof(int64_t)));
-  PS_CALL(cv_allreduce_sum(comm, sum, 2 * ((int64_t)K + 1) * G, MPI_DOUBLE, sizeof(double)));
+  PS_CALL(ps_allreduce_sum(comm, out->n_half, 2 * ((int64_t)K + 1), MPI_INT64_T, sizeof(int64_t)));
+  PS_CALL(ps_allreduce_sum(comm, sum, 2 * ((int64_t)K + 1) * G, MPI_DOUBLE, sizeof(double)));
   PS_ALLOC(out->mean, ((int64_t)K + 1) * G);
   for (int32_t k = 0; k <= K; k++) {
     int64_t n0 = out->n_half[2 * k], n1 = out->n_half[2 * k + 1];

@@ -104,7 +104,7 @@ static int read_predictions(MPI_Comm comm, const ps_cv_stage_input *in, const ps
     p->n_rows += count[k];
   }
   /* each row lives on one rank: the sum replicates the table */
-  PS_CALL(cv_allreduce_sum(comm, p->values, (int64_t)K * G, MPI_DOUBLE, sizeof(double)));
+  PS_CALL(ps_allreduce_sum(comm, p->values, (int64_t)K * G, MPI_DOUBLE, sizeof(double)));
   free(count);
   free(eval_of_pred);
   ps_strlist_free(&labels);

@@ -108,6 +108,6 @@ int cv_svd_scores(MPI_Comm comm, int m, int n, const double *a, int k, double *s
   grid_close(&g);
   PS_CALL(ps_error_sync(comm, err));
   /* each entry of U came from exactly one rank */
-  PS_CALL(cv_allreduce_sum(comm, scores, (int64_t)m * k, MPI_DOUBLE, sizeof(double)));
+  PS_CALL(ps_allreduce_sum(comm, scores, (int64_t)m * k, MPI_DOUBLE, sizeof(double)));
   return PS_OK;
 }

@@ -127,15 +127,6 @@ int ridge_rhs_solve(MPI_Comm comm, const ridge_system *s, ridge_rhs *r) {
   return PS_OK;
 }
 
-int ridge_allreduce_sum(MPI_Comm comm, void *buf, int64_t count, MPI_Datatype type, size_t type_size) {
-  int64_t chunk = (int64_t)1 << 28; /* MPI counts are int */
-  for (int64_t at = 0; at < count; at += chunk) {
-    int n = (int)(count - at < chunk ? count - at : chunk);
-    PS_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, (char *)buf + at * (int64_t)type_size, n, type, MPI_SUM, comm));
-  }
-  return PS_OK;
-}
-
 /* ---- the fit ---- */
 
 static int fit_local(const ridge_system *s, const ps_design *design, const ps_csr *y, ridge_rhs *r, double **beta) {
@@ -154,7 +145,7 @@ static int beta_gather(MPI_Comm comm, const ridge_system *s, const ridge_rhs *r,
     for (int li = 0; li < s->a_rows; li++)
       beta[ridge_global_of(li, g->nb, g->myrow, g->nprow) * r->ncols + j] = r->b[(int64_t)lj * lld + li];
   }
-  PS_CALL(ridge_allreduce_sum(comm, beta, (int64_t)s->n * r->ncols, MPI_DOUBLE, sizeof *beta));
+  PS_CALL(ps_allreduce_sum(comm, beta, (int64_t)s->n * r->ncols, MPI_DOUBLE, sizeof *beta));
   return PS_OK;
 }
 

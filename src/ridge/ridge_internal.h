@@ -8,25 +8,7 @@
 #define PS_RIDGE_INTERNAL_H
 
 #include "pertscore/ridge.h"
-
-/* BLACS C interface and ScaLAPACK. The ScaLAPACK routines are Fortran: the
- * trailing size_t is gfortran's hidden length of a CHARACTER argument. */
-void Cblacs_pinfo(int *mypnum, int *nprocs);
-int Csys2blacs_handle(MPI_Comm comm);
-void Cfree_blacs_system_handle(int handle);
-void Cblacs_gridinit(int *ctxt, const char *order, int nprow, int npcol);
-void Cblacs_gridinfo(int ctxt, int *nprow, int *npcol, int *myrow, int *mycol);
-void Cblacs_gridexit(int ctxt);
-int numroc_(const int *n, const int *nb, const int *iproc, const int *isrcproc, const int *nprocs);
-void descinit_(int *desc, const int *m, const int *n, const int *mb, const int *nb, const int *irsrc,
-               const int *icsrc, const int *ictxt, const int *lld, int *info);
-void pdpotrf_(const char *uplo, const int *n, double *a, const int *ia, const int *ja, const int *desca,
-              int *info, size_t uplo_len);
-void pdpotrs_(const char *uplo, const int *n, const int *nrhs, const double *a, const int *ia, const int *ja,
-              const int *desca, double *b, const int *ib, const int *jb, const int *descb, int *info,
-              size_t uplo_len);
-void pdtrtri_(const char *uplo, const char *diag, const int *n, double *a, const int *ia, const int *ja,
-              const int *desca, int *info, size_t uplo_len, size_t diag_len);
+#include "../util/scalapack.h"
 
 /* ---- block-cyclic index arithmetic (block size nb, first block on process 0) ---- */
 
@@ -114,8 +96,5 @@ int ridge_fit_inverse(MPI_Comm comm, ridge_system *s, const ps_design *design, c
                       ps_ridge *out);
 /* Whether a fit alone is faster through ridge_fit_inverse than pdpotrs (PERTSCORE_RIDGE_SOLVE overrides). */
 int ridge_fit_prefers_inverse(const ridge_system *s);
-
-/* In-place MPI_SUM of a long array, in pieces because MPI counts are int. */
-int ridge_allreduce_sum(MPI_Comm comm, void *buf, int64_t count, MPI_Datatype type, size_t type_size);
 
 #endif

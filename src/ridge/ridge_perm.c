@@ -414,7 +414,7 @@ static int batch_solve(MPI_Comm comm, const ridge_system *s, perm_work *w, int64
   }
   double t_first = ps_wtime() - t;
   t = ps_wtime();
-  PS_CALL(ridge_allreduce_sum(comm, w->z, (int64_t)n * ncols, MPI_DOUBLE, sizeof *w->z));
+  PS_CALL(ps_allreduce_sum(comm, w->z, (int64_t)n * ncols, MPI_DOUBLE, sizeof *w->z));
   ps_stats_add(name[0], ps_wtime() - t);
   t = ps_wtime();
   for (int lj0 = 0; lj0 < s->a_cols; lj0 += group) {
@@ -468,7 +468,7 @@ static int fit_inverse(MPI_Comm comm, const ridge_system *s, const ps_csr *y, do
   for (int64_t j = 0; j < s->n_genes; j++)
     for (int li = 0; li < s->a_cols; li++)
       out->beta[ridge_global_of(li, g->nb, g->mycol, g->npcol) * s->n_genes + j] = w->rhs[j * ldb + li];
-  PS_CALL(ridge_allreduce_sum(comm, out->beta, entries, MPI_DOUBLE, sizeof *out->beta));
+  PS_CALL(ps_allreduce_sum(comm, out->beta, entries, MPI_DOUBLE, sizeof *out->beta));
   out->n_rows = s->n;
   out->n_genes = s->n_genes;
   out->lambda = lambda;
@@ -522,7 +522,7 @@ static int perm_run(MPI_Comm comm, ridge_system *s, const ps_design *design, con
   }
   for (int r0 = 0; r0 < R; r0 += batch)
     PS_CALL(batch_run(comm, s, y, opt, beta, w, r0, R - r0 < batch ? R - r0 : batch));
-  PS_CALL(ridge_allreduce_sum(comm, w->count, entries, MPI_INT32_T, sizeof *w->count));
+  PS_CALL(ps_allreduce_sum(comm, w->count, entries, MPI_INT32_T, sizeof *w->count));
   PS_CALL(ps_error_sync(comm, pvalues_fill(w->count, entries, R, pvalues)));
   return PS_OK;
 }
