@@ -21,9 +21,25 @@ typedef struct {
   double *beta;    /* row-major (K + 1) x N, the same on every rank */
 } ps_ridge;
 
-/* y: local analysed cells x N regression genes (winsorized), rows aligned with design. */
+/* y: local analysed cells x N regression genes (winsorized), rows aligned with
+ * design, each row's gene indices increasing. */
 int ps_ridge_fit(MPI_Comm comm, const ps_design *design, const ps_csr *y, double lambda, ps_ridge *out);
 void ps_ridge_free(ps_ridge *r);
+
+/* Called with the fit of lambdas[l], in grid order, the same on every rank; it
+ * may keep B->beta (set it NULL), else it is freed after the call. Non-zero
+ * return stops the grid (return the same on every rank). */
+typedef int (*ps_ridge_each)(void *ctx, int l, ps_ridge *B);
+
+/* The fits of a lambda grid on the local cells with keep[c] != 0 (keep NULL:
+ * all; cross-validation's training cells without copying them): X^T X and
+ * X^T Y are summed once, then each lambda costs one Cholesky (and inverse) of
+ * the (K + 1) x (K + 1) system and its solve. Each fit equals ps_ridge_fit on
+ * the kept cells to rounding (bitwise for keep NULL and one lambda, which is
+ * how ps_ridge_fit runs). With more than one lambda every rank also holds a
+ * copy of its share of X^T X and of X^T Y. Collective. */
+int ps_ridge_fit_grid(MPI_Comm comm, const ps_design *design, const ps_csr *y, const uint8_t *keep, int n_lambdas,
+                      const double *lambdas, ps_ridge_each each, void *ctx);
 /* Largest ScaLAPACK block size nb of the (K + 1) x (K + 1) matrix (PERTSCORE_RIDGE_NB
  * or the default); a matrix of n rows on P ranks uses min(nb, n / P), at least 1.
  * For the memory estimate (src/cost). */
@@ -68,8 +84,8 @@ int ps_ridge_perm_batch(int32_t n_rows, int32_t n_genes, int n_permutations, int
  * cell carries) gets p = 0, as in the reference.
  * Memory per rank: every cell's design row (allgathered once: (M + 1) int64 +
  * nnz(D) int32; O(M x MOI), never cells x perturbations), one int64 permutation
- * of M cells, (K + 1) x N counts, a gene-tiled copy of the local y (about the
- * size of y), W = L^-1 in place of the factor L (this rank's columns:
+ * of M cells, (K + 1) x N counts, one cursor per local cell (y is read in
+ * place, gene tile by gene tile), W = L^-1 in place of the factor L (this rank's columns:
  * (K + 1)^2 / P doubles) and one batch (ps_ridge_perm_batch): the whole
  * (K + 1) x N b right-hand side (replicated: the reduce-scatter input) plus
  * the product W X^T Y_r of the same size.

@@ -10,6 +10,7 @@
 #include "ridge_internal.h"
 
 #include <limits.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -82,7 +83,7 @@ static inline int64_t rhs_at(const ridge_rhs *r, int32_t i, int pc, int64_t lc) 
  * genes are consecutive there, whereas in packed they are a column stride apart
  * (a cache miss per add once a batch is larger than the cache). Copying the
  * scratch into packed costs (K + 1) x N, the size the reduce-scatter moves anyway. */
-int ridge_rhs_add(ridge_rhs *r, const int64_t *ptr, const int32_t *ids, const int64_t *design_row, const ps_csr *y,
+int ridge_rhs_add(ridge_rhs *r, const int64_t *ptr, const int32_t *ids, const uint8_t *keep, const ps_csr *y,
                   int col0) {
   int n_genes = r->dense_cols;
   if (y->n_cols != n_genes || (int64_t)col0 + n_genes > r->ncols)
@@ -90,10 +91,10 @@ int ridge_rhs_add(ridge_rhs *r, const int64_t *ptr, const int32_t *ids, const in
             (long long)y->n_cols, col0, r->ncols, n_genes);
   memset(r->dense, 0, (size_t)r->n * (size_t)n_genes * sizeof *r->dense);
   for (int64_t c = 0; c < y->n_rows; c++) {
-    int64_t d = design_row ? design_row[c] : c;
-    const int32_t *row = ids + ptr[d];
-    int64_t s = ptr[d + 1] - ptr[d], basal = 0;
-    if (s > 0 && row[0] < 0) { /* group intercept; validated with the design by ridge_system_build */
+    if (keep && !keep[c]) continue;
+    const int32_t *row = ids + ptr[c];
+    int64_t s = ptr[c + 1] - ptr[c], basal = 0;
+    if (s > 0 && row[0] < 0) { /* group intercept; validated with the design by ridge_system_assemble */
       basal = -(int64_t)row[0];
       row++;
       s--;
@@ -117,29 +118,13 @@ int ridge_rhs_add(ridge_rhs *r, const int64_t *ptr, const int32_t *ids, const in
   return PS_OK;
 }
 
-int ridge_rhs_solve(MPI_Comm comm, const ridge_system *s, ridge_rhs *r) {
-  /* Sum every rank's X^T Y; each rank receives exactly its block-cyclic part. */
-  PS_CHECK_MPI(MPI_Reduce_scatter(r->packed, r->b, r->share, MPI_DOUBLE, MPI_SUM, comm));
-  if (r->ncols == 0) return PS_OK;
-  int one = 1, info = 0;
-  pdpotrs_("L", &s->n, &r->ncols, s->a, &one, &one, s->desc_a, r->b, &one, &one, r->desc_b, &info, 1);
-  if (info != 0) PS_FAIL(PS_ERR_SYSTEM, "ridge: pdpotrs rejected argument %d", -info);
-  return PS_OK;
-}
-
-/* ---- the fit ---- */
-
-static int fit_local(const ridge_system *s, const ps_design *design, const ps_csr *y, ridge_rhs *r, double **beta) {
-  PS_CALL(ridge_rhs_init(s, s->n_genes, r));
-  PS_ALLOC(*beta, (int64_t)s->n * s->n_genes);
-  PS_CALL(ridge_rhs_add(r, design->ptr, design->ids, NULL, y, 0));
-  return PS_OK;
-}
+/* ---- fits over a lambda grid through pdpotrs ---- */
 
 /* Every rank writes its solved entries into a zeroed dense beta; a sum replicates it. */
 static int beta_gather(MPI_Comm comm, const ridge_system *s, const ridge_rhs *r, double *beta) {
   const ridge_grid *g = &s->grid;
   int lld = s->a_rows > 1 ? s->a_rows : 1;
+  memset(beta, 0, (size_t)s->n * (size_t)r->ncols * sizeof *beta);
   for (int lj = 0; lj < r->b_cols; lj++) {
     int64_t j = ridge_global_of(lj, g->nb, g->mycol, g->npcol);
     for (int li = 0; li < s->a_rows; li++)
@@ -149,42 +134,114 @@ static int beta_gather(MPI_Comm comm, const ridge_system *s, const ridge_rhs *r,
   return PS_OK;
 }
 
-static int fit_solve(MPI_Comm comm, const ridge_system *s, const ps_design *design, const ps_csr *y, double lambda,
-                     ps_ridge *out, ridge_rhs *r) {
-  double t = ps_wtime();
-  PS_CALL(ps_error_sync(comm, fit_local(s, design, y, r, &out->beta)));
-  ps_stats_add("ridge.rhs_seconds", ps_wtime() - t);
-  t = ps_wtime();
-  PS_CALL(ridge_rhs_solve(comm, s, r));
-  ps_stats_add("ridge.solve_seconds", ps_wtime() - t);
-  ps_stats_add("ridge.solve_flops", 2.0 * s->n * (double)s->n * r->ncols); /* two triangular solves */
-  PS_CALL(beta_gather(comm, s, r, out->beta));
-  out->n_rows = s->n;
-  out->n_genes = s->n_genes;
-  out->lambda = lambda;
+/* Buffers of a pdpotrs grid, freed in one place. */
+typedef struct {
+  ridge_rhs r;
+  double *saved; /* this rank's share of X^T Y, to solve again for the next lambda */
+  ps_ridge fit;
+} potrs_work;
+
+static int potrs_alloc(const ridge_system *s, const ps_design *design, const ps_csr *y, const uint8_t *keep,
+                       int n_lambdas, potrs_work *w) {
+  PS_CALL(ridge_rhs_init(s, s->n_genes, &w->r));
+  PS_ALLOC(w->fit.beta, (int64_t)s->n * s->n_genes);
+  if (n_lambdas > 1) PS_ALLOC(w->saved, (int64_t)s->a_rows * w->r.b_cols);
+  PS_CALL(ridge_rhs_add(&w->r, design->ptr, design->ids, keep, y, 0));
   return PS_OK;
 }
 
-int ridge_fit_with_system(MPI_Comm comm, const ridge_system *s, const ps_design *design, const ps_csr *y,
-                          double lambda, ps_ridge *out) {
-  memset(out, 0, sizeof *out);
-  ridge_rhs r;
-  memset(&r, 0, sizeof r);
-  int err = fit_solve(comm, s, design, y, lambda, out, &r);
-  ridge_rhs_free(&r);
-  if (err) ps_ridge_free(out);
+static int potrs_grid(MPI_Comm comm, ridge_system *s, const double *gram, const ps_design *design, const ps_csr *y,
+                      const uint8_t *keep, int n_lambdas, const double *lambdas, ps_ridge_each each, void *ctx,
+                      potrs_work *w) {
+  double t = ps_wtime();
+  PS_CALL(ps_error_sync(comm, potrs_alloc(s, design, y, keep, n_lambdas, w)));
+  ps_stats_add("ridge.rhs_seconds", ps_wtime() - t);
+  t = ps_wtime();
+  /* Sum every rank's X^T Y; each rank receives exactly its block-cyclic part. */
+  PS_CHECK_MPI(MPI_Reduce_scatter(w->r.packed, w->r.b, w->r.share, MPI_DOUBLE, MPI_SUM, comm));
+  ps_stats_add("ridge.reduce_seconds", ps_wtime() - t);
+  int64_t share = (int64_t)s->a_rows * w->r.b_cols, entries = (int64_t)s->a_rows * s->a_cols;
+  if (w->saved) memcpy(w->saved, w->r.b, (size_t)share * sizeof *w->saved);
+  for (int l = 0; l < n_lambdas; l++) {
+    if (l > 0) {
+      memcpy(s->a, gram, (size_t)entries * sizeof *s->a);
+      memcpy(w->r.b, w->saved, (size_t)share * sizeof *w->r.b);
+    }
+    PS_CALL(ridge_system_factor(s, lambdas[l]));
+    t = ps_wtime();
+    int one = 1, info = 0;
+    pdpotrs_("L", &s->n, &w->r.ncols, s->a, &one, &one, s->desc_a, w->r.b, &one, &one, w->r.desc_b, &info, 1);
+    if (info != 0) PS_FAIL(PS_ERR_SYSTEM, "ridge: pdpotrs rejected argument %d", -info);
+    ps_stats_add("ridge.solve_seconds", ps_wtime() - t);
+    ps_stats_add("ridge.solve_flops", 2.0 * s->n * (double)s->n * w->r.ncols); /* two triangular solves */
+    if (!w->fit.beta) { /* the previous lambda's was kept by each */
+      w->fit.beta = malloc((size_t)s->n * (size_t)s->n_genes * sizeof *w->fit.beta);
+      PS_CALL(ps_error_sync(comm, w->fit.beta ? PS_OK
+                                              : ps_error_set(PS_ERR_SYSTEM, __FILE__, __LINE__, "out of memory (ridge beta)")));
+    }
+    PS_CALL(beta_gather(comm, s, &w->r, w->fit.beta));
+    w->fit.n_rows = s->n;
+    w->fit.n_genes = s->n_genes;
+    w->fit.lambda = lambdas[l];
+    PS_CALL(each(ctx, l, &w->fit));
+  }
+  return PS_OK;
+}
+
+static int check_grid(MPI_Comm comm, int n_lambdas, const double *lambdas) {
+  int err = n_lambdas < 1 ? ps_error_set(PS_ERR_INPUT, __FILE__, __LINE__, "ridge: an empty lambda grid") : PS_OK;
+  for (int l = 0; l < n_lambdas && !err; l++)
+    if (!(lambdas[l] >= 0) || !isfinite(lambdas[l]))
+      err = ps_error_set(PS_ERR_INPUT, __FILE__, __LINE__, "ridge lambda must be finite and >= 0, got %g", lambdas[l]);
+  return ps_error_sync(comm, err);
+}
+
+static int fit_grid(MPI_Comm comm, ridge_system *s, double **gram, const ps_design *design, const ps_csr *y,
+                    const uint8_t *keep, int n_lambdas, const double *lambdas, ps_ridge_each each, void *ctx) {
+  PS_CALL(ridge_system_assemble(comm, design, y, keep, s));
+  if (n_lambdas > 1) {
+    int64_t entries = (int64_t)s->a_rows * s->a_cols;
+    *gram = malloc((size_t)(entries > 0 ? entries : 1) * sizeof **gram);
+    PS_CALL(ps_error_sync(comm, *gram ? PS_OK
+                                      : ps_error_set(PS_ERR_SYSTEM, __FILE__, __LINE__, "out of memory (X^T X copy)")));
+    memcpy(*gram, s->a, (size_t)entries * sizeof **gram);
+  }
+  if (ridge_fit_prefers_inverse(s))
+    return ridge_grid_inverse(comm, s, *gram, design, y, keep, n_lambdas, lambdas, each, ctx);
+  potrs_work w;
+  memset(&w, 0, sizeof w);
+  int err = potrs_grid(comm, s, *gram, design, y, keep, n_lambdas, lambdas, each, ctx, &w);
+  ridge_rhs_free(&w.r);
+  free(w.saved);
+  ps_ridge_free(&w.fit);
   return err;
+}
+
+int ps_ridge_fit_grid(MPI_Comm comm, const ps_design *design, const ps_csr *y, const uint8_t *keep, int n_lambdas,
+                      const double *lambdas, ps_ridge_each each, void *ctx) {
+  PS_CALL(check_grid(comm, n_lambdas, lambdas));
+  ridge_system s;
+  ridge_system_init(&s);
+  double *gram = NULL;
+  int err = fit_grid(comm, &s, &gram, design, y, keep, n_lambdas, lambdas, each, ctx);
+  free(gram);
+  ridge_system_free(&s);
+  return err;
+}
+
+/* ps_ridge_fit: the grid of one lambda, keeping its beta. */
+static int keep_fit(void *ctx, int l, ps_ridge *B) {
+  (void)l;
+  ps_ridge *out = ctx;
+  *out = *B;
+  B->beta = NULL;
+  return PS_OK;
 }
 
 int ps_ridge_fit(MPI_Comm comm, const ps_design *design, const ps_csr *y, double lambda, ps_ridge *out) {
   memset(out, 0, sizeof *out);
-  ridge_system s;
-  ridge_system_init(&s);
-  int err = ridge_system_build(comm, design, y, lambda, &s);
-  if (!err)
-    err = ridge_fit_prefers_inverse(&s) ? ridge_fit_inverse(comm, &s, design, y, lambda, out)
-                                        : ridge_fit_with_system(comm, &s, design, y, lambda, out);
-  ridge_system_free(&s);
+  int err = ps_ridge_fit_grid(comm, design, y, NULL, 1, &lambda, keep_fit, out);
+  if (err) ps_ridge_free(out);
   return err;
 }
 

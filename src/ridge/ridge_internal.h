@@ -64,9 +64,14 @@ typedef struct {
   double *b;            /* this rank's share of the sum; solved in place; leading dimension max(a_rows, 1) */
 } ridge_rhs;
 
-/* Check the inputs, open the grid, assemble X^T X + lambda I from every rank's
- * sparse design and factor it. Collective; on error the caller still calls
- * ridge_system_free. */
+/* Check the inputs, open the grid and assemble X^T X (no lambda yet) over the
+ * local cells with keep[c] != 0 (keep NULL: all) into s->a. Collective; on
+ * error the caller still calls ridge_system_free. */
+int ridge_system_assemble(MPI_Comm comm, const ps_design *design, const ps_csr *y, const uint8_t *keep,
+                          ridge_system *s);
+/* Add lambda to the diagonal of s->a and Cholesky-factor it in place (pdpotrf). Collective. */
+int ridge_system_factor(ridge_system *s, double lambda);
+/* Assemble over every cell and factor. Collective. */
 int ridge_system_build(MPI_Comm comm, const ps_design *design, const ps_csr *y, double lambda, ridge_system *s);
 void ridge_system_init(ridge_system *s); /* empty, safe to free */
 void ridge_system_free(ridge_system *s);
@@ -75,26 +80,20 @@ void ridge_system_free(ridge_system *s);
  * communication): the caller agrees on errors with ps_error_sync. */
 int ridge_rhs_init(const ridge_system *s, int ncols, ridge_rhs *r);
 void ridge_rhs_free(ridge_rhs *r);
-/* Add x_{design_row[c]} y_c^T for every local cell c into columns
- * [col0, col0 + N) of packed (y has the system's N genes); design_row NULL means row c itself. ptr/ids are
- * design rows as in ps_design (already validated by ridge_system_build).
+/* Add x_c y_c^T for every local cell c with keep[c] != 0 (keep NULL: all) into
+ * columns [col0, col0 + N) of packed (y has the system's N genes). ptr/ids are
+ * design rows as in ps_design (already validated by ridge_system_assemble).
  * Rank-local. */
-int ridge_rhs_add(ridge_rhs *r, const int64_t *ptr, const int32_t *ids, const int64_t *design_row, const ps_csr *y,
+int ridge_rhs_add(ridge_rhs *r, const int64_t *ptr, const int32_t *ids, const uint8_t *keep, const ps_csr *y,
                   int col0);
-/* Sum every rank's packed contributions into the shares and solve in place. Collective. */
-int ridge_rhs_solve(MPI_Comm comm, const ridge_system *s, ridge_rhs *r);
 
-/* B = the solve of this system against design and y, replicated in out (ps_ridge_fit without the
- * factorization). Collective. */
-int ridge_fit_with_system(MPI_Comm comm, const ridge_system *s, const ps_design *design, const ps_csr *y,
-                          double lambda, ps_ridge *out);
-
-/* The same B through W = L^-1 (ridge_perm.c): pdtrtri in place (the system
- * cannot be solved with pdpotrs afterwards), then two triangular dgemm passes.
- * Collective. */
-int ridge_fit_inverse(MPI_Comm comm, ridge_system *s, const ps_design *design, const ps_csr *y, double lambda,
-                      ps_ridge *out);
-/* Whether a fit alone is faster through ridge_fit_inverse than pdpotrs (PERTSCORE_RIDGE_SOLVE overrides). */
+/* The lambda grid of ps_ridge_fit_grid on an assembled (unfactored) system;
+ * gram: a copy of the assembled s->a to refactor from for every lambda after
+ * the first (NULL when there is one lambda). Through W = L^-1 (ridge_perm.c:
+ * pdtrtri, then two triangular dgemm passes) or pdpotrs (ridge.c). Collective. */
+int ridge_grid_inverse(MPI_Comm comm, ridge_system *s, const double *gram, const ps_design *design, const ps_csr *y,
+                       const uint8_t *keep, int n_lambdas, const double *lambdas, ps_ridge_each each, void *ctx);
+/* Whether a fit is faster through W = L^-1 than pdpotrs (PERTSCORE_RIDGE_SOLVE overrides). */
 int ridge_fit_prefers_inverse(const ridge_system *s);
 
 #endif

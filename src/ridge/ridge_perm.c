@@ -178,95 +178,46 @@ static int invert(ridge_system *s) {
   return PS_OK;
 }
 
-/* ---- this rank's Y by gene tiles ---- */
+/* ---- this rank's Y, gene tile by gene tile ---- */
 
 /* A tile of the right-hand side ((K + 1) rows x TILE genes, two cache lines a
  * row) stays in cache while every local cell adds into the rows of its
  * (permuted) design row, instead of every add missing the cache of a (K + 1) x N
- * sum. 16 measured faster than 8 (Y re-streamed per tile) and 32 (tile out of cache). */
+ * sum. 16 measured faster than 8 (Y re-streamed per tile) and 32 (tile out of cache).
+ * y is read in place: a cursor per cell walks its row (gene indices increasing)
+ * one tile at a time, so no gene-tiled copy of y is held. */
 enum { TILE = 16 };
 
-typedef struct {
-  int n_tiles;
-  int64_t *run_ptr;   /* per tile: its runs, [run_ptr[t], run_ptr[t + 1]) */
-  int32_t *run_cell;  /* per run: the local cell (cells with a nonzero in the tile, in order) */
-  int64_t *entry_ptr; /* per run: its entries, [entry_ptr[run], entry_ptr[run + 1]) */
-  uint8_t *slot;      /* per entry: gene - TILE t */
-  double *value;
-} y_tiles;
-
-static void y_tiles_free(y_tiles *y) {
-  free(y->run_ptr), free(y->run_cell), free(y->entry_ptr), free(y->slot), free(y->value);
-  memset(y, 0, sizeof *y);
-}
-
-static int y_tiles_count(const ps_csr *y, int n_genes, y_tiles *yt, int64_t *mark, int64_t *entries_in) {
-  for (int t = 0; t < yt->n_tiles; t++) mark[t] = -1;
+/* The cursors need each row's genes increasing and within [0, N). Rank-local. */
+static int y_rows_check(const ps_csr *y, int n_genes) {
+  if (y->n_rows > INT32_MAX) PS_FAIL(PS_ERR_INPUT, "ridge: %lld local cells exceed the cell index", (long long)y->n_rows);
   for (int64_t c = 0; c < y->n_rows; c++)
     for (int64_t p = y->indptr[c]; p < y->indptr[c + 1]; p++) {
       int32_t gene = y->indices[p];
       if (gene < 0 || gene >= n_genes)
         PS_FAIL(PS_ERR_INPUT, "ridge: local cell %lld has gene index %d outside [0, %d)", (long long)c, (int)gene,
                 n_genes);
-      int t = gene / TILE;
-      if (mark[t] != c) mark[t] = c, yt->run_ptr[t + 1]++;
-      entries_in[t + 1]++;
-    }
-  for (int t = 0; t < yt->n_tiles; t++) yt->run_ptr[t + 1] += yt->run_ptr[t], entries_in[t + 1] += entries_in[t];
-  return PS_OK;
-}
-
-/* Runs of a tile in cell order, so a cell's entries in it are consecutive and
- * entry_ptr[run + 1] ends run `run` (the next run, or the next tile's first). */
-static int y_tiles_fill(const ps_csr *y, y_tiles *yt, int64_t *mark, int64_t *run_at, int64_t *entry_at) {
-  int64_t runs = yt->run_ptr[yt->n_tiles], entries = entry_at[yt->n_tiles];
-  PS_ALLOC(yt->run_cell, runs);
-  PS_ALLOC(yt->entry_ptr, runs + 1);
-  PS_ALLOC(yt->slot, entries);
-  PS_ALLOC(yt->value, entries);
-  for (int t = 0; t < yt->n_tiles; t++) mark[t] = -1, run_at[t] = yt->run_ptr[t];
-  yt->entry_ptr[runs] = entries;
-  for (int64_t c = 0; c < y->n_rows; c++)
-    for (int64_t p = y->indptr[c]; p < y->indptr[c + 1]; p++) {
-      int t = y->indices[p] / TILE;
-      if (mark[t] != c) {
-        mark[t] = c;
-        yt->run_cell[run_at[t]] = (int32_t)c;
-        yt->entry_ptr[run_at[t]++] = entry_at[t];
-      }
-      yt->slot[entry_at[t]] = (uint8_t)(y->indices[p] - TILE * t);
-      yt->value[entry_at[t]++] = y->data[p];
+      if (p > y->indptr[c] && gene <= y->indices[p - 1])
+        PS_FAIL(PS_ERR_INPUT, "ridge: local cell %lld has gene indices that are not increasing", (long long)c);
     }
   return PS_OK;
 }
 
-/* Rank-local. */
-static int y_tiles_build(const ps_csr *y, int n_genes, y_tiles *yt) {
-  if (y->n_rows > INT32_MAX) PS_FAIL(PS_ERR_INPUT, "ridge: %lld local cells exceed the tile index", (long long)y->n_rows);
-  yt->n_tiles = (n_genes + TILE - 1) / TILE;
-  int64_t *mark = NULL, *entry_at = NULL, *run_at = NULL;
-  PS_ALLOC(yt->run_ptr, yt->n_tiles + 1);
-  int err = PS_OK;
-  mark = malloc((size_t)(yt->n_tiles + 1) * sizeof *mark);
-  entry_at = calloc((size_t)yt->n_tiles + 1, sizeof *entry_at);
-  run_at = malloc((size_t)(yt->n_tiles + 1) * sizeof *run_at);
-  if (!mark || !entry_at || !run_at) err = ps_error_set(PS_ERR_SYSTEM, __FILE__, __LINE__, "out of memory (Y tiles)");
-  if (!err) err = y_tiles_count(y, n_genes, yt, mark, entry_at);
-  if (!err) err = y_tiles_fill(y, yt, mark, run_at, entry_at);
-  free(mark), free(entry_at), free(run_at);
-  return err;
-}
-
-/* ct[k TILE + g] += cell's tile values for every row k it meets. Cloned per ISA
- * where the compiler can (the adds are the whole cost of forming X^T Y_r). */
+/* ct[k TILE + g] += the cell's values in tile t for every row k it meets; cursor[c]
+ * moves past them. Cells meeting no row (left out of a fit) are not visited.
+ * Cloned per ISA where the compiler can (the adds are the whole cost of forming X^T Y_r). */
 #if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
 __attribute__((target_clones("avx512f", "avx2", "default")))
 #endif
-static void tile_add(const y_tiles *yt, int t, const int64_t *row_ptr, const int32_t *rows, double *restrict ct) {
-  for (int64_t run = yt->run_ptr[t]; run < yt->run_ptr[t + 1]; run++) {
+static void tile_add(const ps_csr *y, int t, int64_t *restrict cursor, const int64_t *row_ptr, const int32_t *rows,
+                     double *restrict ct) {
+  const int32_t first = TILE * t, end_gene = first + TILE;
+  for (int64_t c = 0; c < y->n_rows; c++) {
+    int64_t p = cursor[c], end = y->indptr[c + 1];
+    if (row_ptr[c] == row_ptr[c + 1] || p == end || y->indices[p] >= end_gene) continue;
     double v[TILE] = {0};
-    for (int64_t e = yt->entry_ptr[run]; e < yt->entry_ptr[run + 1]; e++) v[yt->slot[e]] += yt->value[e];
-    int32_t c = yt->run_cell[run];
+    for (; p < end && y->indices[p] < end_gene; p++) v[y->indices[p] - first] += y->data[p];
+    cursor[c] = p;
     for (int64_t q = row_ptr[c]; q < row_ptr[c + 1]; q++) {
       double *dst = ct + (int64_t)rows[q] * TILE;
       for (int g = 0; g < TILE; g++) dst[g] += v[g];
@@ -279,7 +230,9 @@ static void tile_add(const y_tiles *yt, int t, const int64_t *row_ptr, const int
 typedef struct {
   all_rows rows;
   int rows_borrowed; /* rows is the local design (a fit alone): not freed here */
-  y_tiles y;
+  const uint8_t *keep; /* a fit alone: the local cells it sums (NULL: all) */
+  int n_tiles;
+  int64_t *cursor;   /* per local cell: its next entry of y (tile_add) */
   int64_t *pi;       /* the current permutation of all M cells */
   int64_t *row_ptr;  /* per local cell: the right-hand-side rows its permuted design row adds to */
   int32_t *rows_of;
@@ -296,7 +249,7 @@ typedef struct {
 
 static void perm_work_free(perm_work *w) {
   if (!w->rows_borrowed) all_rows_free(&w->rows);
-  y_tiles_free(&w->y);
+  free(w->cursor);
   free(w->pi), free(w->row_ptr), free(w->rows_of), free(w->tile), free(w->rhs), free(w->z), free(w->count);
   free(w->share), free(w->row_base), free(w->row_stride);
   memset(w, 0, sizeof *w);
@@ -313,13 +266,15 @@ static int perm_alloc(const ridge_system *s, const ps_csr *y, perm_work *w, int6
   PS_ALLOC(w->share, s->grid.npcol);
   PS_ALLOC(w->row_base, s->n);
   PS_ALLOC(w->row_stride, s->n);
-  PS_CALL(y_tiles_build(y, s->n_genes, &w->y));
+  PS_ALLOC(w->cursor, y->n_rows);
+  w->n_tiles = (s->n_genes + TILE - 1) / TILE;
+  PS_CALL(y_rows_check(y, s->n_genes));
   return PS_OK;
 }
 
 /* The right-hand-side rows of each local cell's permuted design row: its
  * intercept (0, or the group column -ids[0], ps_design_ridge_columns) and k + 1
- * per perturbation k. */
+ * per perturbation k; none for a cell the fit leaves out (keep). */
 static int permuted_rows(perm_work *w, int64_t n_local) {
   const all_rows *a = &w->rows;
   const int64_t *pi = w->pi + a->offset;
@@ -336,6 +291,7 @@ static int permuted_rows(perm_work *w, int64_t n_local) {
     const int32_t *ids = a->ids + a->ptr[pi[c]];
     int64_t s = a->ptr[pi[c] + 1] - a->ptr[pi[c]], first = s > 0 && ids[0] < 0;
     w->row_ptr[c] = at;
+    if (w->keep && !w->keep[c]) continue;
     w->rows_of[at++] = first ? -ids[0] : 0;
     for (int64_t q = first; q < s; q++) w->rows_of[at++] = ids[q] + 1;
   }
@@ -365,14 +321,15 @@ static void rhs_layout(const ridge_system *s, perm_work *w, int64_t ncols) {
 
 /* Rank-local: this rank's cells' X^T Y_r of permutation r (r < 0: the
  * unpermuted X^T Y of the fit) into columns [col0, col0 + N) of rhs. */
-static int rhs_fill(const ridge_system *s, perm_work *w, int64_t n_local, uint64_t seed, int r, int64_t col0) {
+static int rhs_fill(const ridge_system *s, perm_work *w, const ps_csr *y, uint64_t seed, int r, int64_t col0) {
   if (r >= 0) ps_ridge_permutation(seed, r, w->rows.n_cells, w->pi);
   else
     for (int64_t c = 0; c < w->rows.n_cells; c++) w->pi[c] = c;
-  PS_CALL(permuted_rows(w, n_local));
-  for (int t = 0; t < w->y.n_tiles; t++) {
+  PS_CALL(permuted_rows(w, y->n_rows));
+  memcpy(w->cursor, y->indptr, (size_t)y->n_rows * sizeof *w->cursor);
+  for (int t = 0; t < w->n_tiles; t++) {
     memset(w->tile, 0, (size_t)s->n * TILE * sizeof *w->tile);
-    tile_add(&w->y, t, w->row_ptr, w->rows_of, w->tile);
+    tile_add(y, t, w->cursor, w->row_ptr, w->rows_of, w->tile);
     int width = s->n_genes - TILE * t < TILE ? s->n_genes - TILE * t : TILE;
     for (int g = 0; g < width; g++) {
       int64_t col = col0 + (int64_t)TILE * t + g;
@@ -392,7 +349,17 @@ static int rhs_fill(const ridge_system *s, perm_work *w, int64_t n_local, uint64
  * This rank's rows of B (its columns J) overwrite rhs, leading dimension a_cols. */
 enum { GROUP_BLOCKS = 4 };
 
-static int batch_solve(MPI_Comm comm, const ridge_system *s, perm_work *w, int64_t ncols, const char *stage) {
+/* Each rank receives the sums of its own rows only: C(J, :), a_cols x ncols, at the start of rhs. */
+static int batch_reduce(MPI_Comm comm, perm_work *w, const char *stage) {
+  char name[48];
+  snprintf(name, sizeof name, "%s.reduce_seconds", stage);
+  double t = ps_wtime();
+  PS_CHECK_MPI(MPI_Reduce_scatter(MPI_IN_PLACE, w->rhs, w->share, MPI_DOUBLE, MPI_SUM, comm));
+  ps_stats_add(name, ps_wtime() - t);
+  return PS_OK;
+}
+
+static int batch_products(MPI_Comm comm, const ridge_system *s, perm_work *w, int64_t ncols, const char *stage) {
   const ridge_grid *g = &s->grid;
   int lda = s->a_rows > 1 ? s->a_rows : 1, ldb = s->a_cols > 1 ? s->a_cols : 1, n = s->n;
   char name[3][48];
@@ -400,10 +367,6 @@ static int batch_solve(MPI_Comm comm, const ridge_system *s, perm_work *w, int64
   snprintf(name[1], sizeof name[1], "%s.solve_seconds", stage);
   snprintf(name[2], sizeof name[2], "%s.solve_flops", stage);
   double t = ps_wtime();
-  /* Each rank receives the sums of its own rows only: C(J, :), a_cols x ncols. */
-  PS_CHECK_MPI(MPI_Reduce_scatter(MPI_IN_PLACE, w->rhs, w->share, MPI_DOUBLE, MPI_SUM, comm));
-  ps_stats_add(name[0], ps_wtime() - t);
-  t = ps_wtime();
   memset(w->z, 0, (size_t)n * (size_t)ncols * sizeof *w->z);
   int group = GROUP_BLOCKS * g->nb;
   for (int lj0 = 0; lj0 < s->a_cols; lj0 += group) {
@@ -450,20 +413,15 @@ static int pvalues_fill(const int32_t *count, int64_t entries, int n_permutation
   return PS_OK;
 }
 
-/* The fit on the inverse factor: B replicated in out. Collective. */
-static int fit_inverse(MPI_Comm comm, const ridge_system *s, const ps_csr *y, double lambda, perm_work *w,
-                       ps_ridge *out) {
+/* This rank's rows of B (rhs after batch_products) into a replicated beta. Collective. */
+static int beta_replicate(MPI_Comm comm, const ridge_system *s, const perm_work *w, double lambda, ps_ridge *out) {
   const ridge_grid *g = &s->grid;
-  double t = ps_wtime();
-  rhs_layout(s, w, s->n_genes);
-  PS_CALL(ps_error_sync(comm, rhs_fill(s, w, y->n_rows, 0, -1, 0)));
-  ps_stats_add("ridge.rhs_seconds", ps_wtime() - t);
-  PS_CALL(batch_solve(comm, s, w, s->n_genes, "ridge"));
   int64_t entries = (int64_t)s->n * s->n_genes;
   int err = PS_OK;
-  out->beta = calloc((size_t)entries, sizeof *out->beta);
+  if (!out->beta) out->beta = malloc((size_t)entries * sizeof *out->beta);
   if (!out->beta) err = ps_error_set(PS_ERR_SYSTEM, __FILE__, __LINE__, "out of memory (ridge beta)");
   PS_CALL(ps_error_sync(comm, err));
+  memset(out->beta, 0, (size_t)entries * sizeof *out->beta);
   int ldb = s->a_cols > 1 ? s->a_cols : 1;
   for (int64_t j = 0; j < s->n_genes; j++)
     for (int li = 0; li < s->a_cols; li++)
@@ -475,6 +433,23 @@ static int fit_inverse(MPI_Comm comm, const ridge_system *s, const ps_csr *y, do
   return PS_OK;
 }
 
+/* X^T Y of this rank's (kept) cells, summed: this rank's rows at the start of rhs. Collective. */
+static int fit_rhs(MPI_Comm comm, const ridge_system *s, const ps_csr *y, perm_work *w) {
+  double t = ps_wtime();
+  rhs_layout(s, w, s->n_genes);
+  PS_CALL(ps_error_sync(comm, rhs_fill(s, w, y, 0, -1, 0)));
+  ps_stats_add("ridge.rhs_seconds", ps_wtime() - t);
+  return batch_reduce(comm, w, "ridge");
+}
+
+static int invert_timed(ridge_system *s) {
+  double t = ps_wtime();
+  PS_CALL(invert(s));
+  ps_stats_add("ridge.invert_seconds", ps_wtime() - t);
+  ps_stats_add("ridge.invert_flops", (double)s->n * s->n * s->n / 3.0); /* pdtrtri */
+  return PS_OK;
+}
+
 /* One batch: every rank's X^T Y_r summed on every rank, then this rank's rows of B_r. */
 static int batch_run(MPI_Comm comm, const ridge_system *s, const ps_csr *y, const ps_ridge_perm_options *opt,
                      const double *beta, perm_work *w, int r0, int width) {
@@ -482,10 +457,11 @@ static int batch_run(MPI_Comm comm, const ridge_system *s, const ps_csr *y, cons
   double t = ps_wtime();
   int err = PS_OK;
   rhs_layout(s, w, ncols);
-  for (int q = 0; q < width && !err; q++) err = rhs_fill(s, w, y->n_rows, opt->seed, r0 + q, (int64_t)q * s->n_genes);
+  for (int q = 0; q < width && !err; q++) err = rhs_fill(s, w, y, opt->seed, r0 + q, (int64_t)q * s->n_genes);
   PS_CALL(ps_error_sync(comm, err));
   ps_stats_add("perm.rhs_seconds", ps_wtime() - t);
-  PS_CALL(batch_solve(comm, s, w, ncols, "perm"));
+  PS_CALL(batch_reduce(comm, w, "perm"));
+  PS_CALL(batch_products(comm, s, w, ncols, "perm"));
   t = ps_wtime();
   count_exceeding(s, w->rhs, ncols, beta, w->count);
   ps_stats_add("perm.count_seconds", ps_wtime() - t);
@@ -512,12 +488,11 @@ static int perm_run(MPI_Comm comm, ridge_system *s, const ps_design *design, con
   PS_CALL(ps_error_sync(comm, perm_alloc(s, y, w, entries, batch)));
   ps_stats_add("perm.rows_seconds", ps_wtime() - t);
   ps_stats_max("perm.bytes_batch", 2.0 * s->n * batch * s->n_genes * sizeof *w->rhs);
-  t = ps_wtime();
-  PS_CALL(invert(s));
-  ps_stats_add("ridge.invert_seconds", ps_wtime() - t);
-  ps_stats_add("ridge.invert_flops", (double)s->n * s->n * s->n / 3.0); /* pdtrtri */
+  PS_CALL(invert_timed(s));
   if (fit) {
-    PS_CALL(fit_inverse(comm, s, y, lambda, w, fit));
+    PS_CALL(fit_rhs(comm, s, y, w));
+    PS_CALL(batch_products(comm, s, w, s->n_genes, "ridge"));
+    PS_CALL(beta_replicate(comm, s, w, lambda, fit));
     beta = fit->beta;
   }
   for (int r0 = 0; r0 < R; r0 += batch)
@@ -527,7 +502,7 @@ static int perm_run(MPI_Comm comm, ridge_system *s, const ps_design *design, con
   return PS_OK;
 }
 
-/* ---- a fit alone on the inverse factor ---- */
+/* ---- fits alone (a lambda grid) on the inverse factor ---- */
 
 int ridge_fit_prefers_inverse(const ridge_system *s) {
   const char *env = getenv("PERTSCORE_RIDGE_SOLVE"); /* tests and benchmarks: "inverse" or "potrs" */
@@ -538,8 +513,9 @@ int ridge_fit_prefers_inverse(const ridge_system *s) {
   return s->n <= 4 * (int64_t)s->n_genes;
 }
 
-static int fit_alone(MPI_Comm comm, ridge_system *s, const ps_design *design, const ps_csr *y, double lambda,
-                     perm_work *w, ps_ridge *out) {
+static int grid_inverse_run(MPI_Comm comm, ridge_system *s, const double *gram, const ps_design *design,
+                            const ps_csr *y, int n_lambdas, const double *lambdas, ps_ridge_each each, void *ctx,
+                            perm_work *w, double **saved, ps_ridge *fit) {
   /* The unpermuted right-hand side needs this rank's design rows only. */
   w->rows_borrowed = 1;
   w->rows.n_cells = design->n_cells;
@@ -547,22 +523,40 @@ static int fit_alone(MPI_Comm comm, ridge_system *s, const ps_design *design, co
   w->rows.ptr = design->ptr;
   w->rows.ids = design->ids;
   PS_CALL(ps_error_sync(comm, perm_alloc(s, y, w, 0, 1)));
-  double t = ps_wtime();
-  PS_CALL(invert(s));
-  ps_stats_add("ridge.invert_seconds", ps_wtime() - t);
-  ps_stats_add("ridge.invert_flops", (double)s->n * s->n * s->n / 3.0);
-  PS_CALL(fit_inverse(comm, s, y, lambda, w, out));
+  PS_CALL(fit_rhs(comm, s, y, w));
+  int64_t share = (int64_t)(s->a_cols > 1 ? s->a_cols : 1) * s->n_genes, entries = (int64_t)s->a_rows * s->a_cols;
+  if (n_lambdas > 1) {
+    *saved = malloc((size_t)share * sizeof **saved);
+    PS_CALL(ps_error_sync(comm, *saved ? PS_OK
+                                       : ps_error_set(PS_ERR_SYSTEM, __FILE__, __LINE__, "out of memory (X^T Y copy)")));
+    memcpy(*saved, w->rhs, (size_t)share * sizeof **saved);
+  }
+  for (int l = 0; l < n_lambdas; l++) {
+    if (l > 0) {
+      memcpy(s->a, gram, (size_t)entries * sizeof *s->a);
+      memcpy(w->rhs, *saved, (size_t)share * sizeof *w->rhs);
+    }
+    PS_CALL(ridge_system_factor(s, lambdas[l]));
+    PS_CALL(invert_timed(s));
+    PS_CALL(batch_products(comm, s, w, s->n_genes, "ridge"));
+    PS_CALL(beta_replicate(comm, s, w, lambdas[l], fit));
+    PS_CALL(each(ctx, l, fit));
+  }
   return PS_OK;
 }
 
-int ridge_fit_inverse(MPI_Comm comm, ridge_system *s, const ps_design *design, const ps_csr *y, double lambda,
-                      ps_ridge *out) {
-  memset(out, 0, sizeof *out);
+int ridge_grid_inverse(MPI_Comm comm, ridge_system *s, const double *gram, const ps_design *design, const ps_csr *y,
+                       const uint8_t *keep, int n_lambdas, const double *lambdas, ps_ridge_each each, void *ctx) {
   perm_work w;
   memset(&w, 0, sizeof w);
-  int err = fit_alone(comm, s, design, y, lambda, &w, out);
+  w.keep = keep;
+  double *saved = NULL;
+  ps_ridge fit;
+  memset(&fit, 0, sizeof fit);
+  int err = grid_inverse_run(comm, s, gram, design, y, n_lambdas, lambdas, each, ctx, &w, &saved, &fit);
+  ps_ridge_free(&fit);
+  free(saved);
   perm_work_free(&w);
-  if (err) ps_ridge_free(out);
   return err;
 }
 
@@ -616,13 +610,11 @@ int ps_ridge_fit_pvalues(MPI_Comm comm, const ps_design *design, const ps_csr *y
   memset(out, 0, sizeof *out);
   *pvalues = NULL;
   PS_CALL(check_options(opt));
+  if (opt->n_permutations == 0) return ps_ridge_fit(comm, design, y, lambda, out);
   ridge_system s;
   ridge_system_init(&s);
   int err = ridge_system_build(comm, design, y, lambda, &s);
-  if (!err && opt->n_permutations == 0)
-    err = ridge_fit_prefers_inverse(&s) ? ridge_fit_inverse(comm, &s, design, y, lambda, out)
-                                        : ridge_fit_with_system(comm, &s, design, y, lambda, out);
-  else if (!err) err = pvalues_with_system(comm, &s, design, y, lambda, opt, out, NULL, pvalues);
+  if (!err) err = pvalues_with_system(comm, &s, design, y, lambda, opt, out, NULL, pvalues);
   ridge_system_free(&s);
   if (err) ps_ridge_free(out);
   return err;

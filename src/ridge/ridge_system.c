@@ -153,11 +153,9 @@ static void gram_work_free(gram_work *w) {
 }
 
 /* K and N must agree across ranks, rows must match the design. */
-static int check_inputs(MPI_Comm comm, const ps_design *design, const ps_csr *y, double lambda) {
+static int check_inputs(MPI_Comm comm, const ps_design *design, const ps_csr *y) {
   int err = PS_OK;
-  if (!(lambda >= 0) || !isfinite(lambda))
-    err = ps_error_set(PS_ERR_INPUT, __FILE__, __LINE__, "ridge lambda must be finite and >= 0, got %g", lambda);
-  else if (design->n_perturbations < 0 || design->n_perturbations == INT32_MAX)
+  if (design->n_perturbations < 0 || design->n_perturbations == INT32_MAX)
     err = ps_error_set(PS_ERR_INPUT, __FILE__, __LINE__, "ridge: bad number of perturbations %d",
                        (int)design->n_perturbations);
   else if (y->n_cols < 0 || y->n_cols > INT_MAX)
@@ -179,9 +177,10 @@ static int check_inputs(MPI_Comm comm, const ps_design *design, const ps_csr *y,
 /* Per cell with perturbation set S: the pairs of {intercept} + S, lower triangle.
  * The intercept is column 0, or with basal groups the column -ids[0] named by a
  * negative first id (ps_design_ridge_columns). */
-static int gram_accumulate(const ps_design *d, int n, pair_table *t) {
+static int gram_accumulate(const ps_design *d, const uint8_t *keep, int n, pair_table *t) {
   int64_t pairs = 0, triangle = (int64_t)n * (n + 1) / 2;
   for (int64_t c = 0; c < d->n_cells; c++) {
+    if (keep && !keep[c]) continue;
     int64_t s = d->ptr[c + 1] - d->ptr[c];
     pairs += (s + 1) * (s + 2) / 2;
   }
@@ -189,6 +188,7 @@ static int gram_accumulate(const ps_design *d, int n, pair_table *t) {
   while (cap < 2 * expect && cap < ((int64_t)1 << 24)) cap *= 2;
   PS_CALL(pair_table_alloc(t, cap));
   for (int64_t c = 0; c < d->n_cells; c++) {
+    if (keep && !keep[c]) continue;
     const int32_t *ids = d->ids + d->ptr[c];
     int64_t s = d->ptr[c + 1] - d->ptr[c], first = 0, basal = 0;
     if (s > 0 && ids[0] < 0) { /* the cell's group intercept */
@@ -249,7 +249,7 @@ static int gram_pack(const ridge_system *s, gram_work *w, int size) {
 }
 
 /* This rank's cells only: no communication, so the caller syncs one error for all of it. */
-static int gram_local(const ps_design *design, ridge_system *s, gram_work *w, int size) {
+static int gram_local(const ps_design *design, const uint8_t *keep, ridge_system *s, gram_work *w, int size) {
   const ridge_grid *g = &s->grid;
   s->a_rows = ridge_local_count(s->n, g->nb, g->myrow, g->nprow);
   s->a_cols = ridge_local_count(s->n, g->nb, g->mycol, g->npcol);
@@ -257,7 +257,7 @@ static int gram_local(const ps_design *design, ridge_system *s, gram_work *w, in
   if ((int64_t)s->a_rows * s->a_cols > INT_MAX)
     PS_FAIL(PS_ERR_INPUT, "ridge: K + 1 = %d is too large for one rank's share of X^T X on %d ranks", s->n, size);
   PS_ALLOC(s->a, (int64_t)s->a_rows * s->a_cols);
-  PS_CALL(gram_accumulate(design, s->n, &w->gram));
+  PS_CALL(gram_accumulate(design, keep, s->n, &w->gram));
   PS_CALL(pair_table_finish(&w->gram, (int64_t)s->n * s->n - 1));
   PS_CALL(gram_pack(s, w, size));
   return PS_OK;
@@ -292,7 +292,9 @@ static int gram_exchange(MPI_Comm comm, ridge_system *s, gram_work *w, int size)
   return PS_OK;
 }
 
-static int factor(ridge_system *s, double lambda) {
+int ridge_system_factor(ridge_system *s, double lambda) {
+  if (!(lambda >= 0) || !isfinite(lambda)) PS_FAIL(PS_ERR_INPUT, "ridge lambda must be finite and >= 0, got %g", lambda);
+  double t = ps_wtime();
   const ridge_grid *g = &s->grid;
   int zero = 0, one = 1, info = 0;
   int lld = s->a_rows > 1 ? s->a_rows : 1;
@@ -311,25 +313,23 @@ static int factor(ridge_system *s, double lambda) {
             "makes X^T X singular: use a positive ridge lambda",
             info, s->n, lambda);
   if (info < 0) PS_FAIL(PS_ERR_SYSTEM, "ridge: pdpotrf rejected argument %d", -info);
+  ps_stats_add("ridge.factor_seconds", ps_wtime() - t);
+  ps_stats_add("ridge.factor_flops", (double)s->n * s->n * s->n / 3.0); /* Cholesky, the whole matrix */
   return PS_OK;
 }
 
-static int build(MPI_Comm comm, const ps_design *design, const ps_csr *y, double lambda, ridge_system *s,
-                 gram_work *w) {
+static int assemble(MPI_Comm comm, const ps_design *design, const ps_csr *y, const uint8_t *keep, ridge_system *s,
+                    gram_work *w) {
   int size;
   PS_CHECK_MPI(MPI_Comm_size(comm, &size));
-  PS_CALL(check_inputs(comm, design, y, lambda));
+  PS_CALL(check_inputs(comm, design, y));
   s->n = design->n_perturbations + 1;
   s->n_genes = (int)y->n_cols;
   PS_CALL(grid_open(comm, s->n, &s->grid));
   double t = ps_wtime();
-  PS_CALL(ps_error_sync(comm, gram_local(design, s, w, size)));
+  PS_CALL(ps_error_sync(comm, gram_local(design, keep, s, w, size)));
   PS_CALL(gram_exchange(comm, s, w, size));
   ps_stats_add("ridge.gram_seconds", ps_wtime() - t);
-  t = ps_wtime();
-  PS_CALL(factor(s, lambda));
-  ps_stats_add("ridge.factor_seconds", ps_wtime() - t);
-  ps_stats_add("ridge.factor_flops", (double)s->n * s->n * s->n / 3.0); /* Cholesky, the whole matrix */
   ps_stats_max("ridge.bytes_matrix", (double)s->a_rows * s->a_cols * sizeof *s->a);
   return PS_OK;
 }
@@ -339,12 +339,22 @@ void ridge_system_init(ridge_system *s) {
   s->grid.ctxt = s->grid.handle = -1;
 }
 
-int ridge_system_build(MPI_Comm comm, const ps_design *design, const ps_csr *y, double lambda, ridge_system *s) {
+int ridge_system_assemble(MPI_Comm comm, const ps_design *design, const ps_csr *y, const uint8_t *keep,
+                          ridge_system *s) {
   gram_work w;
   memset(&w, 0, sizeof w);
-  int err = build(comm, design, y, lambda, s, &w);
+  int err = assemble(comm, design, y, keep, s, &w);
   gram_work_free(&w);
   return err;
+}
+
+int ridge_system_build(MPI_Comm comm, const ps_design *design, const ps_csr *y, double lambda, ridge_system *s) {
+  int err = !(lambda >= 0) || !isfinite(lambda)
+                ? ps_error_set(PS_ERR_INPUT, __FILE__, __LINE__, "ridge lambda must be finite and >= 0, got %g", lambda)
+                : PS_OK;
+  PS_CALL(ps_error_sync(comm, err));
+  PS_CALL(ridge_system_assemble(comm, design, y, NULL, s));
+  return ridge_system_factor(s, lambda); /* pdpotrf's info is the same on every rank */
 }
 
 void ridge_system_free(ridge_system *s) {
