@@ -1,20 +1,16 @@
 /* The cells scheme (SPEC.md section 7): folds of cells stratified by
  * perturbation; for every ridge lambda of a grid, beta on the training cells
- * (ps_ridge_fit) and the held-out cells' prediction error B_0 + sum_k d_jk B_k
- * against their winsorized regression-gene response; the chosen lambda has the
- * least pooled held-out MSE; then the held-out cells' PS, scored with the fold's
- * beta at that lambda, against their full-data PS. docs/cv.md has the definitions.
+ * and the held-out cells' prediction error B_0 + sum_k d_jk B_k against their
+ * winsorized regression-gene response; the chosen lambda has the least pooled
+ * held-out MSE; then the held-out cells' PS, scored with the fold's beta at that
+ * lambda, against their full-data PS. docs/cv.md has the definitions.
  *
- * Parallel layout: a fold per rank group. The ranks split into min(P, F) groups
- * of contiguous ranks; group g takes folds g, g + groups, ... . A fold's fit needs
- * its training cells, i.e. nearly all cells, so every group gets a copy of all
- * analysed cells (design rows, response rows, folds), spread over its ranks: rank
- * i of a group of s ranks holds the cells of the ranks j with j mod s == i, in rank
- * order (one Alltoallv per array, each rank sending its rows once to every group).
- * Each (fold, lambda, group) sum is computed in exactly one group and summed over
- * all ranks at the end, so the tables do not depend on P beyond rounding. The
- * full-data beta and PS are computed once, data-parallel on all ranks, and the
- * full-data PS are sent to the groups' copies the same way. */
+ * Parallel layout: the folds run one after the other, each on all ranks over
+ * the cells where they are (data-parallel, as the main fit). A fold's training
+ * cells are a mask over the local cells (ps_ridge_fit_grid's keep), so no copy
+ * of the response is made: memory per rank is the main fit's plus a copy of X^T X
+ * and X^T Y shares for the lambda grid and a few per-cell arrays. One X^T X and
+ * X^T Y per fold serve the whole lambda grid. */
 #include <limits.h>
 #include <math.h>
 #include <stdlib.h>
@@ -35,209 +31,6 @@ void ps_cv_cells_result_free(ps_cv_cells_result *r) {
   memset(r, 0, sizeof *r);
 }
 
-/* The local cells with (fold == f) == held_out: their design rows (names shared
- * with the full design, not owned), response rows and original indices. */
-typedef struct {
-  ps_design design;
-  ps_csr y;
-  int64_t *origin;
-} cell_subset;
-
-static void subset_free(cell_subset *s) {
-  free(s->design.ptr);
-  free(s->design.ids);
-  ps_csr_free(&s->y);
-  free(s->origin);
-  memset(s, 0, sizeof *s);
-}
-
-static int subset_make(const ps_design *d, const ps_csr *y, const int32_t *fold, int f, int held_out, cell_subset *s) {
-  memset(s, 0, sizeof *s);
-  int64_t n = 0, n_ids = 0, nnz = 0;
-  for (int64_t j = 0; j < d->n_cells; j++)
-    if ((fold[j] == f) == held_out) {
-      n++;
-      n_ids += d->ptr[j + 1] - d->ptr[j];
-      nnz += y->indptr[j + 1] - y->indptr[j];
-    }
-  s->design.n_perturbations = d->n_perturbations;
-  s->design.names = d->names; /* shared: never freed through the subset */
-  s->design.n_cells = n;
-  PS_ALLOC(s->design.ptr, n + 1);
-  PS_ALLOC(s->design.ids, n_ids);
-  PS_ALLOC(s->origin, n);
-  s->y.n_rows = n;
-  s->y.n_cols = y->n_cols;
-  PS_ALLOC(s->y.indptr, n + 1);
-  PS_ALLOC(s->y.indices, nnz);
-  PS_ALLOC(s->y.data, nnz);
-  int64_t c = 0, w = 0, v = 0;
-  for (int64_t j = 0; j < d->n_cells; j++) {
-    if ((fold[j] == f) != held_out) continue;
-    for (int64_t p = d->ptr[j]; p < d->ptr[j + 1]; p++) s->design.ids[w++] = d->ids[p];
-    for (int64_t p = y->indptr[j]; p < y->indptr[j + 1]; p++) {
-      s->y.indices[v] = y->indices[p];
-      s->y.data[v++] = y->data[p];
-    }
-    s->origin[c++] = j;
-    s->design.ptr[c] = w;
-    s->y.indptr[c] = v;
-  }
-  return PS_OK;
-}
-
-/* ---- a fold group's copy of the cells ---- */
-
-/* The rank groups and where this rank's cells go: dest[g] = the rank of group g
- * that receives them (the group's (rank mod size)-th member). */
-typedef struct {
-  MPI_Comm group;    /* this rank's fold group */
-  int n_groups, my_group, group_rank, group_size;
-  int *dest;         /* n_groups */
-} group_layout;
-
-static int layout_make(MPI_Comm comm, int n_folds, group_layout *l) {
-  memset(l, 0, sizeof *l);
-  l->group = MPI_COMM_NULL;
-  int rank, size;
-  MPI_Comm_rank(comm, &rank);
-  MPI_Comm_size(comm, &size);
-  l->n_groups = size < n_folds ? size : n_folds;
-  l->my_group = (int)((int64_t)rank * l->n_groups / size);
-  PS_CHECK_MPI(MPI_Comm_split(comm, l->my_group, rank, &l->group));
-  PS_CHECK_MPI(MPI_Comm_rank(l->group, &l->group_rank));
-  PS_CHECK_MPI(MPI_Comm_size(l->group, &l->group_size));
-  l->dest = calloc((size_t)l->n_groups, sizeof *l->dest);
-  int *first = calloc((size_t)l->n_groups, sizeof *first), *count = calloc((size_t)l->n_groups, sizeof *count);
-  int err = cv_alloc_sync(comm, l->dest && first && count, "the fold group layout");
-  if (err) {
-    free(first);
-    free(count);
-    return err; /* the caller frees l */
-  }
-  for (int r = size - 1; r >= 0; r--) { /* group of rank r: r * groups / size, as above */
-    int g = (int)((int64_t)r * l->n_groups / size);
-    first[g] = r;
-    count[g]++;
-  }
-  for (int g = 0; g < l->n_groups; g++) l->dest[g] = first[g] + rank % count[g];
-  free(first);
-  free(count);
-  return PS_OK;
-}
-
-static void layout_free(group_layout *l) {
-  if (l->group != MPI_COMM_NULL && l->n_groups) MPI_Comm_free(&l->group);
-  free(l->dest);
-  memset(l, 0, sizeof *l);
-}
-
-/* This rank's n items (of size bytes each, MPI type) to rank dest[g] of every group;
- * *recv gets the items of the ranks this rank receives from, in rank order. Every
- * destination reads the same send buffer. Collective. */
-static int send_to_groups(MPI_Comm comm, const group_layout *l, const void *items, int64_t n, MPI_Datatype type,
-                          size_t size, void **recv, int64_t *n_recv) {
-  int P;
-  MPI_Comm_size(comm, &P);
-  int *scount = calloc((size_t)P, sizeof *scount), *sdispl = calloc((size_t)P, sizeof *sdispl),
-      *rcount = calloc((size_t)P, sizeof *rcount), *rdispl = calloc((size_t)P, sizeof *rdispl);
-  int err = cv_alloc_sync(comm, scount && sdispl && rcount && rdispl, "the fold groups' send counts");
-  if (err) {
-    free(scount);
-    free(sdispl);
-    free(rcount);
-    free(rdispl);
-    return err;
-  }
-  int too_many = n > INT_MAX, any_too_many;
-  for (int g = 0; g < l->n_groups; g++) scount[l->dest[g]] = too_many ? 0 : (int)n;
-  PS_CHECK_MPI(MPI_Allreduce(&too_many, &any_too_many, 1, MPI_INT, MPI_MAX, comm));
-  if (any_too_many) PS_FAIL(PS_ERR_INPUT, "cv: a rank holds more than %d entries to send to the fold groups; use more ranks", INT_MAX);
-  PS_CHECK_MPI(MPI_Alltoall(scount, 1, MPI_INT, rcount, 1, MPI_INT, comm));
-  int64_t total = 0;
-  for (int r = 0; r < P; r++) {
-    rdispl[r] = (int)total;
-    total += rcount[r];
-  }
-  too_many = total > INT_MAX;
-  PS_CHECK_MPI(MPI_Allreduce(&too_many, &any_too_many, 1, MPI_INT, MPI_MAX, comm));
-  if (any_too_many)
-    PS_FAIL(PS_ERR_INPUT, "cv: a fold group's share of the cells exceeds %d entries on one rank; use more ranks", INT_MAX);
-  char *out = malloc(total ? (size_t)total * size : 1);
-  PS_CALL(cv_alloc_sync(comm, out != NULL, "the fold group's copy of the cells"));
-  PS_CHECK_MPI(MPI_Alltoallv(items, scount, sdispl, type, out, rcount, rdispl, type, comm));
-  *recv = out;
-  *n_recv = total;
-  free(scount);
-  free(sdispl);
-  free(rcount);
-  free(rdispl);
-  return PS_OK;
-}
-
-/* The group's copy of every analysed cell: design rows (names shared with the
- * full design), response rows and folds. */
-typedef struct {
-  ps_design design;
-  ps_csr y;
-  int32_t *fold;
-} group_cells;
-
-static void group_cells_free(group_cells *c) {
-  free(c->design.ptr);
-  free(c->design.ids);
-  ps_csr_free(&c->y);
-  free(c->fold);
-  memset(c, 0, sizeof *c);
-}
-
-static int group_cells_make(MPI_Comm comm, const group_layout *l, const ps_design *d, const ps_csr *y,
-                            const int32_t *fold, group_cells *c) {
-  memset(c, 0, sizeof *c);
-  /* per cell: its number of perturbations, of response nonzeros, and its fold */
-  int64_t n = d->n_cells, *head, *got, n_got, n_ids, n_indices, nnz;
-  void *buf;
-  head = malloc((size_t)(3 * n + 1) * sizeof *head);
-  PS_CALL(cv_alloc_sync(comm, head != NULL, "the cells' sizes for the fold groups"));
-  for (int64_t j = 0; j < n; j++) {
-    head[3 * j] = d->ptr[j + 1] - d->ptr[j];
-    head[3 * j + 1] = y->indptr[j + 1] - y->indptr[j];
-    head[3 * j + 2] = fold[j];
-  }
-  PS_CALL(send_to_groups(comm, l, head, 3 * n, MPI_INT64_T, sizeof(int64_t), &buf, &n_got));
-  got = buf;
-  free(head);
-  int64_t m = n_got / 3;
-  c->design.n_perturbations = d->n_perturbations;
-  c->design.names = d->names; /* shared: never freed through the copy */
-  c->design.n_cells = m;
-  c->y.n_rows = m;
-  c->y.n_cols = y->n_cols;
-  c->design.ptr = calloc((size_t)m + 1, sizeof *c->design.ptr);
-  c->y.indptr = calloc((size_t)m + 1, sizeof *c->y.indptr);
-  c->fold = calloc((size_t)m + 1, sizeof *c->fold);
-  int err = cv_alloc_sync(comm, c->design.ptr && c->y.indptr && c->fold, "the fold group's copy of the cells");
-  if (err) {
-    free(got);
-    return err; /* the caller frees c */
-  }
-  for (int64_t j = 0; j < m; j++) {
-    c->design.ptr[j + 1] = c->design.ptr[j] + got[3 * j];
-    c->y.indptr[j + 1] = c->y.indptr[j] + got[3 * j + 1];
-    c->fold[j] = (int32_t)got[3 * j + 2];
-  }
-  free(got);
-  PS_CALL(send_to_groups(comm, l, d->ids, d->ptr[n], MPI_INT32_T, sizeof(int32_t), &buf, &n_ids));
-  c->design.ids = buf;
-  PS_CALL(send_to_groups(comm, l, y->indices, y->indptr[n], MPI_INT32_T, sizeof(int32_t), &buf, &n_indices));
-  c->y.indices = buf;
-  PS_CALL(send_to_groups(comm, l, y->data, y->indptr[n], MPI_DOUBLE, sizeof(double), &buf, &nnz));
-  c->y.data = buf;
-  if (n_ids != c->design.ptr[m] || n_indices != c->y.indptr[m] || nnz != c->y.indptr[m])
-    PS_FAIL(PS_ERR_SYSTEM, "cv: the fold group's copy of the cells is inconsistent");
-  return PS_OK;
-}
-
 static void dense_row(const ps_csr *y, int64_t j, double *row) {
   memset(row, 0, (size_t)y->n_cols * sizeof *row);
   for (int64_t p = y->indptr[j]; p < y->indptr[j + 1]; p++) row[y->indices[p]] = y->data[p];
@@ -253,7 +46,7 @@ static void add_groups(const ps_design *d, int64_t j, double *base, double value
 }
 
 /* Held-out SST around the training cells' per-gene mean, and the cell counts. */
-static int fold_sst(MPI_Comm comm, const cell_subset *train, const cell_subset *test, int f,
+static int fold_sst(MPI_Comm comm, const ps_design *d, const ps_csr *y, const int32_t *fold, int f,
                     ps_cv_cells_result *r) {
   int32_t N = r->n_genes, K = r->n_perturbations, GK = K + 2;
   double *ybar = calloc((size_t)N + 1, sizeof *ybar), *row = calloc((size_t)N + 1, sizeof *row),
@@ -265,18 +58,23 @@ static int fold_sst(MPI_Comm comm, const cell_subset *train, const cell_subset *
     free(count);
     return err;
   }
-  int64_t n_train = train->y.n_rows;
-  for (int64_t p = 0; p < train->y.indptr[train->y.n_rows]; p++) ybar[train->y.indices[p]] += train->y.data[p];
+  int64_t n_train = 0;
+  for (int64_t j = 0; j < y->n_rows; j++) {
+    if (fold[j] == f) continue;
+    n_train++;
+    for (int64_t p = y->indptr[j]; p < y->indptr[j + 1]; p++) ybar[y->indices[p]] += y->data[p];
+  }
   PS_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, ybar, N, MPI_DOUBLE, MPI_SUM, comm));
   PS_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, &n_train, 1, MPI_INT64_T, MPI_SUM, comm));
   for (int32_t n = 0; n < N; n++) ybar[n] = n_train ? ybar[n] / (double)n_train : 0.0;
   double *sst = r->sst + (int64_t)f * r->n_lambdas * GK;
-  for (int64_t j = 0; j < test->y.n_rows; j++) {
-    dense_row(&test->y, j, row);
+  for (int64_t j = 0; j < y->n_rows; j++) {
+    if (fold[j] != f) continue;
+    dense_row(y, j, row);
     double s = 0;
     for (int32_t n = 0; n < N; n++) s += (row[n] - ybar[n]) * (row[n] - ybar[n]);
-    add_groups(&test->design, j, sst, s);
-    add_groups(&test->design, j, count, 1.0);
+    add_groups(d, j, sst, s);
+    add_groups(d, j, count, 1.0);
   }
   for (int l = 1; l < r->n_lambdas; l++) memcpy(sst + (int64_t)l * GK, sst, (size_t)GK * sizeof *sst);
   for (int32_t g = 0; g < GK; g++) r->n_cells[(int64_t)f * GK + g] += (int64_t)count[g];
@@ -286,31 +84,46 @@ static int fold_sst(MPI_Comm comm, const cell_subset *train, const cell_subset *
   return PS_OK;
 }
 
-/* Held-out squared error of beta fitted on the training cells, for every lambda. */
-static int fold_errors(MPI_Comm comm, const cell_subset *train, const cell_subset *test, int f, ps_cv_cells_result *r) {
-  int32_t N = r->n_genes, K = r->n_perturbations, GK = K + 2;
-  double *row = calloc((size_t)N + 1, sizeof *row), *pred = calloc((size_t)N + 1, sizeof *pred);
-  int err = cv_alloc_sync(comm, row && pred, "a fold's predictions");
-  for (int l = 0; l < r->n_lambdas && !err; l++) {
-    ps_ridge B;
-    err = ps_error_sync(comm, ps_ridge_fit(comm, &train->design, &train->y, r->lambdas[l], &B));
-    if (err) break;
-    double *sse = r->sse + ((int64_t)f * r->n_lambdas + l) * GK;
-    for (int64_t j = 0; j < test->y.n_rows; j++) {
-      memcpy(pred, B.beta, (size_t)N * sizeof *pred);
-      for (int64_t p = test->design.ptr[j]; p < test->design.ptr[j + 1]; p++) {
-        const double *bk = B.beta + ((int64_t)test->design.ids[p] + 1) * N;
-        for (int32_t n = 0; n < N; n++) pred[n] += bk[n];
-      }
-      dense_row(&test->y, j, row);
-      double s = 0;
-      for (int32_t n = 0; n < N; n++) s += (row[n] - pred[n]) * (row[n] - pred[n]);
-      add_groups(&test->design, j, sse, s);
+/* A fold's held-out cells against the fits of its lambda grid (ps_ridge_each). */
+typedef struct {
+  const ps_design *design;
+  const ps_csr *y;
+  const int32_t *fold;
+  int f;
+  ps_cv_cells_result *r;
+  double *row, *pred; /* N each */
+} fold_errors;
+
+static int add_errors(void *ctx, int l, ps_ridge *B) {
+  fold_errors *e = ctx;
+  const ps_design *d = e->design;
+  int32_t N = e->r->n_genes, GK = e->r->n_perturbations + 2;
+  double *sse = e->r->sse + ((int64_t)e->f * e->r->n_lambdas + l) * GK;
+  for (int64_t j = 0; j < e->y->n_rows; j++) {
+    if (e->fold[j] != e->f) continue;
+    memcpy(e->pred, B->beta, (size_t)N * sizeof *e->pred);
+    for (int64_t p = d->ptr[j]; p < d->ptr[j + 1]; p++) {
+      const double *bk = B->beta + ((int64_t)d->ids[p] + 1) * N;
+      for (int32_t n = 0; n < N; n++) e->pred[n] += bk[n];
     }
-    ps_ridge_free(&B);
+    dense_row(e->y, j, e->row);
+    double s = 0;
+    for (int32_t n = 0; n < N; n++) s += (e->row[n] - e->pred[n]) * (e->row[n] - e->pred[n]);
+    add_groups(d, j, sse, s);
   }
-  free(row);
-  free(pred);
+  return PS_OK;
+}
+
+/* Held-out squared error of beta fitted on the training cells (keep), for every lambda. */
+static int fold_lambda_errors(MPI_Comm comm, const ps_design *d, const ps_csr *y, const int32_t *fold,
+                              const uint8_t *keep, int f, ps_cv_cells_result *r) {
+  fold_errors e = {d, y, fold, f, r, NULL, NULL};
+  e.row = calloc((size_t)r->n_genes + 1, sizeof *e.row);
+  e.pred = calloc((size_t)r->n_genes + 1, sizeof *e.pred);
+  int err = cv_alloc_sync(comm, e.row && e.pred, "a fold's predictions");
+  if (!err) err = ps_ridge_fit_grid(comm, d, y, keep, r->n_lambdas, r->lambdas, add_errors, &e);
+  free(e.row);
+  free(e.pred);
   return err;
 }
 
@@ -366,87 +179,124 @@ static int ps_stability(MPI_Comm comm, int64_t n_pairs, const int32_t *pair_fold
   return PS_OK;
 }
 
+/* ps_ridge_each of one lambda: keep the fit. */
+static int keep_fit(void *ctx, int l, ps_ridge *B) {
+  (void)l;
+  ps_ridge *out = ctx;
+  *out = *B;
+  B->beta = NULL;
+  return PS_OK;
+}
+
+/* The pairs (fold, perturbation, held-out PS, full-data PS) of this rank's cells. */
+typedef struct {
+  int64_t n;
+  int32_t *fold, *id;
+  double *x, *y;
+} score_pairs;
+
+static void score_pairs_free(score_pairs *p) {
+  free(p->fold);
+  free(p->id);
+  free(p->x);
+  free(p->y);
+  memset(p, 0, sizeof *p);
+}
+
+/* Fold f's training fit at lambda, every local cell scored with it; the held-out
+ * cells' scores become pairs with their full-data scores. */
+static int fold_scores(MPI_Comm comm, const ps_design *d, const ps_csr *y, const int32_t *fold, uint8_t *keep, int f,
+                       double lambda, const ps_score_options *so, const ps_scores *full, score_pairs *pairs) {
+  for (int64_t j = 0; j < d->n_cells; j++) keep[j] = fold[j] != f;
+  ps_ridge B;
+  ps_scores s;
+  memset(&B, 0, sizeof B);
+  memset(&s, 0, sizeof s);
+  int err = ps_ridge_fit_grid(comm, d, y, keep, 1, &lambda, keep_fit, &B);
+  /* Scoring every local cell is a few QPs more than the held-out ones need, and needs no copy of their rows. */
+  if (!err) err = ps_error_sync(comm, ps_score_cells(comm, d, y, &B, so, NULL, &s));
+  for (int64_t j = 0; j < d->n_cells && !err; j++) {
+    if (fold[j] != f) continue;
+    for (int64_t e = d->ptr[j]; e < d->ptr[j + 1]; e++) {
+      pairs->fold[pairs->n] = f;
+      pairs->id[pairs->n] = d->ids[e];
+      pairs->x[pairs->n] = s.ps[e];
+      pairs->y[pairs->n++] = full->ps[e];
+    }
+  }
+  ps_scores_free(&s);
+  ps_ridge_free(&B);
+  return err;
+}
+
 /* Held-out cells' raw PS with each fold's beta at the chosen lambda, paired with
- * their raw PS from the full-data beta. The full-data fit and scores run on all
- * ranks over their own cells; the scores then go to the groups' copies. */
-static int held_out_scores(MPI_Comm comm, const group_layout *l, const group_cells *c, const ps_design *design,
-                           const ps_csr *y, const ps_cv_options *opt, ps_progress *progress, ps_cv_cells_result *r) {
+ * their raw PS from the full-data beta. */
+static int held_out_scores(MPI_Comm comm, const ps_design *d, const ps_csr *y, uint8_t *keep,
+                           const ps_cv_options *opt, ps_progress *progress, ps_cv_cells_result *r) {
   ps_score_options so = opt->score;
   so.rescale = 0; /* raw PS: a held-out set's maximum is not the full data's (docs/cv.md) */
   double lambda = r->lambdas[r->chosen];
   ps_ridge full_beta;
   ps_scores full;
-  PS_CALL(ps_error_sync(comm, ps_ridge_fit(comm, design, y, lambda, &full_beta)));
-  PS_CALL(ps_error_sync(comm, ps_score_cells(comm, design, y, &full_beta, &so, NULL, &full)));
+  memset(&full, 0, sizeof full);
+  PS_CALL(ps_error_sync(comm, ps_ridge_fit(comm, d, y, lambda, &full_beta)));
+  int err = ps_error_sync(comm, ps_score_cells(comm, d, y, &full_beta, &so, NULL, &full));
   ps_ridge_free(&full_beta);
-  void *buf;
-  int64_t n_full;
-  PS_CALL(send_to_groups(comm, l, full.ps, design->ptr[design->n_cells], MPI_DOUBLE, sizeof(double),
-                         &buf, &n_full));
-  double *full_ps = buf; /* per design entry of the group's copy */
-  ps_scores_free(&full);
-  int64_t n_entries = c->design.ptr[c->design.n_cells];
-  int32_t *pair_fold = calloc((size_t)n_entries + 1, sizeof *pair_fold);
-  int32_t *pair_id = calloc((size_t)n_entries + 1, sizeof *pair_id);
-  double *x = calloc((size_t)n_entries + 1, sizeof *x), *yv = calloc((size_t)n_entries + 1, sizeof *yv);
-  int err = cv_alloc_sync(comm, pair_fold && pair_id && x && yv, "the held-out score pairs");
-  int64_t n_pairs = 0;
-  for (int f = l->my_group; f < r->n_folds && !err; f += l->n_groups) {
-    cell_subset train, test;
-    memset(&train, 0, sizeof train);
-    memset(&test, 0, sizeof test);
-    err = subset_make(&c->design, &c->y, c->fold, f, 0, &train);
-    if (!err) err = subset_make(&c->design, &c->y, c->fold, f, 1, &test);
-    err = ps_error_sync(l->group, err); /* the group's fit below is collective */
-    ps_ridge B;
-    ps_scores s;
-    memset(&B, 0, sizeof B);
-    memset(&s, 0, sizeof s);
-    if (!err) err = ps_error_sync(l->group, ps_ridge_fit(l->group, &train.design, &train.y, lambda, &B));
-    if (!err) err = ps_error_sync(l->group, ps_score_cells(l->group, &test.design, &test.y, &B, &so, NULL, &s));
-    for (int64_t j = 0; j < test.design.n_cells && !err; j++) {
-      int64_t o = test.origin[j];
-      for (int64_t t = 0; t < test.design.ptr[j + 1] - test.design.ptr[j]; t++) {
-        pair_fold[n_pairs] = f;
-        pair_id[n_pairs] = test.design.ids[test.design.ptr[j] + t];
-        x[n_pairs] = s.ps[test.design.ptr[j] + t];
-        yv[n_pairs++] = full_ps[c->design.ptr[o] + t];
-      }
-    }
-    ps_scores_free(&s); /* both zeroed above: freed whichever step failed */
-    ps_ridge_free(&B);
-    subset_free(&train);
-    subset_free(&test);
+  if (err) return err;
+  int64_t n_entries = d->ptr[d->n_cells];
+  score_pairs pairs = {0, calloc((size_t)n_entries + 1, sizeof(int32_t)), calloc((size_t)n_entries + 1, sizeof(int32_t)),
+                       calloc((size_t)n_entries + 1, sizeof(double)), calloc((size_t)n_entries + 1, sizeof(double))};
+  err = cv_alloc_sync(comm, pairs.fold && pairs.id && pairs.x && pairs.y, "the held-out score pairs");
+  for (int f = 0; f < r->n_folds && !err; f++) {
+    err = fold_scores(comm, d, y, r->cell_fold, keep, f, lambda, &so, &full, &pairs);
     if (progress) ps_progress_update(progress, 0.8 + 0.2 * (double)(f + 1) / r->n_folds);
   }
-  err = ps_error_sync(comm, err); /* a group's failure stops every group before the next collective */
-  if (!err) err = ps_stability(comm, n_pairs, pair_fold, pair_id, x, yv, r);
-  free(full_ps);
-  free(pair_fold);
-  free(pair_id);
-  free(x);
-  free(yv);
+  if (!err) err = ps_stability(comm, pairs.n, pairs.fold, pairs.id, pairs.x, pairs.y, r);
+  ps_scores_free(&full);
+  score_pairs_free(&pairs);
   return err;
 }
 
-/* The lambda grid on this rank's group: every fold of the group, every lambda. */
-static int group_folds(const group_layout *l, const group_cells *c, ps_progress *progress, ps_cv_cells_result *r) {
-  int err = PS_OK;
-  for (int f = l->my_group; f < r->n_folds && !err; f += l->n_groups) {
-    cell_subset train, test;
-    memset(&train, 0, sizeof train);
-    memset(&test, 0, sizeof test);
-    err = subset_make(&c->design, &c->y, c->fold, f, 0, &train);
-    if (!err) err = subset_make(&c->design, &c->y, c->fold, f, 1, &test);
-    err = ps_error_sync(l->group, err); /* fold_sst is collective on the group */
-    if (!err) err = fold_sst(l->group, &train, &test, f, r);
-    if (!err) err = fold_errors(l->group, &train, &test, f, r);
-    err = ps_error_sync(l->group, err); /* the group's next fold is collective again */
-    subset_free(&train);
-    subset_free(&test);
+/* Every fold: its training mask, held-out SST and the lambda grid's errors. */
+static int all_folds(MPI_Comm comm, const ps_design *d, const ps_csr *y, uint8_t *keep, ps_progress *progress,
+                     ps_cv_cells_result *r) {
+  for (int f = 0; f < r->n_folds; f++) {
+    for (int64_t j = 0; j < d->n_cells; j++) keep[j] = r->cell_fold[j] != f;
+    PS_CALL(fold_sst(comm, d, y, r->cell_fold, f, r));
+    PS_CALL(fold_lambda_errors(comm, d, y, r->cell_fold, keep, f, r));
     if (progress) ps_progress_update(progress, 0.8 * (double)(f + 1) / r->n_folds);
   }
-  return err;
+  return PS_OK;
+}
+
+/* Fold F pools the folds; then the sums over ranks, MSE, R^2 and the chosen lambda. */
+static int pool_tables(MPI_Comm comm, ps_cv_cells_result *out) {
+  int F = out->n_folds, L = out->n_lambdas;
+  int32_t K = out->n_perturbations, GK = K + 2;
+  int64_t cells = ((int64_t)F + 1) * L * GK;
+  /* fold F pools the folds; then sum over ranks */
+  for (int f = 0; f < F; f++) {
+    for (int64_t i = 0; i < (int64_t)L * GK; i++) {
+      out->sse[(int64_t)F * L * GK + i] += out->sse[(int64_t)f * L * GK + i];
+      out->sst[(int64_t)F * L * GK + i] += out->sst[(int64_t)f * L * GK + i];
+    }
+    for (int32_t g = 0; g < GK; g++) out->n_cells[(int64_t)F * GK + g] += out->n_cells[(int64_t)f * GK + g];
+  }
+  PS_CALL(ps_allreduce_sum(comm, out->sse, cells, MPI_DOUBLE, sizeof(double)));
+  PS_CALL(ps_allreduce_sum(comm, out->sst, cells, MPI_DOUBLE, sizeof(double)));
+  PS_CALL(ps_allreduce_sum(comm, out->n_cells, ((int64_t)F + 1) * GK, MPI_INT64_T, sizeof(int64_t)));
+  for (int f = 0; f <= F; f++)
+    for (int l = 0; l < L; l++)
+      for (int32_t g = 0; g < GK; g++) {
+        int64_t i = ((int64_t)f * L + l) * GK + g, n = out->n_cells[(int64_t)f * GK + g];
+        out->mse[i] = n ? out->sse[i] / ((double)n * out->n_genes) : NAN;
+        out->r2[i] = n && out->sst[i] > 0 ? 1.0 - out->sse[i] / out->sst[i] : NAN;
+      }
+  out->chosen = 0;
+  for (int l = 1; l < L; l++)
+    if (out->mse[((int64_t)F * L + l) * GK + K + 1] < out->mse[((int64_t)F * L + out->chosen) * GK + K + 1])
+      out->chosen = l;
+  return PS_OK;
 }
 
 int ps_cv_cells(MPI_Comm comm, const ps_design *design, const int32_t *top_perturbation, const ps_csr *y,
@@ -477,48 +327,18 @@ int ps_cv_cells(MPI_Comm comm, const ps_design *design, const int32_t *top_pertu
   PS_CALL(ps_cv_cell_folds(comm, design, top_perturbation, F, opt->seed, out->cell_fold));
 
   double t0 = ps_wtime();
-  group_layout layout;
-  group_cells copy;
-  memset(&copy, 0, sizeof copy);
-  int err = layout_make(comm, F, &layout);
+  uint8_t *keep = malloc((size_t)design->n_cells + 1);
+  int err = cv_alloc_sync(comm, keep != NULL, "the training-cell mask");
+  if (!err) err = all_folds(comm, design, y, keep, progress, out);
+  if (!err) err = pool_tables(comm, out);
   if (err) {
-    layout_free(&layout);
+    free(keep);
     return err;
   }
-  err = group_cells_make(comm, &layout, design, y, out->cell_fold, &copy);
-  if (!err) err = ps_error_sync(comm, group_folds(&layout, &copy, progress, out));
-  if (err) {
-    group_cells_free(&copy);
-    layout_free(&layout);
-    return err;
-  }
-  /* fold F pools the folds; then sum over ranks */
-  for (int f = 0; f < F; f++) {
-    for (int64_t i = 0; i < (int64_t)L * GK; i++) {
-      out->sse[(int64_t)F * L * GK + i] += out->sse[(int64_t)f * L * GK + i];
-      out->sst[(int64_t)F * L * GK + i] += out->sst[(int64_t)f * L * GK + i];
-    }
-    for (int32_t g = 0; g < GK; g++) out->n_cells[(int64_t)F * GK + g] += out->n_cells[(int64_t)f * GK + g];
-  }
-  PS_CALL(ps_allreduce_sum(comm, out->sse, cells, MPI_DOUBLE, sizeof(double)));
-  PS_CALL(ps_allreduce_sum(comm, out->sst, cells, MPI_DOUBLE, sizeof(double)));
-  PS_CALL(ps_allreduce_sum(comm, out->n_cells, ((int64_t)F + 1) * GK, MPI_INT64_T, sizeof(int64_t)));
-  for (int f = 0; f <= F; f++)
-    for (int l = 0; l < L; l++)
-      for (int32_t g = 0; g < GK; g++) {
-        int64_t i = ((int64_t)f * L + l) * GK + g, n = out->n_cells[(int64_t)f * GK + g];
-        out->mse[i] = n ? out->sse[i] / ((double)n * out->n_genes) : NAN;
-        out->r2[i] = n && out->sst[i] > 0 ? 1.0 - out->sse[i] / out->sst[i] : NAN;
-      }
-  out->chosen = 0;
-  for (int l = 1; l < L; l++)
-    if (out->mse[((int64_t)F * L + l) * GK + K + 1] < out->mse[((int64_t)F * L + out->chosen) * GK + K + 1])
-      out->chosen = l;
   out->seconds[0] = ps_wtime() - t0;
   t0 = ps_wtime();
-  err = held_out_scores(comm, &layout, &copy, design, y, opt, progress, out);
+  err = held_out_scores(comm, design, y, keep, opt, progress, out);
   out->seconds[1] = ps_wtime() - t0;
-  group_cells_free(&copy);
-  layout_free(&layout);
+  free(keep);
   return err;
 }
