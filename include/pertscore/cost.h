@@ -30,7 +30,6 @@ typedef struct {
   int select_targets;    /* targets are selected (no targets file): the targets stage runs */
   int known;             /* PS_COST_KNOWN_*: which sizes are known (the guard runs while the input is read) */
   int cv_scheme;         /* run --cv: PS_CV_SCHEME_PERTURBATIONS (1) or PS_CV_SCHEME_CELLS (2); 0 = none */
-  int cv_folds;          /* its --folds (5 when 0) */
 } ps_cost_problem;
 /* ps_cost_problem.known: every size (estimates every stage); only the input's shape
  * (cells_input, genes, nnz: the read stage); the shape and the design (cells,

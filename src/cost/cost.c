@@ -33,10 +33,11 @@
  *   ridge        8 rP n + max(64 Q, 16 n N + 8 rP N)   factor of X^T X + lambda I, with the assembly's pair
  *                                                tables (hash, send, receive) or the X^T Y right-hand side
  *                                                (dense sum + packed reduce-scatter buffer) and this rank's share
- *   permutations 8 rP n + 16 M + 4 D + 12 (M + D)/P + 13 Y/P + 12 n N + 8 (2 n + rP) N b [+ 8 n N b if P > 1]
+ *   permutations 8 rP n + 16 M + 4 D + 20 M/P + 12 D/P + 12 n N + 8 (2 n + rP) N b [+ 8 n N b if P > 1]
  *                                                the inverse; every cell's design row and the permutation
- *                                                (allgathered, O(M MOI)); this rank's permuted rows; Y by
- *                                                gene tiles; counts + p-values; one batch (its two n x N b
+ *                                                (allgathered, O(M MOI)); this rank's permuted rows and a
+ *                                                cursor per cell into Y (read in place, gene tile by gene
+ *                                                tile); counts + p-values; one batch (its two n x N b
  *                                                buffers, the own rows of B_r, and with P > 1 the MPI
  *                                                reductions' temporaries of one batch: measured, bench scaling)
  *   score        8 n N + 8 S/P                   p-values; PS (QP scratch is O(MOI^2 + MOI N), negligible)
@@ -44,9 +45,11 @@
  *                                                cells and the controls' own-gene values on its owner, K-row tables
  *   cv           8 n N + 8 S/P + (perturbations) 24 (K + 1) G + 16 G K   pseudobulk sums and means (docs/cv.md),
  *                                                a fold's genes x |T| training matrix and its SVD workspace;
- *                (cells) (36 Y + 60 D) g/P + 8 n^2 g/P + 16 n N   the fold group's copy of y, design and PS
- *                                                (g = min(P, F) groups), a fold's training and held-out
- *                                                subsets and the exchange buffers, the system
+ *                (cells) 16 rP n + 8 rP N + 24 n N + 21 M/P + 28 D/P + 16 S/P   a fold's system and the
+ *                                                copy of X^T X it is refactored from per lambda, its X^T Y
+ *                                                share, the fit's two n x N products and beta, the training
+ *                                                mask, cursors and rows, full-data and fold PS, score pairs
+ *                                                (the folds run in turn over the cells in place: no copy of Y)
  *   write        8 n N + 8 S/P + (16 MOI + 40) M/P   PS and the obs columns (labels) being written
  *
  * peak = runtime + max(read, targets, regression, resident + max(ridge, permutations,
@@ -126,18 +129,17 @@ void ps_cost_memory_estimate(const ps_cost_problem *p, ps_cost_memory *out) {
       double b = ps_ridge_perm_batch((int32_t)n, (int32_t)N, p->permutations,
                                      p->perm_batch_bytes > 0 ? p->perm_batch_bytes : INT64_C(256) << 20);
       out->stage[PS_COST_PERMUTATIONS] =
-          8 * rP * n + 16 * M + 4 * D + 12 * (M + D) / P + 13 * Y / P + 12 * n * N + 8 * (2 * n + rP) * N * b +
+          8 * rP * n + 16 * M + 4 * D + 20 * M / P + 12 * D / P + 12 * n * N + 8 * (2 * n + rP) * N * b +
           (P > 1 ? 8 * n * N * b : 0); /* Open MPI's reduce-scatter/allreduce temporaries: one batch */
     }
     double pvalues = p->permutations > 0 ? 8 * n * N : 0;
     out->stage[PS_COST_SCORE] = pvalues + 8 * S / P;
     if (p->dosage) out->stage[PS_COST_DOSAGE] = pvalues + 16 * S / P + 16 * (D / P + C) + 368 * K;
     out->stage[PS_COST_WRITE] = pvalues + 8 * S / P + (16 * moi + 40) * M / P;
-    double F = p->cv_folds > 0 ? p->cv_folds : 5, groups = F < P ? F : P;
     if (p->cv_scheme == 1) /* docs/cv.md: pseudobulk sums and means, a fold's genes x |T| matrix and its SVD */
       out->stage[PS_COST_CV] = pvalues + 8 * S / P + 24 * (K + 1) * G + 16 * G * K;
-    else if (p->cv_scheme == 2) /* the group's copy of y, design and PS, a fold's subsets, the exchange; the system */
-      out->stage[PS_COST_CV] = pvalues + 8 * S / P + (36 * Y + 60 * D) * groups / P + 8 * n * n * groups / P + 16 * n * N;
+    else if (p->cv_scheme == 2) /* a fold's system, its copies for the lambda grid, the fit; PS and pairs */
+      out->stage[PS_COST_CV] = pvalues + 16 * rP * n + 8 * rP * N + 24 * n * N + 21 * M / P + 28 * D / P + 16 * S / P;
     for (int s = PS_COST_RIDGE; s < PS_COST_N_STAGES; s++)
       if (out->resident + out->stage[s] > best) best = out->resident + out->stage[s], out->peak_stage = s;
   }
