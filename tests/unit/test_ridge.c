@@ -3,7 +3,9 @@
  * Every rank generates the same global problem from a fixed seed (per cell, so
  * the draws do not depend on the rank count) and keeps its contiguous block of
  * cells; rank 0 builds dense X^T X + lambda I and X^T Y over all cells and
- * solves them with LAPACK dposv. Run under mpirun with any number of ranks. */
+ * solves them with LAPACK dposv. Run under mpirun with any number of ranks.
+ * ps_ridge_fit_grid the same way over a keep mask (by global cell index) and a
+ * lambda grid, with both solves (PERTSCORE_RIDGE_SOLVE=potrs and inverse). */
 #include "pertscore/ridge.h"
 
 #include <math.h>
@@ -127,10 +129,19 @@ static void take_block(const test_case *tc, const global_problem *g, int64_t beg
   memcpy(y->data, g->yval + g->yptr[begin], (size_t)nnz * sizeof *y->data);
 }
 
-/* Dense X^T X + lambda I (n x n) and X^T Y (column-major n x N) over all cells. */
-static void dense_normal_equations(const test_case *tc, const global_problem *g, double *a, double *xty) {
+static double max_abs(const double *v, int64_t n) {
+  double m = 0;
+  for (int64_t i = 0; i < n; i++) m = fmax(m, fabs(v[i]));
+  return m;
+}
+
+/* Dense X^T X + lambda I (n x n) and X^T Y (column-major n x N) over the cells
+ * with keep[c] != 0 (global cell index; keep NULL: all cells). */
+static void dense_normal_equations(const test_case *tc, const global_problem *g, const uint8_t *keep, double lambda,
+                                   double *a, double *xty) {
   int n = tc->K + 1;
   for (int64_t c = 0; c < tc->cells; c++) {
+    if (keep && !keep[c]) continue;
     int32_t cols[13] = {0};
     int s = 1;
     for (int64_t q = g->ptr[c]; q < g->ptr[c + 1]; q++) cols[s++] = g->ids[q] + 1;
@@ -139,13 +150,32 @@ static void dense_normal_equations(const test_case *tc, const global_problem *g,
     for (int64_t e = g->yptr[c]; e < g->yptr[c + 1]; e++)
       for (int p = 0; p < s; p++) xty[(int64_t)g->ygene[e] * n + cols[p]] += g->yval[e];
   }
-  for (int i = 0; i < n; i++) a[(int64_t)i * n + i] += tc->lambda;
+  for (int i = 0; i < n; i++) a[(int64_t)i * n + i] += lambda;
 }
 
-static double max_abs(const double *v, int64_t n) {
-  double m = 0;
-  for (int64_t i = 0; i < n; i++) m = fmax(m, fabs(v[i]));
-  return m;
+/* ref (row-major n x N) = a^-1 xty by LAPACK dposv; returns its info. */
+static int dense_solve(int n, int N, const double *a, const double *xty, double *ref) {
+  double *chol = xcalloc((size_t)n * n, sizeof *chol), *sol = xcalloc((size_t)n * N, sizeof *sol);
+  memcpy(chol, a, (size_t)n * n * sizeof *chol);
+  memcpy(sol, xty, (size_t)n * N * sizeof *sol);
+  int info = 0;
+  dposv_("L", &n, &N, chol, &n, sol, &n, &info, 1);
+  for (int i = 0; i < n; i++)
+    for (int j = 0; j < N; j++) ref[(int64_t)i * N + j] = sol[(int64_t)j * n + i];
+  free(chol), free(sol);
+  return info;
+}
+
+/* max |a B - xty| / max |xty|, B row-major n x N. */
+static double relative_residual(int n, int N, const double *a, const double *xty, const double *beta) {
+  double residual = 0;
+  for (int j = 0; j < N; j++)
+    for (int i = 0; i < n; i++) {
+      double r = -xty[(int64_t)j * n + i];
+      for (int k = 0; k < n; k++) r += a[(int64_t)k * n + i] * beta[(int64_t)k * N + j];
+      residual = fmax(residual, fabs(r));
+    }
+  return residual / max_abs(xty, (int64_t)n * N);
 }
 
 /* Fit on all ranks, compare with the dense solve; returns the number of failures. */
@@ -181,28 +211,14 @@ static int run_case(const test_case *tc, MPI_Comm comm) {
   double *ref = xcalloc((size_t)n * N, sizeof *ref);
   double residual = 0;
   if (rank == 0) {
-    dense_normal_equations(tc, &g, a, xty);
-    double *chol = xcalloc((size_t)n * n, sizeof *chol), *sol = xcalloc((size_t)n * N, sizeof *sol);
-    memcpy(chol, a, (size_t)n * n * sizeof *chol);
-    memcpy(sol, xty, (size_t)n * N * sizeof *sol);
-    int info = 0;
-    dposv_("L", &n, &N, chol, &n, sol, &n, &info, 1);
+    dense_normal_equations(tc, &g, NULL, tc->lambda, a, xty);
+    int info = dense_solve(n, N, a, xty, ref);
     if (info != 0) {
       printf("FAIL %s: reference dposv info %d\n", tc->name, info);
       failures++;
     }
-    for (int i = 0; i < n; i++)
-      for (int j = 0; j < N; j++) ref[(int64_t)i * N + j] = sol[(int64_t)j * n + i];
-    free(chol), free(sol);
-    if (!err) { /* ||(X^T X + lambda I) B - X^T Y|| relative to ||X^T Y|| */
-      for (int j = 0; j < N; j++)
-        for (int i = 0; i < n; i++) {
-          double r = -xty[(int64_t)j * n + i];
-          for (int k = 0; k < n; k++) r += a[(int64_t)k * n + i] * fit.beta[(int64_t)k * N + j];
-          residual = fmax(residual, fabs(r));
-        }
-      residual /= max_abs(xty, (int64_t)n * N);
-    }
+    /* ||(X^T X + lambda I) B - X^T Y|| relative to ||X^T Y|| */
+    if (!err) residual = relative_residual(n, N, a, xty, fit.beta);
   }
   MPI_Bcast(ref, n * N, MPI_DOUBLE, 0, comm);
   double err_rel = 0, worst = 0;
@@ -227,6 +243,196 @@ static int run_case(const test_case *tc, MPI_Comm comm) {
   ps_csr_free(&y);
   global_problem_free(&g);
   return failures;
+}
+
+/* ---- ps_ridge_fit_grid: a lambda grid on the cells of a keep mask ---- */
+
+enum { MAX_LAMBDAS = 8 };
+
+/* What the grid's callback saw. */
+typedef struct {
+  int n_lambdas;
+  const double *lambdas;
+  int32_t n_rows, n_genes;
+  int calls;          /* times each ran */
+  int bad_calls;      /* calls out of order, with the wrong lambda or shape, or without beta */
+  int stop_at;        /* return an error at this l (-1: never) */
+  double *beta[MAX_LAMBDAS]; /* B->beta of lambda l: kept (even l) or a copy (odd l) */
+} grid_record;
+
+static int record_fit(void *ctx, int l, ps_ridge *B) {
+  grid_record *r = ctx;
+  int expected_l = r->calls++;
+  if (l != expected_l || l < 0 || l >= r->n_lambdas || B->lambda != r->lambdas[l] || B->n_rows != r->n_rows ||
+      B->n_genes != r->n_genes || !B->beta) {
+    r->bad_calls++;
+    return PS_OK;
+  }
+  if (l == r->stop_at) return ps_error_set(PS_ERR_INPUT, __FILE__, __LINE__, "test: stop the grid at %d", l);
+  size_t entries = (size_t)B->n_rows * (size_t)B->n_genes;
+  if (l % 2 == 0) { /* keep it: the next lambda must get a fresh beta, this one must stay intact */
+    r->beta[l] = B->beta;
+    B->beta = NULL;
+  } else { /* copy it: the grid frees or reuses B->beta */
+    r->beta[l] = xcalloc(entries, sizeof *r->beta[l]);
+    memcpy(r->beta[l], B->beta, entries * sizeof *r->beta[l]);
+  }
+  return PS_OK;
+}
+
+static void grid_record_free(grid_record *r) {
+  for (int l = 0; l < MAX_LAMBDAS; l++) free(r->beta[l]);
+  memset(r->beta, 0, sizeof r->beta);
+}
+
+/* Cells the fit keeps, by global cell index (so the same on any rank count):
+ * about 80% pseudo-randomly, none of the first drop_first cells. */
+static uint8_t *global_keep_mask(int64_t cells, int64_t drop_first) {
+  uint8_t *keep = xcalloc((size_t)cells, sizeof *keep);
+  for (int64_t c = 0; c < cells; c++) {
+    ps_rng r = ps_rng_make(0x6b656570u /* "keep" */, (uint64_t)c);
+    keep[c] = c >= drop_first && ps_rng_uniform(&r) >= 0.2;
+  }
+  return keep;
+}
+
+/* The grid of lambdas on the kept cells against dense solves over the kept
+ * cells only; each called n_lambdas times in order; betas the same on every
+ * rank. Returns the number of failures. */
+static int run_grid_case(const test_case *tc, int64_t drop_first, int n_lambdas, const double *lambdas,
+                         MPI_Comm comm) {
+  int rank, size;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &size);
+  int n = tc->K + 1, N = tc->genes;
+  int64_t entries = (int64_t)n * N;
+  global_problem g;
+  generate(tc, 20250101u + (uint64_t)tc->K, &g);
+  int64_t begin, end;
+  ps_block_range(tc->cells, rank, size, &begin, &end);
+  ps_design d;
+  ps_csr y;
+  take_block(tc, &g, begin, end, &d, &y);
+  uint8_t *keep = global_keep_mask(tc->cells, drop_first);
+  int64_t kept = 0, kept_here = 0;
+  for (int64_t c = 0; c < tc->cells; c++) kept += keep[c];
+  for (int64_t c = begin; c < end; c++) kept_here += keep[c];
+
+  grid_record rec = {.n_lambdas = n_lambdas, .lambdas = lambdas, .n_rows = n, .n_genes = N, .stop_at = -1};
+  int err = ps_ridge_fit_grid(comm, &d, &y, keep + begin, n_lambdas, lambdas, record_fit, &rec);
+  int failures = 0;
+  if (err) {
+    if (rank == 0) printf("FAIL %s grid: returned %d: %s\n", tc->name, err, ps_error_message());
+    failures = 1;
+  } else if (rec.calls != n_lambdas || rec.bad_calls) {
+    printf("FAIL %s grid rank %d: each called %d times (%d wrong), want %d in order\n", tc->name, rank, rec.calls,
+           rec.bad_calls, n_lambdas);
+    failures = 1;
+  }
+  MPI_Allreduce(MPI_IN_PLACE, &failures, 1, MPI_INT, MPI_MAX, comm);
+
+  double *a = xcalloc((size_t)n * n, sizeof *a), *xty = xcalloc((size_t)entries, sizeof *xty);
+  double *ref = xcalloc((size_t)entries, sizeof *ref), *rank0_beta = xcalloc((size_t)entries, sizeof *rank0_beta);
+  double worst = 0, worst_residual = 0;
+  int differs_across_ranks = 0;
+  for (int l = 0; l < n_lambdas && !failures; l++) {
+    double residual = 0;
+    if (rank == 0) {
+      memset(a, 0, (size_t)n * n * sizeof *a);
+      memset(xty, 0, (size_t)entries * sizeof *xty);
+      dense_normal_equations(tc, &g, keep, lambdas[l], a, xty);
+      int info = dense_solve(n, N, a, xty, ref);
+      if (info != 0) printf("FAIL %s: reference dposv info %d at lambda %g\n", tc->name, info, lambdas[l]);
+      residual = info != 0 ? INFINITY : relative_residual(n, N, a, xty, rec.beta[l]);
+      memcpy(rank0_beta, rec.beta[l], (size_t)entries * sizeof *rank0_beta);
+    }
+    MPI_Bcast(ref, (int)entries, MPI_DOUBLE, 0, comm);
+    MPI_Bcast(rank0_beta, (int)entries, MPI_DOUBLE, 0, comm);
+    double err_rel = 0;
+    for (int64_t e = 0; e < entries; e++) err_rel = fmax(err_rel, fabs(rec.beta[l][e] - ref[e]));
+    err_rel /= max_abs(ref, entries);
+    worst = fmax(worst, err_rel);
+    worst_residual = fmax(worst_residual, residual);
+    differs_across_ranks |= memcmp(rec.beta[l], rank0_beta, (size_t)entries * sizeof *rank0_beta) != 0;
+  }
+  MPI_Allreduce(MPI_IN_PLACE, &worst, 1, MPI_DOUBLE, MPI_MAX, comm);
+  MPI_Allreduce(MPI_IN_PLACE, &differs_across_ranks, 1, MPI_INT, MPI_MAX, comm);
+  int64_t kept_min = kept_here;
+  MPI_Allreduce(MPI_IN_PLACE, &kept_min, 1, MPI_INT64_T, MPI_MIN, comm);
+  if (rank == 0) {
+    int ok = !failures && !differs_across_ranks && worst <= 1e-8 && worst_residual <= 1e-10;
+    printf("%s %s grid of %d lambdas (np %d, %lld of %lld cells kept, fewest on a rank %lld): max rel error %.3e, "
+           "rel residual %.3e%s\n",
+           ok ? "ok  " : "FAIL", tc->name, n_lambdas, size, (long long)kept, (long long)tc->cells,
+           (long long)kept_min, worst, worst_residual, differs_across_ranks ? ", beta differs across ranks" : "");
+    failures = !ok;
+  }
+  MPI_Bcast(&failures, 1, MPI_INT, 0, comm);
+  free(a), free(xty), free(ref), free(rank0_beta), free(keep);
+  grid_record_free(&rec);
+  ps_design_free(&d);
+  ps_csr_free(&y);
+  global_problem_free(&g);
+  return failures;
+}
+
+/* keep NULL and one lambda is how ps_ridge_fit runs: the same beta bitwise. */
+static int run_grid_bitwise_case(const test_case *tc, MPI_Comm comm) {
+  int rank, size;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &size);
+  global_problem g;
+  generate(tc, 20250101u + (uint64_t)tc->K, &g);
+  int64_t begin, end;
+  ps_block_range(tc->cells, rank, size, &begin, &end);
+  ps_design d;
+  ps_csr y;
+  take_block(tc, &g, begin, end, &d, &y);
+  ps_ridge fit;
+  int fit_err = ps_ridge_fit(comm, &d, &y, tc->lambda, &fit);
+  grid_record rec = {.n_lambdas = 1, .lambdas = &tc->lambda, .n_rows = tc->K + 1, .n_genes = tc->genes, .stop_at = -1};
+  int grid_err = ps_ridge_fit_grid(comm, &d, &y, NULL, 1, &tc->lambda, record_fit, &rec);
+  int bad = fit_err || grid_err || rec.calls != 1 || rec.bad_calls || fit.lambda != tc->lambda ||
+            memcmp(fit.beta, rec.beta[0], (size_t)(tc->K + 1) * (size_t)tc->genes * sizeof *fit.beta) != 0;
+  MPI_Allreduce(MPI_IN_PLACE, &bad, 1, MPI_INT, MPI_MAX, comm);
+  if (rank == 0)
+    printf("%s %s: grid (keep NULL, one lambda) %s ps_ridge_fit bitwise (np %d)\n", bad ? "FAIL" : "ok  ", tc->name,
+           bad ? "differs from" : "equals", size);
+  ps_error_clear();
+  ps_ridge_free(&fit);
+  grid_record_free(&rec);
+  ps_design_free(&d);
+  ps_csr_free(&y);
+  global_problem_free(&g);
+  return bad;
+}
+
+/* A callback's error stops the grid: returned as is, no later lambda fitted. */
+static int run_grid_stop_case(const test_case *tc, MPI_Comm comm) {
+  int rank, size;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &size);
+  global_problem g;
+  generate(tc, 11u, &g);
+  int64_t begin, end;
+  ps_block_range(tc->cells, rank, size, &begin, &end);
+  ps_design d;
+  ps_csr y;
+  take_block(tc, &g, begin, end, &d, &y);
+  const double lambdas[] = {0.1, 1.0, 10.0};
+  grid_record rec = {.n_lambdas = 3, .lambdas = lambdas, .n_rows = tc->K + 1, .n_genes = tc->genes, .stop_at = 1};
+  int err = ps_ridge_fit_grid(comm, &d, &y, NULL, 3, lambdas, record_fit, &rec);
+  int bad = err != PS_ERR_INPUT || !strstr(ps_error_message(), "stop the grid") || rec.calls != 2 || rec.bad_calls;
+  MPI_Allreduce(MPI_IN_PLACE, &bad, 1, MPI_INT, MPI_MAX, comm);
+  if (rank == 0)
+    printf("%s callback error stops the grid (np %d): code %d, %d call(s), \"%s\"\n", bad ? "FAIL" : "ok  ", size,
+           err, rec.calls, ps_error_message());
+  ps_error_clear();
+  grid_record_free(&rec);
+  ps_design_free(&d);
+  ps_csr_free(&y);
+  global_problem_free(&g);
+  return bad;
 }
 
 /* A fit that must fail the same way on every rank, with a message naming the cause. */
@@ -274,6 +480,19 @@ int main(int argc, char **argv) {
     setenv("PERTSCORE_RIDGE_SOLVE", solvers[v], 1);
     if (rank0 == 0) printf("-- solve: %s\n", solvers[v]);
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) failures += run_case(&cases[i], comm);
+  }
+
+  /* The lambda grid on ~80% of the cells (plus, once, none of the first 55%:
+   * ranks without a kept cell on 2 and 3 ranks), not in increasing order. */
+  const double lambdas[] = {0.3, 0.01, 10.0, 1.0};
+  const int n_lambdas = (int)(sizeof lambdas / sizeof lambdas[0]);
+  for (int v = 0; v < 2; v++) {
+    setenv("PERTSCORE_RIDGE_SOLVE", solvers[v], 1);
+    if (rank0 == 0) printf("-- lambda grid, solve: %s\n", solvers[v]);
+    for (int i = 0; i < 3; i++) failures += run_grid_case(&cases[i], 0, n_lambdas, lambdas, comm);
+    failures += run_grid_case(&cases[1], cases[1].cells * 55 / 100, n_lambdas, lambdas, comm);
+    for (int i = 0; i < 3; i++) failures += run_grid_bitwise_case(&cases[i], comm);
+    failures += run_grid_stop_case(&cases[4], comm);
   }
   unsetenv("PERTSCORE_RIDGE_SOLVE");
 
