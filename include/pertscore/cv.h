@@ -8,7 +8,7 @@
  *     and a split-half reproducibility ceiling. A fold per rank group.
  *   cells: folds of cells stratified by perturbation; held-out prediction error
  *     of ridge beta over a ridge-lambda grid, and the stability of held-out PS.
- *     A fold per rank group: each group gets a copy of the cells spread over its ranks.
+ *     The folds run in turn on all ranks, the training cells a mask over the cells in place.
  *
  * ps_cv_stage runs either scheme on a dataset already read and writes its tables
  * (`pertscore cv`, and `pertscore run --cv` into the run's results file).
