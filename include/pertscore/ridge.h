@@ -56,6 +56,7 @@ typedef struct {
   int n_permutations;  /* R, --permutations (100); 0: no p-values */
   uint64_t seed;       /* permutation r depends on (seed, r) only (1) */
   int64_t batch_bytes; /* per-rank memory for one batch of right-hand sides (256 MB), see ps_ridge_perm_batch */
+  ps_progress *progress; /* updated after each batch (the fraction of permutations done); NULL: none */
 } ps_ridge_perm_options;
 
 void ps_ridge_perm_options_default(ps_ridge_perm_options *o);

@@ -496,7 +496,9 @@ static int run_pipeline(MPI_Comm comm, run_options *o, int argc, char **argv) {
     ps_design with_groups = {0}; /* --control-by / --group-by: one intercept column per group */
     if (d.design.n_groups > 1) PS_CALL(ps_error_sync(comm, ps_design_ridge_columns(&d.design, &with_groups)));
     const ps_design *fit_design = d.design.n_groups > 1 ? &with_groups : &d.design;
-    PS_CALL(ps_error_sync(comm, ps_ridge_fit_pvalues(comm, fit_design, &d.y, o->ridge_lambda, &o->perm, &ridge, &pvalues)));
+    ps_ridge_perm_options perm = o->perm;
+    perm.progress = &progress;
+    PS_CALL(ps_error_sync(comm, ps_ridge_fit_pvalues(comm, fit_design, &d.y, o->ridge_lambda, &perm, &ridge, &pvalues)));
     ps_design_free(&with_groups);
     PS_CALL(ps_error_sync(comm, ps_checkpoint_write_ridge(comm, partial, input_digest, params_digest, &d, &ridge, pvalues)));
   }

@@ -41,6 +41,7 @@ void ps_ridge_perm_options_default(ps_ridge_perm_options *o) {
   o->n_permutations = 100;
   o->seed = 1;
   o->batch_bytes = (int64_t)256 << 20;
+  o->progress = NULL;
 }
 
 /* O(M) on every rank for every permutation (~7 ms per million cells): fine for
@@ -495,8 +496,11 @@ static int perm_run(MPI_Comm comm, ridge_system *s, const ps_design *design, con
     PS_CALL(beta_replicate(comm, s, w, lambda, fit));
     beta = fit->beta;
   }
-  for (int r0 = 0; r0 < R; r0 += batch)
-    PS_CALL(batch_run(comm, s, y, opt, beta, w, r0, R - r0 < batch ? R - r0 : batch));
+  for (int r0 = 0; r0 < R; r0 += batch) {
+    int width = R - r0 < batch ? R - r0 : batch;
+    PS_CALL(batch_run(comm, s, y, opt, beta, w, r0, width));
+    if (opt->progress) ps_progress_update(opt->progress, (double)(r0 + width) / R);
+  }
   PS_CALL(ps_allreduce_sum(comm, w->count, entries, MPI_INT32_T, sizeof *w->count));
   PS_CALL(ps_error_sync(comm, pvalues_fill(w->count, entries, R, pvalues)));
   return PS_OK;
