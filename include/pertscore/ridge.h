@@ -21,8 +21,7 @@ typedef struct {
   double *beta;    /* row-major (K + 1) x N, the same on every rank */
 } ps_ridge;
 
-/* y: local analysed cells x N regression genes (winsorized), rows aligned with
- * design, each row's gene indices increasing. */
+/* y: local analysed cells x N regression genes (winsorized), rows aligned with design. */
 int ps_ridge_fit(MPI_Comm comm, const ps_design *design, const ps_csr *y, double lambda, ps_ridge *out);
 void ps_ridge_free(ps_ridge *r);
 
@@ -85,8 +84,9 @@ int ps_ridge_perm_batch(int32_t n_rows, int32_t n_genes, int n_permutations, int
  * cell carries) gets p = 0, as in the reference.
  * Memory per rank: every cell's design row (allgathered once: (M + 1) int64 +
  * nnz(D) int32; O(M x MOI), never cells x perturbations), one int64 permutation
- * of M cells, (K + 1) x N counts, one cursor per local cell (y is read in
- * place, gene tile by gene tile), W = L^-1 in place of the factor L (this rank's columns:
+ * of M cells, (K + 1) x N counts, at MOI about 1 the local cells bucketed by
+ * right-hand-side row (y read in place), at higher MOI a gene-tiled copy of the
+ * local y (about the size of y; ridge_perm.c says why), W = L^-1 in place of the factor L (this rank's columns:
  * (K + 1)^2 / P doubles) and one batch (ps_ridge_perm_batch): the whole
  * (K + 1) x N b right-hand side (replicated: the reduce-scatter input) plus
  * the product W X^T Y_r of the same size.

@@ -33,11 +33,12 @@
  *   ridge        8 rP n + max(64 Q, 16 n N + 8 rP N)   factor of X^T X + lambda I, with the assembly's pair
  *                                                tables (hash, send, receive) or the X^T Y right-hand side
  *                                                (dense sum + packed reduce-scatter buffer) and this rank's share
- *   permutations 8 rP n + 16 M + 4 D + 20 M/P + 12 D/P + 12 n N + 8 (2 n + rP) N b [+ 8 n N b if P > 1]
+ *   permutations 8 rP n + 16 M + 4 D + 12 (M + D)/P + [13 Y/P if D >= 1.5 M, else 4 (M + D)/P]
+ *                + 12 n N + 8 (2 n + rP) N b [+ 8 n N b if P > 1]
  *                                                the inverse; every cell's design row and the permutation
- *                                                (allgathered, O(M MOI)); this rank's permuted rows and a
- *                                                cursor per cell into Y (read in place, gene tile by gene
- *                                                tile); counts + p-values; one batch (its two n x N b
+ *                                                (allgathered, O(M MOI)); this rank's permuted rows; Y by
+ *                                                gene tiles (MOI >= 1.5) or the cells bucketed by row (Y read
+ *                                                in place); counts + p-values; one batch (its two n x N b
  *                                                buffers, the own rows of B_r, and with P > 1 the MPI
  *                                                reductions' temporaries of one batch: measured, bench scaling)
  *   score        8 n N + 8 S/P                   p-values; PS (QP scratch is O(MOI^2 + MOI N), negligible)
@@ -129,7 +130,8 @@ void ps_cost_memory_estimate(const ps_cost_problem *p, ps_cost_memory *out) {
       double b = ps_ridge_perm_batch((int32_t)n, (int32_t)N, p->permutations,
                                      p->perm_batch_bytes > 0 ? p->perm_batch_bytes : INT64_C(256) << 20);
       out->stage[PS_COST_PERMUTATIONS] =
-          8 * rP * n + 16 * M + 4 * D + 20 * M / P + 12 * D / P + 12 * n * N + 8 * (2 * n + rP) * N * b +
+          8 * rP * n + 16 * M + 4 * D + 12 * (M + D) / P + (D >= 1.5 * M ? 13 * Y / P : 4 * (M + D) / P) +
+          12 * n * N + 8 * (2 * n + rP) * N * b +
           (P > 1 ? 8 * n * N * b : 0); /* Open MPI's reduce-scatter/allreduce temporaries: one batch */
     }
     double pvalues = p->permutations > 0 ? 8 * n * N : 0;

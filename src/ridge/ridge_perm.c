@@ -19,7 +19,7 @@
  * its own cells' y_j against any row without further communication; the only
  * traffic per batch is one allreduce of X^T Y_r. Routing y rows to the ranks
  * holding the design rows instead would move O(nnz(Y)) per permutation.
- * The adds go gene tile by gene tile (y_tiles) so the rows they hit stay in cache.
+ * The adds go by row or by gene tile (see "X^T Y_r from this rank's y") so the rows they hit stay in cache.
  *
  * The counts are taken where B_r lands: each rank compares its rows of B_r with
  * the replicated B, so B_r is never gathered; one sum of the (K + 1) x N counts
@@ -179,46 +179,109 @@ static int invert(ridge_system *s) {
   return PS_OK;
 }
 
-/* ---- this rank's Y, gene tile by gene tile ---- */
+/* ---- X^T Y_r from this rank's y: two ways, the same sums bit for bit ----
+ *
+ * Both add, for every right-hand-side entry (row k, gene g), the values y_cg of
+ * the cells meeting row k in cell order, so they give identical sums; they
+ * differ in what they hold and how often they read y:
+ * - by row (rows per cell below 2.5, i.e. MOI about 1): the cells are bucketed
+ *   by the row they add to and each row is summed in an N-long buffer that stays
+ *   in cache while its cells' rows of y stream in. y is read in place, once per
+ *   permutation; the intercept row, which a permutation does not change when
+ *   every cell shares one intercept, is summed once. Bucketing at higher MOI
+ *   would read each row of y once per row it meets.
+ * - by gene tile (higher MOI): a gene-tiled copy of y (about the size of y) is
+ *   read once per permutation, each cell adding a tile's values to all its rows
+ *   while that tile of the right-hand side stays in cache.
+ * PERTSCORE_PERM_RHS=rows|tiles overrides the choice (tests, benchmarks). */
 
 /* A tile of the right-hand side ((K + 1) rows x TILE genes, two cache lines a
  * row) stays in cache while every local cell adds into the rows of its
  * (permuted) design row, instead of every add missing the cache of a (K + 1) x N
- * sum. 16 measured faster than 8 (Y re-streamed per tile) and 32 (tile out of cache).
- * y is read in place: a cursor per cell walks its row (gene indices increasing)
- * one tile at a time, so no gene-tiled copy of y is held. */
+ * sum. 16 measured faster than 8 (Y re-streamed per tile) and 32 (tile out of cache). */
 enum { TILE = 16 };
 
-/* The cursors need each row's genes increasing and within [0, N). Rank-local. */
-static int y_rows_check(const ps_csr *y, int n_genes) {
-  if (y->n_rows > INT32_MAX) PS_FAIL(PS_ERR_INPUT, "ridge: %lld local cells exceed the cell index", (long long)y->n_rows);
+typedef struct {
+  int n_tiles;
+  int64_t *run_ptr;   /* per tile: its runs, [run_ptr[t], run_ptr[t + 1]) */
+  int32_t *run_cell;  /* per run: the local cell (cells with a nonzero in the tile, in order) */
+  int64_t *entry_ptr; /* per run: its entries, [entry_ptr[run], entry_ptr[run + 1]) */
+  uint8_t *slot;      /* per entry: gene - TILE t */
+  double *value;
+} y_tiles;
+
+static void y_tiles_free(y_tiles *y) {
+  free(y->run_ptr), free(y->run_cell), free(y->entry_ptr), free(y->slot), free(y->value);
+  memset(y, 0, sizeof *y);
+}
+
+static int y_tiles_count(const ps_csr *y, int n_genes, y_tiles *yt, int64_t *mark, int64_t *entries_in) {
+  for (int t = 0; t < yt->n_tiles; t++) mark[t] = -1;
   for (int64_t c = 0; c < y->n_rows; c++)
     for (int64_t p = y->indptr[c]; p < y->indptr[c + 1]; p++) {
       int32_t gene = y->indices[p];
       if (gene < 0 || gene >= n_genes)
         PS_FAIL(PS_ERR_INPUT, "ridge: local cell %lld has gene index %d outside [0, %d)", (long long)c, (int)gene,
                 n_genes);
-      if (p > y->indptr[c] && gene <= y->indices[p - 1])
-        PS_FAIL(PS_ERR_INPUT, "ridge: local cell %lld has gene indices that are not increasing", (long long)c);
+      int t = gene / TILE;
+      if (mark[t] != c) mark[t] = c, yt->run_ptr[t + 1]++;
+      entries_in[t + 1]++;
+    }
+  for (int t = 0; t < yt->n_tiles; t++) yt->run_ptr[t + 1] += yt->run_ptr[t], entries_in[t + 1] += entries_in[t];
+  return PS_OK;
+}
+
+/* Runs of a tile in cell order, so a cell's entries in it are consecutive and
+ * entry_ptr[run + 1] ends run `run` (the next run, or the next tile's first). */
+static int y_tiles_fill(const ps_csr *y, y_tiles *yt, int64_t *mark, int64_t *run_at, int64_t *entry_at) {
+  int64_t runs = yt->run_ptr[yt->n_tiles], entries = entry_at[yt->n_tiles];
+  PS_ALLOC(yt->run_cell, runs);
+  PS_ALLOC(yt->entry_ptr, runs + 1);
+  PS_ALLOC(yt->slot, entries);
+  PS_ALLOC(yt->value, entries);
+  for (int t = 0; t < yt->n_tiles; t++) mark[t] = -1, run_at[t] = yt->run_ptr[t];
+  yt->entry_ptr[runs] = entries;
+  for (int64_t c = 0; c < y->n_rows; c++)
+    for (int64_t p = y->indptr[c]; p < y->indptr[c + 1]; p++) {
+      int t = y->indices[p] / TILE;
+      if (mark[t] != c) {
+        mark[t] = c;
+        yt->run_cell[run_at[t]] = (int32_t)c;
+        yt->entry_ptr[run_at[t]++] = entry_at[t];
+      }
+      yt->slot[entry_at[t]] = (uint8_t)(y->indices[p] - TILE * t);
+      yt->value[entry_at[t]++] = y->data[p];
     }
   return PS_OK;
 }
 
-/* ct[k TILE + g] += the cell's values in tile t for every row k it meets; cursor[c]
- * moves past them. Cells meeting no row (left out of a fit) are not visited.
- * Cloned per ISA where the compiler can (the adds are the whole cost of forming X^T Y_r). */
+/* Rank-local. */
+static int y_tiles_build(const ps_csr *y, int n_genes, y_tiles *yt) {
+  if (y->n_rows > INT32_MAX) PS_FAIL(PS_ERR_INPUT, "ridge: %lld local cells exceed the tile index", (long long)y->n_rows);
+  yt->n_tiles = (n_genes + TILE - 1) / TILE;
+  int64_t *mark = NULL, *entry_at = NULL, *run_at = NULL;
+  PS_ALLOC(yt->run_ptr, yt->n_tiles + 1);
+  int err = PS_OK;
+  mark = malloc((size_t)(yt->n_tiles + 1) * sizeof *mark);
+  entry_at = calloc((size_t)yt->n_tiles + 1, sizeof *entry_at);
+  run_at = malloc((size_t)(yt->n_tiles + 1) * sizeof *run_at);
+  if (!mark || !entry_at || !run_at) err = ps_error_set(PS_ERR_SYSTEM, __FILE__, __LINE__, "out of memory (Y tiles)");
+  if (!err) err = y_tiles_count(y, n_genes, yt, mark, entry_at);
+  if (!err) err = y_tiles_fill(y, yt, mark, run_at, entry_at);
+  free(mark), free(entry_at), free(run_at);
+  return err;
+}
+
+/* ct[k TILE + g] += cell's tile values for every row k it meets. Cloned per ISA
+ * where the compiler can (the adds are the whole cost of forming X^T Y_r). */
 #if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
 __attribute__((target_clones("avx512f", "avx2", "default")))
 #endif
-static void tile_add(const ps_csr *y, int t, int64_t *restrict cursor, const int64_t *row_ptr, const int32_t *rows,
-                     double *restrict ct) {
-  const int32_t first = TILE * t, end_gene = first + TILE;
-  for (int64_t c = 0; c < y->n_rows; c++) {
-    int64_t p = cursor[c], end = y->indptr[c + 1];
-    if (row_ptr[c] == row_ptr[c + 1] || p == end || y->indices[p] >= end_gene) continue;
+static void tile_add(const y_tiles *yt, int t, const int64_t *row_ptr, const int32_t *rows, double *restrict ct) {
+  for (int64_t run = yt->run_ptr[t]; run < yt->run_ptr[t + 1]; run++) {
     double v[TILE] = {0};
-    for (; p < end && y->indices[p] < end_gene; p++) v[y->indices[p] - first] += y->data[p];
-    cursor[c] = p;
+    for (int64_t e = yt->entry_ptr[run]; e < yt->entry_ptr[run + 1]; e++) v[yt->slot[e]] += yt->value[e];
+    int32_t c = yt->run_cell[run];
     for (int64_t q = row_ptr[c]; q < row_ptr[c + 1]; q++) {
       double *dst = ct + (int64_t)rows[q] * TILE;
       for (int g = 0; g < TILE; g++) dst[g] += v[g];
@@ -232,8 +295,16 @@ typedef struct {
   all_rows rows;
   int rows_borrowed; /* rows is the local design (a fit alone): not freed here */
   const uint8_t *keep; /* a fit alone: the local cells it sums (NULL: all) */
-  int n_tiles;
-  int64_t *cursor;   /* per local cell: its next entry of y (tile_add) */
+  int by_tiles;      /* X^T Y_r by gene tiles (y) rather than by row (bucket_*) */
+  y_tiles y;
+  int shared_intercept; /* every cell's intercept is row 0: its sum does not change with the permutation */
+  int intercept_ready;
+  double *intercept;   /* N: row 0's sum over the kept cells, once */
+  double *row_sum;     /* N: the row being summed */
+  int64_t *bucket_ptr; /* per row + 1: its cells in bucket_cell */
+  int64_t *bucket_at;  /* per row: fill position */
+  int32_t *bucket_cell;
+  int64_t bucket_cap;
   int64_t *pi;       /* the current permutation of all M cells */
   int64_t *row_ptr;  /* per local cell: the right-hand-side rows its permuted design row adds to */
   int32_t *rows_of;
@@ -250,7 +321,8 @@ typedef struct {
 
 static void perm_work_free(perm_work *w) {
   if (!w->rows_borrowed) all_rows_free(&w->rows);
-  free(w->cursor);
+  y_tiles_free(&w->y);
+  free(w->intercept), free(w->row_sum), free(w->bucket_ptr), free(w->bucket_at), free(w->bucket_cell);
   free(w->pi), free(w->row_ptr), free(w->rows_of), free(w->tile), free(w->rhs), free(w->z), free(w->count);
   free(w->share), free(w->row_base), free(w->row_stride);
   memset(w, 0, sizeof *w);
@@ -267,9 +339,24 @@ static int perm_alloc(const ridge_system *s, const ps_csr *y, perm_work *w, int6
   PS_ALLOC(w->share, s->grid.npcol);
   PS_ALLOC(w->row_base, s->n);
   PS_ALLOC(w->row_stride, s->n);
-  PS_ALLOC(w->cursor, y->n_rows);
-  w->n_tiles = (s->n_genes + TILE - 1) / TILE;
-  PS_CALL(y_rows_check(y, s->n_genes));
+  const all_rows *a = &w->rows;
+  double rows_per_cell = a->n_cells > 0 ? 1.0 + (double)a->ptr[a->n_cells] / (double)a->n_cells : 1.0;
+  const char *env = getenv("PERTSCORE_PERM_RHS");
+  w->by_tiles = env && !strcmp(env, "tiles") ? 1 : env && !strcmp(env, "rows") ? 0 : rows_per_cell >= 2.5;
+  if (w->by_tiles) return y_tiles_build(y, s->n_genes, &w->y);
+  if (y->n_rows > INT32_MAX) PS_FAIL(PS_ERR_INPUT, "ridge: %lld local cells exceed the cell index", (long long)y->n_rows);
+  w->shared_intercept = 1;
+  for (int64_t c = 0; c < a->n_cells && w->shared_intercept; c++)
+    if (a->ptr[c + 1] > a->ptr[c] && a->ids[a->ptr[c]] < 0) w->shared_intercept = 0; /* a group intercept */
+  PS_ALLOC(w->intercept, s->n_genes);
+  PS_ALLOC(w->row_sum, s->n_genes);
+  PS_ALLOC(w->bucket_ptr, (int64_t)s->n + 1);
+  PS_ALLOC(w->bucket_at, s->n);
+  for (int64_t c = 0; c < y->n_rows; c++)
+    for (int64_t p = y->indptr[c]; p < y->indptr[c + 1]; p++)
+      if (y->indices[p] < 0 || y->indices[p] >= s->n_genes)
+        PS_FAIL(PS_ERR_INPUT, "ridge: local cell %lld has gene index %d outside [0, %d)", (long long)c,
+                (int)y->indices[p], s->n_genes);
   return PS_OK;
 }
 
@@ -320,6 +407,57 @@ static void rhs_layout(const ridge_system *s, perm_work *w, int64_t ncols) {
   memset(w->rhs, 0, (size_t)s->n * (size_t)ncols * sizeof *w->rhs);
 }
 
+static inline void add_row(const ps_csr *y, int64_t c, double *restrict sum) {
+  for (int64_t p = y->indptr[c]; p < y->indptr[c + 1]; p++) sum[y->indices[p]] += y->data[p];
+}
+
+/* sum += the rows of y of the given cells, in their order. */
+static void add_cells(const ps_csr *y, const int32_t *cells, int64_t n_cells, double *restrict sum) {
+  for (int64_t i = 0; i < n_cells; i++) add_row(y, cells[i], sum);
+}
+
+/* Row k's sum into columns [col0, col0 + N) of rhs. */
+static void rhs_put_row(const ridge_system *s, perm_work *w, int32_t k, const double *sum, int64_t col0) {
+  double *dst = w->rhs + w->row_base[k] + col0 * w->row_stride[k];
+  int64_t stride = w->row_stride[k];
+  for (int32_t g = 0; g < s->n_genes; g++) dst[g * stride] = sum[g];
+}
+
+/* X^T Y_r by row (see above): bucket the local cells by the rows of their
+ * permuted design rows (in cell order), then sum each row's cells. Rank-local. */
+static int rhs_by_rows(const ridge_system *s, perm_work *w, const ps_csr *y, int64_t col0) {
+  int32_t n = s->n, N = s->n_genes;
+  int64_t n_local = y->n_rows, pairs = w->row_ptr[n_local];
+  if (w->shared_intercept && !w->intercept_ready) {
+    memset(w->intercept, 0, (size_t)N * sizeof *w->intercept);
+    for (int64_t c = 0; c < n_local; c++)
+      if (w->row_ptr[c + 1] > w->row_ptr[c]) add_row(y, c, w->intercept);
+    w->intercept_ready = 1;
+  }
+  if (pairs > w->bucket_cap) {
+    free(w->bucket_cell);
+    w->bucket_cap = 0;
+    PS_ALLOC(w->bucket_cell, pairs + pairs / 8);
+    w->bucket_cap = pairs + pairs / 8;
+  }
+  memset(w->bucket_ptr, 0, ((size_t)n + 1) * sizeof *w->bucket_ptr);
+  int skip = w->shared_intercept; /* a kept cell's first row is the intercept, summed once above */
+  for (int64_t c = 0; c < n_local; c++)
+    for (int64_t q = w->row_ptr[c] + (w->row_ptr[c + 1] > w->row_ptr[c] ? skip : 0); q < w->row_ptr[c + 1]; q++)
+      w->bucket_ptr[w->rows_of[q] + 1]++;
+  for (int32_t k = 0; k < n; k++) w->bucket_ptr[k + 1] += w->bucket_ptr[k];
+  memcpy(w->bucket_at, w->bucket_ptr, (size_t)n * sizeof *w->bucket_at);
+  for (int64_t c = 0; c < n_local; c++)
+    for (int64_t q = w->row_ptr[c] + (w->row_ptr[c + 1] > w->row_ptr[c] ? skip : 0); q < w->row_ptr[c + 1]; q++)
+      w->bucket_cell[w->bucket_at[w->rows_of[q]]++] = (int32_t)c;
+  for (int32_t k = 0; k < n; k++) {
+    memset(w->row_sum, 0, (size_t)N * sizeof *w->row_sum);
+    add_cells(y, w->bucket_cell + w->bucket_ptr[k], w->bucket_ptr[k + 1] - w->bucket_ptr[k], w->row_sum);
+    rhs_put_row(s, w, k, k == 0 && skip ? w->intercept : w->row_sum, col0);
+  }
+  return PS_OK;
+}
+
 /* Rank-local: this rank's cells' X^T Y_r of permutation r (r < 0: the
  * unpermuted X^T Y of the fit) into columns [col0, col0 + N) of rhs. */
 static int rhs_fill(const ridge_system *s, perm_work *w, const ps_csr *y, uint64_t seed, int r, int64_t col0) {
@@ -327,10 +465,10 @@ static int rhs_fill(const ridge_system *s, perm_work *w, const ps_csr *y, uint64
   else
     for (int64_t c = 0; c < w->rows.n_cells; c++) w->pi[c] = c;
   PS_CALL(permuted_rows(w, y->n_rows));
-  memcpy(w->cursor, y->indptr, (size_t)y->n_rows * sizeof *w->cursor);
-  for (int t = 0; t < w->n_tiles; t++) {
+  if (!w->by_tiles) return rhs_by_rows(s, w, y, col0);
+  for (int t = 0; t < w->y.n_tiles; t++) {
     memset(w->tile, 0, (size_t)s->n * TILE * sizeof *w->tile);
-    tile_add(y, t, w->cursor, w->row_ptr, w->rows_of, w->tile);
+    tile_add(&w->y, t, w->row_ptr, w->rows_of, w->tile);
     int width = s->n_genes - TILE * t < TILE ? s->n_genes - TILE * t : TILE;
     for (int g = 0; g < width; g++) {
       int64_t col = col0 + (int64_t)TILE * t + g;

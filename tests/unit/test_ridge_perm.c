@@ -13,7 +13,7 @@
  *    strong one gets p = 0 on the genes it moves;
  *  - batching (a small memory budget, a short last batch) changes nothing;
  *    ps_ridge_fit_pvalues agrees with ps_ridge_fit and the reference;
- *    R = 0 and bad arguments. */
+ *    R = 0 and bad arguments; X^T Y_r by row and by gene tile agree bit for bit. */
 #include "pertscore/ridge.h"
 
 #include <math.h>
@@ -542,6 +542,51 @@ static int run_timing(const test_case *tc, MPI_Comm comm) {
   return bad;
 }
 
+/* The two ways of forming X^T Y_r (ridge_perm.c: by row, by gene tile; forced with
+ * PERTSCORE_PERM_RHS) add the same values in the same order: beta and the
+ * p-values must agree bit for bit, on low and high MOI. */
+static int run_paths_equal(const test_case *tc, MPI_Comm comm) {
+  int rank, size;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &size);
+  global_problem g;
+  generate(tc, 11u, &g);
+  int64_t begin, end;
+  ps_block_range(tc->cells, rank, size, &begin, &end);
+  ps_design d;
+  ps_csr y;
+  take_block(tc, &g, begin, end, &d, &y);
+  ps_ridge_perm_options opt;
+  ps_ridge_perm_options_default(&opt);
+  opt.n_permutations = tc->R;
+  opt.seed = tc->seed;
+  const char *paths[2] = {"rows", "tiles"};
+  ps_ridge fit[2];
+  double *pvalues[2] = {NULL, NULL};
+  int err = 0;
+  for (int i = 0; i < 2; i++) {
+    setenv("PERTSCORE_PERM_RHS", paths[i], 1);
+    err |= ps_ridge_fit_pvalues(comm, &d, &y, tc->lambda, &opt, &fit[i], &pvalues[i]);
+  }
+  unsetenv("PERTSCORE_PERM_RHS");
+  int64_t entries = (int64_t)(tc->K + 1) * tc->genes;
+  int same_beta = !err && !memcmp(fit[0].beta, fit[1].beta, (size_t)entries * sizeof(double));
+  int same_p = !err && !memcmp(pvalues[0], pvalues[1], (size_t)entries * sizeof(double));
+  int bad = !same_beta || !same_p;
+  MPI_Allreduce(MPI_IN_PLACE, &bad, 1, MPI_INT, MPI_MAX, comm);
+  if (rank == 0)
+    printf("%s %s (np %d): X^T Y_r by row and by gene tile: beta %s, p-values %s\n", bad ? "FAIL" : "ok  ", tc->name,
+           size, same_beta ? "bitwise equal" : "DIFFER", same_p ? "bitwise equal" : "DIFFER");
+  for (int i = 0; i < 2; i++) {
+    free(pvalues[i]);
+    if (!err) ps_ridge_free(&fit[i]);
+  }
+  ps_design_free(&d);
+  ps_csr_free(&y);
+  global_problem_free(&g);
+  return bad;
+}
+
 /* R = 0 gives no p-values; bad arguments fail the same way on every rank. */
 static int run_argument_checks(MPI_Comm comm) {
   int rank, size;
@@ -601,6 +646,10 @@ int main(int argc, char **argv) {
   const test_case tiny = {"2 cells (a rank without cells)", 3, 2, 5, MOI_HIGH, 0.01, 10, 9};
   failures += run_case(&tiny, (case_checks){0, 0, 0}, comm);
   failures += run_argument_checks(comm);
+  const test_case paths_low = {"paths, low MOI", 40, 3000, 70, MOI_LOW, 0.01, 30, 21};
+  failures += run_paths_equal(&paths_low, comm);
+  const test_case paths_high = {"paths, high MOI", 25, 1200, 45, MOI_HIGH, 0.3, 20, 22};
+  failures += run_paths_equal(&paths_high, comm);
 
   const test_case timing = {"K 200, 10000 cells", 200, 10000, 500, MOI_LOW, 0.01, 100, 1};
   failures += run_timing(&timing, comm);
