@@ -548,6 +548,8 @@ def memory_model(r):
              "score": res + est.get("memory.estimate.score_bytes", 0),
              "dosage": res + est.get("memory.estimate.dosage_bytes", 0),
              "write": res + est.get("memory.estimate.write_bytes", 0)}
+    if est.get("memory.estimate.cv_bytes", 0) > 0:  # run --cv
+        stage["cv"] = res + est["memory.estimate.cv_bytes"]
     return {"stages": stage, "peak": max(stage.values()), "guard_peak": est["memory.estimate_bytes"]}
 
 
