@@ -30,6 +30,10 @@ typedef struct {
   int select_targets;    /* targets are selected (no targets file): the targets stage runs */
   int known;             /* PS_COST_KNOWN_*: which sizes are known (the guard runs while the input is read) */
   int cv_scheme;         /* run --cv: PS_CV_SCHEME_PERTURBATIONS (1) or PS_CV_SCHEME_CELLS (2); 0 = none */
+  int cv_only;           /* pertscore cv: after the read only the cv stage (cv_scheme) and the write of its
+                          * tables run: no score stage, and no ridge stage but the cells scheme's own fits */
+  int no_regression;     /* no regression genes, Y empty (no_target_selection without --targets: pertscore
+                          * cv --scheme perturbations); the bound of nnz(Y) before the read's end is then 0 */
 } ps_cost_problem;
 /* ps_cost_problem.known: every size (estimates every stage); only the input's shape
  * (cells_input, genes, nnz: the read stage); the shape and the design (cells,
@@ -90,7 +94,16 @@ typedef struct {
   int select_targets;    /* no targets file: the targets stage runs */
   int64_t max_targets;   /* --max-targets */
   int keep_expression;
+  int cv_only;           /* pertscore cv (ps_cost_problem.cv_only) */
+  int no_regression;     /* ps_cost_problem.no_regression */
 } ps_cost_guard;
 int ps_cost_dataset_guard(MPI_Comm comm, const struct ps_dataset *d, int phase, void *context);
+
+/* Fills g from the read's options (targets selected unless --targets or
+ * no_target_selection, --max-targets, keep_expression, no regression genes with
+ * no_target_selection and no --targets; cv_only 0) and installs it
+ * as their guard (data->guard, data->guard_context); g must outlive the read. Call
+ * it once the options are final (after ps_cv_dataset_options). Not collective. */
+void ps_cost_guard_install(ps_cost_guard *g, double max_memory, ps_dataset_options *data);
 
 #endif

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "pertscore/cost.h"
 #include "pertscore/cv.h"
 #include "pertscore/data.h"
 #include "pertscore/io.h"
@@ -67,6 +68,8 @@ static const char *cv_usage =
     "output:\n"
     "  --output FILE         results .h5ad (tables in uns/cv; written as FILE.partial, renamed)\n"
     "  --summary FILE        TSV summary (default: OUTPUT without .h5ad + .summary.tsv)\n"
+    "  --max-memory SIZE     refuse (before the matrix is read) when a rank would need more than SIZE\n"
+    "                        (512M, 12G, 1.5T, bytes; 0 = none); Slurm's --mem limit is checked too\n"
     "  --quiet               no progress on stderr\n"
     "  --json                print a machine-readable summary on stdout\n";
 
@@ -77,6 +80,7 @@ typedef struct {
   const char *output;
   char summary[4096];
   int quiet, json;
+  double max_memory; /* --max-memory: bytes per rank, 0 = no explicit limit */
 } cv_cli;
 
 static int parse_cv(int argc, char **argv, cv_cli *o, int *help) {
@@ -84,7 +88,7 @@ static int parse_cv(int argc, char **argv, cv_cli *o, int *help) {
          O_MIN_PCT, O_LOGFC, O_MIN_TARGETS, O_MAX_TARGETS, O_EXCLUDE_PERTURBED, O_DE_BACKGROUND, O_DE_STRICT,
          O_MIN_GUIDE_UMI, O_PERTURBATIONS, O_UNIT, O_SCHEME, O_FOLDS, O_SEED, O_MIN_CELLS, O_PCS, O_EMB_LAMBDA,
          O_TOP, O_TOP_DE, O_PREDICTIONS, O_PRED_COLUMN, O_SAVE_PRED, O_RIDGE_LAMBDAS, O_LAMBDA, O_UPPER, O_OUTPUT,
-         O_SUMMARY, O_QUIET, O_JSON, O_HELP };
+         O_SUMMARY, O_QUIET, O_JSON, O_HELP, O_MAX_MEMORY };
   static const struct option longs[] = {
       {"input", required_argument, 0, O_INPUT}, {"layer", required_argument, 0, O_LAYER},
       {"input-is", required_argument, 0, O_INPUT_IS}, {"guides", required_argument, 0, O_GUIDES},
@@ -106,7 +110,7 @@ static int parse_cv(int argc, char **argv, cv_cli *o, int *help) {
       {"lambda", required_argument, 0, O_LAMBDA}, {"upper", required_argument, 0, O_UPPER},
       {"output", required_argument, 0, O_OUTPUT}, {"summary", required_argument, 0, O_SUMMARY},
       {"quiet", no_argument, 0, O_QUIET}, {"json", no_argument, 0, O_JSON}, {"help", no_argument, 0, O_HELP},
-      {0, 0, 0, 0}};
+      {"max-memory", required_argument, 0, O_MAX_MEMORY}, {0, 0, 0, 0}};
   ps_dataset_options_default(&o->data);
   ps_cv_options_default(&o->cv);
   o->cv.scheme = 0;
@@ -169,6 +173,7 @@ static int parse_cv(int argc, char **argv, cv_cli *o, int *help) {
       case O_QUIET: o->quiet = 1; break;
       case O_JSON: o->json = 1; break;
       case O_HELP: *help = 1; return PS_OK;
+      case O_MAX_MEMORY: PS_CALL(ps_cost_parse_size(optarg, &o->max_memory)); break;
       default: PS_FAIL(PS_ERR_INPUT, "cv: unknown or incomplete option '%s' (see pertscore cv --help)", argv[optind - 1]);
     }
   }
@@ -351,8 +356,18 @@ static int run_cv(MPI_Comm comm, cv_cli *o, int argc, char **argv) {
   ps_progress_stage(&progress, "read");
   ps_dataset d;
   ps_cv_dataset_options(o->cv.scheme, 1, &o->data); /* one read; no target selection it would not use */
+  /* the memory guard as in run (src/cost): from the input's shape before the matrix
+   * is loaded, from the design before target selection, then the cv stage after the read */
+  ps_cost_guard guard;
+  ps_cost_guard_install(&guard, o->max_memory, &o->data);
+  guard.cv_only = 1;
   PS_CALL(ps_dataset_read(comm, &o->data, &progress, &d));
   ps_progress_done(&progress);
+  ps_cost_problem cost;
+  PS_CALL(ps_cost_problem_of_run(comm, &d, &d.design, 0, 0, 0, &cost));
+  cost.cv_scheme = o->cv.scheme;
+  cost.cv_only = 1;
+  PS_CALL(ps_cost_check_memory(comm, &cost, o->max_memory));
   ps_run_info info = {0};
   PS_CALL(record_parameters(o, argc, argv, &info));
   int size;

@@ -55,7 +55,10 @@
  *
  * peak = runtime + max(read, targets, regression, resident + max(ridge, permutations,
  * score, dosage, cv, write)): the parts of the read come before the dataset is resident
- * and hold their own data. The guard runs before the matrix is loaded (read, from
+ * and hold their own data. `pertscore cv` (cv_only) runs only the cv stage after the
+ * read: no score stage, and the ridge stage's terms only for the cells scheme (its
+ * fits assemble and factor X^T X as the ridge does); without regression genes
+ * (no_regression) Y is bounded by 0. The guard runs before the matrix is loaded (read, from
  * the input's shape: cells, genes, nnz from indptr), again once the design is known
  * (targets with T <= K x --max-targets, regression with Y <= nnzA), and after the
  * read (every stage). Measured (docs/performance.md): freed heap is not returned to
@@ -113,7 +116,8 @@ void ps_cost_memory_estimate(const ps_cost_problem *p, ps_cost_memory *out) {
     if (out->stage[PS_COST_TARGETS] > best) best = out->stage[PS_COST_TARGETS], out->peak_stage = PS_COST_TARGETS;
   }
   if (p->known != PS_COST_KNOWN_SHAPE) {
-    double y_bound = p->known == PS_COST_KNOWN_ALL ? Y : nnz_a; /* Y <= nnzA before the genes are chosen */
+    /* Y <= nnzA before the genes are chosen; none without regression genes */
+    double y_bound = p->known == PS_COST_KNOWN_ALL ? Y : p->no_regression ? 0 : nnz_a;
     double during = 12 * nnz / P + 40 * Min / P + (p->keep_expression ? 12 * y_bound / P : 0);
     double winsor = 12 * y_bound / P + 32 * fmax(y_bound / batches, batch_min) / P;
     out->stage[PS_COST_REGRESSION] = 40 * G + 12 * D / P + 45 * M / P + (p->dosage ? 12 * C * K / P : 0) +
@@ -135,13 +139,17 @@ void ps_cost_memory_estimate(const ps_cost_problem *p, ps_cost_memory *out) {
           (P > 1 ? 8 * n * N * b : 0); /* Open MPI's reduce-scatter/allreduce temporaries: one batch */
     }
     double pvalues = p->permutations > 0 ? 8 * n * N : 0;
-    out->stage[PS_COST_SCORE] = pvalues + 8 * S / P;
+    if (!p->cv_only) out->stage[PS_COST_SCORE] = pvalues + 8 * S / P;
     if (p->dosage) out->stage[PS_COST_DOSAGE] = pvalues + 16 * S / P + 16 * (D / P + C) + 368 * K;
     out->stage[PS_COST_WRITE] = pvalues + 8 * S / P + (16 * moi + 40) * M / P;
     if (p->cv_scheme == 1) /* docs/cv.md: pseudobulk sums and means, a fold's genes x |T| matrix and its SVD */
       out->stage[PS_COST_CV] = pvalues + 8 * S / P + 24 * (K + 1) * G + 16 * G * K;
     else if (p->cv_scheme == 2) /* a fold's system, its copies for the lambda grid, the fit; PS and pairs */
       out->stage[PS_COST_CV] = pvalues + 16 * rP * n + 8 * rP * N + 24 * n * N + 21 * M / P + 28 * D / P + 16 * S / P;
+    if (p->cv_only) { /* pertscore cv: the cells scheme's fits assemble X^T X as the ridge does; no PS stage */
+      if (p->cv_scheme != 2) out->stage[PS_COST_RIDGE] = 0;
+      out->stage[PS_COST_PERMUTATIONS] = out->stage[PS_COST_DOSAGE] = 0;
+    }
     for (int s = PS_COST_RIDGE; s < PS_COST_N_STAGES; s++)
       if (out->resident + out->stage[s] > best) best = out->resident + out->stage[s], out->peak_stage = s;
   }
@@ -272,7 +280,12 @@ int ps_cost_check_memory(MPI_Comm comm, const ps_cost_problem *p, double max_mem
   int err = PS_OK;
   if (limit > 0 && m.peak > limit) {
     char need[32], have[32], stage[32], resident[32], sizes[256];
-    if (p->known == PS_COST_KNOWN_ALL)
+    if (p->known == PS_COST_KNOWN_ALL && p->cv_only)
+      snprintf(sizes, sizeof sizes, "the dataset %s; for %lld cells, %lld genes, %d perturbations, %d regression "
+               "genes, the %s scheme on %d ranks", ps_cost_format_size(m.resident, resident, sizeof resident),
+               (long long)p->cells, (long long)p->genes, p->perturbations, p->regression_genes,
+               p->cv_scheme == 2 ? "cells" : "perturbations", p->ranks);
+    else if (p->known == PS_COST_KNOWN_ALL)
       snprintf(sizes, sizeof sizes, "the dataset %s; for %lld cells, %d perturbations, %d regression genes, "
                "%d permutations on %d ranks", ps_cost_format_size(m.resident, resident, sizeof resident),
                (long long)p->cells, p->perturbations, p->regression_genes, p->permutations, p->ranks);
@@ -288,11 +301,11 @@ int ps_cost_check_memory(MPI_Comm comm, const ps_cost_problem *p, double max_mem
         PS_ERR_INPUT, __FILE__, __LINE__,
         "memory guard: this run needs about %s per rank (at the %s stage: %s of it; %s), more than the limit of %s "
         "per rank (%s). Use more ranks or nodes (the cells, the K x K matrix and the batches are split over them), "
-        "fewer --permutations, --perturbations or a subset of the cells, or raise the limit (--max-memory, sbatch "
-        "--mem)",
+        "fewer %s or a subset of the cells, or raise the limit (--max-memory, sbatch --mem)",
         ps_cost_format_size(m.peak, need, sizeof need), stage_names[m.peak_stage],
         ps_cost_format_size(m.stage[m.peak_stage], stage, sizeof stage), sizes,
-        ps_cost_format_size(limit, have, sizeof have), source);
+        ps_cost_format_size(limit, have, sizeof have), source,
+        p->cv_only ? "--perturbations" : "--permutations, --perturbations"); /* pertscore cv has no permutations */
   }
   return ps_error_sync(comm, err);
 }
@@ -307,6 +320,8 @@ int ps_cost_dataset_guard(MPI_Comm comm, const struct ps_dataset *d, int phase, 
   p.nnz = d->nnz_input;
   p.select_targets = g->select_targets;
   p.keep_expression = g->keep_expression;
+  p.cv_only = g->cv_only;
+  p.no_regression = g->no_regression;
   p.known = PS_COST_KNOWN_SHAPE;
   if (phase >= PS_DATASET_GUARD_DESIGN) {
     const ps_design *D = &d->design;
@@ -320,4 +335,15 @@ int ps_cost_dataset_guard(MPI_Comm comm, const struct ps_dataset *d, int phase, 
     p.known = PS_COST_KNOWN_DESIGN;
   }
   return ps_cost_check_memory(comm, &p, g->max_memory);
+}
+
+void ps_cost_guard_install(ps_cost_guard *g, double max_memory, ps_dataset_options *data) {
+  memset(g, 0, sizeof *g);
+  g->max_memory = max_memory;
+  g->select_targets = !data->targets && !data->no_target_selection;
+  g->max_targets = data->de.max_targets;
+  g->keep_expression = data->keep_expression;
+  g->no_regression = data->no_target_selection && !data->targets;
+  data->guard = ps_cost_dataset_guard;
+  data->guard_context = g;
 }

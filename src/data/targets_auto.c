@@ -19,7 +19,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "data_internal.h"
 #include "pertscore/data.h"
@@ -607,7 +606,7 @@ int ps_targets_select(MPI_Comm comm, const ps_dataset_options *opt, const ps_csr
   ps_gene_shard shard = {0};
   /* de.* statistics (tools/bench): wall and CPU seconds, and the parts */
   double t0 = MPI_Wtime();
-  clock_t cpu0 = clock();
+  double cpu0 = ps_cpu_seconds();
   if (d->n_analysed > INT32_MAX) /* the same on every rank */
     PS_FAIL(PS_ERR_INPUT, "target selection: %lld analysed cells; at most 2^31 - 1 are supported",
             (long long)d->n_analysed);
@@ -651,6 +650,6 @@ int ps_targets_select(MPI_Comm comm, const ps_dataset_options *opt, const ps_csr
   free(pairs);
   ps_stats_add("de.select_seconds", MPI_Wtime() - t2);
   ps_stats_add("de.seconds", MPI_Wtime() - t0);
-  ps_stats_add("de.cpu_seconds", (double)(clock() - cpu0) / CLOCKS_PER_SEC);
+  ps_stats_add("de.cpu_seconds", ps_cpu_seconds() - cpu0);
   return PS_OK;
 }

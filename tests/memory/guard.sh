@@ -7,6 +7,8 @@
 # a message with the estimate, the limit and its source and what to change, no
 # output file and no OUTPUT.partial. A generous limit runs, and records the
 # estimate for the benchmarks (PERTSCORE_STATS: memory.estimate_bytes).
+# `pertscore cv` has the same guard: before the matrix is read, and after the read
+# with the cv stage's estimate (both schemes).
 set -euo pipefail
 
 : "${PERTSCORE:?}" "${MPIEXEC:?}" "${PYTHON:?}" "${WORK_DIR:?}"
@@ -25,7 +27,9 @@ run -n 2 "$PERTSCORE" simulate --cells 1200 --genes 150 --perturbations 6 --moi 
 LOUD=(run --input sim.h5ad --guides sim.guides.tsv --control NonTargeting --permutations 20) # with progress
 RUN=("${LOUD[@]}" --quiet)
 
-# refused NAME EXPECTED-SOURCE ARGS...: the run must fail with the guard's message
+# refused NAME EXPECTED-SOURCE ARGS...: the run must fail with the guard's message;
+# ADVICE is the option the message must suggest lowering (cv has no --permutations)
+ADVICE=--permutations
 refused() {
   local name=$1 source=$2
   shift 2
@@ -40,9 +44,15 @@ refused() {
   ((rc != 0)) || fail "$name: exit code 0"
   [[ $msg == *"memory guard: this run needs about"*"per rank"* ]] || fail "$name: no estimate in the message"
   [[ $msg == *"more than the limit of"*"$source"* ]] || fail "$name: the limit's source '$source' is not named"
-  [[ $msg == *"more ranks"*"--permutations"* ]] || fail "$name: the message does not say what to change"
+  [[ $msg == *"more ranks"*"fewer $ADVICE"* ]] || fail "$name: the message does not say what to change"
   (($(grep -c "pertscore: error:" "$name.err") == 1)) || fail "$name: the message is not printed exactly once"
-  [[ ! -e $name.h5ad && ! -e $name.h5ad.partial ]] || fail "$name: an output file was left behind"
+  no_output "$name"
+}
+# no_output NAME: nothing but NAME.err was written (results, .partial, cv summaries)
+no_output() {
+  local left
+  left=$(find . -maxdepth 1 -name "$1.*" ! -name "$1.err" -printf '%f ')
+  [[ -z $left ]] || fail "$1: output left behind: $left"
 }
 refused max_memory_1M "--max-memory 1.0 MiB per rank" -n 2 "$PERTSCORE" "${RUN[@]}" --max-memory 1M
 # mpirun -x passes the variable to every rank, as srun does inside an allocation
@@ -116,10 +126,79 @@ if [[ -n $limit ]]; then
   [[ ! -e design.h5ad && ! -e design.h5ad.partial ]] || fail "before targets: an output file was left behind"
 fi
 
+# pertscore cv: the same option and checks. A tiny limit refuses both schemes
+# before the matrix is read; the message names the estimate and the limit.
+CV=(cv --input sim.h5ad --guides sim.guides.tsv --control NonTargeting)
+ADVICE=--perturbations
+for scheme in cells perturbations; do
+  refused "cv_$scheme" "--max-memory 1.0 MiB per rank" -n 2 "$PERTSCORE" "${CV[@]}" --scheme "$scheme" --max-memory 1M
+  grep -q "at the read stage.*before the matrix is read" "cv_$scheme.err" ||
+    fail "cv_$scheme: not refused before the matrix is read: $(grep -m1 error "cv_$scheme.err")"
+  ! grep -q "pertscore: read .*50%" "cv_$scheme.err" || fail "cv_$scheme: the matrix was read before the refusal"
+done
+SLURM_MEM_PER_NODE=1 refused cv_slurm "SLURM_MEM_PER_NODE=1 MB shared by the 2 rank(s)" -x SLURM_MEM_PER_NODE \
+  -n 2 "$PERTSCORE" "${CV[@]}" --scheme cells
+for bad in 12x -1G; do
+  if run -n 1 "$PERTSCORE" "${CV[@]}" --scheme cells --output cv_bad.h5ad --max-memory="$bad" 2>cv_bad.err; then
+    fail "cv --max-memory $bad accepted"
+  else
+    grep -q "max-memory: '$bad' is not a size" cv_bad.err || fail "cv --max-memory $bad: unclear message"
+  fi
+done
+
+# After the read, the cv stage's estimate: on a screen of many perturbations and
+# genes the dataset plus the cv stage (pseudobulk tables; a fold's system and fit)
+# is the peak. A generous limit runs and records the estimate; a limit between the
+# read's parts and that peak is refused once the matrix is read (100%) and before
+# the cv stage starts, naming the scheme.
+run -n 2 "$PERTSCORE" simulate --cells 1500 --genes 3000 --perturbations 120 --library-size 1000 --seed 5 \
+  --out wide.h5ad --quiet
+for scheme in cells perturbations; do
+  args=(cv --input wide.h5ad --guides wide.guides.tsv --control NonTargeting --scheme "$scheme")
+  echo "== cv --scheme $scheme: a generous limit runs, a limit below the cv stage is refused after the read"
+  rm -rf "stats_$scheme"
+  mkdir "stats_$scheme"
+  if PERTSCORE_STATS=$PWD/stats_$scheme/s run -x PERTSCORE_STATS -n 2 "$PERTSCORE" "${args[@]}" --quiet \
+    --max-memory 4G --output "cv_ok_$scheme.h5ad" 2>"cv_ok_$scheme.err"; then
+    [[ -s cv_ok_$scheme.h5ad && -s cv_ok_$scheme.summary.tsv ]] || fail "cv $scheme generous: no output"
+  else
+    fail "cv $scheme generous: failed: $(grep -m1 error "cv_ok_$scheme.err")"
+    continue
+  fi
+  limit=$("$PYTHON" - "stats_$scheme"/s.rank*.json <<'PY'
+import json, sys
+late = []
+for path in sys.argv[1:]:
+    s = json.load(open(path))
+    e = lambda k: s[f"memory.estimate.{k}_bytes"]
+    est, limit, rss = s["memory.estimate_bytes"], s["memory.limit_bytes"], s.get("process.peak_rss_bytes", 0)
+    print(f"   {path}: estimate {est / 2**20:.1f} MiB (cv stage {e('cv') / 2**20:.2f} MiB), "
+          f"peak RSS {rss / 2**20:.1f} MiB", file=sys.stderr)
+    assert 0 < est < limit == 4 * 2**30, (est, limit)
+    assert e("cv") > 0 and e("score") == 0, "the cv stage is not estimated"
+    early = max(e("read"), e("targets"), e("regression"))
+    assert e("resident") + e("cv") > early, "the cv stage is not the peak on this screen"
+    late.append(e("runtime") + (early + e("resident") + e("cv")) / 2)
+print(int(min(late)))
+PY
+) || { fail "cv $scheme: no cv-stage estimate in the statistics"; continue; }
+  name=cv_late_$scheme
+  set +e
+  run -n 2 "$PERTSCORE" "${args[@]}" --max-memory "$limit" --output "$name.h5ad" 2>"$name.err"
+  rc=$?
+  set -e
+  ((rc != 0)) || fail "$name: exit code 0 with --max-memory $limit"
+  grep -q "pertscore: read .*100%" "$name.err" || fail "$name: refused before the read finished"
+  ! grep -q "pertscore: cv " "$name.err" || fail "$name: the cv stage started"
+  grep -q "at the cv stage.*the $scheme scheme on 2 ranks), more than the limit of" "$name.err" ||
+    fail "$name: not refused at the cv stage: $(grep -m1 error "$name.err")"
+  no_output "$name"
+done
+
 echo
 if ((${#failures[@]})); then
   echo "FAIL: ${#failures[@]} problem(s):"
   printf '  %s\n' "${failures[@]}"
   exit 1
 fi
-echo "PASS: the memory guard refuses over --max-memory and Slurm's limits, cleanly, and lets a generous limit run"
+echo "PASS: the memory guard (run and cv) refuses over --max-memory and Slurm's limits, cleanly, and lets a generous limit run"

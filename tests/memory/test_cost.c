@@ -127,6 +127,62 @@ static void test_cv_stage(void) {
         wide.stage[PS_COST_CV], cells.stage[PS_COST_CV]);
 }
 
+/* pertscore cv (cv_only): after the read only the cv stage; the cells scheme's fits
+ * assemble X^T X as the ridge does, the perturbations scheme fits no ridge; no PS
+ * stage. The cv stage itself is run --cv's. */
+static void test_cv_command(void) {
+  for (int scheme = 1; scheme <= 2; scheme++) {
+    ps_cost_problem p = screen(4);
+    p.permutations = 0, p.dosage = 0, p.cv_scheme = scheme;
+    ps_cost_memory in_run, alone;
+    ps_cost_memory_estimate(&p, &in_run);
+    p.cv_only = 1;
+    ps_cost_memory_estimate(&p, &alone);
+    CHECK(alone.stage[PS_COST_CV] == in_run.stage[PS_COST_CV] && alone.stage[PS_COST_CV] > 0 &&
+          alone.resident == in_run.resident, "scheme %d: cv %g vs run --cv's %g", scheme, alone.stage[PS_COST_CV],
+          in_run.stage[PS_COST_CV]);
+    CHECK(alone.stage[PS_COST_SCORE] == 0 && in_run.stage[PS_COST_SCORE] > 0, "scheme %d: score estimated", scheme);
+    CHECK(alone.stage[PS_COST_RIDGE] == (scheme == 2 ? in_run.stage[PS_COST_RIDGE] : 0) &&
+          in_run.stage[PS_COST_RIDGE] > 0, "scheme %d: ridge %g", scheme, alone.stage[PS_COST_RIDGE]);
+    CHECK(alone.peak <= in_run.peak, "scheme %d: cv alone %g above run --cv's %g", scheme, alone.peak, in_run.peak);
+  }
+  /* no regression genes (cv --scheme perturbations without --targets): before the
+   * read's end nnz(Y) is bounded by 0, not by the analysed cells' nnz, and the
+   * regression stage is then what the full estimate gives for an empty Y */
+  ps_cost_problem p = screen(4);
+  p.keep_expression = 1, p.select_targets = 0, p.regression_genes = 0, p.nnz_y = 0;
+  ps_cost_memory all, bounded, none;
+  ps_cost_memory_estimate(&p, &all);
+  p.known = PS_COST_KNOWN_DESIGN;
+  ps_cost_memory_estimate(&p, &bounded);
+  p.no_regression = 1;
+  ps_cost_memory_estimate(&p, &none);
+  CHECK(none.stage[PS_COST_REGRESSION] < bounded.stage[PS_COST_REGRESSION] &&
+        fabs(none.stage[PS_COST_REGRESSION] - all.stage[PS_COST_REGRESSION]) < 1e-9 * all.stage[PS_COST_REGRESSION],
+        "no regression genes: %g before the read's end, %g bounded, %g after", none.stage[PS_COST_REGRESSION],
+        bounded.stage[PS_COST_REGRESSION], all.stage[PS_COST_REGRESSION]);
+}
+
+/* ps_cost_guard_install: the guard's view of the read from its options */
+static void test_guard_install(void) {
+  ps_dataset_options data;
+  ps_dataset_options_default(&data);
+  data.de.max_targets = 77;
+  ps_cost_guard g;
+  ps_cost_guard_install(&g, 1e9, &data);
+  CHECK(data.guard == ps_cost_dataset_guard && data.guard_context == &g && g.max_memory == 1e9 &&
+        g.select_targets && !g.keep_expression && !g.no_regression && g.max_targets == 77 && !g.cv_only,
+        "run's defaults: select %d keep %d none %d max_targets %lld", g.select_targets, g.keep_expression,
+        g.no_regression, (long long)g.max_targets);
+  data.keep_expression = 1, data.no_target_selection = 1; /* cv --scheme perturbations */
+  ps_cost_guard_install(&g, 0, &data);
+  CHECK(!g.select_targets && g.keep_expression && g.no_regression, "cv perturbations: select %d keep %d none %d",
+        g.select_targets, g.keep_expression, g.no_regression);
+  data.targets = "given.gmt"; /* the given targets' genes are regressed */
+  ps_cost_guard_install(&g, 0, &data);
+  CHECK(!g.select_targets && !g.no_regression, "with --targets: select %d none %d", g.select_targets, g.no_regression);
+}
+
 /* The guard runs while the input is read: from the shape only the read stage is
  * estimated, with the design also the targets stage; nothing later. */
 static void test_partial_knowledge(void) {
@@ -200,6 +256,8 @@ int main(int argc, char **argv) {
   test_grows_with_sizes();
   test_partial_knowledge();
   test_cv_stage();
+  test_cv_command();
+  test_guard_install();
   test_parse_size();
   test_limit();
   if (failures) fprintf(stderr, "test_cost: %d failure(s)\n", failures);
