@@ -466,10 +466,8 @@ static int run_pipeline(MPI_Comm comm, run_options *o, int argc, char **argv) {
   ps_cv_dataset_options(o->cv.scheme, 0, &o->data); /* --cv perturbations: every gene kept, one read */
   /* the memory guard, first from the input's shape before the matrix is loaded, then
    * from the design before target selection (src/cost); the full check follows the read */
-  ps_cost_guard guard = {.max_memory = o->max_memory, .select_targets = !o->data.targets,
-                         .max_targets = o->data.de.max_targets, .keep_expression = o->data.keep_expression};
-  o->data.guard = ps_cost_dataset_guard;
-  o->data.guard_context = &guard;
+  ps_cost_guard guard;
+  ps_cost_guard_install(&guard, o->max_memory, &o->data);
   ps_progress_stage(&progress, "read");
   PS_CALL(ps_dataset_read(comm, &o->data, &progress, &d));
   seconds[0] = ps_progress_done(&progress);
