@@ -64,8 +64,14 @@ static int fold_sst(MPI_Comm comm, const ps_design *d, const ps_csr *y, const in
     n_train++;
     for (int64_t p = y->indptr[j]; p < y->indptr[j + 1]; p++) ybar[y->indices[p]] += y->data[p];
   }
-  PS_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, ybar, N, MPI_DOUBLE, MPI_SUM, comm));
-  PS_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, &n_train, 1, MPI_INT64_T, MPI_SUM, comm));
+  err = ps_allreduce_sum(comm, ybar, N, MPI_DOUBLE, sizeof *ybar);
+  if (!err) err = ps_allreduce_sum(comm, &n_train, 1, MPI_INT64_T, sizeof n_train);
+  if (err) { /* an MPI error: the buffers still go */
+    free(ybar);
+    free(row);
+    free(count);
+    return err;
+  }
   for (int32_t n = 0; n < N; n++) ybar[n] = n_train ? ybar[n] / (double)n_train : 0.0;
   double *sst = r->sst + (int64_t)f * r->n_lambdas * GK;
   for (int64_t j = 0; j < y->n_rows; j++) {
@@ -154,9 +160,10 @@ static int ps_stability(MPI_Comm comm, int64_t n_pairs, const int32_t *pair_fold
       sum[2 * at[c] + 1] += y[i];
     }
   }
-  PS_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, r->ps_n, (int)cells, MPI_INT64_T, MPI_SUM, comm));
-  PS_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, sum, (int)(2 * cells), MPI_DOUBLE, MPI_SUM, comm));
-  for (int64_t i = 0; i < n_pairs; i++) {
+  /* Chunked sums (the counts are int64: (F + 1)(K + 1) is not bounded by an int); on an MPI error the buffers still go. */
+  err = ps_allreduce_sum(comm, r->ps_n, cells, MPI_INT64_T, sizeof *r->ps_n);
+  if (!err) err = ps_allreduce_sum(comm, sum, 2 * cells, MPI_DOUBLE, sizeof *sum);
+  for (int64_t i = 0; i < n_pairs && !err; i++) {
     at[0] = (int64_t)pair_fold[i] * (K + 1) + pair_id[i];
     at[1] = (int64_t)pair_fold[i] * (K + 1) + K;
     at[2] = (int64_t)F * (K + 1) + pair_id[i];
@@ -169,14 +176,14 @@ static int ps_stability(MPI_Comm comm, int64_t n_pairs, const int32_t *pair_fold
       cross[3 * at[c] + 2] += dx * dy;
     }
   }
-  PS_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, cross, (int)(3 * cells), MPI_DOUBLE, MPI_SUM, comm));
-  for (int64_t c = 0; c < cells; c++) {
+  if (!err) err = ps_allreduce_sum(comm, cross, 3 * cells, MPI_DOUBLE, sizeof *cross);
+  for (int64_t c = 0; c < cells && !err; c++) {
     double sxx = cross[3 * c], syy = cross[3 * c + 1], sxy = cross[3 * c + 2];
     r->ps_pearson[c] = r->ps_n[c] >= 2 && sxx > 0 && syy > 0 ? sxy / sqrt(sxx * syy) : NAN;
   }
   free(sum);
   free(cross);
-  return PS_OK;
+  return err;
 }
 
 /* ps_ridge_each of one lambda: keep the fit. */
@@ -203,27 +210,51 @@ static void score_pairs_free(score_pairs *p) {
   memset(p, 0, sizeof *p);
 }
 
-/* Fold f's training fit at lambda, every local cell scored with it; the held-out
- * cells' scores become pairs with their full-data scores. */
+/* The design of fold f's held-out cells over all local cells: a training cell's
+ * row is empty, and an empty row is scored as a control cell (PS = 0, no QP), so
+ * scoring it solves the held-out cells' QPs only and reads y in place. names
+ * and group are borrowed from d: free ptr and ids only. Rank-local. */
+static int held_out_design(const ps_design *d, const int32_t *fold, int f, ps_design *t) {
+  *t = *d;
+  t->ptr = NULL;
+  t->ids = NULL;
+  PS_ALLOC(t->ptr, d->n_cells + 1);
+  PS_ALLOC(t->ids, d->ptr[d->n_cells] - d->ptr[0]);
+  int64_t at = 0;
+  for (int64_t j = 0; j < d->n_cells; j++) {
+    if (fold[j] == f)
+      for (int64_t e = d->ptr[j]; e < d->ptr[j + 1]; e++) t->ids[at++] = d->ids[e];
+    t->ptr[j + 1] = at;
+  }
+  return PS_OK;
+}
+
+/* Fold f's training fit at lambda, the held-out cells scored with it; their
+ * scores become pairs with their full-data scores. */
 static int fold_scores(MPI_Comm comm, const ps_design *d, const ps_csr *y, const int32_t *fold, uint8_t *keep, int f,
                        double lambda, const ps_score_options *so, const ps_scores *full, score_pairs *pairs) {
   for (int64_t j = 0; j < d->n_cells; j++) keep[j] = fold[j] != f;
   ps_ridge B;
   ps_scores s;
+  ps_design test = *d;
   memset(&B, 0, sizeof B);
   memset(&s, 0, sizeof s);
+  test.ptr = NULL;
+  test.ids = NULL;
   int err = ps_ridge_fit_grid(comm, d, y, keep, 1, &lambda, keep_fit, &B);
-  /* Scoring every local cell is a few QPs more than the held-out ones need, and needs no copy of their rows. */
-  if (!err) err = ps_error_sync(comm, ps_score_cells(comm, d, y, &B, so, NULL, &s));
+  if (!err) err = ps_error_sync(comm, held_out_design(d, fold, f, &test));
+  if (!err) err = ps_error_sync(comm, ps_score_cells(comm, &test, y, &B, so, NULL, &s));
   for (int64_t j = 0; j < d->n_cells && !err; j++) {
     if (fold[j] != f) continue;
-    for (int64_t e = d->ptr[j]; e < d->ptr[j + 1]; e++) {
+    for (int64_t t = 0; t < d->ptr[j + 1] - d->ptr[j]; t++) {
       pairs->fold[pairs->n] = f;
-      pairs->id[pairs->n] = d->ids[e];
-      pairs->x[pairs->n] = s.ps[e];
-      pairs->y[pairs->n++] = full->ps[e];
+      pairs->id[pairs->n] = d->ids[d->ptr[j] + t];
+      pairs->x[pairs->n] = s.ps[test.ptr[j] + t];
+      pairs->y[pairs->n++] = full->ps[d->ptr[j] + t];
     }
   }
+  free(test.ptr);
+  free(test.ids);
   ps_scores_free(&s);
   ps_ridge_free(&B);
   return err;

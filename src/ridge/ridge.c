@@ -1,12 +1,13 @@
 /* scMAGeCK-LR ridge regression (SPEC.md section 2):
  * B = (X^T X + lambda I)^-1 X^T Y with X = [1 | D], the intercept penalized too.
  *
- * X^T X + lambda I is assembled and factored once (ridge_system.c). X^T Y, and
- * for the permutation p-values (ridge_perm.c) several X^T Y_r side by side, is
- * a block-cyclic right-hand side: each rank adds its cells densely ((K + 1) x N
- * is the size of the answer, which every rank holds anyway), one
- * reduce-scatter sums the ranks' parts straight into their owners' shares, and
- * one multi-right-hand-side solve (pdpotrs) gives B. */
+ * X^T X is assembled once over the kept cells (ridge_system.c) and, per lambda
+ * of a grid, refactored from a copy of it. X^T Y is a block-cyclic right-hand
+ * side: each rank adds its cells densely ((K + 1) x N is the size of the
+ * answer, which every rank holds anyway), one reduce-scatter sums the ranks'
+ * parts straight into their owners' shares, and one multi-right-hand-side
+ * solve (pdpotrs) gives B. When it is faster (ridge_fit_prefers_inverse) the
+ * grid runs instead on W = L^-1 (ridge_perm.c), as the permutations do. */
 #include "ridge_internal.h"
 
 #include <limits.h>
@@ -174,11 +175,10 @@ static int potrs_grid(MPI_Comm comm, ridge_system *s, const double *gram, const 
     if (info != 0) PS_FAIL(PS_ERR_SYSTEM, "ridge: pdpotrs rejected argument %d", -info);
     ps_stats_add("ridge.solve_seconds", ps_wtime() - t);
     ps_stats_add("ridge.solve_flops", 2.0 * s->n * (double)s->n * w->r.ncols); /* two triangular solves */
-    if (!w->fit.beta) { /* the previous lambda's was kept by each */
-      w->fit.beta = malloc((size_t)s->n * (size_t)s->n_genes * sizeof *w->fit.beta);
-      PS_CALL(ps_error_sync(comm, w->fit.beta ? PS_OK
-                                              : ps_error_set(PS_ERR_SYSTEM, __FILE__, __LINE__, "out of memory (ridge beta)")));
-    }
+    /* each may have kept the previous lambda's beta on some ranks only: every rank syncs, allocating or not. */
+    if (!w->fit.beta) w->fit.beta = malloc((size_t)s->n * (size_t)s->n_genes * sizeof *w->fit.beta);
+    PS_CALL(ps_error_sync(comm, w->fit.beta ? PS_OK
+                                            : ps_error_set(PS_ERR_SYSTEM, __FILE__, __LINE__, "out of memory (ridge beta)")));
     PS_CALL(beta_gather(comm, s, &w->r, w->fit.beta));
     w->fit.n_rows = s->n;
     w->fit.n_genes = s->n_genes;

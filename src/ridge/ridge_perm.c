@@ -3,14 +3,13 @@
  * design rows shuffled against Y.
  *
  * X^T X sums over cells whatever their order, so it is the same for every
- * permutation. After the fit its factor is turned into the explicit inverse
- * (pdpotri, 2/3 n^3 flops once; the system is SPD and well conditioned with
- * lambda > 0), so each batch of permutations is one local dgemm per rank:
- * B_r (this rank's rows) = its rows of (X^T X + lambda I)^-1 times the whole
- * (K + 1) x (N * batch) right-hand side. That is the same 2 n^2 flops per
- * column as the two triangular solves of pdpotrs, but at the dgemm rate and
- * with no communication inside the solve; the grid is 1 x P so a rank's
- * columns of the inverse are whole columns, i.e. its rows transposed (ridge_system.c).
+ * permutation. Its Cholesky factor L is turned into W = L^-1 once (pdtrtri,
+ * n^3/3 flops; the system is SPD and well conditioned with lambda > 0), so
+ * (X^T X + lambda I)^-1 = W^T W and each batch of permutations is two local
+ * triangular dgemm passes per rank over its columns of W with one allreduce
+ * between them (batch_products): the same 2 n^2 flops per column as the two
+ * triangular solves of pdpotrs, but at the dgemm rate; the grid is 1 x P so a
+ * rank's columns of W are whole columns (ridge_system.c).
  *
  * Which design row meets which cell: permutation r is a global permutation pi_r
  * of the M analysed cells (rank blocks concatenated), and X^T Y_r =
@@ -340,14 +339,18 @@ static int perm_alloc(const ridge_system *s, const ps_csr *y, perm_work *w, int6
   PS_ALLOC(w->row_base, s->n);
   PS_ALLOC(w->row_stride, s->n);
   const all_rows *a = &w->rows;
-  double rows_per_cell = a->n_cells > 0 ? 1.0 + (double)a->ptr[a->n_cells] / (double)a->n_cells : 1.0;
+  /* A cell's rows: its intercept and one per perturbation; a group intercept's
+   * marker (a negative first id) replaces the intercept, it adds no row. */
+  int64_t markers = 0;
+  for (int64_t c = 0; c < a->n_cells; c++) markers += a->ptr[c + 1] > a->ptr[c] && a->ids[a->ptr[c]] < 0;
+  double rows_per_cell =
+      a->n_cells > 0 ? 1.0 + (double)(a->ptr[a->n_cells] - a->ptr[0] - markers) / (double)a->n_cells : 1.0;
   const char *env = getenv("PERTSCORE_PERM_RHS");
   w->by_tiles = env && !strcmp(env, "tiles") ? 1 : env && !strcmp(env, "rows") ? 0 : rows_per_cell >= 2.5;
+  ps_stats_set("perm.rhs_by_tiles", w->by_tiles);
   if (w->by_tiles) return y_tiles_build(y, s->n_genes, &w->y);
   if (y->n_rows > INT32_MAX) PS_FAIL(PS_ERR_INPUT, "ridge: %lld local cells exceed the cell index", (long long)y->n_rows);
-  w->shared_intercept = 1;
-  for (int64_t c = 0; c < a->n_cells && w->shared_intercept; c++)
-    if (a->ptr[c + 1] > a->ptr[c] && a->ids[a->ptr[c]] < 0) w->shared_intercept = 0; /* a group intercept */
+  w->shared_intercept = markers == 0; /* else some cells' intercept is their group's row */
   PS_ALLOC(w->intercept, s->n_genes);
   PS_ALLOC(w->row_sum, s->n_genes);
   PS_ALLOC(w->bucket_ptr, (int64_t)s->n + 1);
@@ -368,7 +371,7 @@ static int permuted_rows(perm_work *w, int64_t n_local) {
   const int64_t *pi = w->pi + a->offset;
   int64_t need = n_local;
   for (int64_t c = 0; c < n_local; c++) need += a->ptr[pi[c] + 1] - a->ptr[pi[c]];
-  if (need > w->rows_cap) {
+  if (need > w->rows_cap || !w->rows_of) {
     free(w->rows_of);
     w->rows_cap = 0;
     PS_ALLOC(w->rows_of, need + need / 8);
@@ -434,7 +437,7 @@ static int rhs_by_rows(const ridge_system *s, perm_work *w, const ps_csr *y, int
       if (w->row_ptr[c + 1] > w->row_ptr[c]) add_row(y, c, w->intercept);
     w->intercept_ready = 1;
   }
-  if (pairs > w->bucket_cap) {
+  if (pairs > w->bucket_cap || !w->bucket_cell) { /* allocated even for no pairs: no arithmetic on NULL below */
     free(w->bucket_cell);
     w->bucket_cap = 0;
     PS_ALLOC(w->bucket_cell, pairs + pairs / 8);
@@ -658,6 +661,10 @@ int ridge_fit_prefers_inverse(const ridge_system *s) {
 static int grid_inverse_run(MPI_Comm comm, ridge_system *s, const double *gram, const ps_design *design,
                             const ps_csr *y, int n_lambdas, const double *lambdas, ps_ridge_each each, void *ctx,
                             perm_work *w, double **saved, ps_ridge *fit) {
+  /* A rank's rows x N is one reduce-scatter count (int); the same verdict on every rank. */
+  if ((int64_t)ridge_local_count(s->n, s->grid.nb, 0, s->grid.npcol) * s->n_genes > INT_MAX)
+    PS_FAIL(PS_ERR_INPUT, "ridge: %d ridge rows x %d genes is too large for one rank (use more ranks)", s->n,
+            s->n_genes);
   /* The unpermuted right-hand side needs this rank's design rows only. */
   w->rows_borrowed = 1;
   w->rows.n_cells = design->n_cells;

@@ -1,5 +1,6 @@
 /* The factored ridge system (SPEC.md section 2): X^T X + lambda I with
- * X = [1 | D], assembled over every rank's cells and Cholesky-factored once.
+ * X = [1 | D], assembled over every rank's (kept) cells once, then
+ * Cholesky-factored for a lambda (again from a copy for each lambda of a grid, ridge.c).
  *
  * X^T X is a sum over cells, so each rank adds its own cells' (|S| + 1)^2
  * design pairs (never a dense cells x perturbations matrix) and the pairs are
@@ -138,7 +139,7 @@ static void grid_close(ridge_grid *g) {
 
 /* ---- the factored system: X^T X + lambda I ---- */
 
-/* Temporaries of the X^T X assembly, freed as soon as the factor is in place. */
+/* Temporaries of the X^T X assembly, freed as soon as X^T X is in place. */
 typedef struct {
   pair_table gram; /* this rank's cells' X^T X, lower triangle */
   int *send_n, *send_off, *recv_n, *recv_off;

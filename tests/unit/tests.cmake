@@ -9,3 +9,7 @@ ps_add_c_test(test_qp ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_qp.c 2 "unit;mpi")
 foreach(np 1 2 3)
   ps_add_c_test(test_ridge_perm ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_ridge_perm.c ${np} "unit;mpi")
 endforeach()
+# ps_ridge_fit_grid with basal groups and a keep mask against a dense solve; the permutations' X^T Y_r choice
+foreach(np 1 2 3)
+  ps_add_c_test(test_ridge_grid ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_ridge_grid.c ${np} "unit;mpi")
+endforeach()
