@@ -99,8 +99,8 @@ int ps_ridge_block_size(void) { return block_size(); }
 /* A row of processes (1 x P, every rank in it): each rank holds whole columns,
  * so pdpotrf factors each column panel on one rank without messages (a P x 1
  * grid measured 5x slower on a busy machine), and the permutation products
- * (ridge_perm.c) are one local dgemm of those columns of the symmetric inverse
- * against the whole right-hand side. */
+ * (ridge_perm.c) are local dgemms of those columns of W = L^-1 against the
+ * whole right-hand side. */
 static int grid_open(MPI_Comm comm, int n, ridge_grid *g) {
   int size;
   PS_CHECK_MPI(MPI_Comm_size(comm, &size));
@@ -110,16 +110,22 @@ static int grid_open(MPI_Comm comm, int n, ridge_grid *g) {
   g->ctxt = g->handle;
   Cblacs_gridinit(&g->ctxt, "Row", nprow, npcol);
   Cblacs_gridinfo(g->ctxt, &g->nprow, &g->npcol, &g->myrow, &g->mycol);
-  if (g->nprow != nprow || g->npcol != npcol || g->myrow < 0 || g->mycol < 0)
-    PS_FAIL(PS_ERR_SYSTEM, "BLACS could not build a %d x %d process grid on %d ranks", nprow, npcol, size);
   /* Blocks small enough that every process row gets some of a small matrix. */
   int spread = nprow > npcol ? nprow : npcol, nb = block_size();
   g->nb = n / spread < 1 ? 1 : (n / spread > nb ? nb : n / spread);
 
-  /* Ask rather than assume how BLACS placed the ranks. */
-  PS_ALLOC(g->prow_of, size);
-  PS_ALLOC(g->pcol_of, size);
-  PS_ALLOC(g->rank_at, size);
+  /* Ask rather than assume how BLACS placed the ranks. A failure on one rank is
+   * every rank's before the Allgathers (grid_close frees what was allocated). */
+  int err = PS_OK;
+  if (g->nprow != nprow || g->npcol != npcol || g->myrow < 0 || g->mycol < 0)
+    err = ps_error_set(PS_ERR_SYSTEM, __FILE__, __LINE__, "BLACS could not build a %d x %d process grid on %d ranks",
+                       nprow, npcol, size);
+  g->prow_of = malloc((size_t)size * sizeof *g->prow_of);
+  g->pcol_of = malloc((size_t)size * sizeof *g->pcol_of);
+  g->rank_at = malloc((size_t)size * sizeof *g->rank_at);
+  if (!err && (!g->prow_of || !g->pcol_of || !g->rank_at))
+    err = ps_error_set(PS_ERR_SYSTEM, __FILE__, __LINE__, "out of memory (BLACS grid of %d ranks)", size);
+  PS_CALL(ps_error_sync(comm, err));
   PS_CHECK_MPI(MPI_Allgather(&g->myrow, 1, MPI_INT, g->prow_of, 1, MPI_INT, comm));
   PS_CHECK_MPI(MPI_Allgather(&g->mycol, 1, MPI_INT, g->pcol_of, 1, MPI_INT, comm));
   for (int r = 0; r < size; r++) g->rank_at[g->prow_of[r] * npcol + g->pcol_of[r]] = r;
