@@ -26,7 +26,8 @@ int ps_ridge_fit(MPI_Comm comm, const ps_design *design, const ps_csr *y, double
 void ps_ridge_free(ps_ridge *r);
 
 /* Called with the fit of lambdas[l], in grid order, the same on every rank; it
- * may keep B->beta (set it NULL), else it is freed after the call. Non-zero
+ * may keep B->beta (set it NULL); else the buffer is reused for the next lambda
+ * and freed at the end, so the callee must copy what it needs. Non-zero
  * return stops the grid (return the same on every rank). */
 typedef int (*ps_ridge_each)(void *ctx, int l, ps_ridge *B);
 

@@ -47,7 +47,9 @@ static int read_labels(MPI_Comm comm, const ps_dataset_options *opt, const char 
     err = ps_error_set(PS_ERR_SYSTEM, __FILE__, __LINE__, "groups: %lld labels for %lld analysed cells",
                        (long long)labels->n, (long long)d->design.n_cells);
   ps_strlist_free(&block);
-  return ps_error_sync(comm, err);
+  err = ps_error_sync(comm, err);
+  if (err) ps_strlist_free(labels);
+  return err;
 }
 
 /* Control cells per group over all ranks; a group without any is an error naming it. */
@@ -78,12 +80,11 @@ static int check_controls(MPI_Comm comm, const ps_dataset_options *opt, const ch
   return err;
 }
 
-/* --group-by: perturbation k of a cell of group g becomes "k@g"; the new
- * labels are the sorted union over all ranks of the pairs some cell carries. */
-static int relabel_by_group(MPI_Comm comm, ps_dataset *d) {
-  ps_design *D = &d->design;
+/* The sorted union over all ranks of the "k@g" pairs some cell carries. Collective. */
+static int union_pairs(MPI_Comm comm, const ps_dataset *d, ps_strlist *pairs) {
+  const ps_design *D = &d->design;
   char name[4096];
-  ps_strlist local = {0}, pairs;
+  ps_strlist local = {0};
   int err = PS_OK;
   for (int64_t j = 0; j < D->n_cells && !err; j++)
     for (int64_t p = D->ptr[j]; p < D->ptr[j + 1] && !err; p++) {
@@ -97,8 +98,17 @@ static int relabel_by_group(MPI_Comm comm, ps_dataset *d) {
     return err;
   }
   ps_strlist_sort_unique(&local);
-  PS_CALL(ps_strlist_allgather_union(comm, &local, &pairs));
+  err = ps_strlist_allgather_union(comm, &local, pairs);
   ps_strlist_free(&local);
+  return err;
+}
+
+/* Relabel the design with the pairs, which become its names (*pairs is emptied).
+ * Rank-local; on error the caller frees pairs. */
+static int apply_pairs(ps_dataset *d, ps_strlist *pairs_in) {
+  ps_design *D = &d->design;
+  ps_strlist pairs = *pairs_in;
+  char name[4096];
   if (pairs.n > INT32_MAX) PS_FAIL(PS_ERR_INPUT, "--group-by: too many (perturbation, group) pairs");
   /* base label and group of each pair: the group whose "@label" ends it with an old
    * perturbation label before (labels may hold '@' themselves) */
@@ -133,9 +143,20 @@ static int relabel_by_group(MPI_Comm comm, ps_dataset *d) {
   }
   ps_strlist_free(&D->names);
   D->names = pairs;
+  memset(pairs_in, 0, sizeof *pairs_in);
   D->n_perturbations = K;
   d->by_group = 1;
   return PS_OK;
+}
+
+/* --group-by: perturbation k of a cell of group g becomes "k@g"; the new
+ * labels are the sorted union over all ranks of the pairs some cell carries. */
+static int relabel_by_group(MPI_Comm comm, ps_dataset *d) {
+  ps_strlist pairs = {0};
+  int err = union_pairs(comm, d, &pairs);
+  if (!err) err = apply_pairs(d, &pairs);
+  ps_strlist_free(&pairs);
+  return err;
 }
 
 int ps_groups_assign(MPI_Comm comm, const ps_dataset_options *opt, const ps_matrix *m, const int64_t *keep,
@@ -161,9 +182,16 @@ int ps_groups_assign(MPI_Comm comm, const ps_dataset_options *opt, const ps_matr
     return err;
   }
   ps_strlist_sort_unique(&local);
-  PS_CALL(ps_strlist_allgather_union(comm, &local, &d->groups));
+  err = ps_strlist_allgather_union(comm, &local, &d->groups);
   ps_strlist_free(&local);
-  if (d->groups.n > INT32_MAX / 2) PS_FAIL(PS_ERR_INPUT, "%s: too many groups in obs column '%s'", option, column);
+  if (err) {
+    ps_strlist_free(&labels);
+    return err;
+  }
+  if (d->groups.n > INT32_MAX / 2) {
+    ps_strlist_free(&labels);
+    PS_FAIL(PS_ERR_INPUT, "%s: too many groups in obs column '%s'", option, column);
+  }
   ps_design *D = &d->design;
   D->n_groups = (int32_t)d->groups.n;
   D->group = calloc((size_t)D->n_cells + 1, sizeof *D->group);
