@@ -30,6 +30,8 @@ void ps_ridge_free(ps_ridge *r);
  * and freed at the end, so the callee must copy what it needs. Non-zero
  * return stops the grid (return the same on every rank). */
 typedef int (*ps_ridge_each)(void *ctx, int l, ps_ridge *B);
+/* A ps_ridge_each that keeps the fit in *(ps_ridge *)ctx (one lambda: a later one would replace it). */
+int ps_ridge_each_keep(void *ctx, int l, ps_ridge *B);
 
 /* The fits of a lambda grid on the local cells with keep[c] != 0 (keep NULL:
  * all; cross-validation's training cells without copying them): X^T X and
@@ -40,10 +42,10 @@ typedef int (*ps_ridge_each)(void *ctx, int l, ps_ridge *B);
  * copy of its share of X^T X and of X^T Y. Collective. */
 int ps_ridge_fit_grid(MPI_Comm comm, const ps_design *design, const ps_csr *y, const uint8_t *keep, int n_lambdas,
                       const double *lambdas, ps_ridge_each each, void *ctx);
-/* Largest ScaLAPACK block size nb of the (K + 1) x (K + 1) matrix (PERTSCORE_RIDGE_NB
- * or the default); a matrix of n rows on P ranks uses min(nb, n / P), at least 1.
+/* Largest ScaLAPACK block size nb of the n x n matrix, n = K + 1 (PERTSCORE_RIDGE_NB
+ * or the default: 64 up to n = 8192, 128 above); a matrix of n rows on P ranks uses min(nb, n / P), at least 1.
  * For the memory estimate (src/cost). */
-int ps_ridge_block_size(void);
+int ps_ridge_block_size(int n);
 
 /* ---- permutation p-values (SPEC.md section 2, --permutations) ----
  *

@@ -186,15 +186,6 @@ static int ps_stability(MPI_Comm comm, int64_t n_pairs, const int32_t *pair_fold
   return err;
 }
 
-/* ps_ridge_each of one lambda: keep the fit. */
-static int keep_fit(void *ctx, int l, ps_ridge *B) {
-  (void)l;
-  ps_ridge *out = ctx;
-  *out = *B;
-  B->beta = NULL;
-  return PS_OK;
-}
-
 /* The pairs (fold, perturbation, held-out PS, full-data PS) of this rank's cells. */
 typedef struct {
   int64_t n;
@@ -241,7 +232,7 @@ static int fold_scores(MPI_Comm comm, const ps_design *d, const ps_csr *y, const
   memset(&s, 0, sizeof s);
   test.ptr = NULL;
   test.ids = NULL;
-  int err = ps_ridge_fit_grid(comm, d, y, keep, 1, &lambda, keep_fit, &B);
+  int err = ps_ridge_fit_grid(comm, d, y, keep, 1, &lambda, ps_ridge_each_keep, &B);
   if (!err) err = ps_error_sync(comm, held_out_design(d, fold, f, &test));
   if (!err) err = ps_error_sync(comm, ps_score_cells(comm, &test, y, &B, so, NULL, &s));
   for (int64_t j = 0; j < d->n_cells && !err; j++) {

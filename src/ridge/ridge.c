@@ -229,10 +229,10 @@ int ps_ridge_fit_grid(MPI_Comm comm, const ps_design *design, const ps_csr *y, c
   return err;
 }
 
-/* ps_ridge_fit: the grid of one lambda, keeping its beta. */
-static int keep_fit(void *ctx, int l, ps_ridge *B) {
+int ps_ridge_each_keep(void *ctx, int l, ps_ridge *B) {
   (void)l;
   ps_ridge *out = ctx;
+  ps_ridge_free(out);
   *out = *B;
   B->beta = NULL;
   return PS_OK;
@@ -240,7 +240,7 @@ static int keep_fit(void *ctx, int l, ps_ridge *B) {
 
 int ps_ridge_fit(MPI_Comm comm, const ps_design *design, const ps_csr *y, double lambda, ps_ridge *out) {
   memset(out, 0, sizeof *out);
-  int err = ps_ridge_fit_grid(comm, design, y, NULL, 1, &lambda, keep_fit, out);
+  int err = ps_ridge_fit_grid(comm, design, y, NULL, 1, &lambda, ps_ridge_each_keep, out);
   if (err) ps_ridge_free(out);
   return err;
 }

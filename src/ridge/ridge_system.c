@@ -86,15 +86,20 @@ static int pair_table_finish(pair_table *t, int64_t max_key) {
 
 /* ---- BLACS grid ---- */
 
-/* Block size: PERTSCORE_RIDGE_NB when set (benchmarks), else RIDGE_NB. */
-enum { RIDGE_NB = 128 };
-static int block_size(void) {
+/* Block size: PERTSCORE_RIDGE_NB when set (benchmarks), else 64 up to n = 8192
+ * and 128 above. Measured on 2 ranks (tools/bench/ridge_bench, MOI 1): at n =
+ * 2058 nb 64 ran the Cholesky at 52-76% of dgemm against 48-60% for 128, the
+ * inverse at 39-42% against 31-35%, the permutation products at 71-76% against
+ * 65%; equal at n = 8192; 128 was tuned at n = 18596 (jurkat-genome, 82-87%). */
+enum { RIDGE_NB_SMALL = 64, RIDGE_NB = 128, RIDGE_NB_SMALL_N = 8192 };
+static int block_size(int n) {
+  int nb = n <= RIDGE_NB_SMALL_N ? RIDGE_NB_SMALL : RIDGE_NB;
   const char *env = getenv("PERTSCORE_RIDGE_NB");
-  int nb = env ? atoi(env) : RIDGE_NB;
-  return nb >= 1 && nb <= 4096 ? nb : RIDGE_NB;
+  int forced = env ? atoi(env) : 0;
+  return forced >= 1 && forced <= 4096 ? forced : nb;
 }
 
-int ps_ridge_block_size(void) { return block_size(); }
+int ps_ridge_block_size(int n) { return block_size(n); }
 
 /* A row of processes (1 x P, every rank in it): each rank holds whole columns,
  * so pdpotrf factors each column panel on one rank without messages (a P x 1
@@ -111,7 +116,7 @@ static int grid_open(MPI_Comm comm, int n, ridge_grid *g) {
   Cblacs_gridinit(&g->ctxt, "Row", nprow, npcol);
   Cblacs_gridinfo(g->ctxt, &g->nprow, &g->npcol, &g->myrow, &g->mycol);
   /* Blocks small enough that every process row gets some of a small matrix. */
-  int spread = nprow > npcol ? nprow : npcol, nb = block_size();
+  int spread = nprow > npcol ? nprow : npcol, nb = block_size(n);
   g->nb = n / spread < 1 ? 1 : (n / spread > nb ? nb : n / spread);
 
   /* Ask rather than assume how BLACS placed the ranks. A failure on one rank is
