@@ -42,10 +42,11 @@ int ps_ridge_each_keep(void *ctx, int l, ps_ridge *B);
  * copy of its share of X^T X and of X^T Y. Collective. */
 int ps_ridge_fit_grid(MPI_Comm comm, const ps_design *design, const ps_csr *y, const uint8_t *keep, int n_lambdas,
                       const double *lambdas, ps_ridge_each each, void *ctx);
-/* Largest ScaLAPACK block size nb of the n x n matrix, n = K + 1 (PERTSCORE_RIDGE_NB
- * or the default: 64 up to n = 8192, 128 above); a matrix of n rows on P ranks uses min(nb, n / P), at least 1.
+/* Largest ScaLAPACK block size nb of the n x n matrix, n = K + 1, on `ranks` ranks
+ * (PERTSCORE_RIDGE_NB or the default: 64 up to n = 8192 with >= 4 blocks per rank,
+ * else 128); a matrix of n rows on P ranks uses min(nb, n / P), at least 1.
  * For the memory estimate (src/cost). */
-int ps_ridge_block_size(int n);
+int ps_ridge_block_size(int n, int ranks);
 
 /* ---- permutation p-values (SPEC.md section 2, --permutations) ----
  *

@@ -99,7 +99,7 @@ void ps_cost_memory_estimate(const ps_cost_problem *p, ps_cost_memory *out) {
   double D = (double)p->design_entries, S = (double)p->scored_entries, Y = (double)p->nnz_y;
   double C = (double)p->control_cells, Min = (double)(p->cells_input > 0 ? p->cells_input : p->cells);
   double moi = M > 0 ? D / M : 0;
-  double rP = factor_columns(n, (int)P, p->block > 0 ? p->block : ps_ridge_block_size((int)n));
+  double rP = factor_columns(n, (int)P, p->block > 0 ? p->block : ps_ridge_block_size((int)n, (int)P));
   double pairs_all = n * (n + 1) / 2, Q = (double)p->gram_pairs < pairs_all ? (double)p->gram_pairs : pairs_all;
 
   out->runtime = 48.0 * 1024 * 1024;

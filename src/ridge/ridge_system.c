@@ -87,19 +87,24 @@ static int pair_table_finish(pair_table *t, int64_t max_key) {
 /* ---- BLACS grid ---- */
 
 /* Block size: PERTSCORE_RIDGE_NB when set (benchmarks), else 64 up to n = 8192
- * and 128 above. Measured on 2 ranks (tools/bench/ridge_bench, MOI 1): at n =
- * 2058 nb 64 ran the Cholesky at 52-76% of dgemm against 48-60% for 128, the
- * inverse at 39-42% against 31-35%, the permutation products at 71-76% against
- * 65%; equal at n = 8192; 128 was tuned at n = 18596 (jurkat-genome, 82-87%). */
-enum { RIDGE_NB_SMALL = 64, RIDGE_NB = 128, RIDGE_NB_SMALL_N = 8192 };
-static int block_size(int n) {
-  int nb = n <= RIDGE_NB_SMALL_N ? RIDGE_NB_SMALL : RIDGE_NB;
+ * when every rank gets at least 4 blocks, and 128 otherwise. Measured on 2 ranks
+ * (tools/bench/ridge_bench, MOI 1): at n = 2058 nb 64 ran the Cholesky at 52-76%
+ * of dgemm against 48-60% for 128, the inverse at 39-42% against 31-35%, the
+ * permutation products at 71-76% against 65%; equal at n = 8192; 128 was tuned
+ * at n = 18596 (jurkat-genome, 82-87%). With few blocks per rank the block-cyclic
+ * split is uneven by up to a block (n = 201 on 2 ranks: 128 + 73 rows at nb 64,
+ * 101 + 100 at the n / P that grid_open takes then), which the permutation
+ * products pay for. */
+enum { RIDGE_NB_SMALL = 64, RIDGE_NB = 128, RIDGE_NB_SMALL_N = 8192, RIDGE_MIN_BLOCKS = 4 };
+static int block_size(int n, int ranks) {
+  int nb = n <= RIDGE_NB_SMALL_N && n / (ranks > 0 ? ranks : 1) >= RIDGE_MIN_BLOCKS * RIDGE_NB_SMALL ? RIDGE_NB_SMALL
+                                                                                                      : RIDGE_NB;
   const char *env = getenv("PERTSCORE_RIDGE_NB");
   int forced = env ? atoi(env) : 0;
   return forced >= 1 && forced <= 4096 ? forced : nb;
 }
 
-int ps_ridge_block_size(int n) { return block_size(n); }
+int ps_ridge_block_size(int n, int ranks) { return block_size(n, ranks); }
 
 /* A row of processes (1 x P, every rank in it): each rank holds whole columns,
  * so pdpotrf factors each column panel on one rank without messages (a P x 1
@@ -116,7 +121,7 @@ static int grid_open(MPI_Comm comm, int n, ridge_grid *g) {
   Cblacs_gridinit(&g->ctxt, "Row", nprow, npcol);
   Cblacs_gridinfo(g->ctxt, &g->nprow, &g->npcol, &g->myrow, &g->mycol);
   /* Blocks small enough that every process row gets some of a small matrix. */
-  int spread = nprow > npcol ? nprow : npcol, nb = block_size(n);
+  int spread = nprow > npcol ? nprow : npcol, nb = block_size(n, spread);
   g->nb = n / spread < 1 ? 1 : (n / spread > nb ? nb : n / spread);
 
   /* Ask rather than assume how BLACS placed the ranks. A failure on one rank is
