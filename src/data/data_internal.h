@@ -5,8 +5,9 @@
 
 #include "pertscore/util.h"
 
-/* This rank's genes g = rank + P lg (g % P == rank): per local gene lg, the
- * analysed cells where it is nonzero, ascending, and the values there. */
+/* A batch of this rank's genes (targets_auto.c: owners balanced by nonzeros; the
+ * quantiles in dataset.c: g % P == rank): per local gene lg, the analysed cells
+ * where it is nonzero, ascending, and the values there. */
 typedef struct {
   int64_t n_genes; /* owned */
   int64_t *ptr;    /* n_genes + 1 */

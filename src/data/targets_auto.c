@@ -154,17 +154,79 @@ typedef struct {
   int64_t *local_count; /* per gene: this block's analysed nonzeros */
   int64_t *cursor;      /* per block row, when every row's genes ascend: its first value not yet sent
                          * (batches ascend, so each row is read once overall); NULL: scan whole rows */
+  int32_t *owner;       /* per gene: the rank that tests it */
+  int32_t *slot;        /* per gene: its place among its owner's genes of its batch (gene order) */
+  int64_t *owned_start; /* per batch + 1: this rank's owned genes before it */
+  int32_t *owned;       /* this rank's genes, batch by batch, ascending */
 } gene_batches;
 
 static void gene_batches_free(gene_batches *b) {
   free(b->gene_end);
   free(b->local_count);
   free(b->cursor);
+  free(b->owner), free(b->slot), free(b->owned_start), free(b->owned);
   memset(b, 0, sizeof *b);
 }
 
-/* Contiguous gene ranges of about equal global nonzeros: the same on every rank. Collective. */
-static int plan_batches(MPI_Comm comm, const ps_csr *x, const int64_t *keep, int64_t n_genes, gene_batches *b) {
+typedef struct {
+  int64_t weight, gene;
+} gene_weight;
+
+static int heavier_first(const void *a, const void *b) {
+  const gene_weight *x = a, *y = b;
+  if (x->weight != y->weight) return x->weight > y->weight ? -1 : 1;
+  return (x->gene > y->gene) - (x->gene < y->gene);
+}
+
+/* Owners per batch, heaviest gene first to the least loaded rank (a batch ends
+ * in a collective, so each batch is balanced on its own): a gene costs its
+ * nonzeros (rank sums) plus K (the per-perturbation loop). Round-robin by gene
+ * left ranks up to ~10% apart on 2 ranks (lognormal expression). The same on
+ * every rank; a gene's tests do not depend on where they run. */
+static int assign_owners(int rank, int size, const int64_t *total, int64_t per_gene, int64_t n_genes,
+                         gene_batches *b) {
+  PS_ALLOC(b->owner, n_genes);
+  PS_ALLOC(b->slot, n_genes);
+  PS_ALLOC(b->owned_start, b->n_batches + 1);
+  int64_t *load, g0 = 0, mine = 0;
+  int32_t *next;
+  gene_weight *order;
+  PS_ALLOC(load, size);
+  PS_ALLOC(next, size);
+  PS_ALLOC(order, n_genes);
+  for (int64_t bi = 0; bi < b->n_batches; bi++) {
+    int64_t g1 = b->gene_end[bi];
+    for (int64_t g = g0; g < g1; g++) order[g - g0] = (gene_weight){total[g] + per_gene, g};
+    qsort(order, (size_t)(g1 - g0), sizeof *order, heavier_first);
+    memset(load, 0, (size_t)size * sizeof *load);
+    for (int64_t i = 0; i < g1 - g0; i++) {
+      int r = 0;
+      for (int q = 1; q < size; q++)
+        if (load[q] < load[r]) r = q;
+      b->owner[order[i].gene] = r;
+      load[r] += order[i].weight;
+    }
+    memset(next, 0, (size_t)size * sizeof *next);
+    for (int64_t g = g0; g < g1; g++) b->slot[g] = next[b->owner[g]]++;
+    b->owned_start[bi] = mine;
+    mine += next[rank];
+    g0 = g1;
+  }
+  b->owned_start[b->n_batches] = mine;
+  free(load), free(next), free(order);
+  PS_ALLOC(b->owned, mine);
+  for (int64_t g = 0, at = 0; g < n_genes; g++)
+    if (b->owner[g] == rank) b->owned[at++] = (int32_t)g;
+  return PS_OK;
+}
+
+/* Contiguous gene ranges of about equal global nonzeros and their genes' owners:
+ * the same on every rank. Collective. */
+static int plan_batches(MPI_Comm comm, const ps_csr *x, const int64_t *keep, int64_t n_genes, int32_t K,
+                        gene_batches *b) {
+  int rank, size;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &size);
   int64_t *total;
   PS_ALLOC(b->local_count, n_genes);
   PS_ALLOC(total, n_genes);
@@ -183,7 +245,9 @@ static int plan_batches(MPI_Comm comm, const ps_csr *x, const int64_t *keep, int
     in_batch += total[g];
   }
   b->gene_end[b->n_batches++] = n_genes;
+  int err = assign_owners(rank, size, total, K, n_genes, b);
   free(total);
+  if (err) return err;
   int ascending = 1;
   for (int64_t i = 0; i < x->n_rows && ascending; i++)
     for (int64_t p = x->indptr[i] + 1; p < x->indptr[i + 1] && ascending; p++) ascending = x->indices[p] >= x->indices[p - 1];
@@ -194,11 +258,12 @@ static int plan_batches(MPI_Comm comm, const ps_csr *x, const int64_t *keep, int
   return PS_OK;
 }
 
-/* The gene shard of genes [g0, g1): this rank's owned genes there, local gene lg of
- * s being owned gene *lg0 + lg. Cells arrive in rank order, so within a gene they
- * are ascending. Explicit zeros are dropped. Collective. */
+/* The gene shard of batch bi, genes [g0, g1): this rank's owned genes there, local
+ * gene lg of s being owned gene b->owned[*lg0 + lg]. Cells arrive in rank order, so
+ * within a gene they are ascending. Explicit zeros are dropped. Collective. */
 static int build_batch(MPI_Comm comm, const ps_csr *x, const int64_t *keep, int64_t analysed_offset,
-                       gene_batches *b, int64_t g0, int64_t g1, ps_gene_shard *s, int64_t *lg0) {
+                       gene_batches *b, int64_t bi, ps_gene_shard *s, int64_t *lg0) {
+  int64_t g0 = bi ? b->gene_end[bi - 1] : 0, g1 = b->gene_end[bi];
   int rank, size;
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &size);
@@ -210,7 +275,7 @@ static int build_batch(MPI_Comm comm, const ps_csr *x, const int64_t *keep, int6
   PS_ALLOC(rdispl, size);
   PS_ALLOC(fill, size);
   PS_ALLOC(count64, size);
-  for (int64_t g = g0; g < g1; g++) count64[g % size] += b->local_count[g];
+  for (int64_t g = g0; g < g1; g++) count64[b->owner[g]] += b->local_count[g];
   PS_CALL(ps_exchange_counts(comm, count64, scount, sdispl, rcount, rdispl, &s_total, &r_total));
   free(count64);
   batch_entry *send, *recv;
@@ -222,7 +287,7 @@ static int build_batch(MPI_Comm comm, const ps_csr *x, const int64_t *keep, int6
       int32_t gene = x->indices[p];
       if (gene >= g1 && b->cursor) break; /* the rest is in later batches */
       if (gene < g0 || gene >= g1 || x->data[p] == 0) continue; /* zeros are implicit in the DE tests */
-      int r = gene % size;
+      int r = b->owner[gene];
       send[sdispl[r] + fill[r]++] = (batch_entry){(int32_t)(analysed_offset + keep[i]), gene, x->data[p]};
     }
     if (b->cursor) b->cursor[i] = p;
@@ -236,20 +301,18 @@ static int build_batch(MPI_Comm comm, const ps_csr *x, const int64_t *keep, int6
   PS_CHECK_MPI(MPI_Alltoallv(send, scount, sdispl, type, recv, rcount, rdispl, type, comm));
   PS_CHECK_MPI(MPI_Type_free(&type));
   free(send);
-  /* owned genes g = rank + P lg in [g0, g1) */
-  *lg0 = g0 > rank ? (g0 - rank + size - 1) / size : 0;
-  int64_t lg1 = g1 > rank ? (g1 - rank + size - 1) / size : 0;
-  s->n_genes = lg1 - *lg0;
+  *lg0 = b->owned_start[bi];
+  s->n_genes = b->owned_start[bi + 1] - *lg0;
   PS_ALLOC(s->ptr, s->n_genes + 1);
   PS_ALLOC(s->cell, r_total);
   PS_ALLOC(s->value, r_total);
-  for (int64_t i = 0; i < r_total; i++) s->ptr[recv[i].gene / size - *lg0 + 1]++;
+  for (int64_t i = 0; i < r_total; i++) s->ptr[b->slot[recv[i].gene] + 1]++;
   for (int64_t lg = 0; lg < s->n_genes; lg++) s->ptr[lg + 1] += s->ptr[lg];
   int64_t *at;
   PS_ALLOC(at, s->n_genes + 1);
   memcpy(at, s->ptr, (size_t)(s->n_genes + 1) * sizeof *at);
   for (int64_t i = 0; i < r_total; i++) {
-    int64_t q = at[recv[i].gene / size - *lg0]++;
+    int64_t q = at[b->slot[recv[i].gene]]++;
     s->cell[q] = recv[i].cell;
     s->value[q] = recv[i].value;
   }
@@ -343,9 +406,10 @@ static int complement_tests(const ps_dataset_options *opt, const de_groups *g, c
 }
 
 /* Per (perturbation, owned gene): the test, kept in out[k % P] if it can be selected.
- * s holds owned genes lg0 ... (a batch); n_owned: all owned genes, for the progress. */
+ * s holds owned genes owned[lg0 ...] (a batch); n_owned: all owned genes, for the progress. */
 static int test_owned_genes(MPI_Comm comm, const ps_dataset_options *opt, const de_groups *g, const ps_gene_shard *s,
-                            int64_t lg0, int64_t n_owned, int32_t K, ps_progress *progress, record_list *out) {
+                            const int32_t *owned, int64_t lg0, int64_t n_owned, int32_t K, ps_progress *progress,
+                            record_list *out) {
   int rank, size;
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &size);
@@ -408,7 +472,7 @@ static int test_owned_genes(MPI_Comm comm, const ps_dataset_options *opt, const 
     }
     memset(ref_start, 0, (size_t)(g->n_refs + 1) * sizeof *ref_start);
     if (err) built--; /* the failed one holds nothing */
-    int32_t gene = (int32_t)(rank + (lg0 + lg) * size);
+    int32_t gene = owned[lg0 + lg];
     if (complement && !err) err = complement_tests(opt, g, s, lg, K, refs, ranks, sums, gene, size, out);
     for (int32_t k = 0; k < K && !err && !complement; k++) {
       int64_t sp = N_ROLES * k + ROLE_P, sa = sp + 1, sr = sp + 2;
@@ -612,18 +676,18 @@ int ps_targets_select(MPI_Comm comm, const ps_dataset_options *opt, const ps_csr
             (long long)d->n_analysed);
   PS_CALL(ps_error_sync(comm, gather_groups(comm, opt, d, &groups)));
   gene_batches batches = {0};
-  PS_CALL(ps_error_sync(comm, plan_batches(comm, x, keep, d->n_genes, &batches)));
+  PS_CALL(ps_error_sync(comm, plan_batches(comm, x, keep, d->n_genes, K, &batches)));
   record_list *out;
   PS_ALLOC(out, size);
-  int64_t n_owned = d->n_genes > rank ? (d->n_genes - rank + size - 1) / size : 0;
+  int64_t n_owned = batches.owned_start[batches.n_batches];
   double transpose_seconds = MPI_Wtime() - t0, test_seconds = 0;
   for (int64_t b = 0; b < batches.n_batches; b++) {
     double t1 = MPI_Wtime();
     int64_t lg0 = 0;
-    PS_CALL(ps_error_sync(comm, build_batch(comm, x, keep, d->analysed_offset, &batches,
-                                            b ? batches.gene_end[b - 1] : 0, batches.gene_end[b], &shard, &lg0)));
+    PS_CALL(ps_error_sync(comm, build_batch(comm, x, keep, d->analysed_offset, &batches, b, &shard, &lg0)));
     double t2 = MPI_Wtime();
-    PS_CALL(ps_error_sync(comm, test_owned_genes(comm, opt, &groups, &shard, lg0, n_owned, K, progress, out)));
+    PS_CALL(ps_error_sync(comm, test_owned_genes(comm, opt, &groups, &shard, batches.owned, lg0, n_owned, K, progress,
+                                                 out)));
     ps_gene_shard_free(&shard);
     transpose_seconds += t2 - t1;
     test_seconds += MPI_Wtime() - t2;
