@@ -81,6 +81,11 @@ typedef struct {
 
 void ps_csr_free(ps_csr *m);
 int64_t ps_csr_nnz(const ps_csr *m);
+/* malloc for large arrays read at random rows (beta in the per-cell QPs): 2 MiB
+ * aligned and marked for transparent huge pages (the kernel's "madvise" mode), which
+ * cuts TLB misses (measured 5-10% more QPs per second at the jurkat-genome shape).
+ * Small sizes are a plain malloc. Free with free(); NULL when out of memory. */
+void *ps_alloc_huge(size_t bytes);
 
 /* ---- growable array of strings ---- */
 typedef struct {

@@ -145,7 +145,6 @@ typedef struct {
 static int potrs_alloc(const ridge_system *s, const ps_design *design, const ps_csr *y, const uint8_t *keep,
                        int n_lambdas, potrs_work *w) {
   PS_CALL(ridge_rhs_init(s, s->n_genes, &w->r));
-  PS_ALLOC(w->fit.beta, (int64_t)s->n * s->n_genes);
   if (n_lambdas > 1) PS_ALLOC(w->saved, (int64_t)s->a_rows * w->r.b_cols);
   PS_CALL(ridge_rhs_add(&w->r, design->ptr, design->ids, keep, y, 0));
   return PS_OK;
@@ -176,7 +175,7 @@ static int potrs_grid(MPI_Comm comm, ridge_system *s, const double *gram, const 
     ps_stats_add("ridge.solve_seconds", ps_wtime() - t);
     ps_stats_add("ridge.solve_flops", 2.0 * s->n * (double)s->n * w->r.ncols); /* two triangular solves */
     /* each may have kept the previous lambda's beta on some ranks only: every rank syncs, allocating or not. */
-    if (!w->fit.beta) w->fit.beta = malloc((size_t)s->n * (size_t)s->n_genes * sizeof *w->fit.beta);
+    if (!w->fit.beta) w->fit.beta = ps_alloc_huge((size_t)s->n * (size_t)s->n_genes * sizeof *w->fit.beta);
     PS_CALL(ps_error_sync(comm, w->fit.beta ? PS_OK
                                             : ps_error_set(PS_ERR_SYSTEM, __FILE__, __LINE__, "out of memory (ridge beta)")));
     PS_CALL(beta_gather(comm, s, &w->r, w->fit.beta));

@@ -560,7 +560,7 @@ static int beta_replicate(MPI_Comm comm, const ridge_system *s, const perm_work 
   const ridge_grid *g = &s->grid;
   int64_t entries = (int64_t)s->n * s->n_genes;
   int err = PS_OK;
-  if (!out->beta) out->beta = malloc((size_t)entries * sizeof *out->beta);
+  if (!out->beta) out->beta = ps_alloc_huge((size_t)entries * sizeof *out->beta);
   if (!out->beta) err = ps_error_set(PS_ERR_SYSTEM, __FILE__, __LINE__, "out of memory (ridge beta)");
   PS_CALL(ps_error_sync(comm, err));
   memset(out->beta, 0, (size_t)entries * sizeof *out->beta);

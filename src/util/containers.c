@@ -1,8 +1,21 @@
-/* Small containers: CSR block, string lists, string hash map. */
+/* Small containers: CSR block, string lists, string hash map; huge-page arrays. */
+#define _DEFAULT_SOURCE /* MADV_HUGEPAGE */
 #include "pertscore/util.h"
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+
+void *ps_alloc_huge(size_t bytes) {
+  const size_t huge = (size_t)2 << 20;
+  if (bytes < huge) return malloc(bytes ? bytes : 1);
+  void *p = NULL;
+  if (posix_memalign(&p, huge, bytes) != 0) return NULL;
+#ifdef MADV_HUGEPAGE
+  (void)madvise(p, bytes & ~(size_t)4095, MADV_HUGEPAGE); /* advice only: without huge pages it still works */
+#endif
+  return p;
+}
 
 void ps_csr_free(ps_csr *m) {
   if (!m) return;
