@@ -11,7 +11,6 @@
 #include "ridge_internal.h"
 
 #include <limits.h>
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -189,9 +188,7 @@ static int potrs_grid(MPI_Comm comm, ridge_system *s, const double *gram, const 
 
 static int check_grid(MPI_Comm comm, int n_lambdas, const double *lambdas) {
   int err = n_lambdas < 1 ? ps_error_set(PS_ERR_INPUT, __FILE__, __LINE__, "ridge: an empty lambda grid") : PS_OK;
-  for (int l = 0; l < n_lambdas && !err; l++)
-    if (!(lambdas[l] >= 0) || !isfinite(lambdas[l]))
-      err = ps_error_set(PS_ERR_INPUT, __FILE__, __LINE__, "ridge lambda must be finite and >= 0, got %g", lambdas[l]);
+  for (int l = 0; l < n_lambdas && !err; l++) err = ridge_lambda_check(lambdas[l]);
   return ps_error_sync(comm, err);
 }
 

@@ -69,6 +69,8 @@ typedef struct {
  * error the caller still calls ridge_system_free. */
 int ridge_system_assemble(MPI_Comm comm, const ps_design *design, const ps_csr *y, const uint8_t *keep,
                           ridge_system *s);
+/* PS_ERR_INPUT unless lambda is finite and >= 0. Rank-local. */
+int ridge_lambda_check(double lambda);
 /* Add lambda to the diagonal of s->a and Cholesky-factor it in place (pdpotrf). Collective. */
 int ridge_system_factor(ridge_system *s, double lambda);
 /* Assemble over every cell and factor. Collective. */

@@ -444,15 +444,18 @@ static int rhs_by_rows(const ridge_system *s, perm_work *w, const ps_csr *y, int
     w->bucket_cap = pairs + pairs / 8;
   }
   memset(w->bucket_ptr, 0, ((size_t)n + 1) * sizeof *w->bucket_ptr);
-  int skip = w->shared_intercept; /* a kept cell's first row is the intercept, summed once above */
-  for (int64_t c = 0; c < n_local; c++)
-    for (int64_t q = w->row_ptr[c] + (w->row_ptr[c + 1] > w->row_ptr[c] ? skip : 0); q < w->row_ptr[c + 1]; q++)
-      w->bucket_ptr[w->rows_of[q] + 1]++;
+  /* A kept cell's first row is then the intercept, summed once above: start past it. */
+  int skip = w->shared_intercept;
+  for (int64_t c = 0; c < n_local; c++) {
+    int64_t first = w->row_ptr[c] + (w->row_ptr[c + 1] > w->row_ptr[c] ? skip : 0);
+    for (int64_t q = first; q < w->row_ptr[c + 1]; q++) w->bucket_ptr[w->rows_of[q] + 1]++;
+  }
   for (int32_t k = 0; k < n; k++) w->bucket_ptr[k + 1] += w->bucket_ptr[k];
   memcpy(w->bucket_at, w->bucket_ptr, (size_t)n * sizeof *w->bucket_at);
-  for (int64_t c = 0; c < n_local; c++)
-    for (int64_t q = w->row_ptr[c] + (w->row_ptr[c + 1] > w->row_ptr[c] ? skip : 0); q < w->row_ptr[c + 1]; q++)
-      w->bucket_cell[w->bucket_at[w->rows_of[q]]++] = (int32_t)c;
+  for (int64_t c = 0; c < n_local; c++) {
+    int64_t first = w->row_ptr[c] + (w->row_ptr[c + 1] > w->row_ptr[c] ? skip : 0);
+    for (int64_t q = first; q < w->row_ptr[c + 1]; q++) w->bucket_cell[w->bucket_at[w->rows_of[q]]++] = (int32_t)c;
+  }
   for (int32_t k = 0; k < n; k++) {
     memset(w->row_sum, 0, (size_t)N * sizeof *w->row_sum);
     add_cells(y, w->bucket_cell + w->bucket_ptr[k], w->bucket_ptr[k + 1] - w->bucket_ptr[k], w->row_sum);

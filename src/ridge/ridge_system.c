@@ -309,8 +309,13 @@ static int gram_exchange(MPI_Comm comm, ridge_system *s, gram_work *w, int size)
   return PS_OK;
 }
 
-int ridge_system_factor(ridge_system *s, double lambda) {
+int ridge_lambda_check(double lambda) {
   if (!(lambda >= 0) || !isfinite(lambda)) PS_FAIL(PS_ERR_INPUT, "ridge lambda must be finite and >= 0, got %g", lambda);
+  return PS_OK;
+}
+
+int ridge_system_factor(ridge_system *s, double lambda) {
+  PS_CALL(ridge_lambda_check(lambda));
   double t = ps_wtime();
   const ridge_grid *g = &s->grid;
   int zero = 0, one = 1, info = 0;
@@ -366,10 +371,7 @@ int ridge_system_assemble(MPI_Comm comm, const ps_design *design, const ps_csr *
 }
 
 int ridge_system_build(MPI_Comm comm, const ps_design *design, const ps_csr *y, double lambda, ridge_system *s) {
-  int err = !(lambda >= 0) || !isfinite(lambda)
-                ? ps_error_set(PS_ERR_INPUT, __FILE__, __LINE__, "ridge lambda must be finite and >= 0, got %g", lambda)
-                : PS_OK;
-  PS_CALL(ps_error_sync(comm, err));
+  PS_CALL(ps_error_sync(comm, ridge_lambda_check(lambda))); /* before the collectives of the assembly */
   PS_CALL(ridge_system_assemble(comm, design, y, NULL, s));
   return ridge_system_factor(s, lambda); /* pdpotrf's info is the same on every rank */
 }
