@@ -2,7 +2,11 @@
 #ifndef PS_CLI_H
 #define PS_CLI_H
 
+#include <getopt.h>
 #include <mpi.h>
+#include <stddef.h>
+
+#include "pertscore/data.h"
 
 /* Each takes the subcommand's own arguments (argv[0] is the subcommand name,
  * PETSc options already removed) and returns a process exit status. */
@@ -18,9 +22,46 @@ int ps_cmd_dosage(MPI_Comm comm, int argc, char **argv);
 int ps_cli_number(const char *option, const char *text, double *value);
 /* As ps_cli_number, for a whole number >= 0. */
 int ps_cli_count(const char *option, const char *text, double *value);
-/* The dataset options shared by run, lambda and cv (dataset_options.c): sets
- * *handled to 1 and fills the ps_dataset_options when NAME (no dashes) is one. */
-int ps_cli_dataset_option(const char *name, const char *arg, void *dataset_options, int *handled);
+/* The dataset options shared by run, lambda and cv (dataset_options.c): the
+ * input, guides, controls, targets and target selection. getopt_long returns
+ * PS_CLI_DATASET for each; ps_cli_dataset_option fills the ps_dataset_options. */
+#define PS_CLI_DATASET 0x100
+extern const struct option ps_cli_dataset_longs[];
+/* own's entries, then the dataset options, then the terminator, into joined[capacity]. */
+int ps_cli_join_longs(const struct option *own, struct option *joined, size_t capacity);
+int ps_cli_dataset_option(const char *name, const char *arg, ps_dataset_options *options);
+/* The checks every command makes of them (COMMAND names it in messages); sorts
+ * the control and perturbation lists. */
+int ps_cli_dataset_check(const char *command, ps_dataset_options *options);
+/* Help text of the dataset options, as run, lambda and cv print it. */
+#define PS_CLI_DATASET_USAGE \
+    "input:\n" \
+    "  --input FILE          AnnData .h5ad (X as CSR, CSC or dense) or 10x filtered_feature_bc_matrix.h5\n" \
+    "  --layer NAME          use layers/NAME instead of X\n" \
+    "  --input-is KIND       auto (default: counts if every value is integral), counts, lognorm\n" \
+    "  --guides FILE         scMAGeCK barcode table (TSV) or Cell Ranger protospacer_calls_per_cell.csv\n" \
+    "  --guide-column COL    take guide labels from obs column COL instead (',' '|' '+' separate several)\n" \
+    "  --control LABELS      control label(s), comma-separated; all merge into one control group\n" \
+    "  --min-guide-umi N     10x guide capture (when no --guides): call a guide at >= N UMIs (3)\n" \
+    "  --perturbations LIST  analyse only these perturbations (plus controls), comma-separated\n" \
+    "  --unit KIND           gene (default: the targeted gene) or guide\n" \
+    "  --targets FILE        target genes per perturbation: GMT, or TSV perturbation<TAB>gene\n" \
+    "                        (without it they are selected by Wilcoxon tests, options below)\n" \
+    "  --min-gene-frac F     regression genes need y > 0 in at least F of analysed cells (0.01)\n" \
+    "target selection (without --targets):\n" \
+    "  --min-pct F           test a gene only if max(pct1, pct2) >= F (0.1)\n" \
+    "  --logfc X             first |log2FC| threshold; x0.8 while fewer than --min-targets, 3 tries (0.1)\n" \
+    "  --min-targets N       lower the threshold while fewer genes pass (10)\n" \
+    "  --max-targets N       keep at most N genes, smallest p-values first (500)\n" \
+    "  --exclude-perturbed-gene  drop the perturbation's own gene from its targets\n" \
+    "  --de-background KIND  controls (default): P against control cells; others: against\n" \
+    "                        every analysed cell not carrying the perturbation (high MOI)\n" \
+    "  --de-strict-groups    cells with the perturbation and a control guide stay out of C\n" \
+    "                        (default: they count as controls, as the reference does)\n"
+/* Help text of --max-memory (run and cv, src/cost). */
+#define PS_CLI_MAX_MEMORY_USAGE \
+    "  --max-memory SIZE     refuse (before the matrix is read) when a rank would need more than SIZE\n" \
+    "                        (512M, 12G, 1.5T, bytes; 0 = none); Slurm's --mem limit is checked too\n"
 /* Split "a,b,c" and append the parts. */
 int ps_cli_split_list(const char *text, void *strlist);
 

@@ -30,22 +30,9 @@ static const char *cv_usage =
     "  cells: folds of cells stratified by perturbation; held-out error of ridge beta over a\n"
     "    ridge-lambda grid, the lambda with the least held-out MSE, and held-out PS vs full PS.\n"
     "\n"
-    "input (as pertscore run):\n"
-    "  --input FILE          AnnData .h5ad or 10x filtered_feature_bc_matrix.h5\n"
-    "  --layer NAME          use layers/NAME instead of X\n"
-    "  --input-is KIND       auto (default), counts, lognorm\n"
-    "  --guides FILE         scMAGeCK barcode table or Cell Ranger protospacer_calls_per_cell.csv\n"
-    "  --guide-column COL    guide labels from obs column COL\n"
-    "  --control LABELS      control label(s), comma-separated\n"
-    "  --min-guide-umi N     10x guide capture: call a guide at >= N UMIs (3)\n"
-    "  --perturbations LIST  only these perturbations (plus controls)\n"
-    "  --unit KIND           gene (default) or guide\n"
-    "  --targets FILE        target genes (GMT or TSV); the cells scheme's regression genes. Without\n"
-    "                        it targets are selected as in run (--min-pct, --logfc, --min-targets,\n"
-    "                        --max-targets, --exclude-perturbed-gene, --de-background,\n"
-    "                        --de-strict-groups); the perturbations scheme does not use them\n"
-    "                        and selects none\n"
-    "  --min-gene-frac F     regression genes: y > 0 in at least F of analysed cells (0.01)\n"
+    PS_CLI_DATASET_USAGE
+    "  The targets are the cells scheme's regression genes; the perturbations scheme uses\n"
+    "  no targets and selects none.\n"
     "folds:\n"
     "  --scheme KIND         perturbations or cells (required)\n"
     "  --folds F             number of folds (5)\n"
@@ -68,8 +55,7 @@ static const char *cv_usage =
     "output:\n"
     "  --output FILE         results .h5ad (tables in uns/cv; written as FILE.partial, renamed)\n"
     "  --summary FILE        TSV summary (default: OUTPUT without .h5ad + .summary.tsv)\n"
-    "  --max-memory SIZE     refuse (before the matrix is read) when a rank would need more than SIZE\n"
-    "                        (512M, 12G, 1.5T, bytes; 0 = none); Slurm's --mem limit is checked too\n"
+    PS_CLI_MAX_MEMORY_USAGE
     "  --quiet               no progress on stderr\n"
     "  --json                print a machine-readable summary on stdout\n";
 
@@ -84,22 +70,10 @@ typedef struct {
 } cv_cli;
 
 static int parse_cv(int argc, char **argv, cv_cli *o, int *help) {
-  enum { O_INPUT = 1, O_LAYER, O_INPUT_IS, O_GUIDES, O_GUIDE_COLUMN, O_CONTROL, O_TARGETS, O_MIN_GENE_FRAC,
-         O_MIN_PCT, O_LOGFC, O_MIN_TARGETS, O_MAX_TARGETS, O_EXCLUDE_PERTURBED, O_DE_BACKGROUND, O_DE_STRICT,
-         O_MIN_GUIDE_UMI, O_PERTURBATIONS, O_UNIT, O_SCHEME, O_FOLDS, O_SEED, O_MIN_CELLS, O_PCS, O_EMB_LAMBDA,
-         O_TOP, O_TOP_DE, O_PREDICTIONS, O_PRED_COLUMN, O_SAVE_PRED, O_RIDGE_LAMBDAS, O_LAMBDA, O_UPPER, O_OUTPUT,
-         O_SUMMARY, O_QUIET, O_JSON, O_HELP, O_MAX_MEMORY };
-  static const struct option longs[] = {
-      {"input", required_argument, 0, O_INPUT}, {"layer", required_argument, 0, O_LAYER},
-      {"input-is", required_argument, 0, O_INPUT_IS}, {"guides", required_argument, 0, O_GUIDES},
-      {"guide-column", required_argument, 0, O_GUIDE_COLUMN}, {"control", required_argument, 0, O_CONTROL},
-      {"targets", required_argument, 0, O_TARGETS}, {"min-gene-frac", required_argument, 0, O_MIN_GENE_FRAC},
-      {"min-pct", required_argument, 0, O_MIN_PCT}, {"logfc", required_argument, 0, O_LOGFC},
-      {"min-targets", required_argument, 0, O_MIN_TARGETS}, {"max-targets", required_argument, 0, O_MAX_TARGETS},
-      {"exclude-perturbed-gene", no_argument, 0, O_EXCLUDE_PERTURBED},
-      {"de-background", required_argument, 0, O_DE_BACKGROUND}, {"de-strict-groups", no_argument, 0, O_DE_STRICT},
-      {"min-guide-umi", required_argument, 0, O_MIN_GUIDE_UMI},
-      {"perturbations", required_argument, 0, O_PERTURBATIONS}, {"unit", required_argument, 0, O_UNIT},
+  enum { O_SCHEME = 1, O_FOLDS, O_SEED, O_MIN_CELLS, O_PCS, O_EMB_LAMBDA, O_TOP, O_TOP_DE, O_PREDICTIONS,
+         O_PRED_COLUMN, O_SAVE_PRED, O_RIDGE_LAMBDAS, O_LAMBDA, O_UPPER, O_OUTPUT, O_SUMMARY, O_QUIET, O_JSON,
+         O_HELP, O_MAX_MEMORY };
+  static const struct option own_longs[] = {
       {"scheme", required_argument, 0, O_SCHEME}, {"folds", required_argument, 0, O_FOLDS},
       {"seed", required_argument, 0, O_SEED}, {"min-cells", required_argument, 0, O_MIN_CELLS},
       {"pcs", required_argument, 0, O_PCS}, {"embedding-lambda", required_argument, 0, O_EMB_LAMBDA},
@@ -119,15 +93,12 @@ static int parse_cv(int argc, char **argv, cv_cli *o, int *help) {
   double v;
   optind = 1;
   opterr = 0;
-  int c;
-  int long_index = -1, handled = 0;
+  struct option longs[64];
+  PS_CALL(ps_cli_join_longs(own_longs, longs, sizeof longs / sizeof *longs));
+  int c, long_index = -1;
   while ((c = getopt_long(argc, argv, "", longs, &long_index)) != -1) {
-    if (c > 0 && long_index >= 0) {
-      PS_CALL(ps_cli_dataset_option(longs[long_index].name, optarg, &o->data, &handled));
-      long_index = -1;
-      if (handled) continue;
-    }
     switch (c) {
+      case PS_CLI_DATASET: PS_CALL(ps_cli_dataset_option(longs[long_index].name, optarg, &o->data)); break;
       case O_SCHEME:
         if (strcmp(optarg, "perturbations") == 0) o->cv.scheme = PS_CV_SCHEME_PERTURBATIONS;
         else if (strcmp(optarg, "cells") == 0) o->cv.scheme = PS_CV_SCHEME_CELLS;
@@ -179,14 +150,12 @@ static int parse_cv(int argc, char **argv, cv_cli *o, int *help) {
   }
   if (optind < argc) PS_FAIL(PS_ERR_INPUT, "cv: unexpected argument '%s'", argv[optind]);
   if (!o->cv.scheme) PS_FAIL(PS_ERR_INPUT, "cv: --scheme perturbations|cells is required");
-  if (!o->data.input) PS_FAIL(PS_ERR_INPUT, "cv: --input FILE is required");
+  PS_CALL(ps_cli_dataset_check("cv", &o->data));
   if (!o->output) PS_FAIL(PS_ERR_INPUT, "cv: --output FILE is required");
-  if (o->data.guides && o->data.guide_column) PS_FAIL(PS_ERR_INPUT, "cv: give --guides or --guide-column, not both");
   if (o->predictions && o->cv.scheme != PS_CV_SCHEME_PERTURBATIONS)
     PS_FAIL(PS_ERR_INPUT, "cv: --predictions applies to --scheme perturbations");
   if (o->cv.score.lambda < 0) PS_FAIL(PS_ERR_INPUT, "--lambda must be >= 0 (got %g)", o->cv.score.lambda);
   if (o->cv.score.upper <= 0) PS_FAIL(PS_ERR_INPUT, "--upper must be > 0 (got %g)", o->cv.score.upper);
-  if (o->data.min_gene_frac < 0 || o->data.min_gene_frac > 1) PS_FAIL(PS_ERR_INPUT, "--min-gene-frac must be in [0, 1]");
   if (summary) {
     snprintf(o->summary, sizeof o->summary, "%s", summary);
   } else {
@@ -195,8 +164,6 @@ static int parse_cv(int argc, char **argv, cv_cli *o, int *help) {
     if (len > 5 && strcmp(o->summary + len - 5, ".h5ad") == 0) o->summary[len - 5] = '\0';
     strncat(o->summary, ".summary.tsv", sizeof o->summary - strlen(o->summary) - 1);
   }
-  ps_strlist_sort_unique(&o->data.controls);
-  ps_strlist_sort_unique(&o->data.perturbations);
   return PS_OK;
 }
 

@@ -24,10 +24,7 @@ static const char *lambda_usage =
     "lambda of a grid and reports FPR(lambda) = fraction of pseudo cells with PS > 0.5; the\n"
     "chosen lambda is the smallest with FPR <= --target-fpr (SPEC.md section 4).\n"
     "\n"
-    "input and target selection: as `pertscore run` (--input, --layer, --input-is, --guides,\n"
-    "  --guide-column, --control, --min-guide-umi, --perturbations, --unit, --targets,\n"
-    "  --min-gene-frac, --min-pct, --logfc, --min-targets, --max-targets,\n"
-    "  --exclude-perturbed-gene, --de-background, --de-strict-groups)\n"
+    PS_CLI_DATASET_USAGE
     "pseudo perturbation:\n"
     "  --pseudo-cells N      control cells relabelled as the pseudo perturbation (250)\n"
     "  --pseudo-label NAME   its label (PSEUDO_CONTROL)\n"
@@ -87,25 +84,13 @@ static int parse_grid(const char *text, lambda_options *o) {
 }
 
 static int parse_lambda(int argc, char **argv, lambda_options *o, int *help) {
-  enum { O_INPUT = 1, O_LAYER, O_INPUT_IS, O_GUIDES, O_GUIDE_COLUMN, O_CONTROL, O_TARGETS, O_MIN_GENE_FRAC,
-         O_RIDGE_LAMBDA, O_UPPER, O_NO_RESCALE, O_OUTPUT, O_QUIET, O_JSON, O_HELP, O_MIN_PCT, O_LOGFC,
-         O_MIN_TARGETS, O_MAX_TARGETS, O_EXCLUDE_PERTURBED, O_DE_BACKGROUND, O_DE_STRICT, O_MIN_GUIDE_UMI,
-         O_PERTURBATIONS, O_UNIT, O_PERMUTATIONS, O_SEED, O_PSEUDO_CELLS, O_PSEUDO_LABEL, O_GRID, O_GRID_MIN,
-         O_GRID_MAX, O_GRID_STEPS, O_TARGET_FPR, O_CURVE };
-  static const struct option longs[] = {
-      {"input", required_argument, 0, O_INPUT}, {"layer", required_argument, 0, O_LAYER},
-      {"input-is", required_argument, 0, O_INPUT_IS}, {"guides", required_argument, 0, O_GUIDES},
-      {"guide-column", required_argument, 0, O_GUIDE_COLUMN}, {"control", required_argument, 0, O_CONTROL},
-      {"targets", required_argument, 0, O_TARGETS}, {"min-gene-frac", required_argument, 0, O_MIN_GENE_FRAC},
+  enum { O_RIDGE_LAMBDA = 1, O_UPPER, O_NO_RESCALE, O_OUTPUT, O_QUIET, O_JSON, O_HELP, O_PERMUTATIONS, O_SEED,
+         O_PSEUDO_CELLS, O_PSEUDO_LABEL, O_GRID, O_GRID_MIN, O_GRID_MAX, O_GRID_STEPS, O_TARGET_FPR, O_CURVE };
+  static const struct option own_longs[] = {
       {"ridge-lambda", required_argument, 0, O_RIDGE_LAMBDA}, {"upper", required_argument, 0, O_UPPER},
       {"no-rescale", no_argument, 0, O_NO_RESCALE}, {"output", required_argument, 0, O_OUTPUT},
       {"quiet", no_argument, 0, O_QUIET}, {"json", no_argument, 0, O_JSON}, {"help", no_argument, 0, O_HELP},
-      {"min-pct", required_argument, 0, O_MIN_PCT}, {"logfc", required_argument, 0, O_LOGFC},
-      {"min-targets", required_argument, 0, O_MIN_TARGETS}, {"max-targets", required_argument, 0, O_MAX_TARGETS},
-      {"exclude-perturbed-gene", no_argument, 0, O_EXCLUDE_PERTURBED},
-      {"de-background", required_argument, 0, O_DE_BACKGROUND}, {"de-strict-groups", no_argument, 0, O_DE_STRICT},
-      {"min-guide-umi", required_argument, 0, O_MIN_GUIDE_UMI}, {"perturbations", required_argument, 0, O_PERTURBATIONS},
-      {"unit", required_argument, 0, O_UNIT}, {"permutations", required_argument, 0, O_PERMUTATIONS},
+      {"permutations", required_argument, 0, O_PERMUTATIONS},
       {"seed", required_argument, 0, O_SEED}, {"pseudo-cells", required_argument, 0, O_PSEUDO_CELLS},
       {"pseudo-label", required_argument, 0, O_PSEUDO_LABEL}, {"lambda-grid", required_argument, 0, O_GRID},
       {"lambda-min", required_argument, 0, O_GRID_MIN}, {"lambda-max", required_argument, 0, O_GRID_MAX},
@@ -126,15 +111,12 @@ static int parse_lambda(int argc, char **argv, lambda_options *o, int *help) {
   o->target_fpr = PS_LAMBDA_TARGET_FPR;
   optind = 1;
   opterr = 0;
-  int c;
-  int long_index = -1, handled = 0;
+  struct option longs[64];
+  PS_CALL(ps_cli_join_longs(own_longs, longs, sizeof longs / sizeof *longs));
+  int c, long_index = -1;
   while ((c = getopt_long(argc, argv, "", longs, &long_index)) != -1) {
-    if (c > 0 && long_index >= 0) {
-      PS_CALL(ps_cli_dataset_option(longs[long_index].name, optarg, &o->data, &handled));
-      long_index = -1;
-      if (handled) continue;
-    }
     switch (c) {
+      case PS_CLI_DATASET: PS_CALL(ps_cli_dataset_option(longs[long_index].name, optarg, &o->data)); break;
       case O_RIDGE_LAMBDA: PS_CALL(ps_cli_number("--ridge-lambda", optarg, &o->ridge_lambda)); break;
       case O_UPPER: PS_CALL(ps_cli_number("--upper", optarg, &o->score.upper)); break;
       case O_NO_RESCALE: o->score.rescale = 0; break;
@@ -174,8 +156,7 @@ static int parse_lambda(int argc, char **argv, lambda_options *o, int *help) {
     }
   }
   if (optind < argc) PS_FAIL(PS_ERR_INPUT, "lambda: unexpected argument '%s'", argv[optind]);
-  if (!o->data.input) PS_FAIL(PS_ERR_INPUT, "lambda: --input FILE.h5ad is required");
-  if (o->data.guides && o->data.guide_column) PS_FAIL(PS_ERR_INPUT, "lambda: give --guides or --guide-column, not both");
+  PS_CALL(ps_cli_dataset_check("lambda", &o->data));
   if (o->grid && o->grid_log_given)
     PS_FAIL(PS_ERR_INPUT, "lambda: give --lambda-grid or --lambda-min/--lambda-max/--lambda-steps, not both");
   if (!o->grid) {
@@ -186,14 +167,6 @@ static int parse_lambda(int argc, char **argv, lambda_options *o, int *help) {
     PS_FAIL(PS_ERR_INPUT, "--target-fpr must be in [0, 1] (got %g)", o->target_fpr);
   if (o->ridge_lambda <= 0) PS_FAIL(PS_ERR_INPUT, "--ridge-lambda must be > 0 (got %g)", o->ridge_lambda);
   if (o->score.upper <= 0) PS_FAIL(PS_ERR_INPUT, "--upper must be > 0 (got %g)", o->score.upper);
-  if (o->data.min_gene_frac < 0 || o->data.min_gene_frac > 1) PS_FAIL(PS_ERR_INPUT, "--min-gene-frac must be in [0, 1]");
-  if (!(o->data.de.min_pct >= 0 && o->data.de.min_pct <= 1))
-    PS_FAIL(PS_ERR_INPUT, "--min-pct must be in [0, 1] (got %g)", o->data.de.min_pct);
-  if (!(o->data.de.logfc >= 0)) PS_FAIL(PS_ERR_INPUT, "--logfc must be >= 0 (got %g)", o->data.de.logfc);
-  if (o->data.de.max_targets < 1)
-    PS_FAIL(PS_ERR_INPUT, "--max-targets must be >= 1 (got %lld)", (long long)o->data.de.max_targets);
-  ps_strlist_sort_unique(&o->data.controls);
-  ps_strlist_sort_unique(&o->data.perturbations);
   return PS_OK;
 }
 

@@ -19,32 +19,11 @@ static const char *run_usage =
     "usage: mpirun -n P pertscore run --input DATA.h5ad (--guides TABLE | --guide-column COL)\n"
     "                              --control LABEL[,LABEL...] --output RESULTS.h5ad [options]\n"
     "\n"
-    "input:\n"
-    "  --input FILE          AnnData .h5ad (X as CSR, CSC or dense) or 10x filtered_feature_bc_matrix.h5\n"
-    "  --layer NAME          use layers/NAME instead of X\n"
-    "  --input-is KIND       auto (default: counts if every value is integral), counts, lognorm\n"
-    "  --guides FILE         scMAGeCK barcode table (TSV) or Cell Ranger protospacer_calls_per_cell.csv\n"
-    "  --guide-column COL    take guide labels from obs column COL instead (',' '|' '+' separate several)\n"
-    "  --control LABELS      control label(s), comma-separated; all merge into one control group\n"
-    "  --min-guide-umi N     10x guide capture (when no --guides): call a guide at >= N UMIs (3)\n"
-    "  --perturbations LIST  analyse only these perturbations (plus controls), comma-separated\n"
-    "  --unit KIND           gene (default: the targeted gene) or guide\n"
-    "  --targets FILE        target genes per perturbation: GMT, or TSV perturbation<TAB>gene\n"
-    "                        (without it they are selected by Wilcoxon tests, options below)\n"
-    "  --min-gene-frac F     regression genes need y > 0 in at least F of analysed cells (0.01)\n"
+    PS_CLI_DATASET_USAGE
+    "groups:\n"
     "  --control-by COL      one basal expression (intercept) per group of obs column COL (batch, line)\n"
     "  --group-by COL        targets, beta and PS within each group of obs column COL (cell type):\n"
     "                        perturbation P becomes P@group per group; every group needs controls\n"
-    "target selection (without --targets):\n"
-    "  --min-pct F           test a gene only if max(pct1, pct2) >= F (0.1)\n"
-    "  --logfc X             first |log2FC| threshold; x0.8 while fewer than --min-targets, 3 tries (0.1)\n"
-    "  --min-targets N       lower the threshold while fewer genes pass (10)\n"
-    "  --max-targets N       keep at most N genes, smallest p-values first (500)\n"
-    "  --exclude-perturbed-gene  drop the perturbation's own gene from its targets\n"
-    "  --de-background KIND  controls (default): P against control cells; others: against\n"
-    "                        every analysed cell not carrying the perturbation (high MOI)\n"
-    "  --de-strict-groups    cells with the perturbation and a control guide stay out of C\n"
-    "                        (default: they count as controls, as the reference does)\n"
     "method:\n"
     "  --ridge-lambda X      ridge penalty of beta (0.01)\n"
     "  --lambda X            PS penalty (0.01, the paper; the reference R code uses 0)\n"
@@ -71,8 +50,7 @@ static const char *run_usage =
     "  --force               rerun even when OUTPUT records the same input digests and parameters\n"
     "  --resume              continue a killed run: take the stages OUTPUT.partial holds (ridge, score)\n"
     "                        when it records the same input digests and parameters; else start over\n"
-    "  --max-memory SIZE     refuse (before the matrix is read) when a rank would need more than SIZE\n"
-    "                        (512M, 12G, 1.5T, bytes; 0 = none); Slurm's --mem limit is checked too\n"
+    PS_CLI_MAX_MEMORY_USAGE
     "  --quiet               no progress on stderr\n"
     "  --json                print a machine-readable summary on stdout\n";
 
@@ -97,40 +75,30 @@ typedef struct {
 #define PS_SCORE_ALL_MAX INT64_C(50000000)
 
 /* The options of run (also the keys of a job file, src/cli/job.c). */
-enum { O_INPUT = 1, O_LAYER, O_INPUT_IS, O_GUIDES, O_GUIDE_COLUMN, O_CONTROL, O_TARGETS, O_MIN_GENE_FRAC,
-       O_RIDGE_LAMBDA, O_LAMBDA, O_UPPER, O_NO_RESCALE, O_OUTPUT, O_QUIET, O_JSON, O_HELP, O_MIN_PCT, O_LOGFC,
-       O_MIN_TARGETS, O_MAX_TARGETS, O_EXCLUDE_PERTURBED, O_DE_BACKGROUND, O_DE_STRICT, O_MIN_GUIDE_UMI,
-       O_PERTURBATIONS, O_UNIT, O_SCORE_ALL, O_PERMUTATIONS, O_SEED, O_FORCE,
-       O_NO_DOSAGE, O_MIN_DOSAGE_CELLS, O_CONTROL_BY, O_GROUP_BY, O_CV, O_FOLDS, O_CV_RIDGE_LAMBDAS, O_CV_MIN_CELLS,
-       O_RESUME, O_MAX_MEMORY };
-static const struct option run_longs[] = {
-    {"input", required_argument, 0, O_INPUT}, {"layer", required_argument, 0, O_LAYER},
-    {"input-is", required_argument, 0, O_INPUT_IS}, {"guides", required_argument, 0, O_GUIDES},
-    {"guide-column", required_argument, 0, O_GUIDE_COLUMN}, {"control", required_argument, 0, O_CONTROL},
-    {"targets", required_argument, 0, O_TARGETS}, {"min-gene-frac", required_argument, 0, O_MIN_GENE_FRAC},
+enum { O_RIDGE_LAMBDA = 1, O_LAMBDA, O_UPPER, O_NO_RESCALE, O_OUTPUT, O_QUIET, O_JSON, O_HELP, O_SCORE_ALL,
+       O_PERMUTATIONS, O_SEED, O_FORCE, O_NO_DOSAGE, O_MIN_DOSAGE_CELLS, O_CV, O_FOLDS, O_CV_RIDGE_LAMBDAS,
+       O_CV_MIN_CELLS, O_RESUME, O_MAX_MEMORY, O_CONTROL_BY, O_GROUP_BY };
+/* run's own options; the dataset options (dataset_options.c) come after them */
+static const struct option run_own_longs[] = {
     {"ridge-lambda", required_argument, 0, O_RIDGE_LAMBDA}, {"lambda", required_argument, 0, O_LAMBDA},
     {"upper", required_argument, 0, O_UPPER}, {"no-rescale", no_argument, 0, O_NO_RESCALE},
     {"output", required_argument, 0, O_OUTPUT}, {"quiet", no_argument, 0, O_QUIET},
     {"json", no_argument, 0, O_JSON}, {"help", no_argument, 0, O_HELP},
-    {"min-pct", required_argument, 0, O_MIN_PCT}, {"logfc", required_argument, 0, O_LOGFC},
-    {"min-targets", required_argument, 0, O_MIN_TARGETS}, {"max-targets", required_argument, 0, O_MAX_TARGETS},
-    {"exclude-perturbed-gene", no_argument, 0, O_EXCLUDE_PERTURBED},
-    {"de-background", required_argument, 0, O_DE_BACKGROUND}, {"de-strict-groups", no_argument, 0, O_DE_STRICT},
-    {"min-guide-umi", required_argument, 0, O_MIN_GUIDE_UMI}, {"perturbations", required_argument, 0, O_PERTURBATIONS},
-    {"unit", required_argument, 0, O_UNIT}, {"score-all-cells", no_argument, 0, O_SCORE_ALL},
+    {"score-all-cells", no_argument, 0, O_SCORE_ALL},
     {"permutations", required_argument, 0, O_PERMUTATIONS}, {"seed", required_argument, 0, O_SEED},
     {"force", no_argument, 0, O_FORCE}, {"resume", no_argument, 0, O_RESUME},
     {"max-memory", required_argument, 0, O_MAX_MEMORY},
     {"no-dosage", no_argument, 0, O_NO_DOSAGE}, {"min-dosage-cells", required_argument, 0, O_MIN_DOSAGE_CELLS},
-    {"control-by", required_argument, 0, O_CONTROL_BY}, {"group-by", required_argument, 0, O_GROUP_BY},
     {"cv", required_argument, 0, O_CV}, {"folds", required_argument, 0, O_FOLDS},
     {"cv-ridge-lambdas", required_argument, 0, O_CV_RIDGE_LAMBDAS},
     {"cv-min-cells", required_argument, 0, O_CV_MIN_CELLS},
+    {"control-by", required_argument, 0, O_CONTROL_BY}, {"group-by", required_argument, 0, O_GROUP_BY},
     {0, 0, 0, 0}};
 
 int ps_run_option_arity(const char *name) {
-  for (const struct option *o = run_longs; o->name; o++)
-    if (strcmp(o->name, name) == 0) return o->has_arg == no_argument ? 0 : 1;
+  for (const struct option *list[] = {run_own_longs, ps_cli_dataset_longs}, **l = list; l < list + 2; l++)
+    for (const struct option *o = *l; o->name; o++)
+      if (strcmp(o->name, name) == 0) return o->has_arg == no_argument ? 0 : 1;
   return -1;
 }
 
@@ -146,20 +114,19 @@ static int parse_run(int argc, char **argv, run_options *o, int *help) {
   o->cv.scheme = 0;
   optind = 1;
   opterr = 0;
-  int c;
-  int long_index = -1, handled = 0;
-  while ((c = getopt_long(argc, argv, "", run_longs, &long_index)) != -1) {
-    if (c > 0 && long_index >= 0) {
-      PS_CALL(ps_cli_dataset_option(run_longs[long_index].name, optarg, &o->data, &handled));
-      long_index = -1;
-      if (handled) continue;
-    }
+  struct option longs[64];
+  PS_CALL(ps_cli_join_longs(run_own_longs, longs, sizeof longs / sizeof *longs));
+  int c, long_index = -1;
+  while ((c = getopt_long(argc, argv, "", longs, &long_index)) != -1) {
     switch (c) {
+      case PS_CLI_DATASET: PS_CALL(ps_cli_dataset_option(longs[long_index].name, optarg, &o->data)); break;
       case O_RIDGE_LAMBDA: PS_CALL(ps_cli_number("--ridge-lambda", optarg, &o->ridge_lambda)); break;
       case O_LAMBDA: PS_CALL(ps_cli_number("--lambda", optarg, &o->score.lambda)); break;
       case O_UPPER: PS_CALL(ps_cli_number("--upper", optarg, &o->score.upper)); break;
       case O_NO_RESCALE: o->score.rescale = 0; break;
       case O_OUTPUT: o->output = optarg; break;
+      case O_CONTROL_BY: o->data.control_by = optarg; break;
+      case O_GROUP_BY: o->data.group_by = optarg; break;
       case O_QUIET: o->quiet = 1; break;
       case O_JSON: o->json = 1; break;
       case O_HELP: *help = 1; return PS_OK;
@@ -205,20 +172,11 @@ static int parse_run(int argc, char **argv, run_options *o, int *help) {
     }
   }
   if (optind < argc) PS_FAIL(PS_ERR_INPUT, "run: unexpected argument '%s'", argv[optind]);
-  if (!o->data.input) PS_FAIL(PS_ERR_INPUT, "run: --input FILE.h5ad is required");
+  PS_CALL(ps_cli_dataset_check("run", &o->data));
   if (!o->output) PS_FAIL(PS_ERR_INPUT, "run: --output FILE is required");
-  if (o->data.guides && o->data.guide_column) PS_FAIL(PS_ERR_INPUT, "run: give --guides or --guide-column, not both");
   if (o->ridge_lambda <= 0) PS_FAIL(PS_ERR_INPUT, "--ridge-lambda must be > 0 (got %g)", o->ridge_lambda);
   if (o->score.lambda < 0) PS_FAIL(PS_ERR_INPUT, "--lambda must be >= 0 (got %g)", o->score.lambda);
   if (o->score.upper <= 0) PS_FAIL(PS_ERR_INPUT, "--upper must be > 0 (got %g)", o->score.upper);
-  if (o->data.min_gene_frac < 0 || o->data.min_gene_frac > 1) PS_FAIL(PS_ERR_INPUT, "--min-gene-frac must be in [0, 1]");
-  if (!(o->data.de.min_pct >= 0 && o->data.de.min_pct <= 1))
-    PS_FAIL(PS_ERR_INPUT, "--min-pct must be in [0, 1] (got %g)", o->data.de.min_pct);
-  if (!(o->data.de.logfc >= 0)) PS_FAIL(PS_ERR_INPUT, "--logfc must be >= 0 (got %g)", o->data.de.logfc);
-  if (o->data.de.max_targets < 1)
-    PS_FAIL(PS_ERR_INPUT, "--max-targets must be >= 1 (got %lld)", (long long)o->data.de.max_targets);
-  ps_strlist_sort_unique(&o->data.controls);
-  ps_strlist_sort_unique(&o->data.perturbations);
   o->data.own_genes = o->dosage;
   if ((o->data.group_by || o->data.control_by) && o->cv.scheme)
     PS_FAIL(PS_ERR_INPUT, "run: --cv does not support --group-by / --control-by yet (its folds refit one intercept)");

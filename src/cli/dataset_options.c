@@ -1,14 +1,45 @@
 /* Options shared by run, lambda and cv: the input, guides, controls, targets and
- * target selection (ps_dataset_options). One parser, so the commands agree. */
+ * target selection (ps_dataset_options). One table, one parser and one check, so
+ * the commands agree. */
 #include <string.h>
 
 #include "cli.h"
 #include "pertscore/data.h"
 
-int ps_cli_dataset_option(const char *name, const char *arg, void *options, int *handled) {
-  ps_dataset_options *d = options;
+const struct option ps_cli_dataset_longs[] = {
+    {"input", required_argument, 0, PS_CLI_DATASET},
+    {"layer", required_argument, 0, PS_CLI_DATASET},
+    {"input-is", required_argument, 0, PS_CLI_DATASET},
+    {"guides", required_argument, 0, PS_CLI_DATASET},
+    {"guide-column", required_argument, 0, PS_CLI_DATASET},
+    {"control", required_argument, 0, PS_CLI_DATASET},
+    {"min-guide-umi", required_argument, 0, PS_CLI_DATASET},
+    {"perturbations", required_argument, 0, PS_CLI_DATASET},
+    {"unit", required_argument, 0, PS_CLI_DATASET},
+    {"targets", required_argument, 0, PS_CLI_DATASET},
+    {"min-gene-frac", required_argument, 0, PS_CLI_DATASET},
+    {"min-pct", required_argument, 0, PS_CLI_DATASET},
+    {"logfc", required_argument, 0, PS_CLI_DATASET},
+    {"min-targets", required_argument, 0, PS_CLI_DATASET},
+    {"max-targets", required_argument, 0, PS_CLI_DATASET},
+    {"exclude-perturbed-gene", no_argument, 0, PS_CLI_DATASET},
+    {"de-background", required_argument, 0, PS_CLI_DATASET},
+    {"de-strict-groups", no_argument, 0, PS_CLI_DATASET},
+    {0, 0, 0, 0}};
+
+int ps_cli_join_longs(const struct option *own, struct option *joined, size_t capacity) {
+  size_t n = 0;
+  for (const struct option *list[] = {own, ps_cli_dataset_longs}, **l = list; l < list + 2; l++)
+    for (const struct option *o = *l; o->name; o++) {
+      if (n + 1 >= capacity) PS_FAIL(PS_ERR_SYSTEM, "command line: option table longer than %zu", capacity);
+      joined[n++] = *o;
+    }
+  joined[n] = (struct option){0, 0, 0, 0};
+  return PS_OK;
+}
+
+int ps_cli_dataset_option(const char *name, const char *arg, ps_dataset_options *d) {
   double number;
-  *handled = 1;
   if (strcmp(name, "input") == 0) d->input = arg;
   else if (strcmp(name, "layer") == 0) d->layer = arg;
   else if (strcmp(name, "input-is") == 0) {
@@ -41,8 +72,21 @@ int ps_cli_dataset_option(const char *name, const char *arg, void *options, int 
     if (strcmp(arg, "guide") == 0) d->unit_guide = 1;
     else if (strcmp(arg, "gene") == 0) d->unit_guide = 0;
     else PS_FAIL(PS_ERR_INPUT, "--unit expects gene or guide, got '%s'", arg);
-  } else if (strcmp(name, "group-by") == 0) d->group_by = arg;
-  else if (strcmp(name, "control-by") == 0) d->control_by = arg;
-  else *handled = 0;
+  } else PS_FAIL(PS_ERR_SYSTEM, "command line: --%s is in the dataset table but has no parser", name);
+  return PS_OK;
+}
+
+int ps_cli_dataset_check(const char *command, ps_dataset_options *d) {
+  if (!d->input) PS_FAIL(PS_ERR_INPUT, "%s: --input FILE is required", command);
+  if (d->guides && d->guide_column) PS_FAIL(PS_ERR_INPUT, "%s: give --guides or --guide-column, not both", command);
+  if (!(d->min_gene_frac >= 0 && d->min_gene_frac <= 1))
+    PS_FAIL(PS_ERR_INPUT, "--min-gene-frac must be in [0, 1] (got %g)", d->min_gene_frac);
+  if (!(d->de.min_pct >= 0 && d->de.min_pct <= 1))
+    PS_FAIL(PS_ERR_INPUT, "--min-pct must be in [0, 1] (got %g)", d->de.min_pct);
+  if (!(d->de.logfc >= 0)) PS_FAIL(PS_ERR_INPUT, "--logfc must be >= 0 (got %g)", d->de.logfc);
+  if (d->de.max_targets < 1)
+    PS_FAIL(PS_ERR_INPUT, "--max-targets must be >= 1 (got %lld)", (long long)d->de.max_targets);
+  ps_strlist_sort_unique(&d->controls);
+  ps_strlist_sort_unique(&d->perturbations);
   return PS_OK;
 }
