@@ -72,7 +72,7 @@ typedef struct {
 static int parse_cv(int argc, char **argv, cv_cli *o, int *help) {
   enum { O_SCHEME = 1, O_FOLDS, O_SEED, O_MIN_CELLS, O_PCS, O_EMB_LAMBDA, O_TOP, O_TOP_DE, O_PREDICTIONS,
          O_PRED_COLUMN, O_SAVE_PRED, O_RIDGE_LAMBDAS, O_LAMBDA, O_UPPER, O_OUTPUT, O_SUMMARY, O_QUIET, O_JSON,
-         O_HELP, O_MAX_MEMORY };
+         O_HELP, O_MAX_MEMORY, O_GROUPS };
   static const struct option own_longs[] = {
       {"scheme", required_argument, 0, O_SCHEME}, {"folds", required_argument, 0, O_FOLDS},
       {"seed", required_argument, 0, O_SEED}, {"min-cells", required_argument, 0, O_MIN_CELLS},
@@ -84,7 +84,9 @@ static int parse_cv(int argc, char **argv, cv_cli *o, int *help) {
       {"lambda", required_argument, 0, O_LAMBDA}, {"upper", required_argument, 0, O_UPPER},
       {"output", required_argument, 0, O_OUTPUT}, {"summary", required_argument, 0, O_SUMMARY},
       {"quiet", no_argument, 0, O_QUIET}, {"json", no_argument, 0, O_JSON}, {"help", no_argument, 0, O_HELP},
-      {"max-memory", required_argument, 0, O_MAX_MEMORY}, {0, 0, 0, 0}};
+      {"max-memory", required_argument, 0, O_MAX_MEMORY},
+      {"group-by", required_argument, 0, O_GROUPS}, {"control-by", required_argument, 0, O_GROUPS},
+      {0, 0, 0, 0}};
   ps_dataset_options_default(&o->data);
   ps_cv_options_default(&o->cv);
   o->cv.scheme = 0;
@@ -99,6 +101,9 @@ static int parse_cv(int argc, char **argv, cv_cli *o, int *help) {
   while ((c = getopt_long(argc, argv, "", longs, &long_index)) != -1) {
     switch (c) {
       case PS_CLI_DATASET: PS_CALL(ps_cli_dataset_option(longs[long_index].name, optarg, &o->data)); break;
+      case O_GROUPS:
+        PS_FAIL(PS_ERR_INPUT, "cv: --%s is not supported yet (only pertscore run has groups); give it one "
+                "group's cells (a subset of the input) at a time", longs[long_index].name);
       case O_SCHEME:
         if (strcmp(optarg, "perturbations") == 0) o->cv.scheme = PS_CV_SCHEME_PERTURBATIONS;
         else if (strcmp(optarg, "cells") == 0) o->cv.scheme = PS_CV_SCHEME_CELLS;

@@ -38,7 +38,7 @@ fi
 expect "an output path is also an input" 1 --scheme cells "${in[@]}" --output sim.h5ad
 # the dataset options are checked as in run (one table and one check, src/cli/dataset_options.c)
 expect "--min-pct must be in [0, 1] (got 5)" 1 --scheme cells "${in[@]}" --output out.h5ad --min-pct 5
-expect "unknown or incomplete option '--group-by'" 1 --scheme cells "${in[@]}" --output out.h5ad --group-by guide
+expect "cv: --group-by is not supported yet" 1 --scheme cells "${in[@]}" --output out.h5ad --group-by guide
 # run --cv: the same refusals, nothing written (no results file, no OUTPUT.cv.tsv)
 expect_run() { # expect_run MESSAGE NP ARGS...
   local msg="$1" np="$2"; shift 2
