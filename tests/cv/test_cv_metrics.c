@@ -14,21 +14,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ps_test.h"
+
 #if !defined(METRIC_CASES) || !defined(RETRIEVAL_CASES)
 #error "METRIC_CASES and RETRIEVAL_CASES must name the TSVs of tests/cv"
 #endif
-
-static int failures = 0, checks = 0;
-#define EXPECT(cond, ...)                                  \
-  do {                                                     \
-    checks++;                                              \
-    if (!(cond)) {                                         \
-      failures++;                                          \
-      fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-      fprintf(stderr, __VA_ARGS__);                        \
-      fprintf(stderr, "\n");                               \
-    }                                                      \
-  } while (0)
 
 /* Parse "a,b,c" (numbers or nan) into a malloc'ed array; returns the count. */
 static int64_t parse_list(const char *s, double **out) {

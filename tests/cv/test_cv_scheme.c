@@ -23,31 +23,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ps_test.h"
+
 void dgesvd_(const char *jobu, const char *jobvt, const int *m, const int *n, double *a, const int *lda, double *s,
              double *u, const int *ldu, double *vt, const int *ldvt, double *work, const int *lwork, int *info,
              size_t, size_t);
 
 enum { M = 1300, K = 12, G = 60, R = 2 };
 
-static int failures = 0, checks = 0, rank = 0;
-#define EXPECT(cond, ...)                                                       \
-  do {                                                                          \
-    checks++;                                                                   \
-    if (!(cond)) {                                                              \
-      failures++;                                                               \
-      fprintf(stderr, "FAIL rank %d %s:%d: ", rank, __FILE__, __LINE__);        \
-      fprintf(stderr, __VA_ARGS__);                                             \
-      fprintf(stderr, "\n");                                                    \
-    }                                                                           \
-  } while (0)
-#define CHECK_PS(expr)                                                                                   \
-  do {                                                                                                   \
-    if ((expr) != PS_OK) {                                                                               \
-      fprintf(stderr, "FAIL %s:%d: %s -> %s (%s)\n", __FILE__, __LINE__, #expr, ps_error_message(),     \
-              ps_error_where());                                                                         \
-      MPI_Abort(MPI_COMM_WORLD, 1);                                                                      \
-    }                                                                                                    \
-  } while (0)
+static int rank = 0;
 
 static int64_t own_of(int32_t k) { return 4 * k; }
 
@@ -218,6 +202,7 @@ int main(int argc, char **argv) {
   MPI_Init(&argc, &argv);
   int size;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  test_rank = rank;
   MPI_Comm_size(MPI_COMM_WORLD, &size);
   int64_t begin, end;
   ps_block_range(M, rank, size, &begin, &end);

@@ -16,29 +16,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ps_test.h"
+
 #ifndef DE_CASES
 #error "DE_CASES must name wilcoxon_cases.tsv"
 #endif
-
-static int failures = 0;
-#define EXPECT(cond, ...)                                             \
-  do {                                                                \
-    if (!(cond)) {                                                    \
-      failures++;                                                     \
-      fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);            \
-      fprintf(stderr, __VA_ARGS__);                                   \
-      fprintf(stderr, "\n");                                          \
-    }                                                                 \
-  } while (0)
-#define CHECK_PS(expr)                                                                       \
-  do {                                                                                       \
-    int e_ = (expr);                                                                         \
-    if (e_) {                                                                                \
-      fprintf(stderr, "FAIL %s:%d: %s -> %s (at %s)\n", __FILE__, __LINE__, #expr,          \
-              ps_error_message(), ps_error_where());                                         \
-      exit(1);                                                                               \
-    }                                                                                        \
-  } while (0)
 
 /* ---------------- check 1: one gene against R ---------------- */
 
@@ -180,15 +162,8 @@ static void check_against_r(void) {
 /* Check 1b: the reference-group paths agree with ps_de_test_gene on random
  * genes shaped like single-cell data (mostly zeros, rounded values: many ties),
  * sizes up to 20000, some negative values. */
-static uint64_t rng_state = 0x2545f4914f6cdd1dull;
-static double unif(void) {
-  rng_state ^= rng_state << 13;
-  rng_state ^= rng_state >> 7;
-  rng_state ^= rng_state << 17;
-  return ((double)(rng_state >> 11) + 0.5) * (1.0 / 9007199254740992.0);
-}
-
 static void check_reference_random(void) {
+  test_rng_seed(0x2545f4914f6cdd1dull);
   ps_de_work work = {0};
   double max_p = 0, max_fc = 0;
   int n_small = 0, n_nan = 0;

@@ -22,44 +22,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ps_test.h"
+
 #if !defined(HILL_CASES) || !defined(PIPELINE_CASES) || !defined(COR_CASES) || !defined(PT_CASES)
 #error "HILL_CASES, PIPELINE_CASES, COR_CASES and PT_CASES must name the TSVs of tests/dosage"
 #endif
-
-static int failures = 0;
-#define EXPECT(cond, ...)                                             \
-  do {                                                                \
-    if (!(cond)) {                                                    \
-      failures++;                                                     \
-      fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);            \
-      fprintf(stderr, __VA_ARGS__);                                   \
-      fprintf(stderr, "\n");                                          \
-    }                                                                 \
-  } while (0)
-#define CHECK_PS(expr)                                                                       \
-  do {                                                                                       \
-    int e_ = (expr);                                                                         \
-    if (e_) {                                                                                \
-      fprintf(stderr, "FAIL %s:%d: %s -> %s (at %s)\n", __FILE__, __LINE__, #expr,          \
-              ps_error_message(), ps_error_where());                                         \
-      exit(1);                                                                               \
-    }                                                                                        \
-  } while (0)
 
 static double rel_err(double got, double want) {
   if (isnan(want) || isnan(got)) return isnan(want) && isnan(got) ? 0 : INFINITY;
   if (want == got) return 0;
   return fabs(got - want) / fabs(want);
 }
-
-static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
-static double unif(void) {
-  rng_state ^= rng_state << 13;
-  rng_state ^= rng_state >> 7;
-  rng_state ^= rng_state << 17;
-  return ((double)(rng_state >> 11) + 0.5) * (1.0 / 9007199254740992.0);
-}
-static double normal(void) { return sqrt(-2.0 * log(unif())) * cos(6.283185307179586 * unif()); }
 
 /* ---------------- reading the R tables ---------------- */
 

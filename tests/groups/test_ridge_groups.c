@@ -20,19 +20,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ps_test.h"
+
 void dposv_(const char *uplo, const int *n, const int *nrhs, double *a, const int *lda, double *b,
             const int *ldb, int *info, size_t uplo_len);
 
 enum { K = 12, G = 3, GENES = 40, CELLS = 2400 };
-
-static void *xcalloc(size_t n, size_t size) {
-  void *p = calloc(n ? n : 1, size);
-  if (!p) {
-    fprintf(stderr, "test_ridge_groups: out of memory\n");
-    MPI_Abort(MPI_COMM_WORLD, 1);
-  }
-  return p;
-}
 
 /* Cell c: its group, perturbation (-1: control) and expression, from (seed, c) only. */
 static int32_t cell_group(int64_t c) { return (int32_t)(c % G); }

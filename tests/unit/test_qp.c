@@ -16,37 +16,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int failures = 0;
-#define EXPECT(cond, ...)                                             \
-  do {                                                                \
-    if (!(cond)) {                                                    \
-      failures++;                                                     \
-      fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);            \
-      fprintf(stderr, __VA_ARGS__);                                   \
-      fprintf(stderr, "\n");                                          \
-    }                                                                 \
-  } while (0)
-#define CHECK_PS(expr)                                                                       \
-  do {                                                                                       \
-    int e_ = (expr);                                                                         \
-    if (e_) {                                                                                \
-      fprintf(stderr, "FAIL %s:%d: %s -> %s (at %s)\n", __FILE__, __LINE__, #expr,          \
-              ps_error_message(), ps_error_where());                                         \
-      exit(1);                                                                               \
-    }                                                                                        \
-  } while (0)
+#include "ps_test.h"
 
 enum { NG = 50, MAXD = 8 };
 
 /* Small deterministic normal generator (Box-Muller on a xorshift). */
-static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
-static double unif(void) {
-  rng_state ^= rng_state << 13;
-  rng_state ^= rng_state >> 7;
-  rng_state ^= rng_state << 17;
-  return ((rng_state >> 11) + 0.5) * (1.0 / 9007199254740992.0);
-}
-static double normal(void) { return sqrt(-2.0 * log(unif())) * cos(6.283185307179586 * unif()); }
 
 typedef struct {
   int dim;

@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ridge_problem.h"
+
 /* LAPACK (Fortran; the size_t is gfortran's hidden CHARACTER length). */
 void dposv_(const char *uplo, const int *n, const int *nrhs, double *a, const int *lda, double *b,
             const int *ldb, int *info, size_t uplo_len);
@@ -27,29 +29,6 @@ typedef struct {
   int moi;
   double lambda;
 } test_case;
-
-/* The whole problem, the same on every rank. */
-typedef struct {
-  int64_t *ptr;
-  int32_t *ids;
-  int64_t *yptr;
-  int32_t *ygene;
-  double *yval;
-} global_problem;
-
-static void *xcalloc(size_t n, size_t size) {
-  void *p = calloc(n ? n : 1, size);
-  if (!p) {
-    fprintf(stderr, "test_ridge: out of memory\n");
-    MPI_Abort(MPI_COMM_WORLD, 1);
-  }
-  return p;
-}
-
-static int cmp_int32(const void *a, const void *b) {
-  int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
-  return (x > y) - (x < y);
-}
 
 /* Perturbations of one cell, sorted and distinct. Perturbation K - 1 is never
  * drawn at low MOI, so one design column is empty (only lambda keeps it solvable). */
@@ -101,38 +80,6 @@ static void generate(const test_case *tc, uint64_t seed, global_problem *g) {
     }
     g->yptr[c + 1] = nz;
   }
-}
-
-static void global_problem_free(global_problem *g) {
-  free(g->ptr), free(g->ids), free(g->yptr), free(g->ygene), free(g->yval);
-}
-
-/* This rank's contiguous block of cells, as the pipeline would hand it over. */
-static void take_block(const test_case *tc, const global_problem *g, int64_t begin, int64_t end, ps_design *d,
-                       ps_csr *y) {
-  memset(d, 0, sizeof *d);
-  memset(y, 0, sizeof *y);
-  d->n_perturbations = tc->K;
-  d->n_cells = end - begin;
-  d->ptr = xcalloc((size_t)d->n_cells + 1, sizeof *d->ptr);
-  d->ids = xcalloc((size_t)(g->ptr[end] - g->ptr[begin]), sizeof *d->ids);
-  for (int64_t c = 0; c <= d->n_cells; c++) d->ptr[c] = g->ptr[begin + c] - g->ptr[begin];
-  memcpy(d->ids, g->ids + g->ptr[begin], (size_t)d->ptr[d->n_cells] * sizeof *d->ids);
-  y->n_rows = end - begin;
-  y->n_cols = tc->genes;
-  int64_t nnz = g->yptr[end] - g->yptr[begin];
-  y->indptr = xcalloc((size_t)y->n_rows + 1, sizeof *y->indptr);
-  y->indices = xcalloc((size_t)nnz, sizeof *y->indices);
-  y->data = xcalloc((size_t)nnz, sizeof *y->data);
-  for (int64_t c = 0; c <= y->n_rows; c++) y->indptr[c] = g->yptr[begin + c] - g->yptr[begin];
-  memcpy(y->indices, g->ygene + g->yptr[begin], (size_t)nnz * sizeof *y->indices);
-  memcpy(y->data, g->yval + g->yptr[begin], (size_t)nnz * sizeof *y->data);
-}
-
-static double max_abs(const double *v, int64_t n) {
-  double m = 0;
-  for (int64_t i = 0; i < n; i++) m = fmax(m, fabs(v[i]));
-  return m;
 }
 
 /* Dense X^T X + lambda I (n x n) and X^T Y (column-major n x N) over the cells
@@ -190,7 +137,7 @@ static int run_case(const test_case *tc, MPI_Comm comm) {
   ps_block_range(tc->cells, rank, size, &begin, &end);
   ps_design d;
   ps_csr y;
-  take_block(tc, &g, begin, end, &d, &y);
+  take_block(tc->K, tc->genes, &g, begin, end, &d, &y);
 
   ps_ridge fit;
   double t0 = MPI_Wtime();
@@ -312,7 +259,7 @@ static int run_grid_case(const test_case *tc, int64_t drop_first, int n_lambdas,
   ps_block_range(tc->cells, rank, size, &begin, &end);
   ps_design d;
   ps_csr y;
-  take_block(tc, &g, begin, end, &d, &y);
+  take_block(tc->K, tc->genes, &g, begin, end, &d, &y);
   uint8_t *keep = global_keep_mask(tc->cells, drop_first);
   int64_t kept = 0, kept_here = 0;
   for (int64_t c = 0; c < tc->cells; c++) kept += keep[c];
@@ -387,7 +334,7 @@ static int run_grid_bitwise_case(const test_case *tc, MPI_Comm comm) {
   ps_block_range(tc->cells, rank, size, &begin, &end);
   ps_design d;
   ps_csr y;
-  take_block(tc, &g, begin, end, &d, &y);
+  take_block(tc->K, tc->genes, &g, begin, end, &d, &y);
   ps_ridge fit;
   int fit_err = ps_ridge_fit(comm, &d, &y, tc->lambda, &fit);
   grid_record rec = {.n_lambdas = 1, .lambdas = &tc->lambda, .n_rows = tc->K + 1, .n_genes = tc->genes, .stop_at = -1};
@@ -418,7 +365,7 @@ static int run_grid_stop_case(const test_case *tc, MPI_Comm comm) {
   ps_block_range(tc->cells, rank, size, &begin, &end);
   ps_design d;
   ps_csr y;
-  take_block(tc, &g, begin, end, &d, &y);
+  take_block(tc->K, tc->genes, &g, begin, end, &d, &y);
   const double lambdas[] = {0.1, 1.0, 10.0};
   grid_record rec = {.n_lambdas = 3, .lambdas = lambdas, .n_rows = tc->K + 1, .n_genes = tc->genes, .stop_at = 1};
   int err = ps_ridge_fit_grid(comm, &d, &y, NULL, 3, lambdas, record_fit, &rec);
@@ -446,7 +393,7 @@ static int run_error_case(const char *name, const test_case *tc, const char *exp
   ps_block_range(tc->cells, rank, size, &begin, &end);
   ps_design d;
   ps_csr y;
-  take_block(tc, &g, begin, end, &d, &y);
+  take_block(tc->K, tc->genes, &g, begin, end, &d, &y);
   ps_ridge fit;
   int err = ps_ridge_fit(comm, &d, &y, tc->lambda, &fit);
   int bad = err != PS_ERR_INPUT || !strstr(ps_error_message(), expect) || fit.beta != NULL;

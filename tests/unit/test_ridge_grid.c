@@ -15,6 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ps_test.h"
+
 void dposv_(const char *uplo, const int *n, const int *nrhs, double *a, const int *lda, double *b,
             const int *ldb, int *info, size_t uplo_len);
 
@@ -34,15 +36,6 @@ typedef struct {
   double *yval;
   uint8_t *keep;
 } problem;
-
-static void *xcalloc(size_t n, size_t size) {
-  void *p = calloc(n ? n : 1, size);
-  if (!p) {
-    fprintf(stderr, "test_ridge_grid: out of memory\n");
-    MPI_Abort(MPI_COMM_WORLD, 1);
-  }
-  return p;
-}
 
 /* Per cell (draws from its own stream, so rank-count independent): its group g
  * (g >= 1: first id -(K + g)), sorted distinct perturbations (MOI 0-1 with 90% perturbed, or

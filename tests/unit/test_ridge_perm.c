@@ -21,6 +21,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ridge_problem.h"
+
 /* LAPACK (Fortran; the size_t is gfortran's hidden CHARACTER length). */
 void dpotrf_(const char *uplo, const int *n, double *a, const int *lda, int *info, size_t uplo_len);
 void dpotrs_(const char *uplo, const int *n, const int *nrhs, const double *a, const int *lda, double *b,
@@ -45,28 +47,6 @@ typedef struct {
  * noise only. */
 enum { N_STRONG = 20, N_MODERATE = 100 };
 #define STRONG 3.0
-
-typedef struct {
-  int64_t *ptr;
-  int32_t *ids;
-  int64_t *yptr;
-  int32_t *ygene;
-  double *yval;
-} global_problem;
-
-static void *xcalloc(size_t n, size_t size) {
-  void *p = calloc(n ? n : 1, size);
-  if (!p) {
-    fprintf(stderr, "test_ridge_perm: out of memory\n");
-    MPI_Abort(MPI_COMM_WORLD, 1);
-  }
-  return p;
-}
-
-static int cmp_int32(const void *a, const void *b) {
-  int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
-  return (x > y) - (x < y);
-}
 
 static int cmp_double(const void *a, const void *b) {
   double x = *(const double *)a, y = *(const double *)b;
@@ -120,31 +100,6 @@ static void generate(const test_case *tc, uint64_t seed, global_problem *g) {
     }
     g->yptr[c + 1] = nz;
   }
-}
-
-static void global_problem_free(global_problem *g) {
-  free(g->ptr), free(g->ids), free(g->yptr), free(g->ygene), free(g->yval);
-}
-
-static void take_block(const test_case *tc, const global_problem *g, int64_t begin, int64_t end, ps_design *d,
-                       ps_csr *y) {
-  memset(d, 0, sizeof *d);
-  memset(y, 0, sizeof *y);
-  d->n_perturbations = tc->K;
-  d->n_cells = end - begin;
-  d->ptr = xcalloc((size_t)d->n_cells + 1, sizeof *d->ptr);
-  d->ids = xcalloc((size_t)(g->ptr[end] - g->ptr[begin]), sizeof *d->ids);
-  for (int64_t c = 0; c <= d->n_cells; c++) d->ptr[c] = g->ptr[begin + c] - g->ptr[begin];
-  memcpy(d->ids, g->ids + g->ptr[begin], (size_t)d->ptr[d->n_cells] * sizeof *d->ids);
-  y->n_rows = end - begin;
-  y->n_cols = tc->genes;
-  int64_t nnz = g->yptr[end] - g->yptr[begin];
-  y->indptr = xcalloc((size_t)y->n_rows + 1, sizeof *y->indptr);
-  y->indices = xcalloc((size_t)nnz, sizeof *y->indices);
-  y->data = xcalloc((size_t)nnz, sizeof *y->data);
-  for (int64_t c = 0; c <= y->n_rows; c++) y->indptr[c] = g->yptr[begin + c] - g->yptr[begin];
-  memcpy(y->indices, g->ygene + g->yptr[begin], (size_t)nnz * sizeof *y->indices);
-  memcpy(y->data, g->yval + g->yptr[begin], (size_t)nnz * sizeof *y->data);
 }
 
 /* ---- the permutation, re-implemented from its definition in ridge.h ---- */
@@ -218,12 +173,6 @@ static void dense_xty(const test_case *tc, const global_problem *g, const int64_
       for (int64_t q = g->ptr[d]; q < g->ptr[d + 1]; q++) col[g->ids[q] + 1] += g->yval[e];
     }
   }
-}
-
-static double max_abs(const double *v, int64_t n) {
-  double m = 0;
-  for (int64_t i = 0; i < n; i++) m = fmax(m, fabs(v[i]));
-  return m;
 }
 
 /* Factor X^T X + lambda I once (dpotrf), then one dense solve per permutation.
@@ -388,7 +337,7 @@ static int run_case(const test_case *tc, case_checks checks, MPI_Comm comm) {
   ps_block_range(tc->cells, rank, size, &begin, &end);
   ps_design d;
   ps_csr y;
-  take_block(tc, &g, begin, end, &d, &y);
+  take_block(tc->K, tc->genes, &g, begin, end, &d, &y);
 
   ps_ridge fit;
   double *pvalues = NULL;
@@ -510,7 +459,7 @@ static int run_timing(const test_case *tc, MPI_Comm comm) {
   ps_block_range(tc->cells, rank, size, &begin, &end);
   ps_design d;
   ps_csr y;
-  take_block(tc, &g, begin, end, &d, &y);
+  take_block(tc->K, tc->genes, &g, begin, end, &d, &y);
   ps_ridge_perm_options opt;
   ps_ridge_perm_options_default(&opt);
   opt.n_permutations = tc->R;
@@ -555,7 +504,7 @@ static int run_paths_equal(const test_case *tc, MPI_Comm comm) {
   ps_block_range(tc->cells, rank, size, &begin, &end);
   ps_design d;
   ps_csr y;
-  take_block(tc, &g, begin, end, &d, &y);
+  take_block(tc->K, tc->genes, &g, begin, end, &d, &y);
   ps_ridge_perm_options opt;
   ps_ridge_perm_options_default(&opt);
   opt.n_permutations = tc->R;
@@ -599,7 +548,7 @@ static int run_argument_checks(MPI_Comm comm) {
   ps_block_range(tc.cells, rank, size, &begin, &end);
   ps_design d;
   ps_csr y;
-  take_block(&tc, &g, begin, end, &d, &y);
+  take_block(tc.K, tc.genes, &g, begin, end, &d, &y);
   ps_ridge fit;
   int failures = ps_ridge_fit(comm, &d, &y, tc.lambda, &fit) != PS_OK;
   ps_ridge_perm_options opt;
