@@ -51,7 +51,8 @@ int ps_ridge_block_size(int n, int ranks);
 /* ---- permutation p-values (SPEC.md section 2, --permutations) ----
  *
  * p[k, n] = (1/R) #{r : |B_r[k, n]| > |B[k, n]|} (strictly greater, as the
- * reference), B_r refitted with the cells' design rows shuffled against Y.
+ * reference), B_r refitted with the cells' design rows shuffled against Y
+ * (within basal groups: ps_ridge_permutation_within).
  * X^T X does not change under a row permutation: it is factored once and each
  * batch of permutations is one multi-right-hand-side solve. */
 
@@ -71,6 +72,17 @@ void ps_ridge_perm_options_default(ps_ridge_perm_options *o);
  * r); for i = M - 1 down to 1: draw x = ps_rng_next(&g) until x >= 2^64 mod
  * (i + 1), k = x mod (i + 1), swap pi[i] and pi[k] (Fisher-Yates, unbiased). */
 void ps_ridge_permutation(uint64_t seed, int64_t r, int64_t n_cells, int64_t *pi);
+/* The same within strata: cells trade design rows only with cells of their own
+ * stratum. order lists the cells stratum by stratum (ascending within each),
+ * stratum h at order[stratum_ptr[h] .. stratum_ptr[h + 1]); one stream g as
+ * above runs Fisher-Yates over each stratum in turn, on positions in order.
+ * order NULL: one stratum of all cells, exactly ps_ridge_permutation. With basal
+ * groups (--control-by, --group-by: the design's group markers,
+ * ps_design_ridge_columns) the p-values permute within groups, so a group's
+ * cells keep its basal expression and --group-by tests each group on its own
+ * cells, as a separate run per group would. */
+void ps_ridge_permutation_within(uint64_t seed, int64_t r, int64_t n_cells, const int64_t *order,
+                                 const int64_t *stratum_ptr, int32_t n_strata, int64_t *pi);
 
 /* Permutations per batch: the batch's dense (K + 1) x (N b) right-hand side on
  * each rank plus the product W X^T Y_r of the same size (ridge_perm.c) stay
@@ -88,7 +100,7 @@ int ps_ridge_perm_batch(int32_t n_rows, int32_t n_genes, int n_permutations, int
  * cell carries) gets p = 0, as in the reference.
  * Memory per rank: every cell's design row (allgathered once: (M + 1) int64 +
  * nnz(D) int32; O(M x MOI), never cells x perturbations), one int64 permutation
- * of M cells, (K + 1) x N counts, at MOI about 1 the local cells bucketed by
+ * of M cells (with basal groups another M int64: the cells by group), (K + 1) x N counts, at MOI about 1 the local cells bucketed by
  * right-hand-side row (y read in place), at higher MOI a gene-tiled copy of the
  * local y (about the size of y; ridge_perm.c says why), W = L^-1 in place of the factor L (this rank's columns:
  * (K + 1)^2 / P doubles) and one batch (ps_ridge_perm_batch): the whole

@@ -34,13 +34,14 @@
  *                                                tables (hash, send, receive) or the X^T Y right-hand side
  *                                                (dense sum + packed reduce-scatter buffer) and this rank's share
  *   permutations 8 rP n + 16 M + 4 D + 12 (M + D)/P + [13 Y/P if D >= 1.5 M, else 4 (M + D)/P]
- *                + 12 n N + 8 (2 n + rP) N b [+ 8 n N b if P > 1]
+ *                + 12 n N + 8 (2 n + rP) N b [+ 8 n N b if P > 1] [+ 8 M with basal groups]
  *                                                the inverse; every cell's design row and the permutation
  *                                                (allgathered, O(M MOI)); this rank's permuted rows; Y by
  *                                                gene tiles (MOI >= 1.5) or the cells bucketed by row (Y read
  *                                                in place); counts + p-values; one batch (its two n x N b
  *                                                buffers, the own rows of B_r, and with P > 1 the MPI
- *                                                reductions' temporaries of one batch: measured, bench scaling)
+ *                                                reductions' temporaries of one batch: measured, bench scaling;
+ *                                                with groups the cells sorted by group, to permute within them)
  *   score        8 n N + 8 S/P                   p-values; PS (QP scratch is O(MOI^2 + MOI N), negligible)
  *   dosage       8 n N + 16 S/P + 16 (D/P + C) + 368 K   PS aligned to the design, each perturbation's
  *                                                cells and the controls' own-gene values on its owner, K-row tables
@@ -136,7 +137,8 @@ void ps_cost_memory_estimate(const ps_cost_problem *p, ps_cost_memory *out) {
       out->stage[PS_COST_PERMUTATIONS] =
           8 * rP * n + 16 * M + 4 * D + 12 * (M + D) / P + (D >= 1.5 * M ? 13 * Y / P : 4 * (M + D) / P) +
           12 * n * N + 8 * (2 * n + rP) * N * b +
-          (P > 1 ? 8 * n * N * b : 0); /* Open MPI's reduce-scatter/allreduce temporaries: one batch */
+          (P > 1 ? 8 * n * N * b : 0) + /* Open MPI's reduce-scatter/allreduce temporaries: one batch */
+          (p->basal_rows > 1 ? 8 * M : 0); /* basal groups: the cells by group, to permute within groups */
     }
     double pvalues = p->permutations > 0 ? 8 * n * N : 0;
     if (!p->cv_only) out->stage[PS_COST_SCORE] = pvalues + 8 * S / P;

@@ -48,18 +48,28 @@ void ps_ridge_perm_options_default(ps_ridge_perm_options *o) {
  * bijection (e.g. a Feistel network with cycle walking) would let each rank
  * compute pi_r on its own cells only; that is another definition, so it would
  * change every p-value for a given seed. */
-void ps_ridge_permutation(uint64_t seed, int64_t r, int64_t n_cells, int64_t *pi) {
+void ps_ridge_permutation_within(uint64_t seed, int64_t r, int64_t n_cells, const int64_t *order,
+                                 const int64_t *stratum_ptr, int32_t n_strata, int64_t *pi) {
   for (int64_t i = 0; i < n_cells; i++) pi[i] = i;
   ps_rng g = ps_rng_make(seed ^ PERM_SEED_SALT, (uint64_t)r);
-  for (int64_t i = n_cells - 1; i > 0; i--) {
-    /* Reject the 2^64 mod (i + 1) lowest draws so x mod (i + 1) is exactly uniform. */
-    uint64_t bound = (uint64_t)i + 1, reject = (uint64_t)(0 - bound) % bound, x;
-    do x = ps_rng_next(&g);
-    while (x < reject);
-    int64_t k = (int64_t)(x % bound), t = pi[i];
-    pi[i] = pi[k];
-    pi[k] = t;
+  int32_t strata = order ? n_strata : 1;
+  for (int32_t h = 0; h < strata; h++) {
+    int64_t first = order ? stratum_ptr[h] : 0, n = order ? stratum_ptr[h + 1] - first : n_cells;
+    for (int64_t i = n - 1; i > 0; i--) {
+      /* Reject the 2^64 mod (i + 1) lowest draws so x mod (i + 1) is exactly uniform. */
+      uint64_t bound = (uint64_t)i + 1, reject = (uint64_t)(0 - bound) % bound, x;
+      do x = ps_rng_next(&g);
+      while (x < reject);
+      int64_t k = (int64_t)(x % bound);
+      int64_t a = order ? order[first + i] : i, b = order ? order[first + k] : k, t = pi[a];
+      pi[a] = pi[b];
+      pi[b] = t;
+    }
   }
+}
+
+void ps_ridge_permutation(uint64_t seed, int64_t r, int64_t n_cells, int64_t *pi) {
+  ps_ridge_permutation_within(seed, r, n_cells, NULL, NULL, 1, pi);
 }
 
 int ps_ridge_perm_batch(int32_t n_rows, int32_t n_genes, int n_permutations, int64_t batch_bytes) {
@@ -305,6 +315,8 @@ typedef struct {
   int32_t *bucket_cell;
   int64_t bucket_cap;
   int64_t *pi;       /* the current permutation of all M cells */
+  int64_t *stratum_order, *stratum_ptr; /* basal groups: the cells by group (ps_ridge_permutation_within) */
+  int32_t n_strata;
   int64_t *row_ptr;  /* per local cell: the right-hand-side rows its permuted design row adds to */
   int32_t *rows_of;
   int64_t rows_cap;
@@ -323,8 +335,60 @@ static void perm_work_free(perm_work *w) {
   y_tiles_free(&w->y);
   free(w->intercept), free(w->row_sum), free(w->bucket_ptr), free(w->bucket_at), free(w->bucket_cell);
   free(w->pi), free(w->row_ptr), free(w->rows_of), free(w->tile), free(w->rhs), free(w->z), free(w->count);
-  free(w->share), free(w->row_base), free(w->row_stride);
+  free(w->share), free(w->row_base), free(w->row_stride), free(w->stratum_order), free(w->stratum_ptr);
   memset(w, 0, sizeof *w);
+}
+
+/* With basal groups, permutations stay within each group: the cells by group
+ * marker (the first id -(K + g) of a group g >= 1 cell; none: group 0), groups in
+ * marker order, cells in global order within each (a counting sort over the
+ * n ridge rows). No markers: one stratum, order stays NULL. */
+static int strata_build(const ridge_system *s, perm_work *w) {
+  const all_rows *a = &w->rows;
+  int64_t *count;
+  PS_ALLOC(count, (int64_t)s->n + 1);
+  int64_t markers = 0;
+  for (int64_t c = 0; c < a->n_cells; c++) {
+    int32_t first = a->ptr[c + 1] > a->ptr[c] ? a->ids[a->ptr[c]] : 0;
+    int64_t key = first < 0 ? -(int64_t)first : 0;
+    if (key >= s->n) {
+      free(count);
+      PS_FAIL(PS_ERR_INPUT, "permutation p-values: cell %lld's group column %lld is outside the %d ridge rows",
+              (long long)c, (long long)key, s->n);
+    }
+    count[key]++;
+    markers += key > 0;
+  }
+  if (markers == 0) {
+    free(count);
+    return PS_OK;
+  }
+  int32_t strata = 0;
+  for (int32_t k = 0; k <= s->n; k++) strata += count[k] > 0;
+  w->stratum_order = malloc((size_t)(a->n_cells > 0 ? a->n_cells : 1) * sizeof *w->stratum_order);
+  w->stratum_ptr = malloc(((size_t)strata + 1) * sizeof *w->stratum_ptr);
+  if (!w->stratum_order || !w->stratum_ptr) {
+    free(count);
+    PS_FAIL(PS_ERR_SYSTEM, "out of memory (permutation strata of %lld cells)", (long long)a->n_cells);
+  }
+  /* count[key] becomes the key's first position in stratum_order */
+  int32_t h = 0;
+  int64_t at = 0;
+  for (int32_t k = 0; k <= s->n; k++) {
+    if (!count[k]) continue;
+    w->stratum_ptr[h++] = at;
+    int64_t n = count[k];
+    count[k] = at;
+    at += n;
+  }
+  w->stratum_ptr[strata] = at;
+  w->n_strata = strata;
+  for (int64_t c = 0; c < a->n_cells; c++) {
+    int32_t first = a->ptr[c + 1] > a->ptr[c] ? a->ids[a->ptr[c]] : 0;
+    w->stratum_order[count[first < 0 ? -(int64_t)first : 0]++] = c;
+  }
+  free(count);
+  return PS_OK;
 }
 
 static int perm_alloc(const ridge_system *s, const ps_csr *y, perm_work *w, int64_t entries, int batch) {
@@ -467,7 +531,8 @@ static int rhs_by_rows(const ridge_system *s, perm_work *w, const ps_csr *y, int
 /* Rank-local: this rank's cells' X^T Y_r of permutation r (r < 0: the
  * unpermuted X^T Y of the fit) into columns [col0, col0 + N) of rhs. */
 static int rhs_fill(const ridge_system *s, perm_work *w, const ps_csr *y, uint64_t seed, int r, int64_t col0) {
-  if (r >= 0) ps_ridge_permutation(seed, r, w->rows.n_cells, w->pi);
+  if (r >= 0)
+    ps_ridge_permutation_within(seed, r, w->rows.n_cells, w->stratum_order, w->stratum_ptr, w->n_strata, w->pi);
   else
     for (int64_t c = 0; c < w->rows.n_cells; c++) w->pi[c] = c;
   PS_CALL(permuted_rows(w, y->n_rows));
@@ -631,6 +696,7 @@ static int perm_run(MPI_Comm comm, ridge_system *s, const ps_design *design, con
   double t = ps_wtime();
   PS_CALL(rows_gather(comm, design, &w->rows));
   PS_CALL(ps_error_sync(comm, perm_alloc(s, y, w, entries, batch)));
+  PS_CALL(ps_error_sync(comm, strata_build(s, w)));
   ps_stats_add("perm.rows_seconds", ps_wtime() - t);
   ps_stats_max("perm.bytes_batch", 2.0 * s->n * batch * s->n_genes * sizeof *w->rhs);
   PS_CALL(invert_timed(s));

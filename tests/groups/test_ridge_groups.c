@@ -83,20 +83,28 @@ static void permuted_block(int64_t begin, int64_t end, const int64_t *pi, ps_des
   }
 }
 
-/* p-values by refitting every permutation; counts like ps_ridge_permutation_pvalues. */
+/* p-values by refitting every permutation within the groups; counts like ps_ridge_permutation_pvalues. */
 static int brute_force_pvalues(MPI_Comm comm, const ps_csr *y, double lambda, const ps_ridge_perm_options *perm,
                                const double *beta, double *p) {
   int rank, size;
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &size);
-  int64_t begin, end, *pi = xcalloc(CELLS, sizeof *pi);
+  int64_t begin, end, *pi = xcalloc(CELLS, sizeof *pi), *order = xcalloc(CELLS, sizeof *order), ptr[G + 1];
   ps_block_range(CELLS, rank, size, &begin, &end);
+  /* permutations stay within each group: the cells by group, in order within each */
+  int64_t at = 0;
+  for (int32_t g = 0; g < G; g++) {
+    ptr[g] = at;
+    for (int64_t c = 0; c < CELLS; c++)
+      if (cell_group(c) == g) order[at++] = c;
+  }
+  ptr[G] = at;
   ps_design d, columns;
   ps_csr unused;
   take_block(begin, end, &d, &unused);
   ps_csr_free(&unused);
   for (int r = 0; r < perm->n_permutations; r++) {
-    ps_ridge_permutation(perm->seed, r, CELLS, pi);
+    ps_ridge_permutation_within(perm->seed, r, CELLS, order, ptr, G, pi);
     permuted_block(begin, end, pi, &d);
     ps_ridge fit;
     if (ps_design_ridge_columns(&d, &columns) || ps_ridge_fit(comm, &columns, y, lambda, &fit)) return 1;
@@ -107,6 +115,7 @@ static int brute_force_pvalues(MPI_Comm comm, const ps_csr *y, double lambda, co
   for (int64_t e = 0; e < (int64_t)(K + G) * GENES; e++) p[e] /= perm->n_permutations;
   ps_design_free(&d);
   free(pi);
+  free(order);
   return 0;
 }
 

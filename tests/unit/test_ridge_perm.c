@@ -117,6 +117,53 @@ static void reference_permutation(uint64_t seed, int64_t r, int64_t m, int64_t *
   }
 }
 
+/* Within strata: one stratum listed in order is exactly the plain generator; with
+ * three interleaved strata every cell is paired with a cell of its own stratum,
+ * each stratum's cells are a permutation of themselves, and each stratum is
+ * uniform: the first cell of a 3-cell stratum goes to each of its cells 1/3 of
+ * the time (chi-square, 2 d.f., 0.1% critical value 13.8). */
+static int check_generator_within(int rank) {
+  int failures = 0;
+  enum { M = 11, STRATA = 3 };
+  int64_t order[M], ptr[STRATA + 1], pi[M], plain[M];
+  for (int64_t i = 0; i < M; i++) order[i] = i;
+  ptr[0] = 0, ptr[1] = M;
+  for (int r = 0; r < 50; r++) {
+    ps_ridge_permutation_within(5u, r, M, order, ptr, 1, pi);
+    ps_ridge_permutation(5u, r, M, plain);
+    failures += memcmp(pi, plain, sizeof pi) != 0;
+  }
+  /* strata: cell c in stratum c % 3 except cells 9 and 10 in stratum 0 (sizes 6, 3, 2) */
+  int32_t stratum_of[M];
+  for (int64_t c = 0; c < M; c++) stratum_of[c] = c >= 9 ? 0 : (int32_t)(c % 3);
+  int64_t at = 0;
+  for (int32_t h = 0; h < STRATA; h++) {
+    ptr[h] = at;
+    for (int64_t c = 0; c < M; c++)
+      if (stratum_of[c] == h) order[at++] = c;
+  }
+  ptr[STRATA] = at;
+  int64_t tally[3] = {0};
+  const int n_draws = 30000;
+  int kept = 1, bijective = 1;
+  for (int r = 0; r < n_draws; r++) {
+    ps_ridge_permutation_within(9u, r, M, order, ptr, STRATA, pi);
+    uint8_t seen[M] = {0};
+    for (int64_t c = 0; c < M; c++) {
+      kept &= pi[c] >= 0 && pi[c] < M && stratum_of[pi[c]] == stratum_of[c];
+      if (pi[c] >= 0 && pi[c] < M) bijective &= !seen[pi[c]]++;
+    }
+    tally[pi[1] == 1 ? 0 : pi[1] == 4 ? 1 : 2]++; /* stratum 1 is cells 1, 4, 7 */
+  }
+  double chi2 = 0, expect = n_draws / 3.0;
+  for (int i = 0; i < 3; i++) chi2 += (tally[i] - expect) * (tally[i] - expect) / expect;
+  failures += !kept + !bijective + (chi2 > 13.8);
+  if (rank == 0)
+    printf("%s permutation within strata: one stratum = the plain generator, cells stay in their stratum, "
+           "uniform (chi2 %.2f, 2 df)\n", failures ? "FAIL" : "ok  ", chi2);
+  return failures;
+}
+
 /* Library generator == documented definition; a permutation; uniform over the
  * 3! orders of 3 cells (chi-square, 5 d.f., 0.1% critical value 20.5). */
 static int check_generator(int rank) {
@@ -148,7 +195,7 @@ static int check_generator(int rank) {
   if (rank == 0)
     printf("%s permutation generator: matches its definition in ridge.h, uniform over 3! orders (chi2 %.2f, 5 df)\n",
            failures ? "FAIL" : "ok  ", chi2);
-  return failures;
+  return failures + check_generator_within(rank);
 }
 
 /* ---- brute-force reference on rank 0 ---- */
