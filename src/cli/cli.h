@@ -23,13 +23,18 @@ int ps_cli_number(const char *option, const char *text, double *value);
 /* As ps_cli_number, for a whole number >= 0. */
 int ps_cli_count(const char *option, const char *text, double *value);
 /* The dataset options shared by run, lambda and cv (dataset_options.c): the
- * input, guides, controls, targets and target selection. getopt_long returns
- * PS_CLI_DATASET for each; ps_cli_dataset_option fills the ps_dataset_options. */
+ * input, guides, controls, targets and target selection. getopt_long returns a
+ * value for which ps_cli_is_dataset holds; ps_cli_dataset_option fills the
+ * ps_dataset_options. */
 #define PS_CLI_DATASET 0x100
+#define PS_CLI_DATASET_END (PS_CLI_DATASET + 18)
+static inline int ps_cli_is_dataset(int c) { return c >= PS_CLI_DATASET && c < PS_CLI_DATASET_END; }
 extern const struct option ps_cli_dataset_longs[];
 /* own's entries, then the dataset options, then the terminator, into joined[capacity]. */
 int ps_cli_join_longs(const struct option *own, struct option *joined, size_t capacity);
 int ps_cli_dataset_option(const char *name, const char *arg, ps_dataset_options *options);
+/* Fails with the message for an option COMMAND does not know (ARG as given). */
+int ps_cli_unknown_option(const char *command, const char *arg);
 /* The checks every command makes of them (COMMAND names it in messages); sorts
  * the control and perturbation lists. */
 int ps_cli_dataset_check(const char *command, ps_dataset_options *options);

@@ -72,7 +72,7 @@ typedef struct {
 static int parse_cv(int argc, char **argv, cv_cli *o, int *help) {
   enum { O_SCHEME = 1, O_FOLDS, O_SEED, O_MIN_CELLS, O_PCS, O_EMB_LAMBDA, O_TOP, O_TOP_DE, O_PREDICTIONS,
          O_PRED_COLUMN, O_SAVE_PRED, O_RIDGE_LAMBDAS, O_LAMBDA, O_UPPER, O_OUTPUT, O_SUMMARY, O_QUIET, O_JSON,
-         O_HELP, O_MAX_MEMORY, O_GROUPS };
+         O_HELP, O_MAX_MEMORY };
   static const struct option own_longs[] = {
       {"scheme", required_argument, 0, O_SCHEME}, {"folds", required_argument, 0, O_FOLDS},
       {"seed", required_argument, 0, O_SEED}, {"min-cells", required_argument, 0, O_MIN_CELLS},
@@ -85,7 +85,6 @@ static int parse_cv(int argc, char **argv, cv_cli *o, int *help) {
       {"output", required_argument, 0, O_OUTPUT}, {"summary", required_argument, 0, O_SUMMARY},
       {"quiet", no_argument, 0, O_QUIET}, {"json", no_argument, 0, O_JSON}, {"help", no_argument, 0, O_HELP},
       {"max-memory", required_argument, 0, O_MAX_MEMORY},
-      {"group-by", required_argument, 0, O_GROUPS}, {"control-by", required_argument, 0, O_GROUPS},
       {0, 0, 0, 0}};
   ps_dataset_options_default(&o->data);
   ps_cv_options_default(&o->cv);
@@ -99,11 +98,11 @@ static int parse_cv(int argc, char **argv, cv_cli *o, int *help) {
   PS_CALL(ps_cli_join_longs(own_longs, longs, sizeof longs / sizeof *longs));
   int c, long_index = -1;
   while ((c = getopt_long(argc, argv, "", longs, &long_index)) != -1) {
+    if (ps_cli_is_dataset(c)) {
+      PS_CALL(ps_cli_dataset_option(longs[long_index].name, optarg, &o->data));
+      continue;
+    }
     switch (c) {
-      case PS_CLI_DATASET: PS_CALL(ps_cli_dataset_option(longs[long_index].name, optarg, &o->data)); break;
-      case O_GROUPS:
-        PS_FAIL(PS_ERR_INPUT, "cv: --%s is not supported yet (only pertscore run has groups); give it one "
-                "group's cells (a subset of the input) at a time", longs[long_index].name);
       case O_SCHEME:
         if (strcmp(optarg, "perturbations") == 0) o->cv.scheme = PS_CV_SCHEME_PERTURBATIONS;
         else if (strcmp(optarg, "cells") == 0) o->cv.scheme = PS_CV_SCHEME_CELLS;
@@ -150,7 +149,7 @@ static int parse_cv(int argc, char **argv, cv_cli *o, int *help) {
       case O_JSON: o->json = 1; break;
       case O_HELP: *help = 1; return PS_OK;
       case O_MAX_MEMORY: PS_CALL(ps_cost_parse_size(optarg, &o->max_memory)); break;
-      default: PS_FAIL(PS_ERR_INPUT, "cv: unknown or incomplete option '%s' (see pertscore cv --help)", argv[optind - 1]);
+      default: return ps_cli_unknown_option("cv", argv[optind - 1]);
     }
   }
   if (optind < argc) PS_FAIL(PS_ERR_INPUT, "cv: unexpected argument '%s'", argv[optind]);

@@ -85,7 +85,7 @@ static int parse_grid(const char *text, lambda_options *o) {
 
 static int parse_lambda(int argc, char **argv, lambda_options *o, int *help) {
   enum { O_RIDGE_LAMBDA = 1, O_UPPER, O_NO_RESCALE, O_OUTPUT, O_QUIET, O_JSON, O_HELP, O_PERMUTATIONS, O_SEED,
-         O_PSEUDO_CELLS, O_PSEUDO_LABEL, O_GRID, O_GRID_MIN, O_GRID_MAX, O_GRID_STEPS, O_TARGET_FPR, O_CURVE, O_GROUPS };
+         O_PSEUDO_CELLS, O_PSEUDO_LABEL, O_GRID, O_GRID_MIN, O_GRID_MAX, O_GRID_STEPS, O_TARGET_FPR, O_CURVE };
   static const struct option own_longs[] = {
       {"ridge-lambda", required_argument, 0, O_RIDGE_LAMBDA}, {"upper", required_argument, 0, O_UPPER},
       {"no-rescale", no_argument, 0, O_NO_RESCALE}, {"output", required_argument, 0, O_OUTPUT},
@@ -96,7 +96,6 @@ static int parse_lambda(int argc, char **argv, lambda_options *o, int *help) {
       {"lambda-min", required_argument, 0, O_GRID_MIN}, {"lambda-max", required_argument, 0, O_GRID_MAX},
       {"lambda-steps", required_argument, 0, O_GRID_STEPS}, {"target-fpr", required_argument, 0, O_TARGET_FPR},
       {"curve", required_argument, 0, O_CURVE},
-      {"group-by", required_argument, 0, O_GROUPS}, {"control-by", required_argument, 0, O_GROUPS},
       {0, 0, 0, 0}};
   double number;
   ps_dataset_options_default(&o->data);
@@ -117,11 +116,11 @@ static int parse_lambda(int argc, char **argv, lambda_options *o, int *help) {
   PS_CALL(ps_cli_join_longs(own_longs, longs, sizeof longs / sizeof *longs));
   int c, long_index = -1;
   while ((c = getopt_long(argc, argv, "", longs, &long_index)) != -1) {
+    if (ps_cli_is_dataset(c)) {
+      PS_CALL(ps_cli_dataset_option(longs[long_index].name, optarg, &o->data));
+      continue;
+    }
     switch (c) {
-      case PS_CLI_DATASET: PS_CALL(ps_cli_dataset_option(longs[long_index].name, optarg, &o->data)); break;
-      case O_GROUPS:
-        PS_FAIL(PS_ERR_INPUT, "lambda: --%s is not supported yet (only pertscore run has groups); give it one "
-                "group's cells (a subset of the input) at a time", longs[long_index].name);
       case O_RIDGE_LAMBDA: PS_CALL(ps_cli_number("--ridge-lambda", optarg, &o->ridge_lambda)); break;
       case O_UPPER: PS_CALL(ps_cli_number("--upper", optarg, &o->score.upper)); break;
       case O_NO_RESCALE: o->score.rescale = 0; break;
@@ -155,9 +154,7 @@ static int parse_lambda(int argc, char **argv, lambda_options *o, int *help) {
         o->grid_log_given = 1;
         break;
       case O_TARGET_FPR: PS_CALL(ps_cli_number("--target-fpr", optarg, &o->target_fpr)); break;
-      default:
-        PS_FAIL(PS_ERR_INPUT, "lambda: unknown or incomplete option '%s' (see pertscore lambda --help)",
-                argv[optind - 1]);
+      default: return ps_cli_unknown_option("lambda", argv[optind - 1]);
     }
   }
   if (optind < argc) PS_FAIL(PS_ERR_INPUT, "lambda: unexpected argument '%s'", argv[optind]);

@@ -118,8 +118,11 @@ static int parse_run(int argc, char **argv, run_options *o, int *help) {
   PS_CALL(ps_cli_join_longs(run_own_longs, longs, sizeof longs / sizeof *longs));
   int c, long_index = -1;
   while ((c = getopt_long(argc, argv, "", longs, &long_index)) != -1) {
+    if (ps_cli_is_dataset(c)) {
+      PS_CALL(ps_cli_dataset_option(longs[long_index].name, optarg, &o->data));
+      continue;
+    }
     switch (c) {
-      case PS_CLI_DATASET: PS_CALL(ps_cli_dataset_option(longs[long_index].name, optarg, &o->data)); break;
       case O_RIDGE_LAMBDA: PS_CALL(ps_cli_number("--ridge-lambda", optarg, &o->ridge_lambda)); break;
       case O_LAMBDA: PS_CALL(ps_cli_number("--lambda", optarg, &o->score.lambda)); break;
       case O_UPPER: PS_CALL(ps_cli_number("--upper", optarg, &o->score.upper)); break;
@@ -168,7 +171,7 @@ static int parse_run(int argc, char **argv, run_options *o, int *help) {
         o->perm.seed = (uint64_t)seed;
         break;
       }
-      default: PS_FAIL(PS_ERR_INPUT, "run: unknown or incomplete option '%s' (see pertscore run --help)", argv[optind - 1]);
+      default: return ps_cli_unknown_option("run", argv[optind - 1]);
     }
   }
   if (optind < argc) PS_FAIL(PS_ERR_INPUT, "run: unexpected argument '%s'", argv[optind]);
@@ -238,6 +241,10 @@ static int record_parameters(const run_options *o, int argc, char **argv, ps_run
   PS_CALL(ps_run_info_string(info, "unit", o->data.unit_guide ? "guide" : "gene"));
   if (o->data.control_by) PS_CALL(ps_run_info_string(info, "control_by", o->data.control_by));
   if (o->data.group_by) PS_CALL(ps_run_info_string(info, "group_by", o->data.group_by));
+  /* Permutations shuffle within the groups (ps_ridge_permutation_within); results written
+   * when they shuffled across all cells lack this key: not up to date, not resumable. */
+  if ((o->data.control_by || o->data.group_by) && o->perm.n_permutations > 0)
+    PS_CALL(ps_run_info_string(info, "permutation_strata", "basal_groups"));
   PS_CALL(ps_run_info_number(info, "dosage", o->dosage));
   if (o->dosage) PS_CALL(ps_run_info_number(info, "min_dosage_cells", (double)o->dosage_opt.min_cells));
   if (o->cv.scheme) {

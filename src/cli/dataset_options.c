@@ -1,31 +1,35 @@
 /* Options shared by run, lambda and cv: the input, guides, controls, targets and
  * target selection (ps_dataset_options). One table, one parser and one check, so
- * the commands agree. */
+ * the commands agree. Each entry has its own getopt value: getopt_long takes the
+ * first of several prefix matches with equal values instead of calling the prefix
+ * ambiguous (--min-g would become --min-guide-umi for a user meaning --min-gene-frac). */
 #include <string.h>
 
 #include "cli.h"
 #include "pertscore/data.h"
 
 const struct option ps_cli_dataset_longs[] = {
-    {"input", required_argument, 0, PS_CLI_DATASET},
-    {"layer", required_argument, 0, PS_CLI_DATASET},
-    {"input-is", required_argument, 0, PS_CLI_DATASET},
-    {"guides", required_argument, 0, PS_CLI_DATASET},
-    {"guide-column", required_argument, 0, PS_CLI_DATASET},
-    {"control", required_argument, 0, PS_CLI_DATASET},
-    {"min-guide-umi", required_argument, 0, PS_CLI_DATASET},
-    {"perturbations", required_argument, 0, PS_CLI_DATASET},
-    {"unit", required_argument, 0, PS_CLI_DATASET},
-    {"targets", required_argument, 0, PS_CLI_DATASET},
-    {"min-gene-frac", required_argument, 0, PS_CLI_DATASET},
-    {"min-pct", required_argument, 0, PS_CLI_DATASET},
-    {"logfc", required_argument, 0, PS_CLI_DATASET},
-    {"min-targets", required_argument, 0, PS_CLI_DATASET},
-    {"max-targets", required_argument, 0, PS_CLI_DATASET},
-    {"exclude-perturbed-gene", no_argument, 0, PS_CLI_DATASET},
-    {"de-background", required_argument, 0, PS_CLI_DATASET},
-    {"de-strict-groups", no_argument, 0, PS_CLI_DATASET},
+    {"input", required_argument, 0, PS_CLI_DATASET + 0},
+    {"layer", required_argument, 0, PS_CLI_DATASET + 1},
+    {"input-is", required_argument, 0, PS_CLI_DATASET + 2},
+    {"guides", required_argument, 0, PS_CLI_DATASET + 3},
+    {"guide-column", required_argument, 0, PS_CLI_DATASET + 4},
+    {"control", required_argument, 0, PS_CLI_DATASET + 5},
+    {"min-guide-umi", required_argument, 0, PS_CLI_DATASET + 6},
+    {"perturbations", required_argument, 0, PS_CLI_DATASET + 7},
+    {"unit", required_argument, 0, PS_CLI_DATASET + 8},
+    {"targets", required_argument, 0, PS_CLI_DATASET + 9},
+    {"min-gene-frac", required_argument, 0, PS_CLI_DATASET + 10},
+    {"min-pct", required_argument, 0, PS_CLI_DATASET + 11},
+    {"logfc", required_argument, 0, PS_CLI_DATASET + 12},
+    {"min-targets", required_argument, 0, PS_CLI_DATASET + 13},
+    {"max-targets", required_argument, 0, PS_CLI_DATASET + 14},
+    {"exclude-perturbed-gene", no_argument, 0, PS_CLI_DATASET + 15},
+    {"de-background", required_argument, 0, PS_CLI_DATASET + 16},
+    {"de-strict-groups", no_argument, 0, PS_CLI_DATASET + 17},
     {0, 0, 0, 0}};
+_Static_assert(sizeof ps_cli_dataset_longs / sizeof *ps_cli_dataset_longs == PS_CLI_DATASET_END - PS_CLI_DATASET + 1,
+               "PS_CLI_DATASET_END (cli.h) must count the entries of ps_cli_dataset_longs");
 
 int ps_cli_join_longs(const struct option *own, struct option *joined, size_t capacity) {
   size_t n = 0;
@@ -74,6 +78,15 @@ int ps_cli_dataset_option(const char *name, const char *arg, ps_dataset_options 
     else PS_FAIL(PS_ERR_INPUT, "--unit expects gene or guide, got '%s'", arg);
   } else PS_FAIL(PS_ERR_SYSTEM, "command line: --%s is in the dataset table but has no parser", name);
   return PS_OK;
+}
+
+int ps_cli_unknown_option(const char *command, const char *arg) {
+  /* the group options are run's own; another command names them rather than "unknown" */
+  for (const char *const *g = (const char *const[]){"--group-by", "--control-by", NULL}; *g; g++)
+    if (strncmp(arg, *g, strlen(*g)) == 0 && (arg[strlen(*g)] == '\0' || arg[strlen(*g)] == '='))
+      PS_FAIL(PS_ERR_INPUT, "%s: %s is not supported yet (only pertscore run has groups); give it one group's cells "
+              "(a subset of the input) at a time", command, *g);
+  PS_FAIL(PS_ERR_INPUT, "%s: unknown or incomplete option '%s' (see pertscore %s --help)", command, arg, command);
 }
 
 int ps_cli_dataset_check(const char *command, ps_dataset_options *d) {

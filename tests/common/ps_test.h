@@ -16,16 +16,24 @@
 
 #include "pertscore/util.h"
 
-/* failed and made checks; test_rank names the rank in messages (set it after MPI_Init) */
-static int failures __attribute__((unused)) = 0, checks __attribute__((unused)) = 0,
-           test_rank __attribute__((unused)) = 0;
+/* failed and made checks */
+static int failures __attribute__((unused)) = 0, checks __attribute__((unused)) = 0;
+
+/* This process's rank in MPI_COMM_WORLD while MPI runs, else 0: for messages. */
+static inline int test_rank(void) {
+  int started = 0, finished = 0, rank = 0;
+  MPI_Initialized(&started);
+  MPI_Finalized(&finished);
+  if (started && !finished) MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  return rank;
+}
 
 #define EXPECT(cond, ...)                                                         \
   do {                                                                            \
     checks++;                                                                     \
     if (!(cond)) {                                                                \
       failures++;                                                                 \
-      fprintf(stderr, "FAIL rank %d %s:%d: ", test_rank, __FILE__, __LINE__);     \
+      fprintf(stderr, "FAIL rank %d %s:%d: ", test_rank(), __FILE__, __LINE__);   \
       fprintf(stderr, __VA_ARGS__);                                               \
       fprintf(stderr, "\n");                                                      \
     }                                                                             \

@@ -39,6 +39,15 @@ expect "an output path is also an input" 1 --scheme cells "${in[@]}" --output si
 # the dataset options are checked as in run (one table and one check, src/cli/dataset_options.c)
 expect "--min-pct must be in [0, 1] (got 5)" 1 --scheme cells "${in[@]}" --output out.h5ad --min-pct 5
 expect "cv: --group-by is not supported yet" 1 --scheme cells "${in[@]}" --output out.h5ad --group-by guide
+# lambda names them too, and a prefix of two dataset options is refused there as well
+for args in "--group-by guide|lambda: --group-by is not supported yet" "--min 1|unknown or incomplete option '--min'"; do
+  rm -f out.h5ad
+  if out=$(run 1 lambda --input sim.h5ad --guides sim.guides.tsv --control NonTargeting --output out.h5ad ${args%%|*} 2>&1);
+  then echo "FAIL: lambda ${args%%|*} succeeded"; exit 1; fi
+  grep -qF -- "${args#*|}" <<<"$out" || { echo "FAIL: expected '${args#*|}', got: $out"; exit 1; }
+  [ ! -e out.h5ad ] || { echo "FAIL: output left behind"; exit 1; }
+  echo "ok: ${args#*|}"
+done
 # run --cv: the same refusals, nothing written (no results file, no OUTPUT.cv.tsv)
 expect_run() { # expect_run MESSAGE NP ARGS...
   local msg="$1" np="$2"; shift 2

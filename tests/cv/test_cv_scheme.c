@@ -202,7 +202,6 @@ int main(int argc, char **argv) {
   MPI_Init(&argc, &argv);
   int size;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  test_rank = rank;
   MPI_Comm_size(MPI_COMM_WORLD, &size);
   int64_t begin, end;
   ps_block_range(M, rank, size, &begin, &end);

@@ -171,6 +171,10 @@ expect_error job_bad_sweep out.h5ad "bad/bad_sweep.yaml" "list of values" -- --c
 printf 'input: [sim.h5ad\n' > bad/not_yaml.yaml
 expect_error job_not_yaml out.h5ad "bad/not_yaml.yaml" "not valid YAML" -- --config bad/not_yaml.yaml
 
+# options: a prefix of two dataset options is refused (each has its own getopt value;
+# with one shared value getopt_long took the first match: --min-g became --min-guide-umi)
+expect_error ambiguous_prefix out.h5ad "unknown or incomplete option '--min-g'" -- "${VALID[@]}" --min-g 0.05
+
 # simulate's int32 counts: a value beyond 2^31 is refused by name (a cast wrapped it)
 for opt in --genes --perturbations --downstream --unmeasured-targets --cell-types --type-genes; do
   tcase=simulate_${opt#--}
