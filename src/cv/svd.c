@@ -35,8 +35,13 @@ static int grid_open(MPI_Comm comm, int m, int n, svd_grid *g) {
   return PS_OK;
 }
 
+/* Cblacs_freebuff first: a queued asynchronous send would keep the grid's
+ * communicator alive past Cblacs_gridexit (as in src/ridge/ridge_system.c). */
 static void grid_close(svd_grid *g) {
-  if (g->ctxt >= 0) Cblacs_gridexit(g->ctxt);
+  if (g->ctxt >= 0) {
+    Cblacs_freebuff(g->ctxt, 1);
+    Cblacs_gridexit(g->ctxt);
+  }
   if (g->handle >= 0) Cfree_blacs_system_handle(g->handle);
   g->ctxt = g->handle = -1;
 }

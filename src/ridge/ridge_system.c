@@ -142,9 +142,16 @@ static int grid_open(MPI_Comm comm, int n, ridge_grid *g) {
   return PS_OK;
 }
 
-/* Release the grid and the system handle only: Cblacs_exit would also end BLACS (and with 0, MPI). */
+/* Release the grid and the system handle only: Cblacs_exit would also end BLACS (and with 0, MPI).
+ * BLACS sends asynchronously and tests those sends only on its next send: one still
+ * queued holds the grid's communicator, which Cblacs_gridexit's MPI_Comm_free then
+ * never releases (LeakSanitizer). Every rank has finished the grid's ScaLAPACK
+ * calls here, so the sends are matched and the wait ends. */
 static void grid_close(ridge_grid *g) {
-  if (g->ctxt >= 0) Cblacs_gridexit(g->ctxt);
+  if (g->ctxt >= 0) {
+    Cblacs_freebuff(g->ctxt, 1);
+    Cblacs_gridexit(g->ctxt);
+  }
   if (g->handle >= 0) Cfree_blacs_system_handle(g->handle);
   free(g->rank_at);
   free(g->prow_of);
