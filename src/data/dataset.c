@@ -184,40 +184,51 @@ static int restrict_calls(const ps_dataset_options *opt, ps_guide_calls *calls) 
   return PS_OK;
 }
 
+/* The controls and --perturbations must be among the guide labels of the analysed cells. */
+static int check_units(const ps_dataset_options *opt, const ps_strlist *all_units, const char *source) {
+  for (int64_t c = 0; c < opt->controls.n; c++) {
+    if (ps_strlist_find_sorted(all_units, opt->controls.items[c]) >= 0) continue;
+    char known[512] = "";
+    for (int64_t i = 0; i < all_units->n && strlen(known) < 400; i++) {
+      strcat(known, i ? ", " : "");
+      strncat(known, all_units->items[i], 100);
+    }
+    PS_FAIL(PS_ERR_INPUT, "%s: control label '%s' is not among the guide labels of the analysed cells (labels: %s%s)",
+            source, opt->controls.items[c], known, all_units->n > 8 ? ", ..." : "");
+  }
+  for (int64_t p = 0; p < opt->perturbations.n; p++)
+    if (ps_strlist_find_sorted(all_units, opt->perturbations.items[p]) < 0)
+      PS_FAIL(PS_ERR_INPUT, "%s: --perturbations names '%s', which no analysed cell carries%s", source,
+              opt->perturbations.items[p], opt->unit_guide ? " (with --unit guide, name guides)" : "");
+  return PS_OK;
+}
+
 /* Check the controls exist and build the perturbation list (sorted union of every
- * non-control unit carried by some cell). */
+ * non-control unit carried by some cell). On an error the lists built here are
+ * freed; *perturbations is the caller's to free either way. */
 static int collect_units(MPI_Comm comm, const ps_dataset_options *opt, const ps_guide_calls *calls,
                          ps_strlist *perturbations) {
   const char *source = guide_source(opt);
+  memset(perturbations, 0, sizeof *perturbations);
   int64_t local = calls->n_rows_local, matched = 0, read = calls->n_rows_read;
   PS_CHECK_MPI(MPI_Allreduce(&local, &matched, 1, MPI_INT64_T, MPI_SUM, comm));
   if (matched == 0)
     PS_FAIL(PS_ERR_INPUT, "%s: none of the %lld guide rows names a cell of %s (compare the cell barcodes of both files)",
             source, (long long)read, opt->input);
-  ps_strlist units = {0}, all_units;
-  for (int64_t i = 0; i < calls->n; i++) PS_CALL(ps_strlist_push(&units, calls->unit[i]));
-  ps_strlist_sort_unique(&units);
-  PS_CALL(ps_strlist_allgather_union(comm, &units, &all_units));
-  for (int64_t c = 0; c < opt->controls.n; c++) {
-    if (ps_strlist_find_sorted(&all_units, opt->controls.items[c]) >= 0) continue;
-    char known[512] = "";
-    for (int64_t i = 0; i < all_units.n && strlen(known) < 400; i++) {
-      strcat(known, i ? ", " : "");
-      strncat(known, all_units.items[i], 100);
-    }
-    PS_FAIL(PS_ERR_INPUT, "%s: control label '%s' is not among the guide labels of the analysed cells (labels: %s%s)",
-            source, opt->controls.items[c], known, all_units.n > 8 ? ", ..." : "");
+  ps_strlist units = {0}, all_units = {0};
+  int err = PS_OK;
+  for (int64_t i = 0; !err && i < calls->n; i++) err = ps_strlist_push(&units, calls->unit[i]);
+  if (!err) {
+    ps_strlist_sort_unique(&units);
+    err = ps_strlist_allgather_union(comm, &units, &all_units);
   }
-  for (int64_t p = 0; p < opt->perturbations.n; p++)
-    if (ps_strlist_find_sorted(&all_units, opt->perturbations.items[p]) < 0)
-      PS_FAIL(PS_ERR_INPUT, "%s: --perturbations names '%s', which no analysed cell carries%s", source,
-              opt->perturbations.items[p], opt->unit_guide ? " (with --unit guide, name guides)" : "");
-  memset(perturbations, 0, sizeof *perturbations);
-  for (int64_t i = 0; i < all_units.n; i++)
+  if (!err) err = check_units(opt, &all_units, source);
+  for (int64_t i = 0; !err && i < all_units.n; i++)
     if (ps_strlist_find_sorted(&opt->controls, all_units.items[i]) < 0)
-      PS_CALL(ps_strlist_push(perturbations, all_units.items[i]));
+      err = ps_strlist_push(perturbations, all_units.items[i]);
   ps_strlist_free(&units);
   ps_strlist_free(&all_units);
+  PS_CALL(err);
   if (perturbations->n == 0) PS_FAIL(PS_ERR_INPUT, "%s: every guide is a control; there is no perturbation to score", source);
   if (perturbations->n > INT32_MAX) PS_FAIL(PS_ERR_INPUT, "%s: too many perturbations", source);
   return PS_OK;
@@ -714,8 +725,31 @@ static int keep_analysed_rows(ps_csr *x, const int64_t *keep, ps_csr *out) {
   return PS_OK;
 }
 
-int ps_dataset_read(MPI_Comm comm, const ps_dataset_options *opt, ps_progress *progress, ps_dataset *d) {
-  memset(d, 0, sizeof *d);
+/* What ps_dataset_read holds while it builds d: freed on every return (an early
+ * error return included), so a failed read leaves nothing behind. */
+typedef struct {
+  ps_matrix m;
+  ps_guide_calls calls;
+  ps_strlist perturbations;
+  int64_t *keep;
+  ps_strmap gene_index;
+  int32_t *candidates;
+  int64_t *n_in_group;
+} read_work;
+
+static void read_work_free(read_work *w) {
+  ps_matrix_free(&w->m);
+  ps_guide_calls_free(&w->calls);
+  ps_strlist_free(&w->perturbations);
+  free(w->keep);
+  ps_strmap_free(&w->gene_index);
+  free(w->candidates);
+  free(w->n_in_group);
+  memset(w, 0, sizeof *w);
+}
+
+static int dataset_read(MPI_Comm comm, const ps_dataset_options *opt, ps_progress *progress, ps_dataset *d,
+                        read_work *w) {
   if (opt->controls.n == 0) PS_FAIL(PS_ERR_INPUT, "no control label given (--control LABEL[,LABEL...])");
   ps_input_format format;
   PS_CALL(ps_input_sniff(comm, opt->input, &format));
@@ -730,72 +764,71 @@ int ps_dataset_read(MPI_Comm comm, const ps_dataset_options *opt, ps_progress *p
     d->nnz_input = shape[2];
     if (shape[0] > 0) PS_CALL(opt->guard(comm, d, PS_DATASET_GUARD_SHAPE, opt->guard_context));
   }
-  ps_matrix m;
-  ps_guide_calls calls;
+  ps_matrix *m = &w->m;
+  ps_guide_calls *calls = &w->calls;
   if (format == PS_FORMAT_TENX) {
     if (opt->layer) PS_FAIL(PS_ERR_INPUT, "%s: --layer applies to .h5ad input, not to a 10x .h5", opt->input);
-    PS_CALL(ps_error_sync(comm, ps_tenx_read(comm, opt->input, opt->min_guide_umi, &m, guides_in_matrix ? &calls : NULL)));
+    PS_CALL(ps_error_sync(comm, ps_tenx_read(comm, opt->input, opt->min_guide_umi, m, guides_in_matrix ? calls : NULL)));
   } else {
-    PS_CALL(ps_error_sync(comm, ps_h5ad_read_matrix(comm, opt->input, opt->layer, &m)));
+    PS_CALL(ps_error_sync(comm, ps_h5ad_read_matrix(comm, opt->input, opt->layer, m)));
   }
   if (progress) ps_progress_update(progress, 0.5);
-  d->n_cells_input = m.n_cells;
-  d->n_genes = m.n_genes;
-  d->nnz_input = m.x.indptr[m.x.n_rows]; /* what the blocks hold (10x: the expression features only) */
+  d->n_cells_input = m->n_cells;
+  d->n_genes = m->n_genes;
+  d->nnz_input = m->x.indptr[m->x.n_rows]; /* what the blocks hold (10x: the expression features only) */
   PS_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, &d->nnz_input, 1, MPI_INT64_T, MPI_SUM, comm));
-  PS_CALL(check_unique_cells(comm, opt->input, &m.cells));
-  PS_CALL(normalize_block(comm, &m.x, opt->input_is, &d->is_counts));
-  if (!guides_in_matrix) PS_CALL(ps_error_sync(comm, read_guide_calls(comm, opt, &m, &calls)));
-  PS_CALL(restrict_calls(opt, &calls));
-  ps_strlist perturbations;
-  PS_CALL(ps_error_sync(comm, collect_units(comm, opt, &calls, &perturbations)));
-  int64_t *keep;
-  PS_ALLOC(keep, m.x.n_rows);
-  PS_CALL(ps_error_sync(comm, build_design(comm, opt, &calls, m.x.n_rows, &perturbations, keep, d)));
-  PS_CALL(ps_error_sync(comm, guide_facts(comm, opt, &calls, keep, m.x.n_rows, d)));
-  PS_CALL(ps_groups_assign(comm, opt, &m, keep, d)); /* --control-by / --group-by (SPEC sections 2, 6) */
+  PS_CALL(check_unique_cells(comm, opt->input, &m->cells));
+  PS_CALL(normalize_block(comm, &m->x, opt->input_is, &d->is_counts));
+  if (!guides_in_matrix) PS_CALL(ps_error_sync(comm, read_guide_calls(comm, opt, m, calls)));
+  PS_CALL(restrict_calls(opt, calls));
+  PS_CALL(ps_error_sync(comm, collect_units(comm, opt, calls, &w->perturbations)));
+  PS_ALLOC(w->keep, m->x.n_rows);
+  int64_t *keep = w->keep;
+  PS_CALL(ps_error_sync(comm, build_design(comm, opt, calls, m->x.n_rows, &w->perturbations, keep, d)));
+  PS_CALL(ps_error_sync(comm, guide_facts(comm, opt, calls, keep, m->x.n_rows, d)));
+  PS_CALL(ps_groups_assign(comm, opt, m, keep, d)); /* --control-by / --group-by (SPEC sections 2, 6) */
   if (opt->pseudo_cells > 0) /* pertscore lambda: before the targets, so the pseudo perturbation gets its own */
     PS_CALL(ps_error_sync(comm, ps_pseudo_relabel(comm, opt, d)));
-  ps_guide_calls_free(&calls);
+  ps_guide_calls_free(calls);
   if (opt->guard) /* the design is known: before target selection */
     PS_CALL(opt->guard(comm, d, PS_DATASET_GUARD_DESIGN, opt->guard_context));
-  for (int64_t i = 0; i < m.x.n_rows; i++) /* analysed names in analysed order (block order is kept) */
-    if (keep[i] >= 0) PS_CALL(ps_strlist_push(&d->cells, m.cells.items[i]));
-  ps_strmap gene_index;
-  PS_CALL(ps_strmap_init(&gene_index, m.n_genes));
-  for (int64_t g = 0; g < m.genes.n; g++) {
-    if (ps_strmap_get(&gene_index, m.genes.items[g]) >= 0)
+  for (int64_t i = 0; i < m->x.n_rows; i++) /* analysed names in analysed order (block order is kept) */
+    if (keep[i] >= 0) PS_CALL(ps_strlist_push(&d->cells, m->cells.items[i]));
+  ps_strmap *gene_index = &w->gene_index;
+  PS_CALL(ps_strmap_init(gene_index, m->n_genes));
+  for (int64_t g = 0; g < m->genes.n; g++) {
+    if (ps_strmap_get(gene_index, m->genes.items[g]) >= 0)
       PS_CALL(ps_error_sync(comm, ps_error_set(PS_ERR_INPUT, __FILE__, __LINE__,
                                               "%s: gene name '%s' appears twice in the var index; names must be unique",
-                                              opt->input, m.genes.items[g])));
-    PS_CALL(ps_strmap_put(&gene_index, m.genes.items[g], g));
+                                              opt->input, m->genes.items[g])));
+    PS_CALL(ps_strmap_put(gene_index, m->genes.items[g], g));
   }
-  d->genes = m.genes;
-  memset(&m.genes, 0, sizeof m.genes);
-  int32_t *candidates = NULL, n_candidates = 0;
+  d->genes = m->genes;
+  memset(&m->genes, 0, sizeof m->genes);
+  int32_t n_candidates = 0;
   int regression = opt->targets || !opt->no_target_selection;
   record_part_peak(progress, "matrix");
   if (opt->targets) {
-    PS_CALL(ps_error_sync(comm, read_targets(opt, d, &gene_index, &candidates, &n_candidates)));
+    PS_CALL(ps_error_sync(comm, read_targets(opt, d, gene_index, &w->candidates, &n_candidates)));
   } else if (!regression) { /* cv perturbations scheme: no targets, no regression genes */
     PS_ALLOC(d->n_targets, d->design.n_perturbations);
   } else {
     if (progress) ps_progress_update(progress, 0.6);
     double t0 = ps_wtime();
-    PS_CALL(ps_targets_select(comm, opt, &m.x, keep, &gene_index, progress, d, &candidates, &n_candidates));
+    PS_CALL(ps_targets_select(comm, opt, &m->x, keep, gene_index, progress, d, &w->candidates, &n_candidates));
     d->seconds_targets = ps_wtime() - t0;
     record_part_peak(progress, "targets");
   }
   if (opt->own_genes) { /* dosage (SPEC section 5): own-gene values before the full matrix goes */
     ps_design named = d->design; /* --group-by: "P@g" has P's own gene */
     if (d->by_group) named.names = d->base;
-    PS_CALL(ps_error_sync(comm, ps_own_genes_extract(&m.x, keep, &named, &gene_index, opt->unit_guide,
+    PS_CALL(ps_error_sync(comm, ps_own_genes_extract(&m->x, keep, &named, gene_index, opt->unit_guide,
                                                      &d->own_gene, &d->own)));
   }
-  ps_strmap_free(&gene_index);
+  ps_strmap_free(gene_index);
   if (regression) {
     /* the block is needed after this only for --keep-expression */
-    PS_CALL(ps_error_sync(comm, select_regression_genes(comm, opt, &m.x, keep, candidates, n_candidates,
+    PS_CALL(ps_error_sync(comm, select_regression_genes(comm, opt, &m->x, keep, w->candidates, n_candidates,
                                                         !opt->keep_expression, d)));
   } else {
     PS_ALLOC(d->regression_gene, 1);
@@ -804,20 +837,23 @@ int ps_dataset_read(MPI_Comm comm, const ps_dataset_options *opt, ps_progress *p
     PS_ALLOC(d->y.indices, 1);
     PS_ALLOC(d->y.data, 1);
   }
-  free(candidates);
-  if (opt->keep_expression) PS_CALL(keep_analysed_rows(&m.x, keep, &d->expression));
-  free(keep);
-  ps_matrix_free(&m);
+  free(w->candidates);
+  w->candidates = NULL;
+  if (opt->keep_expression) PS_CALL(keep_analysed_rows(&m->x, keep, &d->expression));
+  free(w->keep);
+  w->keep = NULL;
+  ps_matrix_free(m);
   /* SPEC section 2: winsorized over the analysed cells; with --group-by over each group's */
   d->n_winsor_groups = d->by_group ? d->design.n_groups : 1;
   const int32_t *row_group = d->by_group ? d->design.group : NULL;
-  int64_t *n_in_group;
-  PS_ALLOC(n_in_group, d->n_winsor_groups);
+  PS_ALLOC(w->n_in_group, d->n_winsor_groups);
+  int64_t *n_in_group = w->n_in_group;
   for (int64_t j = 0; j < d->design.n_cells; j++) n_in_group[row_group ? row_group[j] : 0]++;
   PS_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, n_in_group, d->n_winsor_groups, MPI_INT64_T, MPI_SUM, comm));
   PS_ALLOC(d->winsor_cap, (int64_t)d->n_winsor_groups * d->n_regression);
   PS_CALL(winsor_caps(comm, &d->y, row_group, d->n_winsor_groups, n_in_group, opt->winsor_quantile, d->winsor_cap));
-  free(n_in_group);
+  free(w->n_in_group);
+  w->n_in_group = NULL;
   for (int64_t j = 0; j < d->y.n_rows; j++) {
     const double *cap = d->winsor_cap + (int64_t)(row_group ? row_group[j] : 0) * d->n_regression;
     for (int64_t p = d->y.indptr[j]; p < d->y.indptr[j + 1]; p++)
@@ -826,4 +862,14 @@ int ps_dataset_read(MPI_Comm comm, const ps_dataset_options *opt, ps_progress *p
   count_targets(d);
   record_part_peak(progress, "regression");
   return PS_OK;
+}
+
+int ps_dataset_read(MPI_Comm comm, const ps_dataset_options *opt, ps_progress *progress, ps_dataset *d) {
+  memset(d, 0, sizeof *d);
+  read_work w;
+  memset(&w, 0, sizeof w);
+  int err = dataset_read(comm, opt, progress, d, &w);
+  read_work_free(&w);
+  if (err) ps_dataset_free(d);
+  return err;
 }
