@@ -183,9 +183,9 @@ static int run_folds(MPI_Comm comm, const ps_cv_perturbation_input *in, const do
   return err;
 }
 
-int ps_cv_perturbations(MPI_Comm comm, const ps_cv_perturbation_input *in, const ps_cv_options *opt,
-                        ps_cv_perturbation_result *out) {
-  memset(out, 0, sizeof *out);
+/* The scheme on out (zeroed by the caller); b and *inc are freed by the caller on every return. */
+static int perturbations_run(MPI_Comm comm, const ps_cv_perturbation_input *in, const ps_cv_options *opt,
+                             ps_cv_perturbation_result *out, ps_cv_bulk *bulk, int32_t **inc_out) {
   const ps_design *D = in->design;
   int32_t K = D->n_perturbations;
   int64_t G = in->n_genes;
@@ -193,8 +193,8 @@ int ps_cv_perturbations(MPI_Comm comm, const ps_cv_perturbation_input *in, const
   if (F < 2) PS_FAIL(PS_ERR_INPUT, "cv: --folds must be at least 2 (got %d)", F);
   if (G < 2) PS_FAIL(PS_ERR_INPUT, "cv: need at least 2 evaluated genes (got %lld)", (long long)G);
   double t0 = ps_wtime();
-  ps_cv_bulk b;
-  PS_CALL(ps_cv_pseudobulk(comm, D, in->x, in->column_of, G, opt->seed, &b));
+  PS_CALL(ps_cv_pseudobulk(comm, D, in->x, in->column_of, G, opt->seed, bulk));
+  ps_cv_bulk b = *bulk; /* the arrays stay bulk's (freed by the caller) */
   out->n_perturbations = K;
   out->n_genes = G;
   out->n_folds = F;
@@ -213,8 +213,9 @@ int ps_cv_perturbations(MPI_Comm comm, const ps_cv_perturbation_input *in, const
   if (b.n_cells[K] < 1) PS_FAIL(PS_ERR_INPUT, "cv: no control cells");
 
   /* included perturbations: enough cells, both halves non-empty; folds over them */
-  int32_t *inc, n_inc = 0;
-  PS_ALLOC(inc, K);
+  int32_t n_inc = 0;
+  PS_ALLOC(*inc_out, K);
+  int32_t *inc = *inc_out;
   for (int32_t k = 0; k < K; k++) {
     out->fold[k] = -1;
     if (b.n_cells[k] >= opt->min_cells && b.n_half[2 * k] > 0 && b.n_half[2 * k + 1] > 0) inc[n_inc++] = k;
@@ -224,9 +225,10 @@ int ps_cv_perturbations(MPI_Comm comm, const ps_cv_perturbation_input *in, const
             "least --folds (%d) of them (lower --min-cells or --folds)", n_inc, (long long)opt->min_cells, F);
   int32_t *fold_inc;
   PS_ALLOC(fold_inc, n_inc);
-  PS_CALL(ps_cv_permutation_folds(n_inc, F, opt->seed, fold_inc));
-  for (int32_t i = 0; i < n_inc; i++) out->fold[inc[i]] = fold_inc[i];
+  int err = ps_cv_permutation_folds(n_inc, F, opt->seed, fold_inc);
+  for (int32_t i = 0; !err && i < n_inc; i++) out->fold[inc[i]] = fold_inc[i];
   free(fold_inc);
+  PS_CALL(err);
 
   /* observed deltas (in place of the means) and the halves' deltas */
   double *obs = b.mean;
@@ -242,8 +244,8 @@ int ps_cv_perturbations(MPI_Comm comm, const ps_cv_perturbation_input *in, const
 
   t0 = ps_wtime();
   PS_CALL(ps_error_sync(comm, ceiling(comm, &b, b.half_mean, inc, n_inc, opt, out)));
-  free(b.half_mean);
-  b.half_mean = NULL;
+  free(bulk->half_mean);
+  bulk->half_mean = b.half_mean = NULL;
   out->seconds[1] = ps_wtime() - t0;
   if (in->progress) ps_progress_update(in->progress, 0.3);
 
@@ -270,10 +272,21 @@ int ps_cv_perturbations(MPI_Comm comm, const ps_cv_perturbation_input *in, const
         for (int64_t g = 0; g < G; g++) obs[(int64_t)k * G + g] = NAN;
     }
     out->observed = obs;
-    b.mean = NULL;
+    bulk->mean = b.mean = NULL;
   }
   out->seconds[2] = ps_wtime() - t0;
-  free(inc);
-  ps_cv_bulk_free(&b);
   return PS_OK;
+}
+
+int ps_cv_perturbations(MPI_Comm comm, const ps_cv_perturbation_input *in, const ps_cv_options *opt,
+                        ps_cv_perturbation_result *out) {
+  memset(out, 0, sizeof *out);
+  ps_cv_bulk bulk;
+  memset(&bulk, 0, sizeof bulk);
+  int32_t *inc = NULL;
+  int err = perturbations_run(comm, in, opt, out, &bulk, &inc);
+  free(inc);
+  ps_cv_bulk_free(&bulk);
+  if (err) ps_cv_perturbation_result_free(out); /* a failed scheme leaves nothing to free */
+  return err;
 }

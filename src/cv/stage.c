@@ -52,38 +52,48 @@ typedef struct {
   int64_t n_rows, n_unknown;
 } predictions;
 
-static int read_predictions(MPI_Comm comm, const ps_cv_stage_input *in, const ps_dataset *d, predictions *p) {
-  memset(p, 0, sizeof *p);
+/* What read_predictions holds while it fills p: freed on every return. */
+typedef struct {
+  ps_matrix m;
+  ps_strlist labels;
+  ps_strmap pred_gene;
+  int32_t *eval_of_pred;
+  int64_t *count;
+} predictions_work;
+
+static int fill_predictions(MPI_Comm comm, const ps_cv_stage_input *in, const ps_dataset *d, predictions *p,
+                            predictions_work *w) {
   int32_t K = d->design.n_perturbations;
   const char *column = in->predictions_column ? in->predictions_column : "perturbation";
-  ps_matrix m;
-  PS_CALL(ps_error_sync(comm, ps_h5ad_read_matrix(comm, in->predictions, NULL, &m)));
-  ps_strlist labels;
+  ps_matrix *mp = &w->m;
+  PS_CALL(ps_error_sync(comm, ps_h5ad_read_matrix(comm, in->predictions, NULL, mp)));
+  const ps_matrix m = *mp; /* read only below; w->m keeps the ownership */
   PS_CALL(ps_error_sync(comm, ps_h5ad_read_obs_column(comm, in->predictions, column, m.cell_begin,
-                                                      m.cell_begin + m.x.n_rows, &labels)));
-  ps_strmap pred_gene;
-  PS_CALL(ps_strmap_init(&pred_gene, m.genes.n));
-  for (int64_t g = 0; g < m.genes.n; g++) PS_CALL(ps_strmap_put(&pred_gene, m.genes.items[g], g));
-  int32_t *eval_of_pred;
-  PS_ALLOC(eval_of_pred, m.genes.n);
+                                                      m.cell_begin + m.x.n_rows, &w->labels)));
+  const ps_strlist labels = w->labels;
+  ps_strmap *pred_gene = &w->pred_gene;
+  PS_CALL(ps_strmap_init(pred_gene, m.genes.n));
+  for (int64_t g = 0; g < m.genes.n; g++) PS_CALL(ps_strmap_put(pred_gene, m.genes.items[g], g));
+  PS_ALLOC(w->eval_of_pred, m.genes.n);
+  int32_t *eval_of_pred = w->eval_of_pred;
   for (int64_t g = 0; g < m.genes.n; g++) eval_of_pred[g] = -1;
   PS_ALLOC(p->column_of, d->n_genes);
   for (int64_t g = 0; g < d->n_genes; g++) {
-    int64_t q = ps_strmap_get(&pred_gene, d->genes.items[g]);
+    int64_t q = ps_strmap_get(pred_gene, d->genes.items[g]);
     p->column_of[g] = -1;
     if (q < 0) continue;
     eval_of_pred[q] = p->column_of[g] = (int32_t)p->genes.n;
     PS_CALL(ps_strlist_push(&p->genes, d->genes.items[g]));
   }
-  ps_strmap_free(&pred_gene);
+  ps_strmap_free(pred_gene);
   if (p->genes.n < 2)
     PS_FAIL(PS_ERR_INPUT, "%s: only %lld of its %lld genes are genes of %s; match the var names", in->predictions,
             (long long)p->genes.n, (long long)m.genes.n, in->data->input);
   int64_t G = p->genes.n;
-  int64_t *count;
   PS_ALLOC(p->values, (int64_t)K * G);
   PS_ALLOC(p->has, K);
-  PS_ALLOC(count, K);
+  PS_ALLOC(w->count, K);
+  int64_t *count = w->count;
   for (int64_t i = 0; i < m.x.n_rows; i++) {
     int64_t k = ps_strlist_find_sorted(&d->design.names, labels.items[i]);
     if (k < 0) {
@@ -105,11 +115,23 @@ static int read_predictions(MPI_Comm comm, const ps_cv_stage_input *in, const ps
   }
   /* each row lives on one rank: the sum replicates the table */
   PS_CALL(ps_allreduce_sum(comm, p->values, (int64_t)K * G, MPI_DOUBLE, sizeof(double)));
-  free(count);
-  free(eval_of_pred);
-  ps_strlist_free(&labels);
-  ps_matrix_free(&m);
   return PS_OK;
+}
+
+static void predictions_free(predictions *p);
+
+static int read_predictions(MPI_Comm comm, const ps_cv_stage_input *in, const ps_dataset *d, predictions *p) {
+  memset(p, 0, sizeof *p);
+  predictions_work w;
+  memset(&w, 0, sizeof w);
+  int err = fill_predictions(comm, in, d, p, &w);
+  ps_matrix_free(&w.m);
+  ps_strlist_free(&w.labels);
+  ps_strmap_free(&w.pred_gene);
+  free(w.eval_of_pred);
+  free(w.count);
+  if (err) predictions_free(p);
+  return err;
 }
 
 static void predictions_free(predictions *p) {
@@ -117,6 +139,7 @@ static void predictions_free(predictions *p) {
   ps_strlist_free(&p->genes);
   free(p->values);
   free(p->has);
+  memset(p, 0, sizeof *p);
 }
 
 /* The perturbed gene of each perturbation: the gene named like the perturbation
@@ -148,34 +171,39 @@ static int stage_perturbations(MPI_Comm comm, const ps_dataset *d, const ps_cv_s
     PS_FAIL(PS_ERR_SYSTEM, "cv: the perturbations scheme needs the dataset read with keep_expression "
             "(ps_dataset_options; every gene of the analysed cells)");
   predictions pred = {0};
-  const ps_strlist *genes = &d->genes;
-  if (in->predictions) {
-    PS_CALL(read_predictions(comm, in, d, &pred));
-    genes = &pred.genes;
+  int64_t *own = NULL;
+  int err = in->predictions ? read_predictions(comm, in, d, &pred) : PS_OK;
+  const ps_strlist *genes = in->predictions ? &pred.genes : &d->genes;
+  if (!err && in->predictions) {
     out->prediction_rows = pred.n_rows;
     out->prediction_unknown = pred.n_unknown;
   }
   out->n_genes = genes->n;
-  for (int64_t g = 0; g < genes->n; g++) PS_CALL(ps_strlist_push(&out->genes, genes->items[g]));
-  int64_t *own;
-  PS_ALLOC(own, d->design.n_perturbations);
-  PS_CALL(perturbed_genes(in->data->unit_guide, d, genes, own));
-  ps_cv_perturbation_input pin = {.design = &d->design, .x = &d->expression, .column_of = pred.column_of,
-                                  .n_genes = genes->n, .own_gene = own, .predictions = pred.values,
-                                  .has_prediction = pred.has, .progress = progress};
-  ps_cv_perturbation_result *r = &out->perturbations;
-  PS_CALL(ps_error_sync(comm, ps_cv_perturbations(comm, &pin, opt, r)));
+  for (int64_t g = 0; !err && g < genes->n; g++) err = ps_strlist_push(&out->genes, genes->items[g]);
+  if (!err && !(own = calloc(d->design.n_perturbations ? (size_t)d->design.n_perturbations : 1, sizeof *own)))
+    err = ps_error_set(PS_ERR_SYSTEM, __FILE__, __LINE__, "out of memory (cv: %d perturbed genes)",
+                       (int)d->design.n_perturbations);
+  if (!err) err = perturbed_genes(in->data->unit_guide, d, genes, own);
+  if (!err) {
+    ps_cv_perturbation_input pin = {.design = &d->design, .x = &d->expression, .column_of = pred.column_of,
+                                    .n_genes = genes->n, .own_gene = own, .predictions = pred.values,
+                                    .has_prediction = pred.has, .progress = progress};
+    err = ps_error_sync(comm, ps_cv_perturbations(comm, &pin, opt, &out->perturbations));
+  }
   predictions_free(&pred);
   free(own);
-  return PS_OK;
+  return err;
 }
 
 int ps_cv_stage_run(MPI_Comm comm, const ps_dataset *d, const ps_cv_stage_input *in, const ps_cv_options *opt,
                     ps_progress *progress, ps_cv_stage_result *out) {
   memset(out, 0, sizeof *out);
   out->scheme = opt->scheme;
-  if (opt->scheme == PS_CV_SCHEME_PERTURBATIONS)
-    return ps_error_sync(comm, stage_perturbations(comm, d, in, opt, progress, out));
+  if (opt->scheme == PS_CV_SCHEME_PERTURBATIONS) {
+    int err = ps_error_sync(comm, stage_perturbations(comm, d, in, opt, progress, out));
+    if (err) ps_cv_stage_result_free(out); /* a failed stage leaves nothing to free */
+    return err;
+  }
   if (opt->scheme != PS_CV_SCHEME_CELLS) PS_FAIL(PS_ERR_INPUT, "cv: unknown scheme %d", opt->scheme);
   if (in->predictions) PS_FAIL(PS_ERR_INPUT, "cv: --predictions applies to --scheme perturbations");
   return ps_error_sync(comm, ps_cv_cells(comm, &d->design, d->top_perturbation, &d->y, opt, progress, &out->cells));
