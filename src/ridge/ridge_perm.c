@@ -343,14 +343,18 @@ static void perm_work_free(perm_work *w) {
  * marker (the first id -(K + g) of a group g >= 1 cell; none: group 0), groups in
  * marker order, cells in global order within each (a counting sort over the
  * n ridge rows). No markers: one stratum, order stays NULL. */
+static int64_t group_key(const all_rows *a, int64_t c) {
+  int32_t first = a->ptr[c + 1] > a->ptr[c] ? a->ids[a->ptr[c]] : 0;
+  return first < 0 ? -(int64_t)first : 0; /* the group column K + g, or 0 */
+}
+
 static int strata_build(const ridge_system *s, perm_work *w) {
   const all_rows *a = &w->rows;
   int64_t *count;
   PS_ALLOC(count, (int64_t)s->n + 1);
   int64_t markers = 0;
   for (int64_t c = 0; c < a->n_cells; c++) {
-    int32_t first = a->ptr[c + 1] > a->ptr[c] ? a->ids[a->ptr[c]] : 0;
-    int64_t key = first < 0 ? -(int64_t)first : 0;
+    int64_t key = group_key(a, c);
     if (key >= s->n) {
       free(count);
       PS_FAIL(PS_ERR_INPUT, "permutation p-values: cell %lld's group column %lld is outside the %d ridge rows",
@@ -384,8 +388,7 @@ static int strata_build(const ridge_system *s, perm_work *w) {
   w->stratum_ptr[strata] = at;
   w->n_strata = strata;
   for (int64_t c = 0; c < a->n_cells; c++) {
-    int32_t first = a->ptr[c + 1] > a->ptr[c] ? a->ids[a->ptr[c]] : 0;
-    w->stratum_order[count[first < 0 ? -(int64_t)first : 0]++] = c;
+    w->stratum_order[count[group_key(a, c)]++] = c;
   }
   free(count);
   return PS_OK;
