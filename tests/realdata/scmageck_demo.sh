@@ -3,7 +3,7 @@
 # --perturbations TP53 --control NonTargetingControlGuideForHuman --lambda 0 --score-all-cells:
 #  1. with the reference's targets: PS Pearson >= 0.99 against ps_tp53_ref.tsv;
 #  2. with automatic targets: the same 10 targets and PS Pearson >= 0.99.
-# Also reported: beta against beta_ref.tsv.
+# Both also: max |PS - reference| <= 1e-7 and max |beta - reference| <= 1e-8 (check_demo.py).
 set -euo pipefail
 demo="$SHARED_DATA/scmageck-demo"
 [[ -f $demo/scmageck_demo.h5ad ]] || { echo "FAIL: $demo not found (../shared/data must sit beside the project)"; exit 1; }
