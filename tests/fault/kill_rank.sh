@@ -15,10 +15,10 @@
 # next run, which must succeed, overwrites it and publishes a new RESULTS.
 #
 # The stage is hit with the fault hook (src/util/fault.c): PERTSCORE_FAULT=
-# score:sleep=300 makes every rank sleep at the start of the score stage. If the
-# pertscore under test has no "score" fault point, a screen large enough for a
-# score stage of a few seconds is used instead and the kill lands on the
-# "pertscore: score" progress line.
+# score:sleep=300 makes every rank sleep at the start of the score stage, and
+# commit:sleep=300 after OUTPUT.partial is complete. Both fault points must announce
+# themselves on the first run; if either does not (renamed, removed, message
+# changed), the test fails instead of killing somewhere it did not mean to.
 set -euo pipefail
 
 : "${PERTSCORE:?}" "${MPIEXEC:?}" "${WORK_DIR:?}"
@@ -63,10 +63,11 @@ set -e
 hook_score=0 hook_commit=0
 grep -q "fault injection: rank 0 sleeps 0 s at 'score'" first.err && hook_score=1
 grep -q "fault injection: rank 0 sleeps 0 s at 'commit'" first.err && hook_commit=1
-if ((!hook_score)); then
-  echo "   no 'score' fault point in this pertscore: using a screen whose score stage takes seconds"
-  simulate 20000 2000 200 8 2000
-  "$MPIEXEC" --oversubscribe -n 2 "$PERTSCORE" "${RUN[@]}" --quiet
+if ((!hook_score || !hook_commit)); then
+  sed 's/^/     | /' first.err | head -20
+  echo "FAIL: the fault points did not announce themselves (score=$hook_score commit=$hook_commit):" \
+    "the kills cannot be placed where this test says" >&2
+  exit 1
 fi
 cp "$OUT" first.h5ad
 echo "   $(md5sum <"$OUT" | cut -c1-32)  $OUT (fault points: score=$hook_score commit=$hook_commit)"
@@ -77,9 +78,6 @@ kill_in() {
   echo "== SIGKILL rank $victim_rank in the $stage stage"
   local trigger="fault injection: rank [0-9]+ sleeps .* at '$stage'"
   local fault="$stage:sleep=300"
-  if [[ $stage == score ]] && ((!hook_score)); then
-    trigger="^pertscore: score " fault=""
-  fi
   PERTSCORE_FAULT=$fault "$MPIEXEC" --oversubscribe -n 2 "$PERTSCORE" "${RUN[@]}" >"$tag.out" 2>"$tag.err" &
   mpirun_pid=$!
   local t_start t_stage t_kill t_end
@@ -146,7 +144,7 @@ kill_in() {
     sleep 0.5
   done
   [[ -z $left ]] || { fail "$tag: processes left behind: $left"; cleanup; }
-  if [[ $stage == score ]] && ((hook_score)); then
+  if [[ $stage == score ]]; then
     # the ridge stage is done: its checkpoint is in OUT.partial for --resume (tests/fault/resume.sh)
     [[ -e $OUT.partial ]] || fail "$tag: no $OUT.partial holding the ridge checkpoint"
   fi
@@ -156,23 +154,19 @@ kill_in() {
 kill_in score 1
 kill_in score 0
 
-if ((hook_commit)); then
-  kill_in commit 1
-  if [[ -e $OUT.partial ]]; then
-    echo "   $OUT.partial was left behind ($(stat -c %s "$OUT.partial") bytes): expected after SIGKILL"
-  else
-    echo "   no $OUT.partial left behind"
-  fi
-  echo "== a new complete run after that overwrites OUTPUT.partial and publishes RESULTS"
-  if "$MPIEXEC" --oversubscribe -n 2 "$PERTSCORE" "${RUN[@]}" --quiet 2>rerun.err; then
-    [[ -s $OUT ]] || fail "rerun: no $OUT"
-    [[ ! -e $OUT.partial ]] || fail "rerun: $OUT.partial still there after a successful run"
-    echo "   ok: exit 0, $OUT replaced, no $OUT.partial"
-  else
-    fail "rerun after the kill failed: $(head -3 rerun.err)"
-  fi
+kill_in commit 1
+if [[ -e $OUT.partial ]]; then
+  echo "   $OUT.partial was left behind ($(stat -c %s "$OUT.partial") bytes): expected after SIGKILL"
 else
-  echo "== SKIP the kill in the write stage: this pertscore has no 'commit' fault point"
+  echo "   no $OUT.partial left behind"
+fi
+echo "== a new complete run after that overwrites OUTPUT.partial and publishes RESULTS"
+if "$MPIEXEC" --oversubscribe -n 2 "$PERTSCORE" "${RUN[@]}" --quiet 2>rerun.err; then
+  [[ -s $OUT ]] || fail "rerun: no $OUT"
+  [[ ! -e $OUT.partial ]] || fail "rerun: $OUT.partial still there after a successful run"
+  echo "   ok: exit 0, $OUT replaced, no $OUT.partial"
+else
+  fail "rerun after the kill failed: $(head -3 rerun.err)"
 fi
 
 echo

@@ -89,7 +89,7 @@ for spec in "${targets[@]}"; do
       rc=$?
       set -e
       echo "   ${#found[@]} finding(s): $(grep -c ': libhdf5: ' "$work/triage.txt") in libhdf5," \
-        "$(grep -c ': known:' "$work/triage.txt") known, $(grep -c ': ours: ' "$work/triage.txt") new in our code" \
+        "$(grep -c ': known:' "$work/triage.txt") known, $(grep -c ': regression:' "$work/triage.txt") regressions, $(grep -c ': ours: ' "$work/triage.txt") new in our code" \
         "(all: $work/triage.txt)"
       grep -v ': libhdf5: ' "$work/triage.txt" | sed 's/^/     /' || true
       ((rc == 0)) || failures+=("fuzz_$t: a crash in pertscore's code (see $work/triage.txt and $work/log)")

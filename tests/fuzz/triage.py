@@ -6,15 +6,16 @@ usage: triage.py HARNESS ARTIFACT... (environment as for the fuzz run; extra
 
 Each ARTIFACT (crash-*, oom-*, timeout-*, leak-* written by libFuzzer) is run once
 more through HARNESS and its report classified:
-  known:TAG  matches a signature in tests/fuzz/known/signatures.tsv (a bug in our
-             code that is reported but not fixed yet)
+  known:TAG  matches an open signature in tests/fuzz/known/signatures.tsv (a bug in
+             our code that is reported but not fixed yet)
+  regression:TAG  matches a fixed signature there: a fixed bug is back (a failure)
   ours       the fault is in pertscore: a sanitizer report or a failed invariant
              whose first frame is in src/ or tests/fuzz/, an overflow of a buffer
              that our code allocated or holds on its stack, or any UBSan report
              (libhdf5 is not instrumented, so UBSan only fires in our code)
   libhdf5    the fault is inside libhdf5 on memory it owns (hostile bytes reach
              libhdf5's own decoder; see docs/reliability.md)
-Prints one line per artifact and exits 1 if any is "ours" (new), else 0.
+Prints one line per artifact and exits 1 if any is "ours" (new) or a regression, else 0.
 """
 import os
 import re
@@ -28,13 +29,15 @@ SKIP = re.compile(r"__interceptor_|__asan|__sanitizer|__ubsan|fuzzer::|^(memcpy|
 
 def load_signatures():
     sigs = []
-    path = os.path.join(HERE, "known", "signatures.tsv")
+    path = os.environ.get("PS_FUZZ_SIGNATURES") or os.path.join(HERE, "known", "signatures.tsv")
     if os.path.exists(path):
         for line in open(path):
             line = line.rstrip("\n")
             if line and not line.startswith("#"):
-                tag, regex = line.split("\t", 1)
-                sigs.append((tag, re.compile(regex, re.S)))
+                tag, status, regex = line.split("\t", 2)
+                if status not in ("open", "fixed"):
+                    sys.exit(f"{path}: signature {tag}: status '{status}' is neither open nor fixed")
+                sigs.append((tag, status, re.compile(regex, re.S)))
     return sigs
 
 
@@ -106,10 +109,10 @@ def main():
             print(f"{art}: does not reproduce (exit 0); flaky or needs the fuzzer's state")
             continue
         owner, what = classify(report)
-        tag = next((t for t, rx in sigs if rx.search(report)), None)
-        if owner == "ours" and tag:
-            owner = "known:" + tag
-        if owner == "ours":
+        match = next(((t, st) for t, st, rx in sigs if rx.search(report)), None)
+        if owner == "ours" and match:
+            owner = ("known:" if match[1] == "open" else "regression:") + match[0]
+        if owner == "ours" or owner.startswith("regression:"):
             new += 1
         print(f"{art}: {owner}: {what}")
     return 1 if new else 0
