@@ -15,6 +15,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Below this squared pivot / diagonal entry, X^T X + lambda I is singular to working
+ * precision (rounding leaves ~1e-12 where the exact pivot is 0); a real design
+ * column, even one shared with another in all but a few of a million cells, is far above. */
+#define PS_RIDGE_MIN_RELATIVE_PIVOT 1e-10
+
 /* ---- this rank's X^T X: keys i * n + j (i >= j) -> count ----
  * While adding, the keys are appended (one per design pair, in any order);
  * pair_table_finish radix-sorts them and counts repeats. A hash table did the
@@ -316,6 +321,19 @@ static int gram_exchange(MPI_Comm comm, ridge_system *s, gram_work *w, int size)
   return PS_OK;
 }
 
+/* diagonal[j] for the diagonal entries this rank holds of the n x n matrix in s->a, 0 elsewhere */
+static void diagonal_gather(const ridge_system *s, double *diagonal) {
+  const ridge_grid *g = &s->grid;
+  int lld = s->a_rows > 1 ? s->a_rows : 1;
+  memset(diagonal, 0, (size_t)s->n * sizeof *diagonal);
+  for (int lj = 0; lj < s->a_cols; lj++) {
+    int64_t j = ridge_global_of(lj, g->nb, g->mycol, g->npcol);
+    if (ridge_owner_of(j, g->nb, g->nprow) == g->myrow) {
+      diagonal[j] = s->a[(int64_t)lj * lld + ridge_local_of(j, g->nb, g->nprow)];
+    }
+  }
+}
+
 int ridge_lambda_check(double lambda) {
   if (!(lambda >= 0) || !isfinite(lambda)) PS_FAIL(PS_ERR_INPUT, "ridge lambda must be finite and >= 0, got %g", lambda);
   return PS_OK;
@@ -334,7 +352,20 @@ int ridge_system_factor(ridge_system *s, double lambda) {
   }
   descinit_(s->desc_a, &s->n, &s->n, &g->nb, &g->nb, &zero, &zero, &g->ctxt, &lld, &info);
   if (info != 0) PS_FAIL(PS_ERR_SYSTEM, "ridge: descinit for X^T X failed (info %d)", info);
+  double *diagonal; /* n entries of X^T X + lambda I, then n squared pivots of its factor */
+  PS_ALLOC(diagonal, 2 * (int64_t)s->n);
+  diagonal_gather(s, diagonal);
   pdpotrf_("L", &s->n, s->a, &one, &one, s->desc_a, &info, 1);
+  if (info == 0) diagonal_gather(s, diagonal + s->n);
+  /* info is the same on every rank, so all ranks take part in the sum or none */
+  if (info == 0) Cdgsum2d(g->ctxt, "All", " ", 2 * s->n, 1, diagonal, 2 * s->n, -1, -1);
+  int weakest = -1;
+  double weakest_ratio = 1;
+  for (int j = 0; info == 0 && j < s->n; j++) {
+    double ratio = diagonal[s->n + j] * diagonal[s->n + j] / diagonal[j];
+    if (ratio < weakest_ratio) weakest_ratio = ratio, weakest = j;
+  }
+  free(diagonal);
   if (info > 0)
     PS_FAIL(PS_ERR_INPUT,
             "ridge: X^T X + lambda I is not positive definite (leading minor %d of %d; lambda = %g). "
@@ -342,6 +373,17 @@ int ridge_system_factor(ridge_system *s, double lambda) {
             "makes X^T X singular: use a positive ridge lambda",
             info, s->n, lambda);
   if (info < 0) PS_FAIL(PS_ERR_SYSTEM, "ridge: pdpotrf rejected argument %d", -info);
+  /* A singular X^T X can still factor in floating point, with a pivot at rounding
+   * level (two perturbations always carried together, lambda 0): its beta would be
+   * noise. The squared pivot over the diagonal entry is the share of that design
+   * column not explained by the columns before it; lambda > 0 keeps it >= lambda / A_jj. */
+  if (weakest >= 0 && weakest_ratio < PS_RIDGE_MIN_RELATIVE_PIVOT)
+    PS_FAIL(PS_ERR_INPUT,
+            "ridge: X^T X + lambda I is numerically singular (design column %d of %d %s: relative pivot %.3g < %g; "
+            "lambda = %g). With lambda = 0, two perturbations always carried by the same cells (or a "
+            "perturbation carried by every cell with the intercept) cannot be told apart: use a positive ridge lambda",
+            weakest, s->n, weakest == 0 ? "(the intercept)" : "(a perturbation)", weakest_ratio,
+            PS_RIDGE_MIN_RELATIVE_PIVOT, lambda);
   ps_stats_add("ridge.factor_seconds", ps_wtime() - t);
   ps_stats_add("ridge.factor_flops", (double)s->n * s->n * s->n / 3.0); /* Cholesky, the whole matrix */
   return PS_OK;

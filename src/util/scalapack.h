@@ -16,6 +16,8 @@ void Cblacs_gridinfo(int ctxt, int *nprow, int *npcol, int *myrow, int *mycol);
 void Cblacs_gridexit(int ctxt);
 /* wait != 0: completes (and frees) BLACS's queued asynchronous sends of every grid */
 void Cblacs_freebuff(int ctxt, int wait);
+/* Element-wise sum of an m x n matrix over the grid's scope ("All"); rdest = -1: the result on every process */
+void Cdgsum2d(int ctxt, const char *scope, const char *top, int m, int n, double *a, int lda, int rdest, int cdest);
 int numroc_(const int *n, const int *nb, const int *iproc, const int *isrcproc, const int *nprocs);
 void descinit_(int *desc, const int *m, const int *n, const int *mb, const int *nb, const int *irsrc,
                const int *icsrc, const int *ictxt, const int *lld, int *info);

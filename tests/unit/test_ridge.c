@@ -19,7 +19,7 @@
 void dposv_(const char *uplo, const int *n, const int *nrhs, double *a, const int *lda, double *b,
             const int *ldb, int *info, size_t uplo_len);
 
-enum { MOI_ONE_OR_NONE, MOI_LOW, MOI_HIGH };
+enum { MOI_ONE_OR_NONE, MOI_LOW, MOI_HIGH, MOI_PAIRED };
 
 typedef struct {
   const char *name;
@@ -37,6 +37,13 @@ static int32_t draw_perturbations(const test_case *tc, ps_rng *r, int32_t *ids) 
     if (ps_rng_uniform(r) < 0.5) return 0;
     ids[0] = 0;
     return 1;
+  }
+  if (tc->moi == MOI_PAIRED) { /* perturbations 0 and 1 always carried together, the others alone */
+    if (ps_rng_uniform(r) < 0.2) return 0;
+    ids[0] = (int32_t)(ps_rng_uniform(r) * tc->K); /* every column drawn: only the pair is singular */
+    if (ids[0] > 1) return 1;
+    ids[0] = 0, ids[1] = 1;
+    return 2;
   }
   if (tc->moi == MOI_LOW) {
     if (ps_rng_uniform(r) < 0.2) return 0; /* control cell */
@@ -383,12 +390,12 @@ static int run_grid_stop_case(const test_case *tc, MPI_Comm comm) {
 }
 
 /* A fit that must fail the same way on every rank, with a message naming the cause. */
-static int run_error_case(const char *name, const test_case *tc, const char *expect, MPI_Comm comm) {
+static int run_error_case(const char *name, const test_case *tc, uint64_t seed, const char *expect, MPI_Comm comm) {
   int rank, size;
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &size);
   global_problem g;
-  generate(tc, 7u, &g);
+  generate(tc, seed, &g);
   int64_t begin, end;
   ps_block_range(tc->cells, rank, size, &begin, &end);
   ps_design d;
@@ -445,9 +452,21 @@ int main(int argc, char **argv) {
 
   /* lambda = 0 with an empty design column: X^T X is singular. */
   test_case singular = {"", 20, 500, 10, MOI_LOW, 0.0};
-  failures += run_error_case("singular X^T X rejected", &singular, "not positive definite", comm);
+  failures += run_error_case("singular X^T X rejected", &singular, 7u, "not positive definite", comm);
   test_case negative = {"", 5, 100, 4, MOI_HIGH, -1.0};
-  failures += run_error_case("negative lambda rejected", &negative, "lambda", comm);
+  failures += run_error_case("negative lambda rejected", &negative, 7u, "lambda", comm);
+  /* lambda = 0 with two perturbations always carried together: X^T X is singular, but
+   * Cholesky in floating point often finishes with a pivot at rounding level; the
+   * relative pivot test refuses it on every seed (issue 14: ~1 seed in 4 passed before). */
+  test_case paired = {"", 12, 600, 8, MOI_PAIRED, 0.0};
+  for (uint64_t seed = 1; seed <= 16; seed++) {
+    char name[64];
+    snprintf(name, sizeof name, "co-carried pair at lambda 0 rejected (seed %llu)", (unsigned long long)seed);
+    failures += run_error_case(name, &paired, seed, "singular", comm);
+  }
+  /* ... and with the default lambda the same design is fine */
+  test_case paired_ridge = {"co-carried pair at lambda 0.01", 12, 600, 8, MOI_PAIRED, 0.01};
+  failures += run_case(&paired_ridge, comm);
 
   int rank;
   MPI_Comm_rank(comm, &rank);
