@@ -1,5 +1,5 @@
-# Check 3: np = 1, 2 and 3 give the same B and PS (max abs difference <= 1e-8),
-# for a low-MOI and a high-MOI simulated screen.
+# Check 3: np = 1, 2 and 3 give the same B and PS (max abs difference <= 1e-8) and the same
+# permutation p-values (every one equal), for a low-MOI and a high-MOI simulated screen.
 set -euo pipefail
 mkdir -p "$WORK_DIR" && cd "$WORK_DIR"
 run() { "$MPIEXEC" --oversubscribe -n "$1" "$PERTSCORE" "${@:2}"; }

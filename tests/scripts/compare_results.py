@@ -1,7 +1,11 @@
-"""Compare two pertscore results files: same cells, perturbations, PS and beta.
+"""Compare two pertscore results files: same cells, perturbations, PS, beta and
+permutation p-values.
 
 usage: compare_results.py A.h5ad B.h5ad TOLERANCE
-Prints the largest absolute differences; exits 1 if any exceeds TOLERANCE.
+Prints the largest absolute differences; exits 1 if any of PS / beta / basal exceeds
+TOLERANCE, or if any permutation p-value differs (the permutations are drawn the same
+on any number of ranks, so only a |B_r| within rounding of |B| could flip a count:
+none may).
 """
 import sys
 
@@ -20,6 +24,7 @@ def load(path):
             "ps": x["data"][:],
             "beta": f["varm/beta"][:],
             "basal": f["uns/pertscore/basal"][:],
+            "pvalue": f["varm/pvalue"][:] if "varm/pvalue" in f else None,
         }
 
 
@@ -34,6 +39,16 @@ def main():
         diff = float(np.max(np.abs(a[key] - b[key]))) if a[key].size else 0.0
         print(f"max |{key} difference| = {diff:.3e}")
         worst = max(worst, diff)
+    if (a["pvalue"] is None) != (b["pvalue"] is None):
+        print("FAIL: only one file has permutation p-values (varm/pvalue)")
+        return 1
+    if a["pvalue"] is not None:
+        differ = int(np.sum(a["pvalue"] != b["pvalue"]))
+        print(f"permutation p-values: {differ} of {a['pvalue'].size} differ, "
+              f"max |difference| = {float(np.max(np.abs(a['pvalue'] - b['pvalue']))) if a['pvalue'].size else 0.0:.3e}")
+        if differ:
+            print("FAIL: permutation p-values differ")
+            return 1
     if worst > tol:
         print(f"FAIL: difference {worst:.3e} above tolerance {tol:.1e}")
         return 1
