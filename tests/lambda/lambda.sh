@@ -3,7 +3,8 @@
 # 1. simulated screen, automatic targets, 2 ranks: results file + curve TSV + JSON
 #    agree; grid = 10^seq(-3, 3, length = 100); FPR in [0, 1], non-increasing;
 #    chosen = smallest lambda with FPR <= 0.1; the full run at the chosen lambda
-#    has the scan's FPR (lambda_check.py).
+#    has the scan's FPR, and every FPR equals the closed form recomputed from the
+#    file and the input (lambda_check.py closedform).
 # 2. np 1 and np 3 give the same pseudo cells and the same curve.
 # 3. --lambda-grid gives the default curve's values at those lambdas; no lambda
 #    reaching the target is reported (chosen = none, NaN in the file), not an error;
@@ -25,6 +26,7 @@ cat table.txt
 grep -q '^chosen lambda: ' table.txt
 
 "$PYTHON" "$check" full lambda.np2.h5ad curve.np2.tsv summary.np2.json
+"$PYTHON" "$check" closedform lambda.np2.h5ad sim.h5ad  # the FPR recomputed from the 1-D closed form
 "$PYTHON" "$check" same lambda.np2.h5ad lambda.np1.h5ad curve.np2.tsv curve.np1.tsv
 "$PYTHON" "$check" same lambda.np1.h5ad lambda.np3.h5ad curve.np1.tsv curve.np3.tsv
 cmp curve.np2.tsv curve.text.tsv  # same ranks, same bytes, with or without --output

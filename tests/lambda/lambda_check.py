@@ -4,6 +4,7 @@
   same A.h5ad B.h5ad A.tsv B.tsv             two runs (different rank counts) agree
   subset USER.tsv DEFAULT.tsv N              a user grid's N values match the default curve
   none RESULTS.h5ad SUMMARY.json             no lambda reaches the target
+  closedform RESULTS.h5ad INPUT.h5ad         the curve recomputed from the closed form
 """
 import json
 import math
@@ -107,6 +108,49 @@ def check_full(h5, tsv, summary):
           f"FPR {fpr[i - 1] if i else float('nan'):.3f})")
 
 
+def check_closed_form(h5, expression):
+    """FPR(lambda) from SPEC section 4 without the scoring code: a pseudo cell carries only
+    the pseudo perturbation, so its QP is one-dimensional, psi = clip((b.r - lambda) / b.b, 0, U)
+    with b its beta row and r = min(y, winsor cap) - basal over the regression genes; raw PS =
+    psi / U, divided by the maximum over the pseudo cells when that is >= 0.01."""
+    r = read_h5(h5)
+    with h5py.File(h5, "r") as f:
+        genes = strings(f["uns/pertscore/regression_genes"])
+        basal = f["uns/pertscore/basal"][()][0]
+        cap = f["uns/pertscore/winsor_cap"][()][0]  # one row per winsorizing group; one group here
+        upper = float(f["uns/pertscore/parameters/upper"][()])
+        rescale = bool(f["uns/pertscore/parameters/rescale"][()])
+        b = f["varm/beta"][()][r["var"].index(PSEUDO)]
+    with h5py.File(expression, "r") as f:  # the simulator's counts, CSR
+        cells = strings(f["obs/_index"])
+        all_genes = strings(f["var/_index"])
+        x = f["X"]
+        indptr, indices, data = x["indptr"][()], x["indices"][()], x["data"][()]
+    row = {c: i for i, c in enumerate(cells)}
+    col = {g: i for i, g in enumerate(all_genes)}
+    gene_cols = np.array([col[g] for g in genes])
+    c_dot, bb = [], float(b @ b)
+    for name in r["pseudo_names"]:
+        i = row[name]
+        dense = np.zeros(len(all_genes))
+        dense[indices[indptr[i]:indptr[i + 1]]] = data[indptr[i]:indptr[i + 1]]
+        y = np.log1p(1e4 * dense / dense.sum())[gene_cols]
+        c_dot.append(float(b @ (np.minimum(y, cap) - basal)))
+    c_dot = np.array(c_dot)
+    worst, mismatches = 0, []
+    for lam, n_positive in zip(r["grid"], r["n_positive"]):
+        raw = np.clip((c_dot - lam) / bb, 0, upper) / upper
+        top = raw.max()
+        ps = raw / top if rescale and top >= 0.01 else raw
+        n = int(np.sum(ps > 0.5))
+        if n != int(n_positive):
+            mismatches.append((lam, n, int(n_positive)))
+        worst = max(worst, abs(n - int(n_positive)))
+    if mismatches:
+        fail(f"closed-form FPR differs from the scan at {len(mismatches)} lambdas (lambda, closed form, scan): {mismatches[:5]}")
+    print(f"closed form: {len(r['grid'])} lambdas, {len(c_dot)} pseudo cells, FPR equal at every lambda")
+
+
 def check_same(h5a, h5b, tsva, tsvb):
     a, b = read_h5(h5a), read_h5(h5b)
     ca, cb = read_tsv(tsva), read_tsv(tsvb)
@@ -151,4 +195,5 @@ def check_none(h5, summary):
 
 if __name__ == "__main__":
     mode, args = sys.argv[1], sys.argv[2:]
-    {"full": check_full, "same": check_same, "subset": check_subset, "none": check_none}[mode](*args)
+    {"full": check_full, "same": check_same, "subset": check_subset, "none": check_none,
+     "closedform": check_closed_form}[mode](*args)
