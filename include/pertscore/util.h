@@ -187,6 +187,9 @@ void ps_block_range(int64_t n, int r, int p, int64_t *begin, int64_t *end);
  * PERTSCORE_FAULT=score:sleep=30 or score:kill@1 (see src/util/fault.c). Not
  * collective; cheap enough to call once per stage. */
 void ps_fault_point(const char *stage);
+/* Collective: with PERTSCORE_FAULT=STAGE:mpi-error every rank makes an invalid MPI call
+ * here and returns its error (MPI_ERRORS_RETURN); otherwise PS_OK. */
+int ps_fault_mpi_error(const char *stage, MPI_Comm comm);
 
 /* ---- run statistics for benchmarks (src/util/stats.c, tools/bench) ----
  * Named per-process counters (seconds, flops, bytes, cells...). Cheap, not

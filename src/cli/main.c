@@ -65,6 +65,12 @@ int main(int argc, char **argv) {
     }
   }
   MPI_Init(&argc, &argv);
+  /* MPI errors come back as return codes to PS_CHECK_MPI (the one error path: a message
+   * naming the call, every rank out through ps_error_sync), not as an abort inside the
+   * call; communicators split or duplicated from these inherit it. PetscInitialize
+   * (3.18) sets the same on PETSC_COMM_WORLD; set here so it does not hang on that. */
+  MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+  MPI_Comm_set_errhandler(MPI_COMM_SELF, MPI_ERRORS_RETURN);
   PETSC_COMM_WORLD = MPI_COMM_WORLD;
   if (PetscInitialize(&n_petsc, &petsc, NULL, NULL) != 0) {
     fprintf(stderr, "pertscore: error: PETSc failed to initialize\n");

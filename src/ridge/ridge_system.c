@@ -421,6 +421,7 @@ int ridge_system_assemble(MPI_Comm comm, const ps_design *design, const ps_csr *
 
 int ridge_system_build(MPI_Comm comm, const ps_design *design, const ps_csr *y, double lambda, ridge_system *s) {
   PS_CALL(ps_error_sync(comm, ridge_lambda_check(lambda))); /* before the collectives of the assembly */
+  PS_CALL(ps_fault_mpi_error("ridge", comm));                /* tests/fault/mpi_error.sh */
   PS_CALL(ridge_system_assemble(comm, design, y, NULL, s));
   return ridge_system_factor(s, lambda); /* pdpotrf's info is the same on every rank */
 }

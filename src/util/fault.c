@@ -10,7 +10,9 @@
  * e.g. PERTSCORE_FAULT=score:sleep=30 (every rank sleeps 30 s when it reaches the
  * "score" point) or PERTSCORE_FAULT=score:kill@1 (rank 1 sends itself SIGKILL).
  * "exit" leaves at once with _exit(CODE), without MPI_Finalize or cleanup, like a
- * crash that is not a signal. A rule that does not parse is reported and ignored. */
+ * crash that is not a signal. A rule that does not parse is reported and ignored.
+ * STAGE:mpi-error (no rank) makes ps_fault_mpi_error's MPI call at STAGE fail on every
+ * rank, to test that MPI errors come back through the one error path. */
 #include "pertscore/util.h"
 
 #include <signal.h>
@@ -61,6 +63,7 @@ static void apply_rule(char *rule, const char *stage, int rank) {
     raise(SIGKILL);
     return;
   }
+  if (strcmp(action, "mpi-error") == 0) return; /* ps_fault_mpi_error's */
   if (strncmp(action, "exit=", 5) == 0) {
     long code = strtol(action + 5, &end, 10);
     if (end == action + 5 || *end) goto bad;
@@ -80,4 +83,21 @@ void ps_fault_point(const char *stage) {
   int rank = world_rank();
   char *save = NULL;
   for (char *rule = strtok_r(buf, ",", &save); rule; rule = strtok_r(NULL, ",", &save)) apply_rule(rule, stage, rank);
+}
+
+int ps_fault_mpi_error(const char *stage, MPI_Comm comm) {
+  const char *spec = getenv("PERTSCORE_FAULT");
+  if (!spec || !*spec) return PS_OK;
+  char buf[1024], rule[256];
+  snprintf(buf, sizeof buf, "%s", spec);
+  snprintf(rule, sizeof rule, "%s:mpi-error", stage);
+  char *save = NULL;
+  for (char *r = strtok_r(buf, ",", &save); r; r = strtok_r(NULL, ",", &save)) {
+    if (strcmp(r, rule) != 0) continue;
+    if (world_rank() == 0) fprintf(stderr, "pertscore: fault injection: an MPI call with a negative count at '%s'\n", stage);
+    int value = 0;
+    /* a negative count is refused by MPI's argument check on every rank, before any message */
+    PS_CHECK_MPI(MPI_Bcast(&value, -1, MPI_INT, 0, comm));
+  }
+  return PS_OK;
 }

@@ -2,3 +2,5 @@
 ps_add_script_test(fault_kill_rank fault/kill_rank.sh "fault")
 # --resume from the stage checkpoints of a killed run, on 1 and 3 ranks after 2 (docs/reliability.md).
 ps_add_script_test(fault_resume fault/resume.sh "fault")
+# An MPI call that fails returns through the one error path on 1-3 ranks (MPI_ERRORS_RETURN).
+ps_add_script_test(fault_mpi_error fault/mpi_error.sh "fault")
