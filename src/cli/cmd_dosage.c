@@ -87,20 +87,22 @@ static int parse_dosage(int argc, char **argv, dosage_cli *o, int *help) {
 
 /* --input / --layer default to what the results file records (rank 0 reads, all get it). */
 static int resolve_input(MPI_Comm comm, dosage_cli *o) {
-  int rank, missing = 0;
+  int rank, missing = 0, err = PS_OK;
   MPI_Comm_rank(comm, &rank);
   if (rank == 0) {
     int found = 0;
     char buf[1024];
     if (!o->input[0]) {
-      ps_h5ad_read_scalar_string(o->src.results, "uns/pertscore/parameters/input", o->input, sizeof o->input, &found);
+      err = ps_h5ad_read_scalar_string(o->src.results, "uns/pertscore/parameters/input", o->input, sizeof o->input,
+                                       &found);
       missing = !found;
-      if (!o->layer[0]) {
-        ps_h5ad_read_scalar_string(o->src.results, "uns/pertscore/parameters/layer", buf, sizeof buf, &found);
-        if (found && strcmp(buf, "X") != 0) snprintf(o->layer, sizeof o->layer, "%s", buf);
+      if (!err && !o->layer[0]) {
+        err = ps_h5ad_read_scalar_string(o->src.results, "uns/pertscore/parameters/layer", buf, sizeof buf, &found);
+        if (!err && found && strcmp(buf, "X") != 0) snprintf(o->layer, sizeof o->layer, "%s", buf);
       }
     }
   }
+  PS_CALL(ps_error_sync(comm, err)); /* rank 0 read alone: all ranks leave together */
   PS_CHECK_MPI(MPI_Bcast(&missing, 1, MPI_INT, 0, comm));
   if (missing)
     PS_FAIL(PS_ERR_INPUT, "%s: no input recorded (uns/pertscore/parameters/input); give --input", o->src.results);

@@ -381,11 +381,17 @@ static int output_up_to_date(MPI_Comm comm, const char *output, const char *inpu
   if (rank == 0) {
     char old_inputs[1024], old_params[64];
     int found_inputs = 0, found_params = 0;
-    ps_h5ad_read_scalar_string(output, "uns/pertscore/parameters/input_digest", old_inputs, sizeof old_inputs,
-                               &found_inputs);
-    ps_h5ad_read_scalar_string(output, "uns/pertscore/parameters/parameters_digest", old_params, sizeof old_params,
-                               &found_params);
-    same = found_inputs && found_params && strcmp(old_inputs, inputs) == 0 && strcmp(old_params, params) == 0;
+    int err = ps_h5ad_read_scalar_string(output, "uns/pertscore/parameters/input_digest", old_inputs,
+                                         sizeof old_inputs, &found_inputs);
+    if (!err)
+      err = ps_h5ad_read_scalar_string(output, "uns/pertscore/parameters/parameters_digest", old_params,
+                                       sizeof old_params, &found_params);
+    if (err) { /* unreadable digests: not up to date, so the run goes on and replaces the file */
+      fprintf(stderr, "pertscore: warning: %s: cannot read the digests of the existing output (%s); reprocessing\n",
+              output, ps_error_message());
+      ps_error_clear();
+    }
+    same = !err && found_inputs && found_params && strcmp(old_inputs, inputs) == 0 && strcmp(old_params, params) == 0;
   }
   MPI_Bcast(&same, 1, MPI_INT, 0, comm);
   return same;

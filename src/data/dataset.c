@@ -153,6 +153,18 @@ static const char *guide_source(const ps_dataset_options *opt) {
  * calls of other perturbations are dropped, so a cell is analysed only if it
  * carries a chosen perturbation or a control guide (a cell left with control
  * guides only is a control cell, as in the reference's per-perturbation run). */
+/* Keep calls [i, n) after the w kept so far, so that on a failure the list still owns
+ * each string exactly once (ps_guide_calls_free frees the first n). */
+static void close_calls(ps_guide_calls *calls, int64_t w, int64_t i) {
+  for (; i < calls->n; i++, w++) {
+    calls->cell[w] = calls->cell[i];
+    calls->unit[w] = calls->unit[i];
+    calls->guide[w] = calls->guide[i];
+    calls->umi[w] = calls->umi[i];
+  }
+  calls->n = w;
+}
+
 static int restrict_calls(const ps_dataset_options *opt, ps_guide_calls *calls) {
   int64_t w = 0;
   for (int64_t i = 0; i < calls->n; i++) {
@@ -160,13 +172,19 @@ static int restrict_calls(const ps_dataset_options *opt, ps_guide_calls *calls) 
                   ps_strlist_find_sorted(&opt->controls, calls->guide[i]) >= 0;
     if (control && ps_strlist_find_sorted(&opt->controls, calls->unit[i]) < 0) {
       char *unit = strdup(calls->guide[i]); /* control named by its guide: label it so */
-      if (!unit) PS_FAIL(PS_ERR_SYSTEM, "out of memory");
+      if (!unit) {
+        close_calls(calls, w, i);
+        PS_FAIL(PS_ERR_SYSTEM, "out of memory");
+      }
       free(calls->unit[i]);
       calls->unit[i] = unit;
     }
     if (!control && opt->unit_guide) {
       char *unit = strdup(calls->guide[i]);
-      if (!unit) PS_FAIL(PS_ERR_SYSTEM, "out of memory");
+      if (!unit) {
+        close_calls(calls, w, i);
+        PS_FAIL(PS_ERR_SYSTEM, "out of memory");
+      }
       free(calls->unit[i]);
       calls->unit[i] = unit;
     }
@@ -780,7 +798,7 @@ static int dataset_read(MPI_Comm comm, const ps_dataset_options *opt, ps_progres
   PS_CALL(check_unique_cells(comm, opt->input, &m->cells));
   PS_CALL(normalize_block(comm, &m->x, opt->input_is, &d->is_counts));
   if (!guides_in_matrix) PS_CALL(ps_error_sync(comm, read_guide_calls(comm, opt, m, calls)));
-  PS_CALL(restrict_calls(opt, calls));
+  PS_CALL(ps_error_sync(comm, restrict_calls(opt, calls))); /* an allocation failure on one rank is every rank's */
   PS_CALL(ps_error_sync(comm, collect_units(comm, opt, calls, &w->perturbations)));
   PS_ALLOC(w->keep, m->x.n_rows);
   int64_t *keep = w->keep;

@@ -296,12 +296,17 @@ int ps_dosage_recompute(MPI_Comm comm, const ps_dosage_source *src, const ps_dos
   MPI_Comm_size(comm, &size);
   ps_results_block rb;
   PS_CALL(ps_results_read_block(comm, src->results, &rb));
-  int unit_guide = 0;
+  int unit_guide = 0, read_err = PS_OK;
   if (rank == 0) {
     char unit[64];
     int found = 0;
-    ps_h5ad_read_scalar_string(src->results, "uns/pertscore/parameters/unit", unit, sizeof unit, &found);
-    unit_guide = found && strcmp(unit, "guide") == 0;
+    read_err = ps_h5ad_read_scalar_string(src->results, "uns/pertscore/parameters/unit", unit, sizeof unit, &found);
+    unit_guide = !read_err && found && strcmp(unit, "guide") == 0;
+  }
+  read_err = ps_error_sync(comm, read_err); /* rank 0 read alone: all ranks leave together */
+  if (read_err) {
+    ps_results_block_free(&rb);
+    return read_err;
   }
   PS_CHECK_MPI(MPI_Bcast(&unit_guide, 1, MPI_INT, 0, comm));
   ps_matrix m;
