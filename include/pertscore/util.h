@@ -159,7 +159,16 @@ typedef struct {
   int in_stage;              /* a stage is open: its statistics are not recorded yet */
   ps_mpi_counts mpi_at_stage; /* counters at the stage start */
   double cpu_at_stage;        /* process CPU seconds at the stage start (S.cpu_seconds) */
+  int log_stage_pushed;       /* the stage's PETSc log stage is open (ps_log_stage_push) */
 } ps_progress;
+
+/* A PETSc log stage named name for `-log_view` (src/util/log_stage.c): returns whether
+ * it was pushed, to give to ps_log_stage_pop. Collective in the sense of PETSc's
+ * registration: every rank pushes the same names in the same order. ps_progress_stage
+ * opens one per progress stage; library stages inside those (targets, permutations)
+ * push their own. */
+int ps_log_stage_push(const char *name);
+void ps_log_stage_pop(int pushed);
 
 void ps_progress_init(ps_progress *p, MPI_Comm comm, int quiet);
 void ps_progress_stage(ps_progress *p, const char *stage);

@@ -833,7 +833,10 @@ static int dataset_read(MPI_Comm comm, const ps_dataset_options *opt, ps_progres
   } else {
     if (progress) ps_progress_update(progress, 0.6);
     double t0 = ps_wtime();
-    PS_CALL(ps_targets_select(comm, opt, &m->x, keep, gene_index, progress, d, &w->candidates, &n_candidates));
+    int log_stage = ps_log_stage_push("targets");
+    int err = ps_targets_select(comm, opt, &m->x, keep, gene_index, progress, d, &w->candidates, &n_candidates);
+    ps_log_stage_pop(log_stage);
+    PS_CALL(err);
     d->seconds_targets = ps_wtime() - t0;
     record_part_peak(progress, "targets");
   }

@@ -795,7 +795,9 @@ static int pvalues_with_system(MPI_Comm comm, ridge_system *s, const ps_design *
                                double **pvalues) {
   perm_work w;
   memset(&w, 0, sizeof w);
+  int log_stage = ps_log_stage_push("permutations");
   int err = perm_run(comm, s, design, y, lambda, opt, fit, beta, pvalues, &w);
+  ps_log_stage_pop(log_stage);
   perm_work_free(&w);
   if (err) {
     free(*pvalues);

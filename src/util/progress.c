@@ -39,6 +39,8 @@ void ps_peak_rss_reset(void) {
 static void stage_record(ps_progress *p, double seconds) {
   if (!p->in_stage || !p->stage) return;
   p->in_stage = 0;
+  ps_log_stage_pop(p->log_stage_pushed);
+  p->log_stage_pushed = 0;
   char name[96];
   ps_mpi_counts now;
   ps_mpi_counts_get(&now);
@@ -79,6 +81,7 @@ void ps_progress_stage(ps_progress *p, const char *stage) {
   p->cpu_at_stage = ps_cpu_seconds();
   p->in_stage = 1;
   p->stage = stage;
+  p->log_stage_pushed = ps_log_stage_push(stage);
   p->t_stage = ps_wtime();
   p->last_percent = -1;
   if (p->enabled) {
