@@ -1,0 +1,85 @@
+#!/bin/bash
+# The results readers (python/pertscore, R/read_pertscore.R) on simulated runs, each
+# value checked against the raw HDF5 read independently with h5py (check_readers.py):
+# a Poisson-MOI screen (controls, cells without guides, cells with several
+# perturbations), the same with --group-by (labels P@group), and the module as
+# `cmake --install` puts it (imported from another directory). R: read_pertscore's
+# tables written to TSV and compared with h5py; the Seurat recipe (AddMetaData)
+# with Debian's SeuratObject.
+set -euo pipefail
+
+: "${PERTSCORE:?}" "${MPIEXEC:?}" "${PYTHON:?}" "${TESTS_DIR:?}" "${WORK_DIR:?}" "${BUILD_DIR:?}"
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
+SRC=$(cd "$TESTS_DIR/.." && pwd)
+rm -rf "$WORK_DIR"
+mkdir -p "$WORK_DIR"
+cd "$WORK_DIR"
+fail() { echo "FAIL: $*" >&2; exit 1; }
+mpi() { local np=$1; shift; timeout 120 "$MPIEXEC" --oversubscribe -n "$np" "$@"; }
+
+echo "== simulate (1500 cells, 200 genes, 4 perturbations, Poisson MOI 1, two cell types) and run"
+mpi 2 "$PERTSCORE" simulate --cells 1500 --genes 200 --perturbations 4 --moi 1 --poisson-moi \
+  --cell-types 2 --seed 11 --out sim.h5ad --quiet
+mpi 2 "$PERTSCORE" run --input sim.h5ad --guides sim.guides.tsv --control NonTargeting \
+  --targets sim.targets.gmt --output res.h5ad --quiet
+mpi 2 "$PERTSCORE" run --input sim.h5ad --guides sim.guides.tsv --control NonTargeting \
+  --group-by cell_type --output res_group.h5ad --quiet --no-dosage
+
+echo "== install into a prefix and import from another directory"
+cmake --install "$BUILD_DIR" --prefix "$WORK_DIR/prefix" >install.log
+SITE=$("$PYTHON" -c "import sys; print('lib/python%d.%d/dist-packages' % sys.version_info[:2])")
+[[ -f prefix/$SITE/pertscore/__init__.py ]] || fail "cmake --install did not put pertscore in prefix/$SITE"
+[[ -f prefix/share/pertscore/R/read_pertscore.R ]] || fail "cmake --install did not put read_pertscore.R"
+mkdir -p elsewhere
+(cd elsewhere && PYTHONPATH="$WORK_DIR/prefix/$SITE" "$PYTHON" -c \
+  "import pertscore, sys; assert pertscore.__file__.startswith('$WORK_DIR/prefix'), pertscore.__file__") \
+  || fail "import pertscore from the installed prefix"
+export PYTHONPATH="$WORK_DIR/prefix/$SITE"
+
+echo "== python: pertscore.read / cells / beta against h5py"
+"$PYTHON" "$TESTS_DIR/readers/check_readers.py" python res.h5ad sim.h5ad
+"$PYTHON" "$TESTS_DIR/readers/check_readers.py" python res_group.h5ad sim.h5ad
+
+echo "== R: read_pertscore against h5py"
+for r in res res_group; do
+  Rscript --vanilla - "$WORK_DIR/prefix/share/pertscore/R/read_pertscore.R" "$r.h5ad" "$r.R" <<'REOF'
+a <- commandArgs(trailingOnly = TRUE)
+source(a[1])
+r <- read_pertscore(a[2])
+w <- function(df, name, rn) write.table(df, paste0(a[3], ".", name, ".tsv"), sep = "\t", quote = FALSE,
+                                         row.names = rn, col.names = if (rn) NA else TRUE, na = "NA")
+w(r$cells[, c("perturbation", "n_guides", "ps", "ps_perturbation")], "cells", TRUE)
+w(r$long, "long", FALSE)
+w(r$perturbations[, c("n_cells", "mean_ps")], "perturbations", TRUE)
+w(format(r$beta, digits = 17), "beta", TRUE)
+REOF
+  "$PYTHON" "$TESTS_DIR/readers/check_readers.py" r "$r.h5ad" "$r.R"
+done
+
+echo "== R: the Seurat recipe (docs/user-guide.md)"
+Rscript --vanilla - "$WORK_DIR/prefix/share/pertscore/R/read_pertscore.R" res.h5ad sim.h5ad <<'REOF'
+a <- commandArgs(trailingOnly = TRUE)
+suppressMessages({ library(SeuratObject); library(Matrix); library(hdf5r) })
+source(a[1])
+r <- read_pertscore(a[2])
+# a Seurat object of the expression: the input CSR X (cells x genes) read as CSC genes x cells
+h <- H5File$new(a[3], "r")
+cells <- h[["obs/_index"]]$read(); genes <- h[["var/_index"]]$read()
+m <- sparseMatrix(i = as.numeric(h[["X/indices"]]$read()) + 1, p = as.numeric(h[["X/indptr"]]$read()),
+                  x = as.numeric(h[["X/data"]]$read()), dims = c(length(genes), length(cells)),
+                  dimnames = list(genes, cells))
+h$close_all()
+so <- CreateSeuratObject(counts = m)
+so <- AddMetaData(so, metadata = r$cells[, c("perturbation", "ps", "ps_perturbation", "n_guides")])
+md <- so[[]]
+stopifnot(nrow(md) == length(cells))
+hit <- match(rownames(r$cells), rownames(md))
+stopifnot(!anyNA(hit))
+stopifnot(isTRUE(all.equal(md$ps[hit], r$cells$ps)))
+stopifnot(all(as.character(md$perturbation[hit]) == as.character(r$cells$perturbation)))
+miss <- setdiff(rownames(md), rownames(r$cells))
+stopifnot(length(miss) > 0, all(is.na(md[miss, "ps"])), all(is.na(md[miss, "perturbation"])))
+cat(sprintf("PASS: Seurat AddMetaData: %d cells, %d analysed, %d without results (NA)\n",
+            nrow(md), nrow(r$cells), length(miss)))
+REOF
+echo "PASS: readers"
