@@ -40,6 +40,18 @@ echo "== python: pertscore.read / cells / beta against h5py"
 "$PYTHON" "$TESTS_DIR/readers/check_readers.py" python res.h5ad sim.h5ad
 "$PYTHON" "$TESTS_DIR/readers/check_readers.py" python res_group.h5ad sim.h5ad
 
+echo "== the example of docs/python.md, on res.h5ad and sim.h5ad"
+"$PYTHON" - "$SRC/docs/python.md" <<'PY'
+import sys, warnings
+text = open(sys.argv[1]).read()
+code = text.split("```python\n", 1)[1].split("```", 1)[0]
+code = code.replace('"results.h5ad"', '"res.h5ad"').replace('"screen.h5ad"', '"sim.h5ad"')
+warnings.simplefilter("ignore")  # the 'guide' column name clash of sim.h5ad
+exec(compile(code, "docs/python.md", "exec"))
+assert len(carriers) > 0 and B.shape[0] == len(res.var_names) and len(long) > 0
+print("PASS: docs/python.md example")
+PY
+
 echo "== R: read_pertscore against h5py"
 for r in res res_group; do
   Rscript --vanilla - "$WORK_DIR/prefix/share/pertscore/R/read_pertscore.R" "$r.h5ad" "$r.R" <<'REOF'
