@@ -3,6 +3,10 @@
 
 usage: check_readers.py python RESULTS.h5ad EXPRESSION.h5ad
        check_readers.py r RESULTS.h5ad PREFIX     (PREFIX.{cells,long,perturbations,beta}.tsv of read_pertscore)
+       check_readers.py future RESULTS.h5ad GUIDES.tsv OUT.h5ad
+           writes OUT.h5ad: RESULTS with the columns a newer pertscore stores (obs guide,
+           n_guides from the guide table, layers ps_pvalue), and checks that the python
+           readers take them from the file rather than computing them
 
 The expected per-cell values are computed here from X (CSR data / indices / indptr)
 and obs/perturbations by the definitions of docs/results-format.md: a cell's
@@ -31,7 +35,12 @@ def raw(path):
         r = {}
         r["cells"] = [dec(v) for v in f["obs/_index"][()]]
         r["perts"] = [dec(v) for v in f["var/_index"][()]]
-        r["labels"] = [dec(v) for v in f["obs/perturbations"][()]]
+        lab = f["obs/perturbations"]
+        if isinstance(lab, h5py.Group):  # categorical (anndata writes strings back as categoricals)
+            cats = [dec(v) for v in lab["categories"][()]]
+            r["labels"] = [cats[k] if k >= 0 else "" for k in lab["codes"][()]]
+        else:
+            r["labels"] = [dec(v) for v in lab[()]]
         r["data"], r["indices"], r["indptr"] = (f["X/" + k][()] for k in ("data", "indices", "indptr"))
         r["beta"] = f["varm/beta"][()]
         r["genes"] = [dec(v) for v in f["uns/pertscore/regression_genes"][()]]
@@ -191,7 +200,9 @@ def check_r(path, prefix):
         fail("R cells: row names differ from obs/_index")
     if list(cells["perturbation"]) != [p[0] for p in r["per"]]:
         fail("R cells: perturbation differs")
-    close(cells["n_guides"], [p[1] for p in r["per"]], "R cells: n_guides")
+    with h5py.File(path, "r") as f:  # a stored obs/n_guides must be taken as it is
+        want_ng = f["obs/n_guides"][()] if "obs/n_guides" in f else [p[1] for p in r["per"]]
+    close(cells["n_guides"], want_ng, "R cells: n_guides")
     close(cells["ps"], [p[2] for p in r["per"]], "R cells: ps", 1e-12)
     got = [None if isinstance(x, float) else x for x in cells["ps_perturbation"]]
     if got != [p[3] for p in r["per"]]:
@@ -200,6 +211,31 @@ def check_r(path, prefix):
     if list(zip(long["cell"], long["perturbation"])) != [(x[0], x[1]) for x in r["long"]]:
         fail("R long: (cell, perturbation) rows differ")
     close(long["ps"], [x[2] for x in r["long"]], "R long: ps", 1e-12)
+    with h5py.File(path, "r") as f:
+        if "layers/ps_pvalue" in f:
+            g = f["layers/ps_pvalue"]
+            pv = {}
+            pd_, pi, pp = g["data"][()], g["indices"][()], g["indptr"][()]
+            for j in range(r["n"]):
+                for q in range(int(pp[j]), int(pp[j + 1])):
+                    pv[(j, int(pi[q]))] = float(pd_[q])
+            pindex = {p: k for k, p in enumerate(r["perts"])}
+            pos = {c: j for j, c in enumerate(r["cells"])}
+            close(long["ps_pvalue"], [pv.get((pos[c], pindex[t]), np.nan) for c, t, _ in r["long"]],
+                  "R long: ps_pvalue from layers/ps_pvalue", 1e-12)
+            print("PASS: R long ps_pvalue from layers/ps_pvalue")
+        if "obs/guide" in f:
+            cats = [dec(v) for v in f["obs/guide/categories"][()]]
+            gcol = [cats[k] for k in f["obs/guide/codes"][()]]
+            pos = {c: j for j, c in enumerate(r["cells"])}
+            want = []
+            for c, t, _ in r["long"]:
+                j = pos[c]
+                items = [x for x in r["labels"][j].split(",") if x]
+                want.append(gcol[j].split("+")[items.index(t)])
+            if list(long["guide"]) != want:
+                fail("R long: guide is not the cell's guide of each perturbation")
+            print("PASS: R long guide from obs/guide")
     per = pd.read_csv(prefix + ".perturbations.tsv", sep="\t", index_col=0, keep_default_na=False)
     if list(per.index) != r["perts"]:
         fail("R perturbations: row names differ")
@@ -212,7 +248,72 @@ def check_r(path, prefix):
     print(f"PASS: R read_pertscore on {path}: {r['n']} cells, {len(r['long'])} long rows, beta {r['beta'].shape}")
 
 
+def future_file(path, guides_tsv, out):
+    """The results as a newer pertscore writes them, built here with anndata (guides from the table)."""
+    import anndata as ad
+    import pandas as pd
+    import scipy.sparse as sp
+
+    r = raw(path)
+    table = pd.read_csv(guides_tsv, sep="\t")
+    by_cell = {}
+    for c, g, gene in zip(table["cell"], table["barcode"], table["gene"]):
+        by_cell.setdefault(c, []).append((g, gene))
+    guide, n_guides = [], []
+    for c, lab in zip(r["cells"], r["labels"]):
+        items = [t for t in lab.split(",") if t]
+        rows = by_cell.get(c, [])
+        if items:
+            guide.append("+".join(next(g for g, gene in rows if gene == t) for t in items))
+        else:
+            guide.append("+".join(g for g, _ in rows))
+        n_guides.append(len(rows))
+    a = ad.read_h5ad(path)
+    X = sp.csr_matrix((r["data"], r["indices"].astype(np.int64), r["indptr"].astype(np.int64)), shape=(r["n"], r["K"]))
+    a.X = X
+    a.obs["guide"] = pd.Categorical(guide)
+    a.obs["n_guides"] = np.array(n_guides, dtype=np.int64)
+    P = X.copy()
+    P.data = np.random.default_rng(7).uniform(0.001, 1, len(P.data))
+    a.layers["ps_pvalue"] = P
+    a.write_h5ad(out)
+    return guide, n_guides, P
+
+
+def check_future(path, guides_tsv, out):
+    import pertscore
+
+    guide, n_guides, P = future_file(path, guides_tsv, out)
+    r = raw(out)
+    a = pertscore.read(out)
+    if list(a.obs["guide"].astype(str)) != guide:
+        fail("future file: read() does not return the stored obs guide")
+    close(a.obs["n_guides"], n_guides, "future file: read() obs n_guides (stored, not recomputed)")
+    if all(len(g.split("+")) == n for g, n in zip(guide, n_guides)):
+        fail("future file: stored n_guides equals the perturbation count everywhere; the check is void")
+    pindex = {p: k for k, p in enumerate(r["perts"])}
+    want = []
+    for j, (_, _, _, best) in enumerate(r["per"]):
+        want.append(np.nan if best is None else P[j, pindex[best]] if best in pindex else np.nan)
+    close(a.obs["ps_pvalue"], want, "future file: obs ps_pvalue from layers/ps_pvalue")
+    c = pertscore.cells(out)
+    exp_guides, exp_pv = [], []
+    pos = {cell: j for j, cell in enumerate(r["cells"])}
+    for cell, t, _ in r["long"]:
+        j = pos[cell]
+        items = [x for x in r["labels"][j].split(",") if x]
+        exp_guides.append(guide[j].split("+")[items.index(t)])
+        exp_pv.append(P[j, pindex[t]])
+    if list(c["guide"]) != exp_guides:
+        fail("future file: cells() guide is not the cell's guide of each perturbation")
+    close(c["ps_pvalue"], exp_pv, "future file: cells() ps_pvalue")
+    print(f"PASS: python readers take guide, n_guides, ps_pvalue from {out} when it has them")
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 4 or sys.argv[1] not in ("python", "r"):
+    if len(sys.argv) == 5 and sys.argv[1] == "future":
+        check_future(*sys.argv[2:])
+    elif len(sys.argv) != 4 or sys.argv[1] not in ("python", "r"):
         fail(__doc__)
-    (check_python if sys.argv[1] == "python" else check_r)(sys.argv[2], sys.argv[3])
+    else:
+        (check_python if sys.argv[1] == "python" else check_r)(sys.argv[2], sys.argv[3])

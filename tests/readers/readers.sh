@@ -40,6 +40,9 @@ echo "== python: pertscore.read / cells / beta against h5py"
 "$PYTHON" "$TESTS_DIR/readers/check_readers.py" python res.h5ad sim.h5ad
 "$PYTHON" "$TESTS_DIR/readers/check_readers.py" python res_group.h5ad sim.h5ad
 
+echo "== a results file with the columns a newer pertscore stores (obs guide, n_guides, layers ps_pvalue)"
+"$PYTHON" "$TESTS_DIR/readers/check_readers.py" future res.h5ad sim.guides.tsv res_future.h5ad
+
 echo "== the example of docs/python.md, on res.h5ad and sim.h5ad"
 "$PYTHON" - "$SRC/docs/python.md" <<'PY'
 import sys, warnings
@@ -53,7 +56,7 @@ print("PASS: docs/python.md example")
 PY
 
 echo "== R: read_pertscore against h5py"
-for r in res res_group; do
+for r in res res_group res_future; do
   Rscript --vanilla - "$WORK_DIR/prefix/share/pertscore/R/read_pertscore.R" "$r.h5ad" "$r.R" <<'REOF'
 a <- commandArgs(trailingOnly = TRUE)
 source(a[1])
