@@ -109,82 +109,94 @@ def _control_label(f):
     return _str(f[p][()]) if p in f else "control"
 
 
-def _var_lookup(var):
-    """label -> column of X; with --group-by the labels are P@group (var columns perturbation, group)."""
-    index = {n: k for k, n in enumerate(var.index)}
-    pairs = None
-    if "perturbation" in var and "group" in var:
-        pairs = {(str(p), str(g)): k for k, (p, g) in enumerate(zip(var["perturbation"], var["group"]))}
-    return index, pairs
+class _Carried:
+    """The (cell, perturbation) pairs of obs/perturbations, as flat arrays in file order.
+
+    cell: row of the cell; label: the carried label; k: its column of X (-1 if none);
+    pos: its position among the cell's labels; count: labels per cell.
+    """
+
+    def __init__(self, f, obs, var):
+        n = len(obs)
+        if "perturbations" in obs:
+            lab = pd.Series(obs["perturbations"].astype(object).to_numpy(), dtype=object)
+            lab = lab.where(lab.notna(), "").astype(str)
+        else:
+            lab = pd.Series([""] * n, dtype=object)
+        parts = lab.str.split(",")
+        parts = parts.map(lambda xs: [x for x in xs if x])
+        self.count = parts.map(len).to_numpy(dtype=np.int64)
+        self.cell = np.repeat(np.arange(n, dtype=np.int64), self.count)
+        self.label = np.array([x for xs in parts for x in xs], dtype=object)
+        starts = np.cumsum(self.count) - self.count
+        self.pos = np.arange(len(self.cell), dtype=np.int64) - np.repeat(starts, self.count)
+        self.k = pd.Index(var.index).get_indexer(self.label) if len(self.label) else np.zeros(0, dtype=np.int64)
+        gb = "uns/pertscore/parameters/group_by"
+        group_col = _str(f[gb][()]) if gb in f else None
+        if ((self.k < 0).any() and group_col and group_col in obs and "perturbation" in var and "group" in var):
+            # --group-by: var labels are P@group; a cell's label P is the pair (P, its group)
+            pairs = pd.MultiIndex.from_arrays([var["perturbation"].astype(str).to_numpy(),
+                                               var["group"].astype(str).to_numpy()])
+            groups = obs[group_col].astype(str).to_numpy()[self.cell]
+            k2 = pairs.get_indexer(pd.MultiIndex.from_arrays([self.label.astype(str), groups]))
+            self.k = np.where(self.k < 0, k2, self.k)
+        self.k = np.asarray(self.k, dtype=np.int64)
+        self.labels_per_cell = parts
 
 
-def _carried(f, obs, var):
-    """Per analysed cell the list of (label, column of X or -1) it carries, from obs/perturbations."""
-    index, pairs = _var_lookup(var)
-    group_col = _str(f["uns/pertscore/parameters/group_by"][()]) if "uns/pertscore/parameters/group_by" in f else None
-    groups = obs[group_col].astype(str).to_numpy() if group_col and group_col in obs else None
-    labels = obs["perturbations"].astype(str).to_numpy() if "perturbations" in obs else np.full(len(obs), "")
-    out = []
-    for j, lab in enumerate(labels):
-        items = [t for t in lab.split(",") if t] if lab and lab != "nan" else []
-        row = []
-        for t in items:
-            k = index.get(t, -1)
-            if k < 0 and pairs is not None and groups is not None:
-                k = pairs.get((t, groups[j]), -1)
-            row.append((t, k))
-        out.append(row)
+def _lookup(m, cell, k):
+    """m[cell[i], k[i]] for CSR m (NaN where not stored or k < 0), vectorized."""
+    out = np.full(len(cell), np.nan)
+    if m is None or len(cell) == 0:
+        return out
+    rows = np.repeat(np.arange(m.shape[0], dtype=np.int64), np.diff(m.indptr))
+    keys = rows * m.shape[1] + m.indices.astype(np.int64)
+    order = np.argsort(keys, kind="stable")
+    keys, data = keys[order], np.asarray(m.data, dtype=float)[order]
+    want = cell * m.shape[1] + k
+    at = np.searchsorted(keys, want)
+    ok = (k >= 0) & (at < len(keys))
+    ok[ok] = keys[at[ok]] == want[ok]
+    out[ok] = data[at[ok]]
     return out
 
 
-def _entry(m, j, k):
-    """m[j, k] of a CSR matrix with sorted or unsorted indices; NaN if not stored."""
-    lo, hi = m.indptr[j], m.indptr[j + 1]
-    hit = np.nonzero(m.indices[lo:hi] == k)[0]
-    return float(m.data[lo + hit[0]]) if len(hit) else np.nan
+def _carried_ps(car, X, P):
+    """PS and p-value of every carried pair; a carried, unstored entry has PS 0 (SPEC section 3)."""
+    ps = _lookup(X, car.cell, car.k)
+    ps[np.isnan(ps) & (car.k >= 0)] = 0.0
+    return ps, _lookup(P, car.cell, car.k)
 
 
 def _cell_frame(f, obs, var, X, P):
     """The per-cell columns, from obs when the file has them, computed from X / obs otherwise."""
     n = len(obs)
-    have = [c for c in ("perturbation", "guide", "n_guides", "ps", "ps_perturbation") if c in obs]
-    carried = _carried(f, obs, var)
+    car = _Carried(f, obs, var)
     control = _control_label(f)
     out = pd.DataFrame(index=obs.index)
-    if "perturbation" in have:
+    if "perturbation" in obs:
         out["perturbation"] = obs["perturbation"]
     else:
-        lab = ["+".join(t for t, _ in row) if row else control for row in carried]
-        out["perturbation"] = pd.Categorical(lab)
-    if "guide" in have:
+        out["perturbation"] = pd.Categorical(["+".join(xs) if xs else control for xs in car.labels_per_cell])
+    if "guide" in obs:
         out["guide"] = obs["guide"]
     else:  # results files before the per-cell columns hold no guide names
         out["guide"] = pd.Categorical([np.nan] * n, categories=[])
-    if "n_guides" in have:
-        out["n_guides"] = obs["n_guides"]
-    else:
-        out["n_guides"] = np.array([len(row) for row in carried], dtype=np.int64)
-    ps = np.full(n, np.nan)
+    out["n_guides"] = obs["n_guides"].to_numpy() if "n_guides" in obs else car.count
+    ps_pair, pv_pair = _carried_ps(car, X, P)
+    ps, pv = np.full(n, np.nan), np.full(n, np.nan)
     best = np.full(n, None, dtype=object)
-    pv = np.full(n, np.nan)
-    for j, row in enumerate(carried):
-        for t, k in row:
-            v = _entry(X, j, k) if k >= 0 else np.nan
-            if np.isnan(v):
-                v = 0.0 if k >= 0 else np.nan  # carried but not stored: PS 0 (SPEC section 3)
-            if not np.isnan(v) and (np.isnan(ps[j]) or v > ps[j]):
-                ps[j], best[j] = v, t
-                pv[j] = _entry(P, j, k) if P is not None else np.nan
-    out["ps"] = obs["ps"].to_numpy(dtype=float) if "ps" in have else ps
-    if "ps_perturbation" in have:
-        out["ps_perturbation"] = obs["ps_perturbation"]
-    else:
-        out["ps_perturbation"] = pd.Categorical(best)
-    if "ps_pvalue" in obs:
-        out["ps_pvalue"] = obs["ps_pvalue"].to_numpy(dtype=float)
-    else:
-        out["ps_pvalue"] = pv
-    return out, carried
+    ok = np.nonzero(~np.isnan(ps_pair))[0]
+    if len(ok):  # per cell the largest PS, the first in label order on ties
+        o = ok[np.lexsort((car.pos[ok], -ps_pair[ok], car.cell[ok]))]
+        first = o[np.r_[True, car.cell[o][1:] != car.cell[o][:-1]]]
+        ps[car.cell[first]] = ps_pair[first]
+        pv[car.cell[first]] = pv_pair[first]
+        best[car.cell[first]] = car.label[first]
+    out["ps"] = obs["ps"].to_numpy(dtype=float) if "ps" in obs else ps
+    out["ps_perturbation"] = obs["ps_perturbation"] if "ps_perturbation" in obs else pd.Categorical(best)
+    out["ps_pvalue"] = obs["ps_pvalue"].to_numpy(dtype=float) if "ps_pvalue" in obs else pv
+    return out, car
 
 
 def _load(f):
@@ -203,7 +215,7 @@ def read(results, expression=None, prefix=None):
     Parameters
     ----------
     results : str or path
-        The results ``.h5ad`` of ``pertscore run`` (or ``lambda``, ``cv``, ``dosage``).
+        The results ``.h5ad`` of ``pertscore run`` (or ``lambda``, ``dosage``).
     expression : str, path or anndata.AnnData, optional
         The expression ``.h5ad`` (or AnnData) the results were computed from.
     prefix : str, optional
@@ -281,35 +293,26 @@ def cells(results):
     value), ``ps_pvalue`` (``layers["ps_pvalue"]`` when the file has it, else NaN).
     Control cells carry no perturbation and have no rows. Rows follow the cells'
     order in the file, and each cell's perturbations in the order of
-    ``obs["perturbations"]``.
+    ``obs["perturbations"]``. At MOI > 1 a '+'-joined ``obs["guide"]`` with one guide
+    per perturbation is split in that order; otherwise the cell's guide is repeated.
     """
     f, close = _open(results)
     try:
         obs, var, X, P = _load(f)
-        carried = _carried(f, obs, var)
+        car = _Carried(f, obs, var)
     finally:
         if close:
             f.close()
-    guides = obs["guide"].astype(object).to_numpy() if "guide" in obs else None
-    rows = {"cell": [], "perturbation": [], "guide": [], "ps": [], "ps_pvalue": []}
-    names = obs.index.to_numpy()
-    for j, row in enumerate(carried):
-        g = guides[j] if guides is not None else None
-        gs = str(g).split("+") if isinstance(g, str) else []
-        for i, (t, k) in enumerate(row):
-            v = _entry(X, j, k) if k >= 0 else np.nan
-            if k >= 0 and np.isnan(v):
-                v = 0.0
-            rows["cell"].append(names[j])
-            rows["perturbation"].append(t)
-            rows["guide"].append(gs[i] if len(gs) == len(row) else (g if isinstance(g, str) else np.nan))
-            rows["ps"].append(v)
-            rows["ps_pvalue"].append(_entry(P, j, k) if P is not None and k >= 0 else np.nan)
-    out = pd.DataFrame(rows)
-    out["perturbation"] = out["perturbation"].astype("category")
-    out["ps"] = out["ps"].astype(float)
-    out["ps_pvalue"] = out["ps_pvalue"].astype(float)
-    return out
+    ps, pv = _carried_ps(car, X, P)
+    guide = np.full(len(car.cell), np.nan, dtype=object)
+    if "guide" in obs:
+        g = obs["guide"].astype(object).to_numpy()
+        split = [str(x).split("+") if isinstance(x, str) else [] for x in g]
+        for i, (j, q) in enumerate(zip(car.cell, car.pos)):
+            gs = split[j]
+            guide[i] = gs[q] if len(gs) == car.count[j] else (g[j] if isinstance(g[j], str) else np.nan)
+    return pd.DataFrame({"cell": obs.index.to_numpy()[car.cell], "perturbation": pd.Categorical(car.label),
+                         "guide": guide, "ps": ps, "ps_pvalue": pv})
 
 
 def _beta(f, var):
