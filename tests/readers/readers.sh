@@ -71,6 +71,33 @@ REOF
   "$PYTHON" "$TESTS_DIR/readers/check_readers.py" r "$r.h5ad" "$r.R"
 done
 
+echo "== not a results file: a clear error naming it"
+"$PYTHON" - <<'PY'
+import pertscore
+for fn in (pertscore.read, pertscore.cells, pertscore.beta):
+    try:
+        fn("sim.h5ad")
+    except ValueError as e:
+        assert "sim.h5ad" in str(e) and "not a pertscore results file" in str(e), str(e)
+    else:
+        raise SystemExit(f"FAIL: {fn.__name__}('sim.h5ad') did not raise")
+try:
+    pertscore.read("sim.guides.tsv")
+except OSError as e:
+    assert "sim.guides.tsv" in str(e), str(e)
+else:
+    raise SystemExit("FAIL: read of a TSV did not raise")
+print("PASS: python readers refuse an input file and a TSV, naming them")
+PY
+if Rscript --vanilla -e "source('$WORK_DIR/prefix/share/pertscore/R/read_pertscore.R'); read_pertscore('sim.h5ad')" \
+    2>r_err.txt; then fail "read_pertscore('sim.h5ad') did not fail"; fi
+grep -q "sim.h5ad: not a pertscore results file" r_err.txt || fail "R error: $(cat r_err.txt)"
+
+echo "== pertscore-plot on a results file written back by anndata (categorical obs columns)"
+"$PYTHON" "$SRC/tools/pertscore-plot" readback.h5ad --out readback_plots >/dev/null 2>&1 \
+  || fail "pertscore-plot on readback.h5ad"
+[[ -s readback_plots/ps_distributions.png ]] || fail "no ps_distributions.png from readback.h5ad"
+
 echo "== R: the Seurat recipe (docs/user-guide.md)"
 Rscript --vanilla - "$WORK_DIR/prefix/share/pertscore/R/read_pertscore.R" res.h5ad sim.h5ad <<'REOF'
 a <- commandArgs(trailingOnly = TRUE)
