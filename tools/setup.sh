@@ -11,7 +11,9 @@ apt-get install -y -q --no-install-recommends $(grep -v '^#' tools/debian-packag
 
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo
 cmake --build build -j"$(nproc)"
-cmake --install build   # puts pertscore in /usr/local/bin
+cmake --install build   # puts pertscore in /usr/local/bin, the Python module pertscore where
+                        # /usr/bin/python3 imports it, R/read_pertscore.R in /usr/local/share/pertscore/R
+(cd / && /usr/bin/python3 -c "import pertscore")
 
 # Open MPI refuses to run as root unless told; a cluster user does not need this.
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1

@@ -18,7 +18,7 @@ static const char *usage =
     "  dosage     recompute the dosage analysis (Hill fit, ED50) of a results file\n"
     "  simulate   write a simulated screen with ground truth\n"
     "  sweep      one point of a job file's parameter sweep, or the merged sweep table\n"
-    "  inspect    summarize an .h5ad input or a results file\n"
+    "  inspect    summarize an .h5ad input, a 10x Genomics .h5 or a results file\n"
     "  convert    a 10x MEX folder (matrix.mtx, barcodes, features) to .h5ad\n"
     "\n"
     "`pertscore COMMAND --help` lists a command's options. PETSc options\n"
