@@ -106,9 +106,14 @@ int ps_h5ad_create(MPI_Comm comm, const char *path, ps_h5ad_writer **out);
 int ps_h5ad_close(ps_h5ad_writer **w);
 
 /* Distributed CSR matrix at NAME ("X", "layers/counts"): this rank's rows start at
- * global row row_offset; n_rows_global rows in all. data_float32 stores data as float32. */
+ * global row row_offset; n_rows_global rows in all. data_float32 stores data as float32.
+ * indices and indptr are stored with the same integer type (see ps_csr_index_wide). */
 int ps_h5ad_write_csr(ps_h5ad_writer *w, const char *name, const ps_csr *local, int64_t row_offset,
                       int64_t n_rows_global, int data_float32);
+/* 1 when a CSR with nnz_total entries and n_cols columns needs int64 indices and
+ * indptr (as scipy decides), 0 when both fit int32. ps_h5ad_write_csr writes both
+ * arrays with this one type. */
+int ps_csr_index_wide(int64_t nnz_total, int64_t n_cols);
 
 /* A data frame column. Rows are distributed like the frame (see write_frame). */
 typedef enum { PS_COL_F64, PS_COL_I64, PS_COL_STRING, PS_COL_CATEGORICAL } ps_column_kind;
