@@ -27,6 +27,11 @@ void ps_dataset_free(ps_dataset *d) {
   ps_design_free(&d->design);
   free(d->has_control_guide);
   free(d->top_perturbation);
+  for (int64_t j = 0; d->cell_guides && j < d->design.n_cells; j++) free(d->cell_guides[j]);
+  for (int64_t j = 0; d->cell_units && j < d->design.n_cells; j++) free(d->cell_units[j]);
+  free(d->cell_guides);
+  free(d->cell_units);
+  free(d->cell_n_guides);
   free(d->target_threshold);
   free(d->regression_gene);
   free(d->winsor_cap);
@@ -301,6 +306,32 @@ static int build_design(MPI_Comm comm, const ps_dataset_options *opt, const ps_g
   return PS_OK;
 }
 
+static int append_joined(char **s, const char *item) {
+  size_t have = *s ? strlen(*s) : 0, add = strlen(item);
+  char *t = realloc(*s, have + add + 2);
+  if (!t) PS_FAIL(PS_ERR_SYSTEM, "out of memory");
+  if (have) t[have++] = '+';
+  memcpy(t + have, item, add + 1);
+  *s = t;
+  return PS_OK;
+}
+
+/* Each analysed cell's guides and their units as assigned ('+'-joined, call order). */
+static int cell_assignments(const ps_guide_calls *calls, const int64_t *keep, ps_dataset *d) {
+  int64_t n = d->design.n_cells;
+  PS_ALLOC(d->cell_guides, n);
+  PS_ALLOC(d->cell_units, n);
+  PS_ALLOC(d->cell_n_guides, n);
+  for (int64_t i = 0; i < calls->n; i++) {
+    int64_t j = keep[calls->cell[i]];
+    if (j < 0) continue;
+    d->cell_n_guides[j]++;
+    PS_CALL(append_joined(&d->cell_guides[j], calls->guide[i] ? calls->guide[i] : calls->unit[i]));
+    PS_CALL(append_joined(&d->cell_units[j], calls->unit[i]));
+  }
+  return PS_OK;
+}
+
 /* What target selection needs beyond the design (SPEC sections 0-1): whether an
  * analysed cell has a control guide (the reference quirk), the perturbation of
  * its largest-UMI guide (ties: first unit label; -1 if it is a control), and
@@ -322,6 +353,7 @@ static int guide_facts(MPI_Comm comm, const ps_dataset_options *opt, const ps_gu
       best[c] = i;
     if (keep[c] >= 0 && ps_strlist_find_sorted(&opt->controls, calls->unit[i]) >= 0) d->has_control_guide[keep[c]] = 1;
   }
+  PS_CALL(cell_assignments(calls, keep, d));
   int64_t counts[2] = {0, 0}; /* non-control analysed cells with one guide, all of them */
   for (int64_t c = 0; c < n_block; c++) {
     int64_t j = keep[c];

@@ -137,4 +137,8 @@ if decoy.shape == base.shape and np.abs(decoy.X.toarray() - X0).max() <= 1e-9:
     fail("decoy: layer.h5ad without --layer gave the baseline scores; the layer variant proves nothing")
 print("  decoy           differs from the baseline, as it should")
 EOF
+echo "== what anndata users do with the results (subset, to_df, concat, write back)"
+for name in base base_np3 csr32 column; do
+  "$PYTHON" "$TESTS_DIR/scripts/anndata_user.py" "res_$name.h5ad" res_base_np1.h5ad
+done
 echo "PASS: all input layouts and guide formats give the baseline scores"
