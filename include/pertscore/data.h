@@ -126,6 +126,8 @@ typedef struct ps_dataset {
   char **cell_guides;
   char **cell_units;
   int64_t *cell_n_guides;
+  /* guide tables (--guides): data rows read, and of them rows naming no cell of the matrix */
+  int64_t n_guide_rows, n_guide_rows_unmatched;
   /* regression genes (SPEC section 1, last bullet) */
   int32_t n_regression;
   int32_t *regression_gene;       /* indices into genes */

@@ -58,7 +58,7 @@ static int parse_convert(int argc, char **argv, convert_options *o) {
         break;
       case O_QUIET: o->quiet = 1; break;
       case O_HELP: o->help = 1; return PS_OK;
-      default: PS_FAIL(PS_ERR_INPUT, "convert: unknown or incomplete option '%s'", argv[optind - 1]);
+      default: return ps_cli_unknown_option_in("convert", argv[optind - 1], longs);
     }
   }
   if (optind != argc - 1)

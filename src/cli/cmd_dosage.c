@@ -76,7 +76,7 @@ static int parse_dosage(int argc, char **argv, dosage_cli *o, int *help) {
       case O_QUIET: o->quiet = 1; break;
       case O_JSON: o->json = 1; break;
       case O_HELP: *help = 1; return PS_OK;
-      default: PS_FAIL(PS_ERR_INPUT, "dosage: unknown or incomplete option '%s' (see pertscore dosage --help)", argv[optind - 1]);
+      default: return ps_cli_unknown_option_in("dosage", argv[optind - 1], longs);
     }
   }
   if (optind < argc) PS_FAIL(PS_ERR_INPUT, "dosage: unexpected argument '%s'", argv[optind]);

@@ -106,6 +106,11 @@ int ps_run_option_arity(const char *name) {
   return -1;
 }
 
+const char *ps_run_option_suggest(const char *name) {
+  const struct option *lists[] = {run_own_longs, ps_cli_dataset_longs};
+  return ps_cli_suggest(lists, 2, name);
+}
+
 static int parse_run(int argc, char **argv, run_options *o, int *help) {
   double number;
   ps_dataset_options_default(&o->data);
@@ -285,11 +290,13 @@ static void print_summary(const run_options *o, const ps_dataset *d, const ps_sc
                           int n_ranks, const ps_dosage_table *dosage, double dosage_seconds, double cv_seconds) {
   printf("{\"output\": \"%s\", \"ranks\": %d, \"cells_input\": %lld, \"cells_analysed\": %lld, "
          "\"control_cells\": %lld, \"perturbations\": %d, \"regression_genes\": %d, \"input_was_counts\": %s, "
+         "\"guide_rows\": {\"read\": %lld, \"unmatched\": %lld}, "
          "\"targets\": {\"source\": \"%s\", \"pairs\": %lld, \"moi\": \"%s\", \"seconds\": %.3f}, "
          "\"qp_solved\": %lld, \"max_kkt_residual\": %.3g, \"perturbations_not_rescaled\": %d, "
          "\"seconds\": {\"read\": %.3f, \"ridge\": %.3f, \"score\": %.3f, \"write\": %.3f, \"total\": %.3f}",
          o->output, n_ranks, (long long)d->n_cells_input, (long long)d->n_analysed, (long long)d->n_control,
          d->design.n_perturbations, d->n_regression, d->is_counts ? "true" : "false",
+         (long long)d->n_guide_rows, (long long)d->n_guide_rows_unmatched,
          o->data.targets ? "file" : "selected", (long long)d->targets.gene.n, d->low_moi ? "low" : "high",
          d->seconds_targets, (long long)s->n_qp, s->max_kkt,
          s->n_not_rescaled, seconds[0], seconds[1], seconds[2], seconds[3], seconds[4]);

@@ -141,7 +141,7 @@ static int parse_simulate(int argc, char **argv, ps_sim_options *o, char *prefix
         PS_CALL(count_i32("--type-genes", optarg, &o->n_type_genes));
         break;
       case O_TYPE_SHIFT: PS_CALL(ps_cli_number("--type-shift", optarg, &o->type_shift)); break;
-      default: PS_FAIL(PS_ERR_INPUT, "simulate: unknown or incomplete option '%s'", argv[optind - 1]);
+      default: return ps_cli_unknown_option_in("simulate", argv[optind - 1], longs);
     }
   }
   if (!out) PS_FAIL(PS_ERR_INPUT, "simulate: --out PREFIX.h5ad is required");

@@ -58,7 +58,7 @@ static int parse_sweep(int argc, char **argv, sweep_options *o) {
       case O_HELP: o->help = 1; return PS_OK;
       case O_QUIET: o->quiet = 1; break;
       case O_JSON: o->json = 1; break;
-      default: PS_FAIL(PS_ERR_INPUT, "sweep: unknown or incomplete option '%s' (see pertscore sweep --help)", argv[optind - 1]);
+      default: return ps_cli_unknown_option_in("sweep", argv[optind - 1], longs);
     }
   }
   if (!o->config) PS_FAIL(PS_ERR_INPUT, "sweep: --config JOB.yaml is required");

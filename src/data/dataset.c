@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "data_internal.h"
+#include "data_checks.h"
 #include "pertscore/data.h"
 #include "pertscore/lambda.h"
 
@@ -392,6 +393,11 @@ static int read_targets(const ps_dataset_options *opt, ps_dataset *d, ps_strmap 
                         int32_t *n_candidates) {
   ps_target_pairs raw;
   PS_CALL(ps_targets_read(opt->targets, &raw));
+  int matched = ps_check_targets_match(opt, &raw, d);
+  if (matched) {
+    ps_target_pairs_free(&raw);
+    return matched;
+  }
   uint8_t *used;
   PS_ALLOC(used, d->n_genes);
   PS_ALLOC(d->n_targets, d->design.n_perturbations);
@@ -810,10 +816,13 @@ static int dataset_read(MPI_Comm comm, const ps_dataset_options *opt, ps_progres
   d->nnz_input = m->x.indptr[m->x.n_rows]; /* what the blocks hold (10x: the expression features only) */
   PS_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, &d->nnz_input, 1, MPI_INT64_T, MPI_SUM, comm));
   PS_CALL(check_unique_cells(comm, opt->input, &m->cells));
+  PS_CALL(ps_check_input_is(comm, opt, &m->x));
   PS_CALL(normalize_block(comm, &m->x, opt->input_is, &d->is_counts));
   if (!guides_in_matrix) PS_CALL(ps_error_sync(comm, read_guide_calls(comm, opt, m, calls)));
+  PS_CALL(ps_error_sync(comm, ps_check_control_guides(comm, opt, calls)));
   PS_CALL(restrict_calls(opt, calls));
   PS_CALL(ps_error_sync(comm, collect_units(comm, opt, calls, &w->perturbations)));
+  PS_CALL(ps_error_sync(comm, ps_check_guide_rows(comm, opt, calls, d)));
   PS_ALLOC(w->keep, m->x.n_rows);
   int64_t *keep = w->keep;
   PS_CALL(ps_error_sync(comm, build_design(comm, opt, calls, m->x.n_rows, &w->perturbations, keep, d)));
@@ -892,6 +901,7 @@ static int dataset_read(MPI_Comm comm, const ps_dataset_options *opt, ps_progres
       if (d->y.data[p] > cap[d->y.indices[p]]) d->y.data[p] = cap[d->y.indices[p]];
   }
   count_targets(d);
+  ps_check_warn_no_targets(comm, opt, d);
   record_part_peak(progress, "regression");
   return PS_OK;
 }
