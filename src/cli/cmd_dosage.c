@@ -129,7 +129,7 @@ static int check_paths(const dosage_cli *o) {
 
 static void put_number(FILE *f, double v) {
   if (isnan(v)) fputs("\tNA", f);
-  else fprintf(f, "\t%.10g", v);
+  else fprintf(f, "\t%.6g", v); /* TSV numbers: %.6g (the results file has full precision) */
 }
 
 /* --table: one row per perturbation (rank 0). */

@@ -274,7 +274,7 @@ static int write_curve_tsv(MPI_Comm comm, const char *path, const ps_lambda_curv
     PS_ALLOC(text, cap);
     length = snprintf(text, cap, "lambda\tfpr\tn_positive\tmax_raw_ps\trescaled\n");
     for (int i = 0; i < c->n; i++)
-      length += snprintf(text + length, cap - (size_t)length, "%.17g\t%.17g\t%lld\t%.17g\t%d\n", c->lambda[i],
+      length += snprintf(text + length, cap - (size_t)length, "%.6g\t%.6g\t%lld\t%.6g\t%d\n", c->lambda[i],
                          c->fpr[i], (long long)c->n_positive[i], c->max_raw[i], (int)c->rescaled[i]);
   }
   int err = ps_text_write_ordered(comm, path, text ? text : "", length);
