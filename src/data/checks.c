@@ -35,6 +35,7 @@ static void list_names(char *buf, size_t size, char *const *items, int64_t n, co
 }
 
 int ps_check_targets_match(const ps_dataset_options *opt, const ps_target_pairs *raw, const ps_dataset *d) {
+  if (opt->no_target_selection) return PS_OK; /* cv --scheme perturbations: no PS, the targets are not used */
   const ps_strlist *names = d->by_group ? &d->base : &d->design.names;
   ps_strlist known = {0};
   for (int64_t i = 0; i < names->n; i++) PS_CALL(ps_strlist_push(&known, names->items[i]));
@@ -63,7 +64,7 @@ int ps_check_targets_match(const ps_dataset_options *opt, const ps_target_pairs 
 }
 
 void ps_check_warn_no_targets(MPI_Comm comm, const ps_dataset_options *opt, const ps_dataset *d) {
-  if (!opt->targets || !d->n_targets || rank_of(comm) != 0) return;
+  if (!opt->targets || !d->n_targets || opt->no_target_selection || rank_of(comm) != 0) return;
   const ps_design *D = &d->design;
   const char *pseudo = opt->pseudo_cells > 0 ? (opt->pseudo_label ? opt->pseudo_label : "PSEUDO_CONTROL") : NULL;
   uint8_t *none = calloc((size_t)D->n_perturbations + 1, 1);

@@ -7,7 +7,8 @@
 
 /* An error when none of the targets file's perturbation names is an analysed
  * perturbation (names the file, the first unmatched names and the existing
- * perturbations). Not collective (every rank holds the same lists). */
+ * perturbations). Not with opt->no_target_selection (cv --scheme perturbations
+ * scores nothing). Not collective (every rank holds the same lists). */
 int ps_check_targets_match(const ps_dataset_options *opt, const ps_target_pairs *raw, const ps_dataset *d);
 /* With a targets file: warn, with names, for perturbations left with no target
  * among the regression genes (their PS is 0). Rank 0 prints; no communication. */
