@@ -8,7 +8,8 @@ mkdir -p out
 NP=${NP:-2}
 PERTSCORE=${PERTSCORE:-pertscore}
 mpirun --oversubscribe -n "$NP" "$PERTSCORE" simulate --cells 6000 --genes 1000 --perturbations 12 \
-  --moi 1 --seed 42 --out out/screen.h5ad
+  --moi 1 --seed 42 --output out/screen.h5ad
 mpirun --oversubscribe -n "$NP" "$PERTSCORE" run --input out/screen.h5ad --guides out/screen.guides.tsv \
-  --control NonTargeting --targets out/screen.targets.gmt --output out/results.h5ad --json
+  --control NonTargeting --targets out/screen.targets.gmt --output out/results.h5ad \
+  --cells-table out/cells.tsv --json
 "$PERTSCORE" inspect out/results.h5ad

@@ -120,6 +120,14 @@ typedef struct ps_dataset {
   uint8_t *has_control_guide;     /* carries a control guide (the reference quirk) */
   int32_t *top_perturbation;      /* perturbation of its largest-UMI guide; -1 if that is a control */
   int low_moi;                    /* the median non-control analysed cell carries one guide */
+  /* per local analysed cell, as assigned (for the results' obs and --cells-table):
+   * its guide names and their unit labels, '+'-joined in call order (parallel
+   * lists), and its number of guide calls */
+  char **cell_guides;
+  char **cell_units;
+  int64_t *cell_n_guides;
+  /* guide tables (--guides): data rows read, and of them rows naming no cell of the matrix */
+  int64_t n_guide_rows, n_guide_rows_unmatched;
   /* regression genes (SPEC section 1, last bullet) */
   int32_t n_regression;
   int32_t *regression_gene;       /* indices into genes */

@@ -68,6 +68,14 @@ typedef struct {
   double *umi;
   int64_t n_rows_read;   /* data rows in the file */
   int64_t n_rows_local;  /* of those, rows naming a cell of this rank's block */
+  uint8_t *row_matched;  /* guide tables: per data row, 1 if it named a cell of this block (row_capacity long,
+                          * rows beyond it 0); OR over ranks gives the rows that name no cell at all */
+  int64_t row_capacity;
+  /* internal to ps_guides_unmatched_examples */
+  const uint8_t *example_matched;
+  int64_t example_rows;
+  int max_examples;
+  ps_strlist examples;
 } ps_guide_calls;
 
 /* Read a scMAGeCK barcode table (TSV: cell barcode sgrna gene read_count umi_count)
@@ -80,6 +88,11 @@ int ps_guides_read_table(const char *path, const ps_strmap *cell_index, ps_guide
  * separated by ',', '|' or '+'. Empty labels mean no guide. */
 int ps_guides_from_labels(const ps_strlist *labels, ps_guide_calls *out);
 void ps_guide_calls_free(ps_guide_calls *g);
+/* The cell names of the first max data rows of the guide table at path whose
+ * matched[row] is 0 (rows at or beyond n_rows count as unmatched). Serial: one
+ * rank streams the file again, stopping at max. */
+int ps_guides_unmatched_examples(const char *path, const uint8_t *matched, int64_t n_rows, int max,
+                                 ps_strlist *examples);
 /* Cell-name key used for matching (drops a trailing "-1"); writes into buf. */
 const char *ps_cell_key(const char *name, char *buf, size_t size);
 
@@ -106,9 +119,14 @@ int ps_h5ad_create(MPI_Comm comm, const char *path, ps_h5ad_writer **out);
 int ps_h5ad_close(ps_h5ad_writer **w);
 
 /* Distributed CSR matrix at NAME ("X", "layers/counts"): this rank's rows start at
- * global row row_offset; n_rows_global rows in all. data_float32 stores data as float32. */
+ * global row row_offset; n_rows_global rows in all. data_float32 stores data as float32.
+ * indices and indptr are stored with the same integer type (see ps_csr_index_wide). */
 int ps_h5ad_write_csr(ps_h5ad_writer *w, const char *name, const ps_csr *local, int64_t row_offset,
                       int64_t n_rows_global, int data_float32);
+/* 1 when a CSR with nnz_total entries and n_cols columns needs int64 indices and
+ * indptr (as scipy decides), 0 when both fit int32. ps_h5ad_write_csr writes both
+ * arrays with this one type. */
+int ps_csr_index_wide(int64_t nnz_total, int64_t n_cols);
 
 /* A data frame column. Rows are distributed like the frame (see write_frame). */
 typedef enum { PS_COL_F64, PS_COL_I64, PS_COL_STRING, PS_COL_CATEGORICAL } ps_column_kind;

@@ -97,4 +97,27 @@ int ps_checkpoint_read(MPI_Comm comm, const char *path, const char *input_digest
                        const ps_dataset *d, const ps_design *scored, int with_pvalues, ps_checkpoint *out);
 void ps_checkpoint_free(ps_checkpoint *c);
 
+
+/* Per-cell columns of the results' obs (src/results/cells.c), for this rank's
+ * analysed cells: perturbation = the carried perturbations '+'-joined (a control
+ * cell: its control label as assigned), guide = its guides '+'-joined, ps = the
+ * largest PS among the carried perturbations (NaN for control cells and cells
+ * not scored), ps_code = that perturbation's id (-1: none). Categories are the
+ * union over ranks. Collective. */
+typedef struct {
+  int64_t n;
+  char **label;
+  int32_t *label_code, *guide_code, *ps_code;
+  double *ps;
+  ps_strlist labels, guides;
+} ps_cell_columns;
+int ps_cell_columns_build(MPI_Comm comm, const ps_dataset *d, const ps_design *scored, const ps_scores *s,
+                          const char *control, ps_cell_columns *c);
+void ps_cell_columns_free(ps_cell_columns *c);
+/* --cells-table: the long TSV (header cell, perturbation, guide, ps, ps_pvalue), one
+ * row per carried perturbation of every analysed cell, one row (ps NA) per control
+ * cell; numbers %.6g, NA where none. Written collectively in cell order. */
+int ps_cells_table_write(MPI_Comm comm, const char *path, const ps_dataset *d, const ps_design *scored,
+                         const ps_scores *s, const char *control);
+
 #endif

@@ -35,6 +35,16 @@ int ps_cli_join_longs(const struct option *own, struct option *joined, size_t ca
 int ps_cli_dataset_option(const char *name, const char *arg, ps_dataset_options *options);
 /* Fails with the message for an option COMMAND does not know (ARG as given). */
 int ps_cli_unknown_option(const char *command, const char *arg);
+/* "Did you mean" (suggest.c): the option name of lists closest to word (leading
+ * dashes and "=value" ignored) within a small edit distance, or NULL. */
+const char *ps_cli_suggest(const struct option *const *lists, int n_lists, const char *word);
+/* The unknown-option error of a command with its own option table, with a suggestion. */
+int ps_cli_unknown_option_in(const char *command, const char *arg, const struct option *longs);
+/* The table ps_cli_unknown_option suggests from (ps_cli_join_longs sets it). */
+void ps_cli_set_suggestions(const struct option *longs);
+const struct option *ps_cli_current_longs(void);
+/* The run option (or dataset option) closest to a misspelled job-file key, or NULL. */
+const char *ps_run_option_suggest(const char *name);
 /* The checks every command makes of them (COMMAND names it in messages); sorts
  * the control and perturbation lists. */
 int ps_cli_dataset_check(const char *command, ps_dataset_options *options);

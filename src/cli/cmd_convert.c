@@ -10,11 +10,12 @@
 #include "pertscore/io.h"
 
 static const char *convert_usage =
-    "usage: mpirun -n P pertscore convert MEXDIR --out DATA.h5ad [options]\n"
+    "usage: mpirun -n P pertscore convert MEXDIR --output DATA.h5ad [options]\n"
     "\n"
-    "  --out FILE            output .h5ad (written as FILE.partial, renamed when complete)\n"
+    "  --output FILE         output .h5ad (written as FILE.partial, renamed when complete); --out: the same\n"
     "  --min-guide-umi N     UMIs for a guide-capture feature to be called in a cell (3)\n"
     "  --var-names name|id   var index: gene names (default; must be unique) or gene ids\n"
+    "  --force               replace OUTPUT if it exists (always done; accepted as for run)\n"
     "  --quiet               no progress on stderr\n"
     "\n"
     "MEXDIR holds matrix.mtx, barcodes.tsv and features.tsv (or genes.tsv), each plain or\n"
@@ -32,8 +33,10 @@ typedef struct {
 } convert_options;
 
 static int parse_convert(int argc, char **argv, convert_options *o) {
-  enum { O_OUT = 1, O_UMI, O_VAR, O_QUIET, O_HELP };
-  static const struct option longs[] = {{"out", required_argument, 0, O_OUT},
+  enum { O_OUT = 1, O_UMI, O_VAR, O_QUIET, O_HELP, O_FORCE };
+  static const struct option longs[] = {{"output", required_argument, 0, O_OUT},
+                                        {"out", required_argument, 0, O_OUT},
+                                        {"force", no_argument, 0, O_FORCE},
                                         {"min-guide-umi", required_argument, 0, O_UMI},
                                         {"var-names", required_argument, 0, O_VAR},
                                         {"quiet", no_argument, 0, O_QUIET},
@@ -56,16 +59,17 @@ static int parse_convert(int argc, char **argv, convert_options *o) {
           PS_FAIL(PS_ERR_INPUT, "--var-names expects 'name' or 'id', got '%s'", optarg);
         o->by_id = strcmp(optarg, "id") == 0;
         break;
+      case O_FORCE: break; /* OUTPUT is always replaced; --force as for run (one vocabulary) */
       case O_QUIET: o->quiet = 1; break;
       case O_HELP: o->help = 1; return PS_OK;
-      default: PS_FAIL(PS_ERR_INPUT, "convert: unknown or incomplete option '%s'", argv[optind - 1]);
+      default: return ps_cli_unknown_option_in("convert", argv[optind - 1], longs);
     }
   }
   if (optind != argc - 1)
     PS_FAIL(PS_ERR_INPUT, "convert: expected one MEX folder, got %d arguments (see pertscore convert --help)",
             argc - optind);
   o->dir = argv[optind];
-  if (!o->out) PS_FAIL(PS_ERR_INPUT, "convert: --out DATA.h5ad is required");
+  if (!o->out) PS_FAIL(PS_ERR_INPUT, "convert: --output DATA.h5ad is required");
   return PS_OK;
 }
 

@@ -38,7 +38,8 @@ static const char *cv_usage =
     "  --folds F             number of folds (5)\n"
     "  --seed S              seed of the fold assignment and the split halves (1)\n"
     "perturbations scheme:\n"
-    "  --min-cells N         perturbations with fewer cells are left out of every fold (10)\n"
+    "  --cv-min-cells N      perturbations with fewer cells are left out of every fold (10);\n"
+    "                        --min-cells: the same\n"
     "  --pcs K               gene-embedding dimension: top K PCs of the training deltas (10)\n"
     "  --embedding-lambda X  ridge penalty of the embedding model's W (0.1)\n"
     "  --top-genes N         size of the 'top' gene sets: MSE/Pearson/overlap (100)\n"
@@ -49,13 +50,15 @@ static const char *cv_usage =
     "  --predictions-column COL  obs column of FILE naming the perturbation (perturbation)\n"
     "  --save-predictions    also write X = observed deltas and layers/<model> = predicted deltas\n"
     "cells scheme:\n"
-    "  --ridge-lambdas LIST  ridge lambda grid, comma-separated (0.01,0.0316,...,10000: 10^-2..10^4)\n"
+    "  --cv-ridge-lambdas LIST  ridge lambda grid, comma-separated (0.01,0.0316,...,10000:\n"
+    "                        10^-2..10^4); --ridge-lambdas: the same\n"
     "  --lambda X            PS penalty of the held-out scores (0.01)\n"
     "  --upper U             upper bound of psi (3)\n"
     "output:\n"
     "  --output FILE         results .h5ad (tables in uns/cv; written as FILE.partial, renamed)\n"
     "  --summary FILE        TSV summary (default: OUTPUT without .h5ad + .summary.tsv)\n"
     PS_CLI_MAX_MEMORY_USAGE
+    "  --force               replace OUTPUT if it exists (always done; accepted as for run)\n"
     "  --quiet               no progress on stderr\n"
     "  --json                print a machine-readable summary on stdout\n";
 
@@ -72,7 +75,7 @@ typedef struct {
 static int parse_cv(int argc, char **argv, cv_cli *o, int *help) {
   enum { O_SCHEME = 1, O_FOLDS, O_SEED, O_MIN_CELLS, O_PCS, O_EMB_LAMBDA, O_TOP, O_TOP_DE, O_PREDICTIONS,
          O_PRED_COLUMN, O_SAVE_PRED, O_RIDGE_LAMBDAS, O_LAMBDA, O_UPPER, O_OUTPUT, O_SUMMARY, O_QUIET, O_JSON,
-         O_HELP, O_MAX_MEMORY };
+         O_HELP, O_MAX_MEMORY, O_FORCE };
   static const struct option own_longs[] = {
       {"scheme", required_argument, 0, O_SCHEME}, {"folds", required_argument, 0, O_FOLDS},
       {"seed", required_argument, 0, O_SEED}, {"min-cells", required_argument, 0, O_MIN_CELLS},
@@ -85,6 +88,9 @@ static int parse_cv(int argc, char **argv, cv_cli *o, int *help) {
       {"output", required_argument, 0, O_OUTPUT}, {"summary", required_argument, 0, O_SUMMARY},
       {"quiet", no_argument, 0, O_QUIET}, {"json", no_argument, 0, O_JSON}, {"help", no_argument, 0, O_HELP},
       {"max-memory", required_argument, 0, O_MAX_MEMORY},
+      /* run's names for the same options (pertscore run --cv), and the common output options */
+      {"cv-ridge-lambdas", required_argument, 0, O_RIDGE_LAMBDAS}, {"cv-min-cells", required_argument, 0, O_MIN_CELLS},
+      {"out", required_argument, 0, O_OUTPUT}, {"force", no_argument, 0, O_FORCE},
       {0, 0, 0, 0}};
   ps_dataset_options_default(&o->data);
   ps_cv_options_default(&o->cv);
@@ -145,6 +151,7 @@ static int parse_cv(int argc, char **argv, cv_cli *o, int *help) {
       case O_UPPER: PS_CALL(ps_cli_number("--upper", optarg, &o->cv.score.upper)); break;
       case O_OUTPUT: o->output = optarg; break;
       case O_SUMMARY: summary = optarg; break;
+      case O_FORCE: break; /* OUTPUT is always replaced; --force as for run (one vocabulary) */
       case O_QUIET: o->quiet = 1; break;
       case O_JSON: o->json = 1; break;
       case O_HELP: *help = 1; return PS_OK;

@@ -30,6 +30,7 @@ static const char *dosage_usage =
     "  --min-dosage-cells N  fit only perturbations with at least N cells (100)\n"
     "  --output FILE         the new results file (may be --results itself: replaced when complete)\n"
     "  --table FILE          also write the dosage table as TSV\n"
+    "  --force               replace OUTPUT if it exists (always done; accepted as for run)\n"
     "  --quiet               no progress on stderr\n"
     "  --json                print a machine-readable summary on stdout\n";
 
@@ -42,13 +43,14 @@ typedef struct {
 } dosage_cli;
 
 static int parse_dosage(int argc, char **argv, dosage_cli *o, int *help) {
-  enum { O_RESULTS = 1, O_INPUT, O_LAYER, O_INPUT_IS, O_MIN_CELLS, O_OUTPUT, O_TABLE, O_QUIET, O_JSON, O_HELP };
+  enum { O_RESULTS = 1, O_INPUT, O_LAYER, O_INPUT_IS, O_MIN_CELLS, O_OUTPUT, O_TABLE, O_QUIET, O_JSON, O_HELP, O_FORCE };
   static const struct option longs[] = {
       {"results", required_argument, 0, O_RESULTS}, {"input", required_argument, 0, O_INPUT},
       {"layer", required_argument, 0, O_LAYER}, {"input-is", required_argument, 0, O_INPUT_IS},
       {"min-dosage-cells", required_argument, 0, O_MIN_CELLS}, {"output", required_argument, 0, O_OUTPUT},
       {"table", required_argument, 0, O_TABLE}, {"quiet", no_argument, 0, O_QUIET},
-      {"json", no_argument, 0, O_JSON}, {"help", no_argument, 0, O_HELP}, {0, 0, 0, 0}};
+      {"json", no_argument, 0, O_JSON}, {"help", no_argument, 0, O_HELP},
+      {"out", required_argument, 0, O_OUTPUT}, {"force", no_argument, 0, O_FORCE}, {0, 0, 0, 0}};
   ps_dosage_options_default(&o->opt);
   o->src.input_is = PS_INPUT_AUTO;
   optind = 1;
@@ -73,10 +75,11 @@ static int parse_dosage(int argc, char **argv, dosage_cli *o, int *help) {
         break;
       case O_OUTPUT: o->output = optarg; break;
       case O_TABLE: o->table = optarg; break;
+      case O_FORCE: break; /* OUTPUT is always replaced; --force as for run (one vocabulary) */
       case O_QUIET: o->quiet = 1; break;
       case O_JSON: o->json = 1; break;
       case O_HELP: *help = 1; return PS_OK;
-      default: PS_FAIL(PS_ERR_INPUT, "dosage: unknown or incomplete option '%s' (see pertscore dosage --help)", argv[optind - 1]);
+      default: return ps_cli_unknown_option_in("dosage", argv[optind - 1], longs);
     }
   }
   if (optind < argc) PS_FAIL(PS_ERR_INPUT, "dosage: unexpected argument '%s'", argv[optind]);
@@ -128,7 +131,7 @@ static int check_paths(const dosage_cli *o) {
 
 static void put_number(FILE *f, double v) {
   if (isnan(v)) fputs("\tNA", f);
-  else fprintf(f, "\t%.10g", v);
+  else fprintf(f, "\t%.6g", v); /* TSV numbers: %.6g (the results file has full precision) */
 }
 
 /* --table: one row per perturbation (rank 0). */

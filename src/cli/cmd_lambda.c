@@ -41,6 +41,7 @@ static const char *lambda_usage =
     "  --output FILE         results .h5ad of a full run at the chosen lambda, with the curve in\n"
     "                        uns/pertscore/lambda (written as FILE.partial, renamed when complete)\n"
     "  --curve FILE          the curve as TSV: lambda, fpr, n_positive, max_raw_ps, rescaled\n"
+    "  --force               replace OUTPUT if it exists (always done; accepted as for run)\n"
     "  --quiet               no progress on stderr\n"
     "  --json                a JSON summary with the whole curve on stdout instead of the table\n";
 
@@ -85,7 +86,7 @@ static int parse_grid(const char *text, lambda_options *o) {
 
 static int parse_lambda(int argc, char **argv, lambda_options *o, int *help) {
   enum { O_RIDGE_LAMBDA = 1, O_UPPER, O_NO_RESCALE, O_OUTPUT, O_QUIET, O_JSON, O_HELP, O_PERMUTATIONS, O_SEED,
-         O_PSEUDO_CELLS, O_PSEUDO_LABEL, O_GRID, O_GRID_MIN, O_GRID_MAX, O_GRID_STEPS, O_TARGET_FPR, O_CURVE };
+         O_PSEUDO_CELLS, O_PSEUDO_LABEL, O_GRID, O_GRID_MIN, O_GRID_MAX, O_GRID_STEPS, O_TARGET_FPR, O_CURVE, O_FORCE };
   static const struct option own_longs[] = {
       {"ridge-lambda", required_argument, 0, O_RIDGE_LAMBDA}, {"upper", required_argument, 0, O_UPPER},
       {"no-rescale", no_argument, 0, O_NO_RESCALE}, {"output", required_argument, 0, O_OUTPUT},
@@ -96,6 +97,7 @@ static int parse_lambda(int argc, char **argv, lambda_options *o, int *help) {
       {"lambda-min", required_argument, 0, O_GRID_MIN}, {"lambda-max", required_argument, 0, O_GRID_MAX},
       {"lambda-steps", required_argument, 0, O_GRID_STEPS}, {"target-fpr", required_argument, 0, O_TARGET_FPR},
       {"curve", required_argument, 0, O_CURVE},
+      {"out", required_argument, 0, O_OUTPUT}, {"force", no_argument, 0, O_FORCE},
       {0, 0, 0, 0}};
   double number;
   ps_dataset_options_default(&o->data);
@@ -126,6 +128,7 @@ static int parse_lambda(int argc, char **argv, lambda_options *o, int *help) {
       case O_NO_RESCALE: o->score.rescale = 0; break;
       case O_OUTPUT: o->output = optarg; break;
       case O_CURVE: o->curve = optarg; break;
+      case O_FORCE: break; /* OUTPUT is always replaced; --force as for run (one vocabulary) */
       case O_QUIET: o->quiet = 1; break;
       case O_JSON: o->json = 1; break;
       case O_HELP: *help = 1; return PS_OK;
@@ -271,7 +274,7 @@ static int write_curve_tsv(MPI_Comm comm, const char *path, const ps_lambda_curv
     PS_ALLOC(text, cap);
     length = snprintf(text, cap, "lambda\tfpr\tn_positive\tmax_raw_ps\trescaled\n");
     for (int i = 0; i < c->n; i++)
-      length += snprintf(text + length, cap - (size_t)length, "%.17g\t%.17g\t%lld\t%.17g\t%d\n", c->lambda[i],
+      length += snprintf(text + length, cap - (size_t)length, "%.6g\t%.6g\t%lld\t%.6g\t%d\n", c->lambda[i],
                          c->fpr[i], (long long)c->n_positive[i], c->max_raw[i], (int)c->rescaled[i]);
   }
   int err = ps_text_write_ordered(comm, path, text ? text : "", length);

@@ -29,8 +29,9 @@ static const char *run_usage =
     "  --lambda X            PS penalty (0.01, the paper; the reference R code uses 0)\n"
     "  --upper U             upper bound of psi (3, the reference scale_factor)\n"
     "  --no-rescale          keep raw PS (psi / U) instead of dividing by each perturbation's maximum\n"
-    "  --score-all-cells     every analysed cell (controls too) gets a PS for every perturbation\n"
-    "                        (reference-compatible; only for a few perturbations)\n"
+    "  --score-all-cells     every perturbed cell gets a PS for every perturbation, not only the\n"
+    "                        ones it carries; control cells keep PS = 0, as in the reference's\n"
+    "                        output (reference-compatible; only for a few perturbations)\n"
     "  --permutations R      permutation p-values of beta from R shuffles (100; 0 disables)\n"
     "  --seed S              seed of the permutations (1)\n"
     "dosage (SPEC section 5; perturbations whose own gene is measured):\n"
@@ -47,6 +48,8 @@ static const char *run_usage =
     "                        command line are applied after it\n"
     "output:\n"
     "  --output FILE         results .h5ad (written as FILE.partial, renamed when complete)\n"
+    "  --cells-table FILE    also write the long per-cell TSV (cell, perturbation, guide, ps,\n"
+    "                        ps_pvalue): one row per carried perturbation, one per control cell\n"
     "  --force               rerun even when OUTPUT records the same input digests and parameters\n"
     "  --resume              continue a killed run: take the stages OUTPUT.partial holds (ridge, score)\n"
     "                        when it records the same input digests and parameters; else start over\n"
@@ -66,6 +69,7 @@ typedef struct {
   char cv_summary[4096];      /* its TSV: OUTPUT without .h5ad + .cv.tsv, written as .partial */
   char cv_partial[4200];
   const char *output;
+  const char *cells_table;    /* --cells-table: the long per-cell TSV (src/results/cells.c) */
   int quiet, json, force;
   int resume;                 /* --resume: continue from the checkpoints in OUTPUT.partial */
   double max_memory;          /* --max-memory: bytes per rank, 0 = no explicit limit */
@@ -77,7 +81,7 @@ typedef struct {
 /* The options of run (also the keys of a job file, src/cli/job.c). */
 enum { O_RIDGE_LAMBDA = 1, O_LAMBDA, O_UPPER, O_NO_RESCALE, O_OUTPUT, O_QUIET, O_JSON, O_HELP, O_SCORE_ALL,
        O_PERMUTATIONS, O_SEED, O_FORCE, O_NO_DOSAGE, O_MIN_DOSAGE_CELLS, O_CV, O_FOLDS, O_CV_RIDGE_LAMBDAS,
-       O_CV_MIN_CELLS, O_RESUME, O_MAX_MEMORY, O_CONTROL_BY, O_GROUP_BY };
+       O_CV_MIN_CELLS, O_RESUME, O_MAX_MEMORY, O_CONTROL_BY, O_GROUP_BY, O_CELLS_TABLE };
 /* run's own options; the dataset options (dataset_options.c) come after them */
 static const struct option run_own_longs[] = {
     {"ridge-lambda", required_argument, 0, O_RIDGE_LAMBDA}, {"lambda", required_argument, 0, O_LAMBDA},
@@ -93,6 +97,7 @@ static const struct option run_own_longs[] = {
     {"cv-ridge-lambdas", required_argument, 0, O_CV_RIDGE_LAMBDAS},
     {"cv-min-cells", required_argument, 0, O_CV_MIN_CELLS},
     {"control-by", required_argument, 0, O_CONTROL_BY}, {"group-by", required_argument, 0, O_GROUP_BY},
+    {"cells-table", required_argument, 0, O_CELLS_TABLE}, {"out", required_argument, 0, O_OUTPUT},
     {0, 0, 0, 0}};
 
 int ps_run_option_arity(const char *name) {
@@ -100,6 +105,11 @@ int ps_run_option_arity(const char *name) {
     for (const struct option *o = *l; o->name; o++)
       if (strcmp(o->name, name) == 0) return o->has_arg == no_argument ? 0 : 1;
   return -1;
+}
+
+const char *ps_run_option_suggest(const char *name) {
+  const struct option *lists[] = {run_own_longs, ps_cli_dataset_longs};
+  return ps_cli_suggest(lists, 2, name);
 }
 
 static int parse_run(int argc, char **argv, run_options *o, int *help) {
@@ -128,6 +138,7 @@ static int parse_run(int argc, char **argv, run_options *o, int *help) {
       case O_UPPER: PS_CALL(ps_cli_number("--upper", optarg, &o->score.upper)); break;
       case O_NO_RESCALE: o->score.rescale = 0; break;
       case O_OUTPUT: o->output = optarg; break;
+      case O_CELLS_TABLE: o->cells_table = optarg; break;
       case O_CONTROL_BY: o->data.control_by = optarg; break;
       case O_GROUP_BY: o->data.group_by = optarg; break;
       case O_QUIET: o->quiet = 1; break;
@@ -280,11 +291,13 @@ static void print_summary(const run_options *o, const ps_dataset *d, const ps_sc
                           int n_ranks, const ps_dosage_table *dosage, double dosage_seconds, double cv_seconds) {
   printf("{\"output\": \"%s\", \"ranks\": %d, \"cells_input\": %lld, \"cells_analysed\": %lld, "
          "\"control_cells\": %lld, \"perturbations\": %d, \"regression_genes\": %d, \"input_was_counts\": %s, "
+         "\"guide_rows\": {\"read\": %lld, \"unmatched\": %lld}, "
          "\"targets\": {\"source\": \"%s\", \"pairs\": %lld, \"moi\": \"%s\", \"seconds\": %.3f}, "
          "\"qp_solved\": %lld, \"max_kkt_residual\": %.3g, \"perturbations_not_rescaled\": %d, "
          "\"seconds\": {\"read\": %.3f, \"ridge\": %.3f, \"score\": %.3f, \"write\": %.3f, \"total\": %.3f}",
          o->output, n_ranks, (long long)d->n_cells_input, (long long)d->n_analysed, (long long)d->n_control,
          d->design.n_perturbations, d->n_regression, d->is_counts ? "true" : "false",
+         (long long)d->n_guide_rows, (long long)d->n_guide_rows_unmatched,
          o->data.targets ? "file" : "selected", (long long)d->targets.gene.n, d->low_moi ? "low" : "high",
          d->seconds_targets, (long long)s->n_qp, s->max_kkt,
          s->n_not_rescaled, seconds[0], seconds[1], seconds[2], seconds[3], seconds[4]);
@@ -423,7 +436,8 @@ static int run_pipeline(MPI_Comm comm, run_options *o, int argc, char **argv) {
   PS_CALL(ps_error_sync(comm, check_output(o)));
   char input_digest[1024], params_digest[17];
   PS_CALL(ps_error_sync(comm, provenance(comm, o, argc, argv, input_digest, sizeof input_digest, params_digest)));
-  if (!o->force && output_up_to_date(comm, o->output, input_digest, params_digest)) {
+  int cells_table_missing = o->cells_table && access(o->cells_table, F_OK) != 0;
+  if (!o->force && !cells_table_missing && output_up_to_date(comm, o->output, input_digest, params_digest)) {
     if (rank == 0) {
       fprintf(stderr, "pertscore: %s is up to date (same input digests and parameters; --force reruns)\n", o->output);
       if (o->json) printf("{\"output\": \"%s\", \"up_to_date\": true}\n", o->output);
@@ -518,9 +532,15 @@ static int run_pipeline(MPI_Comm comm, run_options *o, int argc, char **argv) {
     PS_CALL(ps_error_sync(comm, ps_cv_stage_write(comm, &d, &cv, &o->cv, partial, PS_CV_ADD_TO_RESULTS,
                                                   o->cv_partial, &info)));
   ps_cv_stage_result_free(&cv);
+  char cells_partial[4200];
+  if (o->cells_table) {
+    snprintf(cells_partial, sizeof cells_partial, "%s.partial", o->cells_table);
+    PS_CALL(ps_error_sync(comm, ps_cells_table_write(comm, cells_partial, &d, scored, &scores, NULL)));
+  }
   ps_fault_point("commit");
   PS_CALL(ps_error_sync(comm, ps_output_commit(comm, partial, o->output)));
   if (o->cv.scheme) PS_CALL(ps_error_sync(comm, ps_output_commit(comm, o->cv_partial, o->cv_summary)));
+  if (o->cells_table) PS_CALL(ps_error_sync(comm, ps_output_commit(comm, cells_partial, o->cells_table)));
   ps_cleanup_unregister();
   seconds[3] = ps_progress_done(&progress);
   seconds[4] = ps_wtime() - progress.t_start;

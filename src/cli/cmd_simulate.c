@@ -8,7 +8,7 @@
 #include "pertscore/sim.h"
 
 static const char *simulate_usage =
-    "usage: mpirun -n P pertscore simulate --out PREFIX.h5ad [options]\n"
+    "usage: mpirun -n P pertscore simulate --output PREFIX.h5ad [options]   (--out: the same)\n"
     "\n"
     "  --cells N              cells (2000)\n"
     "  --genes G              genes (500)\n"
@@ -42,6 +42,7 @@ static const char *simulate_usage =
     "  --type-responses KIND  differ (default) or same\n"
     "  --type-genes N         basal-shifted genes per type (30)\n"
     "  --type-shift X         typical |log shift| of those genes (1)\n"
+    "  --force                replace the outputs if they exist (always done; accepted as for run)\n"
     "  --quiet                no progress on stderr\n"
     "\n"
     "writes PREFIX.h5ad (counts; obs column 'guide'), PREFIX.guides.tsv (scMAGeCK table),\n"
@@ -61,7 +62,7 @@ static int count_i32(const char *option, const char *text, int32_t *out) {
 static int parse_simulate(int argc, char **argv, ps_sim_options *o, char *prefix, size_t size, int *quiet, int *help) {
   enum { O_CELLS = 1, O_GENES, O_PERT, O_MOI, O_POISSON, O_CONTROL, O_DOWN, O_EFFECT, O_KD, O_EFF, O_LIB, O_DISP,
          O_SEED, O_OUT, O_QUIET, O_HELP, O_EFFECTS, O_RANK, O_DOSAGE_DESIGN, O_UNMEASURED,
-         O_CELL_TYPES, O_TYPE_RESPONSES, O_TYPE_GENES, O_TYPE_SHIFT };
+         O_CELL_TYPES, O_TYPE_RESPONSES, O_TYPE_GENES, O_TYPE_SHIFT, O_FORCE };
   static const struct option longs[] = {
       {"cells", required_argument, 0, O_CELLS}, {"genes", required_argument, 0, O_GENES},
       {"perturbations", required_argument, 0, O_PERT}, {"moi", required_argument, 0, O_MOI},
@@ -69,7 +70,8 @@ static int parse_simulate(int argc, char **argv, ps_sim_options *o, char *prefix
       {"downstream", required_argument, 0, O_DOWN}, {"effect", required_argument, 0, O_EFFECT},
       {"knockdown", required_argument, 0, O_KD}, {"efficiencies", required_argument, 0, O_EFF},
       {"library-size", required_argument, 0, O_LIB}, {"dispersion", required_argument, 0, O_DISP},
-      {"seed", required_argument, 0, O_SEED}, {"out", required_argument, 0, O_OUT},
+      {"seed", required_argument, 0, O_SEED}, {"output", required_argument, 0, O_OUT},
+      {"out", required_argument, 0, O_OUT}, {"force", no_argument, 0, O_FORCE},
       {"quiet", no_argument, 0, O_QUIET}, {"help", no_argument, 0, O_HELP},
       {"effects", required_argument, 0, O_EFFECTS}, {"rank", required_argument, 0, O_RANK},
       {"dosage-design", no_argument, 0, O_DOSAGE_DESIGN},
@@ -112,6 +114,7 @@ static int parse_simulate(int argc, char **argv, ps_sim_options *o, char *prefix
       case O_DISP: o->dispersion = v; break;
       case O_SEED: o->seed = (uint64_t)v; break;
       case O_OUT: out = optarg; break;
+      case O_FORCE: break; /* OUTPUT is always replaced; --force as for run (one vocabulary) */
       case O_QUIET: *quiet = 1; break;
       case O_HELP: *help = 1; return PS_OK;
       case O_EFFECTS:
@@ -141,10 +144,10 @@ static int parse_simulate(int argc, char **argv, ps_sim_options *o, char *prefix
         PS_CALL(count_i32("--type-genes", optarg, &o->n_type_genes));
         break;
       case O_TYPE_SHIFT: PS_CALL(ps_cli_number("--type-shift", optarg, &o->type_shift)); break;
-      default: PS_FAIL(PS_ERR_INPUT, "simulate: unknown or incomplete option '%s'", argv[optind - 1]);
+      default: return ps_cli_unknown_option_in("simulate", argv[optind - 1], longs);
     }
   }
-  if (!out) PS_FAIL(PS_ERR_INPUT, "simulate: --out PREFIX.h5ad is required");
+  if (!out) PS_FAIL(PS_ERR_INPUT, "simulate: --output PREFIX.h5ad is required");
   snprintf(prefix, size, "%s", out);
   size_t len = strlen(prefix);
   if (len > 5 && strcmp(prefix + len - 5, ".h5ad") == 0) prefix[len - 5] = '\0';

@@ -15,7 +15,7 @@ static const char *sweep_usage =
     "       pertscore sweep --config JOB.yaml --list                  print every point's parameters\n"
     "       pertscore sweep --config JOB.yaml --merge [--table F]     gather every point into one table\n"
     "       pertscore sweep --config JOB.yaml --slurm-args            sbatch options from the slurm section\n"
-    "--quiet and --json pass through to the run of a point.\n"
+    "--quiet, --json and --force pass through to the run of a point; --output F is --table F.\n"
     "\n"
     "Points are every combination of the sweep section's lists, the first list varying\n"
     "slowest; point N writes OUTPUT.pointNNN.h5ad. The table (default OUTPUT.sweep.tsv)\n"
@@ -26,16 +26,17 @@ static const char *sweep_usage =
 typedef struct {
   const char *config, *table;
   int64_t task;
-  int count, list, merge, slurm_args, help, quiet, json;
+  int count, list, merge, slurm_args, help, quiet, json, force;
 } sweep_options;
 
 static int parse_sweep(int argc, char **argv, sweep_options *o) {
-  enum { O_CONFIG = 1, O_TASK, O_COUNT, O_LIST, O_MERGE, O_TABLE, O_SLURM, O_HELP, O_QUIET, O_JSON };
+  enum { O_CONFIG = 1, O_TASK, O_COUNT, O_LIST, O_MERGE, O_TABLE, O_SLURM, O_HELP, O_QUIET, O_JSON, O_FORCE };
   static const struct option longs[] = {{"config", required_argument, 0, O_CONFIG}, {"task", required_argument, 0, O_TASK},
                                         {"count", no_argument, 0, O_COUNT},          {"list", no_argument, 0, O_LIST},
                                         {"merge", no_argument, 0, O_MERGE},          {"table", required_argument, 0, O_TABLE},
                                         {"slurm-args", no_argument, 0, O_SLURM},     {"help", no_argument, 0, O_HELP},
                                         {"quiet", no_argument, 0, O_QUIET},          {"json", no_argument, 0, O_JSON},
+                                        {"output", required_argument, 0, O_TABLE},   {"force", no_argument, 0, O_FORCE},
                                         {0, 0, 0, 0}};
   memset(o, 0, sizeof *o);
   o->task = -1;
@@ -58,7 +59,8 @@ static int parse_sweep(int argc, char **argv, sweep_options *o) {
       case O_HELP: o->help = 1; return PS_OK;
       case O_QUIET: o->quiet = 1; break;
       case O_JSON: o->json = 1; break;
-      default: PS_FAIL(PS_ERR_INPUT, "sweep: unknown or incomplete option '%s' (see pertscore sweep --help)", argv[optind - 1]);
+      case O_FORCE: o->force = 1; break;
+      default: return ps_cli_unknown_option_in("sweep", argv[optind - 1], longs);
     }
   }
   if (!o->config) PS_FAIL(PS_ERR_INPUT, "sweep: --config JOB.yaml is required");
@@ -179,6 +181,7 @@ int ps_cmd_sweep(MPI_Comm comm, int argc, char **argv) {
   err = ps_job_argv(&job, o.task, &args);
   if (!err && o.quiet) err = ps_strlist_push(&args, "--quiet");
   if (!err && o.json) err = ps_strlist_push(&args, "--json");
+  if (!err && o.force) err = ps_strlist_push(&args, "--force");
   err = ps_error_sync(comm, err);
   if (err) ps_die(comm, err, 1);
   if (rank == 0) {

@@ -39,6 +39,7 @@ int ps_cli_join_longs(const struct option *own, struct option *joined, size_t ca
       joined[n++] = *o;
     }
   joined[n] = (struct option){0, 0, 0, 0};
+  ps_cli_set_suggestions(joined);
   return PS_OK;
 }
 
@@ -86,6 +87,8 @@ int ps_cli_unknown_option(const char *command, const char *arg) {
     if (strncmp(arg, *g, strlen(*g)) == 0 && (arg[strlen(*g)] == '\0' || arg[strlen(*g)] == '='))
       PS_FAIL(PS_ERR_INPUT, "%s: %s is not supported yet (only pertscore run has groups); give it one group's cells "
               "(a subset of the input) at a time", command, *g);
+  const struct option *longs = ps_cli_current_longs();
+  if (longs) return ps_cli_unknown_option_in(command, arg, longs);
   PS_FAIL(PS_ERR_INPUT, "%s: unknown or incomplete option '%s' (see pertscore %s --help)", command, arg, command);
 }
 

@@ -68,7 +68,13 @@ static int add_option(ps_job *job, yaml_document_t *doc, yaml_node_t *key_node, 
                       ps_strlist *values) {
   const char *key = (const char *)key_node->data.scalar.value;
   int arity = ps_run_option_arity(key);
-  if (arity < 0) return fail_at(job, key_node, "unknown key (not an option of pertscore run)", key);
+  if (arity < 0) {
+    const char *hint = ps_run_option_suggest(key);
+    char what[256];
+    snprintf(what, sizeof what, "unknown key (not an option of pertscore run%s%s%s):", hint ? "; did you mean '" : "",
+             hint ? hint : "", hint ? "'?" : "");
+    return fail_at(job, key_node, what, key);
+  }
   if (strcmp(key, "config") == 0 || strcmp(key, "help") == 0) return fail_at(job, key_node, "key not allowed in a job file:", key);
   char buf[8192];
   PS_CALL(scalar_or_list(job, doc, value, key, buf, sizeof buf));
@@ -95,8 +101,13 @@ static int read_sweep(ps_job *job, yaml_document_t *doc, yaml_node_t *map) {
     if (k->type != YAML_SCALAR_NODE) return fail_at(job, k, "sweep: expected an option name", NULL);
     const char *key = (const char *)k->data.scalar.value;
     int arity = ps_run_option_arity(key);
-    if (arity != 1 || strcmp(key, "output") == 0 || strcmp(key, "config") == 0)
-      return fail_at(job, k, "sweep: not an option that takes a value", key);
+    if (arity != 1 || strcmp(key, "output") == 0 || strcmp(key, "config") == 0) {
+      const char *hint = arity < 0 ? ps_run_option_suggest(key) : NULL;
+      char what[256];
+      snprintf(what, sizeof what, "sweep: not an option that takes a value%s%s%s", hint ? " (did you mean '" : "",
+               hint ? hint : "", hint ? "'?)" : "");
+      return fail_at(job, k, what, key);
+    }
     if (v->type != YAML_SEQUENCE_NODE || v->data.sequence.items.top == v->data.sequence.items.start)
       return fail_at(job, v, "sweep: expected a non-empty list of values for", key);
     for (int64_t s = 0; s < job->sweep_keys.n; s++)

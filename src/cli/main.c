@@ -48,8 +48,30 @@ int ps_cli_split_list(const char *text, void *list) {
   return PS_OK;
 }
 
-/* Our options are GNU long options (--name); PETSc's start with one dash. */
-static int is_petsc_option(const char *arg) { return arg[0] == '-' && arg[1] != '-' && arg[1] != '\0' && arg[1] != 'h'; }
+/* Our options are GNU long options (--name); PETSc's start with one dash. A
+ * negative number ("--lambda -1") is a value, not a PETSc option. */
+static int is_petsc_option(const char *arg) {
+  if (arg[0] != '-' || arg[1] == '-' || arg[1] == '\0' || arg[1] == 'h') return 0;
+  char *end;
+  strtod(arg, &end);
+  return *end != '\0';
+}
+
+/* PETSc options given on the command line that nothing read: a misspelled -tao_...
+ * or an option of a stage that did not run. Rank 0 names them. */
+static void warn_unused_petsc_options(int rank, char **given, int n_given) {
+  PetscInt n = 0;
+  char **names = NULL, **values = NULL;
+  if (PetscOptionsLeftGet(NULL, &n, &names, &values) != 0) return;
+  for (PetscInt i = 0; i < n && rank == 0; i++) {
+    int from_user = 0; /* options the program sets itself (src/dosage/hill.c) are not the user's */
+    for (int a = 1; a < n_given && !from_user; a++) from_user = given[a][0] == '-' && strcmp(given[a] + 1, names[i]) == 0;
+    if (from_user)
+      fprintf(stderr, "pertscore: warning: PETSc option -%s was never used (misspelled, or for a stage that did "
+              "not run; see docs/user-guide.md for the options pertscore reads)\n", names[i]);
+  }
+  PetscOptionsLeftRestore(NULL, &n, &names, &values);
+}
 
 int main(int argc, char **argv) {
   char **ours = calloc((size_t)argc + 1, sizeof *ours), **petsc = calloc((size_t)argc + 1, sizeof *petsc);
@@ -99,6 +121,7 @@ int main(int argc, char **argv) {
     status = asked ? 0 : 2;
   }
   if (ps_stats_write_env(rank) != PS_OK) fprintf(stderr, "pertscore: warning: %s\n", ps_error_message());
+  warn_unused_petsc_options(rank, petsc, n_petsc);
   PetscFinalize();
   MPI_Finalize();
   free(ours);

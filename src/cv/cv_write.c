@@ -39,8 +39,9 @@ static int text_add(text *t, const char *fmt, ...) {
   }
 }
 
-/* %.17g keeps every bit of a double; NaN is written as NA (R, pandas read it). */
-static int text_number(text *t, double v) { return isnan(v) ? text_add(t, "\tNA") : text_add(t, "\t%.17g", v); }
+/* TSV numbers are %.6g (the results file keeps full precision); NaN is written as
+ * NA (R, pandas read it). */
+static int text_number(text *t, double v) { return isnan(v) ? text_add(t, "\tNA") : text_add(t, "\t%.6g", v); }
 
 /* Rank 0's text into path (collective). */
 static int write_text(MPI_Comm comm, const char *path, const text *t) {
@@ -402,7 +403,7 @@ int ps_cv_write_cells(MPI_Comm comm, const char *path, int where, const char *ts
       curve_r2[row] = r->r2[i];
       curve_n[row] = r->n_cells[(int64_t)f * GK + K + 1];
       chosen[row] = l == r->chosen;
-      PS_CALL(text_add(&t, "%s\t%.17g\t%lld", fold[row], lambda[row], (long long)curve_n[row]));
+      PS_CALL(text_add(&t, "%s\t%.6g\t%lld", fold[row], lambda[row], (long long)curve_n[row]));
       PS_CALL(text_number(&t, curve_mse[row]));
       PS_CALL(text_number(&t, curve_r2[row]));
       PS_CALL(text_add(&t, "\t%lld\n", (long long)chosen[row]));

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "data_internal.h"
+#include "data_checks.h"
 #include "pertscore/data.h"
 #include "pertscore/lambda.h"
 
@@ -27,6 +28,11 @@ void ps_dataset_free(ps_dataset *d) {
   ps_design_free(&d->design);
   free(d->has_control_guide);
   free(d->top_perturbation);
+  for (int64_t j = 0; d->cell_guides && j < d->design.n_cells; j++) free(d->cell_guides[j]);
+  for (int64_t j = 0; d->cell_units && j < d->design.n_cells; j++) free(d->cell_units[j]);
+  free(d->cell_guides);
+  free(d->cell_units);
+  free(d->cell_n_guides);
   free(d->target_threshold);
   free(d->regression_gene);
   free(d->winsor_cap);
@@ -319,6 +325,32 @@ static int build_design(MPI_Comm comm, const ps_dataset_options *opt, const ps_g
   return PS_OK;
 }
 
+static int append_joined(char **s, const char *item) {
+  size_t have = *s ? strlen(*s) : 0, add = strlen(item);
+  char *t = realloc(*s, have + add + 2);
+  if (!t) PS_FAIL(PS_ERR_SYSTEM, "out of memory");
+  if (have) t[have++] = '+';
+  memcpy(t + have, item, add + 1);
+  *s = t;
+  return PS_OK;
+}
+
+/* Each analysed cell's guides and their units as assigned ('+'-joined, call order). */
+static int cell_assignments(const ps_guide_calls *calls, const int64_t *keep, ps_dataset *d) {
+  int64_t n = d->design.n_cells;
+  PS_ALLOC(d->cell_guides, n);
+  PS_ALLOC(d->cell_units, n);
+  PS_ALLOC(d->cell_n_guides, n);
+  for (int64_t i = 0; i < calls->n; i++) {
+    int64_t j = keep[calls->cell[i]];
+    if (j < 0) continue;
+    d->cell_n_guides[j]++;
+    PS_CALL(append_joined(&d->cell_guides[j], calls->guide[i] ? calls->guide[i] : calls->unit[i]));
+    PS_CALL(append_joined(&d->cell_units[j], calls->unit[i]));
+  }
+  return PS_OK;
+}
+
 /* What target selection needs beyond the design (SPEC sections 0-1): whether an
  * analysed cell has a control guide (the reference quirk), the perturbation of
  * its largest-UMI guide (ties: first unit label; -1 if it is a control), and
@@ -340,6 +372,7 @@ static int guide_facts(MPI_Comm comm, const ps_dataset_options *opt, const ps_gu
       best[c] = i;
     if (keep[c] >= 0 && ps_strlist_find_sorted(&opt->controls, calls->unit[i]) >= 0) d->has_control_guide[keep[c]] = 1;
   }
+  PS_CALL(cell_assignments(calls, keep, d));
   int64_t counts[2] = {0, 0}; /* non-control analysed cells with one guide, all of them */
   for (int64_t c = 0; c < n_block; c++) {
     int64_t j = keep[c];
@@ -378,6 +411,11 @@ static int read_targets(const ps_dataset_options *opt, ps_dataset *d, ps_strmap 
                         int32_t *n_candidates) {
   ps_target_pairs raw;
   PS_CALL(ps_targets_read(opt->targets, &raw));
+  int matched = ps_check_targets_match(opt, &raw, d);
+  if (matched) {
+    ps_target_pairs_free(&raw);
+    return matched;
+  }
   uint8_t *used;
   PS_ALLOC(used, d->n_genes);
   PS_ALLOC(d->n_targets, d->design.n_perturbations);
@@ -796,10 +834,13 @@ static int dataset_read(MPI_Comm comm, const ps_dataset_options *opt, ps_progres
   d->nnz_input = m->x.indptr[m->x.n_rows]; /* what the blocks hold (10x: the expression features only) */
   PS_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, &d->nnz_input, 1, MPI_INT64_T, MPI_SUM, comm));
   PS_CALL(check_unique_cells(comm, opt->input, &m->cells));
+  PS_CALL(ps_check_input_is(comm, opt, &m->x));
   PS_CALL(normalize_block(comm, &m->x, opt->input_is, &d->is_counts));
   if (!guides_in_matrix) PS_CALL(ps_error_sync(comm, read_guide_calls(comm, opt, m, calls)));
+  PS_CALL(ps_error_sync(comm, ps_check_control_guides(comm, opt, calls)));
   PS_CALL(ps_error_sync(comm, restrict_calls(opt, calls))); /* an allocation failure on one rank is every rank's */
   PS_CALL(ps_error_sync(comm, collect_units(comm, opt, calls, &w->perturbations)));
+  PS_CALL(ps_error_sync(comm, ps_check_guide_rows(comm, opt, calls, d)));
   PS_ALLOC(w->keep, m->x.n_rows);
   int64_t *keep = w->keep;
   PS_CALL(ps_error_sync(comm, build_design(comm, opt, calls, m->x.n_rows, &w->perturbations, keep, d)));
@@ -881,6 +922,7 @@ static int dataset_read(MPI_Comm comm, const ps_dataset_options *opt, ps_progres
       if (d->y.data[p] > cap[d->y.indices[p]]) d->y.data[p] = cap[d->y.indices[p]];
   }
   count_targets(d);
+  ps_check_warn_no_targets(comm, opt, d);
   record_part_peak(progress, "regression");
   return PS_OK;
 }

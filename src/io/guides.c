@@ -41,8 +41,34 @@ static int calls_push(ps_guide_calls *g, int64_t cell, const char *unit, const c
   return PS_OK;
 }
 
+/* Row row_index (0-based data row) named a cell of this rank's block. */
+static int mark_row(ps_guide_calls *g, int64_t row) {
+  if (row >= g->row_capacity) {
+    int64_t want = g->row_capacity ? 2 * g->row_capacity : 1024;
+    while (want <= row) want *= 2;
+    uint8_t *m = realloc(g->row_matched, (size_t)want);
+    if (!m) PS_FAIL(PS_ERR_SYSTEM, "out of memory marking guide rows");
+    memset(m + g->row_capacity, 0, (size_t)(want - g->row_capacity));
+    g->row_matched = m;
+    g->row_capacity = want;
+  }
+  g->row_matched[row] = 1;
+  return PS_OK;
+}
+
+/* Example mode (ps_guides_unmatched_examples): keep the cell of an unmatched row.
+ * Returns 1 when the row is consumed (and reading should go on), 2 to stop. */
+static int example_row(ps_guide_calls *g, const char *cell) {
+  int64_t row = g->n_rows_read - 1;
+  int matched = row < g->example_rows && g->example_matched[row];
+  if (!matched && g->examples.n < g->max_examples && ps_strlist_push(&g->examples, cell) != PS_OK) return 2;
+  return g->examples.n >= g->max_examples ? 2 : 1;
+}
+
 void ps_guide_calls_free(ps_guide_calls *g) {
   if (!g) return;
+  free(g->row_matched);
+  ps_strlist_free(&g->examples);
   for (int64_t i = 0; i < g->n; i++) {
     free(g->unit[i]);
     free(g->guide[i]);
@@ -133,9 +159,14 @@ static int read_scmageck(FILE *f, const char *path, char **header, int n_header,
       return err;
     }
     out->n_rows_read++;
+    if (out->example_matched) {
+      if (example_row(out, fields[c_cell]) == 2) break;
+      continue;
+    }
     int64_t cell = ps_strmap_get(cells, ps_cell_key(fields[c_cell], key, sizeof key));
     if (cell < 0) continue;
     out->n_rows_local++;
+    PS_CALL(mark_row(out, out->n_rows_read - 1));
     PS_CALL(calls_push(out, cell, fields[c_gene], fields[c_guide], umi));
   }
   free(line);
@@ -162,6 +193,10 @@ static int read_cellranger(FILE *f, const char *path, char **header, int n_heade
       return err;
     }
     out->n_rows_read++;
+    if (out->example_matched) {
+      if (example_row(out, fields[c_cell]) == 2) break;
+      continue;
+    }
     int64_t cell = ps_strmap_get(cells, ps_cell_key(fields[c_cell], key, sizeof key));
     char *calls[PS_MAX_FIELDS], *umis[PS_MAX_FIELDS];
     int n_calls = split_fields(fields[c_call], '|', calls, PS_MAX_FIELDS);
@@ -174,6 +209,7 @@ static int read_cellranger(FILE *f, const char *path, char **header, int n_heade
     }
     if (cell < 0) continue;
     out->n_rows_local++;
+    PS_CALL(mark_row(out, out->n_rows_read - 1));
     for (int i = 0; i < n_calls; i++) {
       double umi;
       if (!parse_count(umis[i], &umi)) {
@@ -190,8 +226,31 @@ static int read_cellranger(FILE *f, const char *path, char **header, int n_heade
   return PS_OK;
 }
 
+static int read_table(const char *path, const ps_strmap *cell_index, ps_guide_calls *out);
+
 int ps_guides_read_table(const char *path, const ps_strmap *cell_index, ps_guide_calls *out) {
   memset(out, 0, sizeof *out);
+  return read_table(path, cell_index, out);
+}
+
+int ps_guides_unmatched_examples(const char *path, const uint8_t *matched, int64_t n_rows, int max,
+                                 ps_strlist *examples) {
+  ps_guide_calls g;
+  memset(&g, 0, sizeof g);
+  ps_strmap none;
+  PS_CALL(ps_strmap_init(&none, 1));
+  g.example_matched = matched;
+  g.example_rows = n_rows;
+  g.max_examples = max;
+  int err = read_table(path, &none, &g);
+  ps_strmap_free(&none);
+  *examples = g.examples;
+  memset(&g.examples, 0, sizeof g.examples);
+  ps_guide_calls_free(&g);
+  return err;
+}
+
+static int read_table(const char *path, const ps_strmap *cell_index, ps_guide_calls *out) {
   FILE *f = fopen(path, "r");
   if (!f) PS_FAIL(PS_ERR_INPUT, "%s: cannot open the guide table: %s", path, strerror(errno));
   char *line = NULL, *header[PS_MAX_FIELDS];

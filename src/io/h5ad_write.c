@@ -2,6 +2,7 @@
  * writes its rows with hyperslab selections, small items come from identical
  * copies on every rank. Strings are stored fixed-length so they can be written
  * in parallel; AnnData reads them as ordinary strings. */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,6 +51,10 @@ int ps_h5ad_close(ps_h5ad_writer **w) {
   return err;
 }
 
+int ps_csr_index_wide(int64_t nnz_total, int64_t n_cols) {
+  return nnz_total > INT32_MAX || n_cols > INT32_MAX;
+}
+
 int ps_h5ad_write_csr(ps_h5ad_writer *w, const char *name, const ps_csr *local, int64_t row_offset,
                       int64_t n_rows_global, int data_float32) {
   ps_h5 *h = &w->h;
@@ -75,16 +80,23 @@ int ps_h5ad_write_csr(ps_h5ad_writer *w, const char *name, const ps_csr *local, 
   snprintf(sub, sizeof sub, "%s/data", name);
   PS_CALL(ps_h5_write_range(h, sub, data_float32 ? H5T_IEEE_F32LE : H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, nnz_total,
                             nnz_before, nnz, local->data));
+  /* indices and indptr get one integer type, as scipy (and so anndata) writes
+   * them: int32 when nnz and the column count fit, else int64 for both. scipy
+   * 1.10 refuses to index a matrix whose two index arrays differ in type
+   * ("Output dtype not compatible with inputs"). */
+  int wide = ps_csr_index_wide(nnz_total, local->n_cols);
+  hid_t index_type = wide ? H5T_STD_I64LE : H5T_STD_I32LE;
   snprintf(sub, sizeof sub, "%s/indices", name);
-  PS_CALL(ps_h5_write_range(h, sub, H5T_STD_I32LE, H5T_NATIVE_INT32, nnz_total, nnz_before, nnz, local->indices));
+  PS_CALL(ps_h5_write_range(h, sub, index_type, H5T_NATIVE_INT32, nnz_total, nnz_before, nnz, local->indices));
   /* indptr: rank r writes its n_rows entries shifted to global positions; the
-   * last rank also writes the final entry. */
+   * last rank also writes the final entry (HDF5 converts int64 to the file's
+   * int32, which holds every entry since nnz_total fits). */
   int64_t count = local->n_rows + (h->rank == h->size - 1 ? 1 : 0);
   int64_t *ptr;
   PS_ALLOC(ptr, count);
   for (int64_t i = 0; i < count; i++) ptr[i] = local->indptr[i] + nnz_before;
   snprintf(sub, sizeof sub, "%s/indptr", name);
-  PS_CALL(ps_h5_write_range(h, sub, H5T_STD_I64LE, H5T_NATIVE_INT64, n_rows_global + 1, row_offset, count, ptr));
+  PS_CALL(ps_h5_write_range(h, sub, index_type, H5T_NATIVE_INT64, n_rows_global + 1, row_offset, count, ptr));
   free(ptr);
   return PS_OK;
 }

@@ -25,7 +25,8 @@ void ps_run_info_free(ps_run_info *info) {
   ps_strlist_free(&info->number_keys);
 }
 
-static int write_obs(ps_h5ad_writer *w, const ps_dataset *d) {
+static int write_obs(MPI_Comm comm, ps_h5ad_writer *w, const ps_dataset *d, const ps_design *scored,
+                     const ps_scores *s) {
   const ps_design *D = &d->design;
   int64_t n = D->n_cells;
   int32_t *role;
@@ -48,17 +49,29 @@ static int write_obs(ps_h5ad_writer *w, const ps_dataset *d) {
   ps_strlist roles = {0};
   PS_CALL(ps_strlist_push(&roles, "control"));
   PS_CALL(ps_strlist_push(&roles, "perturbed"));
+  ps_cell_columns cc; /* per-cell perturbation, guide, n_guides, ps (src/results/cells.c) */
+  PS_CALL(ps_error_sync(comm, ps_cell_columns_build(comm, d, scored, s, NULL, &cc)));
+  int64_t *n_guides;
+  PS_ALLOC(n_guides, n);
+  for (int64_t j = 0; j < n; j++) n_guides[j] = d->cell_n_guides ? d->cell_n_guides[j] : 0;
   ps_column cols[] = {
       {.name = "role", .kind = PS_COL_CATEGORICAL, .codes = role, .categories = &roles},
       {.name = "perturbations", .kind = PS_COL_STRING, .strings = labels},
       {.name = "n_perturbations", .kind = PS_COL_I64, .i64 = n_perturbations},
+      {.name = "perturbation", .kind = PS_COL_CATEGORICAL, .codes = cc.label_code, .categories = &cc.labels},
+      {.name = "guide", .kind = PS_COL_CATEGORICAL, .codes = cc.guide_code, .categories = &cc.guides},
+      {.name = "n_guides", .kind = PS_COL_I64, .i64 = n_guides},
+      {.name = "ps", .kind = PS_COL_F64, .f64 = cc.ps},
+      {.name = "ps_perturbation", .kind = PS_COL_CATEGORICAL, .codes = cc.ps_code, .categories = &D->names},
       /* --control-by / --group-by: each cell's group, under the input's column name */
       {.name = d->group_column, .kind = PS_COL_CATEGORICAL, .codes = D->group, .categories = &d->groups},
   };
-  int n_cols = d->group_column && D->group ? 4 : 3;
+  int n_cols = d->group_column && D->group ? 9 : 8;
   PS_CALL(ps_h5ad_write_frame(w, "obs", d->cells.items, n, d->analysed_offset, d->n_analysed, cols, n_cols));
   for (int64_t j = 0; j < n; j++) free(labels[j]);
   free(labels);
+  free(n_guides);
+  ps_cell_columns_free(&cc);
   free(role);
   free(n_perturbations);
   ps_strlist_free(&roles);
@@ -194,7 +207,7 @@ int ps_results_write_extra(MPI_Comm comm, const char *path, const ps_dataset *d,
   ps_csr x = {.n_rows = scored->n_cells, .n_cols = scored->n_perturbations, .indptr = scored->ptr,
               .indices = scored->ids, .data = scores->ps};
   PS_CALL(ps_h5ad_write_csr(w, "X", &x, d->analysed_offset, d->n_analysed, 0));
-  PS_CALL(write_obs(w, d));
+  PS_CALL(write_obs(comm, w, d, scored, scores));
   PS_CALL(write_var(comm, w, d, scored, scores));
   /* varm: perturbation rows of B and of its permutation p-values (row 0, the
    * intercept, goes to uns/pertscore/basal and basal_pvalue) */

@@ -354,8 +354,8 @@ static int simulate_cell(const ps_sim_options *o, const ps_sim_truth *t, int64_t
     }
     PS_CALL(text_printf(&b->guides, "%s\t%s_sg%d\tSEQ%s%d\t%s\t%d\t%d\n", name, unit, c.guide[i] + 1, unit,
                         c.guide[i] + 1, unit, 2 * c.umi[i], c.umi[i]));
-    if (T > 1) PS_CALL(text_printf(&b->truth, "%s\t%s\t%.2f\t%s\n", name, unit, c.efficiency[i], type_name));
-    else PS_CALL(text_printf(&b->truth, "%s\t%s\t%.2f\n", name, unit, c.efficiency[i]));
+    if (T > 1) PS_CALL(text_printf(&b->truth, "%s\t%s\t%.6g\t%s\n", name, unit, c.efficiency[i], type_name));
+    else PS_CALL(text_printf(&b->truth, "%s\t%s\t%.6g\n", name, unit, c.efficiency[i]));
     size_t len = strlen(label);
     snprintf(label + len, sizeof label - len, "%s%s", i ? "," : "", unit);
   }
@@ -404,11 +404,11 @@ static int write_truth_tables(MPI_Comm comm, const ps_sim_options *o, const ps_s
         const int32_t *down = type > 0 ? t->type_gene : t->downstream_gene;
         const double *lfc = type > 0 ? t->type_lfc : t->downstream_lfc;
         double knockdown = o->effect_model == PS_SIM_EFFECTS_NONE ? 0.0 : log(1.0 - o->knockdown);
-        PS_CALL(text_printf(&effects, "%s\t%s\t%.6f\ttarget\n", name, target, knockdown));
+        PS_CALL(text_printf(&effects, "%s\t%s\t%.6g\ttarget\n", name, target, knockdown));
         PS_CALL(text_printf(&gmt, "%s\ttrue downstream genes", name));
         for (int32_t d = ptr[k]; d < ptr[k + 1]; d++) {
           ps_sim_gene_name(down[d], gene, sizeof gene);
-          PS_CALL(text_printf(&effects, "%s\t%s\t%.6f\tdownstream\n", name, gene, lfc[d]));
+          PS_CALL(text_printf(&effects, "%s\t%s\t%.6g\tdownstream\n", name, gene, lfc[d]));
           PS_CALL(text_printf(&gmt, "\t%s", gene));
         }
         PS_CALL(text_printf(&gmt, "\n"));
@@ -434,7 +434,7 @@ static int write_basal_truth(MPI_Comm comm, const ps_sim_options *o, const ps_si
     for (int32_t type = 0; type < t->n_cell_types; type++)
       for (int32_t g = 0; g < o->n_genes; g++)
         if (t->basal_shift[(int64_t)type * o->n_genes + g] != 0.0)
-          PS_CALL(text_printf(&b, "type%d\t%s\t%.6f\n", (int)type + 1, ps_sim_gene_name(g, gene, sizeof gene),
+          PS_CALL(text_printf(&b, "type%d\t%s\t%.6g\n", (int)type + 1, ps_sim_gene_name(g, gene, sizeof gene),
                               t->basal_shift[(int64_t)type * o->n_genes + g]));
   }
   snprintf(path, sizeof path, "%s.basal.tsv", prefix);
@@ -453,7 +453,7 @@ static int write_dosage_truth(MPI_Comm comm, const ps_sim_options *o, const ps_s
     PS_CALL(text_printf(&b, "perturbation\town_gene\ted50\thill_b\tclass\town_log_expression\n"));
     for (int32_t k = 0; k < o->n_perturbations; k++) {
       ps_sim_gene_name(t->target_gene[k], gene, sizeof gene);
-      PS_CALL(text_printf(&b, "%s\t%s\t%.6f\t%.6f\t%s\t%.6f\n", gene, gene, t->dosage_ed50[k], t->dosage_hill_b[k],
+      PS_CALL(text_printf(&b, "%s\t%s\t%.6g\t%.6g\t%s\t%.6g\n", gene, gene, t->dosage_ed50[k], t->dosage_hill_b[k],
                           t->dosage_ed50[k] <= 0.5 ? "buffered" : "sensitive",
                           log1p(1e4 * t->gene_weight[t->target_gene[k]])));
     }

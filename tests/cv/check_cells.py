@@ -82,10 +82,14 @@ print(f"held-out MSE and R^2 of {F} folds x {len(lambdas)} lambdas x {K + 2} gro
 
 curve = pd.read_csv(tsv_path, sep="\t", float_precision="round_trip")
 pooled = curve[curve.fold == "all"].reset_index(drop=True)
-best = int(np.argmin(pooled.mse.to_numpy()))
 chosen = float(u["chosen_ridge_lambda"])
-assert pooled.ridge_lambda[best] == chosen, (pooled.ridge_lambda[best], chosen)
-assert pooled.chosen.tolist() == [int(i == best) for i in range(len(pooled))]
+# the TSV's numbers are %.6g: one row is marked chosen, it is the file's chosen lambda
+# printed so, its printed MSE is the least, and it is the argmin of the file's curve
+rows = [i for i in range(len(pooled)) if pooled.chosen[i] == 1]
+assert len(rows) == 1, pooled.chosen.tolist()
+best = rows[0]
+assert pooled.ridge_lambda[best] == float(f"{chosen:.6g}"), (pooled.ridge_lambda[best], chosen)
+assert pooled.mse[best] == pooled.mse.min(), (pooled.mse[best], pooled.mse.min())
 assert np.argmin(mse[F, :, K + 1]) == best
 print("pooled held-out MSE curve (ridge lambda: mse):")
 for lam, m in zip(pooled.ridge_lambda, pooled.mse):

@@ -15,12 +15,14 @@ for scheme in cells perturbations; do
   [ "$scheme" = cells ] && opts+=(--cv-ridge-lambdas 0.01,1,100)
   [ "$scheme" = cells ] && cv_opts=(--ridge-lambdas 0.01,1,100) || cv_opts=()
   run 2 cv --scheme "$scheme" "${in[@]}" --folds 4 "${cv_opts[@]}" --output cv.$scheme.h5ad
+  "$PYTHON" "$TESTS_DIR/scripts/anndata_user.py" cv.$scheme.h5ad
   for np in 1 2; do
     rm -f run.$scheme.np$np.*
     run "$np" run "${in[@]}" "${fast[@]}" --force --cv "$scheme" "${opts[@]}" --output run.$scheme.np$np.h5ad
     [ -s run.$scheme.np$np.cv.tsv ] || { echo "FAIL: no run.$scheme.np$np.cv.tsv"; exit 1; }
     ls run.$scheme.np$np.* | grep -q partial && { echo "FAIL: a .partial file is left"; exit 1; }
     "$PYTHON" "$TESTS_DIR/cv/compare_cv.py" cv.$scheme.h5ad run.$scheme.np$np.h5ad 1e-9
+    "$PYTHON" "$TESTS_DIR/scripts/anndata_user.py" run.$scheme.np$np.h5ad
     # the TSV: identical labels and counts, numbers to rounding
     cmp <(cut -f1-3 cv.$scheme.summary.tsv) <(cut -f1-3 run.$scheme.np$np.cv.tsv)
   done

@@ -32,6 +32,7 @@ for np in 1 2 3; do
   cmp_dosage run.np1.h5ad dosage.np$np.h5ad 0
 done
 cmp dosage.np1.tsv dosage.np2.tsv && cmp dosage.np1.tsv dosage.np3.tsv
+"$PYTHON" "$TESTS_DIR/scripts/anndata_user.py" dosage.np2.h5ad run.np1.h5ad
 echo "== --score-all-cells: X has every perturbation; run and pertscore dosage both use the carried ones"
 run 2 run "${common[@]}" --score-all-cells --output all.h5ad
 run 3 dosage --results all.h5ad --output all.dosage.h5ad --quiet

@@ -193,6 +193,89 @@ for opt in --genes --perturbations --downstream --unmeasured-targets --cell-type
   fi
 done
 
+echo "== likely mistakes that must not pass silently (issue 16)"
+# expect_warning NAME 'FRAGMENT'... -- RUN ARGS... : exit 0 and every fragment on stderr
+expect_warning() {
+  tcase=$1
+  shift
+  local fragments=()
+  while [[ $1 != -- ]]; do fragments+=("$1"); shift; done
+  shift
+  echo "-- $tcase: pertscore run $*"
+  run_pertscore "$@"
+  local problems=() frag
+  ((rc == 0)) || problems+=("exit $rc, expected 0 with a warning")
+  grep -q '^pertscore: warning: ' "$tcase.err" || problems+=("no 'pertscore: warning:' line on stderr")
+  for frag in "${fragments[@]}"; do
+    grep -qF -- "$frag" "$tcase.err" || problems+=("stderr lacks '$frag'")
+  done
+  if ((${#problems[@]})); then
+    local p
+    for p in "${problems[@]}"; do echo "   FAIL: $p"; done
+    sed 's/^/     | /' "$tcase.err" | head -8
+    failures+=("$tcase: ${problems[*]}")
+  else
+    echo "   ok: $(grep -m1 '^pertscore: warning: ' "$tcase.err")"
+  fi
+}
+# targets whose perturbation names match none of the guide assignment's
+awk -F'\t' 'BEGIN { OFS = "\t" } { $1 = "X" $1; print }' sim.targets.gmt > bad/renamed_targets.gmt
+first=$(cut -f1 sim.targets.gmt | sort | head -1)
+expect_error targets_match_nothing out.h5ad "bad/renamed_targets.gmt" "none of its" "X$first" "$first" -- \
+  --input sim.h5ad --guides sim.guides.tsv --control NonTargeting --targets bad/renamed_targets.gmt
+# targets for all but one perturbation: the one left is named
+grep -v "^$first	" sim.targets.gmt > bad/one_missing.gmt
+expect_warning targets_missing_one "have no target gene" "$first" -- \
+  --input sim.h5ad --guides sim.guides.tsv --control NonTargeting --targets bad/one_missing.gmt --output w1.h5ad
+# a guide name as the control: the gene's other guides are scored as a perturbation
+cg=$(awk -F'\t' 'NR > 1 && $4 == "NonTargeting" { print $2; exit }' sim.guides.tsv)
+expect_warning control_is_a_guide "--control $cg is one guide of 'NonTargeting'" "--control NonTargeting" -- \
+  --input sim.h5ad --guides sim.guides.tsv --control "$cg" --targets sim.targets.gmt --output w2.h5ad
+# every other guide row names a cell the matrix does not have: warned with the count, and in --json
+awk 'NR == 1 || NR % 2 == 0 { print; next } { sub(/^SIMCELL/, "GONE"); print }' sim.guides.tsv > bad/half_foreign.tsv
+rows=$(($(wc -l <sim.guides.tsv) - 1))
+gone=$(grep -c '^GONE' bad/half_foreign.tsv)
+first_gone=$(grep -m1 '^GONE' bad/half_foreign.tsv | cut -f1)
+expect_warning guide_rows_unmatched "$gone of $rows guide rows of bad/half_foreign.tsv name no cell" "$first_gone" -- \
+  --input sim.h5ad --guides bad/half_foreign.tsv --control NonTargeting --targets sim.targets.gmt \
+  --output w3.h5ad --json
+"$PYTHON" - "$tcase.out" "$rows" "$gone" <<'PY' || failures+=("guide_rows_unmatched: --json guide_rows")
+import json, sys
+info = json.loads(open(sys.argv[1]).read())
+want = {"read": int(sys.argv[2]), "unmatched": int(sys.argv[3])}
+if info.get("guide_rows") != want:
+    print(f"   FAIL: --json guide_rows {info.get('guide_rows')}, expected {want}")
+    sys.exit(1)
+print(f"   ok: --json guide_rows {want}")
+PY
+# --input-is contradicting the values, both ways
+"$PYTHON" - <<'PY'
+import anndata as ad, numpy as np, scipy.sparse as sp
+a = ad.read_h5ad("sim.h5ad")
+x = sp.csr_matrix(a.X, dtype=np.float64)
+x = sp.diags(1e4 / np.maximum(np.asarray(x.sum(axis=1)).ravel(), 1)) @ x
+x.data = np.log1p(x.data)
+x = x.tocsr()
+x.sort_indices()
+a.X = x
+a.write_h5ad("bad/lognorm.h5ad")
+PY
+expect_warning input_is_counts_on_lognorm "--input-is counts, but" "not whole numbers" -- \
+  --input bad/lognorm.h5ad --guides sim.guides.tsv --control NonTargeting --targets sim.targets.gmt \
+  --input-is counts --output w4.h5ad
+expect_warning input_is_lognorm_on_counts "--input-is lognorm, but every one" "look like counts" -- \
+  "${VALID[@]}" --input-is lognorm --output w5.h5ad
+# a PETSc option nothing reads
+expect_warning petsc_option_unused "PETSc option -tao_no_such_option was never used" -- \
+  "${VALID[@]}" -tao_no_such_option 1 --output w6.h5ad
+# a negative number is a value (it was taken for a PETSc option: "expects a number, got '--output'")
+expect_error negative_lambda out.h5ad "--lambda must be >= 0 (got -1)" -- "${VALID[@]}" --lambda -1
+# did you mean: a misspelled option and a misspelled job-file key
+expect_error misspelled_option out.h5ad "'--guids'" "did you mean --guides?" -- \
+  --input sim.h5ad --guids sim.guides.tsv --control NonTargeting --targets sim.targets.gmt
+expect_error misspelled_job_key out.h5ad "bad/unknown_key.yaml" "did you mean 'lambda'?" -- --config bad/unknown_key.yaml
+rm -f w?.h5ad
+
 echo
 if ((${#failures[@]})); then
   echo "FAIL: ${#failures[@]} case(s):"

@@ -22,6 +22,7 @@ run 2 run --input types.h5ad --guides types.guides.tsv --control NonTargeting --
 run 2 run --input types.h5ad --guides types.guides.tsv --control NonTargeting --exclude-perturbed-gene \
   --output pooled.h5ad --quiet
 "$PYTHON" "$here/groups_check.py" grouped.h5ad pooled.h5ad types 0.8 0.8 200
+"$PYTHON" "$scripts/anndata_user.py" grouped.h5ad pooled.h5ad
 "$PERTSCORE" inspect grouped.h5ad | tee inspect.txt | grep -E "uns/pertscore/groups|obs/cell_type|var/group"
 grep -q "uns/pertscore/groups" inspect.txt
 

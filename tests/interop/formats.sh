@@ -44,11 +44,11 @@ run() {
 }
 
 echo "== baseline: the simulated file with the scMAGeCK barcode table"
-run base 2 sim.h5ad --guides sim.guides.tsv
+run base 2 sim.h5ad --guides sim.guides.tsv --cells-table cells_base.tsv
 
 echo "== the same input on 1 and 3 ranks"
 run base_np1 1 sim.h5ad --guides sim.guides.tsv
-run base_np3 3 sim.h5ad --guides sim.guides.tsv
+run base_np3 3 sim.h5ad --guides sim.guides.tsv --cells-table cells_base_np3.tsv
 
 echo "== matrix layouts"
 run csr64 1 var/csr64.h5ad --guides sim.guides.tsv
@@ -137,4 +137,11 @@ if decoy.shape == base.shape and np.abs(decoy.X.toarray() - X0).max() <= 1e-9:
     fail("decoy: layer.h5ad without --layer gave the baseline scores; the layer variant proves nothing")
 print("  decoy           differs from the baseline, as it should")
 EOF
+echo "== what anndata users do with the results (subset, to_df, concat, write back)"
+for name in base base_np3 csr32 column; do
+  "$PYTHON" "$TESTS_DIR/scripts/anndata_user.py" "res_$name.h5ad" res_base_np1.h5ad
+done
+echo "== per-cell obs columns and --cells-table (2 and 3 ranks: the same bytes)"
+"$PYTHON" "$TESTS_DIR/interop/check_cells.py" res_base.h5ad sim.guides.tsv cells_base.tsv NonTargeting \
+  cells_base_np3.tsv
 echo "PASS: all input layouts and guide formats give the baseline scores"

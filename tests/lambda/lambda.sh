@@ -27,6 +27,7 @@ grep -q '^chosen lambda: ' table.txt
 
 "$PYTHON" "$check" full lambda.np2.h5ad curve.np2.tsv summary.np2.json
 "$PYTHON" "$check" closedform lambda.np2.h5ad sim.h5ad  # the FPR recomputed from the 1-D closed form
+"$PYTHON" "$TESTS_DIR/scripts/anndata_user.py" lambda.np2.h5ad lambda.np1.h5ad
 "$PYTHON" "$check" same lambda.np2.h5ad lambda.np1.h5ad curve.np2.tsv curve.np1.tsv
 "$PYTHON" "$check" same lambda.np1.h5ad lambda.np3.h5ad curve.np1.tsv curve.np3.tsv
 cmp curve.np2.tsv curve.text.tsv  # same ranks, same bytes, with or without --output

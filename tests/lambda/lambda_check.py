@@ -61,6 +61,11 @@ def read_h5(path):
     return out
 
 
+def g6(values):
+    """values as the TSV writes them (%.6g)."""
+    return np.array([float(f"{v:.6g}") for v in values])
+
+
 def check_full(h5, tsv, summary):
     r, c = read_h5(h5), read_tsv(tsv)
     s = json.load(open(summary))
@@ -98,8 +103,9 @@ def check_full(h5, tsv, summary):
     if full != fpr[i]:
         fail(f"full run at lambda {grid[i]}: FPR {full}, scan {fpr[i]}")
     # the three outputs agree
-    if not (np.array_equal(c["lambda"], grid) and np.array_equal(c["fpr"], fpr)
-            and np.array_equal(c["max_raw"], r["max_raw_ps"]) and np.array_equal(c["rescaled"], r["rescaled"])):
+    # (the TSV's numbers are %.6g: equal to the file's values printed so)
+    if not (np.array_equal(c["lambda"], g6(grid)) and np.array_equal(c["fpr"], g6(fpr))
+            and np.array_equal(c["max_raw"], g6(r["max_raw_ps"])) and np.array_equal(c["rescaled"], r["rescaled"])):
         fail("the TSV curve differs from uns/pertscore/lambda")
     if s["chosen_lambda"] != grid[i] or s["fpr"] != list(fpr) or s["grid"] != list(grid) or s["fpr_increases"]:
         fail("the JSON summary differs from the results file")

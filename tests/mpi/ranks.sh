@@ -15,4 +15,6 @@ for design in "lowmoi --moi 1" "highmoi --moi 4 --poisson-moi"; do
     echo "$name: np=1 vs np=$np"
     "$PYTHON" "$TESTS_DIR/scripts/compare_results.py" "$name.np1.h5ad" "$name.np$np.h5ad" 1e-8
   done
+  # what anndata users do (subset by names/lists/masks, to_df, concat, write back)
+  "$PYTHON" "$TESTS_DIR/scripts/anndata_user.py" "$name.np2.h5ad" "$name.np3.h5ad"
 done
