@@ -58,6 +58,19 @@ double ps_cv_pearson(int64_t n_genes, const double *x, const double *y, const in
  * 1 = the truth correlates best, 0.5 = random, 0 = worst. NaN if n < 2 or r_truth is NaN. */
 double ps_cv_retrieval(int64_t n_genes, const double *pred, int64_t pred_own, const double *const *obs,
                        const int64_t *obs_own, int n, int truth);
+/* The same with r_i multiplied by scale[i] before the ranking (the corrected ceiling's
+ * disattenuation, docs/cv.md "Ceiling"); scale NULL = ps_cv_retrieval. */
+double ps_cv_retrieval_scaled(int64_t n_genes, const double *pred, int64_t pred_own, const double *const *obs,
+                              const int64_t *obs_own, int n, int truth, const double *scale);
+
+/* The split-half ceiling corrected to full-data reliability (docs/cv.md "Ceiling"):
+ * raw = the ten split-half metrics of one perturbation, q = |top set| / evaluated genes
+ * (for overlap_top); out[PS_CV_RETRIEVAL] is left as it is (it needs the fold:
+ * ps_cv_retrieval_scaled). out may not alias raw. Not collective. */
+void ps_cv_ceiling_correct(const double *raw, double q, double *out);
+/* Disattenuation factor of a half-data delta of split-half Pearson r as the observed
+ * side of a correlation: sqrt(rho_full / rho_half) = sqrt(2 / (1 + r)); 1 when r is NaN. */
+double ps_cv_ceiling_scale(double r);
 
 /* ---------------------------------------------------------------- folds */
 
@@ -99,6 +112,7 @@ typedef struct {
   double *mean;            /* (K + 1) x G row-major; NaN where a group has no cells */
   double *half_mean;       /* (K + 1) x 2 x G: row 2k + h is half h of group k; NaN where empty */
   int64_t n_multiple;      /* cells left out for carrying two or more perturbations (all ranks) */
+  int32_t *cell_half;      /* local cells of the design: split half 0 / 1, -1 = left out (two or more) */
 } ps_cv_bulk;
 
 /* x: local analysed cells x input genes (rows aligned with design), log-normalized.
@@ -167,7 +181,8 @@ enum {
   PS_CV_MODEL_ZERO,        /* zero delta: the control mean */
   PS_CV_MODEL_EMBEDDING,   /* linear gene-embedding model */
   PS_CV_MODEL_PREDICTIONS, /* external predictions (--predictions) */
-  PS_CV_MODEL_CEILING,     /* split-half reproducibility */
+  PS_CV_MODEL_CEILING,     /* split-half reproducibility corrected to the full data (the bound) */
+  PS_CV_MODEL_SPLIT_HALF,  /* the raw split-half metrics (half 0 vs half 1) */
   PS_CV_N_MODELS
 };
 extern const char *const ps_cv_model_names[PS_CV_N_MODELS];
@@ -199,6 +214,8 @@ typedef struct {
   double *observed;     /* keep_predictions: K x G observed deltas (NaN on the own gene) */
   double *predicted;    /* keep_predictions: PS_CV_N_MODELS x K x G predicted deltas (NaN where none) */
   double seconds[3];    /* pseudobulk, ceiling, folds */
+  int64_t n_local_cells; /* local analysed cells (rows of the design) */
+  int32_t *cell_half;   /* n_local_cells: split half of each local cell, -1 = left out (uns/cv/halves) */
 } ps_cv_perturbation_result;
 
 /* Collective; the result is the same on every rank. */
@@ -237,8 +254,9 @@ enum { PS_CV_NEW_FILE = 0, PS_CV_ADD_TO_RESULTS = 1 };
 
 /* Write the perturbations scheme's tables (obs = perturbations, var = evaluated
  * genes, uns/cv/..., the run's parameters in uns/cv/parameters) and the per-fold,
- * per-model summary into tsv. Collective. */
-int ps_cv_write_perturbations(MPI_Comm comm, const char *path, int where, const char *tsv,
+ * per-model summary into tsv; with d (the dataset the scheme ran on; may be NULL)
+ * uns/cv/halves, each analysed cell's group and split half. Collective. */
+int ps_cv_write_perturbations(MPI_Comm comm, const char *path, int where, const char *tsv, const ps_dataset *d,
                               const ps_strlist *perturbations, const ps_strlist *genes,
                               const ps_cv_perturbation_result *r, const ps_cv_options *opt, const ps_run_info *info);
 /* The cells scheme's tables (obs = analysed cells with their fold, var =

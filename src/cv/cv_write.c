@@ -271,7 +271,34 @@ static int write_fold_table(MPI_Comm comm, ps_h5ad_writer *w, const ps_cv_pertur
   return PS_OK;
 }
 
-int ps_cv_write_perturbations(MPI_Comm comm, const char *path, int where, const char *tsv,
+/* uns/cv/halves: every analysed cell's group (its perturbation, "control", or "" when
+ * it carries two or more and is left out) and split half (-1 when left out), so that the
+ * split-half ceiling can be recomputed from the file. Collective. */
+static int write_halves(ps_h5ad_writer *w, const ps_dataset *d, const ps_cv_perturbation_result *r) {
+  const ps_design *D = &d->design;
+  int64_t n = r->n_local_cells;
+  if (n != D->n_cells || n != d->cells.n)
+    PS_FAIL(PS_ERR_SYSTEM, "cv: %lld split halves for %lld cells", (long long)n, (long long)D->n_cells);
+  int64_t *half;
+  char **group;
+  PS_ALLOC(half, n > 0 ? n : 1);
+  PS_ALLOC(group, n > 0 ? n : 1);
+  for (int64_t j = 0; j < n; j++) {
+    int64_t ids = D->ptr[j + 1] - D->ptr[j];
+    half[j] = r->cell_half[j];
+    group[j] = ids > 1 ? "" : ids == 1 ? D->names.items[D->ids[D->ptr[j]]] : "control";
+  }
+  ps_column cols[] = {
+      {.name = "group", .kind = PS_COL_STRING, .strings = group},
+      {.name = "half", .kind = PS_COL_I64, .i64 = half},
+  };
+  int err = ps_h5ad_write_frame(w, "uns/cv/halves", d->cells.items, n, d->analysed_offset, d->n_analysed, cols, 2);
+  free(half);
+  free(group);
+  return err;
+}
+
+int ps_cv_write_perturbations(MPI_Comm comm, const char *path, int where, const char *tsv, const ps_dataset *d,
                               const ps_strlist *perturbations, const ps_strlist *genes,
                               const ps_cv_perturbation_result *r, const ps_cv_options *opt, const ps_run_info *info) {
   int32_t K = r->n_perturbations;
@@ -307,6 +334,7 @@ int ps_cv_write_perturbations(MPI_Comm comm, const char *path, int where, const 
   PS_CALL(write_fold_table(comm, w, r));
   PS_CALL(write_metrics_table(comm, w, perturbations, r));
   PS_CALL(write_summary(comm, w, tsv, r));
+  if (d && r->cell_half) PS_CALL(write_halves(w, d, r));
   if (opt->keep_predictions && r->observed && r->predicted && !add) { /* a results file's X is its PS */
     /* X = observed deltas; layers/<model> = each model's predicted deltas (NaN where none) */
     PS_CALL(ps_h5ad_write_dense(w, "X", r->observed, K, G));

@@ -19,7 +19,8 @@
 #include "cv_internal.h"
 
 const char *const ps_cv_model_names[PS_CV_N_MODELS] = {"mean", "median", "zero", "embedding", "predictions",
-                                                       "ceiling"};
+                                                       "ceiling",
+                                                       "split_half"};
 
 void ps_cv_options_default(ps_cv_options *o) {
   memset(o, 0, sizeof *o);
@@ -47,6 +48,7 @@ void ps_cv_perturbation_result_free(ps_cv_perturbation_result *r) {
   free(r->control_mean);
   free(r->observed);
   free(r->predicted);
+  free(r->cell_half);
   memset(r, 0, sizeof *r);
 }
 
@@ -56,7 +58,10 @@ static double *metric_row(ps_cv_perturbation_result *r, int32_t k, int model) {
 
 /* Split-half ceiling of every included perturbation, spread over ranks: predicted
  * = half 0's delta, observed = half 1's delta (each half against the same half of
- * the controls); retrieval among the fold's held-out perturbations' half-1 deltas.
+ * the controls), the raw metrics in the split_half rows; retrieval among the fold's
+ * held-out perturbations' half-1 deltas. The ceiling rows hold them corrected to the
+ * full data (ceiling.c): retrieval with each candidate's correlation scaled by
+ * ps_cv_ceiling_scale of its own split-half Pearson.
  * half_delta: the bulk's half means with the control half subtracted in place. */
 static int ceiling(MPI_Comm comm, const ps_cv_bulk *b, const double *half_delta, const int32_t *inc, int32_t n_inc,
                    const ps_cv_options *opt, ps_cv_perturbation_result *r) {
@@ -66,24 +71,39 @@ static int ceiling(MPI_Comm comm, const ps_cv_bulk *b, const double *half_delta,
   int64_t G = b->n_genes;
   const double **obs;
   int64_t *own;
+  double *half_r, *scale;
   PS_ALLOC(obs, n_inc);
   PS_ALLOC(own, n_inc);
+  PS_ALLOC(half_r, n_inc);
+  PS_ALLOC(scale, n_inc);
+  /* every perturbation's split-half Pearson (each rank needs its folds' for the scaling) */
+  for (int32_t j = 0; j < n_inc; j++) {
+    int64_t skip = r->own_gene[inc[j]];
+    const double *h0 = half_delta + 2 * (int64_t)inc[j] * G;
+    half_r[j] = ps_cv_pearson(G, h0, h0 + G, &skip, 1);
+  }
   for (int32_t i = rank; i < n_inc; i += size) {
     int32_t k = inc[i], n = 0, truth = -1;
     for (int32_t j = 0; j < n_inc; j++) {
       if (r->fold[inc[j]] != r->fold[k]) continue;
       if (inc[j] == k) truth = n;
       obs[n] = half_delta + (2 * (int64_t)inc[j] + 1) * G;
+      scale[n] = ps_cv_ceiling_scale(half_r[j]);
       own[n++] = r->own_gene[inc[j]];
     }
     const double *pred = half_delta + 2 * (int64_t)k * G, *truth_obs = pred + G;
-    double *m = metric_row(r, k, PS_CV_MODEL_CEILING);
+    double *raw = metric_row(r, k, PS_CV_MODEL_SPLIT_HALF), *m = metric_row(r, k, PS_CV_MODEL_CEILING);
     int64_t skip = r->own_gene[k];
-    PS_CALL(ps_cv_delta_metrics(G, pred, truth_obs, &skip, 1, opt->top_n, opt->top_de, m));
-    m[PS_CV_RETRIEVAL] = ps_cv_retrieval(G, pred, skip, obs, own, n, truth);
+    PS_CALL(ps_cv_delta_metrics(G, pred, truth_obs, &skip, 1, opt->top_n, opt->top_de, raw));
+    raw[PS_CV_RETRIEVAL] = ps_cv_retrieval(G, pred, skip, obs, own, n, truth);
+    int64_t n_genes = G - (skip >= 0 && skip < G), top = opt->top_n < n_genes ? opt->top_n : n_genes;
+    ps_cv_ceiling_correct(raw, n_genes > 0 ? (double)top / (double)n_genes : 1.0, m);
+    m[PS_CV_RETRIEVAL] = ps_cv_retrieval_scaled(G, pred, skip, obs, own, n, truth, scale);
   }
   free(obs);
   free(own);
+  free(half_r);
+  free(scale);
   return PS_OK;
 }
 
@@ -208,6 +228,9 @@ static int perturbations_run(MPI_Comm comm, const ps_cv_perturbation_input *in, 
   PS_ALLOC(out->control_mean, G);
   memcpy(out->n_cells, b.n_cells, ((size_t)K + 1) * sizeof *b.n_cells);
   out->n_multiple = b.n_multiple;
+  out->n_local_cells = D->n_cells;
+  out->cell_half = bulk->cell_half; /* the result's from here on */
+  bulk->cell_half = b.cell_half = NULL;
   memcpy(out->own_gene, in->own_gene, (size_t)K * sizeof *in->own_gene);
   memcpy(out->control_mean, b.mean + (int64_t)K * G, (size_t)G * sizeof *out->control_mean);
   if (b.n_cells[K] < 1) PS_FAIL(PS_ERR_INPUT, "cv: no control cells");
@@ -238,7 +261,7 @@ static int perturbations_run(MPI_Comm comm, const ps_cv_perturbation_input *in, 
   for (int32_t k = 0; k < K; k++)
     for (int h = 0; h < 2; h++)
       for (int64_t g = 0; g < G; g++)
-        b.half_mean[(2 * (int64_t)k + h) * G + g] -= b.half_mean[(2 * (int64_t)K + h) * G + g];
+        b.half_mean[(2 * (int64_t)k + h) * G + g] -= control[g];
   out->seconds[0] = ps_wtime() - t0;
   if (in->progress) ps_progress_update(in->progress, 0.2);
 
@@ -263,7 +286,7 @@ static int perturbations_run(MPI_Comm comm, const ps_cv_perturbation_input *in, 
     PS_CALL(ps_allreduce_sum(comm, out->predicted, (int64_t)PS_CV_N_MODELS * K * G, MPI_DOUBLE, sizeof(double)));
     for (int model = 0; model < PS_CV_N_MODELS; model++)
       for (int32_t k = 0; k < K; k++)
-        if (out->fold[k] < 0 || model == PS_CV_MODEL_CEILING)
+        if (out->fold[k] < 0 || model >= PS_CV_MODEL_CEILING)
           for (int64_t g = 0; g < G; g++) out->predicted[((int64_t)model * K + k) * G + g] = NAN;
     /* the observed deltas, without the perturbed gene's entry */
     for (int32_t k = 0; k < K; k++) {

@@ -216,7 +216,7 @@ int ps_cv_stage_write(MPI_Comm comm, const ps_dataset *d, const ps_cv_stage_resu
     PS_CALL(ps_run_info_number(info, "seconds_pseudobulk", p->seconds[0]));
     PS_CALL(ps_run_info_number(info, "seconds_ceiling", p->seconds[1]));
     PS_CALL(ps_run_info_number(info, "seconds_folds", p->seconds[2]));
-    return ps_error_sync(comm, ps_cv_write_perturbations(comm, path, where, tsv, &d->design.names, &r->genes, p, opt,
+    return ps_error_sync(comm, ps_cv_write_perturbations(comm, path, where, tsv, d, &d->design.names, &r->genes, p, opt,
                                                          info));
   }
   PS_CALL(ps_run_info_number(info, "seconds_lambda_grid", r->cells.seconds[0]));
