@@ -167,6 +167,7 @@ typedef struct {
   double embedding_lambda; /* --embedding-lambda (0.1) */
   int top_n, top_de;       /* 100, 50 */
   int keep_predictions;    /* --save-predictions: keep every model's predicted and the observed deltas */
+  int strict_predictions;  /* --strict: refuse predictions that miss a held-out perturbation */
   /* cells scheme */
   int n_ridge_lambdas;
   double ridge_lambdas[64];    /* --ridge-lambdas (10^-2 .. 10^4 in half decades) */
@@ -216,6 +217,10 @@ typedef struct {
   double seconds[3];    /* pseudobulk, ceiling, folds */
   int64_t n_local_cells; /* local analysed cells (rows of the design) */
   int32_t *cell_half;   /* n_local_cells: split half of each local cell, -1 = left out (uns/cv/halves) */
+  uint8_t *compared;    /* K: held out and predicted by every model (the summary's means are over these) */
+  int64_t n_compared;
+  int64_t n_predictions_ignored; /* rows of the predictions file naming no analysed perturbation */
+  int64_t n_predictions_missing; /* held-out perturbations the predictions file has no row for */
 } ps_cv_perturbation_result;
 
 /* Collective; the result is the same on every rank. */
@@ -305,8 +310,8 @@ int ps_cv_stage_write(MPI_Comm comm, const ps_dataset *d, const ps_cv_stage_resu
                       const char *path, int where, const char *tsv, ps_run_info *info);
 void ps_cv_stage_result_free(ps_cv_stage_result *r);
 
-/* Per-fold, per-model means of the metrics over held-out perturbations (NaN
- * skipped): rows (F + 1) x PS_CV_N_MODELS, fold F = all folds; count[row * N_METRICS + m]
+/* Per-fold, per-model means of the metrics over the compared held-out perturbations
+ * (r->compared; NaN skipped): rows (F + 1) x PS_CV_N_MODELS, fold F = all folds; count[row * N_METRICS + m]
  * = perturbations with that metric defined. Not collective. */
 int ps_cv_summarize(const ps_cv_perturbation_result *r, double *mean, int64_t *count);
 

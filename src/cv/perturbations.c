@@ -49,6 +49,7 @@ void ps_cv_perturbation_result_free(ps_cv_perturbation_result *r) {
   free(r->observed);
   free(r->predicted);
   free(r->cell_half);
+  free(r->compared);
   memset(r, 0, sizeof *r);
 }
 
@@ -282,6 +283,16 @@ static int perturbations_run(MPI_Comm comm, const ps_cv_perturbation_input *in, 
   for (int32_t k = 0; k < K; k++)
     if (out->fold[k] < 0)
       for (int m = 0; m < PS_CV_N_MODELS * PS_CV_N_METRICS; m++) out->metrics[(int64_t)k * PS_CV_N_MODELS * PS_CV_N_METRICS + m] = NAN;
+  /* compared: every model predicts it (the embedding needs its gene measured, the
+   * predictions file a row), so that every model's mean is over the same perturbations */
+  PS_ALLOC(out->compared, K > 0 ? K : 1);
+  for (int32_t k = 0; k < K; k++) {
+    const double *m = out->metrics + (int64_t)k * PS_CV_N_MODELS * PS_CV_N_METRICS;
+    int ok = out->fold[k] >= 0 && !isnan(m[PS_CV_MODEL_EMBEDDING * PS_CV_N_METRICS + PS_CV_MSE]);
+    if (out->has_predictions) ok = ok && !isnan(m[PS_CV_MODEL_PREDICTIONS * PS_CV_N_METRICS + PS_CV_MSE]);
+    out->compared[k] = (uint8_t)ok;
+    out->n_compared += ok;
+  }
   if (out->predicted) {
     PS_CALL(ps_allreduce_sum(comm, out->predicted, (int64_t)PS_CV_N_MODELS * K * G, MPI_DOUBLE, sizeof(double)));
     for (int model = 0; model < PS_CV_N_MODELS; model++)

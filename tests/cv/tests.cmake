@@ -23,3 +23,5 @@ foreach(np 2 3)
 endforeach()
 # the corrected split-half ceiling: an oracle reaches it, no model beats it; recomputed from uns/cv/halves
 ps_add_script_test(cv_ceiling cv/ceiling.sh "mpi;cv")
+# predictions with gaps: warning, compared perturbations, counts, --strict
+ps_add_script_test(cv_gaps cv/gaps.sh "mpi;cv")
