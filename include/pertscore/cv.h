@@ -72,6 +72,24 @@ void ps_cv_ceiling_correct(const double *raw, double q, double *out);
  * side of a correlation: sqrt(rho_full / rho_half) = sqrt(2 / (1 + r)); 1 when r is NaN. */
 double ps_cv_ceiling_scale(double r);
 
+/* PEREGGRN's conventions (docs/cv.md): sums of squared errors over all genes and the
+ * top 20 / 100 / 200 by |o| (average-rank cut-off), their means, and the direction
+ * over all genes (0 == 0 right); over the genes except skip. */
+enum {
+  PS_CV_PG_MSE_SUM,
+  PS_CV_PG_TOP20, PS_CV_PG_TOP100, PS_CV_PG_TOP200,
+  PS_CV_PG_TOP20_SUM, PS_CV_PG_TOP100_SUM, PS_CV_PG_TOP200_SUM,
+  PS_CV_PG_SIGN_ALL,
+  PS_CV_N_PEREGGRN
+};
+extern const char *const ps_cv_pereggrn_names[PS_CV_N_PEREGGRN];
+int ps_cv_pereggrn_metrics(int64_t n_genes, const double *pred, const double *obs, const int64_t *skip, int n_skip,
+                           double *out);
+/* The ceiling of the split-half PEREGGRN metrics: squared errors / 4, the direction as sign_fraction's. */
+void ps_cv_pereggrn_correct(const double *raw, double *out);
+/* The corrected sign agreement of a split-half agreement s (docs/cv.md "Ceiling"). */
+double ps_cv_ceiling_sign(double s);
+
 /* ---------------------------------------------------------------- folds */
 
 /* Fold of each of n items (perturbations, sorted): pi = Fisher-Yates permutation of
@@ -221,6 +239,7 @@ typedef struct {
   int64_t n_compared;
   int64_t n_predictions_ignored; /* rows of the predictions file naming no analysed perturbation */
   int64_t n_predictions_missing; /* held-out perturbations the predictions file has no row for */
+  double *pereggrn;     /* K x PS_CV_N_MODELS x PS_CV_N_PEREGGRN; NaN where not evaluated */
 } ps_cv_perturbation_result;
 
 /* Collective; the result is the same on every rank. */

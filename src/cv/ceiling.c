@@ -78,6 +78,11 @@ static double overlap_correlation(double v, double q, double t) {
   return 0.5 * (lo + hi);
 }
 
+double ps_cv_ceiling_sign(double s) {
+  double c = sin(M_PI * ((s > 1.0 ? 1.0 : s < 0.0 ? 0.0 : s) - 0.5));
+  return 0.5 + asin(full_correlation(c)) / M_PI;
+}
+
 void ps_cv_ceiling_correct(const double *raw, double q, double *out) {
   for (int m = 0; m < PS_CV_N_METRICS; m++) out[m] = raw[m];
   out[PS_CV_MSE] = raw[PS_CV_MSE] / 4.0;
@@ -89,11 +94,7 @@ void ps_cv_ceiling_correct(const double *raw, double q, double *out) {
   /* R^2 = 1 - u, u = SSE / SST: corrected 1 - (u / 4) / (1 - u / 4) */
   double u = 1.0 - raw[PS_CV_R2_DE];
   out[PS_CV_R2_DE] = isnan(u) || u >= 4.0 ? NAN : 1.0 - u / (4.0 - u);
-  double s = raw[PS_CV_SIGN];
-  if (!isnan(s)) {
-    double c = sin(M_PI * ((s > 1.0 ? 1.0 : s < 0.0 ? 0.0 : s) - 0.5));
-    out[PS_CV_SIGN] = 0.5 + asin(full_correlation(c)) / M_PI;
-  }
+  if (!isnan(raw[PS_CV_SIGN])) out[PS_CV_SIGN] = ps_cv_ceiling_sign(raw[PS_CV_SIGN]);
   double v = raw[PS_CV_OVERLAP_TOP];
   if (!isnan(v) && q > 0.0 && q < 1.0) {
     double t = two_sided_quantile(q);

@@ -295,6 +295,95 @@ static int write_fold_table(MPI_Comm comm, ps_h5ad_writer *w, const ps_cv_pertur
   return PS_OK;
 }
 
+/* uns/cv/pereggrn (per held-out perturbation and model) and uns/cv/pereggrn_summary
+ * (per model, over all folds: the mean over the compared perturbations and its count,
+ * n_<metric>): PEREGGRN's conventions, docs/cv.md. Collective (rank 0 writes). */
+static int write_pereggrn(MPI_Comm comm, ps_h5ad_writer *w, const ps_strlist *names,
+                          const ps_cv_perturbation_result *r) {
+  const int NP = PS_CV_N_PEREGGRN;
+  int64_t n = 0, n_models = 0;
+  for (int model = 0; model < PS_CV_N_MODELS; model++) n_models += model_used(r, model);
+  for (int32_t k = 0; k < r->n_perturbations; k++) n += (r->fold[k] >= 0) * n_models;
+  char **index, **pert, **model_name;
+  int64_t *fold;
+  double *values;
+  PS_ALLOC(index, n);
+  PS_ALLOC(pert, n);
+  PS_ALLOC(model_name, n);
+  PS_ALLOC(fold, n);
+  PS_ALLOC(values, n * NP);
+  double *sum;
+  int64_t *count;
+  PS_ALLOC(sum, PS_CV_N_MODELS * NP);
+  PS_ALLOC(count, PS_CV_N_MODELS * NP);
+  int64_t row = 0;
+  for (int32_t k = 0; k < r->n_perturbations; k++) {
+    if (r->fold[k] < 0) continue;
+    for (int model = 0; model < PS_CV_N_MODELS; model++) {
+      if (!model_used(r, model)) continue;
+      index[row] = format("%s|%s", names->items[k], ps_cv_model_names[model]);
+      pert[row] = strdup(names->items[k]);
+      model_name[row] = strdup(ps_cv_model_names[model]);
+      if (!index[row] || !pert[row] || !model_name[row]) PS_FAIL(PS_ERR_SYSTEM, "out of memory");
+      fold[row] = r->fold[k];
+      for (int m = 0; m < NP; m++) {
+        double v = r->pereggrn[((int64_t)k * PS_CV_N_MODELS + model) * NP + m];
+        values[(int64_t)m * n + row] = v;
+        if (!isnan(v) && (!r->compared || r->compared[k])) {
+          sum[model * NP + m] += v;
+          count[model * NP + m]++;
+        }
+      }
+      row++;
+    }
+  }
+  ps_column cols[3 + 2 * PS_CV_N_PEREGGRN] = {
+      {.name = "perturbation", .kind = PS_COL_STRING, .strings = pert},
+      {.name = "fold", .kind = PS_COL_I64, .i64 = fold},
+      {.name = "model", .kind = PS_COL_STRING, .strings = model_name},
+  };
+  for (int m = 0; m < NP; m++)
+    cols[3 + m] = (ps_column){.name = ps_cv_pereggrn_names[m], .kind = PS_COL_F64, .f64 = values + (int64_t)m * n};
+  PS_CALL(write_replicated_frame(comm, w, "uns/cv/pereggrn", index, n, cols, 3 + NP));
+  free_strings(index, n);
+  free_strings(pert, n);
+  free_strings(model_name, n);
+  free(fold);
+  free(values);
+  /* the summary: one row per model */
+  char **sindex, count_names[PS_CV_N_PEREGGRN][64];
+  double *means;
+  int64_t *ns;
+  PS_ALLOC(sindex, n_models);
+  PS_ALLOC(means, n_models * NP);
+  PS_ALLOC(ns, n_models * NP);
+  row = 0;
+  for (int model = 0; model < PS_CV_N_MODELS; model++) {
+    if (!model_used(r, model)) continue;
+    sindex[row] = strdup(ps_cv_model_names[model]);
+    if (!sindex[row]) PS_FAIL(PS_ERR_SYSTEM, "out of memory");
+    for (int m = 0; m < NP; m++) {
+      int64_t c = count[model * NP + m];
+      means[(int64_t)m * n_models + row] = c ? sum[model * NP + m] / (double)c : NAN;
+      ns[(int64_t)m * n_models + row] = c;
+    }
+    row++;
+  }
+  ps_column scols[2 * PS_CV_N_PEREGGRN];
+  for (int m = 0; m < NP; m++) {
+    snprintf(count_names[m], sizeof count_names[m], "n_%s", ps_cv_pereggrn_names[m]);
+    scols[m] = (ps_column){.name = ps_cv_pereggrn_names[m], .kind = PS_COL_F64, .f64 = means + (int64_t)m * n_models};
+    scols[NP + m] = (ps_column){.name = count_names[m], .kind = PS_COL_I64, .i64 = ns + (int64_t)m * n_models};
+  }
+  PS_CALL(write_replicated_frame(comm, w, "uns/cv/pereggrn_summary", sindex, n_models, scols, 2 * NP));
+  free_strings(sindex, n_models);
+  free(means);
+  free(ns);
+  free(sum);
+  free(count);
+  return PS_OK;
+}
+
 /* uns/cv/halves: every analysed cell's group (its perturbation, "control", or "" when
  * it carries two or more and is left out) and split half (-1 when left out), so that the
  * split-half ceiling can be recomputed from the file. Collective. */
@@ -363,6 +452,7 @@ int ps_cv_write_perturbations(MPI_Comm comm, const char *path, int where, const 
   PS_CALL(write_metrics_table(comm, w, perturbations, r));
   PS_CALL(write_summary(comm, w, tsv, r));
   if (d && r->cell_half) PS_CALL(write_halves(w, d, r));
+  if (r->pereggrn) PS_CALL(write_pereggrn(comm, w, perturbations, r));
   if (r->has_predictions) {
     PS_CALL(ps_h5ad_write_scalar(w, "uns/cv/n_prediction_rows_ignored", (double)r->n_predictions_ignored));
     PS_CALL(ps_h5ad_write_scalar(w, "uns/cv/n_predictions_missing", (double)r->n_predictions_missing));

@@ -50,11 +50,16 @@ void ps_cv_perturbation_result_free(ps_cv_perturbation_result *r) {
   free(r->predicted);
   free(r->cell_half);
   free(r->compared);
+  free(r->pereggrn);
   memset(r, 0, sizeof *r);
 }
 
 static double *metric_row(ps_cv_perturbation_result *r, int32_t k, int model) {
   return r->metrics + ((int64_t)k * PS_CV_N_MODELS + model) * PS_CV_N_METRICS;
+}
+
+static double *pereggrn_row(ps_cv_perturbation_result *r, int32_t k, int model) {
+  return r->pereggrn + ((int64_t)k * PS_CV_N_MODELS + model) * PS_CV_N_PEREGGRN;
 }
 
 /* Split-half ceiling of every included perturbation, spread over ranks: predicted
@@ -100,6 +105,9 @@ static int ceiling(MPI_Comm comm, const ps_cv_bulk *b, const double *half_delta,
     int64_t n_genes = G - (skip >= 0 && skip < G), top = opt->top_n < n_genes ? opt->top_n : n_genes;
     ps_cv_ceiling_correct(raw, n_genes > 0 ? (double)top / (double)n_genes : 1.0, m);
     m[PS_CV_RETRIEVAL] = ps_cv_retrieval_scaled(G, pred, skip, obs, own, n, truth, scale);
+    double *pg_raw = pereggrn_row(r, k, PS_CV_MODEL_SPLIT_HALF);
+    PS_CALL(ps_cv_pereggrn_metrics(G, pred, truth_obs, &skip, 1, pg_raw));
+    ps_cv_pereggrn_correct(pg_raw, pereggrn_row(r, k, PS_CV_MODEL_CEILING));
   }
   free(obs);
   free(own);
@@ -166,6 +174,7 @@ static int run_fold(MPI_Comm group, int f, const ps_cv_perturbation_input *in, c
       double *m = metric_row(r, k, model);
       PS_CALL(ps_cv_delta_metrics(G, p, test[h], &own, 1, opt->top_n, opt->top_de, m));
       m[PS_CV_RETRIEVAL] = ps_cv_retrieval(G, p, own, test, test_own, n_test, h);
+      PS_CALL(ps_cv_pereggrn_metrics(G, p, test[h], &own, 1, pereggrn_row(r, k, model)));
       if (r->predicted) memcpy(r->predicted + ((int64_t)model * r->n_perturbations + k) * G, p, (size_t)G * sizeof *p);
     }
   }
@@ -226,6 +235,7 @@ static int perturbations_run(MPI_Comm comm, const ps_cv_perturbation_input *in, 
   PS_ALLOC(out->n_pcs, F);
   PS_ALLOC(out->n_train, F);
   PS_ALLOC(out->metrics, (int64_t)K * PS_CV_N_MODELS * PS_CV_N_METRICS);
+  PS_ALLOC(out->pereggrn, (int64_t)K * PS_CV_N_MODELS * PS_CV_N_PEREGGRN);
   PS_ALLOC(out->control_mean, G);
   memcpy(out->n_cells, b.n_cells, ((size_t)K + 1) * sizeof *b.n_cells);
   out->n_multiple = b.n_multiple;
@@ -278,11 +288,17 @@ static int perturbations_run(MPI_Comm comm, const ps_cv_perturbation_input *in, 
   PS_CALL(ps_error_sync(comm, run_folds(comm, in, obs, control, inc, n_inc, opt, out)));
   PS_CALL(ps_allreduce_sum(comm, out->metrics, (int64_t)K * PS_CV_N_MODELS * PS_CV_N_METRICS, MPI_DOUBLE,
                            sizeof(double)));
+  PS_CALL(ps_allreduce_sum(comm, out->pereggrn, (int64_t)K * PS_CV_N_MODELS * PS_CV_N_PEREGGRN, MPI_DOUBLE,
+                           sizeof(double)));
   PS_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, out->n_pcs, F, MPI_INT, MPI_MAX, comm));
   PS_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, out->n_train, F, MPI_INT, MPI_MAX, comm));
   for (int32_t k = 0; k < K; k++)
     if (out->fold[k] < 0)
+    {
       for (int m = 0; m < PS_CV_N_MODELS * PS_CV_N_METRICS; m++) out->metrics[(int64_t)k * PS_CV_N_MODELS * PS_CV_N_METRICS + m] = NAN;
+      for (int m = 0; m < PS_CV_N_MODELS * PS_CV_N_PEREGGRN; m++)
+        out->pereggrn[(int64_t)k * PS_CV_N_MODELS * PS_CV_N_PEREGGRN + m] = NAN;
+    }
   /* compared: every model predicts it (the embedding needs its gene measured, the
    * predictions file a row), so that every model's mean is over the same perturbations */
   PS_ALLOC(out->compared, K > 0 ? K : 1);

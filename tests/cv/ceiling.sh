@@ -5,7 +5,8 @@
 #     oracle) beats the ceiling beyond noise on any metric;
 #   - the split halves recorded in uns/cv/halves give numpy's split-half metrics and the
 #     ceiling's retrieval (no RNG); the ceiling rows are numpy's corrections of the split_half rows;
-#   - np 1 and 3 write the same tables (halves included).
+#   - np 1 and 3 write the same tables (halves included);
+#   - the PEREGGRN-convention table equals numpy's recomputation from the saved deltas.
 set -euo pipefail
 mkdir -p "$WORK_DIR" && cd "$WORK_DIR"
 run() { "$MPIEXEC" --oversubscribe -n "$1" "$PERTSCORE" "${@:2}"; }
@@ -18,6 +19,8 @@ cmp screen.effects.tsv truth.effects.tsv
 cv 3 --output base.h5ad
 "$PYTHON" "$TESTS_DIR/cv/check_ceiling.py" recompute base.h5ad screen.h5ad
 "$PYTHON" "$TESTS_DIR/cv/check_ceiling.py" formulas base.h5ad
+cv 2 --save-predictions --output saved.h5ad
+"$PYTHON" "$TESTS_DIR/cv/check_pereggrn.py" saved.h5ad
 cv 1 --output base.np1.h5ad
 "$PYTHON" "$TESTS_DIR/cv/compare_cv.py" base.h5ad base.np1.h5ad 1e-9
 "$PYTHON" - base.h5ad base.np1.h5ad <<'PY'
