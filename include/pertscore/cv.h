@@ -67,10 +67,13 @@ double ps_cv_retrieval_scaled(int64_t n_genes, const double *pred, int64_t pred_
  * raw = the ten split-half metrics of one perturbation, q = |top set| / evaluated genes
  * (for overlap_top); out[PS_CV_RETRIEVAL] is left as it is (it needs the fold:
  * ps_cv_retrieval_scaled). out may not alias raw. Not collective. */
-void ps_cv_ceiling_correct(const double *raw, double q, double *out);
+/* kappa = the evaluated delta's noise variance over a half delta's: 1/2 with the shared
+ * control mean, estimated per perturbation with --disjoint-controls. */
+void ps_cv_ceiling_correct(const double *raw, double q, double kappa, double *out);
 /* Disattenuation factor of a half-data delta of split-half Pearson r as the observed
- * side of a correlation: sqrt(rho_full / rho_half) = sqrt(2 / (1 + r)); 1 when r is NaN. */
-double ps_cv_ceiling_scale(double r);
+ * side of a correlation: sqrt(rho_full / rho_half) = sqrt(1 / (r + kappa (1 - r))),
+ * sqrt(2 / (1 + r)) at kappa 1/2; 1 when r is NaN. */
+double ps_cv_ceiling_scale(double r, double kappa);
 
 /* PEREGGRN's conventions (docs/cv.md): sums of squared errors over all genes and the
  * top 20 / 100 / 200 by |o| (average-rank cut-off), their means, and the direction
@@ -86,9 +89,9 @@ extern const char *const ps_cv_pereggrn_names[PS_CV_N_PEREGGRN];
 int ps_cv_pereggrn_metrics(int64_t n_genes, const double *pred, const double *obs, const int64_t *skip, int n_skip,
                            double *out);
 /* The ceiling of the split-half PEREGGRN metrics: squared errors / 4, the direction as sign_fraction's. */
-void ps_cv_pereggrn_correct(const double *raw, double *out);
+void ps_cv_pereggrn_correct(const double *raw, double kappa, double *out);
 /* The corrected sign agreement of a split-half agreement s (docs/cv.md "Ceiling"). */
-double ps_cv_ceiling_sign(double s);
+double ps_cv_ceiling_sign(double s, double kappa);
 
 /* ---------------------------------------------------------------- folds */
 
@@ -131,6 +134,8 @@ typedef struct {
   double *half_mean;       /* (K + 1) x 2 x G: row 2k + h is half h of group k; NaN where empty */
   int64_t n_multiple;      /* cells left out for carrying two or more perturbations (all ranks) */
   int32_t *cell_half;      /* local cells of the design: split half 0 / 1, -1 = left out (two or more) */
+  double *test_delta;      /* --disjoint-controls: K x G held-out deltas (against control half 1); else NULL */
+  double *kappa;           /* --disjoint-controls: K, the ceiling's noise ratio (docs/cv.md); else NULL */
 } ps_cv_bulk;
 
 /* x: local analysed cells x input genes (rows aligned with design), log-normalized.
@@ -186,6 +191,8 @@ typedef struct {
   int top_n, top_de;       /* 100, 50 */
   int keep_predictions;    /* --save-predictions: keep every model's predicted and the observed deltas */
   int strict_predictions;  /* --strict: refuse predictions that miss a held-out perturbation */
+  int disjoint_controls;   /* --disjoint-controls: training deltas (and predictions) against control half 0,
+                              held-out deltas against control half 1 (docs/cv.md) */
   /* cells scheme */
   int n_ridge_lambdas;
   double ridge_lambdas[64];    /* --ridge-lambdas (10^-2 .. 10^4 in half decades) */

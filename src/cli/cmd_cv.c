@@ -49,6 +49,9 @@ static const char *cv_usage =
     "  --predictions-column COL  obs column of FILE naming the perturbation (perturbation)\n"
     "  --strict              refuse --predictions that miss a held-out perturbation (default: warn and\n"
     "                        compare every model on the perturbations all models predict)\n"
+    "  --disjoint-controls   training deltas (and --predictions) against one half of the control\n"
+    "                        cells, held-out deltas against the other: no model shares the held-out\n"
+    "                        control noise (docs/cv.md)\n"
     "  --save-predictions    also write X = observed deltas and layers/<model> = predicted deltas\n"
     "cells scheme:\n"
     "  --ridge-lambdas LIST  ridge lambda grid, comma-separated (0.01,0.0316,...,10000: 10^-2..10^4)\n"
@@ -74,7 +77,7 @@ typedef struct {
 static int parse_cv(int argc, char **argv, cv_cli *o, int *help) {
   enum { O_SCHEME = 1, O_FOLDS, O_SEED, O_MIN_CELLS, O_PCS, O_EMB_LAMBDA, O_TOP, O_TOP_DE, O_PREDICTIONS,
          O_PRED_COLUMN, O_SAVE_PRED, O_RIDGE_LAMBDAS, O_LAMBDA, O_UPPER, O_OUTPUT, O_SUMMARY, O_QUIET, O_JSON,
-         O_HELP, O_MAX_MEMORY, O_STRICT };
+         O_HELP, O_MAX_MEMORY, O_STRICT, O_DISJOINT };
   static const struct option own_longs[] = {
       {"scheme", required_argument, 0, O_SCHEME}, {"folds", required_argument, 0, O_FOLDS},
       {"seed", required_argument, 0, O_SEED}, {"min-cells", required_argument, 0, O_MIN_CELLS},
@@ -87,6 +90,7 @@ static int parse_cv(int argc, char **argv, cv_cli *o, int *help) {
       {"output", required_argument, 0, O_OUTPUT}, {"summary", required_argument, 0, O_SUMMARY},
       {"quiet", no_argument, 0, O_QUIET}, {"json", no_argument, 0, O_JSON}, {"help", no_argument, 0, O_HELP},
       {"max-memory", required_argument, 0, O_MAX_MEMORY}, {"strict", no_argument, 0, O_STRICT},
+      {"disjoint-controls", no_argument, 0, O_DISJOINT},
       {0, 0, 0, 0}};
   ps_dataset_options_default(&o->data);
   ps_cv_options_default(&o->cv);
@@ -143,6 +147,7 @@ static int parse_cv(int argc, char **argv, cv_cli *o, int *help) {
       case O_PRED_COLUMN: o->predictions_column = optarg; break;
       case O_SAVE_PRED: o->cv.keep_predictions = 1; break;
       case O_STRICT: o->cv.strict_predictions = 1; break;
+      case O_DISJOINT: o->cv.disjoint_controls = 1; break;
       case O_RIDGE_LAMBDAS: PS_CALL(ps_cv_parse_ridge_lambdas("--ridge-lambdas", optarg, &o->cv)); break;
       case O_LAMBDA: PS_CALL(ps_cli_number("--lambda", optarg, &o->cv.score.lambda)); break;
       case O_UPPER: PS_CALL(ps_cli_number("--upper", optarg, &o->cv.score.upper)); break;
@@ -218,6 +223,7 @@ static int record_parameters(const cv_cli *o, int argc, char **argv, ps_run_info
     PS_CALL(ps_run_info_number(info, "embedding_lambda", o->cv.embedding_lambda));
     PS_CALL(ps_run_info_number(info, "top_genes", o->cv.top_n));
     PS_CALL(ps_run_info_number(info, "top_de", o->cv.top_de));
+    PS_CALL(ps_run_info_number(info, "disjoint_controls", o->cv.disjoint_controls));
   } else {
     PS_CALL(ps_run_info_number(info, "lambda", o->cv.score.lambda));
     PS_CALL(ps_run_info_number(info, "upper", o->cv.score.upper));

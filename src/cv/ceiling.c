@@ -6,6 +6,9 @@
  * controls). The models are scored against o = delta + e (variance V); the best a
  * model can do in expectation is the truth, delta. So the ceiling is the expected
  * score of (pred = delta, obs = o), estimated from (d_0, d_1):
+ * (With --disjoint-controls the halves take their own control halves and the observed
+ * delta's noise is kappa times a half's, kappa estimated per perturbation; the rules
+ * below are those of kappa = 1/2, the general ones are in docs/cv.md.)
  *   - MSE: E (d_0 - d_1)^2 = 4 V = 4 E (delta - o)^2: raw / 4 (also mse_top);
  *   - MAE: d_0 - d_1 has the distribution of 2 e (e_0, e_1 i.i.d., symmetric): raw / 2;
  *   - correlations: the split-half r is the reliability of a half; Spearman-Brown
@@ -23,18 +26,25 @@
 
 #include "pertscore/cv.h"
 
-/* corr(delta, o) from a split-half correlation r: signed square root of Spearman-Brown. */
+/* kappa: the observed delta's noise variance over a half's (1/2 with the shared control
+ * mean; see ps_cv_ceiling_correct). */
+static double kappa_now = 0.5;
+
+/* corr(delta, o) from a split-half correlation r: signed square root of Spearman-Brown
+ * (generalized: rho = r / (r + kappa (1 - r)), 2r / (1 + r) at kappa 1/2). */
 static double full_correlation(double r) {
   if (isnan(r)) return NAN;
-  if (r <= -1.0) return -1.0;
-  double rho = 2.0 * r / (1.0 + r);
+  double den = r + kappa_now * (1.0 - r);
+  if (r <= -1.0 || den <= 0) return -1.0;
+  double rho = r / den;
   double c = rho >= 0 ? sqrt(rho) : -sqrt(-rho);
   return c > 1.0 ? 1.0 : c < -1.0 ? -1.0 : c;
 }
 
-double ps_cv_ceiling_scale(double r) {
-  if (isnan(r) || r <= -1.0) return 1.0;
-  return sqrt(2.0 / (1.0 + r));
+double ps_cv_ceiling_scale(double r, double kappa) {
+  double den = r + kappa * (1.0 - r);
+  if (isnan(r) || !(den > 0)) return 1.0;
+  return sqrt(1.0 / den);
 }
 
 static double norm_cdf(double x) { return 0.5 * erfc(-x / sqrt(2.0)); }
@@ -78,23 +88,26 @@ static double overlap_correlation(double v, double q, double t) {
   return 0.5 * (lo + hi);
 }
 
-double ps_cv_ceiling_sign(double s) {
+double ps_cv_ceiling_sign(double s, double kappa) {
+  kappa_now = kappa;
   double c = sin(M_PI * ((s > 1.0 ? 1.0 : s < 0.0 ? 0.0 : s) - 0.5));
   return 0.5 + asin(full_correlation(c)) / M_PI;
 }
 
-void ps_cv_ceiling_correct(const double *raw, double q, double *out) {
+void ps_cv_ceiling_correct(const double *raw, double q, double kappa, double *out) {
+  kappa_now = kappa;
   for (int m = 0; m < PS_CV_N_METRICS; m++) out[m] = raw[m];
-  out[PS_CV_MSE] = raw[PS_CV_MSE] / 4.0;
-  out[PS_CV_MSE_TOP] = raw[PS_CV_MSE_TOP] / 4.0;
-  out[PS_CV_MAE] = raw[PS_CV_MAE] / 2.0;
+  out[PS_CV_MSE] = raw[PS_CV_MSE] * kappa / 2.0;
+  out[PS_CV_MSE_TOP] = raw[PS_CV_MSE_TOP] * kappa / 2.0;
+  out[PS_CV_MAE] = raw[PS_CV_MAE] * sqrt(kappa / 2.0);
   out[PS_CV_PEARSON] = full_correlation(raw[PS_CV_PEARSON]);
   out[PS_CV_SPEARMAN] = full_correlation(raw[PS_CV_SPEARMAN]);
   out[PS_CV_PEARSON_TOP] = full_correlation(raw[PS_CV_PEARSON_TOP]);
-  /* R^2 = 1 - u, u = SSE / SST: corrected 1 - (u / 4) / (1 - u / 4) */
-  double u = 1.0 - raw[PS_CV_R2_DE];
-  out[PS_CV_R2_DE] = isnan(u) || u >= 4.0 ? NAN : 1.0 - u / (4.0 - u);
-  if (!isnan(raw[PS_CV_SIGN])) out[PS_CV_SIGN] = ps_cv_ceiling_sign(raw[PS_CV_SIGN]);
+  /* R^2 = 1 - u, u = SSE / SST: corrected 1 - (kappa u / 2) / (1 - (1 - kappa) u / 2); 1 - (u/4) / (1 - u/4) at 1/2 */
+  double u = 1.0 - raw[PS_CV_R2_DE], den = 1.0 - (1.0 - kappa) * u / 2.0;
+  out[PS_CV_R2_DE] = isnan(u) || !(den > 0) ? NAN : 1.0 - kappa * u / 2.0 / den;
+  if (!isnan(raw[PS_CV_SIGN])) out[PS_CV_SIGN] = ps_cv_ceiling_sign(raw[PS_CV_SIGN], kappa);
+  kappa_now = kappa;
   double v = raw[PS_CV_OVERLAP_TOP];
   if (!isnan(v) && q > 0.0 && q < 1.0) {
     double t = two_sided_quantile(q);

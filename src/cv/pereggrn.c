@@ -84,8 +84,8 @@ int ps_cv_pereggrn_metrics(int64_t n_genes, const double *pred, const double *ob
   return PS_OK;
 }
 
-void ps_cv_pereggrn_correct(const double *raw, double *out) {
-  for (int m = 0; m < PS_CV_N_PEREGGRN; m++) out[m] = raw[m] / 4.0; /* squared errors: E (d0 - d1)^2 = 4 v */
+void ps_cv_pereggrn_correct(const double *raw, double kappa, double *out) {
+  for (int m = 0; m < PS_CV_N_PEREGGRN; m++) out[m] = raw[m] * kappa / 2.0; /* squared errors: E (d0 - d1)^2 = 2 v / kappa */
   double s = raw[PS_CV_PG_SIGN_ALL];
-  out[PS_CV_PG_SIGN_ALL] = isnan(s) ? NAN : ps_cv_ceiling_sign(s);
+  out[PS_CV_PG_SIGN_ALL] = isnan(s) ? NAN : ps_cv_ceiling_sign(s, kappa);
 }

@@ -69,8 +69,8 @@ static double *pereggrn_row(ps_cv_perturbation_result *r, int32_t k, int model) 
  * full data (ceiling.c): retrieval with each candidate's correlation scaled by
  * ps_cv_ceiling_scale of its own split-half Pearson.
  * half_delta: the bulk's half means with the control half subtracted in place. */
-static int ceiling(MPI_Comm comm, const ps_cv_bulk *b, const double *half_delta, const int32_t *inc, int32_t n_inc,
-                   const ps_cv_options *opt, ps_cv_perturbation_result *r) {
+static int ceiling(MPI_Comm comm, const ps_cv_bulk *b, const double *half_delta, const double *kappa,
+                   const int32_t *inc, int32_t n_inc, const ps_cv_options *opt, ps_cv_perturbation_result *r) {
   int rank, size;
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &size);
@@ -94,7 +94,7 @@ static int ceiling(MPI_Comm comm, const ps_cv_bulk *b, const double *half_delta,
       if (r->fold[inc[j]] != r->fold[k]) continue;
       if (inc[j] == k) truth = n;
       obs[n] = half_delta + (2 * (int64_t)inc[j] + 1) * G;
-      scale[n] = ps_cv_ceiling_scale(half_r[j]);
+      scale[n] = ps_cv_ceiling_scale(half_r[j], kappa ? kappa[inc[j]] : 0.5);
       own[n++] = r->own_gene[inc[j]];
     }
     const double *pred = half_delta + 2 * (int64_t)k * G, *truth_obs = pred + G;
@@ -103,11 +103,12 @@ static int ceiling(MPI_Comm comm, const ps_cv_bulk *b, const double *half_delta,
     PS_CALL(ps_cv_delta_metrics(G, pred, truth_obs, &skip, 1, opt->top_n, opt->top_de, raw));
     raw[PS_CV_RETRIEVAL] = ps_cv_retrieval(G, pred, skip, obs, own, n, truth);
     int64_t n_genes = G - (skip >= 0 && skip < G), top = opt->top_n < n_genes ? opt->top_n : n_genes;
-    ps_cv_ceiling_correct(raw, n_genes > 0 ? (double)top / (double)n_genes : 1.0, m);
+    double kap = kappa ? kappa[k] : 0.5;
+    ps_cv_ceiling_correct(raw, n_genes > 0 ? (double)top / (double)n_genes : 1.0, kap, m);
     m[PS_CV_RETRIEVAL] = ps_cv_retrieval_scaled(G, pred, skip, obs, own, n, truth, scale);
     double *pg_raw = pereggrn_row(r, k, PS_CV_MODEL_SPLIT_HALF);
     PS_CALL(ps_cv_pereggrn_metrics(G, pred, truth_obs, &skip, 1, pg_raw));
-    ps_cv_pereggrn_correct(pg_raw, pereggrn_row(r, k, PS_CV_MODEL_CEILING));
+    ps_cv_pereggrn_correct(pg_raw, kap, pereggrn_row(r, k, PS_CV_MODEL_CEILING));
   }
   free(obs);
   free(own);
@@ -119,6 +120,7 @@ static int ceiling(MPI_Comm comm, const ps_cv_bulk *b, const double *half_delta,
 /* One fold on its group: train on the other folds' perturbations, predict and
  * score this fold's (the group's ranks take every gsize-th held-out one). */
 static int run_fold(MPI_Comm group, int f, const ps_cv_perturbation_input *in, const double *obs,
+                    const double *test_obs,
                     const double *control_mean, const int32_t *inc, int32_t n_inc, const ps_cv_options *opt,
                     ps_cv_perturbation_result *r) {
   int grank, gsize;
@@ -137,7 +139,7 @@ static int run_fold(MPI_Comm group, int f, const ps_cv_perturbation_input *in, c
   for (int32_t i = 0; i < n_inc; i++) {
     int32_t k = inc[i];
     if (r->fold[k] == f) {
-      test[n_test] = obs + (int64_t)k * G;
+      test[n_test] = test_obs + (int64_t)k * G;
       test_own[n_test] = r->own_gene[k];
       test_k[n_test++] = k;
     } else {
@@ -191,7 +193,8 @@ static int run_fold(MPI_Comm group, int f, const ps_cv_perturbation_input *in, c
   return PS_OK;
 }
 
-static int run_folds(MPI_Comm comm, const ps_cv_perturbation_input *in, const double *obs, const double *control_mean,
+static int run_folds(MPI_Comm comm, const ps_cv_perturbation_input *in, const double *obs, const double *test_obs,
+                     const double *control_mean,
                      const int32_t *inc, int32_t n_inc, const ps_cv_options *opt, ps_cv_perturbation_result *r) {
   int rank, size;
   MPI_Comm_rank(comm, &rank);
@@ -202,7 +205,7 @@ static int run_folds(MPI_Comm comm, const ps_cv_perturbation_input *in, const do
   PS_CHECK_MPI(MPI_Comm_split(comm, my_group, rank, &group));
   int err = PS_OK;
   for (int f = my_group; f < opt->n_folds && !err; f += n_groups) {
-    err = run_fold(group, f, in, obs, control_mean, inc, n_inc, opt, r);
+    err = run_fold(group, f, in, obs, test_obs, control_mean, inc, n_inc, opt, r);
     err = ps_error_sync(group, err); /* the group's next fold is collective again */
     /* progress prints on rank 0 only, which is in group 0: its share of the folds; the
      * pseudobulk and the ceiling came first (0.3 of the stage) */
@@ -264,20 +267,62 @@ static int perturbations_run(MPI_Comm comm, const ps_cv_perturbation_input *in, 
   free(fold_inc);
   PS_CALL(err);
 
-  /* observed deltas (in place of the means) and the halves' deltas */
-  double *obs = b.mean;
-  const double *control = out->control_mean;
+  /* observed deltas (in place of the means) and the halves' deltas. With
+   * --disjoint-controls the training deltas (and the predictions) take control half 0,
+   * the held-out deltas and the halves control half 1, so no model shares the held-out
+   * control noise. */
+  double *obs = b.mean, *test = b.mean;
+  const double *control = out->control_mean, *test_control = out->control_mean;
+  if (opt->disjoint_controls) {
+    if (b.n_half[2 * (int64_t)K] < 1 || b.n_half[2 * (int64_t)K + 1] < 1)
+      PS_FAIL(PS_ERR_INPUT, "cv: --disjoint-controls needs at least 2 control cells (got %lld)",
+              (long long)b.n_cells[K]);
+    memcpy(out->control_mean, b.half_mean + 2 * (int64_t)K * G, (size_t)G * sizeof *out->control_mean);
+    test_control = b.half_mean + (2 * (int64_t)K + 1) * G;
+    PS_ALLOC(bulk->test_delta, (int64_t)K * G);
+    b.test_delta = test = bulk->test_delta;
+    for (int32_t k = 0; k < K; k++)
+      for (int64_t g = 0; g < G; g++) test[(int64_t)k * G + g] = obs[(int64_t)k * G + g] - test_control[g];
+  }
   for (int32_t k = 0; k < K; k++)
     for (int64_t g = 0; g < G; g++) obs[(int64_t)k * G + g] -= control[g];
-  for (int32_t k = 0; k < K; k++)
-    for (int h = 0; h < 2; h++)
+  if (opt->disjoint_controls) {
+    /* the halves against their own control halves (independent noise), and kappa: the
+     * held-out delta's noise (V_p + 2 V_c, control half 1) over a half delta's
+     * (2 V_p + 2 V_c), from V_p = mean over genes of (p_0 - p_1)^2 / 4 and V_c likewise */
+    PS_ALLOC(bulk->kappa, K > 0 ? K : 1);
+    b.kappa = bulk->kappa;
+    const double *c0 = b.half_mean + 2 * (int64_t)K * G, *c1 = c0 + G;
+    double vc = 0;
+    for (int64_t g = 0; g < G; g++) vc += (c0[g] - c1[g]) * (c0[g] - c1[g]) / 4.0;
+    vc /= (double)G;
+    for (int32_t k = 0; k < K; k++) {
+      const double *p0 = b.half_mean + 2 * (int64_t)k * G, *p1 = p0 + G;
+      double vp = 0;
+      int64_t n = 0;
       for (int64_t g = 0; g < G; g++)
-        b.half_mean[(2 * (int64_t)k + h) * G + g] -= control[g];
+        if (g != out->own_gene[k] && !isnan(p0[g]) && !isnan(p1[g])) {
+          vp += (p0[g] - p1[g]) * (p0[g] - p1[g]) / 4.0;
+          n++;
+        }
+      vp = n ? vp / (double)n : 0.0;
+      b.kappa[k] = vp + vc > 0 ? (vp + 2.0 * vc) / (2.0 * vp + 2.0 * vc) : 0.5;
+    }
+    for (int32_t k = 0; k < K; k++)
+      for (int h = 0; h < 2; h++)
+        for (int64_t g = 0; g < G; g++)
+          b.half_mean[(2 * (int64_t)k + h) * G + g] -= b.half_mean[(2 * (int64_t)K + h) * G + g];
+  } else {
+    for (int32_t k = 0; k < K; k++)
+      for (int h = 0; h < 2; h++)
+        for (int64_t g = 0; g < G; g++)
+          b.half_mean[(2 * (int64_t)k + h) * G + g] -= control[g];
+  }
   out->seconds[0] = ps_wtime() - t0;
   if (in->progress) ps_progress_update(in->progress, 0.2);
 
   t0 = ps_wtime();
-  PS_CALL(ps_error_sync(comm, ceiling(comm, &b, b.half_mean, inc, n_inc, opt, out)));
+  PS_CALL(ps_error_sync(comm, ceiling(comm, &b, b.half_mean, b.kappa, inc, n_inc, opt, out)));
   free(bulk->half_mean);
   bulk->half_mean = b.half_mean = NULL;
   out->seconds[1] = ps_wtime() - t0;
@@ -285,7 +330,7 @@ static int perturbations_run(MPI_Comm comm, const ps_cv_perturbation_input *in, 
 
   t0 = ps_wtime();
   if (opt->keep_predictions) PS_ALLOC(out->predicted, (int64_t)PS_CV_N_MODELS * K * G);
-  PS_CALL(ps_error_sync(comm, run_folds(comm, in, obs, control, inc, n_inc, opt, out)));
+  PS_CALL(ps_error_sync(comm, run_folds(comm, in, obs, test, control, inc, n_inc, opt, out)));
   PS_CALL(ps_allreduce_sum(comm, out->metrics, (int64_t)K * PS_CV_N_MODELS * PS_CV_N_METRICS, MPI_DOUBLE,
                            sizeof(double)));
   PS_CALL(ps_allreduce_sum(comm, out->pereggrn, (int64_t)K * PS_CV_N_MODELS * PS_CV_N_PEREGGRN, MPI_DOUBLE,
@@ -317,12 +362,13 @@ static int perturbations_run(MPI_Comm comm, const ps_cv_perturbation_input *in, 
           for (int64_t g = 0; g < G; g++) out->predicted[((int64_t)model * K + k) * G + g] = NAN;
     /* the observed deltas, without the perturbed gene's entry */
     for (int32_t k = 0; k < K; k++) {
-      if (out->own_gene[k] >= 0) obs[(int64_t)k * G + out->own_gene[k]] = NAN;
+      if (out->own_gene[k] >= 0) test[(int64_t)k * G + out->own_gene[k]] = NAN;
       if (out->fold[k] < 0)
-        for (int64_t g = 0; g < G; g++) obs[(int64_t)k * G + g] = NAN;
+        for (int64_t g = 0; g < G; g++) test[(int64_t)k * G + g] = NAN;
     }
-    out->observed = obs;
-    bulk->mean = b.mean = NULL;
+    out->observed = test;
+    if (test == bulk->mean) bulk->mean = b.mean = NULL;
+    else bulk->test_delta = b.test_delta = NULL;
   }
   out->seconds[2] = ps_wtime() - t0;
   return PS_OK;

@@ -24,6 +24,8 @@ void ps_cv_bulk_free(ps_cv_bulk *b) {
   free(b->mean);
   free(b->half_mean);
   free(b->cell_half);
+  free(b->test_delta);
+  free(b->kappa);
   memset(b, 0, sizeof *b);
 }
 

@@ -6,6 +6,7 @@
 #   - the split halves recorded in uns/cv/halves give numpy's split-half metrics and the
 #     ceiling's retrieval (no RNG); the ceiling rows are numpy's corrections of the split_half rows;
 #   - np 1 and 3 write the same tables (halves included);
+#   - the same with --disjoint-controls and an oracle predicting the true delta;
 #   - the PEREGGRN-convention table equals numpy's recomputation from the saved deltas.
 set -euo pipefail
 mkdir -p "$WORK_DIR" && cd "$WORK_DIR"
@@ -30,7 +31,12 @@ assert a.equals(b), "the split halves differ between np 3 and np 1"
 print(f"split halves: the same {len(a)} cells on np 1 and 3")
 PY
 "$PYTHON" "$TESTS_DIR/cv/check_ceiling.py" oracle truth.h5ad 6000 base.h5ad oracle.h5ad expression
+# --disjoint-controls: the oracle predicts the true delta (against control half 0, as every model)
+cv 2 --disjoint-controls --output disjoint.h5ad
+"$PYTHON" "$TESTS_DIR/cv/check_ceiling.py" oracle truth.h5ad 6000 disjoint.h5ad oracle.delta.h5ad delta
 rm -f truth.h5ad
 cv 2 --predictions oracle.h5ad --output oracle.cv.h5ad
 "$PYTHON" "$TESTS_DIR/cv/check_ceiling.py" bound oracle.cv.h5ad 0.05
+cv 2 --disjoint-controls --predictions oracle.delta.h5ad --output oracle.disjoint.h5ad
+"$PYTHON" "$TESTS_DIR/cv/check_ceiling.py" bound oracle.disjoint.h5ad 0.05
 echo "ceiling: all checks passed"
