@@ -33,6 +33,7 @@ PY
 "$PYTHON" "$TESTS_DIR/cv/check_ceiling.py" oracle truth.h5ad 6000 base.h5ad oracle.h5ad expression
 # --disjoint-controls: the oracle predicts the true delta (against control half 0, as every model)
 cv 2 --disjoint-controls --output disjoint.h5ad
+"$PYTHON" "$TESTS_DIR/cv/check_ceiling.py" recompute disjoint.h5ad screen.h5ad disjoint
 "$PYTHON" "$TESTS_DIR/cv/check_ceiling.py" oracle truth.h5ad 6000 disjoint.h5ad oracle.delta.h5ad delta
 rm -f truth.h5ad
 cv 2 --predictions oracle.h5ad --output oracle.cv.h5ad
