@@ -58,6 +58,40 @@ double ps_cv_pearson(int64_t n_genes, const double *x, const double *y, const in
  * 1 = the truth correlates best, 0.5 = random, 0 = worst. NaN if n < 2 or r_truth is NaN. */
 double ps_cv_retrieval(int64_t n_genes, const double *pred, int64_t pred_own, const double *const *obs,
                        const int64_t *obs_own, int n, int truth);
+/* The same with r_i multiplied by scale[i] before the ranking (the corrected ceiling's
+ * disattenuation, docs/cv.md "Ceiling"); scale NULL = ps_cv_retrieval. */
+double ps_cv_retrieval_scaled(int64_t n_genes, const double *pred, int64_t pred_own, const double *const *obs,
+                              const int64_t *obs_own, int n, int truth, const double *scale);
+
+/* The split-half ceiling corrected to full-data reliability (docs/cv.md "Ceiling"):
+ * raw = the ten split-half metrics of one perturbation, q = |top set| / evaluated genes
+ * (for overlap_top); out[PS_CV_RETRIEVAL] is left as it is (it needs the fold:
+ * ps_cv_retrieval_scaled). out may not alias raw. Not collective. */
+/* kappa = the evaluated delta's noise variance over a half delta's: 1/2 with the shared
+ * control mean, estimated per perturbation with --disjoint-controls. */
+void ps_cv_ceiling_correct(const double *raw, double q, double kappa, double *out);
+/* Disattenuation factor of a half-data delta of split-half Pearson r as the observed
+ * side of a correlation: sqrt(rho_full / rho_half) = sqrt(1 / (r + kappa (1 - r))),
+ * sqrt(2 / (1 + r)) at kappa 1/2; 1 when r is NaN. */
+double ps_cv_ceiling_scale(double r, double kappa);
+
+/* PEREGGRN's conventions (docs/cv.md): sums of squared errors over all genes and the
+ * top 20 / 100 / 200 by |o| (average-rank cut-off), their means, and the direction
+ * over all genes (0 == 0 right); over the genes except skip. */
+enum {
+  PS_CV_PG_MSE_SUM,
+  PS_CV_PG_TOP20, PS_CV_PG_TOP100, PS_CV_PG_TOP200,
+  PS_CV_PG_TOP20_SUM, PS_CV_PG_TOP100_SUM, PS_CV_PG_TOP200_SUM,
+  PS_CV_PG_SIGN_ALL,
+  PS_CV_N_PEREGGRN
+};
+extern const char *const ps_cv_pereggrn_names[PS_CV_N_PEREGGRN];
+int ps_cv_pereggrn_metrics(int64_t n_genes, const double *pred, const double *obs, const int64_t *skip, int n_skip,
+                           double *out);
+/* The ceiling of the split-half PEREGGRN metrics: squared errors / 4, the direction as sign_fraction's. */
+void ps_cv_pereggrn_correct(const double *raw, double kappa, double *out);
+/* The corrected sign agreement of a split-half agreement s (docs/cv.md "Ceiling"). */
+double ps_cv_ceiling_sign(double s, double kappa);
 
 /* ---------------------------------------------------------------- folds */
 
@@ -99,6 +133,9 @@ typedef struct {
   double *mean;            /* (K + 1) x G row-major; NaN where a group has no cells */
   double *half_mean;       /* (K + 1) x 2 x G: row 2k + h is half h of group k; NaN where empty */
   int64_t n_multiple;      /* cells left out for carrying two or more perturbations (all ranks) */
+  int32_t *cell_half;      /* local cells of the design: split half 0 / 1, -1 = left out (two or more) */
+  double *test_delta;      /* --disjoint-controls: K x G held-out deltas (against control half 1); else NULL */
+  double *kappa;           /* --disjoint-controls: K, the ceiling's noise ratio (docs/cv.md); else NULL */
 } ps_cv_bulk;
 
 /* x: local analysed cells x input genes (rows aligned with design), log-normalized.
@@ -153,6 +190,9 @@ typedef struct {
   double embedding_lambda; /* --embedding-lambda (0.1) */
   int top_n, top_de;       /* 100, 50 */
   int keep_predictions;    /* --save-predictions: keep every model's predicted and the observed deltas */
+  int strict_predictions;  /* --strict: refuse predictions that miss a held-out perturbation */
+  int disjoint_controls;   /* --disjoint-controls: training deltas (and predictions) against control half 0,
+                              held-out deltas against control half 1 (docs/cv.md) */
   /* cells scheme */
   int n_ridge_lambdas;
   double ridge_lambdas[64];    /* --ridge-lambdas (10^-2 .. 10^4 in half decades) */
@@ -167,7 +207,8 @@ enum {
   PS_CV_MODEL_ZERO,        /* zero delta: the control mean */
   PS_CV_MODEL_EMBEDDING,   /* linear gene-embedding model */
   PS_CV_MODEL_PREDICTIONS, /* external predictions (--predictions) */
-  PS_CV_MODEL_CEILING,     /* split-half reproducibility */
+  PS_CV_MODEL_CEILING,     /* split-half reproducibility corrected to the full data (the bound) */
+  PS_CV_MODEL_SPLIT_HALF,  /* the raw split-half metrics (half 0 vs half 1) */
   PS_CV_N_MODELS
 };
 extern const char *const ps_cv_model_names[PS_CV_N_MODELS];
@@ -199,6 +240,13 @@ typedef struct {
   double *observed;     /* keep_predictions: K x G observed deltas (NaN on the own gene) */
   double *predicted;    /* keep_predictions: PS_CV_N_MODELS x K x G predicted deltas (NaN where none) */
   double seconds[3];    /* pseudobulk, ceiling, folds */
+  int64_t n_local_cells; /* local analysed cells (rows of the design) */
+  int32_t *cell_half;   /* n_local_cells: split half of each local cell, -1 = left out (uns/cv/halves) */
+  uint8_t *compared;    /* K: held out and predicted by every model (the summary's means are over these) */
+  int64_t n_compared;
+  int64_t n_predictions_ignored; /* rows of the predictions file naming no analysed perturbation */
+  int64_t n_predictions_missing; /* held-out perturbations the predictions file has no row for */
+  double *pereggrn;     /* K x PS_CV_N_MODELS x PS_CV_N_PEREGGRN; NaN where not evaluated */
 } ps_cv_perturbation_result;
 
 /* Collective; the result is the same on every rank. */
@@ -237,8 +285,9 @@ enum { PS_CV_NEW_FILE = 0, PS_CV_ADD_TO_RESULTS = 1 };
 
 /* Write the perturbations scheme's tables (obs = perturbations, var = evaluated
  * genes, uns/cv/..., the run's parameters in uns/cv/parameters) and the per-fold,
- * per-model summary into tsv. Collective. */
-int ps_cv_write_perturbations(MPI_Comm comm, const char *path, int where, const char *tsv,
+ * per-model summary into tsv; with d (the dataset the scheme ran on; may be NULL)
+ * uns/cv/halves, each analysed cell's group and split half. Collective. */
+int ps_cv_write_perturbations(MPI_Comm comm, const char *path, int where, const char *tsv, const ps_dataset *d,
                               const ps_strlist *perturbations, const ps_strlist *genes,
                               const ps_cv_perturbation_result *r, const ps_cv_options *opt, const ps_run_info *info);
 /* The cells scheme's tables (obs = analysed cells with their fold, var =
@@ -287,8 +336,8 @@ int ps_cv_stage_write(MPI_Comm comm, const ps_dataset *d, const ps_cv_stage_resu
                       const char *path, int where, const char *tsv, ps_run_info *info);
 void ps_cv_stage_result_free(ps_cv_stage_result *r);
 
-/* Per-fold, per-model means of the metrics over held-out perturbations (NaN
- * skipped): rows (F + 1) x PS_CV_N_MODELS, fold F = all folds; count[row * N_METRICS + m]
+/* Per-fold, per-model means of the metrics over the compared held-out perturbations
+ * (r->compared; NaN skipped): rows (F + 1) x PS_CV_N_MODELS, fold F = all folds; count[row * N_METRICS + m]
  * = perturbations with that metric defined. Not collective. */
 int ps_cv_summarize(const ps_cv_perturbation_result *r, double *mean, int64_t *count);
 

@@ -48,6 +48,11 @@ static const char *cv_usage =
     "                        X = predicted mean log-normalized expression; genes are matched by\n"
     "                        name and the evaluation uses the genes both files have\n"
     "  --predictions-column COL  obs column of FILE naming the perturbation (perturbation)\n"
+    "  --strict              refuse --predictions that miss a held-out perturbation (default: warn and\n"
+    "                        compare every model on the perturbations all models predict)\n"
+    "  --disjoint-controls   training deltas (and --predictions) against one half of the control\n"
+    "                        cells, held-out deltas against the other: no model shares the held-out\n"
+    "                        control noise (docs/cv.md)\n"
     "  --save-predictions    also write X = observed deltas and layers/<model> = predicted deltas\n"
     "cells scheme:\n"
     "  --cv-ridge-lambdas LIST  ridge lambda grid, comma-separated (0.01,0.0316,...,10000:\n"
@@ -75,7 +80,7 @@ typedef struct {
 static int parse_cv(int argc, char **argv, cv_cli *o, int *help) {
   enum { O_SCHEME = 1, O_FOLDS, O_SEED, O_MIN_CELLS, O_PCS, O_EMB_LAMBDA, O_TOP, O_TOP_DE, O_PREDICTIONS,
          O_PRED_COLUMN, O_SAVE_PRED, O_RIDGE_LAMBDAS, O_LAMBDA, O_UPPER, O_OUTPUT, O_SUMMARY, O_QUIET, O_JSON,
-         O_HELP, O_MAX_MEMORY, O_FORCE };
+         O_HELP, O_MAX_MEMORY, O_FORCE, O_STRICT, O_DISJOINT };
   static const struct option own_longs[] = {
       {"scheme", required_argument, 0, O_SCHEME}, {"folds", required_argument, 0, O_FOLDS},
       {"seed", required_argument, 0, O_SEED}, {"min-cells", required_argument, 0, O_MIN_CELLS},
@@ -87,7 +92,8 @@ static int parse_cv(int argc, char **argv, cv_cli *o, int *help) {
       {"lambda", required_argument, 0, O_LAMBDA}, {"upper", required_argument, 0, O_UPPER},
       {"output", required_argument, 0, O_OUTPUT}, {"summary", required_argument, 0, O_SUMMARY},
       {"quiet", no_argument, 0, O_QUIET}, {"json", no_argument, 0, O_JSON}, {"help", no_argument, 0, O_HELP},
-      {"max-memory", required_argument, 0, O_MAX_MEMORY},
+      {"max-memory", required_argument, 0, O_MAX_MEMORY}, {"strict", no_argument, 0, O_STRICT},
+      {"disjoint-controls", no_argument, 0, O_DISJOINT},
       /* run's names for the same options (pertscore run --cv), and the common output options */
       {"cv-ridge-lambdas", required_argument, 0, O_RIDGE_LAMBDAS}, {"cv-min-cells", required_argument, 0, O_MIN_CELLS},
       {"out", required_argument, 0, O_OUTPUT}, {"force", no_argument, 0, O_FORCE},
@@ -146,6 +152,8 @@ static int parse_cv(int argc, char **argv, cv_cli *o, int *help) {
       case O_PREDICTIONS: o->predictions = optarg; break;
       case O_PRED_COLUMN: o->predictions_column = optarg; break;
       case O_SAVE_PRED: o->cv.keep_predictions = 1; break;
+      case O_STRICT: o->cv.strict_predictions = 1; break;
+      case O_DISJOINT: o->cv.disjoint_controls = 1; break;
       case O_RIDGE_LAMBDAS: PS_CALL(ps_cv_parse_ridge_lambdas("--ridge-lambdas", optarg, &o->cv)); break;
       case O_LAMBDA: PS_CALL(ps_cli_number("--lambda", optarg, &o->cv.score.lambda)); break;
       case O_UPPER: PS_CALL(ps_cli_number("--upper", optarg, &o->cv.score.upper)); break;
@@ -222,6 +230,7 @@ static int record_parameters(const cv_cli *o, int argc, char **argv, ps_run_info
     PS_CALL(ps_run_info_number(info, "embedding_lambda", o->cv.embedding_lambda));
     PS_CALL(ps_run_info_number(info, "top_genes", o->cv.top_n));
     PS_CALL(ps_run_info_number(info, "top_de", o->cv.top_de));
+    PS_CALL(ps_run_info_number(info, "disjoint_controls", o->cv.disjoint_controls));
   } else {
     PS_CALL(ps_run_info_number(info, "lambda", o->cv.score.lambda));
     PS_CALL(ps_run_info_number(info, "upper", o->cv.score.upper));
@@ -229,40 +238,93 @@ static int record_parameters(const cv_cli *o, int argc, char **argv, ps_run_info
   return PS_OK;
 }
 
+/* Which way is better, per metric (docs/cv.md "Reading the summary"). */
+static int lower_is_better(int m) { return m == PS_CV_MSE || m == PS_CV_MAE || m == PS_CV_MSE_TOP; }
+
+/* The end-of-cv table on stderr: per metric, the direction, the baseline to beat (the
+ * best of mean / median / zero), the models, the ceiling (what a perfect model reaches)
+ * and the raw split half; a value averaged over fewer perturbations than the compared
+ * ones carries its count. */
+static void print_guide(const ps_cv_perturbation_result *r, const double *mean, const int64_t *count) {
+  int F = r->n_folds;
+  const int64_t n = r->n_compared;
+  fprintf(stderr, "  means over the %lld held-out perturbations every model predicts", (long long)n);
+  if (r->has_predictions && r->n_predictions_missing)
+    fprintf(stderr, " (%lld without a --predictions row left out)", (long long)r->n_predictions_missing);
+  fprintf(stderr, ":\n  %-14s %-7s %-20s %11s", "metric", "better", "baseline to beat", "embedding");
+  if (r->has_predictions) fprintf(stderr, " %11s", "predictions");
+  fprintf(stderr, " %11s %11s\n", "ceiling", "split_half");
+  for (int m = 0; m < PS_CV_N_METRICS; m++) {
+    int lower = lower_is_better(m), best = -1;
+    for (int model = PS_CV_MODEL_MEAN; model <= PS_CV_MODEL_ZERO; model++) {
+      double v = mean[((int64_t)F * PS_CV_N_MODELS + model) * PS_CV_N_METRICS + m];
+      if (isnan(v)) continue;
+      double b = best < 0 ? NAN : mean[((int64_t)F * PS_CV_N_MODELS + best) * PS_CV_N_METRICS + m];
+      if (best < 0 || (lower ? v < b : v > b)) best = model;
+    }
+    char base[64] = "n/a";
+    if (best >= 0)
+      snprintf(base, sizeof base, "%.4g (%s)", mean[((int64_t)F * PS_CV_N_MODELS + best) * PS_CV_N_METRICS + m],
+               ps_cv_model_names[best]);
+    fprintf(stderr, "  %-14s %-7s %-20s", ps_cv_metric_names[m], lower ? "lower" : "higher", base);
+    int shown[] = {PS_CV_MODEL_EMBEDDING, PS_CV_MODEL_PREDICTIONS, PS_CV_MODEL_CEILING, PS_CV_MODEL_SPLIT_HALF};
+    for (int i = 0; i < 4; i++) {
+      int model = shown[i];
+      if (model == PS_CV_MODEL_PREDICTIONS && !r->has_predictions) continue;
+      int64_t at = ((int64_t)F * PS_CV_N_MODELS + model) * PS_CV_N_METRICS + m;
+      char cell[64];
+      if (count[at] == n) snprintf(cell, sizeof cell, "%.4g", mean[at]);
+      else snprintf(cell, sizeof cell, "%.4g[n=%lld]", mean[at], (long long)count[at]);
+      fprintf(stderr, " %11s", cell);
+    }
+    fprintf(stderr, "\n");
+  }
+  fprintf(stderr, "  a model is useful where it beats the baseline; the ceiling is what a perfect model reaches on "
+                  "this screen's noise (docs/cv.md)\n");
+}
+
 static void report_perturbations(const cv_cli *o, const ps_cv_perturbation_result *r, double seconds, int size) {
   int F = r->n_folds;
   int64_t cells = ((int64_t)F + 1) * PS_CV_N_MODELS * PS_CV_N_METRICS;
   double *mean = malloc((size_t)cells * sizeof *mean);
   int64_t *count = malloc((size_t)cells * sizeof *count);
-  if (!mean || !count) return;
+  if (!mean || !count) {
+    free(mean);
+    free(count);
+    return;
+  }
   ps_cv_summarize(r, mean, count);
   if (!o->quiet) {
-    fprintf(stderr, "pertscore cv: perturbations scheme, %d folds, %.1fs; mean over held-out perturbations:\n", F, seconds);
-    fprintf(stderr, "  %-12s %10s %10s %10s %10s\n", "model", "pearson", "mse", "retrieval", "top_overlap");
-    for (int model = 0; model < PS_CV_N_MODELS; model++) {
-      if (model == PS_CV_MODEL_PREDICTIONS && !r->has_predictions) continue;
-      const double *m = mean + ((int64_t)F * PS_CV_N_MODELS + model) * PS_CV_N_METRICS;
-      fprintf(stderr, "  %-12s %10.4f %10.4g %10.4f %10.4f\n", ps_cv_model_names[model], m[PS_CV_PEARSON],
-              m[PS_CV_MSE], m[PS_CV_RETRIEVAL], m[PS_CV_OVERLAP_TOP]);
-    }
+    fprintf(stderr, "pertscore cv: perturbations scheme, %d folds, %.1fs\n", F, seconds);
+    print_guide(r, mean, count);
     fprintf(stderr, "  -> %s, %s\n", o->output, o->summary);
   }
   if (o->json) {
     printf("{\"output\": \"%s\", \"summary\": \"%s\", \"scheme\": \"perturbations\", \"ranks\": %d, \"folds\": %d, "
-           "\"genes\": %lld, \"seconds\": %.3f, \"models\": {",
-           o->output, o->summary, size, F, (long long)r->n_genes, seconds);
+           "\"genes\": %lld, \"seconds\": %.3f, \"n_compared\": %lld",
+           o->output, o->summary, size, F, (long long)r->n_genes, seconds, (long long)r->n_compared);
+    if (r->has_predictions)
+      printf(", \"prediction_rows_ignored\": %lld, \"predictions_missing\": %lld", (long long)r->n_predictions_ignored,
+             (long long)r->n_predictions_missing);
+    printf(", \"models\": {");
     int first = 1;
     for (int model = 0; model < PS_CV_N_MODELS; model++) {
       if (model == PS_CV_MODEL_PREDICTIONS && !r->has_predictions) continue;
       const double *m = mean + ((int64_t)F * PS_CV_N_MODELS + model) * PS_CV_N_METRICS;
+      const int64_t *c = count + ((int64_t)F * PS_CV_N_MODELS + model) * PS_CV_N_METRICS;
       printf("%s\"%s\": {", first ? "" : ", ", ps_cv_model_names[model]);
       for (int k = 0; k < PS_CV_N_METRICS; k++) {
         if (isnan(m[k])) printf("%s\"%s\": null", k ? ", " : "", ps_cv_metric_names[k]);
         else printf("%s\"%s\": %.10g", k ? ", " : "", ps_cv_metric_names[k], m[k]);
       }
-      printf("}");
+      printf(", \"n\": {");
+      for (int k = 0; k < PS_CV_N_METRICS; k++) printf("%s\"%s\": %lld", k ? ", " : "", ps_cv_metric_names[k], (long long)c[k]);
+      printf("}}");
       first = 0;
     }
+    printf("}, \"better\": {");
+    for (int k = 0; k < PS_CV_N_METRICS; k++)
+      printf("%s\"%s\": \"%s\"", k ? ", " : "", ps_cv_metric_names[k], lower_is_better(k) ? "lower" : "higher");
     printf("}}\n");
     fflush(stdout);
   }
@@ -318,9 +380,9 @@ static int run_scheme(MPI_Comm comm, cv_cli *o, ps_dataset *d, ps_progress *prog
   ps_progress_done(progress);
   double seconds = ps_wtime() - progress->t_start;
   if (rank == 0 && o->predictions && !o->quiet)
-    fprintf(stderr, "pertscore cv: %s: %lld perturbation rows, %lld genes shared with the input%s%lld rows of "
+    fprintf(stderr, "pertscore cv: %s: %lld perturbation rows, %lld genes shared with the input; %lld rows of "
             "unknown perturbations ignored\n", o->predictions, (long long)r.prediction_rows, (long long)r.n_genes,
-            r.prediction_unknown ? "; " : " (", (long long)r.prediction_unknown);
+            (long long)r.prediction_unknown);
   if (rank == 0 && r.scheme == PS_CV_SCHEME_PERTURBATIONS) report_perturbations(o, &r.perturbations, seconds, size);
   if (rank == 0 && r.scheme == PS_CV_SCHEME_CELLS) report_cells(o, &r.cells, seconds, size);
   ps_cv_stage_result_free(&r);

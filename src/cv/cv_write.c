@@ -111,7 +111,7 @@ int ps_cv_summarize(const ps_cv_perturbation_result *r, double *mean, int64_t *c
     count[i] = 0;
   }
   for (int32_t k = 0; k < r->n_perturbations; k++) {
-    if (r->fold[k] < 0) continue;
+    if (r->fold[k] < 0 || (r->compared && !r->compared[k])) continue;
     for (int model = 0; model < PS_CV_N_MODELS; model++)
       for (int m = 0; m < PS_CV_N_METRICS; m++) {
         double v = r->metrics[((int64_t)k * PS_CV_N_MODELS + model) * PS_CV_N_METRICS + m];
@@ -191,16 +191,24 @@ static int write_summary(MPI_Comm comm, ps_h5ad_writer *w, const char *tsv, cons
   PS_CALL(ps_cv_summarize(r, mean, &count[0]));
   PS_CALL(summary_rows(r, &n));
   char **index, **fold, **model_name;
-  int64_t *n_pert;
+  int64_t *n_pert, *n_comp, *n_metric;
   double *values;
   PS_ALLOC(index, n);
   PS_ALLOC(fold, n);
   PS_ALLOC(model_name, n);
   PS_ALLOC(n_pert, n);
+  PS_ALLOC(n_comp, n);
   PS_ALLOC(values, n * PS_CV_N_METRICS);
+  PS_ALLOC(n_metric, n * PS_CV_N_METRICS);
+  char count_names[PS_CV_N_METRICS][64];
   text t = {0};
   PS_CALL(text_add(&t, "fold\tmodel\tn_perturbations"));
   for (int m = 0; m < PS_CV_N_METRICS; m++) PS_CALL(text_add(&t, "\t%s", ps_cv_metric_names[m]));
+  PS_CALL(text_add(&t, "\tn_compared"));
+  for (int m = 0; m < PS_CV_N_METRICS; m++) {
+    snprintf(count_names[m], sizeof count_names[m], "n_%s", ps_cv_metric_names[m]);
+    PS_CALL(text_add(&t, "\t%s", count_names[m]));
+  }
   PS_CALL(text_add(&t, "\n"));
   int64_t row = 0;
   for (int f = 0; f <= F; f++)
@@ -220,23 +228,39 @@ static int write_summary(MPI_Comm comm, ps_h5ad_writer *w, const char *tsv, cons
         values[(int64_t)m * n + row] = mean[base + m];
         PS_CALL(text_number(&t, mean[base + m]));
       }
+      /* compared: held out and predicted by every model; n_<metric>: those the mean is over */
+      int64_t comp = 0;
+      for (int32_t k = 0; k < r->n_perturbations; k++)
+        comp += r->fold[k] >= 0 && (f == F || r->fold[k] == f) && (!r->compared || r->compared[k]);
+      n_comp[row] = comp;
+      PS_CALL(text_add(&t, "\t%lld", (long long)comp));
+      for (int m = 0; m < PS_CV_N_METRICS; m++) {
+        n_metric[(int64_t)m * n + row] = count[base + m];
+        PS_CALL(text_add(&t, "\t%lld", (long long)count[base + m]));
+      }
       PS_CALL(text_add(&t, "\n"));
       row++;
     }
-  ps_column cols[3 + PS_CV_N_METRICS] = {
+  ps_column cols[4 + 2 * PS_CV_N_METRICS] = {
       {.name = "fold", .kind = PS_COL_STRING, .strings = fold},
       {.name = "model", .kind = PS_COL_STRING, .strings = model_name},
       {.name = "n_perturbations", .kind = PS_COL_I64, .i64 = n_pert},
   };
   for (int m = 0; m < PS_CV_N_METRICS; m++)
     cols[3 + m] = (ps_column){.name = ps_cv_metric_names[m], .kind = PS_COL_F64, .f64 = values + (int64_t)m * n};
-  PS_CALL(write_replicated_frame(comm, w, "uns/cv/summary", index, n, cols, 3 + PS_CV_N_METRICS));
+  cols[3 + PS_CV_N_METRICS] = (ps_column){.name = "n_compared", .kind = PS_COL_I64, .i64 = n_comp};
+  for (int m = 0; m < PS_CV_N_METRICS; m++)
+    cols[4 + PS_CV_N_METRICS + m] =
+        (ps_column){.name = count_names[m], .kind = PS_COL_I64, .i64 = n_metric + (int64_t)m * n};
+  PS_CALL(write_replicated_frame(comm, w, "uns/cv/summary", index, n, cols, 4 + 2 * PS_CV_N_METRICS));
   if (tsv) PS_CALL(write_text(comm, tsv, &t));
   free(t.data);
   free_strings(index, n);
   free_strings(fold, n);
   free_strings(model_name, n);
   free(n_pert);
+  free(n_comp);
+  free(n_metric);
   free(values);
   free(mean);
   free(count);
@@ -272,7 +296,123 @@ static int write_fold_table(MPI_Comm comm, ps_h5ad_writer *w, const ps_cv_pertur
   return PS_OK;
 }
 
-int ps_cv_write_perturbations(MPI_Comm comm, const char *path, int where, const char *tsv,
+/* uns/cv/pereggrn (per held-out perturbation and model) and uns/cv/pereggrn_summary
+ * (per model, over all folds: the mean over the compared perturbations and its count,
+ * n_<metric>): PEREGGRN's conventions, docs/cv.md. Collective (rank 0 writes). */
+static int write_pereggrn(MPI_Comm comm, ps_h5ad_writer *w, const ps_strlist *names,
+                          const ps_cv_perturbation_result *r) {
+  const int NP = PS_CV_N_PEREGGRN;
+  int64_t n = 0, n_models = 0;
+  for (int model = 0; model < PS_CV_N_MODELS; model++) n_models += model_used(r, model);
+  for (int32_t k = 0; k < r->n_perturbations; k++) n += (r->fold[k] >= 0) * n_models;
+  char **index, **pert, **model_name;
+  int64_t *fold;
+  double *values;
+  PS_ALLOC(index, n);
+  PS_ALLOC(pert, n);
+  PS_ALLOC(model_name, n);
+  PS_ALLOC(fold, n);
+  PS_ALLOC(values, n * NP);
+  double *sum;
+  int64_t *count;
+  PS_ALLOC(sum, PS_CV_N_MODELS * NP);
+  PS_ALLOC(count, PS_CV_N_MODELS * NP);
+  int64_t row = 0;
+  for (int32_t k = 0; k < r->n_perturbations; k++) {
+    if (r->fold[k] < 0) continue;
+    for (int model = 0; model < PS_CV_N_MODELS; model++) {
+      if (!model_used(r, model)) continue;
+      index[row] = format("%s|%s", names->items[k], ps_cv_model_names[model]);
+      pert[row] = strdup(names->items[k]);
+      model_name[row] = strdup(ps_cv_model_names[model]);
+      if (!index[row] || !pert[row] || !model_name[row]) PS_FAIL(PS_ERR_SYSTEM, "out of memory");
+      fold[row] = r->fold[k];
+      for (int m = 0; m < NP; m++) {
+        double v = r->pereggrn[((int64_t)k * PS_CV_N_MODELS + model) * NP + m];
+        values[(int64_t)m * n + row] = v;
+        if (!isnan(v) && (!r->compared || r->compared[k])) {
+          sum[model * NP + m] += v;
+          count[model * NP + m]++;
+        }
+      }
+      row++;
+    }
+  }
+  ps_column cols[3 + 2 * PS_CV_N_PEREGGRN] = {
+      {.name = "perturbation", .kind = PS_COL_STRING, .strings = pert},
+      {.name = "fold", .kind = PS_COL_I64, .i64 = fold},
+      {.name = "model", .kind = PS_COL_STRING, .strings = model_name},
+  };
+  for (int m = 0; m < NP; m++)
+    cols[3 + m] = (ps_column){.name = ps_cv_pereggrn_names[m], .kind = PS_COL_F64, .f64 = values + (int64_t)m * n};
+  PS_CALL(write_replicated_frame(comm, w, "uns/cv/pereggrn", index, n, cols, 3 + NP));
+  free_strings(index, n);
+  free_strings(pert, n);
+  free_strings(model_name, n);
+  free(fold);
+  free(values);
+  /* the summary: one row per model */
+  char **sindex, count_names[PS_CV_N_PEREGGRN][64];
+  double *means;
+  int64_t *ns;
+  PS_ALLOC(sindex, n_models);
+  PS_ALLOC(means, n_models * NP);
+  PS_ALLOC(ns, n_models * NP);
+  row = 0;
+  for (int model = 0; model < PS_CV_N_MODELS; model++) {
+    if (!model_used(r, model)) continue;
+    sindex[row] = strdup(ps_cv_model_names[model]);
+    if (!sindex[row]) PS_FAIL(PS_ERR_SYSTEM, "out of memory");
+    for (int m = 0; m < NP; m++) {
+      int64_t c = count[model * NP + m];
+      means[(int64_t)m * n_models + row] = c ? sum[model * NP + m] / (double)c : NAN;
+      ns[(int64_t)m * n_models + row] = c;
+    }
+    row++;
+  }
+  ps_column scols[2 * PS_CV_N_PEREGGRN];
+  for (int m = 0; m < NP; m++) {
+    snprintf(count_names[m], sizeof count_names[m], "n_%s", ps_cv_pereggrn_names[m]);
+    scols[m] = (ps_column){.name = ps_cv_pereggrn_names[m], .kind = PS_COL_F64, .f64 = means + (int64_t)m * n_models};
+    scols[NP + m] = (ps_column){.name = count_names[m], .kind = PS_COL_I64, .i64 = ns + (int64_t)m * n_models};
+  }
+  PS_CALL(write_replicated_frame(comm, w, "uns/cv/pereggrn_summary", sindex, n_models, scols, 2 * NP));
+  free_strings(sindex, n_models);
+  free(means);
+  free(ns);
+  free(sum);
+  free(count);
+  return PS_OK;
+}
+
+/* uns/cv/halves: every analysed cell's group (its perturbation, "control", or "" when
+ * it carries two or more and is left out) and split half (-1 when left out), so that the
+ * split-half ceiling can be recomputed from the file. Collective. */
+static int write_halves(ps_h5ad_writer *w, const ps_dataset *d, const ps_cv_perturbation_result *r) {
+  const ps_design *D = &d->design;
+  int64_t n = r->n_local_cells;
+  if (n != D->n_cells || n != d->cells.n)
+    PS_FAIL(PS_ERR_SYSTEM, "cv: %lld split halves for %lld cells", (long long)n, (long long)D->n_cells);
+  int64_t *half;
+  char **group;
+  PS_ALLOC(half, n > 0 ? n : 1);
+  PS_ALLOC(group, n > 0 ? n : 1);
+  for (int64_t j = 0; j < n; j++) {
+    int64_t ids = D->ptr[j + 1] - D->ptr[j];
+    half[j] = r->cell_half[j];
+    group[j] = ids > 1 ? "" : ids == 1 ? D->names.items[D->ids[D->ptr[j]]] : "control";
+  }
+  ps_column cols[] = {
+      {.name = "group", .kind = PS_COL_STRING, .strings = group},
+      {.name = "half", .kind = PS_COL_I64, .i64 = half},
+  };
+  int err = ps_h5ad_write_frame(w, "uns/cv/halves", d->cells.items, n, d->analysed_offset, d->n_analysed, cols, 2);
+  free(half);
+  free(group);
+  return err;
+}
+
+int ps_cv_write_perturbations(MPI_Comm comm, const char *path, int where, const char *tsv, const ps_dataset *d,
                               const ps_strlist *perturbations, const ps_strlist *genes,
                               const ps_cv_perturbation_result *r, const ps_cv_options *opt, const ps_run_info *info) {
   int32_t K = r->n_perturbations;
@@ -282,13 +422,15 @@ int ps_cv_write_perturbations(MPI_Comm comm, const char *path, int where, const 
   PS_CALL(open_target(comm, path, where, &w));
   PS_CALL(write_info(w, "perturbations", info)); /* first: it creates uns/cv, the parent of uns/cv/obs */
   /* obs = perturbations, var = evaluated genes */
-  int64_t *fold, *n_cells;
+  int64_t *fold, *n_cells, *compared;
   char **own;
   PS_ALLOC(fold, K);
   PS_ALLOC(n_cells, K);
+  PS_ALLOC(compared, K);
   PS_ALLOC(own, K);
   for (int32_t k = 0; k < K; k++) {
     fold[k] = r->fold[k];
+    compared[k] = r->compared ? r->compared[k] : r->fold[k] >= 0;
     n_cells[k] = r->n_cells[k];
     own[k] = r->own_gene[k] >= 0 ? genes->items[r->own_gene[k]] : "";
   }
@@ -296,11 +438,13 @@ int ps_cv_write_perturbations(MPI_Comm comm, const char *path, int where, const 
       {.name = "fold", .kind = PS_COL_I64, .i64 = fold},
       {.name = "n_cells", .kind = PS_COL_I64, .i64 = n_cells},
       {.name = "perturbed_gene", .kind = PS_COL_STRING, .strings = own},
+      {.name = "compared", .kind = PS_COL_I64, .i64 = compared},
   };
-  PS_CALL(write_replicated_frame(comm, w, add ? "uns/cv/obs" : "obs", perturbations->items, K, obs_cols, 3));
+  PS_CALL(write_replicated_frame(comm, w, add ? "uns/cv/obs" : "obs", perturbations->items, K, obs_cols, 4));
   PS_CALL(write_replicated_frame(comm, w, add ? "uns/cv/var" : "var", genes->items, G, NULL, 0));
   free(fold);
   free(n_cells);
+  free(compared);
   free(own);
   PS_CALL(ps_h5ad_write_scalar(w, "uns/cv/n_control_cells", (double)r->n_cells[K]));
   PS_CALL(ps_h5ad_write_scalar(w, "uns/cv/n_cells_multiple", (double)r->n_multiple));
@@ -308,6 +452,12 @@ int ps_cv_write_perturbations(MPI_Comm comm, const char *path, int where, const 
   PS_CALL(write_fold_table(comm, w, r));
   PS_CALL(write_metrics_table(comm, w, perturbations, r));
   PS_CALL(write_summary(comm, w, tsv, r));
+  if (d && r->cell_half) PS_CALL(write_halves(w, d, r));
+  if (r->pereggrn) PS_CALL(write_pereggrn(comm, w, perturbations, r));
+  if (r->has_predictions) {
+    PS_CALL(ps_h5ad_write_scalar(w, "uns/cv/n_prediction_rows_ignored", (double)r->n_predictions_ignored));
+    PS_CALL(ps_h5ad_write_scalar(w, "uns/cv/n_predictions_missing", (double)r->n_predictions_missing));
+  }
   if (opt->keep_predictions && r->observed && r->predicted && !add) { /* a results file's X is its PS */
     /* X = observed deltas; layers/<model> = each model's predicted deltas (NaN where none) */
     PS_CALL(ps_h5ad_write_dense(w, "X", r->observed, K, G));

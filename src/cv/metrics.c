@@ -170,12 +170,18 @@ int ps_cv_delta_metrics(int64_t n_genes, const double *pred, const double *obs, 
 
 double ps_cv_retrieval(int64_t n_genes, const double *pred, int64_t pred_own, const double *const *obs,
                        const int64_t *obs_own, int n, int truth) {
+  return ps_cv_retrieval_scaled(n_genes, pred, pred_own, obs, obs_own, n, truth, NULL);
+}
+
+double ps_cv_retrieval_scaled(int64_t n_genes, const double *pred, int64_t pred_own, const double *const *obs,
+                              const int64_t *obs_own, int n, int truth, const double *scale) {
   if (n < 2 || truth < 0 || truth >= n) return NAN;
   double *r = malloc((size_t)n * sizeof *r);
   if (!r) return NAN;
   for (int i = 0; i < n; i++) {
     int64_t skip[2] = {pred_own, obs_own ? obs_own[i] : -1};
     r[i] = ps_cv_pearson(n_genes, pred, obs[i], skip, 2);
+    if (scale) r[i] *= scale[i];
   }
   double result = NAN;
   if (!isnan(r[truth])) {

@@ -23,6 +23,9 @@ void ps_cv_bulk_free(ps_cv_bulk *b) {
   free(b->n_half);
   free(b->mean);
   free(b->half_mean);
+  free(b->cell_half);
+  free(b->test_delta);
+  free(b->kappa);
   memset(b, 0, sizeof *b);
 }
 
@@ -49,6 +52,9 @@ int ps_cv_pseudobulk(MPI_Comm comm, const ps_design *design, const ps_csr *x, co
     if (n_ids <= 1) group[t++] = n_ids ? design->ids[design->ptr[j]] : K;
   }
   PS_CALL(ps_cv_stratified_slots(comm, n_items, group, K + 1, 2, seed, SALT_HALVES, half));
+  PS_ALLOC(out->cell_half, n_local > 0 ? n_local : 1);
+  for (int64_t j = 0, i = 0; j < n_local; j++)
+    out->cell_half[j] = design->ptr[j + 1] - design->ptr[j] > 1 ? -1 : half[i++];
   PS_ALLOC(out->n_cells, K + 1);
   PS_ALLOC(out->n_half, 2 * ((int64_t)K + 1));
   double *sum;

@@ -6,6 +6,7 @@
  * input matrix is read once. */
 #include <errno.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -162,6 +163,41 @@ static int perturbed_genes(int unit_guide, const ps_dataset *d, const ps_strlist
   return PS_OK;
 }
 
+/* Held-out perturbations the predictions file has no row for: a warning with their
+ * count and first names (every model is then compared on the perturbations all models
+ * predict, ps_cv_perturbation_result.compared), or an error with --strict. The same on
+ * every rank (the result is replicated). */
+static int predictions_coverage(MPI_Comm comm, const ps_cv_stage_input *in, const ps_dataset *d,
+                                const predictions *pred, const ps_cv_options *opt, ps_cv_perturbation_result *r) {
+  int rank;
+  MPI_Comm_rank(comm, &rank);
+  r->n_predictions_ignored = pred->n_unknown;
+  r->n_predictions_missing = 0;
+  char names[512] = "";
+  size_t len = 0;
+  int listed = 0;
+  for (int32_t k = 0; k < r->n_perturbations; k++) {
+    if (r->fold[k] < 0 || pred->has[k]) continue;
+    r->n_predictions_missing++;
+    if (listed < 5) {
+      int w = snprintf(names + len, sizeof names - len, "%s%s", listed ? ", " : "", d->design.names.items[k]);
+      if (w > 0 && (size_t)w < sizeof names - len) len += (size_t)w;
+      listed++;
+    }
+  }
+  int64_t miss = r->n_predictions_missing;
+  if (!miss) return PS_OK;
+  const char *more = miss > listed ? ", ..." : "";
+  if (opt->strict_predictions)
+    PS_FAIL(PS_ERR_INPUT, "cv: --predictions %s has no row for %lld held-out perturbation(s) (%s%s); --strict "
+            "refuses to compare the models on the others", in->predictions, (long long)miss, names, more);
+  if (rank == 0)
+    fprintf(stderr, "pertscore cv: warning: --predictions %s has no row for %lld held-out perturbation(s) (%s%s); "
+            "every model is compared on the %lld perturbation(s) all models predict (--strict refuses)\n",
+            in->predictions, (long long)miss, names, more, (long long)r->n_compared);
+  return PS_OK;
+}
+
 static int stage_perturbations(MPI_Comm comm, const ps_dataset *d, const ps_cv_stage_input *in,
                                const ps_cv_options *opt, ps_progress *progress, ps_cv_stage_result *out) {
   /* every gene of the analysed cells, kept by ps_dataset_read (keep_expression):
@@ -190,6 +226,7 @@ static int stage_perturbations(MPI_Comm comm, const ps_dataset *d, const ps_cv_s
                                     .has_prediction = pred.has, .progress = progress};
     err = ps_error_sync(comm, ps_cv_perturbations(comm, &pin, opt, &out->perturbations));
   }
+  if (!err && in->predictions) err = predictions_coverage(comm, in, d, &pred, opt, &out->perturbations);
   predictions_free(&pred);
   free(own);
   return err;
@@ -216,7 +253,7 @@ int ps_cv_stage_write(MPI_Comm comm, const ps_dataset *d, const ps_cv_stage_resu
     PS_CALL(ps_run_info_number(info, "seconds_pseudobulk", p->seconds[0]));
     PS_CALL(ps_run_info_number(info, "seconds_ceiling", p->seconds[1]));
     PS_CALL(ps_run_info_number(info, "seconds_folds", p->seconds[2]));
-    return ps_error_sync(comm, ps_cv_write_perturbations(comm, path, where, tsv, &d->design.names, &r->genes, p, opt,
+    return ps_error_sync(comm, ps_cv_write_perturbations(comm, path, where, tsv, d, &d->design.names, &r->genes, p, opt,
                                                          info));
   }
   PS_CALL(ps_run_info_number(info, "seconds_lambda_grid", r->cells.seconds[0]));

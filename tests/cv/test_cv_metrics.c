@@ -201,8 +201,34 @@ static void folds(void) {
   }
 }
 
+/* PEREGGRN's conventions by hand: 26 genes, gene 25 skipped (the perturbed gene).
+ * |o| = 40, 39, ..., 22 for genes 0..18 (19 genes), then genes 19, 20, 21 tied at |o| = 5
+ * (positions 20-22, average rank 21 > 20: all out of the top 20, in the top 100), genes
+ * 22-24 have o = 0. pred = o + 1 on genes 0..18, 0 elsewhere; so the top-20 sum is 19 x 1,
+ * the sum over all is 19 + 3 x 25 = 94, directions right on 0..18 and 22..24 (0 == 0): 22 / 25. */
+static void pereggrn_case(void) {
+  double o[26], p[26], m[PS_CV_N_PEREGGRN];
+  for (int g = 0; g < 26; g++) {
+    o[g] = g < 19 ? (g % 2 ? -1.0 : 1.0) * (40 - g) : g < 22 ? 5.0 : 0.0;
+    p[g] = g < 19 ? o[g] + 1.0 : 0.0;
+  }
+  o[25] = 1e6; /* skipped */
+  int64_t skip = 25;
+  EXPECT(ps_cv_pereggrn_metrics(26, p, o, &skip, 1, m) == PS_OK, "pereggrn case: error");
+  EXPECT(m[PS_CV_PG_TOP20_SUM] == 19.0, "top-20 sum %.17g (expected 19: the 3 tied genes are out)", m[PS_CV_PG_TOP20_SUM]);
+  EXPECT(m[PS_CV_PG_TOP20] == 1.0, "top-20 mean %.17g (expected 1 over 19 genes)", m[PS_CV_PG_TOP20]);
+  EXPECT(m[PS_CV_PG_TOP100_SUM] == 94.0 && m[PS_CV_PG_TOP200_SUM] == 94.0, "top-100/200 sums %g %g (expected 94)",
+         m[PS_CV_PG_TOP100_SUM], m[PS_CV_PG_TOP200_SUM]);
+  EXPECT(m[PS_CV_PG_TOP100] == 94.0 / 25.0, "top-100 mean %.17g (expected 94 / 25)", m[PS_CV_PG_TOP100]);
+  EXPECT(m[PS_CV_PG_MSE_SUM] == 94.0, "sum of squares %.17g (expected 94)", m[PS_CV_PG_MSE_SUM]);
+  EXPECT(m[PS_CV_PG_SIGN_ALL] == 22.0 / 25.0, "direction %.17g (expected 22 / 25)", m[PS_CV_PG_SIGN_ALL]);
+  p[3] = NAN;
+  EXPECT(ps_cv_pereggrn_metrics(26, p, o, &skip, 1, m) == PS_OK && isnan(m[PS_CV_PG_MSE_SUM]), "NaN not propagated");
+}
+
 int main(int argc, char **argv) {
   MPI_Init(&argc, &argv);
+  pereggrn_case();
   metric_cases();
   retrieval_cases();
   baselines();

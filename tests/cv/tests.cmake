@@ -21,3 +21,7 @@ ps_add_script_test(cv_run cv/run_cv.sh "mpi;cv")
 foreach(np 2 3)
   ps_add_c_test(test_cv_cells_oom ${CMAKE_CURRENT_SOURCE_DIR}/cv/test_cv_cells_oom.c ${np} "mpi;cv;errors")
 endforeach()
+# the corrected split-half ceiling: an oracle reaches it, no model beats it; recomputed from uns/cv/halves
+ps_add_script_test(cv_ceiling cv/ceiling.sh "mpi;cv")
+# predictions with gaps: warning, compared perturbations, counts, --strict
+ps_add_script_test(cv_gaps cv/gaps.sh "mpi;cv")
