@@ -109,6 +109,9 @@ int ps_h5ad_close(ps_h5ad_writer **w);
  * global row row_offset; n_rows_global rows in all. data_float32 stores data as float32. */
 int ps_h5ad_write_csr(ps_h5ad_writer *w, const char *name, const ps_csr *local, int64_t row_offset,
                       int64_t n_rows_global, int data_float32);
+/* The same with int32 indptr too (fails beyond 2^31 - 1 stored values). */
+int ps_h5ad_write_csr_i32(ps_h5ad_writer *w, const char *name, const ps_csr *local, int64_t row_offset,
+                          int64_t n_rows_global);
 
 /* A data frame column. Rows are distributed like the frame (see write_frame). */
 typedef enum { PS_COL_F64, PS_COL_I64, PS_COL_STRING, PS_COL_CATEGORICAL } ps_column_kind;

@@ -385,3 +385,43 @@ int ps_file_copy(MPI_Comm comm, const char *from, const char *to) {
   }
   return ps_error_sync(comm, err);
 }
+
+/* ps_h5ad_write_csr with int32 indptr as well as indices (what anndata writes for a
+ * scipy matrix of fewer than 2^31 values); refuses more values. */
+int ps_h5ad_write_csr_i32(ps_h5ad_writer *w, const char *name, const ps_csr *local, int64_t row_offset,
+                          int64_t n_rows_global) {
+  ps_h5 *h = &w->h;
+  int64_t nnz = ps_csr_nnz(local), nnz_before = 0, nnz_total = 0;
+  PS_CHECK_MPI(MPI_Exscan(&nnz, &nnz_before, 1, MPI_INT64_T, MPI_SUM, h->comm));
+  if (h->rank == 0) nnz_before = 0;
+  PS_CHECK_MPI(MPI_Allreduce(&nnz, &nnz_total, 1, MPI_INT64_T, MPI_SUM, h->comm));
+  if (nnz_total > INT32_MAX) /* the same on every rank */
+    PS_FAIL(PS_ERR_SYSTEM, "%s: /%s: %lld stored values do not fit int32 indptr", h->path, name, (long long)nnz_total);
+  char parent[512], sub[600];
+  snprintf(parent, sizeof parent, "%s", name);
+  char *slash = strrchr(parent, '/');
+  if (slash) {
+    *slash = '\0';
+    hid_t pg;
+    PS_CALL(ps_h5_group_path(h, parent, &pg));
+    H5Gclose(pg);
+  }
+  hid_t g;
+  PS_CALL(create_plain_group(h, name, &g));
+  PS_CALL(ps_h5_encoding(g, "csr_matrix", "0.1.0"));
+  int64_t shape[2] = {n_rows_global, local->n_cols};
+  PS_CALL(ps_h5_attr_write_i64s(g, "shape", shape, 2));
+  H5Gclose(g);
+  snprintf(sub, sizeof sub, "%s/data", name);
+  PS_CALL(ps_h5_write_range(h, sub, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, nnz_total, nnz_before, nnz, local->data));
+  snprintf(sub, sizeof sub, "%s/indices", name);
+  PS_CALL(ps_h5_write_range(h, sub, H5T_STD_I32LE, H5T_NATIVE_INT32, nnz_total, nnz_before, nnz, local->indices));
+  int64_t count = local->n_rows + (h->rank == h->size - 1 ? 1 : 0);
+  int32_t *ptr;
+  PS_ALLOC(ptr, count);
+  for (int64_t i = 0; i < count; i++) ptr[i] = (int32_t)(local->indptr[i] + nnz_before);
+  snprintf(sub, sizeof sub, "%s/indptr", name);
+  PS_CALL(ps_h5_write_range(h, sub, H5T_STD_I32LE, H5T_NATIVE_INT32, n_rows_global + 1, row_offset, count, ptr));
+  free(ptr);
+  return PS_OK;
+}
