@@ -13,9 +13,10 @@
  * exchangeable, so
  *   ps_pvalue(j, k) = (1 + #{c in N_f : s_ck >= s_jk}) / (1 + |N_f|)
  * is a valid p-value, and a one-sided Wilcoxon rank-sum of k's held-out cells
- * against N_f gives z_f(k); effect_pvalue(k) = 1 - Phi((z_0 + z_1) / sqrt 2)
- * (Stouffer; the two fits use disjoint null halves), effect_fdr its
- * Benjamini-Hochberg adjustment over the K perturbations. */
+ * against N_f gives z_f(k), p_f(k) = 1 - Phi(z_f(k)); effect_pvalue(k) =
+ * min(1, 2 min(p_0, p_1)) (Bonferroni: the fits' z are correlated under the null,
+ * so Stouffer would not be valid), effect_fdr its Benjamini-Hochberg adjustment
+ * over the K perturbations. */
 #ifndef PERTSCORE_CALIBRATE_H
 #define PERTSCORE_CALIBRATE_H
 #include "pertscore/data.h"
@@ -36,7 +37,7 @@ enum { PS_CAL_CONTROL_FIT = -1, PS_CAL_NULL_0 = 0, PS_CAL_NULL_1 = 1, PS_CAL_HAL
 
 typedef struct {
   int32_t n_perturbations;
-  double *effect_pvalue, *effect_fdr, *effect_z; /* K, the same on every rank */
+  double *effect_pvalue, *effect_fdr, *effect_z; /* K, the same on every rank; effect_z = max_f z_f */
   double *fit_z;           /* 2 x K: z_f(k) of each fit */
   int64_t *n_heldout;      /* 2 x K: held-out cells of k in fit f */
   int64_t n_null[2];       /* |N_f| */

@@ -533,14 +533,22 @@ int ps_calibrate(MPI_Comm comm, const ps_dataset_options *data_opt, const ps_dat
     free(pvalue), free(heldout);
     return err;
   }
-  /* effect p-values: Stouffer over the fits that held out cells of k */
+  /* effect p-values: Bonferroni over the fits that held out cells of k. The two fits'
+   * z are positively correlated under the null (fit 0's direction comes from H_0 and
+   * scores H_1, fit 1 the reverse: both contain <H_0, H_1>), so Stouffer's
+   * (z_0 + z_1) / sqrt 2 would be anti-conservative; min(1, 2 min(p_0, p_1)) is valid
+   * whatever their dependence. effect_z is the larger z. */
   for (int32_t k = 0; k < K; k++) {
-    double z = 0;
+    double zmax = -INFINITY;
     int n = 0;
     for (int f = 0; f < 2; f++)
-      if (out->n_heldout[(int64_t)f * K + k] > 0) z += out->fit_z[(int64_t)f * K + k], n++;
-    out->effect_z[k] = n ? z / sqrt((double)n) : NAN;
-    out->effect_pvalue[k] = n ? 0.5 * erfc(out->effect_z[k] / sqrt(2.0)) : NAN;
+      if (out->n_heldout[(int64_t)f * K + k] > 0) {
+        if (out->fit_z[(int64_t)f * K + k] > zmax) zmax = out->fit_z[(int64_t)f * K + k];
+        n++;
+      }
+    out->effect_z[k] = n ? zmax : NAN;
+    double p = n ? n * 0.5 * erfc(zmax / sqrt(2.0)) : NAN;
+    out->effect_pvalue[k] = p > 1 ? 1 : p;
   }
   PS_CALL(ps_bh_adjust(out->effect_pvalue, K, out->effect_fdr));
   for (int32_t k = 0; k < K; k++) out->n_called += out->effect_fdr[k] < opt->fdr;
