@@ -13,6 +13,7 @@
 #include "pertscore/calibrate.h"
 
 #define CAL_SALT UINT64_C(0x63616c6962726174) /* "calibrat" */
+#define PS_CAL_MIN_NULL 10                       /* null cells per fit, at least */
 #define CAL_BLOCK_BYTES ((int64_t)64 << 20)    /* replicated null rows per block, per rank */
 
 void ps_calibration_options_default(ps_calibration_options *o) {
@@ -500,9 +501,6 @@ int ps_calibrate(MPI_Comm comm, const ps_dataset_options *data_opt, const ps_dat
   PS_ALLOC(out->fit_z, 2 * (int64_t)K);
   PS_ALLOC(out->n_heldout, 2 * (int64_t)K);
   PS_ALLOC(out->role, n_local);
-  double *pvalue, *heldout;
-  PS_ALLOC(pvalue, D->ptr[n_local]);
-  PS_ALLOC(heldout, D->ptr[n_local]);
   /* roles from (seed, global analysed position): the same split on any number of ranks */
   int64_t count[5] = {0};
   for (int64_t j = 0; j < n_local; j++) {
@@ -516,10 +514,13 @@ int ps_calibrate(MPI_Comm comm, const ps_dataset_options *data_opt, const ps_dat
     count[out->role[j] + 1]++;
   }
   PS_CALL(ps_allreduce_sum(comm, count, 5, MPI_INT64_T, sizeof *count));
-  if (count[PS_CAL_NULL_0 + 1] < 2 || count[PS_CAL_NULL_1 + 1] < 2 || count[0] < 2)
+  if (count[PS_CAL_NULL_0 + 1] < PS_CAL_MIN_NULL || count[PS_CAL_NULL_1 + 1] < PS_CAL_MIN_NULL || count[0] < 2)
     PS_FAIL(PS_ERR_INPUT, "calibration: %lld control cells are too few to hold out a null (%lld, %lld) and keep "
-            "%lld for the fits; use --no-calibration", (long long)d->n_control, (long long)count[1],
-            (long long)count[2], (long long)count[0]);
+            "%lld for the fits (at least %d null cells per fit; raise --calibration-controls or use --no-calibration)", (long long)d->n_control, (long long)count[1],
+            (long long)count[2], (long long)count[0], PS_CAL_MIN_NULL);
+  double *pvalue, *heldout;
+  PS_ALLOC(pvalue, D->ptr[n_local]);
+  PS_ALLOC(heldout, D->ptr[n_local]);
   cal_work c = {.comm = comm, .data_opt = data_opt, .d = d, .ridge_lambda = ridge_lambda, .score = *score_opt,
                 .opt = opt, .progress = progress, .out = out, .pvalue = pvalue, .heldout = heldout};
   c.score.rescale = 0;

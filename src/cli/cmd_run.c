@@ -524,10 +524,21 @@ static int run_pipeline(MPI_Comm comm, run_options *o, int argc, char **argv) {
   }
   /* calibrated calls (SPEC section 10): refits on split cells, the run's scores unchanged */
   ps_calibration cal = {0};
+  char cal_skipped[4096] = "";
   if (o->calibration.enabled) {
     ps_progress_stage(&progress, "calibration");
-    PS_CALL(ps_error_sync(comm, ps_calibrate(comm, &o->data, &d, scored, o->ridge_lambda, &o->score, &o->calibration,
-                                             &progress, &cal)));
+    int cal_err = ps_error_sync(comm, ps_calibrate(comm, &o->data, &d, scored, o->ridge_lambda, &o->score,
+                                                   &o->calibration, &progress, &cal));
+    if (cal_err == PS_ERR_INPUT) { /* the data do not allow it (too few controls, ...): warned, the run goes on */
+      if (rank == 0)
+        fprintf(stderr, "pertscore: warning: calibrated calls skipped: %s\n", ps_error_message());
+      snprintf(cal_skipped, sizeof cal_skipped, "%s", ps_error_message());
+      ps_error_clear();
+      ps_calibration_free(&cal);
+      o->calibration.enabled = 0;
+    } else {
+      PS_CALL(cal_err);
+    }
     ps_progress_done(&progress);
   }
   /* --cv: SPEC section 7 on the dataset already read, its own stage; its tables go
@@ -554,6 +565,7 @@ static int run_pipeline(MPI_Comm comm, run_options *o, int argc, char **argv) {
   if (o->dosage) PS_CALL(ps_run_info_number(&info, "seconds_dosage", seconds_dosage));
   if (o->cv.scheme) PS_CALL(ps_run_info_number(&info, "seconds_cv", seconds_cv));
   if (o->calibration.enabled) PS_CALL(ps_run_info_number(&info, "seconds_calibration", cal.seconds));
+  if (cal_skipped[0]) PS_CALL(ps_run_info_string(&info, "calibration_skipped", cal_skipped));
   PS_CALL(ps_error_sync(comm, ps_results_write(comm, partial, &d, scored, &ridge, pvalues, &scores, &info)));
   if (o->dosage)
     PS_CALL(ps_error_sync(comm, ps_results_add_dosage(comm, partial, &dosage, &o->dosage_opt, seconds_dosage, NULL)));
