@@ -150,14 +150,21 @@ static int exscan_total(MPI_Comm comm, int64_t mine, int64_t *before, int64_t *t
   return PS_OK;
 }
 
-/* A fit's own regression genes and winsorized response over every local analysed cell. */
+/* A fit's own regression genes and winsorized response over every local analysed
+ * cell. The fit's target pairs and regression genes (indices into d->genes) are kept
+ * for score options that depend on them (SPEC section 9's --qp-genes own and
+ * --gene-weights work on the fit's genes, not the run's: derive them from here). */
 typedef struct {
   ps_csr y;
-  int own; /* y allocated here (else it is d->y) */
+  int own;                  /* y allocated here (else it is d->y) */
+  ps_target_pairs targets;  /* the fit's selected pairs (empty with a targets file: the run's) */
+  int32_t *regression_gene; /* y's columns as gene indices (NULL with a targets file: d->regression_gene) */
 } fit_response;
 
 static void fit_response_free(fit_response *r) {
   if (r->own) ps_csr_free(&r->y);
+  ps_target_pairs_free(&r->targets);
+  free(r->regression_gene);
   memset(r, 0, sizeof *r);
 }
 
@@ -248,6 +255,12 @@ static int fit_targets(MPI_Comm comm, const ps_dataset_options *data_opt, const 
     goto done;
   }
   /* the response over the fit's genes, every local analysed cell */
+  FT_ALLOC(out->regression_gene, n);
+  if (!err)
+    for (int64_t g = 0; g < d->n_genes; g++)
+      if (column_of[g] >= 0) out->regression_gene[column_of[g]] = (int32_t)g;
+  out->targets = s.targets;
+  memset(&s.targets, 0, sizeof s.targets);
   const ps_csr *x = &d->expression;
   ps_csr *y = &out->y;
   out->own = 1;
