@@ -514,14 +514,6 @@ static int run_pipeline(MPI_Comm comm, run_options *o, int argc, char **argv) {
     PS_CALL(ps_error_sync(comm, ps_checkpoint_write_scores(comm, partial, &d, scored, &scores)));
   }
   seconds[2] = ps_progress_done(&progress);
-  ps_dosage_table dosage = {0};
-  double seconds_dosage = 0;
-  if (o->dosage) {
-    ps_fault_point("dosage");
-    ps_progress_stage(&progress, "dosage");
-    PS_CALL(ps_error_sync(comm, run_dosage(comm, o, &d, scored, &scores, &progress, &dosage)));
-    seconds_dosage = ps_progress_done(&progress);
-  }
   /* calibrated calls (SPEC section 10): refits on split cells, the run's scores unchanged */
   ps_calibration cal = {0};
   char cal_skipped[4096] = "";
@@ -540,6 +532,14 @@ static int run_pipeline(MPI_Comm comm, run_options *o, int argc, char **argv) {
       PS_CALL(cal_err);
     }
     ps_progress_done(&progress);
+  }
+  ps_dosage_table dosage = {0};
+  double seconds_dosage = 0;
+  if (o->dosage) {
+    ps_fault_point("dosage");
+    ps_progress_stage(&progress, "dosage");
+    PS_CALL(ps_error_sync(comm, run_dosage(comm, o, &d, scored, &scores, &progress, &dosage)));
+    seconds_dosage = ps_progress_done(&progress);
   }
   /* --cv: SPEC section 7 on the dataset already read, its own stage; its tables go
    * into uns/cv of the results file in the write stage */
