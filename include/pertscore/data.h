@@ -197,6 +197,10 @@ int ps_targets_select(MPI_Comm comm, const ps_dataset_options *opt, const ps_csr
 int ps_groups_assign(MPI_Comm comm, const ps_dataset_options *opt, const ps_matrix *m, const int64_t *keep,
                      ps_dataset *d);
 
+/* Per-gene caps of y (local cells x genes): the prob quantile (R type 7) of each
+ * column over n_total cells on all ranks (the zeros implicit). Collective. */
+int ps_winsor_caps(MPI_Comm comm, const ps_csr *y, int64_t n_total, double prob, double *caps);
+
 /* R type-7 quantile of n values of which only the nonzeros are given (sorted
  * ascending, all >= 0): the others are zeros. */
 double ps_quantile_type7_sparse(const double *sorted_nonzero, int64_t n_nonzero, int64_t n, double prob);

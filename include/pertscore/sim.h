@@ -50,6 +50,9 @@ typedef struct {
    * ..., named like the others; no knockdown is measured), their downstream genes
    * still come from the panel. 0 (default): every target is measured. */
   int32_t n_unmeasured_targets;
+  /* --inert N (calibration checks, SPEC section 10): the last N perturbations do
+   * nothing (a guide that failed): their cells' efficiencies are 0. 0 (default). */
+  int32_t n_inert;
   /* --cell-types T (SPEC section 6 checks): cell i is of type i mod T, obs column
    * "cell_type" = "type1".."typeT". Each type t >= 1 shifts n_type_genes random
    * genes' basal expression by +-type_shift (log scale, sizes like the effects),

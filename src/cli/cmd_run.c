@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "pertscore/calibrate.h"
 #include "pertscore/cost.h"
 #include "pertscore/cv.h"
 #include "pertscore/data.h"
@@ -37,6 +38,10 @@ static const char *run_usage =
     "dosage (SPEC section 5; perturbations whose own gene is measured):\n"
     "  --no-dosage           skip the dosage stage (Hill fit of PS against own-gene expression)\n"
     "  --min-dosage-cells N  fit only perturbations with at least N cells (100)\n"
+    "calibrated calls (SPEC section 10, docs/method.md):\n"
+    "  --no-calibration      skip var effect_pvalue / effect_fdr and layers/ps_pvalue\n"
+    "  --calibration-controls F  share of control cells held out as the null (0.5; split from --seed)\n"
+    "  --calibration-record  also write the stage's held-out and null scores (small screens, checks)\n"
     "cross-validation (SPEC section 7, docs/cv.md; as pertscore cv, on the data already read):\n"
     "  --cv SCHEME           cells or perturbations: tables in uns/cv of OUTPUT, summary in\n"
     "                        OUTPUT without .h5ad + .cv.tsv; folds from --seed\n"
@@ -65,6 +70,7 @@ typedef struct {
   int score_all_cells;
   int dosage;                 /* the dosage stage: on unless --no-dosage */
   ps_dosage_options dosage_opt;
+  ps_calibration_options calibration; /* SPEC section 10: on unless --no-calibration */
   ps_cv_options cv;           /* --cv: scheme 0 = no cross-validation stage */
   char cv_summary[4096];      /* its TSV: OUTPUT without .h5ad + .cv.tsv, written as .partial */
   char cv_partial[4200];
@@ -81,7 +87,8 @@ typedef struct {
 /* The options of run (also the keys of a job file, src/cli/job.c). */
 enum { O_RIDGE_LAMBDA = 1, O_LAMBDA, O_UPPER, O_NO_RESCALE, O_OUTPUT, O_QUIET, O_JSON, O_HELP, O_SCORE_ALL,
        O_PERMUTATIONS, O_SEED, O_FORCE, O_NO_DOSAGE, O_MIN_DOSAGE_CELLS, O_CV, O_FOLDS, O_CV_RIDGE_LAMBDAS,
-       O_CV_MIN_CELLS, O_RESUME, O_MAX_MEMORY, O_CONTROL_BY, O_GROUP_BY, O_CELLS_TABLE };
+       O_CV_MIN_CELLS, O_RESUME, O_MAX_MEMORY, O_CONTROL_BY, O_GROUP_BY, O_CELLS_TABLE,
+       O_NO_CALIBRATION, O_CALIBRATION_CONTROLS, O_CALIBRATION_RECORD };
 /* run's own options; the dataset options (dataset_options.c) come after them */
 static const struct option run_own_longs[] = {
     {"ridge-lambda", required_argument, 0, O_RIDGE_LAMBDA}, {"lambda", required_argument, 0, O_LAMBDA},
@@ -98,6 +105,9 @@ static const struct option run_own_longs[] = {
     {"cv-min-cells", required_argument, 0, O_CV_MIN_CELLS},
     {"control-by", required_argument, 0, O_CONTROL_BY}, {"group-by", required_argument, 0, O_GROUP_BY},
     {"cells-table", required_argument, 0, O_CELLS_TABLE}, {"out", required_argument, 0, O_OUTPUT},
+    {"no-calibration", no_argument, 0, O_NO_CALIBRATION},
+    {"calibration-controls", required_argument, 0, O_CALIBRATION_CONTROLS},
+    {"calibration-record", no_argument, 0, O_CALIBRATION_RECORD},
     {0, 0, 0, 0}};
 
 int ps_run_option_arity(const char *name) {
@@ -122,6 +132,7 @@ static int parse_run(int argc, char **argv, run_options *o, int *help) {
   ps_ridge_perm_options_default(&o->perm);
   ps_cv_options_default(&o->cv);
   o->cv.scheme = 0;
+  ps_calibration_options_default(&o->calibration);
   optind = 1;
   opterr = 0;
   struct option longs[64];
@@ -149,6 +160,13 @@ static int parse_run(int argc, char **argv, run_options *o, int *help) {
       case O_RESUME: o->resume = 1; break;
       case O_MAX_MEMORY: PS_CALL(ps_cost_parse_size(optarg, &o->max_memory)); break;
       case O_NO_DOSAGE: o->dosage = 0; break;
+      case O_NO_CALIBRATION: o->calibration.enabled = 0; break;
+      case O_CALIBRATION_RECORD: o->calibration.record = 1; break;
+      case O_CALIBRATION_CONTROLS:
+        PS_CALL(ps_cli_number("--calibration-controls", optarg, &o->calibration.control_fraction));
+        if (!(o->calibration.control_fraction > 0 && o->calibration.control_fraction < 1))
+          PS_FAIL(PS_ERR_INPUT, "--calibration-controls must be in (0, 1), got %s", optarg);
+        break;
       case O_MIN_DOSAGE_CELLS:
         PS_CALL(ps_cli_count("--min-dosage-cells", optarg, &number));
         if (number < 1) PS_FAIL(PS_ERR_INPUT, "--min-dosage-cells must be >= 1 (got %s)", optarg);
@@ -194,6 +212,12 @@ static int parse_run(int argc, char **argv, run_options *o, int *help) {
   o->data.own_genes = o->dosage;
   if ((o->data.group_by || o->data.control_by) && o->cv.scheme)
     PS_FAIL(PS_ERR_INPUT, "run: --cv does not support --group-by / --control-by yet (its folds refit one intercept)");
+  o->calibration.seed = o->perm.seed;
+  if (o->calibration.enabled && (o->data.group_by || o->data.control_by)) {
+    o->calibration.enabled = 0; /* not supported yet: said in the summary */
+    fprintf(stderr, "pertscore: warning: calibrated calls (SPEC section 10) do not support --group-by / --control-by "
+            "yet; no effect_pvalue / ps_pvalue in the output\n");
+  }
   o->cv.seed = o->perm.seed; /* --cv: the same options as pertscore cv; folds from --seed */
   o->cv.score = o->score;
   size_t stem = strlen(o->output);
@@ -257,6 +281,11 @@ static int record_parameters(const run_options *o, int argc, char **argv, ps_run
   if ((o->data.control_by || o->data.group_by) && o->perm.n_permutations > 0)
     PS_CALL(ps_run_info_string(info, "permutation_strata", "basal_groups"));
   PS_CALL(ps_run_info_number(info, "dosage", o->dosage));
+  PS_CALL(ps_run_info_number(info, "calibration", o->calibration.enabled));
+  if (o->calibration.enabled) {
+    PS_CALL(ps_run_info_number(info, "calibration_controls", o->calibration.control_fraction));
+    PS_CALL(ps_run_info_number(info, "calibration_record", o->calibration.record));
+  }
   if (o->dosage) PS_CALL(ps_run_info_number(info, "min_dosage_cells", (double)o->dosage_opt.min_cells));
   if (o->cv.scheme) {
     PS_CALL(ps_run_info_string(info, "cv", o->cv.scheme == PS_CV_SCHEME_CELLS ? "cells" : "perturbations"));
@@ -288,7 +317,8 @@ static int record_parameters(const run_options *o, int argc, char **argv, ps_run
 }
 
 static void print_summary(const run_options *o, const ps_dataset *d, const ps_scores *s, const double *seconds,
-                          int n_ranks, const ps_dosage_table *dosage, double dosage_seconds, double cv_seconds) {
+                          int n_ranks, const ps_dosage_table *dosage, double dosage_seconds, double cv_seconds,
+                          const ps_calibration *cal) {
   printf("{\"output\": \"%s\", \"ranks\": %d, \"cells_input\": %lld, \"cells_analysed\": %lld, "
          "\"control_cells\": %lld, \"perturbations\": %d, \"regression_genes\": %d, \"input_was_counts\": %s, "
          "\"guide_rows\": {\"read\": %lld, \"unmatched\": %lld}, "
@@ -306,6 +336,15 @@ static void print_summary(const run_options *o, const ps_dataset *d, const ps_sc
            o->cv.scheme == PS_CV_SCHEME_CELLS ? "cells" : "perturbations", cv_seconds);
   else
     printf(", \"cv\": null");
+  if (o->calibration.enabled)
+    printf(", \"calibration\": {\"fdr\": %g, \"perturbations_called\": %d, \"perturbations_tested\": %d, "
+           "\"cell_pvalues\": %lld, \"cell_pvalues_below_fdr\": %lld, \"null_cells\": [%lld, %lld], "
+           "\"controls_held_out\": %g, \"seconds\": %.3f}",
+           cal->fdr, cal->n_called, cal->n_perturbations, (long long)cal->n_entries,
+           (long long)cal->n_entries_significant, (long long)cal->n_null[0], (long long)cal->n_null[1],
+           o->calibration.control_fraction, cal->seconds);
+  else
+    printf(", \"calibration\": null");
   if (o->dosage)
     printf(", \"dosage\": {\"with_own_gene\": %lld, \"fitted\": %lld, \"buffered\": %lld, \"sensitive\": %lld, "
            "\"crispri_efficient\": %lld, \"seconds\": %.3f}}\n",
@@ -449,6 +488,7 @@ static int run_pipeline(MPI_Comm comm, run_options *o, int argc, char **argv) {
   double seconds[5] = {0};
   ps_dataset d;
   ps_cv_dataset_options(o->cv.scheme, 0, &o->data); /* --cv perturbations: every gene kept, one read */
+  if (o->calibration.enabled && !o->data.targets) o->data.keep_expression = 1; /* the refits select targets */
   /* the memory guard, first from the input's shape before the matrix is loaded, then
    * from the design before target selection (src/cost); the full check follows the read */
   ps_cost_guard guard;
@@ -494,6 +534,25 @@ static int run_pipeline(MPI_Comm comm, run_options *o, int argc, char **argv) {
     PS_CALL(ps_error_sync(comm, ps_checkpoint_write_scores(comm, partial, &d, scored, &scores)));
   }
   seconds[2] = ps_progress_done(&progress);
+  /* calibrated calls (SPEC section 10): refits on split cells, the run's scores unchanged */
+  ps_calibration cal = {0};
+  char cal_skipped[4096] = "";
+  if (o->calibration.enabled) {
+    ps_progress_stage(&progress, "calibration");
+    int cal_err = ps_error_sync(comm, ps_calibrate(comm, &o->data, &d, scored, o->ridge_lambda, &o->score,
+                                                   &o->calibration, &progress, &cal));
+    if (cal_err == PS_ERR_INPUT) { /* the data do not allow it (too few controls, ...): warned, the run goes on */
+      if (rank == 0)
+        fprintf(stderr, "pertscore: warning: calibrated calls skipped: %s\n", ps_error_message());
+      snprintf(cal_skipped, sizeof cal_skipped, "%s", ps_error_message());
+      ps_error_clear();
+      ps_calibration_free(&cal);
+      o->calibration.enabled = 0;
+    } else {
+      PS_CALL(cal_err);
+    }
+    ps_progress_done(&progress);
+  }
   ps_dosage_table dosage = {0};
   double seconds_dosage = 0;
   if (o->dosage) {
@@ -525,9 +584,13 @@ static int run_pipeline(MPI_Comm comm, run_options *o, int argc, char **argv) {
   PS_CALL(ps_run_info_number(&info, "seconds_score", seconds[2]));
   if (o->dosage) PS_CALL(ps_run_info_number(&info, "seconds_dosage", seconds_dosage));
   if (o->cv.scheme) PS_CALL(ps_run_info_number(&info, "seconds_cv", seconds_cv));
+  if (o->calibration.enabled) PS_CALL(ps_run_info_number(&info, "seconds_calibration", cal.seconds));
+  if (cal_skipped[0]) PS_CALL(ps_run_info_string(&info, "calibration_skipped", cal_skipped));
   PS_CALL(ps_error_sync(comm, ps_results_write(comm, partial, &d, scored, &ridge, pvalues, &scores, &info)));
   if (o->dosage)
     PS_CALL(ps_error_sync(comm, ps_results_add_dosage(comm, partial, &dosage, &o->dosage_opt, seconds_dosage, NULL)));
+  if (o->calibration.enabled)
+    PS_CALL(ps_error_sync(comm, ps_results_add_calibration(comm, partial, &d, scored, &cal)));
   if (o->cv.scheme) /* the cv stage's tables into uns/cv of the partial file */
     PS_CALL(ps_error_sync(comm, ps_cv_stage_write(comm, &d, &cv, &o->cv, partial, PS_CV_ADD_TO_RESULTS,
                                                   o->cv_partial, &info)));
@@ -549,7 +612,12 @@ static int run_pipeline(MPI_Comm comm, run_options *o, int argc, char **argv) {
     fprintf(stderr, "pertscore: dosage: %lld of %lld perturbations with a measured own gene fitted (%lld buffered, "
             "%lld sensitive)\n", (long long)dosage.n_fitted, (long long)dosage.n_with_own_gene,
             (long long)dosage.n_buffered, (long long)dosage.n_sensitive);
-  if (rank == 0 && o->json) print_summary(o, &d, &scores, seconds, size, &dosage, seconds_dosage, seconds_cv);
+  if (rank == 0 && o->json) print_summary(o, &d, &scores, seconds, size, &dosage, seconds_dosage, seconds_cv, &cal);
+  if (rank == 0 && !o->quiet && o->calibration.enabled)
+    fprintf(stderr, "pertscore: %d of %d perturbations with an effect at FDR %g (%lld of %lld cell scores at "
+            "ps_pvalue < %g)\n", cal.n_called, cal.n_perturbations, cal.fdr, (long long)cal.n_entries_significant,
+            (long long)cal.n_entries, cal.fdr);
+  ps_calibration_free(&cal);
   ps_dosage_table_free(&dosage);
   ps_run_info_free(&info);
   ps_scores_free(&scores);

@@ -35,6 +35,7 @@ static const char *simulate_usage =
     "  --unmeasured-targets U the last U perturbations target genes outside the measured panel\n"
     "                         (a TAP-seq panel: names GENE<G+1>...; no own-gene knockdown measured),\n"
     "                         their downstream genes are drawn from the panel (0)\n"
+    "  --inert N              the last N perturbations do nothing (failed guides: efficiency 0) (0)\n"
     "  --cell-types T         cell i is of type i mod T (obs column 'cell_type'); each type shifts\n"
     "                         the basal expression of --type-genes genes by about --type-shift and,\n"
     "                         unless --type-responses same, responds differently (1; writes\n"
@@ -61,7 +62,7 @@ static int count_i32(const char *option, const char *text, int32_t *out) {
 
 static int parse_simulate(int argc, char **argv, ps_sim_options *o, char *prefix, size_t size, int *quiet, int *help) {
   enum { O_CELLS = 1, O_GENES, O_PERT, O_MOI, O_POISSON, O_CONTROL, O_DOWN, O_EFFECT, O_KD, O_EFF, O_LIB, O_DISP,
-         O_SEED, O_OUT, O_QUIET, O_HELP, O_EFFECTS, O_RANK, O_DOSAGE_DESIGN, O_UNMEASURED,
+         O_SEED, O_OUT, O_QUIET, O_HELP, O_EFFECTS, O_RANK, O_DOSAGE_DESIGN, O_UNMEASURED, O_INERT,
          O_CELL_TYPES, O_TYPE_RESPONSES, O_TYPE_GENES, O_TYPE_SHIFT, O_FORCE };
   static const struct option longs[] = {
       {"cells", required_argument, 0, O_CELLS}, {"genes", required_argument, 0, O_GENES},
@@ -75,7 +76,7 @@ static int parse_simulate(int argc, char **argv, ps_sim_options *o, char *prefix
       {"quiet", no_argument, 0, O_QUIET}, {"help", no_argument, 0, O_HELP},
       {"effects", required_argument, 0, O_EFFECTS}, {"rank", required_argument, 0, O_RANK},
       {"dosage-design", no_argument, 0, O_DOSAGE_DESIGN},
-      {"unmeasured-targets", required_argument, 0, O_UNMEASURED},
+      {"unmeasured-targets", required_argument, 0, O_UNMEASURED}, {"inert", required_argument, 0, O_INERT},
       {"cell-types", required_argument, 0, O_CELL_TYPES}, {"type-responses", required_argument, 0, O_TYPE_RESPONSES},
       {"type-genes", required_argument, 0, O_TYPE_GENES}, {"type-shift", required_argument, 0, O_TYPE_SHIFT},
       {0, 0, 0, 0}};
@@ -129,6 +130,9 @@ static int parse_simulate(int argc, char **argv, ps_sim_options *o, char *prefix
         o->effect_rank = (int32_t)v;
         break;
       case O_DOSAGE_DESIGN: o->dosage_design = 1; break;
+      case O_INERT:
+        PS_CALL(count_i32("--inert", optarg, &o->n_inert));
+        break;
       case O_UNMEASURED:
         PS_CALL(count_i32("--unmeasured-targets", optarg, &o->n_unmeasured_targets));
         break;

@@ -936,3 +936,9 @@ int ps_dataset_read(MPI_Comm comm, const ps_dataset_options *opt, ps_progress *p
   if (err) ps_dataset_free(d);
   return err;
 }
+
+/* The per-gene type-7 quantile caps of y over n_total cells (all ranks), for the
+ * calibration stage's refits (src/calibrate). Collective. */
+int ps_winsor_caps(MPI_Comm comm, const ps_csr *y, int64_t n_total, double prob, double *caps) {
+  return winsor_caps(comm, y, NULL, 1, &n_total, prob, caps);
+}

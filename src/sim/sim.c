@@ -337,6 +337,7 @@ static int simulate_cell(const ps_sim_options *o, const ps_sim_truth *t, int64_t
     const char *unit = PS_SIM_CONTROL_LABEL;
     if (c.id[i] >= 0) {
       int32_t k = c.id[i];
+      if (k >= o->n_perturbations - o->n_inert) c.efficiency[i] = 0.0; /* --inert: a guide that does nothing */
       double e = c.efficiency[i];
       unit = ps_sim_gene_name(t->target_gene[k], gene, sizeof gene);
       double scale = e; /* of the downstream effects */

@@ -1,0 +1,591 @@
+/* Calibrated calls (SPEC.md section 10; pertscore/calibrate.h has the construction,
+ * docs/method.md "Calibrated calls" the assumptions). The stage reuses the run's
+ * verbs on subsets of cells: ps_targets_select with a keep map over the kept
+ * expression, ps_ridge_fit_grid with a keep mask, ps_score_cells on designs that
+ * carry only the held-out cells, and for the null cells blocks of replicated rows
+ * (each null cell once per perturbation of the block, carrying only that one), so
+ * memory stays bounded and the work is spread over the ranks holding the cells. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pertscore/calibrate.h"
+
+#define CAL_SALT UINT64_C(0x63616c6962726174) /* "calibrat" */
+#define PS_CAL_MIN_NULL 10                       /* null cells per fit, at least */
+#define CAL_BLOCK_BYTES ((int64_t)64 << 20)    /* replicated null rows per block, per rank */
+
+void ps_calibration_options_default(ps_calibration_options *o) {
+  memset(o, 0, sizeof *o);
+  o->enabled = 1;
+  o->control_fraction = 0.5;
+  o->seed = 1;
+  o->fdr = 0.05;
+}
+
+void ps_calibration_free(ps_calibration *c) {
+  if (!c) return;
+  free(c->effect_pvalue), free(c->effect_fdr), free(c->effect_z), free(c->fit_z), free(c->n_heldout);
+  free(c->ps_pvalue), free(c->role), free(c->heldout_score), free(c->null_score[0]), free(c->null_score[1]);
+  memset(c, 0, sizeof *c);
+}
+
+typedef struct {
+  int64_t i;
+  double p;
+} bh_item;
+
+static int bh_cmp(const void *a, const void *b) {
+  const bh_item *x = a, *y = b;
+  if (x->p != y->p) return x->p < y->p ? -1 : 1;
+  return x->i < y->i ? -1 : x->i > y->i;
+}
+
+int ps_bh_adjust(const double *p, int64_t n, double *q) {
+  bh_item *v;
+  PS_ALLOC(v, n);
+  int64_t m = 0;
+  for (int64_t i = 0; i < n; i++) {
+    q[i] = NAN;
+    if (!isnan(p[i])) v[m++] = (bh_item){i, p[i]};
+  }
+  qsort(v, (size_t)m, sizeof *v, bh_cmp);
+  double run = 1.0;
+  for (int64_t h = m - 1; h >= 0; h--) {
+    double x = v[h].p * (double)m / (double)(h + 1);
+    if (x < run) run = x;
+    q[v[h].i] = run;
+  }
+  free(v);
+  return PS_OK;
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+/* first index with v[i] >= x in sorted v */
+static int64_t lower_bound(const double *v, int64_t n, double x) {
+  int64_t lo = 0, hi = n;
+  while (lo < hi) {
+    int64_t mid = lo + (hi - lo) / 2;
+    if (v[mid] < x) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/* One-sided (greater) Wilcoxon rank-sum z of x (n1) against sorted null (n0): normal
+ * approximation with tie and continuity correction (R wilcox.test(exact = FALSE)).
+ * 0 when there is no variance (all values tied) or a side is empty. */
+static int ranksum_z(const double *x, int64_t n1, const double *null, int64_t n0, double *z) {
+  *z = 0.0;
+  if (n1 == 0 || n0 == 0) return PS_OK;
+  double u = 0;
+  for (int64_t i = 0; i < n1; i++) {
+    int64_t below = lower_bound(null, n0, x[i]), upto = below;
+    while (upto < n0 && null[upto] == x[i]) upto++;
+    u += (double)below + 0.5 * (double)(upto - below);
+  }
+  double *all;
+  int64_t n = n0 + n1;
+  PS_ALLOC(all, n);
+  memcpy(all, null, (size_t)n0 * sizeof *all);
+  memcpy(all + n0, x, (size_t)n1 * sizeof *all);
+  qsort(all, (size_t)n, sizeof *all, cmp_double);
+  double ties = 0;
+  for (int64_t a = 0, b; a < n; a = b) {
+    for (b = a + 1; b < n && all[b] == all[a]; b++) {}
+    double t = (double)(b - a);
+    ties += t * t * t - t;
+  }
+  free(all);
+  double N1 = (double)n1, N0 = (double)n0, N = (double)n;
+  double var = N1 * N0 / 12.0 * ((N + 1.0) - ties / (N * (N - 1.0)));
+  if (var <= 0) return PS_OK;
+  double d = u - N1 * N0 / 2.0;
+  d = d > 0.5 ? d - 0.5 : d < -0.5 ? d + 0.5 : 0.0; /* continuity correction towards 0 */
+  *z = d / sqrt(var);
+  return PS_OK;
+}
+
+/* Gather n local doubles of every rank, in rank order, into *all (allocated, *n_all). */
+static int gather_doubles(MPI_Comm comm, const double *local, int64_t n, double **all, int64_t *n_all) {
+  int size;
+  MPI_Comm_size(comm, &size);
+  int *counts, *displs;
+  PS_ALLOC(counts, size);
+  PS_ALLOC(displs, size);
+  if (n > INT32_MAX) PS_FAIL(PS_ERR_SYSTEM, "calibration: %lld values are too many to exchange", (long long)n);
+  int mine = (int)n;
+  PS_CHECK_MPI(MPI_Allgather(&mine, 1, MPI_INT, counts, 1, MPI_INT, comm));
+  int64_t total = 0;
+  for (int r = 0; r < size; r++) {
+    if (total > INT32_MAX) PS_FAIL(PS_ERR_SYSTEM, "calibration: too many values to exchange");
+    displs[r] = (int)total;
+    total += counts[r];
+  }
+  if (total > INT32_MAX) PS_FAIL(PS_ERR_SYSTEM, "calibration: %lld values are too many to exchange", (long long)total);
+  PS_ALLOC(*all, total);
+  PS_CHECK_MPI(MPI_Allgatherv(local, mine, MPI_DOUBLE, *all, counts, displs, MPI_DOUBLE, comm));
+  *n_all = total;
+  free(counts), free(displs);
+  return PS_OK;
+}
+
+static int ps_error_mpi_ok(int code) { return code == MPI_SUCCESS ? PS_OK : ps_error_mpi(code, "MPI", __FILE__, __LINE__); }
+
+/* ---------------------------------------------------------------- one fit's response */
+
+static int exscan_total(MPI_Comm comm, int64_t mine, int64_t *before, int64_t *total) {
+  int rank;
+  MPI_Comm_rank(comm, &rank);
+  *before = 0;
+  PS_CHECK_MPI(MPI_Exscan(&mine, before, 1, MPI_INT64_T, MPI_SUM, comm));
+  if (rank == 0) *before = 0;
+  *total = mine;
+  PS_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, total, 1, MPI_INT64_T, MPI_SUM, comm));
+  return PS_OK;
+}
+
+/* A fit's own regression genes and winsorized response over every local analysed
+ * cell. The fit's target pairs and regression genes (indices into d->genes) are kept
+ * for score options that depend on them (SPEC section 9's --qp-genes own and
+ * --gene-weights work on the fit's genes, not the run's: derive them from here). */
+typedef struct {
+  ps_csr y;
+  int own;                  /* y allocated here (else it is d->y) */
+  ps_target_pairs targets;  /* the fit's selected pairs (empty with a targets file: the run's) */
+  int32_t *regression_gene; /* y's columns as gene indices (NULL with a targets file: d->regression_gene) */
+} fit_response;
+
+static void fit_response_free(fit_response *r) {
+  if (r->own) ps_csr_free(&r->y);
+  ps_target_pairs_free(&r->targets);
+  free(r->regression_gene);
+  memset(r, 0, sizeof *r);
+}
+
+/* Target selection on the training cells (train[j] != 0), as ps_dataset_read does on
+ * all analysed cells; then regression genes and winsorizing caps from all analysed
+ * cells (statistics that do not look at any cell's label). */
+static int fit_targets(MPI_Comm comm, const ps_dataset_options *data_opt, const ps_dataset *d, const uint8_t *train,
+                       fit_response *out, int32_t *n_regression) {
+  const ps_design *D = &d->design;
+  int64_t n_local = D->n_cells, n_train = 0;
+  for (int64_t j = 0; j < n_local; j++) n_train += train[j] != 0;
+  ps_dataset s; /* the training cells as a dataset: what ps_targets_select reads */
+  memset(&s, 0, sizeof s);
+  s.n_genes = d->n_genes;
+  s.genes = d->genes;
+  s.low_moi = d->low_moi;
+  s.design.n_perturbations = D->n_perturbations;
+  s.design.names = D->names;
+  s.design.n_cells = n_train;
+  int64_t *keep = NULL, *ptr = NULL, before = 0, total = n_train;
+  int32_t *ids = NULL, *top = NULL, *candidates = NULL, n_candidates = 0;
+  uint8_t *has_control = NULL;
+  int64_t *expressed = NULL;
+  int32_t *column_of = NULL;
+  ps_strmap gene_index;
+  memset(&gene_index, 0, sizeof gene_index);
+  int err = PS_OK;
+#define FT_ALLOC(p, n) do { if (!err && !((p) = calloc((size_t)(n) ? (size_t)(n) : 1, sizeof *(p)))) \
+    err = ps_error_set(PS_ERR_SYSTEM, __FILE__, __LINE__, "calibration: out of memory"); } while (0)
+  FT_ALLOC(keep, n_local);
+  FT_ALLOC(ptr, n_train + 1);
+  FT_ALLOC(ids, D->ptr[n_local]);
+  FT_ALLOC(top, n_train);
+  FT_ALLOC(has_control, n_train);
+  if (!err) {
+    int64_t t = 0;
+    for (int64_t j = 0; j < n_local; j++) keep[j] = train[j] ? t++ : -1;
+    t = 0;
+    int64_t w = 0;
+    for (int64_t j = 0; j < n_local; j++) {
+      if (!train[j]) continue;
+      ptr[t] = w;
+      for (int64_t p = D->ptr[j]; p < D->ptr[j + 1]; p++) ids[w++] = D->ids[p];
+      top[t] = d->top_perturbation[j];
+      has_control[t] = d->has_control_guide[j];
+      t++;
+    }
+    ptr[t] = w;
+  }
+  err = ps_error_sync(comm, err);
+  if (!err) err = exscan_total(comm, n_train, &before, &total);
+  if (err) goto done;
+  s.design.ptr = ptr;
+  s.design.ids = ids;
+  s.top_perturbation = top;
+  s.has_control_guide = has_control;
+  s.n_analysed = total;
+  s.analysed_offset = before;
+  err = ps_strmap_init(&gene_index, d->n_genes);
+  for (int64_t g = 0; g < d->genes.n && !err; g++) err = ps_strmap_put(&gene_index, d->genes.items[g], g);
+  err = ps_error_sync(comm, err);
+  if (err) goto done;
+  err = ps_targets_select(comm, data_opt, &d->expression, keep, &gene_index, NULL, &s, &candidates, &n_candidates);
+  if (err) goto done;
+  /* regression genes: y > 0 in at least min_gene_frac of the analysed cells */
+  FT_ALLOC(column_of, d->n_genes);
+  FT_ALLOC(expressed, n_candidates);
+  if (!err) {
+    for (int64_t g = 0; g < d->n_genes; g++) column_of[g] = -1;
+    for (int32_t c = 0; c < n_candidates; c++) column_of[candidates[c]] = c;
+    const ps_csr *x = &d->expression;
+    for (int64_t j = 0; j < x->n_rows; j++)
+      for (int64_t p = x->indptr[j]; p < x->indptr[j + 1]; p++)
+        if (column_of[x->indices[p]] >= 0 && x->data[p] > 0) expressed[column_of[x->indices[p]]]++;
+  }
+  err = ps_error_sync(comm, err);
+  if (!err) err = ps_allreduce_sum(comm, expressed, n_candidates, MPI_INT64_T, sizeof *expressed);
+  if (err) goto done;
+  int32_t n = 0;
+  for (int64_t g = 0; g < d->n_genes; g++) column_of[g] = -1;
+  for (int32_t c = 0; c < n_candidates; c++)
+    if ((double)expressed[c] >= data_opt->min_gene_frac * (double)d->n_analysed) column_of[candidates[c]] = n++;
+  *n_regression = n;
+  if (n == 0) {
+    err = ps_error_set(PS_ERR_INPUT, __FILE__, __LINE__,
+                       "calibration: none of a refit's %d selected targets is expressed in %.3g of the analysed cells",
+                       n_candidates, data_opt->min_gene_frac);
+    goto done;
+  }
+  /* the response over the fit's genes, every local analysed cell */
+  FT_ALLOC(out->regression_gene, n);
+  if (!err)
+    for (int64_t g = 0; g < d->n_genes; g++)
+      if (column_of[g] >= 0) out->regression_gene[column_of[g]] = (int32_t)g;
+  out->targets = s.targets;
+  memset(&s.targets, 0, sizeof s.targets);
+  const ps_csr *x = &d->expression;
+  ps_csr *y = &out->y;
+  out->own = 1;
+  y->n_rows = x->n_rows;
+  y->n_cols = n;
+  int64_t nnz = 0;
+  for (int64_t j = 0; j < x->n_rows; j++)
+    for (int64_t p = x->indptr[j]; p < x->indptr[j + 1]; p++) nnz += column_of[x->indices[p]] >= 0;
+  FT_ALLOC(y->indptr, x->n_rows + 1);
+  FT_ALLOC(y->indices, nnz);
+  FT_ALLOC(y->data, nnz);
+  err = ps_error_sync(comm, err);
+  if (err) goto done;
+  int64_t w = 0;
+  for (int64_t j = 0; j < x->n_rows; j++) {
+    for (int64_t p = x->indptr[j]; p < x->indptr[j + 1]; p++) {
+      int32_t c = column_of[x->indices[p]];
+      if (c < 0) continue;
+      y->indices[w] = c;
+      y->data[w++] = x->data[p];
+    }
+    y->indptr[j + 1] = w;
+  }
+  if (data_opt->winsor_quantile > 0 && data_opt->winsor_quantile < 1) {
+    double *cap = calloc((size_t)n, sizeof *cap);
+    err = ps_error_sync(comm, cap ? PS_OK : ps_error_set(PS_ERR_SYSTEM, __FILE__, __LINE__, "calibration: out of memory"));
+    if (!err) err = ps_winsor_caps(comm, y, d->n_analysed, data_opt->winsor_quantile, cap);
+    if (!err)
+      for (int64_t p = 0; p < w; p++)
+        if (y->data[p] > cap[y->indices[p]]) y->data[p] = cap[y->indices[p]];
+    free(cap);
+  }
+done:
+#undef FT_ALLOC
+  free(keep), free(ptr), free(ids), free(top), free(has_control), free(candidates), free(expressed), free(column_of);
+  ps_strmap_free(&gene_index);
+  ps_target_pairs_free(&s.targets);
+  free(s.target_threshold);
+  free(s.n_targets);
+  return err;
+}
+
+/* ---------------------------------------------------------------- one fit */
+
+typedef struct {
+  MPI_Comm comm;
+  const ps_dataset_options *data_opt;
+  const ps_dataset *d;
+  double ridge_lambda;
+  ps_score_options score; /* the run's, raw PS (no rescaling) */
+  const ps_calibration_options *opt;
+  ps_progress *progress;
+  ps_calibration *out;
+  double *pvalue;   /* d->design layout */
+  double *heldout;  /* d->design layout */
+} cal_work;
+
+/* The local held-out entries of perturbations [k0, k0 + nb) (scores and codes k - k0),
+ * gathered over ranks; z of each against its sorted null; the local p-values. */
+static int block_tests(cal_work *c, int f, int32_t k0, int32_t nb, const double *sorted, int64_t n0) {
+  const ps_design *D = &c->d->design;
+  int32_t K = D->n_perturbations;
+  int64_t n_mine = 0;
+  for (int64_t j = 0; j < D->n_cells; j++)
+    if (c->out->role[j] == PS_CAL_HALF_0 + (1 - f))
+      for (int64_t p = D->ptr[j]; p < D->ptr[j + 1]; p++) n_mine += D->ids[p] >= k0 && D->ids[p] < k0 + nb;
+  double *score, *code, *all_score = NULL, *all_code = NULL, *x = NULL;
+  PS_ALLOC(score, n_mine);
+  PS_ALLOC(code, n_mine);
+  int64_t m = 0, n_all = 0;
+  for (int64_t j = 0; j < D->n_cells; j++)
+    if (c->out->role[j] == PS_CAL_HALF_0 + (1 - f))
+      for (int64_t p = D->ptr[j]; p < D->ptr[j + 1]; p++) {
+        int32_t k = D->ids[p];
+        if (k < k0 || k >= k0 + nb) continue;
+        score[m] = c->heldout[p];
+        code[m++] = (double)(k - k0);
+        int64_t at_or_above = n0 - lower_bound(sorted + (int64_t)(k - k0) * n0, n0, c->heldout[p]);
+        c->pvalue[p] = (1.0 + (double)at_or_above) / (1.0 + (double)n0);
+      }
+  PS_CALL(gather_doubles(c->comm, score, n_mine, &all_score, &n_all));
+  PS_CALL(gather_doubles(c->comm, code, n_mine, &all_code, &n_all));
+  PS_ALLOC(x, n_all);
+  for (int32_t t = 0; t < nb; t++) {
+    int64_t n1 = 0;
+    for (int64_t i = 0; i < n_all; i++)
+      if ((int32_t)all_code[i] == t) x[n1++] = all_score[i];
+    PS_CALL(ranksum_z(x, n1, sorted + (int64_t)t * n0, n0, &c->out->fit_z[(int64_t)f * K + k0 + t]));
+    c->out->n_heldout[(int64_t)f * K + k0 + t] = n1;
+  }
+  free(score), free(code), free(all_score), free(all_code), free(x);
+  return PS_OK;
+}
+
+/* Null cells of fit f scored for perturbations [k0, k0 + nb): each local null cell
+ * once per perturbation, carrying it alone; the scores of all ranks, sorted per k. */
+static int null_block(cal_work *c, int f, const ps_csr *y, const ps_ridge *ridge, const int64_t *null_cells,
+                      int64_t n_null_local, int32_t k0, int32_t nb, double **sorted, int64_t *n0) {
+  const ps_design *D = &c->d->design;
+  int32_t K = D->n_perturbations;
+  int64_t rows = n_null_local * nb, nnz = 0;
+  for (int64_t i = 0; i < n_null_local; i++) nnz += y->indptr[null_cells[i] + 1] - y->indptr[null_cells[i]];
+  nnz *= nb;
+  ps_design nd = {.n_perturbations = K, .names = D->names, .n_cells = rows};
+  ps_csr yr = {.n_rows = rows, .n_cols = y->n_cols};
+  int err = PS_OK;
+  nd.ptr = calloc((size_t)rows + 1, sizeof *nd.ptr);
+  nd.ids = calloc((size_t)rows + 1, sizeof *nd.ids);
+  yr.indptr = calloc((size_t)rows + 1, sizeof *yr.indptr);
+  yr.indices = calloc((size_t)nnz + 1, sizeof *yr.indices);
+  yr.data = calloc((size_t)nnz + 1, sizeof *yr.data);
+  if (!nd.ptr || !nd.ids || !yr.indptr || !yr.indices || !yr.data)
+    err = ps_error_set(PS_ERR_SYSTEM, __FILE__, __LINE__, "calibration: out of memory for a block of null rows");
+  if (!err) {
+    int64_t r = 0, w = 0;
+    for (int64_t i = 0; i < n_null_local; i++)
+      for (int32_t t = 0; t < nb; t++, r++) {
+        nd.ids[r] = k0 + t;
+        nd.ptr[r + 1] = r + 1;
+        for (int64_t p = y->indptr[null_cells[i]]; p < y->indptr[null_cells[i] + 1]; p++) {
+          yr.indices[w] = y->indices[p];
+          yr.data[w++] = y->data[p];
+        }
+        yr.indptr[r + 1] = w;
+      }
+  }
+  ps_scores ns = {0};
+  err = ps_error_sync(c->comm, err);
+  if (!err) err = ps_score_cells(c->comm, &nd, &yr, ridge, &c->score, NULL, &ns);
+  free(nd.ptr), free(nd.ids), ps_csr_free(&yr);
+  double *all = NULL;
+  int64_t n_all = 0;
+  if (!err) err = gather_doubles(c->comm, ns.ps, rows, &all, &n_all);
+  ps_scores_free(&ns);
+  if (err) {
+    free(all);
+    return err;
+  }
+  *n0 = n_all / nb;
+  double *s = malloc((size_t)(n_all ? n_all : 1) * sizeof *s);
+  if (!s) {
+    free(all);
+    PS_FAIL(PS_ERR_SYSTEM, "calibration: out of memory for null scores");
+  }
+  for (int32_t t = 0; t < nb; t++) {
+    for (int64_t i = 0; i < *n0; i++) {
+      s[(int64_t)t * *n0 + i] = all[i * nb + t];
+      if (c->out->null_score[f]) c->out->null_score[f][i * K + k0 + t] = all[i * nb + t];
+    }
+    qsort(s + (int64_t)t * *n0, (size_t)*n0, sizeof *s, cmp_double);
+  }
+  free(all);
+  *sorted = s;
+  return PS_OK;
+}
+
+static int run_fit(cal_work *c, int f) {
+  const ps_dataset *d = c->d;
+  const ps_design *D = &d->design;
+  int32_t K = D->n_perturbations;
+  int64_t n_local = D->n_cells;
+  uint8_t *train;
+  PS_ALLOC(train, n_local);
+  for (int64_t j = 0; j < n_local; j++)
+    train[j] = c->out->role[j] == PS_CAL_CONTROL_FIT || c->out->role[j] == PS_CAL_HALF_0 + f;
+  fit_response resp = {0};
+  int err = PS_OK;
+  if (c->data_opt->targets) {
+    resp.y = d->y;
+    c->out->n_regression[f] = d->n_regression;
+  } else {
+    err = fit_targets(c->comm, c->data_opt, d, train, &resp, &c->out->n_regression[f]);
+  }
+  ps_ridge ridge = {0};
+  if (!err) err = ps_ridge_fit_grid(c->comm, D, &resp.y, train, 1, &c->ridge_lambda, ps_ridge_each_keep, &ridge);
+  free(train);
+  if (err) {
+    fit_response_free(&resp);
+    return err;
+  }
+  if (c->progress) ps_progress_update(c->progress, 0.2 + 0.4 * f);
+  /* the held-out perturbed cells, with the run's QP */
+  ps_design hd = {.n_perturbations = K, .names = D->names, .n_cells = n_local};
+  hd.ptr = calloc((size_t)n_local + 1, sizeof *hd.ptr);
+  hd.ids = calloc((size_t)D->ptr[n_local] + 1, sizeof *hd.ids);
+  int64_t *null_cells = calloc((size_t)n_local + 1, sizeof *null_cells), n_null_local = 0;
+  if (!hd.ptr || !hd.ids || !null_cells) err = ps_error_set(PS_ERR_SYSTEM, __FILE__, __LINE__, "calibration: out of memory");
+  if (!err) {
+    int64_t w = 0;
+    for (int64_t j = 0; j < n_local; j++) {
+      if (c->out->role[j] == PS_CAL_HALF_0 + (1 - f))
+        for (int64_t p = D->ptr[j]; p < D->ptr[j + 1]; p++) hd.ids[w++] = D->ids[p];
+      if (c->out->role[j] == PS_CAL_NULL_0 + f) null_cells[n_null_local++] = j;
+      hd.ptr[j + 1] = w;
+    }
+  }
+  ps_scores hs = {0};
+  err = ps_error_sync(c->comm, err);
+  if (!err) err = ps_score_cells(c->comm, &hd, &resp.y, &ridge, &c->score, NULL, &hs);
+  if (!err)
+    for (int64_t j = 0; j < n_local; j++)
+      for (int64_t p = D->ptr[j], q = hd.ptr[j]; q < hd.ptr[j + 1]; p++, q++) c->heldout[p] = hs.ps[q];
+  ps_scores_free(&hs);
+  free(hd.ptr), free(hd.ids);
+  /* the null cells, in blocks of perturbations: the replicated rows of a block stay
+   * within CAL_BLOCK_BYTES on every rank */
+  int64_t per_k = 0;
+  for (int64_t i = 0; i < n_null_local && !err; i++)
+    per_k += 40 + 12 * (resp.y.indptr[null_cells[i] + 1] - resp.y.indptr[null_cells[i]]);
+  if (!err) err = ps_error_mpi_ok(MPI_Allreduce(MPI_IN_PLACE, &per_k, 1, MPI_INT64_T, MPI_MAX, c->comm));
+  int32_t kb = per_k > 0 ? (int32_t)(CAL_BLOCK_BYTES / per_k) : K;
+  if (kb < 1) kb = 1;
+  if (kb > K) kb = K;
+  for (int32_t k0 = 0; k0 < K && !err; k0 += kb) {
+    int32_t nb = K - k0 < kb ? K - k0 : kb;
+    double *sorted = NULL;
+    int64_t n0 = 0;
+    err = null_block(c, f, &resp.y, &ridge, null_cells, n_null_local, k0, nb, &sorted, &n0);
+    if (!err) c->out->n_null[f] = n0;
+    if (!err) err = ps_error_sync(c->comm, block_tests(c, f, k0, nb, sorted, n0));
+    free(sorted);
+    if (c->progress) ps_progress_update(c->progress, 0.2 + 0.4 * f + 0.4 * (double)(k0 + nb) / K);
+  }
+  free(null_cells);
+  ps_ridge_free(&ridge);
+  fit_response_free(&resp);
+  return err;
+}
+
+/* ---------------------------------------------------------------- the stage */
+
+int ps_calibrate(MPI_Comm comm, const ps_dataset_options *data_opt, const ps_dataset *d, const ps_design *scored,
+                 double ridge_lambda, const ps_score_options *score_opt, const ps_calibration_options *opt,
+                 ps_progress *progress, ps_calibration *out) {
+  memset(out, 0, sizeof *out);
+  double t0 = MPI_Wtime();
+  const ps_design *D = &d->design;
+  int32_t K = D->n_perturbations;
+  int64_t n_local = D->n_cells;
+  if (D->n_groups > 1)
+    PS_FAIL(PS_ERR_INPUT, "calibration: --group-by / --control-by are not supported yet (use --no-calibration)");
+  if (!data_opt->targets && d->expression.n_rows != n_local)
+    PS_FAIL(PS_ERR_SYSTEM, "calibration: the expression of the analysed cells was not kept (keep_expression)");
+  if (!(opt->control_fraction > 0 && opt->control_fraction < 1))
+    PS_FAIL(PS_ERR_INPUT, "--calibration-controls must be in (0, 1), got %g", opt->control_fraction);
+  out->n_perturbations = K;
+  out->fdr = opt->fdr;
+  PS_ALLOC(out->effect_pvalue, K);
+  PS_ALLOC(out->effect_fdr, K);
+  PS_ALLOC(out->effect_z, K);
+  PS_ALLOC(out->fit_z, 2 * (int64_t)K);
+  PS_ALLOC(out->n_heldout, 2 * (int64_t)K);
+  PS_ALLOC(out->role, n_local);
+  /* roles from (seed, global analysed position): the same split on any number of ranks */
+  int64_t count[5] = {0};
+  for (int64_t j = 0; j < n_local; j++) {
+    ps_rng g = ps_rng_make(opt->seed ^ CAL_SALT, (uint64_t)(d->analysed_offset + j));
+    double u = ps_rng_uniform(&g);
+    if (D->ptr[j + 1] == D->ptr[j])
+      out->role[j] = u < opt->control_fraction ? (u < opt->control_fraction / 2 ? PS_CAL_NULL_0 : PS_CAL_NULL_1)
+                                               : PS_CAL_CONTROL_FIT;
+    else
+      out->role[j] = u < 0.5 ? PS_CAL_HALF_0 : PS_CAL_HALF_1;
+    count[out->role[j] + 1]++;
+  }
+  PS_CALL(ps_allreduce_sum(comm, count, 5, MPI_INT64_T, sizeof *count));
+  if (count[PS_CAL_NULL_0 + 1] < PS_CAL_MIN_NULL || count[PS_CAL_NULL_1 + 1] < PS_CAL_MIN_NULL || count[0] < 2)
+    PS_FAIL(PS_ERR_INPUT, "calibration: %lld control cells are too few to hold out a null (%lld, %lld) and keep "
+            "%lld for the fits (at least %d null cells per fit; raise --calibration-controls or use --no-calibration)", (long long)d->n_control, (long long)count[1],
+            (long long)count[2], (long long)count[0], PS_CAL_MIN_NULL);
+  double *pvalue, *heldout;
+  PS_ALLOC(pvalue, D->ptr[n_local]);
+  PS_ALLOC(heldout, D->ptr[n_local]);
+  cal_work c = {.comm = comm, .data_opt = data_opt, .d = d, .ridge_lambda = ridge_lambda, .score = *score_opt,
+                .opt = opt, .progress = progress, .out = out, .pvalue = pvalue, .heldout = heldout};
+  c.score.rescale = 0;
+  if (opt->record) {
+    PS_ALLOC(out->null_score[0], count[PS_CAL_NULL_0 + 1] * K);
+    PS_ALLOC(out->null_score[1], count[PS_CAL_NULL_1 + 1] * K);
+  }
+  int err = PS_OK;
+  for (int f = 0; f < 2 && !err; f++) err = run_fit(&c, f);
+  if (err) {
+    free(pvalue), free(heldout);
+    return err;
+  }
+  /* effect p-values: Bonferroni over the fits that held out cells of k. The two fits'
+   * z are positively correlated under the null (fit 0's direction comes from H_0 and
+   * scores H_1, fit 1 the reverse: both contain <H_0, H_1>), so Stouffer's
+   * (z_0 + z_1) / sqrt 2 would be anti-conservative; min(1, 2 min(p_0, p_1)) is valid
+   * whatever their dependence. effect_z is the larger z. */
+  for (int32_t k = 0; k < K; k++) {
+    double zmax = -INFINITY;
+    int n = 0;
+    for (int f = 0; f < 2; f++)
+      if (out->n_heldout[(int64_t)f * K + k] > 0) {
+        if (out->fit_z[(int64_t)f * K + k] > zmax) zmax = out->fit_z[(int64_t)f * K + k];
+        n++;
+      }
+    out->effect_z[k] = n ? zmax : NAN;
+    double p = n ? n * 0.5 * erfc(zmax / sqrt(2.0)) : NAN;
+    out->effect_pvalue[k] = p > 1 ? 1 : p;
+  }
+  PS_CALL(ps_bh_adjust(out->effect_pvalue, K, out->effect_fdr));
+  for (int32_t k = 0; k < K; k++) out->n_called += out->effect_fdr[k] < opt->fdr;
+  /* per-cell p-values in the scored design's layout */
+  PS_ALLOC(out->ps_pvalue, scored->ptr[scored->n_cells]);
+  if (opt->record) PS_ALLOC(out->heldout_score, scored->ptr[scored->n_cells]);
+  for (int64_t j = 0; j < scored->n_cells; j++)
+    for (int64_t q = scored->ptr[j]; q < scored->ptr[j + 1]; q++) {
+      out->ps_pvalue[q] = NAN;
+      if (out->heldout_score) out->heldout_score[q] = NAN;
+      for (int64_t p = D->ptr[j]; p < D->ptr[j + 1]; p++)
+        if (D->ids[p] == scored->ids[q]) {
+          out->ps_pvalue[q] = pvalue[p];
+          if (out->heldout_score) out->heldout_score[q] = heldout[p];
+        }
+    }
+  int64_t entries[2] = {0};
+  for (int64_t p = 0; p < D->ptr[n_local]; p++) entries[0]++, entries[1] += pvalue[p] < opt->fdr;
+  free(pvalue), free(heldout);
+  PS_CALL(ps_allreduce_sum(comm, entries, 2, MPI_INT64_T, sizeof *entries));
+  out->n_entries = entries[0];
+  out->n_entries_significant = entries[1];
+  out->seconds = MPI_Wtime() - t0;
+  if (progress) ps_progress_update(progress, 1.0);
+  return PS_OK;
+}

@@ -1,0 +1,8 @@
+# calibrated calls (SPEC.md section 10, docs/method.md "Calibrated calls")
+foreach(mode null power ranks numpy)
+  add_test(NAME calibration_${mode}
+           COMMAND ${PS_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/calibrate/calibration.py ${mode})
+  set_tests_properties(calibration_${mode} PROPERTIES
+    ENVIRONMENT "${PS_TEST_ENV};PERTSCORE=$<TARGET_FILE:pertscore>;MPIEXEC=${PS_MPIEXEC};WORK_DIR=${CMAKE_CURRENT_BINARY_DIR}/work_calibration_${mode}"
+    LABELS "calibration" TIMEOUT 900)
+endforeach()
