@@ -116,8 +116,12 @@ int ps_cell_columns_build(MPI_Comm comm, const ps_dataset *d, const ps_design *s
 void ps_cell_columns_free(ps_cell_columns *c);
 /* --cells-table: the long TSV (header cell, perturbation, guide, ps, ps_pvalue), one
  * row per carried perturbation of every analysed cell, one row (ps NA) per control
- * cell; numbers %.6g, NA where none. Written collectively in cell order. */
+ * cell; numbers %.6g, NA where none. ps_pvalue: the calibrated p-values in the scored
+ * layout (ps_calibration.ps_pvalue), or NULL (NA). Written collectively in cell order. */
 int ps_cells_table_write(MPI_Comm comm, const char *path, const ps_dataset *d, const ps_design *scored,
-                         const ps_scores *s, const char *control);
+                         const ps_scores *s, const double *ps_pvalue, const char *control);
+/* The scored entry of local cell j's largest PS among the perturbations it carries
+ * (obs "ps" / "ps_perturbation"), -1 when none is scored. */
+int64_t ps_cell_top_entry(const ps_dataset *d, const ps_design *scored, const ps_scores *s, int64_t j);
 
 #endif

@@ -7,9 +7,10 @@
 
 #include "pertscore/calibrate.h"
 #include "pertscore/io.h"
+#include "pertscore/results.h"
 
 int ps_results_add_calibration(MPI_Comm comm, const char *path, const ps_dataset *d, const ps_design *scored,
-                               const ps_calibration *c) {
+                               const ps_scores *s, const ps_calibration *c) {
   int rank;
   MPI_Comm_rank(comm, &rank);
   int32_t K = c->n_perturbations;
@@ -35,11 +36,19 @@ int ps_results_add_calibration(MPI_Comm comm, const char *path, const ps_dataset
   };
   PS_CALL(ps_h5ad_frame_set_columns(w, "var", NULL, rank == 0 ? K : 0, 0, K, var, (int)(sizeof var / sizeof *var)));
   int64_t *role;
+  double *cell_pvalue; /* of the cell's largest PS (obs "ps"), as the cells table's rows */
   PS_ALLOC(role, d->design.n_cells);
-  for (int64_t j = 0; j < d->design.n_cells; j++) role[j] = c->role[j];
-  ps_column obs[] = {{.name = "calibration_role", .kind = PS_COL_I64, .i64 = role}};
-  PS_CALL(ps_h5ad_frame_set_columns(w, "obs", NULL, d->design.n_cells, d->analysed_offset, d->n_analysed, obs, 1));
+  PS_ALLOC(cell_pvalue, d->design.n_cells);
+  for (int64_t j = 0; j < d->design.n_cells; j++) {
+    role[j] = c->role[j];
+    int64_t top = ps_cell_top_entry(d, scored, s, j);
+    cell_pvalue[j] = top >= 0 ? c->ps_pvalue[top] : NAN;
+  }
+  ps_column obs[] = {{.name = "calibration_role", .kind = PS_COL_I64, .i64 = role},
+                     {.name = "ps_pvalue", .kind = PS_COL_F64, .f64 = cell_pvalue}};
+  PS_CALL(ps_h5ad_frame_set_columns(w, "obs", NULL, d->design.n_cells, d->analysed_offset, d->n_analysed, obs, 2));
   free(role);
+  free(cell_pvalue);
   ps_csr x = {.n_rows = scored->n_cells, .n_cols = scored->n_perturbations, .indptr = scored->ptr,
               .indices = scored->ids, .data = c->ps_pvalue};
   PS_CALL(ps_h5ad_remove(w, "layers/ps_pvalue"));

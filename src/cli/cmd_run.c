@@ -590,7 +590,7 @@ static int run_pipeline(MPI_Comm comm, run_options *o, int argc, char **argv) {
   if (o->dosage)
     PS_CALL(ps_error_sync(comm, ps_results_add_dosage(comm, partial, &dosage, &o->dosage_opt, seconds_dosage, NULL)));
   if (o->calibration.enabled)
-    PS_CALL(ps_error_sync(comm, ps_results_add_calibration(comm, partial, &d, scored, &cal)));
+    PS_CALL(ps_error_sync(comm, ps_results_add_calibration(comm, partial, &d, scored, &scores, &cal)));
   if (o->cv.scheme) /* the cv stage's tables into uns/cv of the partial file */
     PS_CALL(ps_error_sync(comm, ps_cv_stage_write(comm, &d, &cv, &o->cv, partial, PS_CV_ADD_TO_RESULTS,
                                                   o->cv_partial, &info)));
@@ -598,7 +598,8 @@ static int run_pipeline(MPI_Comm comm, run_options *o, int argc, char **argv) {
   char cells_partial[4200];
   if (o->cells_table) {
     snprintf(cells_partial, sizeof cells_partial, "%s.partial", o->cells_table);
-    PS_CALL(ps_error_sync(comm, ps_cells_table_write(comm, cells_partial, &d, scored, &scores, NULL)));
+    PS_CALL(ps_error_sync(comm, ps_cells_table_write(comm, cells_partial, &d, scored, &scores,
+                                                     o->calibration.enabled ? cal.ps_pvalue : NULL, NULL)));
   }
   ps_fault_point("commit");
   PS_CALL(ps_error_sync(comm, ps_output_commit(comm, partial, o->output)));

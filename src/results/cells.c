@@ -11,17 +11,6 @@
 
 #include "pertscore/results.h"
 
-/* The calibrated per-cell p-value of a (cell, perturbation) PS entry, for the
- * ps_pvalue column of --cells-table. Not computed yet (layers["ps_pvalue"] comes
- * with the scores issue): NaN, printed as NA. Fill it here. */
-static double cells_table_pvalue(const ps_dataset *d, const ps_design *scored, int64_t cell, int64_t entry) {
-  (void)d;
-  (void)scored;
-  (void)cell;
-  (void)entry;
-  return NAN;
-}
-
 /* The label of a cell: its perturbations '+'-joined; a control cell's control
  * label(s) as assigned (its units, '+'-joined), or the first --control label. */
 static int cell_label(const ps_dataset *d, int64_t j, const char *control, char **out) {
@@ -43,10 +32,21 @@ static int cell_label(const ps_dataset *d, int64_t j, const char *control, char 
 }
 
 /* The PS of local cell j for perturbation k in the scored design, NaN if none. */
-static double scored_ps(const ps_design *scored, const ps_scores *s, int64_t j, int32_t k) {
+/* The entry of (cell j, perturbation k) in the scored layout, -1 when not scored. */
+static int64_t scored_entry(const ps_design *scored, int64_t j, int32_t k) {
   for (int64_t q = scored->ptr[j]; q < scored->ptr[j + 1]; q++)
-    if (scored->ids[q] == k) return s->ps[q];
-  return NAN;
+    if (scored->ids[q] == k) return q;
+  return -1;
+}
+
+int64_t ps_cell_top_entry(const ps_dataset *d, const ps_design *scored, const ps_scores *s, int64_t j) {
+  const ps_design *D = &d->design;
+  int64_t top = -1;
+  for (int64_t p = D->ptr[j]; p < D->ptr[j + 1]; p++) {
+    int64_t q = scored_entry(scored, j, D->ids[p]);
+    if (q >= 0 && !isnan(s->ps[q]) && (top < 0 || s->ps[q] > s->ps[top])) top = q;
+  }
+  return top;
 }
 
 /* Codes of local strings into the union (over ranks) of their values. */
@@ -90,15 +90,9 @@ int ps_cell_columns_build(MPI_Comm comm, const ps_dataset *d, const ps_design *s
     PS_CALL(cell_label(d, j, control, &c->label[j]));
     guides[j] = d->cell_guides && d->cell_guides[j] ? d->cell_guides[j] : "";
     /* ps: the largest PS among the perturbations the cell carries */
-    c->ps[j] = NAN;
-    c->ps_code[j] = -1;
-    for (int64_t p = D->ptr[j]; p < D->ptr[j + 1]; p++) {
-      double v = scored_ps(scored, s, j, D->ids[p]);
-      if (!isnan(v) && (isnan(c->ps[j]) || v > c->ps[j])) {
-        c->ps[j] = v;
-        c->ps_code[j] = D->ids[p];
-      }
-    }
+    int64_t top = ps_cell_top_entry(d, scored, s, j);
+    c->ps[j] = top >= 0 ? s->ps[top] : NAN;
+    c->ps_code[j] = top >= 0 ? scored->ids[top] : -1;
   }
   int err = categorical(comm, c->label, n, &c->labels, c->label_code);
   if (!err) err = categorical(comm, guides, n, &c->guides, c->guide_code);
@@ -150,7 +144,7 @@ static int format_number(char *buf, size_t size, double v) {
 }
 
 int ps_cells_table_write(MPI_Comm comm, const char *path, const ps_dataset *d, const ps_design *scored,
-                         const ps_scores *s, const char *control) {
+                         const ps_scores *s, const double *ps_pvalue, const char *control) {
   const ps_design *D = &d->design;
   int rank;
   MPI_Comm_rank(comm, &rank);
@@ -170,11 +164,10 @@ int ps_cells_table_write(MPI_Comm comm, const char *path, const ps_dataset *d, c
       int32_t k = D->ids[p];
       const char *unit = d->by_group ? d->base.items[k] : D->names.items[k];
       guides_of(d, j, unit, guide, sizeof guide);
-      format_number(ps, sizeof ps, scored_ps(scored, s, j, k));
-      int64_t entry = -1;
-      for (int64_t q = scored->ptr[j]; q < scored->ptr[j + 1]; q++)
-        if (scored->ids[q] == k) entry = q;
-      format_number(pv, sizeof pv, cells_table_pvalue(d, scored, j, entry));
+      int64_t entry = scored_entry(scored, j, k);
+      format_number(ps, sizeof ps, entry >= 0 ? s->ps[entry] : NAN);
+      /* the calibrated p-value (SPEC section 10, layers/ps_pvalue); NA without calibration */
+      format_number(pv, sizeof pv, entry >= 0 && ps_pvalue ? ps_pvalue[entry] : NAN);
       err = append(&text, &len, &cap, "%s\t%s\t%s\t%s\t%s\n", d->cells.items[j], D->names.items[k], guide, ps, pv);
     }
   }
