@@ -8,6 +8,7 @@
 
 #include "pertscore/data.h"
 #include "pertscore/results.h"
+#include "pertscore/ridge.h"
 #include "pertscore/score.h"
 
 /* Each takes the subcommand's own arguments (argv[0] is the subcommand name,
@@ -45,6 +46,12 @@ int ps_cli_method_record(const ps_dataset_options *d, ps_run_info *info);
 /* The score-stage part of them (gene weights; own genes and unscored perturbations
  * need the dataset: ps_score_genes_build / _apply). */
 void ps_cli_method_score(const ps_dataset_options *d, ps_score_options *s);
+/* After the ridge fit: the section 9 arrays into score (own genes, unscored
+ * perturbations, the fit's gene weights), the warning for perturbations left
+ * without targets and the error when none is left. genes and *weights are the
+ * caller's to free (ps_score_genes_free, free). Collective. */
+int ps_cli_method_prepare(MPI_Comm comm, const ps_dataset_options *o, const ps_dataset *d, const ps_ridge *ridge,
+                          int quiet, ps_score_options *score, ps_score_genes *genes, double **weights);
 /* Fails with the message for an option COMMAND does not know (ARG as given). */
 int ps_cli_unknown_option(const char *command, const char *arg);
 /* The checks every command makes of them (COMMAND names it in messages); sorts

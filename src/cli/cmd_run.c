@@ -482,26 +482,20 @@ static int run_pipeline(MPI_Comm comm, run_options *o, int argc, char **argv) {
   ps_progress_stage(&progress, "score");
   ps_fault_point("score"); /* tests/fault: a rank killed inside the score stage */
   ps_scores scores = resumed.scores;
-  ps_score_genes genes = {0}; /* SPEC section 9: own genes, perturbations left without targets */
+  ps_score_genes genes; /* SPEC section 9: own genes, perturbations left without targets, gene weights */
   ps_score_options score_opt = o->score;
   double *fit_weights = NULL;
-  if (!ps_cli_method_is_paper(&o->data)) {
-    PS_CALL(ps_error_sync(comm, ps_score_genes_build(&d, &genes)));
-    ps_score_genes_apply(&genes, o->data.qp_genes_own, o->data.de.fdr > 0, &score_opt);
-    if (score_opt.unscored && genes.n_unscored == d.design.n_perturbations)
-      PS_CALL(ps_error_sync(comm, ps_error_set(PS_ERR_INPUT, __FILE__, __LINE__,
-                                              "%s: every one of the %d perturbations is left without targets at "
-                                              "--target-fdr %g; nothing to score (raise --target-fdr or give --targets)",
-                                              o->data.input, (int)d.design.n_perturbations, o->data.de.fdr)));
-    if (score_opt.unscored && !o->quiet) ps_score_genes_warn(comm, &d, &genes);
-    if (score_opt.gene_weights && scored != &d.design) { /* --score-all-cells: weights from the fit's design */
-      PS_CALL(ps_score_gene_weights(comm, &d.design, &d.y, &ridge, &fit_weights));
-      score_opt.weights = fit_weights;
-    }
-  }
+  PS_CALL(ps_cli_method_prepare(comm, &o->data, &d, &ridge, o->quiet, &score_opt, &genes, &fit_weights));
+  o->cv.score.own_ptr = score_opt.own_ptr; /* --cv cells: held-out cells in the same method */
+  o->cv.score.own_cols = score_opt.own_cols;
+  o->cv.score.unscored = score_opt.unscored;
   if (resumed.stage < PS_CHECKPOINT_SCORE) {
     PS_CALL(ps_error_sync(comm, ps_score_cells(comm, scored, &d.y, &ridge, &score_opt, &progress, &scores)));
     PS_CALL(ps_error_sync(comm, ps_checkpoint_write_scores(comm, partial, &d, scored, &scores)));
+  }
+  if (fit_weights && !scores.weights) { /* resumed scores: the weights they were scored with (same fit) */
+    PS_ALLOC(scores.weights, ridge.n_genes > 0 ? ridge.n_genes : 1);
+    memcpy(scores.weights, fit_weights, (size_t)ridge.n_genes * sizeof *fit_weights);
   }
   seconds[2] = ps_progress_done(&progress);
   ps_dosage_table dosage = {0};

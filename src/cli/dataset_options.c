@@ -81,6 +81,28 @@ int ps_cli_method_record(const ps_dataset_options *d, ps_run_info *info) {
 
 void ps_cli_method_score(const ps_dataset_options *d, ps_score_options *s) { s->gene_weights = d->gene_weights; }
 
+int ps_cli_method_prepare(MPI_Comm comm, const ps_dataset_options *o, const ps_dataset *d, const ps_ridge *ridge,
+                          int quiet, ps_score_options *score, ps_score_genes *genes, double **weights) {
+  memset(genes, 0, sizeof *genes);
+  *weights = NULL;
+  score->gene_weights = o->gene_weights;
+  if (ps_cli_method_is_paper(o)) return PS_OK;
+  PS_CALL(ps_error_sync(comm, ps_score_genes_build(d, genes)));
+  ps_score_genes_apply(genes, o->qp_genes_own, o->de.fdr > 0, score);
+  if (score->unscored && genes->n_unscored == d->design.n_perturbations)
+    PS_CALL(ps_error_sync(comm, ps_error_set(PS_ERR_INPUT, __FILE__, __LINE__,
+                                            "%s: every one of the %d perturbations is left without targets%s; nothing "
+                                            "to score (raise --target-fdr or give --targets)",
+                                            o->input, (int)d->design.n_perturbations,
+                                            o->de.fdr > 0 ? " at the target FDR" : "")));
+  if (score->unscored && !quiet) ps_score_genes_warn(comm, d, genes);
+  if (o->gene_weights) { /* from the fit's own design (all analysed cells) */
+    PS_CALL(ps_score_gene_weights(comm, &d->design, &d->y, ridge, weights));
+    score->weights = *weights;
+  }
+  return PS_OK;
+}
+
 int ps_cli_dataset_option(const char *name, const char *arg, ps_dataset_options *d) {
   double number;
   if (strcmp(name, "input") == 0) d->input = arg;
