@@ -95,7 +95,8 @@ int ps_cli_method_prepare(MPI_Comm comm, const ps_dataset_options *o, const ps_d
                                             "to score (raise --target-fdr or give --targets)",
                                             o->input, (int)d->design.n_perturbations,
                                             o->de.fdr > 0 ? " at the target FDR" : "")));
-  if (score->unscored && !quiet) ps_score_genes_warn(comm, d, genes);
+  if (score->unscored) ps_score_genes_warn(comm, d, genes); /* a warning: printed with --quiet too */
+  (void)quiet;
   if (o->gene_weights) { /* from the fit's own design (all analysed cells) */
     PS_CALL(ps_score_gene_weights(comm, &d->design, &d->y, ridge, weights));
     score->weights = *weights;
