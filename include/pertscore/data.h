@@ -167,6 +167,8 @@ void ps_dataset_free(ps_dataset *d);
  * or AUTO and every stored value of every rank integral) become
  * ln(1 + 1e4 x / total); *is_counts says which. Collective. */
 int ps_expression_normalize(MPI_Comm comm, ps_csr *x, int input_is, int *is_counts);
+/* The same with s instead of 1e4 (--scale median: the s a run recorded). Collective. */
+int ps_expression_normalize_scale(MPI_Comm comm, ps_csr *x, int input_is, double scale, int *is_counts);
 
 /* Own genes (src/data/own_genes.c; SPEC section 5): own_gene[k] = the index of
  * the gene named like design->names[k] in gene_index, or -1 (all -1 with

@@ -522,8 +522,11 @@ static int run_pipeline(MPI_Comm comm, run_options *o, int argc, char **argv) {
   PS_CALL(ps_run_info_string(&info, "input_digest", input_digest));
   PS_CALL(ps_run_info_string(&info, "parameters_digest", params_digest));
   PS_CALL(ps_run_info_number(&info, "ranks", size));
-  if (o->data.scale_median) /* the s of y = ln(1 + s count / total) it came to (0: not counts) */
-    PS_CALL(ps_run_info_number(&info, "scale_value", d.scale));
+  if (o->data.scale_median) { /* the s of y = ln(1 + s count / total) it came to (0: not counts) */
+    char text[64];
+    snprintf(text, sizeof text, "%.17g", d.scale);
+    PS_CALL(ps_run_info_string(&info, "scale_value", text)); /* pertscore dosage normalizes with it */
+  }
   if (resumed.stage) /* which stages came from OUTPUT.partial (not part of the parameters digest) */
     PS_CALL(ps_run_info_string(&info, "resumed", resumed.stage == PS_CHECKPOINT_SCORE ? "ridge,score" : "ridge"));
   PS_CALL(ps_run_info_number(&info, "seconds_read", seconds[0]));

@@ -105,7 +105,17 @@ static double quantile_type7_select(double *v, int64_t n_nonzero, int64_t n, dou
 }
 
 /* SPEC section 0: counts (every stored value integral) become ln(1 + 1e4 x / total). */
+static int normalize_with(MPI_Comm comm, ps_csr *x, int input_is, double scale, int *is_counts);
 static int normalize_block(MPI_Comm comm, ps_csr *x, int input_is, int *is_counts) {
+  return normalize_with(comm, x, input_is, 1e4, is_counts);
+}
+
+int ps_expression_normalize_scale(MPI_Comm comm, ps_csr *x, int input_is, double scale, int *is_counts) {
+  if (!(scale > 0) || !isfinite(scale)) PS_FAIL(PS_ERR_INPUT, "normalization scale must be positive, got %g", scale);
+  return normalize_with(comm, x, input_is, scale, is_counts);
+}
+
+static int normalize_with(MPI_Comm comm, ps_csr *x, int input_is, double scale, int *is_counts) {
   int integral = 1, all_integral = 1;
   int64_t nnz = ps_csr_nnz(x);
   for (int64_t i = 0; i < nnz && integral; i++) integral = x->data[i] == floor(x->data[i]);
@@ -116,7 +126,7 @@ static int normalize_block(MPI_Comm comm, ps_csr *x, int input_is, int *is_count
     double total = 0;
     for (int64_t p = x->indptr[r]; p < x->indptr[r + 1]; p++) total += x->data[p];
     if (total <= 0) continue;
-    for (int64_t p = x->indptr[r]; p < x->indptr[r + 1]; p++) x->data[p] = log1p(1e4 * x->data[p] / total);
+    for (int64_t p = x->indptr[r]; p < x->indptr[r + 1]; p++) x->data[p] = log1p(scale * x->data[p] / total);
   }
   return PS_OK;
 }

@@ -99,4 +99,63 @@ with h5py.File(sys.argv[1], "r") as f:
     assert got["target_fdr"] == 0.05 and got["winsorize"] == 0 and "gene_weights" not in f["uns/pertscore"], got
 print("override after --preset recorded: OK")
 PY
+
+# 5. the dosage stage and pertscore dosage recompute agree under --scale median (the
+#    recorded s), a job file and a sweep over presets take the options, --resume takes
+#    an accurate run's checkpoint, --group-by runs in the preset on 1 and 2 ranks
+run 2 run --input moi1.h5ad --guides moi1.guides.tsv --control NonTargeting --permutations 0 --quiet --force \
+  --preset accurate --output dose.h5ad
+run 2 dosage --results dose.h5ad --input moi1.h5ad --output dose.again.h5ad --quiet
+"$PYTHON" "$TESTS_DIR/dosage_stage/compare_dosage.py" dose.h5ad dose.again.h5ad 1e-12
+cat > job.yaml <<YAML
+input: moi1.h5ad
+guides: moi1.guides.tsv
+control: [NonTargeting]
+output: job.h5ad
+permutations: 0
+no-dosage: true
+quiet: true
+preset: accurate
+sweep:
+  preset: [paper, accurate]
+YAML
+run 2 run --config job.yaml --force
+"$PYTHON" - job.h5ad moi1.np1.h5ad <<'PY'
+import sys, h5py
+with h5py.File(sys.argv[1], "r") as f:
+    assert f["uns/pertscore/parameters/preset"][()].decode() == "accurate"
+    assert f["uns/pertscore/parameters/qp_genes"][()].decode() == "own"
+print("job file: preset recorded: OK")
+PY
+test "$("$PERTSCORE" sweep --config job.yaml --count)" = 2
+for t in 0 1; do run 1 sweep --config job.yaml --task $t; done
+"$PYTHON" - job.point000.h5ad job.point001.h5ad <<'PY'
+import sys, h5py
+with h5py.File(sys.argv[1], "r") as a, h5py.File(sys.argv[2], "r") as b:
+    assert "preset" not in a["uns/pertscore/parameters"], "paper point records no preset"
+    assert b["uns/pertscore/parameters/preset"][()].decode() == "accurate"
+print("sweep over presets: OK")
+PY
+# --resume: a run killed after its score stage continues from the accurate checkpoint
+set +e
+PERTSCORE_FAULT=dosage:kill@0 run 2 run --input moi1.h5ad --guides moi1.guides.tsv --control NonTargeting \
+  --permutations 0 --quiet --preset accurate --output res.h5ad 2>/dev/null
+set -e
+run 2 run --input moi1.h5ad --guides moi1.guides.tsv --control NonTargeting --permutations 0 \
+  --preset accurate --output res.h5ad --resume 2> resume.err
+grep -q "stages ridge and score taken" resume.err || { cat resume.err; echo "FAIL: resume"; exit 1; }
+"$PYTHON" "$TESTS_DIR/scripts/compare_results.py" dose.h5ad res.h5ad 1e-12
+"$PYTHON" - res.h5ad <<'PY'
+import sys, h5py
+with h5py.File(sys.argv[1], "r") as f:
+    assert "gene_weights" in f["uns/pertscore"], "resumed scores keep their weights"
+print("resume: OK")
+PY
+run 2 simulate --cells 2000 --genes 300 --perturbations 4 --control-fraction 0.3 --library-size 2000 --cell-types 2 \
+  --seed 9 --out groups.h5ad --quiet
+for np in 1 2; do
+  run "$np" run --input groups.h5ad --guides groups.guides.tsv $common --preset accurate --group-by cell_type \
+    --output groups.np$np.h5ad
+done
+"$PYTHON" "$TESTS_DIR/scripts/compare_results.py" groups.np1.h5ad groups.np2.h5ad 1e-12
 echo OK

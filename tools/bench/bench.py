@@ -631,7 +631,7 @@ def print_presets(runs, presets):
                 if row["stage"] not in stages and "seconds" in row:
                     stages.append(row["stage"])
         print("   %s np %d" % key)
-        print("   %-12s" % "stage" + "".join("%14s" % p for p in presets) + "".join("%10s" % ("x " + p) for p in presets[1:]))
+        print("   %-12s" % "stage" + "".join("%14s" % p for p in presets) + "".join("%12s" % ("x " + p) for p in presets[1:]))
         for stage in stages + ["total"]:
             vals = []
             for p in presets:
@@ -642,7 +642,7 @@ def print_presets(runs, presets):
                     v = [x for x in v if x is not None]
                     vals.append(min(v) if v else None)
             line = "   %-12s" % stage + "".join("%14s" % ("%.2f" % v if v is not None else "-") for v in vals)
-            line += "".join("%10s" % ("%.2f" % (v / vals[0]) if v is not None and vals[0] else "-") for v in vals[1:])
+            line += "".join("%12s" % ("%.2f" % (v / vals[0]) if v is not None and vals[0] else "-") for v in vals[1:])
             print(line)
 
 
