@@ -137,6 +137,7 @@ with h5py.File(sys.argv[1], "r") as a, h5py.File(sys.argv[2], "r") as b:
 print("sweep over presets: OK")
 PY
 # --resume: a run killed after its score stage continues from the accurate checkpoint
+rm -f res.h5ad res.h5ad.partial
 set +e
 PERTSCORE_FAULT=dosage:kill@0 run 2 run --input moi1.h5ad --guides moi1.guides.tsv --control NonTargeting \
   --permutations 0 --quiet --preset accurate --output res.h5ad 2>/dev/null
