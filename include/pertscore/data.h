@@ -65,6 +65,12 @@ typedef struct {
   int input_is;             /* PS_INPUT_* */
   double min_gene_frac;     /* regression genes: y > 0 in at least this fraction of analysed cells */
   double winsor_quantile;   /* 0.95 */
+  /* SPEC section 9 (--preset accurate and its flags; 0 = the paper everywhere) */
+  int scale_median;         /* --scale median: y = ln(1 + s count / total), s = median total of the analysed cells */
+  int no_winsorize;         /* --no-winsorize: the response is not clipped */
+  int qp_genes_own;         /* --qp-genes own: carried for the score stage (ps_score_options) */
+  int gene_weights;         /* --gene-weights residual: carried for the score stage (ps_score_options) */
+  const char *preset;       /* --preset given last ("paper" or "accurate"), NULL if none: recorded only */
   /* automatic target genes, when targets is NULL (SPEC section 1) */
   ps_de_options de;           /* --min-pct, --logfc, --min-targets, --max-targets */
   int de_strict_groups;       /* --de-strict-groups: no reference quirk */
@@ -111,6 +117,8 @@ typedef struct ps_dataset {
   int64_t nnz_input;              /* stored values of the input matrix (from its indptr; dense: cells x genes) */
   ps_strlist genes;               /* all gene names */
   int is_counts;                  /* input was counts and was log-normalized */
+  double scale;                   /* s of y = ln(1 + s count / total): 1e4, or with --scale median the
+                                   * median total count of the analysed cells; 0 when not counts */
   /* analysed cells: those with at least one guide; rank r holds a contiguous block */
   int64_t n_analysed, analysed_offset;
   ps_strlist cells;               /* local analysed cell names */
@@ -167,6 +175,8 @@ void ps_dataset_free(ps_dataset *d);
  * or AUTO and every stored value of every rank integral) become
  * ln(1 + 1e4 x / total); *is_counts says which. Collective. */
 int ps_expression_normalize(MPI_Comm comm, ps_csr *x, int input_is, int *is_counts);
+/* The same with s instead of 1e4 (--scale median: the s a run recorded). Collective. */
+int ps_expression_normalize_scale(MPI_Comm comm, ps_csr *x, int input_is, double scale, int *is_counts);
 
 /* Own genes (src/data/own_genes.c; SPEC section 5): own_gene[k] = the index of
  * the gene named like design->names[k] in gene_index, or -1 (all -1 with

@@ -23,6 +23,8 @@ typedef struct {
   int64_t max_targets; /* --max-targets 500: more kept -> keep the smallest p-values */
   int max_rounds;      /* 3 selections in all: thresholds 0.1, 0.08, 0.064 */
   double factor;       /* 0.8: threshold multiplier between selections */
+  double fdr;          /* --target-fdr Q (SPEC section 9): also q <= Q, Benjamini-Hochberg over
+                        * the genes that passed min_pct; 0 = off (the paper) */
 } ps_de_options;
 
 void ps_de_options_default(ps_de_options *o);
@@ -160,6 +162,11 @@ typedef struct {
  * The last selection is returned even when it is short of min_targets; if it
  * has more than max_targets genes, the max_targets first in the order above
  * are kept.
+ * With opt->fdr > 0 (--target-fdr, SPEC section 9) the threshold t is found as
+ * above, then a gene is kept only if also its Benjamini-Hochberg q <= fdr, q over
+ * the m genes that passed min_pct (the excluded gene not counted; a NaN p counts
+ * as 1): q_(h) = min over h' >= h of p_(h') m / h'. Then the cap. The result may
+ * be empty.
  * out is overwritten; free it with ps_de_selection_free. */
 int ps_de_select(const ps_de_gene *genes, int64_t n_genes, int64_t exclude, const ps_de_options *opt,
                  ps_de_selection *out);

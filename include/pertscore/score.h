@@ -20,9 +20,42 @@ typedef struct {
   double upper;     /* --upper U, default 3 (the reference scale_factor) */
   int rescale;      /* 0 with --no-rescale */
   double tolerance; /* relative projected-gradient tolerance of each QP */
+  /* SPEC section 9 (--preset accurate); all off by default (the paper, bit for bit) */
+  int gene_weights;        /* --gene-weights residual: the weighted QP, w from ps_score_gene_weights */
+  const double *weights;   /* with gene_weights: N weights to use instead of computing them from the
+                            * design passed to ps_score_cells (run --score-all-cells passes the fit's) */
+  const int64_t *own_ptr;  /* --qp-genes own: K + 1 offsets into own_cols; NULL: every regression gene */
+  const int32_t *own_cols; /* perturbation k's targets as regression-gene columns (sorted, distinct) */
+  const uint8_t *unscored; /* K flags or NULL: a perturbation left without targets (--target-fdr) is not
+                            * scored: its entries get PS NaN ("absent") and it is no variable of any QP */
 } ps_score_options;
 
 void ps_score_options_default(ps_score_options *o);
+
+/* The arrays of the section 9 options for a dataset (own_ptr/own_cols: each
+ * perturbation's targets among the regression genes; unscored: perturbations with
+ * none). Fill them into a ps_score_options with ps_score_genes_apply; free with
+ * ps_score_genes_free. Not collective (the dataset's targets are the same on every rank). */
+typedef struct {
+  int64_t *own_ptr;
+  int32_t *own_cols;
+  uint8_t *unscored;
+  int32_t n_unscored;
+} ps_score_genes;
+int ps_score_genes_build(const ps_dataset *d, ps_score_genes *out);
+/* own: --qp-genes own; skip: leave perturbations without targets unscored (--target-fdr
+ * or own genes: either way they have no genes of their own). */
+void ps_score_genes_apply(const ps_score_genes *g, int own, int skip, ps_score_options *opt);
+void ps_score_genes_free(ps_score_genes *g);
+/* Rank 0: "warning: N perturbations left without targets are not scored: A, B, ..." */
+void ps_score_genes_warn(MPI_Comm comm, const ps_dataset *d, const ps_score_genes *g);
+
+/* --gene-weights residual (SPEC section 9): v_g = mean over the design's cells of
+ * (Y_jg - x_j^T B_g)^2 (x_j the cell's ridge row: its basal column and carried
+ * perturbations), v_g <- max(v_g, 0.1 median(v)), w_g = (1/v_g) / mean(1/v).
+ * w: N doubles (allocated), the same on every rank (sums over ranks: equal across
+ * rank counts to rounding). Collective. */
+int ps_score_gene_weights(MPI_Comm comm, const ps_design *design, const ps_csr *y, const ps_ridge *ridge, double **w);
 
 typedef struct {
   double *ps;        /* layout of design->ids: PS of local cell j for perturbation ids[ptr[j] + t] */
@@ -32,6 +65,8 @@ typedef struct {
   double max_kkt;    /* worst relative projected gradient over all cells (all ranks) */
   int64_t n_qp;      /* QPs solved over all ranks */
   int64_t n_tao;     /* of them, QPs the direct method left to TAO (all ranks) */
+  double *weights;   /* --gene-weights residual: the N gene weights used (NULL otherwise) */
+  int64_t n_unscored_entries; /* entries left NaN: perturbations without targets (all ranks) */
 } ps_scores;
 
 int ps_score_cells(MPI_Comm comm, const ps_design *design, const ps_csr *y, const ps_ridge *ridge,

@@ -24,6 +24,9 @@ typedef struct {
   double knockdown;         /* fraction of the target gene removed at e = 1 */
   double efficiencies[16];  /* mixture levels of e */
   int n_efficiencies;
+  int uniform_efficiency;   /* --efficiencies uniform: e ~ uniform(0, 1) instead of the mixture */
+  double shared_downstream; /* --shared-downstream F: round(F D) of each perturbation's D downstream genes
+                             * are one set shared by all perturbations (own fold changes); 0 */
   double library_size;      /* mean total counts per cell */
   double dispersion;        /* NB: var = mu + dispersion mu^2 */
   uint64_t seed;

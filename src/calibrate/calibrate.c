@@ -284,7 +284,7 @@ static int fit_targets(MPI_Comm comm, const ps_dataset_options *data_opt, const 
     }
     y->indptr[j + 1] = w;
   }
-  if (data_opt->winsor_quantile > 0 && data_opt->winsor_quantile < 1) {
+  if (!data_opt->no_winsorize && data_opt->winsor_quantile > 0 && data_opt->winsor_quantile < 1) {
     double *cap = calloc((size_t)n, sizeof *cap);
     err = ps_error_sync(comm, cap ? PS_OK : ps_error_set(PS_ERR_SYSTEM, __FILE__, __LINE__, "calibration: out of memory"));
     if (!err) err = ps_winsor_caps(comm, y, d->n_analysed, data_opt->winsor_quantile, cap);
@@ -304,6 +304,32 @@ done:
 }
 
 /* ---------------------------------------------------------------- one fit */
+
+/* SPEC section 9 in the refit: --qp-genes own over the fit's own targets (and its
+ * perturbations left without targets unscored), --gene-weights from the fit's residuals
+ * over all analysed cells with their own labels (one set of weights for the held-out and
+ * the null cells of a fit, so both are scored by the same QP). */
+static int fit_method(MPI_Comm comm, const ps_dataset_options *data_opt, const ps_dataset *d,
+                      const fit_response *resp, int32_t n_regression, const ps_ridge *ridge, ps_score_options *score,
+                      ps_score_genes *genes, double **weights) {
+  memset(genes, 0, sizeof *genes);
+  *weights = NULL;
+  if (data_opt->qp_genes_own || data_opt->de.fdr > 0) {
+    ps_dataset fit = *d; /* shallow: the refit's targets and regression genes over d's names */
+    if (resp->regression_gene) {
+      fit.targets = resp->targets;
+      fit.regression_gene = resp->regression_gene;
+      fit.n_regression = n_regression;
+    }
+    PS_CALL(ps_error_sync(comm, ps_score_genes_build(&fit, genes)));
+    ps_score_genes_apply(genes, data_opt->qp_genes_own, data_opt->de.fdr > 0, score);
+  }
+  if (score->gene_weights && !score->weights) {
+    PS_CALL(ps_score_gene_weights(comm, &d->design, &resp->y, ridge, weights));
+    score->weights = *weights;
+  }
+  return PS_OK;
+}
 
 typedef struct {
   MPI_Comm comm;
@@ -459,6 +485,11 @@ static int run_fit(cal_work *c, int f) {
   }
   ps_scores hs = {0};
   err = ps_error_sync(c->comm, err);
+  ps_score_options run_score = c->score; /* restored after this fit */
+  ps_score_genes genes = {0};
+  double *weights = NULL;
+  if (!err) err = fit_method(c->comm, c->data_opt, d, &resp, c->out->n_regression[f], &ridge, &c->score, &genes,
+                             &weights);
   if (!err) err = ps_score_cells(c->comm, &hd, &resp.y, &ridge, &c->score, NULL, &hs);
   if (!err)
     for (int64_t j = 0; j < n_local; j++)
@@ -485,6 +516,9 @@ static int run_fit(cal_work *c, int f) {
     if (c->progress) ps_progress_update(c->progress, 0.2 + 0.4 * f + 0.4 * (double)(k0 + nb) / K);
   }
   free(null_cells);
+  c->score = run_score;
+  ps_score_genes_free(&genes);
+  free(weights);
   ps_ridge_free(&ridge);
   fit_response_free(&resp);
   return err;

@@ -7,6 +7,9 @@
 #include <stddef.h>
 
 #include "pertscore/data.h"
+#include "pertscore/results.h"
+#include "pertscore/ridge.h"
+#include "pertscore/score.h"
 
 /* Each takes the subcommand's own arguments (argv[0] is the subcommand name,
  * PETSc options already removed) and returns a process exit status. */
@@ -27,12 +30,28 @@ int ps_cli_count(const char *option, const char *text, double *value);
  * value for which ps_cli_is_dataset holds; ps_cli_dataset_option fills the
  * ps_dataset_options. */
 #define PS_CLI_DATASET 0x100
-#define PS_CLI_DATASET_END (PS_CLI_DATASET + 18)
+#define PS_CLI_DATASET_END (PS_CLI_DATASET + 24)
 static inline int ps_cli_is_dataset(int c) { return c >= PS_CLI_DATASET && c < PS_CLI_DATASET_END; }
 extern const struct option ps_cli_dataset_longs[];
 /* own's entries, then the dataset options, then the terminator, into joined[capacity]. */
 int ps_cli_join_longs(const struct option *own, struct option *joined, size_t capacity);
 int ps_cli_dataset_option(const char *name, const char *arg, ps_dataset_options *options);
+/* --preset paper|accurate (SPEC section 9): sets the five method options of d. */
+int ps_cli_preset(const char *name, ps_dataset_options *d);
+/* 1 when none of the section 9 options is on (the paper's method). */
+int ps_cli_method_is_paper(const ps_dataset_options *d);
+/* The section 9 options into a results file's parameters (only when not the paper's,
+ * so the paper's parameters and their digest stay as they were). */
+int ps_cli_method_record(const ps_dataset_options *d, ps_run_info *info);
+/* The score-stage part of them (gene weights; own genes and unscored perturbations
+ * need the dataset: ps_score_genes_build / _apply). */
+void ps_cli_method_score(const ps_dataset_options *d, ps_score_options *s);
+/* After the ridge fit: the section 9 arrays into score (own genes, unscored
+ * perturbations, the fit's gene weights), the warning for perturbations left
+ * without targets and the error when none is left. genes and *weights are the
+ * caller's to free (ps_score_genes_free, free). Collective. */
+int ps_cli_method_prepare(MPI_Comm comm, const ps_dataset_options *o, const ps_dataset *d, const ps_ridge *ridge,
+                          int quiet, ps_score_options *score, ps_score_genes *genes, double **weights);
 /* Fails with the message for an option COMMAND does not know (ARG as given). */
 int ps_cli_unknown_option(const char *command, const char *arg);
 /* "Did you mean" (suggest.c): the option name of lists closest to word (leading
@@ -72,7 +91,16 @@ int ps_cli_dataset_check(const char *command, ps_dataset_options *options);
     "  --de-background KIND  controls (default): P against control cells; others: against\n" \
     "                        every analysed cell not carrying the perturbation (high MOI)\n" \
     "  --de-strict-groups    cells with the perturbation and a control guide stay out of C\n" \
-    "                        (default: they count as controls, as the reference does)\n"
+    "                        (default: they count as controls, as the reference does)\n" \
+    "method preset (SPEC section 9; options after --preset override it):\n" \
+    "  --preset NAME         paper (default: the published method) or accurate (= --scale median\n" \
+    "                        --target-fdr 0.05 --no-winsorize --qp-genes own --gene-weights residual)\n" \
+    "  --scale KIND          1e4 (default) or median: y = ln(1 + s count / total), s = median total count\n" \
+    "  --target-fdr Q        also keep only targets with Benjamini-Hochberg q <= Q (0 = off, default);\n" \
+    "                        a perturbation left without targets is not scored (PS NaN)\n" \
+    "  --no-winsorize        do not clip each gene at its 95th percentile\n" \
+    "  --qp-genes KIND       union (default: every regression gene) or own (a cell's perturbations' targets)\n" \
+    "  --gene-weights KIND   none (default) or residual (weigh genes by 1 / residual variance in the QP)\n"
 /* Help text of --max-memory (run and cv, src/cost). */
 #define PS_CLI_MAX_MEMORY_USAGE \
     "  --max-memory SIZE     refuse (before the matrix is read) when a rank would need more than SIZE\n" \

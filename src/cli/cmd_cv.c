@@ -235,6 +235,7 @@ static int record_parameters(const cv_cli *o, int argc, char **argv, ps_run_info
     PS_CALL(ps_run_info_number(info, "lambda", o->cv.score.lambda));
     PS_CALL(ps_run_info_number(info, "upper", o->cv.score.upper));
   }
+  PS_CALL(ps_cli_method_record(&o->data, info)); /* SPEC section 9, when not the paper's */
   return PS_OK;
 }
 
@@ -414,7 +415,17 @@ static int run_cv(MPI_Comm comm, cv_cli *o, int argc, char **argv) {
   MPI_Comm_size(comm, &size);
   PS_CALL(ps_run_info_number(&info, "ranks", size));
   ps_fault_point("cv");
-  PS_CALL(run_scheme(comm, o, &d, &progress, &info));
+  /* SPEC section 9: the held-out cells scored in the same method (gene weights from the
+   * residuals of the cells each ps_score_cells call scores, under the beta it is given) */
+  ps_score_genes genes = {0};
+  o->cv.score.gene_weights = o->data.gene_weights;
+  if (o->cv.scheme == PS_CV_SCHEME_CELLS && !ps_cli_method_is_paper(&o->data)) {
+    PS_CALL(ps_error_sync(comm, ps_score_genes_build(&d, &genes)));
+    ps_score_genes_apply(&genes, o->data.qp_genes_own, o->data.de.fdr > 0, &o->cv.score);
+  }
+  int err = run_scheme(comm, o, &d, &progress, &info);
+  ps_score_genes_free(&genes);
+  PS_CALL(err);
   ps_run_info_free(&info);
   ps_dataset_free(&d);
   return PS_OK;

@@ -244,6 +244,7 @@ static int record_parameters(const lambda_options *o, int argc, char **argv, ps_
     PS_CALL(ps_run_info_number(info, "de_strict_groups", o->data.de_strict_groups));
     PS_CALL(ps_run_info_string(info, "de_background", o->data.de_background_others ? "others" : "controls"));
   }
+  PS_CALL(ps_cli_method_record(&o->data, info)); /* SPEC section 9, when not the paper's */
   return PS_OK;
 }
 
@@ -393,6 +394,15 @@ static int lambda_pipeline(MPI_Comm comm, lambda_options *o, int argc, char **ar
   double *pvalues = NULL;
   PS_CALL(ps_error_sync(comm, ps_ridge_fit_pvalues(comm, &d.design, &d.y, o->ridge_lambda, &o->perm, &ridge, &pvalues)));
   seconds[1] = ps_progress_done(&progress);
+  ps_score_genes genes; /* SPEC section 9: the scan and the full scoring in the same method */
+  double *fit_weights = NULL;
+  PS_CALL(ps_cli_method_prepare(comm, &o->data, &d, &ridge, o->quiet, &o->score, &genes, &fit_weights));
+  if (rank == 0 && o->score.unscored) {
+    int64_t pid = ps_strlist_find_sorted(&d.design.names, o->data.pseudo_label ? o->data.pseudo_label : PS_LAMBDA_PSEUDO_LABEL);
+    if (pid >= 0 && o->score.unscored[pid])
+      fprintf(stderr, "pertscore: warning: the pseudo perturbation has no targets at the target FDR, so it is not "
+              "scored and every lambda has FPR 0 (the FDR cut already keeps control cells from scoring)\n");
+  }
   ps_progress_stage(&progress, "scan");
   ps_lambda_curve curve;
   PS_CALL(ps_lambda_scan(comm, &d, &ridge, o->data.pseudo_label, o->grid, o->n_grid, &o->score, &progress, &curve));
@@ -437,6 +447,8 @@ static int lambda_pipeline(MPI_Comm comm, lambda_options *o, int argc, char **ar
     else print_table(o, &d, &curve, chosen);
   }
   ps_lambda_curve_free(&curve);
+  ps_score_genes_free(&genes);
+  free(fit_weights);
   free(pvalues);
   ps_ridge_free(&ridge);
   ps_dataset_free(&d);

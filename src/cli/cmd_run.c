@@ -218,6 +218,7 @@ static int parse_run(int argc, char **argv, run_options *o, int *help) {
     fprintf(stderr, "pertscore: warning: calibrated calls (SPEC section 10) do not support --group-by / --control-by "
             "yet; no effect_pvalue / ps_pvalue in the output\n");
   }
+  ps_cli_method_score(&o->data, &o->score); /* SPEC section 9: --gene-weights */
   o->cv.seed = o->perm.seed; /* --cv: the same options as pertscore cv; folds from --seed */
   o->cv.score = o->score;
   size_t stem = strlen(o->output);
@@ -313,7 +314,17 @@ static int record_parameters(const run_options *o, int argc, char **argv, ps_run
     PS_CALL(ps_run_info_number(info, "de_strict_groups", o->data.de_strict_groups));
     PS_CALL(ps_run_info_string(info, "de_background", o->data.de_background_others ? "others" : "controls"));
   }
+  PS_CALL(ps_cli_method_record(&o->data, info)); /* SPEC section 9, when not the paper's */
   return PS_OK;
+}
+
+/* Perturbations without any target among the regression genes that were left unscored
+ * (SPEC section 9: --target-fdr or --qp-genes own). */
+static int n_not_scored(const run_options *o, const ps_dataset *d) {
+  if (!(o->data.de.fdr > 0) && !o->data.qp_genes_own) return 0;
+  int n = 0;
+  for (int32_t k = 0; k < d->design.n_perturbations; k++) n += d->n_targets[k] == 0;
+  return n;
 }
 
 static void print_summary(const run_options *o, const ps_dataset *d, const ps_scores *s, const double *seconds,
@@ -324,13 +335,15 @@ static void print_summary(const run_options *o, const ps_dataset *d, const ps_sc
          "\"guide_rows\": {\"read\": %lld, \"unmatched\": %lld}, "
          "\"targets\": {\"source\": \"%s\", \"pairs\": %lld, \"moi\": \"%s\", \"seconds\": %.3f}, "
          "\"qp_solved\": %lld, \"max_kkt_residual\": %.3g, \"perturbations_not_rescaled\": %d, "
+         "\"preset\": \"%s\", \"perturbations_not_scored\": %d, "
          "\"seconds\": {\"read\": %.3f, \"ridge\": %.3f, \"score\": %.3f, \"write\": %.3f, \"total\": %.3f}",
          o->output, n_ranks, (long long)d->n_cells_input, (long long)d->n_analysed, (long long)d->n_control,
          d->design.n_perturbations, d->n_regression, d->is_counts ? "true" : "false",
          (long long)d->n_guide_rows, (long long)d->n_guide_rows_unmatched,
          o->data.targets ? "file" : "selected", (long long)d->targets.gene.n, d->low_moi ? "low" : "high",
          d->seconds_targets, (long long)s->n_qp, s->max_kkt,
-         s->n_not_rescaled, seconds[0], seconds[1], seconds[2], seconds[3], seconds[4]);
+         s->n_not_rescaled, ps_cli_method_is_paper(&o->data) ? "paper" : o->data.preset ? o->data.preset : "custom",
+         n_not_scored(o, d), seconds[0], seconds[1], seconds[2], seconds[3], seconds[4]);
   if (o->cv.scheme)
     printf(", \"cv\": {\"scheme\": \"%s\", \"seconds\": %.3f}",
            o->cv.scheme == PS_CV_SCHEME_CELLS ? "cells" : "perturbations", cv_seconds);
@@ -529,9 +542,20 @@ static int run_pipeline(MPI_Comm comm, run_options *o, int argc, char **argv) {
   ps_progress_stage(&progress, "score");
   ps_fault_point("score"); /* tests/fault: a rank killed inside the score stage */
   ps_scores scores = resumed.scores;
+  ps_score_genes genes; /* SPEC section 9: own genes, perturbations left without targets, gene weights */
+  ps_score_options score_opt = o->score;
+  double *fit_weights = NULL;
+  PS_CALL(ps_cli_method_prepare(comm, &o->data, &d, &ridge, o->quiet, &score_opt, &genes, &fit_weights));
+  o->cv.score.own_ptr = score_opt.own_ptr; /* --cv cells: held-out cells in the same method */
+  o->cv.score.own_cols = score_opt.own_cols;
+  o->cv.score.unscored = score_opt.unscored;
   if (resumed.stage < PS_CHECKPOINT_SCORE) {
-    PS_CALL(ps_error_sync(comm, ps_score_cells(comm, scored, &d.y, &ridge, &o->score, &progress, &scores)));
+    PS_CALL(ps_error_sync(comm, ps_score_cells(comm, scored, &d.y, &ridge, &score_opt, &progress, &scores)));
     PS_CALL(ps_error_sync(comm, ps_checkpoint_write_scores(comm, partial, &d, scored, &scores)));
+  }
+  if (fit_weights && !scores.weights) { /* resumed scores: the weights they were scored with (same fit) */
+    PS_ALLOC(scores.weights, ridge.n_genes > 0 ? ridge.n_genes : 1);
+    memcpy(scores.weights, fit_weights, (size_t)ridge.n_genes * sizeof *fit_weights);
   }
   seconds[2] = ps_progress_done(&progress);
   /* calibrated calls (SPEC section 10): refits on split cells, the run's scores unchanged */
@@ -577,6 +601,11 @@ static int run_pipeline(MPI_Comm comm, run_options *o, int argc, char **argv) {
   PS_CALL(ps_run_info_string(&info, "input_digest", input_digest));
   PS_CALL(ps_run_info_string(&info, "parameters_digest", params_digest));
   PS_CALL(ps_run_info_number(&info, "ranks", size));
+  if (o->data.scale_median) { /* the s of y = ln(1 + s count / total) it came to (0: not counts) */
+    char text[64];
+    snprintf(text, sizeof text, "%.17g", d.scale);
+    PS_CALL(ps_run_info_string(&info, "scale_value", text)); /* pertscore dosage normalizes with it */
+  }
   if (resumed.stage) /* which stages came from OUTPUT.partial (not part of the parameters digest) */
     PS_CALL(ps_run_info_string(&info, "resumed", resumed.stage == PS_CHECKPOINT_SCORE ? "ridge,score" : "ridge"));
   PS_CALL(ps_run_info_number(&info, "seconds_read", seconds[0]));
@@ -622,6 +651,8 @@ static int run_pipeline(MPI_Comm comm, run_options *o, int argc, char **argv) {
   ps_dosage_table_free(&dosage);
   ps_run_info_free(&info);
   ps_scores_free(&scores);
+  ps_score_genes_free(&genes);
+  free(fit_weights);
   ps_design_free(&all);
   free(pvalues);
   ps_ridge_free(&ridge);

@@ -19,7 +19,10 @@ static const char *simulate_usage =
     "  --downstream D         downstream genes per perturbation (20)\n"
     "  --effect X             typical |ln fold change| of downstream genes at efficiency 1 (1.0)\n"
     "  --knockdown X          fraction of the target gene removed at efficiency 1 (0.9)\n"
-    "  --efficiencies LIST    mixture levels of the per-cell efficiency (0,0.25,0.5,0.75,1)\n"
+    "  --efficiencies LIST    mixture levels of the per-cell efficiency (0,0.25,0.5,0.75,1),\n"
+    "                         or uniform: e ~ uniform(0, 1)\n"
+    "  --shared-downstream F  this fraction of each perturbation's downstream genes is one set shared by\n"
+    "                         all perturbations (each with its own fold changes; 0)\n"
     "  --library-size N       mean counts per cell (5000)\n"
     "  --dispersion X         negative-binomial dispersion (0.1)\n"
     "  --seed S               random seed (1); output is identical on any number of ranks\n"
@@ -63,7 +66,7 @@ static int count_i32(const char *option, const char *text, int32_t *out) {
 static int parse_simulate(int argc, char **argv, ps_sim_options *o, char *prefix, size_t size, int *quiet, int *help) {
   enum { O_CELLS = 1, O_GENES, O_PERT, O_MOI, O_POISSON, O_CONTROL, O_DOWN, O_EFFECT, O_KD, O_EFF, O_LIB, O_DISP,
          O_SEED, O_OUT, O_QUIET, O_HELP, O_EFFECTS, O_RANK, O_DOSAGE_DESIGN, O_UNMEASURED, O_INERT,
-         O_CELL_TYPES, O_TYPE_RESPONSES, O_TYPE_GENES, O_TYPE_SHIFT, O_FORCE };
+         O_CELL_TYPES, O_TYPE_RESPONSES, O_TYPE_GENES, O_TYPE_SHIFT, O_FORCE, O_SHARED };
   static const struct option longs[] = {
       {"cells", required_argument, 0, O_CELLS}, {"genes", required_argument, 0, O_GENES},
       {"perturbations", required_argument, 0, O_PERT}, {"moi", required_argument, 0, O_MOI},
@@ -79,6 +82,7 @@ static int parse_simulate(int argc, char **argv, ps_sim_options *o, char *prefix
       {"unmeasured-targets", required_argument, 0, O_UNMEASURED}, {"inert", required_argument, 0, O_INERT},
       {"cell-types", required_argument, 0, O_CELL_TYPES}, {"type-responses", required_argument, 0, O_TYPE_RESPONSES},
       {"type-genes", required_argument, 0, O_TYPE_GENES}, {"type-shift", required_argument, 0, O_TYPE_SHIFT},
+      {"shared-downstream", required_argument, 0, O_SHARED},
       {0, 0, 0, 0}};
   ps_sim_options_default(o);
   optind = 1;
@@ -100,6 +104,11 @@ static int parse_simulate(int argc, char **argv, ps_sim_options *o, char *prefix
       case O_EFFECT: o->effect_size = v; break;
       case O_KD: o->knockdown = v; break;
       case O_EFF: {
+        if (strcmp(optarg, "uniform") == 0) { /* e ~ uniform(0, 1) per perturbed guide */
+          o->uniform_efficiency = 1;
+          break;
+        }
+        o->uniform_efficiency = 0;
         ps_strlist levels = {0};
         PS_CALL(ps_cli_split_list(optarg, &levels));
         if (levels.n < 1 || levels.n > 16) PS_FAIL(PS_ERR_INPUT, "--efficiencies takes 1 to 16 levels");
@@ -112,6 +121,11 @@ static int parse_simulate(int argc, char **argv, ps_sim_options *o, char *prefix
         break;
       }
       case O_LIB: o->library_size = v; break;
+      case O_SHARED:
+        PS_CALL(ps_cli_number("--shared-downstream", optarg, &o->shared_downstream));
+        if (!(o->shared_downstream >= 0 && o->shared_downstream <= 1))
+          PS_FAIL(PS_ERR_INPUT, "--shared-downstream must be in [0, 1], got %s", optarg);
+        break;
       case O_DISP: o->dispersion = v; break;
       case O_SEED: o->seed = (uint64_t)v; break;
       case O_OUT: out = optarg; break;

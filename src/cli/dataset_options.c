@@ -7,6 +7,8 @@
 
 #include "cli.h"
 #include "pertscore/data.h"
+#include "pertscore/results.h"
+#include "pertscore/score.h"
 
 const struct option ps_cli_dataset_longs[] = {
     {"input", required_argument, 0, PS_CLI_DATASET + 0},
@@ -27,6 +29,12 @@ const struct option ps_cli_dataset_longs[] = {
     {"exclude-perturbed-gene", no_argument, 0, PS_CLI_DATASET + 15},
     {"de-background", required_argument, 0, PS_CLI_DATASET + 16},
     {"de-strict-groups", no_argument, 0, PS_CLI_DATASET + 17},
+    {"preset", required_argument, 0, PS_CLI_DATASET + 18},
+    {"scale", required_argument, 0, PS_CLI_DATASET + 19},
+    {"target-fdr", required_argument, 0, PS_CLI_DATASET + 20},
+    {"no-winsorize", no_argument, 0, PS_CLI_DATASET + 21},
+    {"qp-genes", required_argument, 0, PS_CLI_DATASET + 22},
+    {"gene-weights", required_argument, 0, PS_CLI_DATASET + 23},
     {0, 0, 0, 0}};
 _Static_assert(sizeof ps_cli_dataset_longs / sizeof *ps_cli_dataset_longs == PS_CLI_DATASET_END - PS_CLI_DATASET + 1,
                "PS_CLI_DATASET_END (cli.h) must count the entries of ps_cli_dataset_longs");
@@ -40,6 +48,60 @@ int ps_cli_join_longs(const struct option *own, struct option *joined, size_t ca
     }
   joined[n] = (struct option){0, 0, 0, 0};
   ps_cli_set_suggestions(joined);
+  return PS_OK;
+}
+
+int ps_cli_preset(const char *name, ps_dataset_options *d) {
+  int accurate;
+  if (strcmp(name, "accurate") == 0) accurate = 1;
+  else if (strcmp(name, "paper") == 0) accurate = 0;
+  else PS_FAIL(PS_ERR_INPUT, "--preset expects paper or accurate, got '%s'", name);
+  d->preset = accurate ? "accurate" : "paper";
+  d->scale_median = accurate;
+  d->de.fdr = accurate ? 0.05 : 0.0;
+  d->no_winsorize = accurate;
+  d->qp_genes_own = accurate;
+  d->gene_weights = accurate;
+  return PS_OK;
+}
+
+int ps_cli_method_is_paper(const ps_dataset_options *d) {
+  return !d->scale_median && !(d->de.fdr > 0) && !d->no_winsorize && !d->qp_genes_own && !d->gene_weights;
+}
+
+int ps_cli_method_record(const ps_dataset_options *d, ps_run_info *info) {
+  if (ps_cli_method_is_paper(d)) return PS_OK; /* the paper: the parameters (and their digest) as before */
+  PS_CALL(ps_run_info_string(info, "preset", d->preset ? d->preset : "custom"));
+  PS_CALL(ps_run_info_string(info, "scale", d->scale_median ? "median" : "1e4"));
+  if (!d->targets) PS_CALL(ps_run_info_number(info, "target_fdr", d->de.fdr));
+  PS_CALL(ps_run_info_number(info, "winsorize", !d->no_winsorize));
+  PS_CALL(ps_run_info_string(info, "qp_genes", d->qp_genes_own ? "own" : "union"));
+  PS_CALL(ps_run_info_string(info, "gene_weights", d->gene_weights ? "residual" : "none"));
+  return PS_OK;
+}
+
+void ps_cli_method_score(const ps_dataset_options *d, ps_score_options *s) { s->gene_weights = d->gene_weights; }
+
+int ps_cli_method_prepare(MPI_Comm comm, const ps_dataset_options *o, const ps_dataset *d, const ps_ridge *ridge,
+                          int quiet, ps_score_options *score, ps_score_genes *genes, double **weights) {
+  memset(genes, 0, sizeof *genes);
+  *weights = NULL;
+  score->gene_weights = o->gene_weights;
+  if (ps_cli_method_is_paper(o)) return PS_OK;
+  PS_CALL(ps_error_sync(comm, ps_score_genes_build(d, genes)));
+  ps_score_genes_apply(genes, o->qp_genes_own, o->de.fdr > 0, score);
+  if (score->unscored && genes->n_unscored == d->design.n_perturbations)
+    PS_CALL(ps_error_sync(comm, ps_error_set(PS_ERR_INPUT, __FILE__, __LINE__,
+                                            "%s: every one of the %d perturbations is left without targets%s; nothing "
+                                            "to score (raise --target-fdr or give --targets)",
+                                            o->input, (int)d->design.n_perturbations,
+                                            o->de.fdr > 0 ? " at the target FDR" : "")));
+  if (score->unscored) ps_score_genes_warn(comm, d, genes); /* a warning: printed with --quiet too */
+  (void)quiet;
+  if (o->gene_weights) { /* from the fit's own design (all analysed cells) */
+    PS_CALL(ps_score_gene_weights(comm, &d->design, &d->y, ridge, weights));
+    score->weights = *weights;
+  }
   return PS_OK;
 }
 
@@ -77,6 +139,23 @@ int ps_cli_dataset_option(const char *name, const char *arg, ps_dataset_options 
     if (strcmp(arg, "guide") == 0) d->unit_guide = 1;
     else if (strcmp(arg, "gene") == 0) d->unit_guide = 0;
     else PS_FAIL(PS_ERR_INPUT, "--unit expects gene or guide, got '%s'", arg);
+  } else if (strcmp(name, "preset") == 0) PS_CALL(ps_cli_preset(arg, d));
+  else if (strcmp(name, "scale") == 0) {
+    if (strcmp(arg, "median") == 0) d->scale_median = 1;
+    else if (strcmp(arg, "1e4") == 0 || strcmp(arg, "10000") == 0) d->scale_median = 0;
+    else PS_FAIL(PS_ERR_INPUT, "--scale expects 1e4 or median, got '%s'", arg);
+  } else if (strcmp(name, "target-fdr") == 0) {
+    PS_CALL(ps_cli_number("--target-fdr", arg, &d->de.fdr));
+    if (!(d->de.fdr >= 0 && d->de.fdr <= 1)) PS_FAIL(PS_ERR_INPUT, "--target-fdr must be in [0, 1] (0 = off), got %s", arg);
+  } else if (strcmp(name, "no-winsorize") == 0) d->no_winsorize = 1;
+  else if (strcmp(name, "qp-genes") == 0) {
+    if (strcmp(arg, "own") == 0) d->qp_genes_own = 1;
+    else if (strcmp(arg, "union") == 0) d->qp_genes_own = 0;
+    else PS_FAIL(PS_ERR_INPUT, "--qp-genes expects own or union, got '%s'", arg);
+  } else if (strcmp(name, "gene-weights") == 0) {
+    if (strcmp(arg, "residual") == 0) d->gene_weights = 1;
+    else if (strcmp(arg, "none") == 0) d->gene_weights = 0;
+    else PS_FAIL(PS_ERR_INPUT, "--gene-weights expects residual or none, got '%s'", arg);
   } else PS_FAIL(PS_ERR_SYSTEM, "command line: --%s is in the dataset table but has no parser", name);
   return PS_OK;
 }

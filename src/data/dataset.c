@@ -111,7 +111,17 @@ static double quantile_type7_select(double *v, int64_t n_nonzero, int64_t n, dou
 }
 
 /* SPEC section 0: counts (every stored value integral) become ln(1 + 1e4 x / total). */
+static int normalize_with(MPI_Comm comm, ps_csr *x, int input_is, double scale, int *is_counts);
 static int normalize_block(MPI_Comm comm, ps_csr *x, int input_is, int *is_counts) {
+  return normalize_with(comm, x, input_is, 1e4, is_counts);
+}
+
+int ps_expression_normalize_scale(MPI_Comm comm, ps_csr *x, int input_is, double scale, int *is_counts) {
+  if (!(scale > 0) || !isfinite(scale)) PS_FAIL(PS_ERR_INPUT, "normalization scale must be positive, got %g", scale);
+  return normalize_with(comm, x, input_is, scale, is_counts);
+}
+
+static int normalize_with(MPI_Comm comm, ps_csr *x, int input_is, double scale, int *is_counts) {
   int integral = 1, all_integral = 1;
   int64_t nnz = ps_csr_nnz(x);
   for (int64_t i = 0; i < nnz && integral; i++) integral = x->data[i] == floor(x->data[i]);
@@ -122,7 +132,66 @@ static int normalize_block(MPI_Comm comm, ps_csr *x, int input_is, int *is_count
     double total = 0;
     for (int64_t p = x->indptr[r]; p < x->indptr[r + 1]; p++) total += x->data[p];
     if (total <= 0) continue;
-    for (int64_t p = x->indptr[r]; p < x->indptr[r + 1]; p++) x->data[p] = log1p(1e4 * x->data[p] / total);
+    for (int64_t p = x->indptr[r]; p < x->indptr[r + 1]; p++) x->data[p] = log1p(scale * x->data[p] / total);
+  }
+  return PS_OK;
+}
+
+/* --scale median (SPEC section 9): the integrality check of normalize_block, then
+ * s = the median total count over the analysed cells (keep[i] >= 0), then
+ * ln(1 + s x / total). Runs once the design (keep) is known. */
+static int normalize_median(MPI_Comm comm, ps_csr *x, const int64_t *keep, int input_is, int *is_counts,
+                            double *scale) {
+  int integral = 1, all_integral = 1;
+  int64_t nnz = ps_csr_nnz(x);
+  for (int64_t i = 0; i < nnz && integral; i++) integral = x->data[i] == floor(x->data[i]);
+  PS_CHECK_MPI(MPI_Allreduce(&integral, &all_integral, 1, MPI_INT, MPI_MIN, comm));
+  *is_counts = input_is == PS_INPUT_COUNTS || (input_is == PS_INPUT_AUTO && all_integral);
+  *scale = 0;
+  if (!*is_counts) return PS_OK;
+  int size;
+  MPI_Comm_size(comm, &size);
+  int n_local = 0;
+  for (int64_t r = 0; r < x->n_rows; r++) n_local += keep[r] >= 0;
+  double *totals = NULL, *all = NULL;
+  int *counts = NULL, *displs = NULL;
+  PS_ALLOC(totals, n_local);
+  PS_ALLOC(counts, size);
+  PS_ALLOC(displs, size);
+  int at = 0;
+  for (int64_t r = 0; r < x->n_rows; r++) {
+    if (keep[r] < 0) continue;
+    double total = 0;
+    for (int64_t p = x->indptr[r]; p < x->indptr[r + 1]; p++) total += x->data[p];
+    totals[at++] = total;
+  }
+  PS_CHECK_MPI(MPI_Allgather(&n_local, 1, MPI_INT, counts, 1, MPI_INT, comm));
+  int64_t n_all = 0;
+  for (int r = 0; r < size; r++) {
+    displs[r] = (int)n_all;
+    n_all += counts[r];
+  }
+  PS_ALLOC(all, n_all);
+  PS_CHECK_MPI(MPI_Allgatherv(totals, n_local, MPI_DOUBLE, all, counts, displs, MPI_DOUBLE, comm));
+  double s = 1e4;
+  if (n_all > 0) { /* R median: the middle value, or the mean of the two middle ones */
+    int64_t h = (n_all - 1) / 2;
+    select_kth(all, n_all, h);
+    double lo = all[h], hi = lo;
+    if (n_all % 2 == 0) {
+      select_kth(all, n_all, h + 1);
+      hi = all[h + 1];
+    }
+    s = 0.5 * (lo + hi);
+  }
+  free(totals), free(all), free(counts), free(displs);
+  if (!(s > 0)) PS_FAIL(PS_ERR_INPUT, "--scale median: the median total count of the analysed cells is %g", s);
+  *scale = s;
+  for (int64_t r = 0; r < x->n_rows; r++) {
+    double total = 0;
+    for (int64_t p = x->indptr[r]; p < x->indptr[r + 1]; p++) total += x->data[p];
+    if (total <= 0) continue;
+    for (int64_t p = x->indptr[r]; p < x->indptr[r + 1]; p++) x->data[p] = log1p(s * x->data[p] / total);
   }
   return PS_OK;
 }
@@ -835,7 +904,10 @@ static int dataset_read(MPI_Comm comm, const ps_dataset_options *opt, ps_progres
   PS_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, &d->nnz_input, 1, MPI_INT64_T, MPI_SUM, comm));
   PS_CALL(check_unique_cells(comm, opt->input, &m->cells));
   PS_CALL(ps_check_input_is(comm, opt, &m->x));
-  PS_CALL(normalize_block(comm, &m->x, opt->input_is, &d->is_counts));
+  if (!opt->scale_median) { /* --scale median needs the analysed cells: after the design */
+    PS_CALL(normalize_block(comm, &m->x, opt->input_is, &d->is_counts));
+    d->scale = d->is_counts ? 1e4 : 0;
+  }
   if (!guides_in_matrix) PS_CALL(ps_error_sync(comm, read_guide_calls(comm, opt, m, calls)));
   PS_CALL(ps_error_sync(comm, ps_check_control_guides(comm, opt, calls)));
   PS_CALL(ps_error_sync(comm, restrict_calls(opt, calls))); /* an allocation failure on one rank is every rank's */
@@ -849,6 +921,14 @@ static int dataset_read(MPI_Comm comm, const ps_dataset_options *opt, ps_progres
   if (opt->pseudo_cells > 0) /* pertscore lambda: before the targets, so the pseudo perturbation gets its own */
     PS_CALL(ps_error_sync(comm, ps_pseudo_relabel(comm, opt, d)));
   ps_guide_calls_free(calls);
+  if (opt->scale_median) {
+    PS_CALL(normalize_median(comm, &m->x, keep, opt->input_is, &d->is_counts, &d->scale));
+    int rank;
+    MPI_Comm_rank(comm, &rank);
+    if (!d->is_counts && rank == 0)
+      fprintf(stderr, "pertscore: warning: --scale median applies to count input; %s is taken as log-normalized "
+              "and used as it is\n", opt->input);
+  }
   if (opt->guard) /* the design is known: before target selection */
     PS_CALL(opt->guard(comm, d, PS_DATASET_GUARD_DESIGN, opt->guard_context));
   for (int64_t i = 0; i < m->x.n_rows; i++) /* analysed names in analysed order (block order is kept) */
@@ -916,7 +996,9 @@ static int dataset_read(MPI_Comm comm, const ps_dataset_options *opt, ps_progres
   PS_CALL(winsor_caps(comm, &d->y, row_group, d->n_winsor_groups, n_in_group, opt->winsor_quantile, d->winsor_cap));
   free(w->n_in_group);
   w->n_in_group = NULL;
-  for (int64_t j = 0; j < d->y.n_rows; j++) {
+  if (opt->no_winsorize) /* SPEC section 9: no clipping; the caps recorded as +inf */
+    for (int64_t i = 0; i < (int64_t)d->n_winsor_groups * d->n_regression; i++) d->winsor_cap[i] = INFINITY;
+  for (int64_t j = 0; j < d->y.n_rows && !opt->no_winsorize; j++) {
     const double *cap = d->winsor_cap + (int64_t)(row_group ? row_group[j] : 0) * d->n_regression;
     for (int64_t p = d->y.indptr[j]; p < d->y.indptr[j + 1]; p++)
       if (d->y.data[p] > cap[d->y.indices[p]]) d->y.data[p] = cap[d->y.indices[p]];

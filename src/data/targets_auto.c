@@ -347,6 +347,7 @@ static int record_push(record_list *l, de_record r) {
 /* The smallest |log2FC| threshold ps_de_select can reach (same multiplications):
  * a gene below it, or below min_pct, is never selected, so it is not sent. */
 static double last_threshold(const ps_de_options *o) {
+  if (o->fdr > 0) return -INFINITY; /* --target-fdr: BH ranks among every gene that passed min_pct */
   double t = o->logfc;
   for (int r = 1; r < o->max_rounds; r++) t *= o->factor;
   return t;

@@ -12,6 +12,7 @@ void ps_de_options_default(ps_de_options *o) {
   o->max_targets = 500;
   o->max_rounds = 3;
   o->factor = 0.8;
+  o->fdr = 0.0;
 }
 
 static int check_options(const ps_de_options *o) {
@@ -27,6 +28,7 @@ static int check_options(const ps_de_options *o) {
     PS_FAIL(PS_ERR_INPUT, "the number of target selections must be >= 1 (got %d)", o->max_rounds);
   if (!(o->factor > 0 && o->factor <= 1))
     PS_FAIL(PS_ERR_INPUT, "the threshold factor must be in (0, 1] (got %g)", o->factor);
+  if (!(o->fdr >= 0 && o->fdr <= 1)) PS_FAIL(PS_ERR_INPUT, "--target-fdr must be in (0, 1] (got %g)", o->fdr);
   return PS_OK;
 }
 
@@ -44,6 +46,34 @@ static int cmp_candidate(const void *a, const void *b) {
   if (!xn && x->p != y->p) return x->p < y->p ? -1 : 1;
   if (x->abs_fc != y->abs_fc) return x->abs_fc > y->abs_fc ? -1 : 1;
   return (x->gene > y->gene) - (x->gene < y->gene);
+}
+
+/* Benjamini-Hochberg q of n candidates (NaN p counts as 1): q[i] aligned with c[i]. */
+static int bh_qvalues(const candidate *c, int64_t n, double **out) {
+  double *q;
+  PS_ALLOC(q, n);
+  candidate *sorted = malloc((size_t)n * sizeof *sorted);
+  if (!sorted) {
+    free(q);
+    PS_FAIL(PS_ERR_SYSTEM, "out of memory: BH over %lld genes", (long long)n);
+  }
+  /* sort positions by p (then the candidate order's tie rule: only the order of equal p
+   * changes which h' they get, and equal p get equal q in BH anyway) */
+  for (int64_t i = 0; i < n; i++) {
+    sorted[i] = c[i];
+    sorted[i].gene = i; /* position in c */
+    if (isnan(sorted[i].p)) sorted[i].p = 1.0;
+  }
+  qsort(sorted, (size_t)n, sizeof *sorted, cmp_candidate);
+  double running = INFINITY;
+  for (int64_t h = n; h >= 1; h--) {
+    double v = sorted[h - 1].p * (double)n / (double)h;
+    if (v < running) running = v;
+    q[sorted[h - 1].gene] = running < 1.0 ? running : 1.0;
+  }
+  free(sorted);
+  *out = q;
+  return PS_OK;
 }
 
 int ps_de_select(const ps_de_gene *genes, int64_t n_genes, int64_t exclude, const ps_de_options *opt,
@@ -74,10 +104,23 @@ int ps_de_select(const ps_de_gene *genes, int64_t n_genes, int64_t exclude, cons
     t *= opt->factor;
   }
 
+  /* --target-fdr: BH q of every tested gene (c is in gene order; q aligned with it) */
+  double *q = NULL;
+  if (opt->fdr > 0 && n_tested > 0) {
+    int err = bh_qvalues(c, n_tested, &q);
+    if (err) {
+      free(c);
+      return ps_error_trace(err, __FILE__, __LINE__);
+    }
+    n_pass = 0;
+    for (int64_t i = 0; i < n_tested; i++) n_pass += c[i].abs_fc >= t && q[i] <= opt->fdr;
+  }
+
   /* Keep the passing candidates (stable in gene order), rank them, cap. */
   int64_t m = 0;
   for (int64_t i = 0; i < n_tested; i++)
-    if (c[i].abs_fc >= t) c[m++] = c[i];
+    if (c[i].abs_fc >= t && (!q || q[i] <= opt->fdr)) c[m++] = c[i];
+  free(q);
   qsort(c, (size_t)m, sizeof *c, cmp_candidate);
   int64_t n_keep = m < opt->max_targets ? m : opt->max_targets;
 

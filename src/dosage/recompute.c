@@ -309,10 +309,18 @@ int ps_dosage_recompute(MPI_Comm comm, const ps_dosage_source *src, const ps_dos
     return read_err;
   }
   PS_CHECK_MPI(MPI_Bcast(&unit_guide, 1, MPI_INT, 0, comm));
+  double scale = 1e4; /* --scale median (SPEC section 9): the s the run normalized with */
+  if (rank == 0) {
+    char text[64];
+    int found = 0;
+    ps_h5ad_read_scalar_string(src->results, "uns/pertscore/parameters/scale_value", text, sizeof text, &found);
+    if (found && strtod(text, NULL) > 0) scale = strtod(text, NULL);
+  }
+  PS_CHECK_MPI(MPI_Bcast(&scale, 1, MPI_DOUBLE, 0, comm));
   ps_matrix m;
   PS_CALL(ps_read_expression(comm, src->input, src->layer, &m));
   int is_counts;
-  PS_CALL(ps_expression_normalize(comm, &m.x, src->input_is, &is_counts));
+  PS_CALL(ps_expression_normalize_scale(comm, &m.x, src->input_is, scale, &is_counts));
   if (progress) ps_progress_update(progress, 0.3);
 
   /* the join */

@@ -176,8 +176,22 @@ int ps_lambda_scan(MPI_Comm comm, const ps_dataset *d, const ps_ridge *ridge, co
     if (rc != MPI_SUCCESS) err = ps_error_mpi(rc, "MPI_Allreduce", __FILE__, __LINE__);
     else if (out->n_pseudo == 0) err = ps_error_set(PS_ERR_SYSTEM, __FILE__, __LINE__, "no pseudo cells to score");
   }
+  /* SPEC section 9: the pseudo perturbation's own genes and scored flag, as id 0 of the
+   * one-perturbation problem (the gene weights are the full fit's, given in base) */
+  ps_score_options one = *base;
+  int64_t own_ptr[2] = {0, 0};
+  uint8_t unscored = 0;
+  if (base->own_ptr) {
+    own_ptr[1] = base->own_ptr[id + 1] - base->own_ptr[id];
+    one.own_ptr = own_ptr;
+    one.own_cols = base->own_cols + base->own_ptr[id];
+  }
+  if (base->unscored) {
+    unscored = base->unscored[id];
+    one.unscored = &unscored;
+  }
   for (int i = 0; i < n && !err; i++) {
-    err = score_one(comm, &q, base, grid[i], out, i);
+    err = score_one(comm, &q, &one, grid[i], out, i);
     if (progress) ps_progress_update(progress, (double)(i + 1) / (double)n);
   }
   pseudo_problem_free(&q);

@@ -1,6 +1,7 @@
 /* Writing the results file (DESIGN.md "Results file"), through the io module. */
 #include "pertscore/results.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -118,8 +119,16 @@ static int write_var(MPI_Comm comm, ps_h5ad_writer *w, const ps_dataset *d, cons
   };
   int n_cols = d->target_threshold ? 7 : 6;
   /* --group-by: perturbation k is the pair (perturbation, group) */
-  ps_column pair_cols[9];
+  ps_column pair_cols[10];
   memcpy(pair_cols, cols, (size_t)n_cols * sizeof *cols);
+  int any_unscored = 0; /* SPEC section 9: perturbations left without targets are not scored */
+  int64_t *scored_flag;
+  PS_ALLOC(scored_flag, K);
+  for (int32_t k = 0; k < K; k++) {
+    scored_flag[k] = !isnan(s->max_raw[k]);
+    any_unscored |= !scored_flag[k];
+  }
+  if (any_unscored) pair_cols[n_cols++] = (ps_column){.name = "scored", .kind = PS_COL_I64, .i64 = scored_flag};
   if (d->by_group) {
     pair_cols[n_cols++] = (ps_column){.name = "perturbation", .kind = PS_COL_STRING, .strings = d->base.items};
     pair_cols[n_cols++] = (ps_column){.name = "group", .kind = PS_COL_CATEGORICAL, .codes = d->group_of,
@@ -134,6 +143,7 @@ static int write_var(MPI_Comm comm, ps_h5ad_writer *w, const ps_dataset *d, cons
   free(ps_sum);
   free(mean_ps);
   free(n_scored);
+  free(scored_flag);
   return PS_OK;
 }
 
@@ -168,6 +178,8 @@ static int write_uns(ps_h5ad_writer *w, const ps_dataset *d, const ps_ridge *rid
   PS_CALL(ps_h5ad_write_strings(w, "uns/pertscore/regression_genes", genes, d->n_regression));
   free(genes);
   PS_CALL(write_basal(w, d, ridge->beta, ridge->n_genes, "uns/pertscore/basal"));
+  if (s->weights) /* SPEC section 9: --gene-weights residual */
+    PS_CALL(ps_h5ad_write_dense(w, "uns/pertscore/gene_weights", s->weights, 1, ridge->n_genes));
   PS_CALL(ps_h5ad_write_dense(w, "uns/pertscore/winsor_cap", d->winsor_cap, d->n_winsor_groups > 1 ? d->n_winsor_groups : 1,
                               d->n_regression));
   if (d->group_column) { /* rows of basal (and of winsor_cap with --group-by) follow these groups */

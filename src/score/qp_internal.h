@@ -19,4 +19,14 @@ void ps_qp_gram(int m, const double *const *rows, int n, const double *zero_row,
 /* Hint the cache to fetch rows[0..m) (n doubles each) soon; no effect on results. */
 void ps_qp_prefetch_rows(int m, const double *const *rows, int n);
 
+/* The cell loop of SPEC section 9 (score_method.c): the QP of cell j over G_j (its
+ * perturbations' targets with --qp-genes own, else every regression gene), weighted by
+ * w (NULL: all 1), perturbations in opt->unscored left out (their entries NaN). Fills
+ * out->ps (raw), out->max_raw (local), out->max_kkt, out->n_qp, out->n_unscored_entries. */
+#include "pertscore/score.h"
+int ps_score_local_method(const ps_design *design, const ps_csr *y, const ps_ridge *ridge, const ps_score_options *opt,
+                          const double *w, ps_progress *progress, ps_qp_solver *solver, ps_scores *out);
+/* 1 when any section 9 scoring option is set (the general cell loop runs). */
+int ps_score_method_active(const ps_score_options *opt);
+
 #endif

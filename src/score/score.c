@@ -32,6 +32,11 @@ void ps_score_options_default(ps_score_options *o) {
   o->upper = 3.0;
   o->rescale = 1;
   o->tolerance = 1e-6;
+  o->gene_weights = 0;
+  o->weights = NULL;
+  o->own_ptr = NULL;
+  o->own_cols = NULL;
+  o->unscored = NULL;
 }
 
 void ps_scores_free(ps_scores *s) {
@@ -39,6 +44,7 @@ void ps_scores_free(ps_scores *s) {
   free(s->ps);
   free(s->max_raw);
   free(s->rescaled);
+  free(s->weights);
   memset(s, 0, sizeof *s);
 }
 
@@ -156,7 +162,7 @@ static int check_columns(const ps_csr *y) {
 
 /* Everything rank-local: checks, allocation, the cell loop. */
 static int score_rank(const ps_design *design, const ps_csr *y, const ps_ridge *ridge, const ps_score_options *opt,
-                      ps_progress *progress, ps_scores *out) {
+                      const double *weights, ps_progress *progress, ps_scores *out) {
   const int32_t K = design->n_perturbations;
   PS_CALL(check_inputs(design, y, ridge, opt));
   PS_CALL(check_columns(y));
@@ -185,7 +191,9 @@ static int score_rank(const ps_design *design, const ps_csr *y, const ps_ridge *
   if (!err) err = ps_qp_solver_create(&solver);
   if (!err) {
     ps_qp_solver_set_tolerance(solver, opt->tolerance);
-    err = score_local(design, y, ridge, opt, progress, solver, &w, out);
+    err = ps_score_method_active(opt) /* SPEC section 9 (score_method.c) */
+              ? ps_score_local_method(design, y, ridge, opt, weights, progress, solver, out)
+              : score_local(design, y, ridge, opt, progress, solver, &w, out);
     out->n_tao = ps_qp_solver_tao_solves(solver);
   }
   ps_qp_solver_destroy(&solver);
@@ -229,7 +237,16 @@ int ps_score_cells(MPI_Comm comm, const ps_design *design, const ps_csr *y, cons
   memset(out, 0, sizeof *out);
   double start = MPI_Wtime();
   double start_cpu = ps_cpu_seconds(); /* on a shared machine wall time also counts other jobs' */
-  int err = ps_error_sync(comm, score_rank(design, y, ridge, opt, progress, out));
+  const double *weights = opt->weights;
+  if (opt->gene_weights && !weights) { /* SPEC section 9: from this design's residuals */
+    PS_CALL(ps_error_sync(comm, check_inputs(design, y, ridge, opt)));
+    PS_CALL(ps_score_gene_weights(comm, design, y, ridge, &out->weights));
+    weights = out->weights;
+  } else if (weights) {
+    PS_ALLOC(out->weights, ridge->n_genes > 0 ? ridge->n_genes : 1);
+    memcpy(out->weights, weights, (size_t)ridge->n_genes * sizeof *weights);
+  }
+  int err = ps_error_sync(comm, score_rank(design, y, ridge, opt, weights, progress, out));
   if (err) {
     ps_scores_free(out);
     return ps_error_trace(err, __FILE__, __LINE__);
@@ -245,10 +262,16 @@ int ps_score_cells(MPI_Comm comm, const ps_design *design, const ps_csr *y, cons
   PS_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, &out->max_kkt, 1, MPI_DOUBLE, MPI_MAX, comm));
   PS_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, &out->n_qp, 1, MPI_INT64_T, MPI_SUM, comm));
   PS_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, &out->n_tao, 1, MPI_INT64_T, MPI_SUM, comm));
+  PS_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, &out->n_unscored_entries, 1, MPI_INT64_T, MPI_SUM, comm));
 
   /* n_not_rescaled counts maxima below the threshold whether or not --no-rescale is set;
    * the warning is only worth printing when rescaling was asked for. */
   for (int32_t k = 0; k < K; k++) {
+    if (opt->unscored && opt->unscored[k]) { /* not scored (SPEC section 9): nothing to rescale or warn */
+      out->rescaled[k] = 0;
+      out->max_raw[k] = NAN;
+      continue;
+    }
     int big = out->max_raw[k] >= PS_RESCALE_MIN;
     out->rescaled[k] = (uint8_t)(opt->rescale && big);
     if (!big) out->n_not_rescaled++;

@@ -14,6 +14,7 @@
 #define STREAM_PERTURBATIONS UINT64_C(0xFFFFFFFF00000002)
 #define STREAM_EMBEDDING UINT64_C(0xFFFFFFFF00000003)
 #define STREAM_DOSAGE UINT64_C(0xFFFFFFFF0000D05E)
+#define STREAM_SHARED UINT64_C(0xFFFFFFFF00005AED)
 #define STREAM_CELL_TYPES UINT64_C(0xFFFFFFFF0000CE11) /* + type */
 
 void ps_sim_options_default(ps_sim_options *o) {
@@ -229,12 +230,31 @@ int ps_sim_truth_make(const ps_sim_options *o, ps_sim_truth *t) {
   int32_t rest = pool - K, w = 0;
   uint8_t *taken;
   PS_ALLOC(taken, G);
+  /* --shared-downstream: one set of genes, drawn from its own stream, first in every
+   * perturbation's list (without it the draws are exactly as before) */
+  int32_t n_shared = (int32_t)floor(o->shared_downstream * o->n_downstream + 0.5), *shared = NULL;
+  PS_ALLOC(shared, n_shared > 0 ? n_shared : 1);
+  if (n_shared > 0) {
+    ps_rng srng = ps_rng_make(o->seed, STREAM_SHARED);
+    for (int32_t d = 0; d < n_shared; d++) {
+      int32_t g;
+      int again;
+      do {
+        g = order[K + (int32_t)(ps_rng_next(&srng) % (uint64_t)rest)];
+        again = 0;
+        for (int32_t e = 0; e < d; e++) again |= shared[e] == g;
+      } while (again);
+      shared[d] = g;
+    }
+  }
   for (int32_t k = 0; k < K_all; k++) {
     memset(taken, 0, (size_t)G);
     for (int32_t d = 0; d < o->n_downstream; d++) {
       int32_t g;
-      do g = order[K + (int32_t)(ps_rng_next(&prng) % (uint64_t)rest)];
-      while (taken[g]);
+      if (d < n_shared) g = shared[d];
+      else
+        do g = order[K + (int32_t)(ps_rng_next(&prng) % (uint64_t)rest)];
+        while (taken[g]);
       taken[g] = 1;
       double size = o->effect_size * (0.5 + fabs(0.5 * ps_rng_normal(&prng)));
       t->downstream_gene[w] = g;
@@ -242,6 +262,7 @@ int ps_sim_truth_make(const ps_sim_options *o, ps_sim_truth *t) {
     }
     t->downstream_ptr[k + 1] = w;
   }
+  free(shared);
   free(taken);
   free(is_target);
   int err = o->n_cell_types > 1 ? cell_type_effects(o, order, K, pool, t) : PS_OK;
@@ -306,7 +327,7 @@ static void draw_guides(const ps_sim_options *o, ps_rng *rng, cell_guides *c) {
     c->id[c->n] = id;
     c->guide[c->n] = (int32_t)(ps_rng_next(rng) % (uint64_t)(id < 0 ? 4 : o->guides_per_perturbation));
     c->efficiency[c->n] = id < 0 ? 0.0
-                          : o->dosage_design ? ps_rng_uniform(rng) /* continuous: a spread of own-gene levels */
+                          : o->dosage_design || o->uniform_efficiency ? ps_rng_uniform(rng) /* continuous */
                                              : o->efficiencies[ps_rng_next(rng) % (uint64_t)o->n_efficiencies];
     c->umi[c->n] = 3 + (int)ps_rng_poisson(rng, 20);
     c->n++;

@@ -13,3 +13,7 @@ endforeach()
 foreach(np 1 2 3)
   ps_add_c_test(test_ridge_grid ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_ridge_grid.c ${np} "unit;mpi")
 endforeach()
+# the weighted QP, own genes and unscored perturbations of SPEC.md section 9 (KKT with W, closed form), 1 and 3 ranks
+foreach(np 1 3)
+  ps_add_c_test(test_qp_weighted ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_qp_weighted.c ${np} "unit;mpi")
+endforeach()

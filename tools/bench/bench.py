@@ -12,6 +12,7 @@ bandwidth), the ratios to them, and the checks of issue #8.
   tools/bench/bench.py --work W --mode scaling --screens mid --np 1,2,4,8,16
   tools/bench/bench.py --work W --mode speedup --screens mid --repeat 3
   tools/bench/bench.py --work W --screens jurkat-genome,k562-essential --np 2 --timeout 1200
+  tools/bench/bench.py --work W --screens mid --np 2 --presets paper,accurate   (SPEC section 9, side by side)
 
 Output: a table on stdout and WORK/results/<mode>-<time>.json (or --json FILE).
 Use /usr/bin/python3. mpirun runs with OPENBLAS_NUM_THREADS=1 and --oversubscribe.
@@ -327,6 +328,8 @@ def run_pipeline(args, name, np, tag=""):
                               "--output", os.path.join(run_dir, "results.h5ad"), "--force"]
     cmd += ["--guides", prefix_sim + ".guides.tsv"] if args.guides == "table" else ["--guide-column", "guide"]
     cmd += SCREENS[name]["run"] + args.extra.split()
+    if getattr(args, "preset", None):
+        cmd += ["--preset", args.preset]
     cv = SCREENS[name].get("cv")
     cv_cmd = None
     if cv and not args.no_cv:
@@ -614,6 +617,35 @@ def print_projection(args):
     return {"projection": args.project}
 
 
+def print_presets(runs, presets):
+    """Stage seconds (slowest rank) of each preset side by side, ratio to the first preset."""
+    print("\n== presets side by side (seconds, slowest rank; ratio to %s)" % presets[0])
+    for key in sorted({(r["screen"], r["np"]) for r in runs}):
+        mine = [r for r in runs if (r["screen"], r["np"]) == key]
+        by = {p: [r for r in mine if r.get("preset") == p] for p in presets}
+        if not all(by.values()):
+            continue
+        stages = []
+        for r in mine:
+            for row in r["stages"]:
+                if row["stage"] not in stages and "seconds" in row:
+                    stages.append(row["stage"])
+        print("   %s np %d" % key)
+        print("   %-12s" % "stage" + "".join("%14s" % p for p in presets) + "".join("%12s" % ("x " + p) for p in presets[1:]))
+        for stage in stages + ["total"]:
+            vals = []
+            for p in presets:
+                if stage == "total":
+                    vals.append(min(r["wall_total_seconds"] for r in by[p]))
+                else:
+                    v = [row.get("seconds") for r in by[p] for row in r["stages"] if row["stage"] == stage]
+                    v = [x for x in v if x is not None]
+                    vals.append(min(v) if v else None)
+            line = "   %-12s" % stage + "".join("%14s" % ("%.2f" % v if v is not None else "-") for v in vals)
+            line += "".join("%12s" % ("%.2f" % (v / vals[0]) if v is not None and vals[0] else "-") for v in vals[1:])
+            print(line)
+
+
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
     repo = os.path.dirname(os.path.dirname(here))
@@ -632,6 +664,8 @@ def main():
     p.add_argument("--no-cv", action="store_true", help="skip the cells CV of k562-essential")
     p.add_argument("--extra", default="", help="options appended to `pertscore run` (they win), e.g. "
                    "'--permutations 10' to time a few permutations of a big screen and extrapolate")
+    p.add_argument("--presets", default="", help="run mode: each screen once per preset (e.g. paper,accurate; "
+                   "SPEC section 9) and a table of stage seconds side by side, with ratios")
     p.add_argument("--dgemm-n", default="1000,2000", help="dgemm sizes of the ceilings")
     p.add_argument("--timeout", type=float, default=1200.0, help="stop a run after this many seconds")
     p.add_argument("--max-total-gib", type=float, default=18.0, help="stop a run whose ranks hold more")
@@ -661,12 +695,19 @@ def main():
         for n in names:
             generate(args, n)
     elif args.mode == "run":
+        presets = [x for x in args.presets.split(",") if x] or [None]
         for n in names:
             for np in nps:
                 for i in range(args.repeat):
-                    r = run_pipeline(args, n, np, tag="-rep%d" % i if args.repeat > 1 else "")
-                    print_run(r)
-                    result["runs"].append(r)
+                    for preset in presets:
+                        args.preset = preset
+                        tag = ("-rep%d" % i if args.repeat > 1 else "") + ("-" + preset if preset else "")
+                        r = run_pipeline(args, n, np, tag=tag)
+                        r["preset"] = preset
+                        print_run(r)
+                        result["runs"].append(r)
+        if len(presets) > 1:
+            print_presets(result["runs"], presets)
         if args.repeat > 1:
             print("\n== spread over %d repeats" % args.repeat)
             for n in names:
