@@ -36,7 +36,8 @@ read_pertscore <- function(path) {
     if (inherits(node, "H5Group")) {  # categorical: codes (0-based, -1 missing) + categories
       cats <- node[["categories"]]$read()
       codes <- as.integer(node[["codes"]]$read())
-      return(factor(ifelse(codes < 0, NA, cats[codes + 1L]), levels = cats))
+      # index with NA for -1: cats[0] would drop the element and shift every later one
+      return(factor(cats[ifelse(codes < 0, NA_integer_, codes + 1L)], levels = cats))
     }
     v <- node$read()
     if (is.numeric(v)) v <- as.numeric(v)
@@ -109,8 +110,19 @@ read_pertscore <- function(path) {
   if (!is.null(guide_obs)) {
     gs <- strsplit(ifelse(is.na(guide_obs), "", guide_obs), "+", fixed = TRUE)
     pos <- sequence(ncar)
-    guide_long <- mapply(function(g, all, i, m) if (length(all) == m) all[i] else g,
-                         guide_obs[cell_j], gs[cell_j], pos, ncar[cell_j], USE.NAMES = FALSE)
+    us <- if (!is.null(obs[["guide_units"]]))  # each guide's perturbation, parallel to guide
+      strsplit(ifelse(is.na(obs[["guide_units"]]), "", as.character(obs[["guide_units"]])), "+", fixed = TRUE)
+    else NULL
+    pick <- function(g, all, i, m, u, t) {
+      if (!is.null(u) && length(u) == length(all)) {
+        mine <- all[u == t]
+        if (!length(mine)) mine <- all[u == sub("@.*$", "", t)]  # --group-by: P@group
+        return(if (length(mine)) paste(mine, collapse = "+") else g)
+      }
+      if (length(all) == m) all[i] else g
+    }
+    guide_long <- mapply(pick, guide_obs[cell_j], gs[cell_j], pos, ncar[cell_j],
+                         if (is.null(us)) list(NULL) else us[cell_j], lab, USE.NAMES = FALSE)
     if (length(guide_long) == 0) guide_long <- character(0)
   }
   long <- data.frame(cell = rownames(obs)[cell_j], perturbation = lab, guide = as.character(guide_long),

@@ -293,8 +293,10 @@ def cells(results):
     value), ``ps_pvalue`` (``layers["ps_pvalue"]`` when the file has it, else NaN).
     Control cells carry no perturbation and have no rows. Rows follow the cells'
     order in the file, and each cell's perturbations in the order of
-    ``obs["perturbations"]``. At MOI > 1 a '+'-joined ``obs["guide"]`` with one guide
-    per perturbation is split in that order; otherwise the cell's guide is repeated.
+    ``obs["perturbations"]``. ``guide``: the cell's guides of that perturbation, taken
+    from ``obs["guide"]`` by ``obs["guide_units"]`` (each guide's perturbation); in files
+    without it, a '+'-joined guide with one guide per perturbation is split in that order,
+    otherwise the cell's guide is repeated.
     """
     f, close = _open(results)
     try:
@@ -308,9 +310,18 @@ def cells(results):
     if "guide" in obs:
         g = obs["guide"].astype(object).to_numpy()
         split = [str(x).split("+") if isinstance(x, str) else [] for x in g]
+        units = None  # obs["guide_units"]: each guide's perturbation, parallel to obs["guide"]
+        if "guide_units" in obs:
+            units = [str(x).split("+") if isinstance(x, str) else [] for x in obs["guide_units"].astype(object)]
         for i, (j, q) in enumerate(zip(car.cell, car.pos)):
             gs = split[j]
-            guide[i] = gs[q] if len(gs) == car.count[j] else (g[j] if isinstance(g[j], str) else np.nan)
+            if units is not None and len(units[j]) == len(gs):
+                t = str(car.label[i])
+                mine = [x for x, u in zip(gs, units[j]) if u == t] or \
+                       [x for x, u in zip(gs, units[j]) if u == t.split("@")[0]]  # --group-by: P@group
+                guide[i] = "+".join(mine) if mine else (g[j] if isinstance(g[j], str) else np.nan)
+            else:
+                guide[i] = gs[q] if len(gs) == car.count[j] else (g[j] if isinstance(g[j], str) else np.nan)
     return pd.DataFrame({"cell": obs.index.to_numpy()[car.cell], "perturbation": pd.Categorical(car.label),
                          "guide": guide, "ps": ps, "ps_pvalue": pv})
 

@@ -25,11 +25,12 @@ void ps_dataset_free(ps_dataset *d) {
   if (!d) return;
   ps_strlist_free(&d->genes);
   ps_strlist_free(&d->cells);
+  /* the per-cell strings before the design, whose free zeroes n_cells */
+  for (int64_t j = 0; d->cell_guides && j < d->design.n_cells; j++) free(d->cell_guides[j]);
+  for (int64_t j = 0; d->cell_units && j < d->design.n_cells; j++) free(d->cell_units[j]);
   ps_design_free(&d->design);
   free(d->has_control_guide);
   free(d->top_perturbation);
-  for (int64_t j = 0; d->cell_guides && j < d->design.n_cells; j++) free(d->cell_guides[j]);
-  for (int64_t j = 0; d->cell_units && j < d->design.n_cells; j++) free(d->cell_units[j]);
   free(d->cell_guides);
   free(d->cell_units);
   free(d->cell_n_guides);

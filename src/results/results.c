@@ -53,8 +53,13 @@ static int write_obs(MPI_Comm comm, ps_h5ad_writer *w, const ps_dataset *d, cons
   ps_cell_columns cc; /* per-cell perturbation, guide, n_guides, ps (src/results/cells.c) */
   PS_CALL(ps_error_sync(comm, ps_cell_columns_build(comm, d, scored, s, NULL, &cc)));
   int64_t *n_guides;
+  char **guide_units; /* parallel to guide: which unit (perturbation or control label) each guide is */
   PS_ALLOC(n_guides, n);
-  for (int64_t j = 0; j < n; j++) n_guides[j] = d->cell_n_guides ? d->cell_n_guides[j] : 0;
+  PS_ALLOC(guide_units, n);
+  for (int64_t j = 0; j < n; j++) {
+    n_guides[j] = d->cell_n_guides ? d->cell_n_guides[j] : 0;
+    guide_units[j] = d->cell_units && d->cell_units[j] ? d->cell_units[j] : "";
+  }
   ps_column cols[] = {
       {.name = "role", .kind = PS_COL_CATEGORICAL, .codes = role, .categories = &roles},
       {.name = "perturbations", .kind = PS_COL_STRING, .strings = labels},
@@ -62,16 +67,18 @@ static int write_obs(MPI_Comm comm, ps_h5ad_writer *w, const ps_dataset *d, cons
       {.name = "perturbation", .kind = PS_COL_CATEGORICAL, .codes = cc.label_code, .categories = &cc.labels},
       {.name = "guide", .kind = PS_COL_CATEGORICAL, .codes = cc.guide_code, .categories = &cc.guides},
       {.name = "n_guides", .kind = PS_COL_I64, .i64 = n_guides},
+      {.name = "guide_units", .kind = PS_COL_STRING, .strings = guide_units},
       {.name = "ps", .kind = PS_COL_F64, .f64 = cc.ps},
       {.name = "ps_perturbation", .kind = PS_COL_CATEGORICAL, .codes = cc.ps_code, .categories = &D->names},
       /* --control-by / --group-by: each cell's group, under the input's column name */
       {.name = d->group_column, .kind = PS_COL_CATEGORICAL, .codes = D->group, .categories = &d->groups},
   };
-  int n_cols = d->group_column && D->group ? 9 : 8;
+  int n_cols = d->group_column && D->group ? 10 : 9;
   PS_CALL(ps_h5ad_write_frame(w, "obs", d->cells.items, n, d->analysed_offset, d->n_analysed, cols, n_cols));
   for (int64_t j = 0; j < n; j++) free(labels[j]);
   free(labels);
   free(n_guides);
+  free(guide_units);
   ps_cell_columns_free(&cc);
   free(role);
   free(n_perturbations);

@@ -20,8 +20,10 @@ mpi() { local np=$1; shift; timeout 120 "$MPIEXEC" --oversubscribe -n "$np" "$@"
 echo "== simulate (1500 cells, 200 genes, 4 perturbations, Poisson MOI 1, two cell types) and run"
 mpi 2 "$PERTSCORE" simulate --cells 1500 --genes 200 --perturbations 4 --moi 1 --poisson-moi \
   --cell-types 2 --seed 11 --out sim.h5ad --quiet
+# automatic targets: the simulator's GMT names per-type perturbations (P@type), which only a
+# --group-by run has (a run without it refuses such a file: none of its names is analysed)
 mpi 2 "$PERTSCORE" run --input sim.h5ad --guides sim.guides.tsv --control NonTargeting \
-  --targets sim.targets.gmt --output res.h5ad --quiet
+  --output res.h5ad --quiet
 mpi 2 "$PERTSCORE" run --input sim.h5ad --guides sim.guides.tsv --control NonTargeting \
   --group-by cell_type --output res_group.h5ad --quiet --no-dosage
 
