@@ -4,6 +4,13 @@
  * alone) these do nothing. Stages nest: targets inside read, permutations inside ridge. */
 #include "pertscore/util.h"
 
+#ifdef PS_NO_PETSC /* the fuzz harnesses' reader objects link no PETSc (tests/fuzz) */
+int ps_log_stage_push(const char *name) {
+  (void)name;
+  return 0;
+}
+void ps_log_stage_pop(int pushed) { (void)pushed; }
+#else
 #include <petscsys.h>
 #include <string.h>
 
@@ -41,3 +48,4 @@ int ps_log_stage_push(const char *name) {
 void ps_log_stage_pop(int pushed) {
   if (pushed && petsc_up()) PetscLogStagePop();
 }
+#endif
