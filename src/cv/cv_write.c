@@ -128,8 +128,12 @@ int ps_cv_summarize(const ps_cv_perturbation_result *r, double *mean, int64_t *c
   return PS_OK;
 }
 
-static int write_metrics_table(MPI_Comm comm, ps_h5ad_writer *w, const ps_strlist *names,
-                               const ps_cv_perturbation_result *r) {
+/* A frame at path with one row per held-out perturbation and used model (index
+ * "P|model", columns perturbation, fold, model, then value_names[m] =
+ * table[(k * PS_CV_N_MODELS + model) * n_values + m]): uns/cv/metrics and uns/cv/pereggrn. */
+static int write_per_perturbation(MPI_Comm comm, ps_h5ad_writer *w, const char *path, const ps_strlist *names,
+                                  const ps_cv_perturbation_result *r, const double *table, int n_values,
+                                  const char *const *value_names) {
   int64_t n = 0;
   for (int32_t k = 0; k < r->n_perturbations; k++)
     if (r->fold[k] >= 0)
@@ -137,11 +141,13 @@ static int write_metrics_table(MPI_Comm comm, ps_h5ad_writer *w, const ps_strlis
   char **index, **pert, **model_name;
   int64_t *fold;
   double *values;
+  ps_column *cols;
   PS_ALLOC(index, n);
   PS_ALLOC(pert, n);
   PS_ALLOC(model_name, n);
   PS_ALLOC(fold, n);
-  PS_ALLOC(values, n * PS_CV_N_METRICS);
+  PS_ALLOC(values, n * n_values);
+  PS_ALLOC(cols, 3 + n_values);
   int64_t row = 0;
   for (int32_t k = 0; k < r->n_perturbations; k++) {
     if (r->fold[k] < 0) continue;
@@ -152,24 +158,23 @@ static int write_metrics_table(MPI_Comm comm, ps_h5ad_writer *w, const ps_strlis
       model_name[row] = strdup(ps_cv_model_names[model]);
       if (!index[row] || !pert[row] || !model_name[row]) PS_FAIL(PS_ERR_SYSTEM, "out of memory");
       fold[row] = r->fold[k];
-      for (int m = 0; m < PS_CV_N_METRICS; m++)
-        values[(int64_t)m * n + row] = r->metrics[((int64_t)k * PS_CV_N_MODELS + model) * PS_CV_N_METRICS + m];
+      for (int m = 0; m < n_values; m++)
+        values[(int64_t)m * n + row] = table[((int64_t)k * PS_CV_N_MODELS + model) * n_values + m];
       row++;
     }
   }
-  ps_column cols[3 + PS_CV_N_METRICS] = {
-      {.name = "perturbation", .kind = PS_COL_STRING, .strings = pert},
-      {.name = "fold", .kind = PS_COL_I64, .i64 = fold},
-      {.name = "model", .kind = PS_COL_STRING, .strings = model_name},
-  };
-  for (int m = 0; m < PS_CV_N_METRICS; m++)
-    cols[3 + m] = (ps_column){.name = ps_cv_metric_names[m], .kind = PS_COL_F64, .f64 = values + (int64_t)m * n};
-  PS_CALL(write_replicated_frame(comm, w, "uns/cv/metrics", index, n, cols, 3 + PS_CV_N_METRICS));
+  cols[0] = (ps_column){.name = "perturbation", .kind = PS_COL_STRING, .strings = pert};
+  cols[1] = (ps_column){.name = "fold", .kind = PS_COL_I64, .i64 = fold};
+  cols[2] = (ps_column){.name = "model", .kind = PS_COL_STRING, .strings = model_name};
+  for (int m = 0; m < n_values; m++)
+    cols[3 + m] = (ps_column){.name = value_names[m], .kind = PS_COL_F64, .f64 = values + (int64_t)m * n};
+  PS_CALL(write_replicated_frame(comm, w, path, index, n, cols, 3 + n_values));
   free_strings(index, n);
   free_strings(pert, n);
   free_strings(model_name, n);
   free(fold);
   free(values);
+  free(cols);
   return PS_OK;
 }
 
@@ -302,63 +307,31 @@ static int write_fold_table(MPI_Comm comm, ps_h5ad_writer *w, const ps_cv_pertur
 static int write_pereggrn(MPI_Comm comm, ps_h5ad_writer *w, const ps_strlist *names,
                           const ps_cv_perturbation_result *r) {
   const int NP = PS_CV_N_PEREGGRN;
-  int64_t n = 0, n_models = 0;
+  int64_t n_models = 0;
   for (int model = 0; model < PS_CV_N_MODELS; model++) n_models += model_used(r, model);
-  for (int32_t k = 0; k < r->n_perturbations; k++) n += (r->fold[k] >= 0) * n_models;
-  char **index, **pert, **model_name;
-  int64_t *fold;
-  double *values;
-  PS_ALLOC(index, n);
-  PS_ALLOC(pert, n);
-  PS_ALLOC(model_name, n);
-  PS_ALLOC(fold, n);
-  PS_ALLOC(values, n * NP);
-  double *sum;
+  PS_CALL(write_per_perturbation(comm, w, "uns/cv/pereggrn", names, r, r->pereggrn, NP, ps_cv_pereggrn_names));
+  double *sum; /* per model and measure, over the compared held-out perturbations */
   int64_t *count;
   PS_ALLOC(sum, PS_CV_N_MODELS * NP);
   PS_ALLOC(count, PS_CV_N_MODELS * NP);
-  int64_t row = 0;
   for (int32_t k = 0; k < r->n_perturbations; k++) {
-    if (r->fold[k] < 0) continue;
-    for (int model = 0; model < PS_CV_N_MODELS; model++) {
-      if (!model_used(r, model)) continue;
-      index[row] = format("%s|%s", names->items[k], ps_cv_model_names[model]);
-      pert[row] = strdup(names->items[k]);
-      model_name[row] = strdup(ps_cv_model_names[model]);
-      if (!index[row] || !pert[row] || !model_name[row]) PS_FAIL(PS_ERR_SYSTEM, "out of memory");
-      fold[row] = r->fold[k];
-      for (int m = 0; m < NP; m++) {
+    if (r->fold[k] < 0 || (r->compared && !r->compared[k])) continue;
+    for (int model = 0; model < PS_CV_N_MODELS; model++)
+      for (int m = 0; model_used(r, model) && m < NP; m++) {
         double v = r->pereggrn[((int64_t)k * PS_CV_N_MODELS + model) * NP + m];
-        values[(int64_t)m * n + row] = v;
-        if (!isnan(v) && (!r->compared || r->compared[k])) {
-          sum[model * NP + m] += v;
-          count[model * NP + m]++;
-        }
+        if (isnan(v)) continue;
+        sum[model * NP + m] += v;
+        count[model * NP + m]++;
       }
-      row++;
-    }
   }
-  ps_column cols[3 + 2 * PS_CV_N_PEREGGRN] = {
-      {.name = "perturbation", .kind = PS_COL_STRING, .strings = pert},
-      {.name = "fold", .kind = PS_COL_I64, .i64 = fold},
-      {.name = "model", .kind = PS_COL_STRING, .strings = model_name},
-  };
-  for (int m = 0; m < NP; m++)
-    cols[3 + m] = (ps_column){.name = ps_cv_pereggrn_names[m], .kind = PS_COL_F64, .f64 = values + (int64_t)m * n};
-  PS_CALL(write_replicated_frame(comm, w, "uns/cv/pereggrn", index, n, cols, 3 + NP));
-  free_strings(index, n);
-  free_strings(pert, n);
-  free_strings(model_name, n);
-  free(fold);
-  free(values);
   /* the summary: one row per model */
+  int64_t row = 0;
   char **sindex, count_names[PS_CV_N_PEREGGRN][64];
   double *means;
   int64_t *ns;
   PS_ALLOC(sindex, n_models);
   PS_ALLOC(means, n_models * NP);
   PS_ALLOC(ns, n_models * NP);
-  row = 0;
   for (int model = 0; model < PS_CV_N_MODELS; model++) {
     if (!model_used(r, model)) continue;
     sindex[row] = strdup(ps_cv_model_names[model]);
@@ -450,7 +423,8 @@ int ps_cv_write_perturbations(MPI_Comm comm, const char *path, int where, const 
   PS_CALL(ps_h5ad_write_scalar(w, "uns/cv/n_cells_multiple", (double)r->n_multiple));
   PS_CALL(ps_h5ad_write_dense(w, "uns/cv/control_mean", r->control_mean, 1, G));
   PS_CALL(write_fold_table(comm, w, r));
-  PS_CALL(write_metrics_table(comm, w, perturbations, r));
+  PS_CALL(write_per_perturbation(comm, w, "uns/cv/metrics", perturbations, r, r->metrics, PS_CV_N_METRICS,
+                                 ps_cv_metric_names));
   PS_CALL(write_summary(comm, w, tsv, r));
   if (d && r->cell_half) PS_CALL(write_halves(w, d, r));
   if (r->pereggrn) PS_CALL(write_pereggrn(comm, w, perturbations, r));
