@@ -9,16 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int failures = 0;
-#define CHECK(cond, ...)                                      \
-  do {                                                        \
-    if (!(cond)) {                                            \
-      failures++;                                             \
-      fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);    \
-      fprintf(stderr, __VA_ARGS__);                           \
-      fputc('\n', stderr);                                    \
-    }                                                         \
-  } while (0)
+#include "ps_test.h"
 
 /* A genome-scale screen: 200k cells, 18k perturbations, MOI 1.2, 400 genes. */
 static ps_cost_problem screen(int ranks) {
@@ -39,20 +30,20 @@ static void test_more_ranks_less_per_rank(void) {
     ps_cost_memory m;
     p = screen(ranks);
     ps_cost_memory_estimate(&p, &m);
-    CHECK(m.resident < prev.resident, "resident %g on %d ranks not below %g", m.resident, ranks, prev.resident);
-    CHECK(m.stage[PS_COST_RIDGE] < prev.stage[PS_COST_RIDGE], "ridge %g on %d ranks not below %g",
+    EXPECT(m.resident < prev.resident, "resident %g on %d ranks not below %g", m.resident, ranks, prev.resident);
+    EXPECT(m.stage[PS_COST_RIDGE] < prev.stage[PS_COST_RIDGE], "ridge %g on %d ranks not below %g",
           m.stage[PS_COST_RIDGE], ranks, prev.stage[PS_COST_RIDGE]);
-    CHECK(m.stage[PS_COST_READ] < prev.stage[PS_COST_READ], "read %g on %d ranks", m.stage[PS_COST_READ], ranks);
-    CHECK(m.stage[PS_COST_TARGETS] < prev.stage[PS_COST_TARGETS], "targets on %d ranks", ranks);
-    CHECK(m.stage[PS_COST_REGRESSION] < prev.stage[PS_COST_REGRESSION], "regression on %d ranks", ranks);
+    EXPECT(m.stage[PS_COST_READ] < prev.stage[PS_COST_READ], "read %g on %d ranks", m.stage[PS_COST_READ], ranks);
+    EXPECT(m.stage[PS_COST_TARGETS] < prev.stage[PS_COST_TARGETS], "targets on %d ranks", ranks);
+    EXPECT(m.stage[PS_COST_REGRESSION] < prev.stage[PS_COST_REGRESSION], "regression on %d ranks", ranks);
     /* the permutation batch is replicated: that stage may stay flat but never grows */
-    CHECK(m.stage[PS_COST_PERMUTATIONS] <= prev.stage[PS_COST_PERMUTATIONS], "permutations grew on %d ranks", ranks);
-    CHECK(m.stage[PS_COST_SCORE] <= prev.stage[PS_COST_SCORE], "score grew on %d ranks", ranks);
-    CHECK(m.peak < prev.peak, "peak %g on %d ranks not below %g", m.peak, ranks, prev.peak);
+    EXPECT(m.stage[PS_COST_PERMUTATIONS] <= prev.stage[PS_COST_PERMUTATIONS], "permutations grew on %d ranks", ranks);
+    EXPECT(m.stage[PS_COST_SCORE] <= prev.stage[PS_COST_SCORE], "score grew on %d ranks", ranks);
+    EXPECT(m.peak < prev.peak, "peak %g on %d ranks not below %g", m.peak, ranks, prev.peak);
     for (int s = PS_COST_RIDGE; s < PS_COST_N_STAGES; s++)
-      CHECK(m.peak >= m.runtime + m.resident + m.stage[s], "peak below the %s stage", ps_cost_stage_name(s));
+      EXPECT(m.peak >= m.runtime + m.resident + m.stage[s], "peak below the %s stage", ps_cost_stage_name(s));
     for (int s = PS_COST_READ; s < PS_COST_RIDGE; s++)
-      CHECK(m.peak >= m.runtime + m.stage[s], "peak below the %s stage", ps_cost_stage_name(s));
+      EXPECT(m.peak >= m.runtime + m.stage[s], "peak below the %s stage", ps_cost_stage_name(s));
     prev = m;
   }
   /* the K x K factor: about 8 (K + 1)^2 / P per rank */
@@ -60,7 +51,7 @@ static void test_more_ranks_less_per_rank(void) {
   ps_cost_memory m;
   ps_cost_memory_estimate(&p, &m);
   double factor = 8.0 * 18001 * 18001 / 16;
-  CHECK(m.stage[PS_COST_RIDGE] >= factor && m.stage[PS_COST_RIDGE] < 1.2 * factor + 64.0 * p.gram_pairs + 2e8,
+  EXPECT(m.stage[PS_COST_RIDGE] >= factor && m.stage[PS_COST_RIDGE] < 1.2 * factor + 64.0 * p.gram_pairs + 2e8,
         "ridge %g vs factor %g on 16 ranks", m.stage[PS_COST_RIDGE], factor);
 }
 
@@ -70,36 +61,36 @@ static void test_grows_with_sizes(void) {
   ps_cost_memory_estimate(&p, &base);
   p.perturbations *= 2, p.target_pairs *= 2;
   ps_cost_memory_estimate(&p, &more);
-  CHECK(more.peak > base.peak, "more perturbations, no more memory");
+  EXPECT(more.peak > base.peak, "more perturbations, no more memory");
   p = screen(4);
   p.permutations = 0;
   ps_cost_memory_estimate(&p, &more);
-  CHECK(more.stage[PS_COST_PERMUTATIONS] == 0 && more.peak <= base.peak, "no permutations should not cost more");
+  EXPECT(more.stage[PS_COST_PERMUTATIONS] == 0 && more.peak <= base.peak, "no permutations should not cost more");
   p = screen(4);
   p.cells *= 4, p.nnz_y *= 4, p.design_entries *= 4, p.scored_entries *= 4, p.gram_pairs *= 4;
   ps_cost_memory_estimate(&p, &more);
-  CHECK(more.resident > base.resident, "more cells, no more resident memory");
+  EXPECT(more.resident > base.resident, "more cells, no more resident memory");
   p = screen(4);
   p.dosage = 0;
   ps_cost_memory_estimate(&p, &more);
-  CHECK(more.stage[PS_COST_DOSAGE] == 0, "dosage estimated although off");
+  EXPECT(more.stage[PS_COST_DOSAGE] == 0, "dosage estimated although off");
   p = screen(4);
   p.nnz = 0;
   ps_cost_memory_estimate(&p, &more);
-  CHECK(more.stage[PS_COST_READ] < base.stage[PS_COST_READ] && more.stage[PS_COST_TARGETS] < base.stage[PS_COST_TARGETS]
+  EXPECT(more.stage[PS_COST_READ] < base.stage[PS_COST_READ] && more.stage[PS_COST_TARGETS] < base.stage[PS_COST_TARGETS]
         && more.resident == base.resident, "nnz must enter read and targets only");
   /* the targets stage still holds the matrix block: at least 12 bytes per stored value */
-  CHECK(base.stage[PS_COST_TARGETS] >= 12.0 * (double)p.nnz / 4, "targets %g without the block",
+  EXPECT(base.stage[PS_COST_TARGETS] >= 12.0 * (double)p.nnz / 4, "targets %g without the block",
         base.stage[PS_COST_TARGETS]);
   p = screen(4);
   p.select_targets = 0;
   ps_cost_memory_estimate(&p, &more);
-  CHECK(more.stage[PS_COST_TARGETS] == 0, "targets estimated with a targets file");
+  EXPECT(more.stage[PS_COST_TARGETS] == 0, "targets estimated with a targets file");
   p = screen(4);
   p.keep_expression = 1; /* run --cv perturbations keeps every gene of the analysed cells */
   ps_cost_memory_estimate(&p, &more);
   double kept = 12.0 * (double)p.nnz * ((double)p.cells / (double)p.cells_input) / 4;
-  CHECK(fabs(more.resident - base.resident - kept) < 1e-6 * kept, "keep_expression: resident +%g, expected +%g",
+  EXPECT(fabs(more.resident - base.resident - kept) < 1e-6 * kept, "keep_expression: resident +%g, expected +%g",
         more.resident - base.resident, kept);
 }
 
@@ -109,21 +100,21 @@ static void test_cv_stage(void) {
   ps_cost_problem p = screen(4);
   ps_cost_memory none, pert, cells;
   ps_cost_memory_estimate(&p, &none);
-  CHECK(none.stage[PS_COST_CV] == 0, "cv estimated without --cv");
+  EXPECT(none.stage[PS_COST_CV] == 0, "cv estimated without --cv");
   p.cv_scheme = 1;
   ps_cost_memory_estimate(&p, &pert);
-  CHECK(pert.stage[PS_COST_CV] >= 24.0 * (p.perturbations + 1) * (double)p.genes, "perturbations: %g",
+  EXPECT(pert.stage[PS_COST_CV] >= 24.0 * (p.perturbations + 1) * (double)p.genes, "perturbations: %g",
         pert.stage[PS_COST_CV]);
   p.cv_scheme = 2;
   ps_cost_memory_estimate(&p, &cells);
-  CHECK(cells.stage[PS_COST_CV] > 0 && cells.stage[PS_COST_CV] != pert.stage[PS_COST_CV], "cells: %g",
+  EXPECT(cells.stage[PS_COST_CV] > 0 && cells.stage[PS_COST_CV] != pert.stage[PS_COST_CV], "cells: %g",
         cells.stage[PS_COST_CV]);
   /* more ranks than folds: groups of several ranks share the copy */
   ps_cost_memory wide;
   p = screen(40);
   p.cv_scheme = 2;
   ps_cost_memory_estimate(&p, &wide);
-  CHECK(wide.stage[PS_COST_CV] < cells.stage[PS_COST_CV], "cells on 40 ranks %g not below 4 ranks' %g",
+  EXPECT(wide.stage[PS_COST_CV] < cells.stage[PS_COST_CV], "cells on 40 ranks %g not below 4 ranks' %g",
         wide.stage[PS_COST_CV], cells.stage[PS_COST_CV]);
 }
 
@@ -138,13 +129,13 @@ static void test_cv_command(void) {
     ps_cost_memory_estimate(&p, &in_run);
     p.cv_only = 1;
     ps_cost_memory_estimate(&p, &alone);
-    CHECK(alone.stage[PS_COST_CV] == in_run.stage[PS_COST_CV] && alone.stage[PS_COST_CV] > 0 &&
+    EXPECT(alone.stage[PS_COST_CV] == in_run.stage[PS_COST_CV] && alone.stage[PS_COST_CV] > 0 &&
           alone.resident == in_run.resident, "scheme %d: cv %g vs run --cv's %g", scheme, alone.stage[PS_COST_CV],
           in_run.stage[PS_COST_CV]);
-    CHECK(alone.stage[PS_COST_SCORE] == 0 && in_run.stage[PS_COST_SCORE] > 0, "scheme %d: score estimated", scheme);
-    CHECK(alone.stage[PS_COST_RIDGE] == (scheme == 2 ? in_run.stage[PS_COST_RIDGE] : 0) &&
+    EXPECT(alone.stage[PS_COST_SCORE] == 0 && in_run.stage[PS_COST_SCORE] > 0, "scheme %d: score estimated", scheme);
+    EXPECT(alone.stage[PS_COST_RIDGE] == (scheme == 2 ? in_run.stage[PS_COST_RIDGE] : 0) &&
           in_run.stage[PS_COST_RIDGE] > 0, "scheme %d: ridge %g", scheme, alone.stage[PS_COST_RIDGE]);
-    CHECK(alone.peak <= in_run.peak, "scheme %d: cv alone %g above run --cv's %g", scheme, alone.peak, in_run.peak);
+    EXPECT(alone.peak <= in_run.peak, "scheme %d: cv alone %g above run --cv's %g", scheme, alone.peak, in_run.peak);
   }
   /* no regression genes (cv --scheme perturbations without --targets): before the
    * read's end nnz(Y) is bounded by 0, not by the analysed cells' nnz, and the
@@ -157,7 +148,7 @@ static void test_cv_command(void) {
   ps_cost_memory_estimate(&p, &bounded);
   p.no_regression = 1;
   ps_cost_memory_estimate(&p, &none);
-  CHECK(none.stage[PS_COST_REGRESSION] < bounded.stage[PS_COST_REGRESSION] &&
+  EXPECT(none.stage[PS_COST_REGRESSION] < bounded.stage[PS_COST_REGRESSION] &&
         fabs(none.stage[PS_COST_REGRESSION] - all.stage[PS_COST_REGRESSION]) < 1e-9 * all.stage[PS_COST_REGRESSION],
         "no regression genes: %g before the read's end, %g bounded, %g after", none.stage[PS_COST_REGRESSION],
         bounded.stage[PS_COST_REGRESSION], all.stage[PS_COST_REGRESSION]);
@@ -170,17 +161,17 @@ static void test_guard_install(void) {
   data.de.max_targets = 77;
   ps_cost_guard g;
   ps_cost_guard_install(&g, 1e9, &data);
-  CHECK(data.guard == ps_cost_dataset_guard && data.guard_context == &g && g.max_memory == 1e9 &&
+  EXPECT(data.guard == ps_cost_dataset_guard && data.guard_context == &g && g.max_memory == 1e9 &&
         g.select_targets && !g.keep_expression && !g.no_regression && g.max_targets == 77 && !g.cv_only,
         "run's defaults: select %d keep %d none %d max_targets %lld", g.select_targets, g.keep_expression,
         g.no_regression, (long long)g.max_targets);
   data.keep_expression = 1, data.no_target_selection = 1; /* cv --scheme perturbations */
   ps_cost_guard_install(&g, 0, &data);
-  CHECK(!g.select_targets && g.keep_expression && g.no_regression, "cv perturbations: select %d keep %d none %d",
+  EXPECT(!g.select_targets && g.keep_expression && g.no_regression, "cv perturbations: select %d keep %d none %d",
         g.select_targets, g.keep_expression, g.no_regression);
   data.targets = "given.gmt"; /* the given targets' genes are regressed */
   ps_cost_guard_install(&g, 0, &data);
-  CHECK(!g.select_targets && !g.no_regression, "with --targets: select %d none %d", g.select_targets, g.no_regression);
+  EXPECT(!g.select_targets && !g.no_regression, "with --targets: select %d none %d", g.select_targets, g.no_regression);
 }
 
 /* The guard runs while the input is read: from the shape only the read stage is
@@ -191,18 +182,18 @@ static void test_partial_knowledge(void) {
   ps_cost_memory_estimate(&p, &all);
   p.known = PS_COST_KNOWN_SHAPE;
   ps_cost_memory_estimate(&p, &part);
-  CHECK(part.stage[PS_COST_READ] == all.stage[PS_COST_READ] && part.peak_stage == PS_COST_READ &&
+  EXPECT(part.stage[PS_COST_READ] == all.stage[PS_COST_READ] && part.peak_stage == PS_COST_READ &&
         part.peak == part.runtime + part.stage[PS_COST_READ] && part.resident == 0,
         "shape only: peak %g at %s", part.peak, ps_cost_stage_name(part.peak_stage));
   for (int s = PS_COST_TARGETS; s < PS_COST_N_STAGES; s++)
-    CHECK(part.stage[s] == 0, "shape only: the %s stage was estimated", ps_cost_stage_name(s));
+    EXPECT(part.stage[s] == 0, "shape only: the %s stage was estimated", ps_cost_stage_name(s));
   p.known = PS_COST_KNOWN_DESIGN;
   ps_cost_memory_estimate(&p, &part);
-  CHECK(part.stage[PS_COST_TARGETS] == all.stage[PS_COST_TARGETS] && part.resident == 0 &&
+  EXPECT(part.stage[PS_COST_TARGETS] == all.stage[PS_COST_TARGETS] && part.resident == 0 &&
         part.stage[PS_COST_RIDGE] == 0, "shape and design: targets %g (all: %g), ridge %g",
         part.stage[PS_COST_TARGETS], all.stage[PS_COST_TARGETS], part.stage[PS_COST_RIDGE]);
   /* nnz(Y) is not known yet: bounded by the analysed cells' nnz, never below the exact estimate */
-  CHECK(part.stage[PS_COST_REGRESSION] >= all.stage[PS_COST_REGRESSION] && all.stage[PS_COST_REGRESSION] > 0,
+  EXPECT(part.stage[PS_COST_REGRESSION] >= all.stage[PS_COST_REGRESSION] && all.stage[PS_COST_REGRESSION] > 0,
         "shape and design: regression %g below the exact %g", part.stage[PS_COST_REGRESSION],
         all.stage[PS_COST_REGRESSION]);
 }
@@ -215,14 +206,14 @@ static void test_parse_size(void) {
             {"1.5T", 1.5 * 1099511627776.0}, {"800k", 819200}, {"2GiB", 2.0 * 1073741824}, {"64MB", 64.0 * 1048576}};
   for (size_t i = 0; i < sizeof ok / sizeof *ok; i++) {
     double bytes = -1;
-    CHECK(ps_cost_parse_size(ok[i].text, &bytes) == PS_OK && bytes == ok[i].bytes, "'%s' gave %g, expected %g",
+    EXPECT(ps_cost_parse_size(ok[i].text, &bytes) == PS_OK && bytes == ok[i].bytes, "'%s' gave %g, expected %g",
           ok[i].text, bytes, ok[i].bytes);
   }
   const char *bad[] = {"", "x", "12x", "-1G", "1.5Q", "G", "nan"};
   for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
     double bytes;
     int err = ps_cost_parse_size(bad[i], &bytes);
-    CHECK(err == PS_ERR_INPUT && strstr(ps_error_message(), "--max-memory"), "'%s' accepted", bad[i]);
+    EXPECT(err == PS_ERR_INPUT && strstr(ps_error_message(), "--max-memory"), "'%s' accepted", bad[i]);
     ps_error_clear();
   }
 }
@@ -233,19 +224,19 @@ static void test_limit(void) {
   unsetenv("SLURM_MEM_PER_NODE");
   unsetenv("SLURM_MEM_PER_CPU");
   ps_cost_memory_limit(0, 4, &limit, source, sizeof source);
-  CHECK(limit == 0, "a limit without --max-memory or Slurm: %g", limit);
+  EXPECT(limit == 0, "a limit without --max-memory or Slurm: %g", limit);
   ps_cost_memory_limit(1e9, 4, &limit, source, sizeof source);
-  CHECK(limit == 1e9 && strstr(source, "--max-memory"), "--max-memory: %g (%s)", limit, source);
+  EXPECT(limit == 1e9 && strstr(source, "--max-memory"), "--max-memory: %g (%s)", limit, source);
   setenv("SLURM_MEM_PER_NODE", "8000", 1);
   ps_cost_memory_limit(0, 4, &limit, source, sizeof source);
-  CHECK(limit == 2000.0 * 1048576 && strstr(source, "SLURM_MEM_PER_NODE=8000"), "per node: %g (%s)", limit, source);
+  EXPECT(limit == 2000.0 * 1048576 && strstr(source, "SLURM_MEM_PER_NODE=8000"), "per node: %g (%s)", limit, source);
   ps_cost_memory_limit(1e9, 4, &limit, source, sizeof source);
-  CHECK(limit == 1e9 && strstr(source, "--max-memory"), "the smaller limit binds: %g (%s)", limit, source);
+  EXPECT(limit == 1e9 && strstr(source, "--max-memory"), "the smaller limit binds: %g (%s)", limit, source);
   unsetenv("SLURM_MEM_PER_NODE");
   setenv("SLURM_MEM_PER_CPU", "1000", 1);
   setenv("SLURM_CPUS_PER_TASK", "3", 1);
   ps_cost_memory_limit(0, 4, &limit, source, sizeof source);
-  CHECK(limit == 3000.0 * 1048576 && strstr(source, "SLURM_MEM_PER_CPU"), "per cpu: %g (%s)", limit, source);
+  EXPECT(limit == 3000.0 * 1048576 && strstr(source, "SLURM_MEM_PER_CPU"), "per cpu: %g (%s)", limit, source);
   unsetenv("SLURM_MEM_PER_CPU");
   unsetenv("SLURM_CPUS_PER_TASK");
 }

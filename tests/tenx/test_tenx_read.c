@@ -15,19 +15,9 @@
 #include <string.h>
 
 #include "pertscore/io.h"
+#include "ps_test.h"
 
-static int failures = 0;
 static int rank = 0;
-
-#define CHECK(cond, ...)                                             \
-  do {                                                               \
-    if (!(cond)) {                                                   \
-      fprintf(stderr, "FAIL (rank %d) %s:%d: ", rank, __FILE__, __LINE__); \
-      fprintf(stderr, __VA_ARGS__);                                  \
-      fputc('\n', stderr);                                           \
-      failures++;                                                    \
-    }                                                                \
-  } while (0)
 
 typedef struct {
   char *s;
@@ -105,13 +95,13 @@ static void compare_texts(const char *what, const char *a, const char *b, int64_
   if (rank != 0) return;
   int64_t line = 0, lines_a = 0;
   for (const char *p = a; *p; p++) lines_a += *p == '\n';
-  CHECK(lines_a == n_cells, "%s: %lld cell lines gathered, expected %lld", what, (long long)lines_a,
+  EXPECT(lines_a == n_cells, "%s: %lld cell lines gathered, expected %lld", what, (long long)lines_a,
         (long long)n_cells);
   while (*a && *b) {
     const char *ea = strchr(a, '\n'), *eb = strchr(b, '\n');
     size_t la = ea ? (size_t)(ea - a) : strlen(a), lb = eb ? (size_t)(eb - b) : strlen(b);
     if (la != lb || memcmp(a, b, la) != 0) {
-      CHECK(0, "%s: cell line %lld differs:\n  h5ad: %.300s\n  10x:  %.300s", what, (long long)line,
+      EXPECT(0, "%s: cell line %lld differs:\n  h5ad: %.300s\n  10x:  %.300s", what, (long long)line,
             a, b);
       return;
     }
@@ -119,16 +109,16 @@ static void compare_texts(const char *what, const char *a, const char *b, int64_
     b += lb + (eb ? 1 : 0);
     line++;
   }
-  CHECK(!*a && !*b, "%s: different number of cells", what);
+  EXPECT(!*a && !*b, "%s: different number of cells", what);
 }
 
 static void compare_genes(const char *what, const ps_matrix *a, const ps_matrix *b) {
-  CHECK(a->n_cells == b->n_cells && a->n_genes == b->n_genes, "%s: shape %lld x %lld vs %lld x %lld", what,
+  EXPECT(a->n_cells == b->n_cells && a->n_genes == b->n_genes, "%s: shape %lld x %lld vs %lld x %lld", what,
         (long long)a->n_cells, (long long)a->n_genes, (long long)b->n_cells, (long long)b->n_genes);
-  CHECK(a->genes.n == b->genes.n, "%s: %lld vs %lld gene names", what, (long long)a->genes.n, (long long)b->genes.n);
+  EXPECT(a->genes.n == b->genes.n, "%s: %lld vs %lld gene names", what, (long long)a->genes.n, (long long)b->genes.n);
   for (int64_t i = 0; i < a->genes.n && i < b->genes.n; i++)
     if (strcmp(a->genes.items[i], b->genes.items[i]) != 0) {
-      CHECK(0, "%s: gene %lld is '%s' vs '%s'", what, (long long)i, a->genes.items[i], b->genes.items[i]);
+      EXPECT(0, "%s: gene %lld is '%s' vs '%s'", what, (long long)i, a->genes.items[i], b->genes.items[i]);
       break;
     }
 }
@@ -162,7 +152,7 @@ int main(int argc, char **argv) {
   /* reference: h5ad + scMAGeCK table */
   ps_matrix ref;
   int err = ps_h5ad_read_matrix(comm, h5ad, NULL, &ref);
-  CHECK(!err, "reading %s: %s", h5ad, ps_error_message());
+  EXPECT(!err, "reading %s: %s", h5ad, ps_error_message());
   if (err) MPI_Abort(comm, 1);
   ps_strmap index;
   char key[1024];
@@ -170,7 +160,7 @@ int main(int argc, char **argv) {
   for (int64_t i = 0; i < ref.cells.n; i++) ps_strmap_put(&index, ps_cell_key(ref.cells.items[i], key, sizeof key), i);
   ps_guide_calls ref_calls;
   err = ps_guides_read_table(table, &index, &ref_calls);
-  CHECK(!err, "reading %s: %s", table, ps_error_message());
+  EXPECT(!err, "reading %s: %s", table, ps_error_message());
   ps_strmap_free(&index);
   text t = {0};
   describe(&ref, &ref_calls, &t);
@@ -182,7 +172,7 @@ int main(int argc, char **argv) {
 
   ps_input_format format = 0;
   err = ps_input_sniff(comm, h5ad, &format);
-  CHECK(!err && format == PS_FORMAT_H5AD, "sniff %s: err %d format %d", h5ad, err, (int)format);
+  EXPECT(!err && format == PS_FORMAT_H5AD, "sniff %s: err %d format %d", h5ad, err, (int)format);
 
   static const char *files[] = {"sim_10x.h5", "sim_10x_mixed.h5"};
   for (int f = 0; f < 2; f++) {
@@ -190,19 +180,19 @@ int main(int argc, char **argv) {
     ps_matrix m;
     ps_guide_calls calls;
     err = ps_tenx_read(comm, path, 3, &m, &calls);
-    CHECK(!err, "ps_tenx_read %s: %s", path, ps_error_message());
+    EXPECT(!err, "ps_tenx_read %s: %s", path, ps_error_message());
     if (err) continue;
     compare_genes(files[f], &ref, &m);
-    CHECK(strcmp(m.layout, "10x") == 0 && strcmp(m.element, "matrix") == 0, "%s: layout '%s' element '%s'", files[f],
+    EXPECT(strcmp(m.layout, "10x") == 0 && strcmp(m.element, "matrix") == 0, "%s: layout '%s' element '%s'", files[f],
           m.layout, m.element);
     t.len = 0;
     describe(&m, &calls, &t);
     char *got = gather(comm, &t);
     compare_texts(files[f], want, got, ref.n_cells);
     free(got);
-    CHECK(calls.n_rows_read == ref_called, "%s: n_rows_read %lld, expected %lld cells with a call", files[f],
+    EXPECT(calls.n_rows_read == ref_called, "%s: n_rows_read %lld, expected %lld cells with a call", files[f],
           (long long)calls.n_rows_read, (long long)ref_called);
-    CHECK(cells_with_calls(comm, &calls, m.x.n_rows) == ref_called, "%s: cells with calls differ", files[f]);
+    EXPECT(cells_with_calls(comm, &calls, m.x.n_rows) == ref_called, "%s: cells with calls differ", files[f]);
     ps_guide_calls_free(&calls);
     ps_matrix_free(&m);
 
@@ -212,7 +202,7 @@ int main(int argc, char **argv) {
     MPI_Allreduce(&n_low, &n_low_all, 1, MPI_INT64_T, MPI_SUM, comm);
     int64_t n_ref = ref_calls.n, n_ref_all = 0;
     MPI_Allreduce(&n_ref, &n_ref_all, 1, MPI_INT64_T, MPI_SUM, comm);
-    CHECK(!err && n_low_all > n_ref_all, "%s: --min-guide-umi 1 gave %lld calls, not more than the %lld at 3",
+    EXPECT(!err && n_low_all > n_ref_all, "%s: --min-guide-umi 1 gave %lld calls, not more than the %lld at 3",
           files[f], (long long)n_low_all, (long long)n_ref_all);
     ps_guide_calls_free(&calls);
     ps_matrix_free(&m);
@@ -220,9 +210,9 @@ int main(int argc, char **argv) {
     /* the dispatcher: expression only */
     format = 0;
     err = ps_input_sniff(comm, path, &format);
-    CHECK(!err && format == PS_FORMAT_TENX, "sniff %s: err %d format %d", path, err, (int)format);
+    EXPECT(!err && format == PS_FORMAT_TENX, "sniff %s: err %d format %d", path, err, (int)format);
     err = ps_read_expression(comm, path, NULL, &m);
-    CHECK(!err, "ps_read_expression %s: %s", path, ps_error_message());
+    EXPECT(!err, "ps_read_expression %s: %s", path, ps_error_message());
     if (!err) {
       t.len = 0;
       describe(&m, NULL, &t);
@@ -232,7 +222,7 @@ int main(int argc, char **argv) {
       ps_matrix_free(&m);
     }
     err = ps_read_expression(comm, path, "counts", &m);
-    CHECK(err == PS_ERR_INPUT && strstr(ps_error_message(), "has no layers"), "%s with a layer: %d '%s'", files[f], err,
+    EXPECT(err == PS_ERR_INPUT && strstr(ps_error_message(), "has no layers"), "%s with a layer: %d '%s'", files[f], err,
           ps_error_message());
     ps_error_clear();
   }
@@ -242,9 +232,9 @@ int main(int argc, char **argv) {
   ps_matrix m;
   ps_guide_calls calls;
   err = ps_tenx_read(comm, path, 3, &m, &calls);
-  CHECK(!err, "ps_tenx_read %s: %s", path, ps_error_message());
+  EXPECT(!err, "ps_tenx_read %s: %s", path, ps_error_message());
   if (!err) {
-    CHECK(calls.n == 0 && calls.n_rows_read == 0, "noguides: %lld calls", (long long)calls.n);
+    EXPECT(calls.n == 0 && calls.n_rows_read == 0, "noguides: %lld calls", (long long)calls.n);
     t.len = 0;
     describe(&m, &calls, &t);
     char *got = gather(comm, &t);
@@ -255,7 +245,7 @@ int main(int argc, char **argv) {
   }
   /* the dispatcher on the h5ad gives the h5ad reader's matrix */
   err = ps_read_expression(comm, h5ad, NULL, &m);
-  CHECK(!err, "ps_read_expression %s: %s", h5ad, ps_error_message());
+  EXPECT(!err, "ps_read_expression %s: %s", h5ad, ps_error_message());
   if (!err) {
     t.len = 0;
     describe(&m, NULL, &t);
@@ -268,7 +258,7 @@ int main(int argc, char **argv) {
   /* broken files: an error naming the problem on every rank, no hang */
   snprintf(path, sizeof path, "%s/bad_list.tsv", dir);
   FILE *list = fopen(path, "r");
-  CHECK(list != NULL, "cannot open %s", path);
+  EXPECT(list != NULL, "cannot open %s", path);
   char line[8192];
   int n_bad = 0;
   while (list && fgets(line, sizeof line, list)) {
@@ -278,16 +268,16 @@ int main(int argc, char **argv) {
     *tab = '\0';
     const char *expect = tab + 1;
     err = ps_error_sync(comm, ps_tenx_read(comm, line, 3, &m, &calls));
-    CHECK(err == PS_ERR_INPUT, "%s: expected an input error, got %d", line, err);
-    CHECK(strstr(ps_error_message(), expect) != NULL, "%s: message '%s' lacks '%s'", line, ps_error_message(), expect);
-    CHECK(strstr(ps_error_message(), line) != NULL, "%s: message '%s' does not name the file", line,
+    EXPECT(err == PS_ERR_INPUT, "%s: expected an input error, got %d", line, err);
+    EXPECT(strstr(ps_error_message(), expect) != NULL, "%s: message '%s' lacks '%s'", line, ps_error_message(), expect);
+    EXPECT(strstr(ps_error_message(), line) != NULL, "%s: message '%s' does not name the file", line,
           ps_error_message());
     if (rank == 0) printf("  %-60s -> %s\n", strrchr(line, '/') + 1, ps_error_message());
     ps_error_clear();
     n_bad++;
   }
   if (list) fclose(list);
-  CHECK(n_bad >= 5, "only %d broken files tested", n_bad);
+  EXPECT(n_bad >= 5, "only %d broken files tested", n_bad);
 
   ps_guide_calls_free(&ref_calls);
   ps_matrix_free(&ref);
