@@ -47,12 +47,33 @@ void ps_error_clear(void);
     int ps_p_ = (int)(expr);                                               \
     if (ps_p_ != 0) return ps_error_set(PS_ERR_SYSTEM, __FILE__, __LINE__, "PETSc error %d in %s", ps_p_, #expr); \
   } while (0)
+/* Allocation a test can make fail (src/util/alloc.c): like calloc / malloc /
+ * strdup (a zero size allocates one byte), except that once armed by
+ * ps_alloc_fail_after(n) the n-th call from then on returns NULL (once). */
+void *ps_calloc(size_t n, size_t size);
+void *ps_malloc(size_t size);
+char *ps_strdup(const char *s);
+void ps_alloc_fail_after(long n);  /* n <= 0: off */
+int ps_alloc_fail_pending(void);   /* armed and not yet reached */
 #define PS_ALLOC(ptr, count)                                               \
   do {                                                                     \
     size_t ps_n_ = (size_t)(count);                                        \
-    (ptr) = calloc(ps_n_ ? ps_n_ : 1, sizeof *(ptr));                      \
+    (ptr) = ps_calloc(ps_n_, sizeof *(ptr));                               \
     if (!(ptr)) return ps_error_set(PS_ERR_SYSTEM, __FILE__, __LINE__,     \
                                     "out of memory allocating %zu x %zu bytes", ps_n_, sizeof *(ptr)); \
+  } while (0)
+
+/* PS_ALLOC before a collective: every rank learns at once whether any rank's
+ * allocation failed, so that all return the error and none is left waiting in the
+ * collective. The same sequence of PS_ALLOC_SYNC on every rank of comm. */
+#define PS_ALLOC_SYNC(comm, ptr, count)                                                                 \
+  do {                                                                                                 \
+    size_t ps_n_ = (size_t)(count);                                                                    \
+    (ptr) = ps_calloc(ps_n_, sizeof *(ptr));                                                           \
+    PS_CALL(ps_error_sync((comm), (ptr) ? PS_OK                                                        \
+                                        : ps_error_set(PS_ERR_SYSTEM, __FILE__, __LINE__,              \
+                                                       "out of memory allocating %zu x %zu bytes", ps_n_, \
+                                                       sizeof *(ptr))));                               \
   } while (0)
 
 int ps_error_mpi(int mpi_code, const char *call, const char *file, int line);

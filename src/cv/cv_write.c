@@ -17,6 +17,7 @@
 typedef struct {
   char *data;
   int64_t len, cap;
+  int failed; /* out of memory: the text is incomplete (write_text syncs this) */
 } text;
 
 static int text_add(text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -32,8 +33,11 @@ static int text_add(text *t, const char *fmt, ...) {
     }
     int64_t cap = t->cap ? 2 * t->cap : 1 << 14;
     while (cap < t->len + n + 1) cap *= 2;
-    char *grown = realloc(t->data, (size_t)cap);
-    if (!grown) PS_FAIL(PS_ERR_SYSTEM, "out of memory writing the cv summary");
+    char *grown = t->failed ? NULL : realloc(t->data, (size_t)cap);
+    if (!grown) { /* not an error of this rank alone: write_text tells every rank */
+      t->failed = 1;
+      return PS_OK;
+    }
     t->data = grown;
     t->cap = cap;
   }
@@ -45,6 +49,9 @@ static int text_number(text *t, double v) { return isnan(v) ? text_add(t, "\tNA"
 
 /* Rank 0's text into path (collective). */
 static int write_text(MPI_Comm comm, const char *path, const text *t) {
+  PS_CALL(ps_error_sync(comm, t->failed ? ps_error_set(PS_ERR_SYSTEM, __FILE__, __LINE__,
+                                                       "out of memory writing %s", path)
+                                        : PS_OK));
   int rank;
   MPI_Comm_rank(comm, &rank);
   return ps_text_write_ordered(comm, path, rank == 0 ? t->data : "", rank == 0 ? t->len : 0);
@@ -87,6 +94,14 @@ static void free_strings(char **s, int64_t n) {
   free(s);
 }
 
+/* Labels that could not be allocated on any rank (missing > 0): every rank's error,
+ * before the collective write that would otherwise wait for the failed rank. */
+static int sync_missing(MPI_Comm comm, int64_t missing) {
+  return ps_error_sync(comm, missing ? ps_error_set(PS_ERR_SYSTEM, __FILE__, __LINE__,
+                                                    "out of memory formatting %lld table labels", (long long)missing)
+                                     : PS_OK);
+}
+
 static char *format(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static char *format(const char *fmt, ...) {
   char buf[1024];
@@ -94,7 +109,7 @@ static char *format(const char *fmt, ...) {
   va_start(ap, fmt);
   vsnprintf(buf, sizeof buf, fmt, ap);
   va_end(ap);
-  return strdup(buf);
+  return ps_strdup(buf);
 }
 
 /* ---------------------------------------------------------------- perturbations scheme */
@@ -142,21 +157,22 @@ static int write_per_perturbation(MPI_Comm comm, ps_h5ad_writer *w, const char *
   int64_t *fold;
   double *values;
   ps_column *cols;
-  PS_ALLOC(index, n);
-  PS_ALLOC(pert, n);
-  PS_ALLOC(model_name, n);
-  PS_ALLOC(fold, n);
-  PS_ALLOC(values, n * n_values);
-  PS_ALLOC(cols, 3 + n_values);
+  int64_t missing = 0;
+  PS_ALLOC_SYNC(comm, index, n);
+  PS_ALLOC_SYNC(comm, pert, n);
+  PS_ALLOC_SYNC(comm, model_name, n);
+  PS_ALLOC_SYNC(comm, fold, n);
+  PS_ALLOC_SYNC(comm, values, n * n_values);
+  PS_ALLOC_SYNC(comm, cols, 3 + n_values);
   int64_t row = 0;
   for (int32_t k = 0; k < r->n_perturbations; k++) {
     if (r->fold[k] < 0) continue;
     for (int model = 0; model < PS_CV_N_MODELS; model++) {
       if (!model_used(r, model)) continue;
       index[row] = format("%s|%s", names->items[k], ps_cv_model_names[model]);
-      pert[row] = strdup(names->items[k]);
-      model_name[row] = strdup(ps_cv_model_names[model]);
-      if (!index[row] || !pert[row] || !model_name[row]) PS_FAIL(PS_ERR_SYSTEM, "out of memory");
+      pert[row] = ps_strdup(names->items[k]);
+      model_name[row] = ps_strdup(ps_cv_model_names[model]);
+      missing += (!index[row] || !pert[row] || !model_name[row]);
       fold[row] = r->fold[k];
       for (int m = 0; m < n_values; m++)
         values[(int64_t)m * n + row] = table[((int64_t)k * PS_CV_N_MODELS + model) * n_values + m];
@@ -168,6 +184,7 @@ static int write_per_perturbation(MPI_Comm comm, ps_h5ad_writer *w, const char *
   cols[2] = (ps_column){.name = "model", .kind = PS_COL_STRING, .strings = model_name};
   for (int m = 0; m < n_values; m++)
     cols[3 + m] = (ps_column){.name = value_names[m], .kind = PS_COL_F64, .f64 = values + (int64_t)m * n};
+  PS_CALL(sync_missing(comm, missing));
   PS_CALL(write_replicated_frame(comm, w, path, index, n, cols, 3 + n_values));
   free_strings(index, n);
   free_strings(pert, n);
@@ -191,21 +208,22 @@ static int write_summary(MPI_Comm comm, ps_h5ad_writer *w, const char *tsv, cons
   int64_t cells = ((int64_t)F + 1) * PS_CV_N_MODELS * PS_CV_N_METRICS, n;
   double *mean;
   int64_t *count;
-  PS_ALLOC(mean, cells);
-  PS_ALLOC(count, cells);
+  PS_ALLOC_SYNC(comm, mean, cells);
+  PS_ALLOC_SYNC(comm, count, cells);
   PS_CALL(ps_cv_summarize(r, mean, &count[0]));
   PS_CALL(summary_rows(r, &n));
   char **index, **fold, **model_name;
   int64_t *n_pert, *n_comp, *n_metric;
   double *values;
-  PS_ALLOC(index, n);
-  PS_ALLOC(fold, n);
-  PS_ALLOC(model_name, n);
-  PS_ALLOC(n_pert, n);
-  PS_ALLOC(n_comp, n);
-  PS_ALLOC(values, n * PS_CV_N_METRICS);
-  PS_ALLOC(n_metric, n * PS_CV_N_METRICS);
+  PS_ALLOC_SYNC(comm, index, n);
+  PS_ALLOC_SYNC(comm, fold, n);
+  PS_ALLOC_SYNC(comm, model_name, n);
+  PS_ALLOC_SYNC(comm, n_pert, n);
+  PS_ALLOC_SYNC(comm, n_comp, n);
+  PS_ALLOC_SYNC(comm, values, n * PS_CV_N_METRICS);
+  PS_ALLOC_SYNC(comm, n_metric, n * PS_CV_N_METRICS);
   char count_names[PS_CV_N_METRICS][64];
+  int64_t missing = 0;
   text t = {0};
   PS_CALL(text_add(&t, "fold\tmodel\tn_perturbations"));
   for (int m = 0; m < PS_CV_N_METRICS; m++) PS_CALL(text_add(&t, "\t%s", ps_cv_metric_names[m]));
@@ -220,15 +238,16 @@ static int write_summary(MPI_Comm comm, ps_h5ad_writer *w, const char *tsv, cons
     for (int model = 0; model < PS_CV_N_MODELS; model++) {
       if (!model_used(r, model)) continue;
       int64_t base = ((int64_t)f * PS_CV_N_MODELS + model) * PS_CV_N_METRICS;
-      fold[row] = f == F ? strdup("all") : format("%d", f);
-      model_name[row] = strdup(ps_cv_model_names[model]);
+      fold[row] = f == F ? ps_strdup("all") : format("%d", f);
+      model_name[row] = ps_strdup(ps_cv_model_names[model]);
       index[row] = format("%s|%s", fold[row] ? fold[row] : "", ps_cv_model_names[model]);
-      if (!index[row] || !fold[row] || !model_name[row]) PS_FAIL(PS_ERR_SYSTEM, "out of memory");
+      missing += (!index[row] || !fold[row] || !model_name[row]);
       /* held-out perturbations of the fold (the MSE is defined wherever the model predicts) */
       int64_t held = 0;
       for (int32_t k = 0; k < r->n_perturbations; k++) held += r->fold[k] >= 0 && (f == F || r->fold[k] == f);
       n_pert[row] = held;
-      PS_CALL(text_add(&t, "%s\t%s\t%lld", fold[row], model_name[row], (long long)held));
+      PS_CALL(text_add(&t, "%s\t%s\t%lld", fold[row] ? fold[row] : "", model_name[row] ? model_name[row] : "",
+                       (long long)held));
       for (int m = 0; m < PS_CV_N_METRICS; m++) {
         values[(int64_t)m * n + row] = mean[base + m];
         PS_CALL(text_number(&t, mean[base + m]));
@@ -257,6 +276,7 @@ static int write_summary(MPI_Comm comm, ps_h5ad_writer *w, const char *tsv, cons
   for (int m = 0; m < PS_CV_N_METRICS; m++)
     cols[4 + PS_CV_N_METRICS + m] =
         (ps_column){.name = count_names[m], .kind = PS_COL_I64, .i64 = n_metric + (int64_t)m * n};
+  PS_CALL(sync_missing(comm, missing));
   PS_CALL(write_replicated_frame(comm, w, "uns/cv/summary", index, n, cols, 4 + 2 * PS_CV_N_METRICS));
   if (tsv) PS_CALL(write_text(comm, tsv, &t));
   free(t.data);
@@ -275,14 +295,14 @@ static int write_summary(MPI_Comm comm, ps_h5ad_writer *w, const char *tsv, cons
 static int write_fold_table(MPI_Comm comm, ps_h5ad_writer *w, const ps_cv_perturbation_result *r) {
   int F = r->n_folds;
   char **index;
-  int64_t *n_train, *n_test, *n_pcs;
-  PS_ALLOC(index, F);
-  PS_ALLOC(n_train, F);
-  PS_ALLOC(n_test, F);
-  PS_ALLOC(n_pcs, F);
+  int64_t *n_train, *n_test, *n_pcs, missing = 0;
+  PS_ALLOC_SYNC(comm, index, F);
+  PS_ALLOC_SYNC(comm, n_train, F);
+  PS_ALLOC_SYNC(comm, n_test, F);
+  PS_ALLOC_SYNC(comm, n_pcs, F);
   for (int f = 0; f < F; f++) {
     index[f] = format("%d", f);
-    if (!index[f]) PS_FAIL(PS_ERR_SYSTEM, "out of memory");
+    missing += (!index[f]);
     n_train[f] = r->n_train[f];
     n_pcs[f] = r->n_pcs[f];
   }
@@ -293,6 +313,7 @@ static int write_fold_table(MPI_Comm comm, ps_h5ad_writer *w, const ps_cv_pertur
       {.name = "n_test", .kind = PS_COL_I64, .i64 = n_test},
       {.name = "n_pcs", .kind = PS_COL_I64, .i64 = n_pcs},
   };
+  PS_CALL(sync_missing(comm, missing));
   PS_CALL(write_replicated_frame(comm, w, "uns/cv/folds", index, F, cols, 3));
   free_strings(index, F);
   free(n_train);
@@ -312,8 +333,8 @@ static int write_pereggrn(MPI_Comm comm, ps_h5ad_writer *w, const ps_strlist *na
   PS_CALL(write_per_perturbation(comm, w, "uns/cv/pereggrn", names, r, r->pereggrn, NP, ps_cv_pereggrn_names));
   double *sum; /* per model and measure, over the compared held-out perturbations */
   int64_t *count;
-  PS_ALLOC(sum, PS_CV_N_MODELS * NP);
-  PS_ALLOC(count, PS_CV_N_MODELS * NP);
+  PS_ALLOC_SYNC(comm, sum, PS_CV_N_MODELS * NP);
+  PS_ALLOC_SYNC(comm, count, PS_CV_N_MODELS * NP);
   for (int32_t k = 0; k < r->n_perturbations; k++) {
     if (r->fold[k] < 0 || (r->compared && !r->compared[k])) continue;
     for (int model = 0; model < PS_CV_N_MODELS; model++)
@@ -325,17 +346,17 @@ static int write_pereggrn(MPI_Comm comm, ps_h5ad_writer *w, const ps_strlist *na
       }
   }
   /* the summary: one row per model */
-  int64_t row = 0;
+  int64_t row = 0, missing = 0;
   char **sindex, count_names[PS_CV_N_PEREGGRN][64];
   double *means;
   int64_t *ns;
-  PS_ALLOC(sindex, n_models);
-  PS_ALLOC(means, n_models * NP);
-  PS_ALLOC(ns, n_models * NP);
+  PS_ALLOC_SYNC(comm, sindex, n_models);
+  PS_ALLOC_SYNC(comm, means, n_models * NP);
+  PS_ALLOC_SYNC(comm, ns, n_models * NP);
   for (int model = 0; model < PS_CV_N_MODELS; model++) {
     if (!model_used(r, model)) continue;
-    sindex[row] = strdup(ps_cv_model_names[model]);
-    if (!sindex[row]) PS_FAIL(PS_ERR_SYSTEM, "out of memory");
+    sindex[row] = ps_strdup(ps_cv_model_names[model]);
+    missing += (!sindex[row]);
     for (int m = 0; m < NP; m++) {
       int64_t c = count[model * NP + m];
       means[(int64_t)m * n_models + row] = c ? sum[model * NP + m] / (double)c : NAN;
@@ -349,6 +370,7 @@ static int write_pereggrn(MPI_Comm comm, ps_h5ad_writer *w, const ps_strlist *na
     scols[m] = (ps_column){.name = ps_cv_pereggrn_names[m], .kind = PS_COL_F64, .f64 = means + (int64_t)m * n_models};
     scols[NP + m] = (ps_column){.name = count_names[m], .kind = PS_COL_I64, .i64 = ns + (int64_t)m * n_models};
   }
+  PS_CALL(sync_missing(comm, missing));
   PS_CALL(write_replicated_frame(comm, w, "uns/cv/pereggrn_summary", sindex, n_models, scols, 2 * NP));
   free_strings(sindex, n_models);
   free(means);
@@ -361,15 +383,15 @@ static int write_pereggrn(MPI_Comm comm, ps_h5ad_writer *w, const ps_strlist *na
 /* uns/cv/halves: every analysed cell's group (its perturbation, "control", or "" when
  * it carries two or more and is left out) and split half (-1 when left out), so that the
  * split-half ceiling can be recomputed from the file. Collective. */
-static int write_halves(ps_h5ad_writer *w, const ps_dataset *d, const ps_cv_perturbation_result *r) {
+static int write_halves(MPI_Comm comm, ps_h5ad_writer *w, const ps_dataset *d, const ps_cv_perturbation_result *r) {
   const ps_design *D = &d->design;
   int64_t n = r->n_local_cells;
   if (n != D->n_cells || n != d->cells.n)
     PS_FAIL(PS_ERR_SYSTEM, "cv: %lld split halves for %lld cells", (long long)n, (long long)D->n_cells);
   int64_t *half;
   char **group;
-  PS_ALLOC(half, n > 0 ? n : 1);
-  PS_ALLOC(group, n > 0 ? n : 1);
+  PS_ALLOC_SYNC(comm, half, n > 0 ? n : 1);
+  PS_ALLOC_SYNC(comm, group, n > 0 ? n : 1);
   for (int64_t j = 0; j < n; j++) {
     int64_t ids = D->ptr[j + 1] - D->ptr[j];
     half[j] = r->cell_half[j];
@@ -392,15 +414,16 @@ int ps_cv_write_perturbations(MPI_Comm comm, const char *path, int where, const 
   int64_t G = r->n_genes;
   int add = where == PS_CV_ADD_TO_RESULTS;
   ps_h5ad_writer *w;
+  ps_fault_point("cv-write"); /* tests/fault/oom_sync.sh: an allocation failing on one rank */
   PS_CALL(open_target(comm, path, where, &w));
   PS_CALL(write_info(w, "perturbations", info)); /* first: it creates uns/cv, the parent of uns/cv/obs */
   /* obs = perturbations, var = evaluated genes */
   int64_t *fold, *n_cells, *compared;
   char **own;
-  PS_ALLOC(fold, K);
-  PS_ALLOC(n_cells, K);
-  PS_ALLOC(compared, K);
-  PS_ALLOC(own, K);
+  PS_ALLOC_SYNC(comm, fold, K);
+  PS_ALLOC_SYNC(comm, n_cells, K);
+  PS_ALLOC_SYNC(comm, compared, K);
+  PS_ALLOC_SYNC(comm, own, K);
   for (int32_t k = 0; k < K; k++) {
     fold[k] = r->fold[k];
     compared[k] = r->compared ? r->compared[k] : r->fold[k] >= 0;
@@ -426,7 +449,7 @@ int ps_cv_write_perturbations(MPI_Comm comm, const char *path, int where, const 
   PS_CALL(write_per_perturbation(comm, w, "uns/cv/metrics", perturbations, r, r->metrics, PS_CV_N_METRICS,
                                  ps_cv_metric_names));
   PS_CALL(write_summary(comm, w, tsv, r));
-  if (d && r->cell_half) PS_CALL(write_halves(w, d, r));
+  if (d && r->cell_half) PS_CALL(write_halves(comm, w, d, r));
   if (r->pereggrn) PS_CALL(write_pereggrn(comm, w, perturbations, r));
   if (r->has_predictions) {
     PS_CALL(ps_h5ad_write_scalar(w, "uns/cv/n_prediction_rows_ignored", (double)r->n_predictions_ignored));
@@ -459,11 +482,12 @@ int ps_cv_write_cells(MPI_Comm comm, const char *path, int where, const char *ts
   int32_t K = r->n_perturbations, GK = K + 2;
   int add = where == PS_CV_ADD_TO_RESULTS;
   ps_h5ad_writer *w;
+  ps_fault_point("cv-write");
   PS_CALL(open_target(comm, path, where, &w));
   PS_CALL(write_info(w, "cells", info)); /* first: it creates uns/cv, the parent of uns/cv/obs */
   /* obs = analysed cells and their fold */
   int64_t *cell_fold;
-  PS_ALLOC(cell_fold, d->design.n_cells);
+  PS_ALLOC_SYNC(comm, cell_fold, d->design.n_cells);
   for (int64_t j = 0; j < d->design.n_cells; j++) cell_fold[j] = r->cell_fold[j];
   ps_column obs_col = {.name = "fold", .kind = PS_COL_I64, .i64 = cell_fold};
   PS_CALL(ps_h5ad_write_frame(w, add ? "uns/cv/obs" : "obs", d->cells.items, d->design.n_cells, d->analysed_offset,
@@ -472,10 +496,10 @@ int ps_cv_write_cells(MPI_Comm comm, const char *path, int where, const char *ts
   /* var = perturbations: pooled held-out error at the chosen lambda and PS stability */
   double *mse, *r2, *pearson;
   int64_t *n_cells;
-  PS_ALLOC(mse, K);
-  PS_ALLOC(r2, K);
-  PS_ALLOC(pearson, K);
-  PS_ALLOC(n_cells, K);
+  PS_ALLOC_SYNC(comm, mse, K);
+  PS_ALLOC_SYNC(comm, r2, K);
+  PS_ALLOC_SYNC(comm, pearson, K);
+  PS_ALLOC_SYNC(comm, n_cells, K);
   for (int32_t k = 0; k < K; k++) {
     int64_t i = ((int64_t)F * L + r->chosen) * GK + k;
     mse[k] = r->mse[i];
@@ -497,7 +521,7 @@ int ps_cv_write_cells(MPI_Comm comm, const char *path, int where, const char *ts
   PS_CALL(ps_h5ad_write_scalar(w, "uns/cv/chosen_ridge_lambda", r->lambdas[r->chosen]));
   PS_CALL(ps_h5ad_write_dense(w, "uns/cv/ridge_lambdas", r->lambdas, 1, L));
   char **regression;
-  PS_ALLOC(regression, d->n_regression);
+  PS_ALLOC_SYNC(comm, regression, d->n_regression);
   for (int32_t n = 0; n < d->n_regression; n++) regression[n] = d->genes.items[d->regression_gene[n]];
   PS_CALL(ps_h5ad_write_strings(w, "uns/cv/regression_genes", regression, d->n_regression));
   free(regression);
@@ -506,28 +530,28 @@ int ps_cv_write_cells(MPI_Comm comm, const char *path, int where, const char *ts
   int64_t n = ((int64_t)F + 1) * L;
   char **index, **fold;
   double *lambda, *curve_mse, *curve_r2;
-  int64_t *curve_n, *chosen;
-  PS_ALLOC(index, n);
-  PS_ALLOC(fold, n);
-  PS_ALLOC(lambda, n);
-  PS_ALLOC(curve_mse, n);
-  PS_ALLOC(curve_r2, n);
-  PS_ALLOC(curve_n, n);
-  PS_ALLOC(chosen, n);
+  int64_t *curve_n, *chosen, missing = 0;
+  PS_ALLOC_SYNC(comm, index, n);
+  PS_ALLOC_SYNC(comm, fold, n);
+  PS_ALLOC_SYNC(comm, lambda, n);
+  PS_ALLOC_SYNC(comm, curve_mse, n);
+  PS_ALLOC_SYNC(comm, curve_r2, n);
+  PS_ALLOC_SYNC(comm, curve_n, n);
+  PS_ALLOC_SYNC(comm, chosen, n);
   text t = {0};
   PS_CALL(text_add(&t, "fold\tridge_lambda\tn_cells\tmse\tr2\tchosen\n"));
   for (int f = 0; f <= F; f++)
     for (int l = 0; l < L; l++) {
       int64_t row = (int64_t)f * L + l, i = row * GK + K + 1;
-      fold[row] = f == F ? strdup("all") : format("%d", f);
+      fold[row] = f == F ? ps_strdup("all") : format("%d", f);
       index[row] = format("%s|%.6g", fold[row] ? fold[row] : "", r->lambdas[l]);
-      if (!fold[row] || !index[row]) PS_FAIL(PS_ERR_SYSTEM, "out of memory");
+      missing += (!fold[row] || !index[row]);
       lambda[row] = r->lambdas[l];
       curve_mse[row] = r->mse[i];
       curve_r2[row] = r->r2[i];
       curve_n[row] = r->n_cells[(int64_t)f * GK + K + 1];
       chosen[row] = l == r->chosen;
-      PS_CALL(text_add(&t, "%s\t%.6g\t%lld", fold[row], lambda[row], (long long)curve_n[row]));
+      PS_CALL(text_add(&t, "%s\t%.6g\t%lld", fold[row] ? fold[row] : "", lambda[row], (long long)curve_n[row]));
       PS_CALL(text_number(&t, curve_mse[row]));
       PS_CALL(text_number(&t, curve_r2[row]));
       PS_CALL(text_add(&t, "\t%lld\n", (long long)chosen[row]));
@@ -540,6 +564,7 @@ int ps_cv_write_cells(MPI_Comm comm, const char *path, int where, const char *ts
       {.name = "r2", .kind = PS_COL_F64, .f64 = curve_r2},
       {.name = "chosen", .kind = PS_COL_I64, .i64 = chosen},
   };
+  PS_CALL(sync_missing(comm, missing));
   PS_CALL(write_replicated_frame(comm, w, "uns/cv/lambda_curve", index, n, curve_cols, 6));
   if (tsv) PS_CALL(write_text(comm, tsv, &t));
   free(t.data);
@@ -556,19 +581,19 @@ int ps_cv_write_cells(MPI_Comm comm, const char *path, int where, const char *ts
   char **group, **gfold;
   double *glambda;
   int64_t *gn;
-  PS_ALLOC(index, n);
-  PS_ALLOC(group, n);
-  PS_ALLOC(gfold, n);
-  PS_ALLOC(glambda, n);
-  PS_ALLOC(gn, n);
+  PS_ALLOC_SYNC(comm, index, n);
+  PS_ALLOC_SYNC(comm, group, n);
+  PS_ALLOC_SYNC(comm, gfold, n);
+  PS_ALLOC_SYNC(comm, glambda, n);
+  PS_ALLOC_SYNC(comm, gn, n);
   for (int f = 0; f <= F; f++)
     for (int l = 0; l < L; l++)
       for (int32_t g = 0; g < GK; g++) {
         int64_t row = ((int64_t)f * L + l) * GK + g;
-        gfold[row] = f == F ? strdup("all") : format("%d", f);
-        group[row] = strdup(group_name(d, g));
+        gfold[row] = f == F ? ps_strdup("all") : format("%d", f);
+        group[row] = ps_strdup(group_name(d, g));
         index[row] = format("%s|%.6g|%s", gfold[row] ? gfold[row] : "", r->lambdas[l], group_name(d, g));
-        if (!gfold[row] || !group[row] || !index[row]) PS_FAIL(PS_ERR_SYSTEM, "out of memory");
+        missing += (!gfold[row] || !group[row] || !index[row]);
         glambda[row] = r->lambdas[l];
         gn[row] = r->n_cells[(int64_t)f * GK + g];
       }
@@ -580,6 +605,7 @@ int ps_cv_write_cells(MPI_Comm comm, const char *path, int where, const char *ts
       {.name = "mse", .kind = PS_COL_F64, .f64 = r->mse},
       {.name = "r2", .kind = PS_COL_F64, .f64 = r->r2},
   };
+  PS_CALL(sync_missing(comm, missing));
   PS_CALL(write_replicated_frame(comm, w, "uns/cv/groups", index, n, group_cols, 6));
   free_strings(index, n);
   free_strings(group, n);
@@ -590,16 +616,16 @@ int ps_cv_write_cells(MPI_Comm comm, const char *path, int where, const char *ts
   /* PS stability at the chosen lambda: (fold, perturbation or "all") */
   n = ((int64_t)F + 1) * (K + 1);
   char **pfold, **pname;
-  PS_ALLOC(index, n);
-  PS_ALLOC(pfold, n);
-  PS_ALLOC(pname, n);
+  PS_ALLOC_SYNC(comm, index, n);
+  PS_ALLOC_SYNC(comm, pfold, n);
+  PS_ALLOC_SYNC(comm, pname, n);
   for (int f = 0; f <= F; f++)
     for (int32_t k = 0; k <= K; k++) {
       int64_t row = (int64_t)f * (K + 1) + k;
-      pfold[row] = f == F ? strdup("all") : format("%d", f);
-      pname[row] = strdup(k < K ? d->design.names.items[k] : "all");
+      pfold[row] = f == F ? ps_strdup("all") : format("%d", f);
+      pname[row] = ps_strdup(k < K ? d->design.names.items[k] : "all");
       index[row] = format("%s|%s", pfold[row] ? pfold[row] : "", k < K ? d->design.names.items[k] : "all");
-      if (!pfold[row] || !pname[row] || !index[row]) PS_FAIL(PS_ERR_SYSTEM, "out of memory");
+      missing += (!pfold[row] || !pname[row] || !index[row]);
     }
   ps_column ps_cols[] = {
       {.name = "fold", .kind = PS_COL_STRING, .strings = pfold},
@@ -607,6 +633,7 @@ int ps_cv_write_cells(MPI_Comm comm, const char *path, int where, const char *ts
       {.name = "n", .kind = PS_COL_I64, .i64 = r->ps_n},
       {.name = "pearson", .kind = PS_COL_F64, .f64 = r->ps_pearson},
   };
+  PS_CALL(sync_missing(comm, missing));
   PS_CALL(write_replicated_frame(comm, w, "uns/cv/ps_stability", index, n, ps_cols, 4));
   free_strings(index, n);
   free_strings(pfold, n);

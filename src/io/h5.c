@@ -345,7 +345,7 @@ int ps_h5_write_strings(const ps_h5 *h, const char *name, int64_t n_global, int6
   }
   PS_CHECK_MPI(MPI_Allreduce(&width, &global_width, 1, MPI_INT64_T, MPI_MAX, h->comm));
   char *packed;
-  PS_ALLOC(packed, (count ? count : 1) * global_width);
+  PS_ALLOC_SYNC(h->comm, packed, (count ? count : 1) * global_width);
   for (int64_t i = 0; i < count; i++) memcpy(packed + i * global_width, values[i], strlen(values[i]));
   hid_t type = H5Tcopy(H5T_C_S1);
   H5Tset_size(type, (size_t)global_width);

@@ -27,9 +27,13 @@ static int create_plain_group(ps_h5 *h, const char *name, hid_t *group) {
 
 int ps_h5ad_create(MPI_Comm comm, const char *path, ps_h5ad_writer **out) {
   ps_h5ad_writer *w;
-  PS_ALLOC(w, 1);
+  PS_ALLOC_SYNC(comm, w, 1); /* the file is created collectively */
   snprintf(w->path, sizeof w->path, "%s", path);
-  PS_CALL(ps_h5_create(comm, w->path, &w->h));
+  int err = ps_h5_create(comm, w->path, &w->h);
+  if (err) {
+    free(w);
+    return err;
+  }
   hid_t root = H5Gopen2(w->h.file, "/", H5P_DEFAULT);
   PS_CALL(ps_h5_encoding(root, "anndata", "0.1.0"));
   H5Gclose(root);
@@ -93,7 +97,7 @@ int ps_h5ad_write_csr(ps_h5ad_writer *w, const char *name, const ps_csr *local, 
    * int32, which holds every entry since nnz_total fits). */
   int64_t count = local->n_rows + (h->rank == h->size - 1 ? 1 : 0);
   int64_t *ptr;
-  PS_ALLOC(ptr, count);
+  PS_ALLOC_SYNC(h->comm, ptr, count); /* before the collective write */
   for (int64_t i = 0; i < count; i++) ptr[i] = local->indptr[i] + nnz_before;
   snprintf(sub, sizeof sub, "%s/indptr", name);
   PS_CALL(ps_h5_write_range(h, sub, index_type, H5T_NATIVE_INT64, n_rows_global + 1, row_offset, count, ptr));
@@ -146,7 +150,7 @@ int ps_h5ad_write_frame(ps_h5ad_writer *w, const char *name, char *const *index,
   PS_CALL(ps_h5_encoding(g, "dataframe", "0.2.0"));
   PS_CALL(ps_h5_attr_write_string(g, "_index", "_index"));
   char **order;
-  PS_ALLOC(order, n_columns);
+  PS_ALLOC_SYNC(h->comm, order, n_columns);
   for (int i = 0; i < n_columns; i++) order[i] = (char *)columns[i].name;
   PS_CALL(ps_h5_attr_write_strings(g, "column-order", order, n_columns));
   free(order);
@@ -291,7 +295,7 @@ int ps_output_commit(MPI_Comm comm, const char *partial, const char *final_path)
 
 int ps_h5ad_open_update(MPI_Comm comm, const char *path, ps_h5ad_writer **out) {
   ps_h5ad_writer *w;
-  PS_ALLOC(w, 1);
+  PS_ALLOC_SYNC(comm, w, 1); /* the file is opened collectively */
   snprintf(w->path, sizeof w->path, "%s", path);
   int err = ps_h5_open_update(comm, w->path, &w->h);
   if (err) {

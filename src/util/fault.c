@@ -5,14 +5,16 @@
  * clock. Off unless PERTSCORE_FAULT is set; then it holds one or more
  * comma-separated rules
  *
- *   STAGE:ACTION[@RANK]     ACTION = sleep=SECONDS | kill | exit=CODE
+ *   STAGE:ACTION[@RANK]     ACTION = sleep=SECONDS | kill | exit=CODE | oom[=N]
  *
  * e.g. PERTSCORE_FAULT=score:sleep=30 (every rank sleeps 30 s when it reaches the
  * "score" point) or PERTSCORE_FAULT=score:kill@1 (rank 1 sends itself SIGKILL).
  * "exit" leaves at once with _exit(CODE), without MPI_Finalize or cleanup, like a
  * crash that is not a signal. A rule that does not parse is reported and ignored.
  * STAGE:mpi-error (no rank) makes ps_fault_mpi_error's MPI call at STAGE fail on every
- * rank, to test that MPI errors come back through the one error path. */
+ * rank, to test that MPI errors come back through the one error path. "oom" makes
+ * the rank's N-th (default first) counted allocation (PS_ALLOC, ps_calloc...) after STAGE fail, to
+ * test that an allocation failure on one rank reaches every rank before a collective. */
 #include "pertscore/util.h"
 
 #include <signal.h>
@@ -64,6 +66,13 @@ static void apply_rule(char *rule, const char *stage, int rank) {
     return;
   }
   if (strcmp(action, "mpi-error") == 0) return; /* ps_fault_mpi_error's */
+  if (strncmp(action, "oom", 3) == 0 && (action[3] == '\0' || action[3] == '=')) {
+    long nth = action[3] ? strtol(action + 4, &end, 10) : 1;
+    if (action[3] && (end == action + 4 || *end || nth < 1)) goto bad;
+    fprintf(stderr, "pertscore: fault injection: rank %d fails allocation %ld after '%s'\n", rank, nth, stage);
+    ps_alloc_fail_after(nth);
+    return;
+  }
   if (strncmp(action, "exit=", 5) == 0) {
     long code = strtol(action + 5, &end, 10);
     if (end == action + 5 || *end) goto bad;
