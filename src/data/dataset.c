@@ -892,12 +892,14 @@ static int dataset_read(MPI_Comm comm, const ps_dataset_options *opt, ps_progres
   }
   ps_matrix *m = &w->m;
   ps_guide_calls *calls = &w->calls;
+  double t_matrix = ps_wtime(); /* read.matrix_seconds, read.normalize_seconds: against the file (tools/bench) */
   if (format == PS_FORMAT_TENX) {
     if (opt->layer) PS_FAIL(PS_ERR_INPUT, "%s: --layer applies to .h5ad input, not to a 10x .h5", opt->input);
     PS_CALL(ps_error_sync(comm, ps_tenx_read(comm, opt->input, opt->min_guide_umi, m, guides_in_matrix ? calls : NULL)));
   } else {
     PS_CALL(ps_error_sync(comm, ps_h5ad_read_matrix(comm, opt->input, opt->layer, m)));
   }
+  ps_stats_add("read.matrix_seconds", ps_wtime() - t_matrix);
   if (progress) ps_progress_update(progress, 0.5);
   d->n_cells_input = m->n_cells;
   d->n_genes = m->n_genes;
@@ -906,7 +908,9 @@ static int dataset_read(MPI_Comm comm, const ps_dataset_options *opt, ps_progres
   PS_CALL(check_unique_cells(comm, opt->input, &m->cells));
   PS_CALL(ps_check_input_is(comm, opt, &m->x));
   if (!opt->scale_median) { /* --scale median needs the analysed cells: after the design */
+    double t_norm = ps_wtime();
     PS_CALL(normalize_block(comm, &m->x, opt->input_is, &d->is_counts));
+    ps_stats_add("read.normalize_seconds", ps_wtime() - t_norm);
     d->scale = d->is_counts ? 1e4 : 0;
   }
   if (!guides_in_matrix) PS_CALL(ps_error_sync(comm, read_guide_calls(comm, opt, m, calls)));

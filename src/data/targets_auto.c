@@ -453,10 +453,12 @@ static int test_owned_genes(MPI_Comm comm, const ps_dataset_options *opt, const 
   PS_ALLOC(tested, complement || per_test ? 0 : K);
   if (!complement && !per_test) PS_CALL(ps_de_rank_work_create(&layout, &rank_work));
   int err = PS_OK;
+  double sorted_values = 0, sorts = 0; /* de.sorted_values, de.sorts: the sort ceiling's size (tools/bench) */
   for (int64_t lg = 0; lg < s->n_genes && !err; lg++) {
     int64_t lo = s->ptr[lg], hi = s->ptr[lg + 1];
     if (rank_work) { /* one ranking for all K tests (src/de/ranking.c) */
       int32_t gene = owned[lg0 + lg];
+      sorted_values += (double)(hi - lo), sorts += hi > lo;
       err = ps_de_test_gene_layout(&layout, s->cell + lo, s->value + lo, hi - lo, opt->de.min_pct, rank_work,
                                    results, tested);
       for (int32_t k = 0; k < K && !err; k++)
@@ -522,6 +524,8 @@ static int test_owned_genes(MPI_Comm comm, const ps_dataset_options *opt, const 
   ps_de_work_free(&work);
   ps_de_rank_work_free(rank_work);
   free(results), free(tested);
+  ps_stats_add("de.sorted_values", sorted_values);
+  ps_stats_add("de.sorts", sorts);
   free(count), free(offset), free(fill), free(positive), free(ref_values), free(slot_values);
   free(ref_start), free(ref_fill), free(refs), free(sums), free(ranks);
   return err;
