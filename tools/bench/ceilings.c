@@ -11,7 +11,8 @@
  *   the bandwidth the pipeline's read stage also sees).
  * - mpi: ranks exchange --mpi-mb MiB with their neighbour (MPI_Sendrecv), MB/s per rank.
  * - h5 (--h5 INPUT.h5ad): the ranks H5Dread disjoint 1/P shares of X/data and X/indices
- *   in their stored types (no conversion), what the read stage must at least do (issue 17).
+ *   in their stored types (no conversion) into huge-page memory as the reader does, what
+ *   the read stage must at least do (issue 17).
  * - sort (--sort-values V --sort-chunk C): V values shaped like log-normalized counts,
  *   sorted in chunks of C (the target stage's one sort per gene: V = de.sorted_values,
  *   C = V / de.sorts) by qsort and by the stage's radix sort with positions
@@ -29,6 +30,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "pertscore/util.h"
 #include "../../src/de/de_internal.h" /* ps_de_sort_values: the stage's own sort */
 
 enum { MAX_SIZES = 8 };
@@ -99,8 +101,8 @@ static double h5_share(const char *path, int rank, int size, double *bytes) {
   H5Sclose(space);
   *bytes = (double)H5Dget_storage_size(d) + (double)H5Dget_storage_size(x);
   hsize_t begin = n * (hsize_t)rank / (hsize_t)size, count = n * (hsize_t)(rank + 1) / (hsize_t)size - begin;
-  double *data = malloc((count ? count : 1) * sizeof *data); /* room for 8-byte types */
-  int64_t *indices = malloc((count ? count : 1) * sizeof *indices);
+  double *data = ps_alloc_huge((count ? count : 1) * sizeof *data); /* 8-byte room; huge pages as the reader */
+  int64_t *indices = ps_alloc_huge((count ? count : 1) * sizeof *indices);
   if (!data || !indices) fail("out of memory for the --h5 share");
   MPI_Barrier(MPI_COMM_WORLD);
   double t = MPI_Wtime();
