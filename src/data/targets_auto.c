@@ -425,7 +425,7 @@ static int test_owned_genes(MPI_Comm comm, const ps_dataset_options *opt, const 
   PS_ALLOC(offset, n_slots + 1);
   PS_ALLOC(fill, n_slots);
   PS_ALLOC(positive, n_slots);
-  for (int64_t lg = 0; lg < s->n_genes; lg++) {
+  for (int64_t lg = 0; lg < s->n_genes && (complement || per_test); lg++) { /* the scratch of the other paths */
     int64_t nnz = s->ptr[lg + 1] - s->ptr[lg], slots = 0;
     for (int64_t q = s->ptr[lg]; q < s->ptr[lg + 1]; q++) slots += g->role_ptr[s->cell[q] + 1] - g->role_ptr[s->cell[q]];
     if (nnz > max_nnz) max_nnz = nnz;

@@ -161,7 +161,8 @@ int ps_de_test_gene_layout(const ps_de_layout *L, const int32_t *cell, const dou
       if (equal < 0) err = PS_ERR_INPUT;
       double k1 = (double)t->bp;
       t->w += k1 * (double)less + k1 * (double)equal / 2;
-      t->ties += ps_de_tie_delta((double)r->b, (double)(equal + t->bp));
+      if (equal + t->bp > 1 || r->b > 1) /* f(0) = f(1) = 0: most blocks of distinct values */
+        t->ties += ps_de_tie_delta((double)r->b, (double)(equal + t->bp));
       t->below_a += t->ba, t->below_d += t->bd;
       t->bp = t->ba = t->bd = 0;
       w->mark_t[k] = 0;
@@ -169,7 +170,7 @@ int ps_de_test_gene_layout(const ps_de_layout *L, const int32_t *cell, const dou
     for (int32_t x = 0; x < nr; x++) {
       ref_state *r = &w->r[w->touched_r[x]];
       double b = (double)r->b;
-      r->ties += (long double)b * b * b - b;
+      if (r->b > 1) r->ties += (long double)b * b * b - b;
       r->below += r->b;
       r->b = 0;
       w->mark_r[w->touched_r[x]] = 0;
