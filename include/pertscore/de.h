@@ -135,6 +135,42 @@ void ps_de_sums_add(ps_de_sums *s, double value, double rank, double expm1_value
  * reference lacks. */
 int ps_de_test_gene_complement(const ps_de_sums *p, int64_t n1, const ps_de_ref *ref, ps_de_gene *out);
 
+/* ---- step 1, every perturbation of one gene from one ranking (src/de/ranking.c) ----
+ * The K tests of a gene, each P_k against C_k = reference(k) + add_k - remove_k, from one
+ * sort of the gene's stored values over the cells that take part in any test: a walk
+ * over the sorted values hands each block of equal values to the tests its cells are in,
+ * and a test's W and tie sum come from counts (docs/method.md, "one ranking per gene").
+ * A gene costs one sort of its nnz values plus O(nnz x memberships + K), where
+ * ps_de_test_gene_ref per test sorts each test's own cells. Results equal
+ * ps_de_test_gene_ref's on the same groups bit for bit (W and tie sums are exact
+ * integers; the expm1 sums are added in the same order). */
+enum { PS_DE_ROLE_P = 0, PS_DE_ROLE_ADD = 1, PS_DE_ROLE_REMOVE = 2, PS_DE_N_ROLES = 3 };
+
+typedef struct {
+  int32_t n_tests;         /* K */
+  int32_t n_refs;          /* references (1, or one per group) */
+  const int64_t *ref_size; /* n_refs: cells per reference */
+  const int32_t *ref_of;   /* n_tests: reference of test k; NULL: all 0 */
+  const int64_t *size;     /* 3 n_tests: cells of test k in P, added to C, removed from C */
+  int64_t n_cells;
+  const int64_t *role_ptr; /* n_cells + 1 */
+  const int32_t *roles;    /* per cell: 3 k + PS_DE_ROLE_* (a removed cell must be in reference(k)) */
+  const int32_t *in_ref;   /* n_cells: the reference holding the cell, or -1 */
+} ps_de_layout;
+
+typedef struct ps_de_rank_work ps_de_rank_work; /* scratch, reused across genes */
+
+int ps_de_rank_work_create(const ps_de_layout *L, ps_de_rank_work **w);
+void ps_de_rank_work_free(ps_de_rank_work *w);
+
+/* One gene: nnz stored values value[i] of cells cell[i] (each cell at most once; cells
+ * not listed are 0; stored zeros count as unstored). out[k] for every test k, and
+ * tested[k] = 1, when n1, n2 >= 1 and max(pct1, pct2) >= min_pct; else tested[k] = 0
+ * and out[k] is not written (pass min_pct = -1 to test all). PS_ERR_INPUT for a
+ * non-finite value, a cell out of range, or removed cells the reference lacks. */
+int ps_de_test_gene_layout(const ps_de_layout *L, const int32_t *cell, const double *value, int64_t nnz,
+                           double min_pct, ps_de_rank_work *w, ps_de_gene *out, uint8_t *tested);
+
 /* x rounded to 3 decimals exactly as R >= 4.0.0 round(x, 3) does it (the
  * nearer of the two 3-decimal neighbours of x, ties to the even last digit);
  * Seurat rounds pct.1 and pct.2 with it, and min.pct compares the rounded value. */

@@ -487,7 +487,9 @@ static int run_pipeline(MPI_Comm comm, run_options *o, int argc, char **argv) {
   MPI_Comm_size(comm, &size);
   PS_CALL(ps_error_sync(comm, check_output(o)));
   char input_digest[1024], params_digest[17];
+  double t_digest = ps_wtime();
   PS_CALL(ps_error_sync(comm, provenance(comm, o, argc, argv, input_digest, sizeof input_digest, params_digest)));
+  ps_stats_add("run.digest_seconds", ps_wtime() - t_digest);
   int cells_table_missing = o->cells_table && access(o->cells_table, F_OK) != 0;
   if (!o->force && !cells_table_missing && output_up_to_date(comm, o->output, input_digest, params_digest)) {
     if (rank == 0) {

@@ -122,6 +122,31 @@ int ps_expression_normalize_scale(MPI_Comm comm, ps_csr *x, int input_is, double
   return normalize_with(comm, x, input_is, scale, is_counts);
 }
 
+/* ln(1 + scale x / total) for every stored value, row by row. Counts are mostly small
+ * integers: a row's values 1 .. LUT_COUNTS - 1 are computed once per row (the same
+ * expression, so the same bits), which takes most log1p calls out of the read stage. */
+enum { LUT_COUNTS = 64 };
+static void normalize_rows(ps_csr *x, double scale) {
+  double lut[LUT_COUNTS];
+  uint64_t have = 0; /* bit c: lut[c] holds the value for count c */
+  for (int64_t r = 0; r < x->n_rows; r++) {
+    double total = 0;
+    for (int64_t p = x->indptr[r]; p < x->indptr[r + 1]; p++) total += x->data[p];
+    if (total <= 0) continue;
+    have = 0;
+    for (int64_t p = x->indptr[r]; p < x->indptr[r + 1]; p++) {
+      double v = x->data[p];
+      if (v >= 1 && v < LUT_COUNTS && v == (double)(int)v) {
+        int c = (int)v;
+        if (!(have >> c & 1)) lut[c] = log1p(scale * v / total), have |= (uint64_t)1 << c;
+        x->data[p] = lut[c];
+      } else {
+        x->data[p] = log1p(scale * v / total);
+      }
+    }
+  }
+}
+
 static int normalize_with(MPI_Comm comm, ps_csr *x, int input_is, double scale, int *is_counts) {
   int integral = 1, all_integral = 1;
   int64_t nnz = ps_csr_nnz(x);
@@ -129,12 +154,7 @@ static int normalize_with(MPI_Comm comm, ps_csr *x, int input_is, double scale, 
   PS_CHECK_MPI(MPI_Allreduce(&integral, &all_integral, 1, MPI_INT, MPI_MIN, comm));
   *is_counts = input_is == PS_INPUT_COUNTS || (input_is == PS_INPUT_AUTO && all_integral);
   if (!*is_counts) return PS_OK;
-  for (int64_t r = 0; r < x->n_rows; r++) {
-    double total = 0;
-    for (int64_t p = x->indptr[r]; p < x->indptr[r + 1]; p++) total += x->data[p];
-    if (total <= 0) continue;
-    for (int64_t p = x->indptr[r]; p < x->indptr[r + 1]; p++) x->data[p] = log1p(scale * x->data[p] / total);
-  }
+  normalize_rows(x, scale);
   return PS_OK;
 }
 
@@ -188,12 +208,7 @@ static int normalize_median(MPI_Comm comm, ps_csr *x, const int64_t *keep, int i
   free(totals), free(all), free(counts), free(displs);
   if (!(s > 0)) PS_FAIL(PS_ERR_INPUT, "--scale median: the median total count of the analysed cells is %g", s);
   *scale = s;
-  for (int64_t r = 0; r < x->n_rows; r++) {
-    double total = 0;
-    for (int64_t p = x->indptr[r]; p < x->indptr[r + 1]; p++) total += x->data[p];
-    if (total <= 0) continue;
-    for (int64_t p = x->indptr[r]; p < x->indptr[r + 1]; p++) x->data[p] = log1p(s * x->data[p] / total);
-  }
+  normalize_rows(x, s);
   return PS_OK;
 }
 
@@ -892,12 +907,14 @@ static int dataset_read(MPI_Comm comm, const ps_dataset_options *opt, ps_progres
   }
   ps_matrix *m = &w->m;
   ps_guide_calls *calls = &w->calls;
+  double t_matrix = ps_wtime(); /* read.matrix_seconds, read.normalize_seconds: against the file (tools/bench) */
   if (format == PS_FORMAT_TENX) {
     if (opt->layer) PS_FAIL(PS_ERR_INPUT, "%s: --layer applies to .h5ad input, not to a 10x .h5", opt->input);
     PS_CALL(ps_error_sync(comm, ps_tenx_read(comm, opt->input, opt->min_guide_umi, m, guides_in_matrix ? calls : NULL)));
   } else {
     PS_CALL(ps_error_sync(comm, ps_h5ad_read_matrix(comm, opt->input, opt->layer, m)));
   }
+  ps_stats_add("read.matrix_seconds", ps_wtime() - t_matrix);
   if (progress) ps_progress_update(progress, 0.5);
   d->n_cells_input = m->n_cells;
   d->n_genes = m->n_genes;
@@ -906,7 +923,9 @@ static int dataset_read(MPI_Comm comm, const ps_dataset_options *opt, ps_progres
   PS_CALL(check_unique_cells(comm, opt->input, &m->cells));
   PS_CALL(ps_check_input_is(comm, opt, &m->x));
   if (!opt->scale_median) { /* --scale median needs the analysed cells: after the design */
+    double t_norm = ps_wtime();
     PS_CALL(normalize_block(comm, &m->x, opt->input_is, &d->is_counts));
+    ps_stats_add("read.normalize_seconds", ps_wtime() - t_norm);
     d->scale = d->is_counts ? 1e4 : 0;
   }
   if (!guides_in_matrix) PS_CALL(ps_error_sync(comm, read_guide_calls(comm, opt, m, calls)));

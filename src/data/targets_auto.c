@@ -24,7 +24,7 @@
 #include "pertscore/data.h"
 
 /* Role of a cell in the test of perturbation k: entry = 3 k + role. */
-enum { ROLE_P = 0, ROLE_ADD = 1, ROLE_REMOVE = 2, N_ROLES = 3 };
+enum { ROLE_P = PS_DE_ROLE_P, ROLE_ADD = PS_DE_ROLE_ADD, ROLE_REMOVE = PS_DE_ROLE_REMOVE, N_ROLES = PS_DE_N_ROLES };
 
 /* DE groups, replicated: per global analysed cell its roles; the reference group
  * is the control cells (default) or every analysed cell (--de-background others).
@@ -416,12 +416,16 @@ static int test_owned_genes(MPI_Comm comm, const ps_dataset_options *opt, const 
   MPI_Comm_size(comm, &size);
   const double t_min = last_threshold(&opt->de);
   const int complement = complement_applies(opt, g, K);
+  /* PERTSCORE_DE_PER_TEST=1: the earlier path, each test sorting its own groups against
+   * the reference summary (ps_de_test_gene_ref); the same results, for tools/bench */
+  const char *env = getenv("PERTSCORE_DE_PER_TEST");
+  const int per_test = env && env[0] == '1';
   int64_t n_slots = (int64_t)N_ROLES * K, *count, *offset, *fill, *positive, max_nnz = 0, max_slots = 0;
   PS_ALLOC(count, n_slots);
   PS_ALLOC(offset, n_slots + 1);
   PS_ALLOC(fill, n_slots);
   PS_ALLOC(positive, n_slots);
-  for (int64_t lg = 0; lg < s->n_genes; lg++) {
+  for (int64_t lg = 0; lg < s->n_genes && (complement || per_test); lg++) { /* the scratch of the other paths */
     int64_t nnz = s->ptr[lg + 1] - s->ptr[lg], slots = 0;
     for (int64_t q = s->ptr[lg]; q < s->ptr[lg + 1]; q++) slots += g->role_ptr[s->cell[q] + 1] - g->role_ptr[s->cell[q]];
     if (nnz > max_nnz) max_nnz = nnz;
@@ -434,15 +438,36 @@ static int test_owned_genes(MPI_Comm comm, const ps_dataset_options *opt, const 
   PS_ALLOC(ref_start, g->n_refs + 1);
   PS_ALLOC(ref_fill, g->n_refs);
   PS_ALLOC(refs, g->n_refs);
-  PS_ALLOC(slot_values, complement ? 0 : max_slots);
+  PS_ALLOC(slot_values, complement || !per_test ? 0 : max_slots);
   ps_de_sums *sums;
   double *ranks;
   PS_ALLOC(sums, complement ? K : 0);
   PS_ALLOC(ranks, complement ? max_nnz : 0);
   ps_de_work work = {0};
+  const ps_de_layout layout = {K, g->n_refs, g->n_ref, g->ref_of, g->group_size, g->n_cells, g->role_ptr, g->roles,
+                               g->in_ref};
+  ps_de_rank_work *rank_work = NULL;
+  ps_de_gene *results;
+  uint8_t *tested;
+  PS_ALLOC(results, complement || per_test ? 0 : K);
+  PS_ALLOC(tested, complement || per_test ? 0 : K);
+  if (!complement && !per_test) PS_CALL(ps_de_rank_work_create(&layout, &rank_work));
   int err = PS_OK;
+  double sorted_values = 0, sorts = 0; /* de.sorted_values, de.sorts: the sort ceiling's size (tools/bench) */
   for (int64_t lg = 0; lg < s->n_genes && !err; lg++) {
     int64_t lo = s->ptr[lg], hi = s->ptr[lg + 1];
+    if (rank_work) { /* one ranking for all K tests (src/de/ranking.c) */
+      int32_t gene = owned[lg0 + lg];
+      sorted_values += (double)(hi - lo), sorts += hi > lo;
+      err = ps_de_test_gene_layout(&layout, s->cell + lo, s->value + lo, hi - lo, opt->de.min_pct, rank_work,
+                                   results, tested);
+      for (int32_t k = 0; k < K && !err; k++)
+        if (tested[k] && fabs(results[k].log2fc) >= t_min)
+          err = record_push(&out[k % size], (de_record){k, gene, results[k].pct1, results[k].pct2,
+                                                        results[k].log2fc, results[k].p});
+      if (progress && (lg0 + lg) % 64 == 0) ps_progress_update(progress, 0.6 + 0.3 * (double)(lg0 + lg) / (double)n_owned);
+      continue;
+    }
     memset(count, 0, (size_t)n_slots * sizeof *count);
     memset(positive, 0, (size_t)n_slots * sizeof *positive);
     for (int64_t q = lo; q < hi; q++) {
@@ -497,6 +522,10 @@ static int test_owned_genes(MPI_Comm comm, const ps_dataset_options *opt, const 
     if (progress && (lg0 + lg) % 64 == 0) ps_progress_update(progress, 0.6 + 0.3 * (double)(lg0 + lg) / (double)n_owned);
   }
   ps_de_work_free(&work);
+  ps_de_rank_work_free(rank_work);
+  free(results), free(tested);
+  ps_stats_add("de.sorted_values", sorted_values);
+  ps_stats_add("de.sorts", sorts);
   free(count), free(offset), free(fill), free(positive), free(ref_values), free(slot_values);
   free(ref_start), free(ref_fill), free(refs), free(sums), free(ranks);
   return err;

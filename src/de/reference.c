@@ -21,25 +21,9 @@ static int cmp_double(const void *a, const void *b) {
   return (x > y) - (x < y);
 }
 
-/* f(c) - f(r) for f(t) = t^3 - t, factored so that a small change of a large
- * tie block (the zeros) does not cancel. */
-static long double tie_delta(double r, double c) {
-  long double lr = r, lc = c;
-  return (lc - lr) * (lc * lc + lc * lr + lr * lr - 1);
-}
-
-/* Compensated (Neumaier) sum kept as an unevaluated pair hi + lo: with
- * --de-background others the controls' sum is (all cells) - P, and when P holds
- * almost all of the expression a long double difference is mostly rounding. */
-typedef struct {
-  double hi, lo;
-} dsum;
-
-static void dsum_add(dsum *s, double x) {
-  double t = s->hi + x;
-  s->lo += fabs(s->hi) >= fabs(x) ? (s->hi - t) + x : (x - t) + s->hi;
-  s->hi = t;
-}
+typedef ps_de_dsum dsum;
+#define dsum_add ps_de_dsum_add
+#define tie_delta ps_de_tie_delta
 
 /* Ascending walk over the distinct values of a sorted list plus `zeros` implicit zeros. */
 typedef struct {

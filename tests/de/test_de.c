@@ -227,6 +227,160 @@ static void check_reference_random(void) {
          CASES, n_small, n_nan, max_p, max_fc);
 }
 
+/* Check 1c: every test of a gene from one ranking (ps_de_test_gene_layout) against the
+ * per-test path (ps_de_ref_build + ps_de_test_gene_ref on each test's groups, bit for
+ * bit) and against ps_de_test_gene on the explicit groups (1e-12), on random layouts:
+ * 1-3 references (--group-by), controls with added cells (the quirk) or all cells with
+ * removed ones (--de-background others, low and high MOI), heavy ties, mostly zeros,
+ * negative values, stored zeros, cells in any order. */
+static void check_layout_random(void) {
+  test_rng_seed(0x9d2c5680a1b2c3d4ull);
+  enum { CASES = 300 };
+  double max_p = 0, max_fc = 0;
+  int64_t n_tested = 0, n_small = 0, n_nan = 0;
+  ps_de_work work = {0};
+  for (int c = 0; c < CASES; c++) {
+    int64_t N = 2 + (int64_t)(unif() * (c % 7 == 0 ? 20000 : 600));
+    int32_t K = 1 + (int32_t)(unif() * 12), R = c % 3 == 0 ? 1 + (int32_t)(unif() * 3) : 1;
+    int others = c % 2; /* 0: controls as reference (+ quirk cells), 1: all cells, P removed */
+    int high_moi = c % 4 == 1;
+    int32_t *ref_of = malloc((size_t)K * sizeof *ref_of), *in_ref = malloc((size_t)N * sizeof *in_ref);
+    int64_t *ref_size = calloc((size_t)R, sizeof *ref_size), *size = calloc((size_t)3 * K, sizeof *size);
+    int64_t *role_ptr = calloc((size_t)N + 1, sizeof *role_ptr);
+    int32_t *roles = malloc((size_t)N * 8 * sizeof *roles);
+    for (int32_t k = 0; k < K; k++) ref_of[k] = (int32_t)(unif() * R);
+    int64_t nr = 0;
+    for (int64_t j = 0; j < N; j++) {
+      int32_t group = (int32_t)(unif() * R);
+      int n_guides = unif() < 0.2 ? 0 : 1 + (int)(unif() * (high_moi ? 3 : 1.5));
+      in_ref[j] = others || n_guides == 0 ? group : -1;
+      int32_t top = -1;
+      for (int gi = 0; gi < n_guides; gi++) {
+        int32_t k = (int32_t)(unif() * K);
+        if (ref_of[k] != group) continue; /* a cell is tested within its own group */
+        int dup = 0;
+        for (int64_t q = role_ptr[j]; q < nr; q++) dup |= roles[q] / 3 == k;
+        if (dup) continue;
+        if (others) {
+          roles[nr++] = 3 * k + PS_DE_ROLE_REMOVE;
+          if (high_moi || top < 0) roles[nr++] = 3 * k + PS_DE_ROLE_P, top = k;
+        } else {
+          roles[nr++] = 3 * k + (unif() < 0.1 ? PS_DE_ROLE_ADD : PS_DE_ROLE_P);
+        }
+      }
+      role_ptr[j + 1] = nr;
+      if (in_ref[j] >= 0) ref_size[in_ref[j]]++;
+      for (int64_t q = role_ptr[j]; q < nr; q++) size[roles[q]]++;
+    }
+    /* one gene: dense values, then a stored form */
+    double pzero = unif(), shift = c % 5 == 0 ? 0.5 : 0, scale = c % 3 ? 4 : 1e6;
+    double *dense = malloc((size_t)N * sizeof *dense), *value = malloc((size_t)N * sizeof *value);
+    int32_t *cell = malloc((size_t)N * sizeof *cell);
+    int64_t nnz = 0;
+    for (int64_t j = 0; j < N; j++) {
+      int in_p = 0; /* an effect in P: more often expressed, higher */
+      for (int64_t q = role_ptr[j]; q < role_ptr[j + 1]; q++) in_p += roles[q] % 3 == PS_DE_ROLE_P;
+      double effect = c % 3 == 1 ? 0 : 0.6 * in_p;
+      dense[j] = unif() < pzero / (1 + effect) ? 0 : round(scale * (unif() * 3 * (1 + effect) - shift)) / scale;
+      if (dense[j] != 0 || unif() < 0.05) cell[nnz] = (int32_t)j, value[nnz++] = dense[j];
+    }
+    if (c % 5 == 2) /* any order */
+      for (int64_t i = nnz - 1; i > 0; i--) {
+        int64_t t = (int64_t)(unif() * (double)(i + 1));
+        int32_t tc = cell[i];
+        double tv = value[i];
+        cell[i] = cell[t], value[i] = value[t], cell[t] = tc, value[t] = tv;
+      }
+    /* one reference: ref_of may be NULL */
+    const ps_de_layout Lc = {K, R, ref_size, R == 1 && c % 4 < 2 ? NULL : ref_of, size, N, role_ptr, roles, in_ref};
+    ps_de_rank_work *rw;
+    CHECK_PS(ps_de_rank_work_create(&Lc, &rw));
+    ps_de_gene *got = malloc((size_t)K * sizeof *got);
+    uint8_t *tested = malloc((size_t)K);
+    double min_pct = c % 4 == 3 ? 0.1 : -1;
+    CHECK_PS(ps_de_test_gene_layout(&Lc, cell, value, nnz, min_pct, rw, got, tested));
+    /* per test: its groups in the stored order, and dense */
+    double *gv[4], *gd[2];
+    for (int i = 0; i < 4; i++) gv[i] = malloc((size_t)(nnz + 1) * sizeof *gv[i]);
+    for (int i = 0; i < 2; i++) gd[i] = malloc((size_t)N * sizeof *gd[i]);
+    for (int32_t k = 0; k < K; k++) {
+      int32_t rk = ref_of[k];
+      int64_t n[4] = {0}, dn[2] = {0}; /* 0 P, 1 add, 2 remove, 3 reference */
+      for (int64_t i = 0; i < nnz; i++) {
+        int32_t j = cell[i];
+        if (in_ref[j] == rk) gv[3][n[3]++] = value[i];
+        for (int64_t q = role_ptr[j]; q < role_ptr[j + 1]; q++)
+          if (roles[q] / 3 == k) gv[roles[q] % 3][n[roles[q] % 3]++] = value[i];
+      }
+      for (int64_t j = 0; j < N; j++) { /* dense P and C = reference + add - remove */
+        int in_p = 0, add = 0, rem = 0;
+        for (int64_t q = role_ptr[j]; q < role_ptr[j + 1]; q++)
+          if (roles[q] / 3 == k) in_p |= roles[q] % 3 == 0, add |= roles[q] % 3 == 1, rem |= roles[q] % 3 == 2;
+        if (in_p) gd[0][dn[0]++] = dense[j];
+        if ((in_ref[j] == rk && !rem) || add) gd[1][dn[1]++] = dense[j];
+      }
+      int64_t n1 = size[3 * k], n2 = ref_size[rk] + size[3 * k + 1] - size[3 * k + 2];
+      EXPECT(n1 == dn[0] && n2 == dn[1], "case %d test %d: group sizes %lld %lld, dense %lld %lld", c, k,
+             (long long)n1, (long long)n2, (long long)dn[0], (long long)dn[1]);
+      if (n1 < 1 || n2 < 1) {
+        EXPECT(!tested[k], "case %d test %d: tested with an empty group", c, k);
+        continue;
+      }
+      ps_de_group ref_g = {gv[3], n[3], ref_size[rk]}, p = {gv[0], n[0], n1};
+      ps_de_group add = {gv[1], n[1], size[3 * k + 1]}, rem = {gv[2], n[2], size[3 * k + 2]};
+      ps_de_ref ref;
+      ps_de_gene old, want;
+      CHECK_PS(ps_de_ref_build(&ref_g, &ref));
+      CHECK_PS(ps_de_test_gene_ref(&p, &ref, &add, &rem, &work, &old));
+      ps_de_ref_free(&ref);
+      CHECK_PS(ps_de_test_gene(gd[0], dn[0], n1, gd[1], dn[1], n2, &work, &want));
+      int pass = fmax(old.pct1, old.pct2) >= min_pct;
+      EXPECT(tested[k] == pass, "case %d test %d: tested %d, min_pct says %d", c, k, tested[k], pass);
+      if (!tested[k]) continue;
+      n_tested++;
+      n_small += old.p < 1e-3;
+      n_nan += isnan(old.p);
+      ps_de_gene g = got[k];
+      EXPECT((g.p == old.p || (isnan(g.p) && isnan(old.p))) && g.log2fc == old.log2fc && g.pct1 == old.pct1 &&
+                 g.pct2 == old.pct2,
+             "case %d test %d: one ranking p %.17g log2FC %.17g pct %g %g, per test p %.17g log2FC %.17g pct %g %g", c,
+             k, g.p, g.log2fc, g.pct1, g.pct2, old.p, old.log2fc, old.pct1, old.pct2);
+      double ep = rel_err(g.p, want.p), df = fabs(g.log2fc - want.log2fc);
+      EXPECT(ep <= 1e-12 && df <= 1e-12 * fabs(want.log2fc) + 1e-15 && g.pct1 == want.pct1 && g.pct2 == want.pct2,
+             "case %d test %d: one ranking p %.17g log2FC %.17g, explicit groups p %.17g log2FC %.17g", c, k, g.p,
+             g.log2fc, want.p, want.log2fc);
+      if (ep > max_p) max_p = ep;
+      if (df > max_fc) max_fc = df;
+    }
+    for (int i = 0; i < 4; i++) free(gv[i]);
+    for (int i = 0; i < 2; i++) free(gd[i]);
+    ps_de_rank_work_free(rw);
+    free(got), free(tested), free(dense), free(value), free(cell);
+    free(ref_of), free(in_ref), free(ref_size), free(size), free(role_ptr), free(roles);
+  }
+  /* a removed cell the reference lacks, a foreign membership: input errors */
+  {
+    int64_t ref_size[1] = {2}, size[3] = {1, 0, 1}, role_ptr[4] = {0, 0, 0, 2};
+    int32_t roles[2] = {PS_DE_ROLE_P, PS_DE_ROLE_REMOVE}, in_ref[3] = {0, 0, -1}, cell[3] = {0, 1, 2};
+    double value[3] = {1, 2, 3};
+    ps_de_layout L = {1, 1, ref_size, NULL, size, 3, role_ptr, roles, in_ref};
+    ps_de_rank_work *rw;
+    ps_de_gene g;
+    uint8_t t;
+    CHECK_PS(ps_de_rank_work_create(&L, &rw));
+    EXPECT(ps_de_test_gene_layout(&L, cell, value, 3, -1, rw, &g, &t) == PS_ERR_INPUT, "foreign removal accepted");
+    roles[1] = 3 * 1 + PS_DE_ROLE_P;
+    EXPECT(ps_de_test_gene_layout(&L, cell, value, 3, -1, rw, &g, &t) == PS_ERR_INPUT, "test 1 of 1 accepted");
+    ps_de_rank_work_free(rw);
+  }
+  ps_de_work_free(&work);
+  EXPECT(n_tested > 1000 && n_small > 20 && n_nan > 0, "random layouts: %lld tests, %lld with p < 1e-3, %lld tied",
+         (long long)n_tested, (long long)n_small, (long long)n_nan);
+  printf("check 1c: %d random genes, %lld tests (%lld with p < 1e-3, %lld all tied): one ranking = per-test path bit "
+         "for bit; vs ps_de_test_gene max relative error of p %.3g, max absolute error of log2FC %.3g\n",
+         CASES, (long long)n_tested, (long long)n_small, (long long)n_nan, max_p, max_fc);
+}
+
 static void check_edges(void) {
   /* R round(x, 3) at exact binary halves: ties go to the even last digit. */
   EXPECT(ps_de_round3(0.0625) == 0.062, "round3(1/16) = %.17g", ps_de_round3(0.0625));
@@ -395,6 +549,7 @@ int main(int argc, char **argv) {
   MPI_Init(&argc, &argv);
   check_against_r();
   check_reference_random();
+  check_layout_random();
   check_edges();
   check_selection();
   check_cap();
