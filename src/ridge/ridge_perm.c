@@ -368,6 +368,7 @@ typedef struct {
   int32_t n_open;
   uint8_t *row_open;    /* per local row of B (a_cols): some gene of it still open */
   uint8_t *tile_open;   /* per gene tile: some gene of it still open */
+  FILE *trace;          /* PERTSCORE_PERM_TRACE (tests): fixed permutations' exceedances as int32 (r, row, gene) */
 } perm_work;
 
 static void perm_work_free(perm_work *w) {
@@ -379,6 +380,7 @@ static void perm_work_free(perm_work *w) {
   for (int q = 0; w->qrows && q < w->fuse; q++) free(w->qrows[q]);
   free(w->qrows), free(w->qrow_ptr), free(w->qcap), free(w->qtile);
   free(w->stop), free(w->col_of), free(w->open_genes), free(w->row_open), free(w->tile_open);
+  if (w->trace) fclose(w->trace);
   memset(w, 0, sizeof *w);
 }
 
@@ -438,16 +440,18 @@ static int strata_build(const ridge_system *s, perm_work *w) {
 }
 
 /* Permutations per pass over y (rhs_fill_fused): as many as the batch has,
- * within 64 MB of their permuted row lists and 32 MB of their right-hand-side
- * tiles (issue 17: at the jurkat shape, 18,596 rows x 16 genes is 2.4 MB a
- * permutation), at most 64. PERTSCORE_PERM_FUSE=Q overrides (1: one pass per
- * permutation; benchmarks). Rank-local, any Q gives the same sums. */
+ * within 64 MB of their permuted row lists and 256 kB of their right-hand-side
+ * tiles, at most 64. The kernel is bound by the adds into the tiles, not by
+ * reading y (tools/bench/ridge_bench --compare-fuse: 1.1-1.2x at K = 30, none
+ * once the tiles leave L2: at the jurkat shape one permutation's 18,596 rows
+ * x 16 genes is 2.4 MB, so Q = 1 there). PERTSCORE_PERM_FUSE=Q overrides (1:
+ * one pass per permutation; benchmarks). Rank-local, any Q gives the same sums. */
 static int fuse_alloc(const ridge_system *s, const ps_csr *y, perm_work *w, int batch) {
   const all_rows *a = &w->rows;
   double entries_per_cell = a->n_cells > 0 ? (double)(a->ptr[a->n_cells] - a->ptr[0]) / (double)a->n_cells : 0;
   double list = 8.0 * (y->n_rows + 1) + 4.5 * (double)y->n_rows * (1 + entries_per_cell);
   double tile = 8.0 * s->n * TILE;
-  double q = fmin(64.0, fmin((64 << 20) / fmax(list, 1), (32 << 20) / tile));
+  double q = fmin(64.0, fmin((64 << 20) / fmax(list, 1), (256 << 10) / tile));
   const char *env = getenv("PERTSCORE_PERM_FUSE");
   if (env && atoi(env) > 0) q = atoi(env);
   int Q = q < 1 ? 1 : q > batch ? batch : (int)q;
@@ -723,15 +727,18 @@ static int batch_products(MPI_Comm comm, const ridge_system *s, perm_work *w, in
 
 /* This rank's rows of B_r (its columns of W): column jc of the batch is gene jc mod N. */
 static void count_exceeding(const ridge_system *s, const double *b, int64_t ncols, const double *beta,
-                            int32_t *count) {
+                            int32_t *count, FILE *trace, int r0) {
   const ridge_grid *g = &s->grid;
   int ldb = s->a_cols > 1 ? s->a_cols : 1, n_genes = s->n_genes;
   for (int64_t jc = 0; jc < ncols; jc++) {
     int64_t gene = jc % n_genes;
     const double *col = b + jc * ldb;
     for (int li = 0; li < s->a_cols; li++) {
-      int64_t at = ridge_global_of(li, g->nb, g->mycol, g->npcol) * n_genes + gene;
-      if (fabs(col[li]) > fabs(beta[at])) count[at]++;
+      int64_t row = ridge_global_of(li, g->nb, g->mycol, g->npcol), at = row * n_genes + gene;
+      if (!(fabs(col[li]) > fabs(beta[at]))) continue;
+      count[at]++;
+      if (trace) fwrite((int32_t[3]){r0 + (int32_t)(jc / n_genes), (int32_t)row, (int32_t)gene}, sizeof(int32_t), 3,
+                        trace);
     }
   }
 }
@@ -852,7 +859,7 @@ static int batch_run(MPI_Comm comm, const ridge_system *s, const ps_csr *y, cons
   PS_CALL(batch_products(comm, s, w, ncols, "perm"));
   t = ps_wtime();
   if (w->stop) count_adaptive(s, w, w->rhs, width, r0, opt->adaptive_h, beta, w->count, w->stop);
-  else count_exceeding(s, w->rhs, ncols, beta, w->count);
+  else count_exceeding(s, w->rhs, ncols, beta, w->count, w->trace, r0);
   ps_stats_add("perm.count_seconds", ps_wtime() - t);
   ps_stats_add("perm.columns_done", (double)ncols);
   return PS_OK;
@@ -896,6 +903,16 @@ static int perm_run(MPI_Comm comm, ridge_system *s, const ps_design *design, con
     beta = fit->beta;
   }
   int h = opt->adaptive_h;
+  const char *trace = getenv("PERTSCORE_PERM_TRACE");
+  if (trace && h <= 0) {
+    int rank;
+    char path[4200];
+    PS_CHECK_MPI(MPI_Comm_rank(comm, &rank));
+    snprintf(path, sizeof path, "%s.rank%d.bin", trace, rank);
+    w->trace = fopen(path, "wb");
+    PS_CALL(ps_error_sync(comm, w->trace ? PS_OK : ps_error_set(PS_ERR_SYSTEM, __FILE__, __LINE__,
+                                                                 "%s: cannot write (PERTSCORE_PERM_TRACE)", path)));
+  }
   if (h > 0) {
     PS_CALL(ps_error_sync(comm, adaptive_alloc(s, w, entries)));
     PS_CALL(adaptive_update(comm, s, w));
