@@ -366,8 +366,12 @@ typedef struct {
   int32_t *col_of;      /* per gene: its column within a permutation's block of the batch, -1 when closed */
   int32_t *open_genes;  /* the open genes, ascending */
   int32_t n_open;
+  int32_t y_cols;       /* columns of the y being summed (N, or the compaction's) */
   uint8_t *row_open;    /* per local row of B (a_cols): some gene of it still open */
+  uint8_t *gene_open;   /* per gene: some rank has an open pair of it */
   uint8_t *tile_open;   /* per gene tile: some gene of it still open */
+  ps_csr y_open;        /* adaptive: y restricted to the genes open when it was last compacted (indptr NULL: not) */
+  int32_t *y_open_gene; /* its columns' genes */
   FILE *trace;          /* PERTSCORE_PERM_TRACE (tests): fixed permutations' exceedances as int32 (r, row, gene) */
 } perm_work;
 
@@ -379,8 +383,10 @@ static void perm_work_free(perm_work *w) {
   free(w->share), free(w->row_base), free(w->row_stride), free(w->stratum_order), free(w->stratum_ptr);
   for (int q = 0; w->qrows && q < w->fuse; q++) free(w->qrows[q]);
   free(w->qrows), free(w->qrow_ptr), free(w->qcap), free(w->qtile);
-  free(w->stop), free(w->col_of), free(w->open_genes), free(w->row_open), free(w->tile_open);
+  free(w->gene_open), free(w->stop), free(w->col_of), free(w->open_genes), free(w->row_open), free(w->tile_open);
   if (w->trace) fclose(w->trace);
+  ps_csr_free(&w->y_open);
+  free(w->y_open_gene);
   memset(w, 0, sizeof *w);
 }
 
@@ -474,6 +480,7 @@ static int perm_alloc(const ridge_system *s, const ps_csr *y, perm_work *w, int6
   PS_ALLOC(w->rhs, (int64_t)s->n * ncols);
   PS_ALLOC(w->z, (int64_t)s->n * ncols);
   PS_ALLOC(w->share, s->grid.npcol);
+  w->y_cols = s->n_genes;
   PS_ALLOC(w->row_base, s->n);
   PS_ALLOC(w->row_stride, s->n);
   const all_rows *a = &w->rows;
@@ -566,12 +573,22 @@ static void add_cells(const ps_csr *y, const int32_t *cells, int64_t n_cells, do
   for (int64_t i = 0; i < n_cells; i++) add_row(y, cells[i], sum);
 }
 
+/* The batch column (within a permutation's block) of column j of the y being
+ * summed (the original or its adaptive compaction): -1 for a closed gene. */
+static inline int64_t batch_col(const perm_work *w, int32_t j) {
+  if (!w->col_of) return j;
+  return w->col_of[w->y_open_gene ? w->y_open_gene[j] : j];
+}
+
 /* Row k's sum into columns [col0, col0 + N) of rhs. */
 static void rhs_put_row(const ridge_system *s, perm_work *w, int32_t k, const double *sum, int64_t col0) {
   double *dst = w->rhs + w->row_base[k] + col0 * w->row_stride[k];
   int64_t stride = w->row_stride[k];
   if (w->col_of) { /* adaptive: the open genes only, in their columns */
-    for (int32_t j = 0; j < w->n_open; j++) dst[(int64_t)j * stride] = sum[w->open_genes[j]];
+    for (int32_t j = 0; j < w->y_cols; j++) {
+      int64_t col = batch_col(w, j);
+      if (col >= 0) dst[col * stride] = sum[j];
+    }
     return;
   }
   for (int32_t g = 0; g < s->n_genes; g++) dst[g * stride] = sum[g];
@@ -579,13 +596,10 @@ static void rhs_put_row(const ridge_system *s, perm_work *w, int32_t k, const do
 
 /* Tile t of one permutation (ct, (K + 1) x TILE) into its columns from col0. */
 static void rhs_put_tile(const ridge_system *s, perm_work *w, int t, const double *ct, int64_t col0) {
-  int width = s->n_genes - TILE * t < TILE ? s->n_genes - TILE * t : TILE;
+  int width = w->y_cols - TILE * t < TILE ? w->y_cols - TILE * t : TILE;
   for (int g = 0; g < width; g++) {
-    int64_t col = TILE * t + g;
-    if (w->col_of) {
-      if (w->col_of[col] < 0) continue;
-      col = w->col_of[col];
-    }
+    int64_t col = batch_col(w, TILE * t + g);
+    if (col < 0) continue;
     col += col0;
     for (int32_t k = 0; k < s->n; k++) w->rhs[w->row_base[k] + col * w->row_stride[k]] = ct[(int64_t)k * TILE + g];
   }
@@ -594,7 +608,7 @@ static void rhs_put_tile(const ridge_system *s, perm_work *w, int t, const doubl
 /* X^T Y_r by row (see above): bucket the local cells by the rows of their
  * permuted design rows (in cell order), then sum each row's cells. Rank-local. */
 static int rhs_by_rows(const ridge_system *s, perm_work *w, const ps_csr *y, int64_t col0) {
-  int32_t n = s->n, N = s->n_genes;
+  int32_t n = s->n, N = (int32_t)y->n_cols;
   int64_t n_local = y->n_rows, pairs = w->row_ptr[n_local];
   if (w->shared_intercept && !w->intercept_ready) {
     memset(w->intercept, 0, (size_t)N * sizeof *w->intercept);
@@ -767,10 +781,50 @@ static void count_adaptive(const ridge_system *s, const perm_work *w, const doub
 /* After a batch: which genes still have an open pair on some rank (their
  * columns in the next batch), which of this rank's rows, which gene tiles.
  * Collective; the same open genes on every rank. */
-static int adaptive_update(MPI_Comm comm, const ridge_system *s, perm_work *w) {
+/* y restricted to the open genes (columns renumbered in gene order), once
+ * fewer than 3/4 of the columns summed are still open: later batches read and
+ * add only those. Each right-hand-side entry still sums its cells' values in
+ * cell order: the same sums bit for bit. By gene tile the tiles are rebuilt
+ * from it and the copy dropped. Rank-local. */
+static int y_compact(const ridge_system *s, const ps_csr *y, perm_work *w) {
+  ps_csr_free(&w->y_open);
+  free(w->y_open_gene);
+  w->y_open_gene = NULL;
+  ps_csr *o = &w->y_open;
+  int64_t nnz = 0;
+  for (int64_t p = 0; p < y->indptr[y->n_rows]; p++) nnz += w->col_of[y->indices[p]] >= 0;
+  o->n_rows = y->n_rows;
+  o->n_cols = w->n_open;
+  PS_ALLOC(o->indptr, y->n_rows + 1);
+  PS_ALLOC(o->indices, nnz);
+  PS_ALLOC(o->data, nnz);
+  PS_ALLOC(w->y_open_gene, w->n_open);
+  memcpy(w->y_open_gene, w->open_genes, (size_t)w->n_open * sizeof *w->open_genes);
+  int64_t at = 0;
+  for (int64_t c = 0; c < y->n_rows; c++) {
+    for (int64_t p = y->indptr[c]; p < y->indptr[c + 1]; p++)
+      if (w->col_of[y->indices[p]] >= 0) o->indices[at] = w->col_of[y->indices[p]], o->data[at++] = y->data[p];
+    o->indptr[c + 1] = at;
+  }
+  w->y_cols = w->n_open;
+  ps_stats_add("perm.y_compactions", 1);
+  w->intercept_ready = 0; /* by row: the intercept's sum over the new columns */
+  if (w->by_tiles) {
+    y_tiles_free(&w->y);
+    PS_CALL(y_tiles_build(o, w->n_open, &w->y));
+    ps_csr_free(o);
+  }
+  (void)s;
+  return PS_OK;
+}
+
+/* After a batch: which genes still have an open pair on some rank (their
+ * columns in the next batch), which of this rank's rows, which gene tiles.
+ * Collective; the same open genes on every rank. */
+static int adaptive_update(MPI_Comm comm, const ridge_system *s, const ps_csr *y, perm_work *w) {
   const ridge_grid *g = &s->grid;
   int32_t N = s->n_genes;
-  uint8_t *gene_open = (uint8_t *)w->tile_open + (w->by_tiles ? w->y.n_tiles : 0); /* scratch after the tile flags */
+  uint8_t *gene_open = w->gene_open;
   memset(gene_open, 0, (size_t)N);
   for (int li = 0; li < s->a_cols; li++) {
     const int32_t *stop = w->stop + ridge_global_of(li, g->nb, g->mycol, g->npcol) * N;
@@ -785,9 +839,11 @@ static int adaptive_update(MPI_Comm comm, const ridge_system *s, perm_work *w) {
     w->col_of[j] = gene_open[j] ? w->n_open : -1;
     if (gene_open[j]) w->open_genes[w->n_open++] = j;
   }
+  if (w->n_open > 0 && w->n_open < 0.75 * w->y_cols)
+    PS_CALL(ps_error_sync(comm, y_compact(s, y, w)));
   if (w->by_tiles) {
     memset(w->tile_open, 0, (size_t)w->y.n_tiles);
-    for (int32_t j = 0; j < N; j++) w->tile_open[j / TILE] |= gene_open[j];
+    for (int32_t j = 0; j < w->y_cols; j++) w->tile_open[j / TILE] |= batch_col(w, j) >= 0;
   }
   return PS_OK;
 }
@@ -846,6 +902,7 @@ static int batch_run(MPI_Comm comm, const ridge_system *s, const ps_csr *y, cons
   double t = ps_wtime();
   int err = PS_OK;
   rhs_layout(s, w, ncols);
+  if (w->y_open.indptr) y = &w->y_open; /* adaptive, by row: the open genes' columns of y */
   if (w->by_tiles && w->fuse > 1)
     for (int q = 0; q < width && !err; q += w->fuse) {
       int Q = width - q < w->fuse ? width - q : w->fuse;
@@ -870,7 +927,8 @@ static int adaptive_alloc(const ridge_system *s, perm_work *w, int64_t entries) 
   PS_ALLOC(w->col_of, s->n_genes);
   PS_ALLOC(w->open_genes, s->n_genes);
   PS_ALLOC(w->row_open, s->a_cols);
-  PS_ALLOC(w->tile_open, (int64_t)(w->by_tiles ? w->y.n_tiles : 0) + s->n_genes); /* + the genes' scratch */
+  PS_ALLOC(w->tile_open, w->by_tiles ? w->y.n_tiles : 0);
+  PS_ALLOC(w->gene_open, s->n_genes);
   return PS_OK;
 }
 
@@ -915,7 +973,7 @@ static int perm_run(MPI_Comm comm, ridge_system *s, const ps_design *design, con
   }
   if (h > 0) {
     PS_CALL(ps_error_sync(comm, adaptive_alloc(s, w, entries)));
-    PS_CALL(adaptive_update(comm, s, w));
+    PS_CALL(adaptive_update(comm, s, y, w));
   }
   int r0 = 0;
   while (r0 < R && (h <= 0 || w->n_open > 0)) {
@@ -927,7 +985,7 @@ static int perm_run(MPI_Comm comm, ridge_system *s, const ps_design *design, con
     if (width > R - r0) width = R - r0;
     PS_CALL(batch_run(comm, s, y, opt, beta, w, r0, width));
     r0 += width;
-    if (h > 0) PS_CALL(adaptive_update(comm, s, w));
+    if (h > 0) PS_CALL(adaptive_update(comm, s, y, w));
     if (opt->progress) ps_progress_update(opt->progress, (double)r0 / R);
   }
   ps_stats_set("perm.permutations_done", r0);

@@ -11,7 +11,8 @@
 #    a = 0.05, 0.1, 0.2 (validity);
 #  - with effects, the decisions p <= 0.01 and p <= 0.05 are the fixed run's for every
 #    pair whose fixed p is not within 0.02 of 0.05 (0.01: all pairs);
-#  - the results file records permutations_adaptive, and fewer columns are computed.
+#  - the results file records permutations_adaptive, and fewer columns are computed
+#    (on the 4-perturbation null screens y is compacted to the open genes, both paths).
 set -euo pipefail
 : "${PERTSCORE:?}" "${MPIEXEC:?}" "${PYTHON:?}" "${WORK_DIR:?}"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
@@ -20,10 +21,14 @@ rm -rf "$WORK_DIR" && mkdir -p "$WORK_DIR" && cd "$WORK_DIR"
 fail() { echo "FAIL: $*" >&2; exit 1; }
 run() { timeout 300 "$MPIEXEC" --oversubscribe -n "$1" "${@:2}"; }
 R=200 H=10
-for screen in null effects; do
-  if [ "$screen" = null ]; then extra=(--effects none); else extra=(); fi
-  run 1 "$PERTSCORE" simulate --output $screen.h5ad --cells 3000 --genes 300 --perturbations 20 --moi 3 --poisson-moi \
-    --seed 7 "${extra[@]}" --quiet
+# null: by gene tile (MOI 3), lowmoi: by row (MOI 1); 4 perturbations, so most genes close and y is compacted
+for screen in null lowmoi effects; do
+  case $screen in
+    null) extra=(--effects none --perturbations 4 --moi 3 --poisson-moi) ;;
+    lowmoi) extra=(--effects none --perturbations 4 --moi 1) ;;
+    effects) extra=(--perturbations 20 --moi 3 --poisson-moi) ;;
+  esac
+  run 1 "$PERTSCORE" simulate --output $screen.h5ad --cells 3000 --genes 300 --seed 7 "${extra[@]}" --quiet
   # every perturbation against the same 150 genes (the null screen's GMT has none)
   "$PYTHON" - $screen <<'PY'
 import sys, h5py
@@ -68,7 +73,7 @@ def pvalues(path):  # (K + 1) x N: row 0 the intercept, then the perturbations
 def beta(f): return np.vstack([f["uns/pertscore/basal"][()], f["varm/beta"][()]])
 def stats(prefix):
     return json.load(open(prefix + ".rank0.json"))
-for screen in ("null", "effects"):
+for screen in ("null", "lowmoi", "effects"):
     fixed, ff = pvalues(screen + ".fixed.h5ad")
     n, N = fixed.shape
     # the fixed run's exceedances, every rank's rows
@@ -103,8 +108,10 @@ for screen in ("null", "effects"):
                        sf["perm.count_seconds"], sa["perm.rhs_seconds"] + sa["perm.solve_seconds"] +
                        sa["perm.count_seconds"]))
     if sa["perm.columns_done"] > sf["perm.columns_done"]: fail("adaptive computed more columns than fixed")
+    if sf["perm.rhs_by_tiles"] != (screen != "lowmoi"): fail(screen + ": not the X^T Y_r path meant")
+    if screen != "effects" and not sa.get("perm.y_compactions", 0): fail(screen + ": y was never compacted")
     p = ad[1:]  # the perturbations' rows
-    if screen == "null":
+    if screen != "effects":
         # validity: P(p <= a) <= a; pairs share permutations, so the bound is loose (99.9%, no dependence correction)
         for a in (0.05, 0.1, 0.2):
             frac, hi = np.mean(p <= a + 1e-12), binom.ppf(0.999, p.size, a) / p.size

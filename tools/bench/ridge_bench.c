@@ -28,13 +28,14 @@ typedef struct {
   int64_t batch_mb;
   uint64_t seed;
   int dgemm_size;
+  int adaptive;     /* also time --permutations-adaptive H against the fixed permutations */
   int compare_fuse; /* also time X^T Y_r one pass per permutation vs one pass per batch (issue 17) */
 } bench_options;
 
 static void usage(void) {
   fprintf(stderr, "usage: ridge_bench [--cells M] [--perturbations K] [--genes N] [--moi MEAN] [--density F]\n"
                   "                   [--lambda L] [--permutations R] [--batch-mb MB] [--seed S] [--dgemm-size S]\n"
-                  "                   [--compare-fuse 1]\n");
+                  "                   [--compare-fuse 1] [--adaptive H]\n");
 }
 
 static int parse(int argc, char **argv, bench_options *o) {
@@ -54,6 +55,7 @@ static int parse(int argc, char **argv, bench_options *o) {
     else if (!strcmp(a, "--seed")) o->seed = strtoull(v, NULL, 10);
     else if (!strcmp(a, "--dgemm-size")) o->dgemm_size = atoi(v);
     else if (!strcmp(a, "--compare-fuse")) o->compare_fuse = atoi(v);
+    else if (!strcmp(a, "--adaptive")) o->adaptive = atoi(v);
     else return 1;
     i++;
   }
@@ -278,6 +280,37 @@ int main(int argc, char **argv) {
              "kernel at %.0f%% and %.0f%% of it\n", gbs, gbs_sum, bytes[0] / 1e9 / gbs, bytes[1] / 1e9 / gbs,
              100 * bytes[0] / 1e9 / gbs / sec[0], 100 * bytes[1] / 1e9 / gbs / sec[1]);
     }
+  }
+  if (o.adaptive > 0 && o.permutations > 0) {
+    /* Fixed and adaptive permutation p-values of the same fit, one after the other in this process. */
+    double sec[2], cols[2];
+    double *p2[2] = {NULL, NULL};
+    for (int mode = 0; mode < 2; mode++) {
+      ps_ridge_perm_options a = perm;
+      a.adaptive_h = mode ? o.adaptive : 0;
+      double before = ps_stats_get("perm.columns_done");
+      MPI_Barrier(comm);
+      double t0 = MPI_Wtime();
+      if (ps_ridge_permutation_pvalues(comm, &d, &y, o.lambda, &a, &fit, &p2[mode])) {
+        fprintf(stderr, "ridge_bench rank %d: %s\n", rank, ps_error_message());
+        MPI_Abort(comm, 1);
+      }
+      sec[mode] = MPI_Wtime() - t0;
+      cols[mode] = ps_stats_get("perm.columns_done") - before;
+    }
+    MPI_Allreduce(MPI_IN_PLACE, sec, 2, MPI_DOUBLE, MPI_MAX, comm);
+    int64_t entries = (int64_t)fit.n_rows * fit.n_genes, differ[2] = {0, 0}, closed = 0;
+    for (int64_t e = 0; e < entries; e++) {
+      differ[0] += (p2[0][e] <= 0.01) != (p2[1][e] <= 0.01);
+      differ[1] += (p2[0][e] <= 0.05) != (p2[1][e] <= 0.05);
+      closed += p2[0][e] != p2[1][e];
+    }
+    if (rank == 0)
+      printf("adaptive h %d vs fixed, %d permutations: %.3f s vs %.3f s fixed (%.2fx), columns of B_r %.0f vs %.0f "
+             "(%.0f%%), p changed on %lld of %lld pairs, decisions differ at 0.01: %lld, at 0.05: %lld\n",
+             o.adaptive, o.permutations, sec[1], sec[0], sec[0] / sec[1], cols[1], cols[0], 100 * cols[1] / cols[0],
+             (long long)closed, (long long)entries, (long long)differ[0], (long long)differ[1]);
+    free(p2[0]), free(p2[1]);
   }
   ps_stats_write_env(rank);
   free(pvalues);
