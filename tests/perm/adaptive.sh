@@ -61,6 +61,10 @@ permutations-adaptive: $H
 output: effects.job.h5ad
 EOF2
 run 2 "$PERTSCORE" run --config job.yaml --quiet --force
+# sweep: off and H as two points
+grep -v permutations-adaptive job.yaml | sed 's/effects.job.h5ad/sweep.h5ad/' >sweep.yaml
+printf 'sweep:\n  permutations-adaptive: [0, %s]\n' $H >>sweep.yaml
+for t in 0 1; do run 2 "$PERTSCORE" sweep --config sweep.yaml --task $t --quiet >/dev/null; done
 
 "$PYTHON" - $R $H <<'PY'
 import sys, glob, json, h5py, numpy as np
@@ -131,5 +135,9 @@ for screen in ("null", "lowmoi", "effects"):
         if d01 or d05: fail("effects: adaptive decisions differ from the fixed ones")
         job, _ = pvalues("effects.job.h5ad")
         if job.tobytes() != ad.tobytes(): fail("job file: adaptive p-values differ from the command line's")
+        s0, _ = pvalues("sweep.point000.h5ad")
+        s1, _ = pvalues("sweep.point001.h5ad")
+        if s0.tobytes() != fixed.tobytes() or s1.tobytes() != ad.tobytes():
+            fail("sweep over permutations-adaptive [0, H]: not the fixed and the adaptive p-values")
 print("ok")
 PY
