@@ -60,6 +60,12 @@ typedef struct {
   int n_permutations;  /* R, --permutations (100); 0: no p-values */
   uint64_t seed;       /* permutation r depends on (seed, r) only (1) */
   int64_t batch_bytes; /* per-rank memory for one batch of right-hand sides (256 MB), see ps_ridge_perm_batch */
+  int adaptive_h;      /* --permutations-adaptive H (0: off): sequential p-values (Besag and Clifford 1991),
+                        * a (row, gene) pair stops at its H-th exceedance after L permutations with
+                        * p = H / L; a pair that never reaches H keeps count / R. Later batches compute
+                        * only the genes with an open pair (and skip the second product for rows with
+                        * none); the p-values do not depend on the batch widths or the rank count
+                        * (docs/method.md) */
   ps_progress *progress; /* updated after each batch (the fraction of permutations done); NULL: none */
 } ps_ridge_perm_options;
 

@@ -35,6 +35,8 @@ static const char *run_usage =
     "                        output (reference-compatible; only for a few perturbations)\n"
     "  --permutations R      permutation p-values of beta from R shuffles (100; 0 disables)\n"
     "  --seed S              seed of the permutations (1)\n"
+    "  --permutations-adaptive [H]  sequential p-values (Besag-Clifford): a pair stops at its H-th\n"
+    "                        exceedance (10), p = H / permutations done; else as fixed (off; 0: off)\n"
     "dosage (SPEC section 5; perturbations whose own gene is measured):\n"
     "  --no-dosage           skip the dosage stage (Hill fit of PS against own-gene expression)\n"
     "  --min-dosage-cells N  fit only perturbations with at least N cells (100)\n"
@@ -88,7 +90,7 @@ typedef struct {
 enum { O_RIDGE_LAMBDA = 1, O_LAMBDA, O_UPPER, O_NO_RESCALE, O_OUTPUT, O_QUIET, O_JSON, O_HELP, O_SCORE_ALL,
        O_PERMUTATIONS, O_SEED, O_FORCE, O_NO_DOSAGE, O_MIN_DOSAGE_CELLS, O_CV, O_FOLDS, O_CV_RIDGE_LAMBDAS,
        O_CV_MIN_CELLS, O_RESUME, O_MAX_MEMORY, O_CONTROL_BY, O_GROUP_BY, O_CELLS_TABLE,
-       O_NO_CALIBRATION, O_CALIBRATION_CONTROLS, O_CALIBRATION_RECORD };
+       O_NO_CALIBRATION, O_CALIBRATION_CONTROLS, O_CALIBRATION_RECORD, O_PERM_ADAPTIVE };
 /* run's own options; the dataset options (dataset_options.c) come after them */
 static const struct option run_own_longs[] = {
     {"ridge-lambda", required_argument, 0, O_RIDGE_LAMBDA}, {"lambda", required_argument, 0, O_LAMBDA},
@@ -108,6 +110,7 @@ static const struct option run_own_longs[] = {
     {"no-calibration", no_argument, 0, O_NO_CALIBRATION},
     {"calibration-controls", required_argument, 0, O_CALIBRATION_CONTROLS},
     {"calibration-record", no_argument, 0, O_CALIBRATION_RECORD},
+    {"permutations-adaptive", optional_argument, 0, O_PERM_ADAPTIVE},
     {0, 0, 0, 0}};
 
 int ps_run_option_arity(const char *name) {
@@ -194,6 +197,15 @@ static int parse_run(int argc, char **argv, run_options *o, int *help) {
         o->perm.n_permutations = (int)r;
         break;
       }
+      case O_PERM_ADAPTIVE: { /* H as --permutations-adaptive=H, the next word when a count, or 10 */
+        const char *h = optarg;
+        if (!h && optind < argc && argv[optind][0] >= '0' && argv[optind][0] <= '9') h = argv[optind++];
+        double v = 10;
+        if (h) PS_CALL(ps_cli_count("--permutations-adaptive", h, &v));
+        if (v > 1e6) PS_FAIL(PS_ERR_INPUT, "--permutations-adaptive must be at most 1000000 (got %s)", h);
+        o->perm.adaptive_h = (int)v;
+        break;
+      }
       case O_SEED: {
         double seed;
         PS_CALL(ps_cli_count("--seed", optarg, &seed));
@@ -274,6 +286,8 @@ static int record_parameters(const run_options *o, int argc, char **argv, ps_run
   PS_CALL(ps_run_info_number(info, "score_all_cells", o->score_all_cells));
   PS_CALL(ps_run_info_number(info, "permutations", o->perm.n_permutations));
   PS_CALL(ps_run_info_number(info, "seed", (double)o->perm.seed));
+  if (o->perm.adaptive_h > 0 && o->perm.n_permutations > 0) /* absent when off: older results stay up to date */
+    PS_CALL(ps_run_info_number(info, "permutations_adaptive", o->perm.adaptive_h));
   PS_CALL(ps_run_info_string(info, "unit", o->data.unit_guide ? "guide" : "gene"));
   if (o->data.control_by) PS_CALL(ps_run_info_string(info, "control_by", o->data.control_by));
   if (o->data.group_by) PS_CALL(ps_run_info_string(info, "group_by", o->data.group_by));

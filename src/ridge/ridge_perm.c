@@ -40,6 +40,7 @@ void ps_ridge_perm_options_default(ps_ridge_perm_options *o) {
   o->n_permutations = 100;
   o->seed = 1;
   o->batch_bytes = (int64_t)256 << 20;
+  o->adaptive_h = 0;
   o->progress = NULL;
 }
 
@@ -298,6 +299,32 @@ static void tile_add(const y_tiles *yt, int t, const int64_t *row_ptr, const int
   }
 }
 
+/* Q permutations in one pass over y (issue 17): each run's tile values v are
+ * summed once and added to the rows of the cell's design row in every
+ * permutation q, into that permutation's tile ct + q n TILE. Every entry of
+ * every tile still receives its cells' values in cell order, so the sums are
+ * bit for bit those of tile_add, permutation by permutation. */
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+static void tile_add_multi(const y_tiles *yt, int t, int Q, int64_t n_local, const int64_t *row_ptr,
+                           int32_t *const *rows, int64_t tile_stride, double *restrict ct) {
+  for (int64_t run = yt->run_ptr[t]; run < yt->run_ptr[t + 1]; run++) {
+    double v[TILE] = {0};
+    for (int64_t e = yt->entry_ptr[run]; e < yt->entry_ptr[run + 1]; e++) v[yt->slot[e]] += yt->value[e];
+    int32_t c = yt->run_cell[run];
+    for (int q = 0; q < Q; q++) {
+      const int64_t *rp = row_ptr + (int64_t)q * (n_local + 1);
+      const int32_t *rq = rows[q];
+      double *cq = ct + (int64_t)q * tile_stride;
+      for (int64_t i = rp[c]; i < rp[c + 1]; i++) {
+        double *dst = cq + (int64_t)rq[i] * TILE;
+        for (int g = 0; g < TILE; g++) dst[g] += v[g];
+      }
+    }
+  }
+}
+
 /* ---- the permutations ---- */
 
 typedef struct {
@@ -328,6 +355,24 @@ typedef struct {
   int *row_stride;   /* per row k: rows of its owner (the column stride there) */
   double *z;         /* n x ncols column-major: W X^T Y_r */
   int32_t *count;    /* (K + 1) x N: permutations with |B_r| > |B|, this rank's rows of B_r only */
+  /* X^T Y_r of several permutations in one pass over y (by gene tile, tile_add_multi) */
+  int fuse;          /* permutations per pass (1: one pass per permutation, as before issue 17) */
+  int64_t *qrow_ptr; /* fuse x (local cells + 1): row_ptr of each permutation of the pass */
+  int32_t **qrows;   /* fuse: rows_of of each */
+  int64_t *qcap;
+  double *qtile;     /* fuse x (K + 1) x TILE */
+  /* --permutations-adaptive (Besag-Clifford): columns of the batch are the open genes only */
+  int32_t *stop;        /* (K + 1) x N: permutations done when the pair's h-th exceedance came (0: open), this rank's rows */
+  int32_t *col_of;      /* per gene: its column within a permutation's block of the batch, -1 when closed */
+  int32_t *open_genes;  /* the open genes, ascending */
+  int32_t n_open;
+  int32_t y_cols;       /* columns of the y being summed (N, or the compaction's) */
+  uint8_t *row_open;    /* per local row of B (a_cols): some gene of it still open */
+  uint8_t *gene_open;   /* per gene: some rank has an open pair of it */
+  uint8_t *tile_open;   /* per gene tile: some gene of it still open */
+  ps_csr y_open;        /* adaptive: y restricted to the genes open when it was last compacted (indptr NULL: not) */
+  int32_t *y_open_gene; /* its columns' genes */
+  FILE *trace;          /* PERTSCORE_PERM_TRACE (tests): fixed permutations' exceedances as int32 (r, row, gene) */
 } perm_work;
 
 static void perm_work_free(perm_work *w) {
@@ -336,6 +381,12 @@ static void perm_work_free(perm_work *w) {
   free(w->intercept), free(w->row_sum), free(w->bucket_ptr), free(w->bucket_at), free(w->bucket_cell);
   free(w->pi), free(w->row_ptr), free(w->rows_of), free(w->tile), free(w->rhs), free(w->z), free(w->count);
   free(w->share), free(w->row_base), free(w->row_stride), free(w->stratum_order), free(w->stratum_ptr);
+  for (int q = 0; w->qrows && q < w->fuse; q++) free(w->qrows[q]);
+  free(w->qrows), free(w->qrow_ptr), free(w->qcap), free(w->qtile);
+  free(w->gene_open), free(w->stop), free(w->col_of), free(w->open_genes), free(w->row_open), free(w->tile_open);
+  if (w->trace) fclose(w->trace);
+  ps_csr_free(&w->y_open);
+  free(w->y_open_gene);
   memset(w, 0, sizeof *w);
 }
 
@@ -394,6 +445,32 @@ static int strata_build(const ridge_system *s, perm_work *w) {
   return PS_OK;
 }
 
+/* Permutations per pass over y (rhs_fill_fused): as many as the batch has,
+ * within 64 MB of their permuted row lists and 256 kB of their right-hand-side
+ * tiles, at most 64. The kernel is bound by the adds into the tiles, not by
+ * reading y (tools/bench/ridge_bench --compare-fuse: 1.1-1.2x at K = 30, none
+ * once the tiles leave L2: at the jurkat shape one permutation's 18,596 rows
+ * x 16 genes is 2.4 MB, so Q = 1 there). PERTSCORE_PERM_FUSE=Q overrides (1:
+ * one pass per permutation; benchmarks). Rank-local, any Q gives the same sums. */
+static int fuse_alloc(const ridge_system *s, const ps_csr *y, perm_work *w, int batch) {
+  const all_rows *a = &w->rows;
+  double entries_per_cell = a->n_cells > 0 ? (double)(a->ptr[a->n_cells] - a->ptr[0]) / (double)a->n_cells : 0;
+  double list = 8.0 * (y->n_rows + 1) + 4.5 * (double)y->n_rows * (1 + entries_per_cell);
+  double tile = 8.0 * s->n * TILE;
+  double q = fmin(64.0, fmin((64 << 20) / fmax(list, 1), (256 << 10) / tile));
+  const char *env = getenv("PERTSCORE_PERM_FUSE");
+  if (env && atoi(env) > 0) q = atoi(env);
+  int Q = q < 1 ? 1 : q > batch ? batch : (int)q;
+  w->fuse = Q;
+  ps_stats_set("perm.rhs_fused", Q);
+  if (Q == 1) return PS_OK;
+  PS_ALLOC(w->qrow_ptr, (int64_t)Q * (y->n_rows + 1));
+  PS_ALLOC(w->qrows, Q);
+  PS_ALLOC(w->qcap, Q);
+  PS_ALLOC(w->qtile, (int64_t)Q * s->n * TILE);
+  return PS_OK;
+}
+
 static int perm_alloc(const ridge_system *s, const ps_csr *y, perm_work *w, int64_t entries, int batch) {
   int64_t ncols = (int64_t)batch * s->n_genes;
   PS_ALLOC(w->pi, w->rows.n_cells);
@@ -403,6 +480,7 @@ static int perm_alloc(const ridge_system *s, const ps_csr *y, perm_work *w, int6
   PS_ALLOC(w->rhs, (int64_t)s->n * ncols);
   PS_ALLOC(w->z, (int64_t)s->n * ncols);
   PS_ALLOC(w->share, s->grid.npcol);
+  w->y_cols = s->n_genes;
   PS_ALLOC(w->row_base, s->n);
   PS_ALLOC(w->row_stride, s->n);
   const all_rows *a = &w->rows;
@@ -415,7 +493,10 @@ static int perm_alloc(const ridge_system *s, const ps_csr *y, perm_work *w, int6
   const char *env = getenv("PERTSCORE_PERM_RHS");
   w->by_tiles = env && !strcmp(env, "tiles") ? 1 : env && !strcmp(env, "rows") ? 0 : rows_per_cell >= 2.5;
   ps_stats_set("perm.rhs_by_tiles", w->by_tiles);
-  if (w->by_tiles) return y_tiles_build(y, s->n_genes, &w->y);
+  if (w->by_tiles) {
+    PS_CALL(y_tiles_build(y, s->n_genes, &w->y));
+    return fuse_alloc(s, y, w, batch);
+  }
   if (y->n_rows > INT32_MAX) PS_FAIL(PS_ERR_INPUT, "ridge: %lld local cells exceed the cell index", (long long)y->n_rows);
   w->shared_intercept = markers == 0; /* else some cells' intercept is their group's row */
   PS_ALLOC(w->intercept, s->n_genes);
@@ -433,28 +514,34 @@ static int perm_alloc(const ridge_system *s, const ps_csr *y, perm_work *w, int6
 /* The right-hand-side rows of each local cell's permuted design row: its
  * intercept (0, or the group column -ids[0], ps_design_ridge_columns) and k + 1
  * per perturbation k; none for a cell the fit leaves out (keep). */
-static int permuted_rows(perm_work *w, int64_t n_local) {
+static int permuted_rows_into(const perm_work *w, int64_t n_local, int64_t *row_ptr, int32_t **rows_of,
+                              int64_t *cap) {
   const all_rows *a = &w->rows;
   const int64_t *pi = w->pi + a->offset;
   int64_t need = n_local;
   for (int64_t c = 0; c < n_local; c++) need += a->ptr[pi[c] + 1] - a->ptr[pi[c]];
-  if (need > w->rows_cap || !w->rows_of) {
-    free(w->rows_of);
-    w->rows_cap = 0;
-    PS_ALLOC(w->rows_of, need + need / 8);
-    w->rows_cap = need + need / 8;
+  if (need > *cap || !*rows_of) {
+    free(*rows_of);
+    *cap = 0;
+    PS_ALLOC(*rows_of, need + need / 8);
+    *cap = need + need / 8;
   }
+  int32_t *out = *rows_of;
   int64_t at = 0;
   for (int64_t c = 0; c < n_local; c++) {
     const int32_t *ids = a->ids + a->ptr[pi[c]];
     int64_t s = a->ptr[pi[c] + 1] - a->ptr[pi[c]], first = s > 0 && ids[0] < 0;
-    w->row_ptr[c] = at;
+    row_ptr[c] = at;
     if (w->keep && !w->keep[c]) continue;
-    w->rows_of[at++] = first ? -ids[0] : 0;
-    for (int64_t q = first; q < s; q++) w->rows_of[at++] = ids[q] + 1;
+    out[at++] = first ? -ids[0] : 0;
+    for (int64_t q = first; q < s; q++) out[at++] = ids[q] + 1;
   }
-  w->row_ptr[n_local] = at;
+  row_ptr[n_local] = at;
   return PS_OK;
+}
+
+static int permuted_rows(perm_work *w, int64_t n_local) {
+  return permuted_rows_into(w, n_local, w->row_ptr, &w->rows_of, &w->rows_cap);
 }
 
 /* Where X^T Y_r entries go for a right-hand side of ncols columns: the rows of
@@ -486,17 +573,42 @@ static void add_cells(const ps_csr *y, const int32_t *cells, int64_t n_cells, do
   for (int64_t i = 0; i < n_cells; i++) add_row(y, cells[i], sum);
 }
 
+/* The batch column (within a permutation's block) of column j of the y being
+ * summed (the original or its adaptive compaction): -1 for a closed gene. */
+static inline int64_t batch_col(const perm_work *w, int32_t j) {
+  if (!w->col_of) return j;
+  return w->col_of[w->y_open_gene ? w->y_open_gene[j] : j];
+}
+
 /* Row k's sum into columns [col0, col0 + N) of rhs. */
 static void rhs_put_row(const ridge_system *s, perm_work *w, int32_t k, const double *sum, int64_t col0) {
   double *dst = w->rhs + w->row_base[k] + col0 * w->row_stride[k];
   int64_t stride = w->row_stride[k];
+  if (w->col_of) { /* adaptive: the open genes only, in their columns */
+    for (int32_t j = 0; j < w->y_cols; j++) {
+      int64_t col = batch_col(w, j);
+      if (col >= 0) dst[col * stride] = sum[j];
+    }
+    return;
+  }
   for (int32_t g = 0; g < s->n_genes; g++) dst[g * stride] = sum[g];
+}
+
+/* Tile t of one permutation (ct, (K + 1) x TILE) into its columns from col0. */
+static void rhs_put_tile(const ridge_system *s, perm_work *w, int t, const double *ct, int64_t col0) {
+  int width = w->y_cols - TILE * t < TILE ? w->y_cols - TILE * t : TILE;
+  for (int g = 0; g < width; g++) {
+    int64_t col = batch_col(w, TILE * t + g);
+    if (col < 0) continue;
+    col += col0;
+    for (int32_t k = 0; k < s->n; k++) w->rhs[w->row_base[k] + col * w->row_stride[k]] = ct[(int64_t)k * TILE + g];
+  }
 }
 
 /* X^T Y_r by row (see above): bucket the local cells by the rows of their
  * permuted design rows (in cell order), then sum each row's cells. Rank-local. */
 static int rhs_by_rows(const ridge_system *s, perm_work *w, const ps_csr *y, int64_t col0) {
-  int32_t n = s->n, N = s->n_genes;
+  int32_t n = s->n, N = (int32_t)y->n_cols;
   int64_t n_local = y->n_rows, pairs = w->row_ptr[n_local];
   if (w->shared_intercept && !w->intercept_ready) {
     memset(w->intercept, 0, (size_t)N * sizeof *w->intercept);
@@ -541,13 +653,28 @@ static int rhs_fill(const ridge_system *s, perm_work *w, const ps_csr *y, uint64
   PS_CALL(permuted_rows(w, y->n_rows));
   if (!w->by_tiles) return rhs_by_rows(s, w, y, col0);
   for (int t = 0; t < w->y.n_tiles; t++) {
+    if (w->tile_open && !w->tile_open[t]) continue;
     memset(w->tile, 0, (size_t)s->n * TILE * sizeof *w->tile);
     tile_add(&w->y, t, w->row_ptr, w->rows_of, w->tile);
-    int width = s->n_genes - TILE * t < TILE ? s->n_genes - TILE * t : TILE;
-    for (int g = 0; g < width; g++) {
-      int64_t col = col0 + (int64_t)TILE * t + g;
-      for (int32_t k = 0; k < s->n; k++) w->rhs[w->row_base[k] + col * w->row_stride[k]] = w->tile[(int64_t)k * TILE + g];
-    }
+    rhs_put_tile(s, w, t, w->tile, col0);
+  }
+  return PS_OK;
+}
+
+/* Permutations r0 .. r0 + Q - 1 (Q <= w->fuse) by gene tile in one pass over y:
+ * block q of the batch's columns starts at (q0 + q) cols. Rank-local. */
+static int rhs_fill_fused(const ridge_system *s, perm_work *w, const ps_csr *y, uint64_t seed, int r0, int Q,
+                          int64_t col0, int64_t cols) {
+  int64_t n_local = y->n_rows, stride = (int64_t)s->n * TILE;
+  for (int q = 0; q < Q; q++) {
+    ps_ridge_permutation_within(seed, r0 + q, w->rows.n_cells, w->stratum_order, w->stratum_ptr, w->n_strata, w->pi);
+    PS_CALL(permuted_rows_into(w, n_local, w->qrow_ptr + (int64_t)q * (n_local + 1), &w->qrows[q], &w->qcap[q]));
+  }
+  for (int t = 0; t < w->y.n_tiles; t++) {
+    if (w->tile_open && !w->tile_open[t]) continue;
+    memset(w->qtile, 0, (size_t)Q * (size_t)stride * sizeof *w->qtile);
+    tile_add_multi(&w->y, t, Q, n_local, w->qrow_ptr, w->qrows, stride, w->qtile);
+    for (int q = 0; q < Q; q++) rhs_put_tile(s, w, t, w->qtile + q * stride, col0 + q * cols);
   }
   return PS_OK;
 }
@@ -570,6 +697,12 @@ static int batch_reduce(MPI_Comm comm, perm_work *w, const char *stage) {
   PS_CHECK_MPI(MPI_Reduce_scatter(MPI_IN_PLACE, w->rhs, w->share, MPI_DOUBLE, MPI_SUM, comm));
   ps_stats_add(name, ps_wtime() - t);
   return PS_OK;
+}
+
+static int any_open(const uint8_t *open, int n) {
+  for (int i = 0; i < n; i++)
+    if (open[i]) return 1;
+  return 0;
 }
 
 static int batch_products(MPI_Comm comm, const ridge_system *s, perm_work *w, int64_t ncols, const char *stage) {
@@ -596,6 +729,7 @@ static int batch_products(MPI_Comm comm, const ridge_system *s, perm_work *w, in
   for (int lj0 = 0; lj0 < s->a_cols; lj0 += group) {
     int64_t j0 = ridge_global_of(lj0, g->nb, g->mycol, g->npcol);
     int width = s->a_cols - lj0 < group ? s->a_cols - lj0 : group, rows = n - (int)j0;
+    if (w->row_open && !any_open(w->row_open + lj0, width)) continue; /* adaptive: these rows of B_r are not read */
     cblas_dgemm(CblasColMajor, CblasTrans, CblasNoTrans, width, (int)ncols, rows, 1.0, s->a + (int64_t)lj0 * lda + j0,
                 lda, w->z + j0, n, 0.0, w->rhs + lj0, ldb);
   }
@@ -607,22 +741,120 @@ static int batch_products(MPI_Comm comm, const ridge_system *s, perm_work *w, in
 
 /* This rank's rows of B_r (its columns of W): column jc of the batch is gene jc mod N. */
 static void count_exceeding(const ridge_system *s, const double *b, int64_t ncols, const double *beta,
-                            int32_t *count) {
+                            int32_t *count, FILE *trace, int r0) {
   const ridge_grid *g = &s->grid;
   int ldb = s->a_cols > 1 ? s->a_cols : 1, n_genes = s->n_genes;
   for (int64_t jc = 0; jc < ncols; jc++) {
     int64_t gene = jc % n_genes;
     const double *col = b + jc * ldb;
     for (int li = 0; li < s->a_cols; li++) {
-      int64_t at = ridge_global_of(li, g->nb, g->mycol, g->npcol) * n_genes + gene;
-      if (fabs(col[li]) > fabs(beta[at])) count[at]++;
+      int64_t row = ridge_global_of(li, g->nb, g->mycol, g->npcol), at = row * n_genes + gene;
+      if (!(fabs(col[li]) > fabs(beta[at]))) continue;
+      count[at]++;
+      if (trace) fwrite((int32_t[3]){r0 + (int32_t)(jc / n_genes), (int32_t)row, (int32_t)gene}, sizeof(int32_t), 3,
+                        trace);
     }
   }
 }
 
-static int pvalues_fill(const int32_t *count, int64_t entries, int n_permutations, double **pvalues) {
+/* Adaptive (Besag and Clifford 1991): permutation by permutation, an open pair
+ * counts its exceedance and closes at its h-th, remembering the permutations
+ * done then (L = r + 1). Block q of the batch's columns is permutation r0 + q,
+ * its columns the open genes. Later permutations of the batch do not touch a
+ * pair that closed, so the result does not depend on the batch widths. */
+static void count_adaptive(const ridge_system *s, const perm_work *w, const double *b, int width, int r0, int h,
+                           const double *beta, int32_t *count, int32_t *stop) {
+  const ridge_grid *g = &s->grid;
+  int ldb = s->a_cols > 1 ? s->a_cols : 1, n_genes = s->n_genes;
+  for (int q = 0; q < width; q++)
+    for (int32_t j = 0; j < w->n_open; j++) {
+      int64_t gene = w->open_genes[j];
+      const double *col = b + ((int64_t)q * w->n_open + j) * ldb;
+      for (int li = 0; li < s->a_cols; li++) {
+        int64_t at = ridge_global_of(li, g->nb, g->mycol, g->npcol) * n_genes + gene;
+        if (stop[at] || !(fabs(col[li]) > fabs(beta[at]))) continue;
+        if (++count[at] == h) stop[at] = r0 + q + 1;
+      }
+    }
+}
+
+/* After a batch: which genes still have an open pair on some rank (their
+ * columns in the next batch), which of this rank's rows, which gene tiles.
+ * Collective; the same open genes on every rank. */
+/* y restricted to the open genes (columns renumbered in gene order), once
+ * fewer than 3/4 of the columns summed are still open: later batches read and
+ * add only those. Each right-hand-side entry still sums its cells' values in
+ * cell order: the same sums bit for bit. By gene tile the tiles are rebuilt
+ * from it and the copy dropped. Rank-local. */
+static int y_compact(const ridge_system *s, const ps_csr *y, perm_work *w) {
+  ps_csr_free(&w->y_open);
+  free(w->y_open_gene);
+  w->y_open_gene = NULL;
+  ps_csr *o = &w->y_open;
+  int64_t nnz = 0;
+  for (int64_t p = 0; p < y->indptr[y->n_rows]; p++) nnz += w->col_of[y->indices[p]] >= 0;
+  o->n_rows = y->n_rows;
+  o->n_cols = w->n_open;
+  PS_ALLOC(o->indptr, y->n_rows + 1);
+  PS_ALLOC(o->indices, nnz);
+  PS_ALLOC(o->data, nnz);
+  PS_ALLOC(w->y_open_gene, w->n_open);
+  memcpy(w->y_open_gene, w->open_genes, (size_t)w->n_open * sizeof *w->open_genes);
+  int64_t at = 0;
+  for (int64_t c = 0; c < y->n_rows; c++) {
+    for (int64_t p = y->indptr[c]; p < y->indptr[c + 1]; p++)
+      if (w->col_of[y->indices[p]] >= 0) o->indices[at] = w->col_of[y->indices[p]], o->data[at++] = y->data[p];
+    o->indptr[c + 1] = at;
+  }
+  w->y_cols = w->n_open;
+  ps_stats_add("perm.y_compactions", 1);
+  w->intercept_ready = 0; /* by row: the intercept's sum over the new columns */
+  if (w->by_tiles) {
+    y_tiles_free(&w->y);
+    PS_CALL(y_tiles_build(o, w->n_open, &w->y));
+    ps_csr_free(o);
+  }
+  (void)s;
+  return PS_OK;
+}
+
+/* After a batch: which genes still have an open pair on some rank (their
+ * columns in the next batch), which of this rank's rows, which gene tiles.
+ * Collective; the same open genes on every rank. */
+static int adaptive_update(MPI_Comm comm, const ridge_system *s, const ps_csr *y, perm_work *w) {
+  const ridge_grid *g = &s->grid;
+  int32_t N = s->n_genes;
+  uint8_t *gene_open = w->gene_open;
+  memset(gene_open, 0, (size_t)N);
+  for (int li = 0; li < s->a_cols; li++) {
+    const int32_t *stop = w->stop + ridge_global_of(li, g->nb, g->mycol, g->npcol) * N;
+    uint8_t open = 0;
+    for (int32_t j = 0; j < N; j++)
+      if (!stop[j]) gene_open[j] = 1, open = 1;
+    w->row_open[li] = open;
+  }
+  PS_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, gene_open, N, MPI_UINT8_T, MPI_MAX, comm));
+  w->n_open = 0;
+  for (int32_t j = 0; j < N; j++) {
+    w->col_of[j] = gene_open[j] ? w->n_open : -1;
+    if (gene_open[j]) w->open_genes[w->n_open++] = j;
+  }
+  if (w->n_open > 0 && w->n_open < 0.75 * w->y_cols)
+    PS_CALL(ps_error_sync(comm, y_compact(s, y, w)));
+  if (w->by_tiles) {
+    memset(w->tile_open, 0, (size_t)w->y.n_tiles);
+    for (int32_t j = 0; j < w->y_cols; j++) w->tile_open[j / TILE] |= batch_col(w, j) >= 0;
+  }
+  return PS_OK;
+}
+
+/* Fixed: p = count / R. Adaptive: p = h / L for a pair that closed after L
+ * permutations, count / R for one that never reached h. */
+static int pvalues_fill(const int32_t *count, const int32_t *stop, int h, int64_t entries, int n_permutations,
+                        double **pvalues) {
   PS_ALLOC(*pvalues, entries);
-  for (int64_t e = 0; e < entries; e++) (*pvalues)[e] = (double)count[e] / n_permutations;
+  for (int64_t e = 0; e < entries; e++)
+    (*pvalues)[e] = stop && stop[e] ? (double)h / stop[e] : (double)count[e] / n_permutations;
   return PS_OK;
 }
 
@@ -666,18 +898,37 @@ static int invert_timed(ridge_system *s) {
 /* One batch: every rank's X^T Y_r summed on every rank, then this rank's rows of B_r. */
 static int batch_run(MPI_Comm comm, const ridge_system *s, const ps_csr *y, const ps_ridge_perm_options *opt,
                      const double *beta, perm_work *w, int r0, int width) {
-  int64_t ncols = (int64_t)width * s->n_genes;
+  int64_t cols = w->col_of ? w->n_open : s->n_genes, ncols = (int64_t)width * cols;
   double t = ps_wtime();
   int err = PS_OK;
   rhs_layout(s, w, ncols);
-  for (int q = 0; q < width && !err; q++) err = rhs_fill(s, w, y, opt->seed, r0 + q, (int64_t)q * s->n_genes);
+  if (w->y_open.indptr) y = &w->y_open; /* adaptive, by row: the open genes' columns of y */
+  if (w->by_tiles && w->fuse > 1)
+    for (int q = 0; q < width && !err; q += w->fuse) {
+      int Q = width - q < w->fuse ? width - q : w->fuse;
+      err = rhs_fill_fused(s, w, y, opt->seed, r0 + q, Q, (int64_t)q * cols, cols);
+    }
+  else
+    for (int q = 0; q < width && !err; q++) err = rhs_fill(s, w, y, opt->seed, r0 + q, (int64_t)q * cols);
   PS_CALL(ps_error_sync(comm, err));
   ps_stats_add("perm.rhs_seconds", ps_wtime() - t);
   PS_CALL(batch_reduce(comm, w, "perm"));
   PS_CALL(batch_products(comm, s, w, ncols, "perm"));
   t = ps_wtime();
-  count_exceeding(s, w->rhs, ncols, beta, w->count);
+  if (w->stop) count_adaptive(s, w, w->rhs, width, r0, opt->adaptive_h, beta, w->count, w->stop);
+  else count_exceeding(s, w->rhs, ncols, beta, w->count, w->trace, r0);
   ps_stats_add("perm.count_seconds", ps_wtime() - t);
+  ps_stats_add("perm.columns_done", (double)ncols);
+  return PS_OK;
+}
+
+static int adaptive_alloc(const ridge_system *s, perm_work *w, int64_t entries) {
+  PS_ALLOC(w->stop, entries);
+  PS_ALLOC(w->col_of, s->n_genes);
+  PS_ALLOC(w->open_genes, s->n_genes);
+  PS_ALLOC(w->row_open, s->a_cols);
+  PS_ALLOC(w->tile_open, w->by_tiles ? w->y.n_tiles : 0);
+  PS_ALLOC(w->gene_open, s->n_genes);
   return PS_OK;
 }
 
@@ -709,13 +960,39 @@ static int perm_run(MPI_Comm comm, ridge_system *s, const ps_design *design, con
     PS_CALL(beta_replicate(comm, s, w, lambda, fit));
     beta = fit->beta;
   }
-  for (int r0 = 0; r0 < R; r0 += batch) {
-    int width = R - r0 < batch ? R - r0 : batch;
-    PS_CALL(batch_run(comm, s, y, opt, beta, w, r0, width));
-    if (opt->progress) ps_progress_update(opt->progress, (double)(r0 + width) / R);
+  int h = opt->adaptive_h;
+  const char *trace = getenv("PERTSCORE_PERM_TRACE");
+  if (trace && h <= 0) {
+    int rank;
+    char path[4200];
+    PS_CHECK_MPI(MPI_Comm_rank(comm, &rank));
+    snprintf(path, sizeof path, "%s.rank%d.bin", trace, rank);
+    w->trace = fopen(path, "wb");
+    PS_CALL(ps_error_sync(comm, w->trace ? PS_OK : ps_error_set(PS_ERR_SYSTEM, __FILE__, __LINE__,
+                                                                 "%s: cannot write (PERTSCORE_PERM_TRACE)", path)));
   }
+  if (h > 0) {
+    PS_CALL(ps_error_sync(comm, adaptive_alloc(s, w, entries)));
+    PS_CALL(adaptive_update(comm, s, y, w));
+  }
+  int r0 = 0;
+  while (r0 < R && (h <= 0 || w->n_open > 0)) {
+    /* Adaptive: no pair closes before h permutations; then batches of half the
+     * permutations done so far (at least h), so a closed pair wastes at most a
+     * third of its permutations and there are O(log(R / h)) batches. */
+    int want = h > 0 ? (r0 / 2 > h ? r0 / 2 : h) : batch;
+    int width = want < batch ? want : batch;
+    if (width > R - r0) width = R - r0;
+    PS_CALL(batch_run(comm, s, y, opt, beta, w, r0, width));
+    r0 += width;
+    if (h > 0) PS_CALL(adaptive_update(comm, s, y, w));
+    if (opt->progress) ps_progress_update(opt->progress, (double)r0 / R);
+  }
+  ps_stats_set("perm.permutations_done", r0);
+  ps_stats_set("perm.columns_fixed", (double)R * s->n_genes);
   PS_CALL(ps_allreduce_sum(comm, w->count, entries, MPI_INT32_T, sizeof *w->count));
-  PS_CALL(ps_error_sync(comm, pvalues_fill(w->count, entries, R, pvalues)));
+  if (h > 0) PS_CALL(ps_allreduce_sum(comm, w->stop, entries, MPI_INT32_T, sizeof *w->stop));
+  PS_CALL(ps_error_sync(comm, pvalues_fill(w->count, w->stop, h, entries, R, pvalues)));
   return PS_OK;
 }
 
@@ -784,6 +1061,8 @@ int ridge_grid_inverse(MPI_Comm comm, ridge_system *s, const double *gram, const
 static int check_options(const ps_ridge_perm_options *opt) {
   if (opt->n_permutations < 0)
     PS_FAIL(PS_ERR_INPUT, "--permutations must be >= 0, got %d", opt->n_permutations);
+  if (opt->adaptive_h < 0)
+    PS_FAIL(PS_ERR_INPUT, "--permutations-adaptive must be >= 1 exceedances (0: off), got %d", opt->adaptive_h);
   if (opt->batch_bytes <= 0)
     PS_FAIL(PS_ERR_INPUT, "permutation batch memory must be positive, got %lld bytes", (long long)opt->batch_bytes);
   return PS_OK;

@@ -28,11 +28,14 @@ typedef struct {
   int64_t batch_mb;
   uint64_t seed;
   int dgemm_size;
+  int adaptive;     /* also time --permutations-adaptive H against the fixed permutations */
+  int compare_fuse; /* also time X^T Y_r one pass per permutation vs one pass per batch (issue 17) */
 } bench_options;
 
 static void usage(void) {
   fprintf(stderr, "usage: ridge_bench [--cells M] [--perturbations K] [--genes N] [--moi MEAN] [--density F]\n"
-                  "                   [--lambda L] [--permutations R] [--batch-mb MB] [--seed S] [--dgemm-size S]\n");
+                  "                   [--lambda L] [--permutations R] [--batch-mb MB] [--seed S] [--dgemm-size S]\n"
+                  "                   [--compare-fuse 1] [--adaptive H]\n");
 }
 
 static int parse(int argc, char **argv, bench_options *o) {
@@ -51,6 +54,8 @@ static int parse(int argc, char **argv, bench_options *o) {
     else if (!strcmp(a, "--batch-mb")) o->batch_mb = atoll(v);
     else if (!strcmp(a, "--seed")) o->seed = strtoull(v, NULL, 10);
     else if (!strcmp(a, "--dgemm-size")) o->dgemm_size = atoi(v);
+    else if (!strcmp(a, "--compare-fuse")) o->compare_fuse = atoi(v);
+    else if (!strcmp(a, "--adaptive")) o->adaptive = atoi(v);
     else return 1;
     i++;
   }
@@ -131,6 +136,44 @@ static double dgemm_rate(MPI_Comm comm, int size) {
   return best;
 }
 
+/* Streaming read bandwidth per rank, every rank at once (GB/s): the ceiling of
+ * the X^T Y_r kernel, whose floor is its bytes (rhs_bytes) over this. */
+static double stream_rate(MPI_Comm comm) {
+  size_t n = (size_t)32 << 20; /* 256 MB of doubles, far past the caches */
+  double *a = xcalloc(n, sizeof *a), best = 0, sink = 0;
+  for (size_t i = 0; i < n; i++) a[i] = (double)(i & 7);
+  for (int rep = 0; rep < 3; rep++) {
+    MPI_Barrier(comm);
+    double t = MPI_Wtime(), s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    for (size_t i = 0; i < n; i += 4) s0 += a[i], s1 += a[i + 1], s2 += a[i + 2], s3 += a[i + 3];
+    t = MPI_Wtime() - t;
+    sink += s0 + s1 + s2 + s3;
+    if (n * sizeof *a / t / 1e9 > best) best = n * sizeof *a / t / 1e9;
+  }
+  free(a);
+  return sink < 0 ? 0 : best;
+}
+
+/* Bytes X^T Y_r has to move on this rank for R permutations in passes of Q:
+ * the gene-tiled y once per pass (a byte slot and a double per entry, a cell
+ * index and an offset per run of a cell in a 16-gene tile), per permutation its
+ * permuted row lists (written, read) and its (K + 1) x N sums (tile, then rhs). */
+static double rhs_bytes(const ps_design *d, const ps_csr *y, int n_genes, int R, int Q) {
+  int64_t runs = 0, tiles = (n_genes + 15) / 16;
+  int64_t *mark = xcalloc((size_t)tiles, sizeof *mark);
+  for (int64_t c = 0; c < y->n_rows; c++)
+    for (int64_t p = y->indptr[c]; p < y->indptr[c + 1]; p++) {
+      int64_t t = y->indices[p] / 16;
+      if (mark[t] != c + 1) mark[t] = c + 1, runs++;
+    }
+  free(mark);
+  double ybytes = 9.0 * (double)y->indptr[y->n_rows] + 12.0 * (double)runs;
+  double per = 2.0 * (8.0 * (y->n_rows + 1) + 4.0 * (double)(y->n_rows + d->ptr[d->n_cells])) +
+               2.0 * 8.0 * (d->n_perturbations + 1.0) * n_genes;
+  int passes = (R + Q - 1) / Q;
+  return passes * ybytes + (double)R * per;
+}
+
 static const char *stat_names[] = {"ridge.gram_seconds",  "ridge.factor_seconds", "ridge.factor_flops",
                                    "ridge.rhs_seconds",   "ridge.solve_seconds",  "ridge.solve_flops",
                                    "ridge.bytes_matrix",  "perm.rows_seconds",    "perm.rhs_seconds",
@@ -205,6 +248,69 @@ int main(int argc, char **argv) {
     double v = most[15] > 0 ? most[16] / most[15] / 1e9 : 0;
     printf("factor %.1f GFLOP/s (%.0f%% of dgemm), inverse %.1f GFLOP/s (%.0f%%), permutation solves %.1f GFLOP/s "
            "(%.0f%% of dgemm)\n", f, 100 * f / dgemm, v, 100 * v / dgemm, p, 100 * p / dgemm);
+  }
+  if (o.compare_fuse && o.permutations > 0) {
+    /* The same p-values through X^T Y_r one pass over y per permutation, then one per batch, in this process. */
+    double sec[2], bytes[2], gbs = stream_rate(comm), gbs_sum = 0;
+    int64_t differ[2] = {0, 0};
+    int fused = (int)ps_stats_get("perm.rhs_fused");
+    for (int mode = 0; mode < 2; mode++) {
+      if (mode == 0) setenv("PERTSCORE_PERM_FUSE", "1", 1);
+      else unsetenv("PERTSCORE_PERM_FUSE");
+      double before = ps_stats_get("perm.rhs_seconds"), *p2 = NULL;
+      MPI_Barrier(comm);
+      if (ps_ridge_permutation_pvalues(comm, &d, &y, o.lambda, &perm, &fit, &p2)) {
+        fprintf(stderr, "ridge_bench rank %d: %s\n", rank, ps_error_message());
+        MPI_Abort(comm, 1);
+      }
+      sec[mode] = ps_stats_get("perm.rhs_seconds") - before;
+      for (int64_t e = 0; e < (int64_t)fit.n_rows * fit.n_genes; e++) differ[mode] += p2[e] != pvalues[e];
+      bytes[mode] = rhs_bytes(&d, &y, o.genes, o.permutations, mode == 0 ? 1 : fused);
+      free(p2);
+    }
+    MPI_Allreduce(MPI_IN_PLACE, sec, 2, MPI_DOUBLE, MPI_MAX, comm);
+    MPI_Allreduce(MPI_IN_PLACE, differ, 2, MPI_INT64_T, MPI_SUM, comm);
+    MPI_Allreduce(MPI_IN_PLACE, bytes, 2, MPI_DOUBLE, MPI_MAX, comm);
+    MPI_Allreduce(&gbs, &gbs_sum, 1, MPI_DOUBLE, MPI_SUM, comm);
+    if (rank == 0) {
+      printf("X^T Y_r, %d permutations: one pass per permutation %.3f s, one pass per %d (fused) %.3f s: "
+             "%.2fx; p-values differing from the first run: %lld and %lld entries\n",
+             o.permutations, sec[0], fused, sec[1], sec[0] / sec[1], (long long)differ[0], (long long)differ[1]);
+      printf("  stream read %.2f GB/s per rank (%.2f summed); bandwidth floor per rank %.3f s and %.3f s: "
+             "kernel at %.0f%% and %.0f%% of it\n", gbs, gbs_sum, bytes[0] / 1e9 / gbs, bytes[1] / 1e9 / gbs,
+             100 * bytes[0] / 1e9 / gbs / sec[0], 100 * bytes[1] / 1e9 / gbs / sec[1]);
+    }
+  }
+  if (o.adaptive > 0 && o.permutations > 0) {
+    /* Fixed and adaptive permutation p-values of the same fit, one after the other in this process. */
+    double sec[2], cols[2];
+    double *p2[2] = {NULL, NULL};
+    for (int mode = 0; mode < 2; mode++) {
+      ps_ridge_perm_options a = perm;
+      a.adaptive_h = mode ? o.adaptive : 0;
+      double before = ps_stats_get("perm.columns_done");
+      MPI_Barrier(comm);
+      double t0 = MPI_Wtime();
+      if (ps_ridge_permutation_pvalues(comm, &d, &y, o.lambda, &a, &fit, &p2[mode])) {
+        fprintf(stderr, "ridge_bench rank %d: %s\n", rank, ps_error_message());
+        MPI_Abort(comm, 1);
+      }
+      sec[mode] = MPI_Wtime() - t0;
+      cols[mode] = ps_stats_get("perm.columns_done") - before;
+    }
+    MPI_Allreduce(MPI_IN_PLACE, sec, 2, MPI_DOUBLE, MPI_MAX, comm);
+    int64_t entries = (int64_t)fit.n_rows * fit.n_genes, differ[2] = {0, 0}, closed = 0;
+    for (int64_t e = 0; e < entries; e++) {
+      differ[0] += (p2[0][e] <= 0.01) != (p2[1][e] <= 0.01);
+      differ[1] += (p2[0][e] <= 0.05) != (p2[1][e] <= 0.05);
+      closed += p2[0][e] != p2[1][e];
+    }
+    if (rank == 0)
+      printf("adaptive h %d vs fixed, %d permutations: %.3f s vs %.3f s fixed (%.2fx), columns of B_r %.0f vs %.0f "
+             "(%.0f%%), p changed on %lld of %lld pairs, decisions differ at 0.01: %lld, at 0.05: %lld\n",
+             o.adaptive, o.permutations, sec[1], sec[0], sec[0] / sec[1], cols[1], cols[0], 100 * cols[1] / cols[0],
+             (long long)closed, (long long)entries, (long long)differ[0], (long long)differ[1]);
+    free(p2[0]), free(p2[1]);
   }
   ps_stats_write_env(rank);
   free(pvalues);
