@@ -515,6 +515,43 @@ static int null_block(cal_work *c, int f, const ps_csr *y, const ps_ridge *ridge
   return PS_OK;
 }
 
+/* Fit f selected no target gene (or none expressed in --min-gene-frac of the cells): it
+ * holds no evidence. Its held-out cells get ps_pvalue 1 and p_f(k) = 1 (z = -inf), so the
+ * effect p-value is the other fit's with the Bonferroni factor kept (still valid). */
+static int empty_fit(cal_work *c, int f) {
+  const ps_design *D = &c->d->design;
+  int32_t K = D->n_perturbations;
+  int rank;
+  MPI_Comm_rank(c->comm, &rank);
+  int64_t *held, n_null = 0;
+  PS_ALLOC(held, K);
+  for (int64_t j = 0; j < D->n_cells; j++) {
+    n_null += c->out->role[j] == PS_CAL_NULL_0 + f;
+    if (c->out->role[j] == PS_CAL_HALF_0 + (1 - f))
+      for (int64_t p = D->ptr[j]; p < D->ptr[j + 1]; p++) {
+        held[D->ids[p]]++;
+        c->pvalue[p] = 1.0;
+        c->heldout[p] = NAN;
+      }
+  }
+  int err = ps_allreduce_sum(c->comm, held, K, MPI_INT64_T, sizeof *held);
+  if (!err) err = ps_allreduce_sum(c->comm, &n_null, 1, MPI_INT64_T, sizeof n_null);
+  if (!err) {
+    for (int32_t k = 0; k < K; k++) {
+      c->out->fit_z[(int64_t)f * K + k] = held[k] > 0 ? -INFINITY : 0.0;
+      c->out->n_heldout[(int64_t)f * K + k] = held[k];
+    }
+    c->out->n_null[f] = n_null;
+    c->out->n_regression[f] = 0;
+    if (rank == 0)
+      fprintf(stderr, "pertscore: warning: calibration: refit %d (on half of the cells) selected no target gene; "
+              "its %s held-out cells get ps_pvalue 1 and the effect tests rest on the other refit\n", f,
+              "perturbed");
+  }
+  free(held);
+  return err;
+}
+
 static int run_fit(cal_work *c, int f) {
   const ps_dataset *d = c->d;
   const ps_design *D = &d->design;
@@ -531,6 +568,12 @@ static int run_fit(cal_work *c, int f) {
     c->out->n_regression[f] = d->n_regression;
   } else {
     err = fit_targets(c->comm, c->data_opt, d, train, &resp, &c->out->n_regression[f]);
+    if (err == PS_ERR_INPUT) { /* no target in this refit (same outcome on every rank: after collectives) */
+      ps_error_clear();
+      fit_response_free(&resp);
+      free(train);
+      return empty_fit(c, f);
+    }
   }
   ps_ridge ridge = {0};
   if (!err)

@@ -114,6 +114,15 @@ def mode_null():
             allp[name].extend(v["effect_pvalue"])
             if not 0.02 <= frac <= 0.08:
                 fails.append("seed %d --%s: %.4f of cells at ps_pvalue < 0.05 (want 2-8%%)" % (seed, name, frac))
+    # --preset accurate on a null screen: the run keeps a target or two, a refit may keep none
+    # (that refit then holds no evidence); the stage must still run and call nothing
+    prefix = os.path.join(WORK, "null3")
+    s, last = run(prefix, prefix + ".accurate.h5ad", extra=["--seed", "3", "--preset", "accurate", "--group-by", "batch"])
+    v = read(prefix + ".accurate.h5ad")
+    print("seed 3 --preset accurate --group-by: %s" % last)
+    if s["calibration"] is None or (v["effect_fdr"] < 0.05).any():
+        fails.append("seed 3 --preset accurate --group-by: calibration %s, %d called"
+                     % (s["calibration"], int((v["effect_fdr"] < 0.05).sum())))
     for name, _ in OPTIONS:
         p = np.array(allp[name])
         print("--%s: a call on %d of 16 seeds; effect p-values < 0.05: %d of %d, < 0.01: %d"
