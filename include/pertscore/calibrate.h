@@ -54,7 +54,11 @@ typedef struct {
 
 /* The stage on the dataset the run read (d->expression must be kept: opt
  * keep_expression, unless data_opt->targets is given). scored: the design of the
- * run's scores (d->design or --score-all-cells'). Refuses basal groups. Collective. */
+ * run's scores (d->design or --score-all-cells'). With basal groups (--control-by,
+ * --group-by) the refits have the run's group intercepts (and --group-by's per-group
+ * selection and caps), and a cell is compared with the held-out controls of its own
+ * group: ps_pvalue against them, the effect test a rank-sum stratified by group (with
+ * --group-by k = P@g has one group). Collective. */
 int ps_calibrate(MPI_Comm comm, const ps_dataset_options *data_opt, const ps_dataset *d, const ps_design *scored,
                  double ridge_lambda, const ps_score_options *score_opt, const ps_calibration_options *opt,
                  ps_progress *progress, ps_calibration *out);

@@ -210,6 +210,11 @@ int ps_groups_assign(MPI_Comm comm, const ps_dataset_options *opt, const ps_matr
 /* Per-gene caps of y (local cells x genes): the prob quantile (R type 7) of each
  * column over n_total cells on all ranks (the zeros implicit). Collective. */
 int ps_winsor_caps(MPI_Comm comm, const ps_csr *y, int64_t n_total, double prob, double *caps);
+/* The same per (group, gene): row_group gives each local row's group in [0, n_groups)
+ * (NULL: all 0), n_total[g] the group's cells on all ranks, caps[g * n_cols + gene]
+ * (--group-by's caps, SPEC section 2). Collective. */
+int ps_winsor_caps_grouped(MPI_Comm comm, const ps_csr *y, const int32_t *row_group, int32_t n_groups,
+                           const int64_t *n_total, double prob, double *caps);
 
 /* R type-7 quantile of n values of which only the nonzeros are given (sorted
  * ascending, all >= 0): the others are zeros. */

@@ -77,11 +77,10 @@ static int64_t lower_bound(const double *v, int64_t n, double x) {
   return lo;
 }
 
-/* One-sided (greater) Wilcoxon rank-sum z of x (n1) against sorted null (n0): normal
- * approximation with tie and continuity correction (R wilcox.test(exact = FALSE)).
- * 0 when there is no variance (all values tied) or a side is empty. */
-static int ranksum_z(const double *x, int64_t n1, const double *null, int64_t n0, double *z) {
-  *z = 0.0;
+/* One stratum of a one-sided (greater) Wilcoxon rank-sum of x (n1) against sorted
+ * null (n0): adds U - n1 n0 / 2 to *dev and its null variance with tie correction to
+ * *var (R wilcox.test(exact = FALSE)); nothing when a side is empty. */
+static int ranksum_add(const double *x, int64_t n1, const double *null, int64_t n0, double *dev, double *var) {
   if (n1 == 0 || n0 == 0) return PS_OK;
   double u = 0;
   for (int64_t i = 0; i < n1; i++) {
@@ -103,12 +102,18 @@ static int ranksum_z(const double *x, int64_t n1, const double *null, int64_t n0
   }
   free(all);
   double N1 = (double)n1, N0 = (double)n0, N = (double)n;
-  double var = N1 * N0 / 12.0 * ((N + 1.0) - ties / (N * (N - 1.0)));
-  if (var <= 0) return PS_OK;
-  double d = u - N1 * N0 / 2.0;
-  d = d > 0.5 ? d - 0.5 : d < -0.5 ? d + 0.5 : 0.0; /* continuity correction towards 0 */
-  *z = d / sqrt(var);
+  *var += N1 * N0 / 12.0 * ((N + 1.0) - ties / (N * (N - 1.0)));
+  *dev += u - N1 * N0 / 2.0;
   return PS_OK;
+}
+
+/* The z of summed strata (one stratum: the plain rank-sum; with basal groups the
+ * stratified sum of each group's U against its own null cells, whose null mean and
+ * variance add): continuity correction towards 0, 0 without variance. */
+static double ranksum_z(double dev, double var) {
+  if (var <= 0) return 0.0;
+  double d = dev > 0.5 ? dev - 0.5 : dev < -0.5 ? dev + 0.5 : 0.0;
+  return d / sqrt(var);
 }
 
 /* Gather n local doubles of every rank, in rank order, into *all (allocated, *n_all). */
@@ -184,8 +189,13 @@ static int fit_targets(MPI_Comm comm, const ps_dataset_options *data_opt, const 
   s.design.n_perturbations = D->n_perturbations;
   s.design.names = D->names;
   s.design.n_cells = n_train;
+  s.design.n_groups = D->n_groups; /* basal groups: the training cells keep theirs */
+  s.by_group = d->by_group;        /* --group-by: P@g tested against g's training controls */
+  s.group_of = d->group_of;
+  s.base = d->base;
+  s.groups = d->groups;
   int64_t *keep = NULL, *ptr = NULL, before = 0, total = n_train;
-  int32_t *ids = NULL, *top = NULL, *candidates = NULL, n_candidates = 0;
+  int32_t *ids = NULL, *top = NULL, *candidates = NULL, n_candidates = 0, *train_group = NULL;
   uint8_t *has_control = NULL;
   int64_t *expressed = NULL;
   int32_t *column_of = NULL;
@@ -199,6 +209,7 @@ static int fit_targets(MPI_Comm comm, const ps_dataset_options *data_opt, const 
   FT_ALLOC(ids, D->ptr[n_local]);
   FT_ALLOC(top, n_train);
   FT_ALLOC(has_control, n_train);
+  if (D->group) FT_ALLOC(train_group, n_train);
   if (!err) {
     int64_t t = 0;
     for (int64_t j = 0; j < n_local; j++) keep[j] = train[j] ? t++ : -1;
@@ -210,6 +221,7 @@ static int fit_targets(MPI_Comm comm, const ps_dataset_options *data_opt, const 
       for (int64_t p = D->ptr[j]; p < D->ptr[j + 1]; p++) ids[w++] = D->ids[p];
       top[t] = d->top_perturbation[j];
       has_control[t] = d->has_control_guide[j];
+      if (train_group) train_group[t] = D->group[j];
       t++;
     }
     ptr[t] = w;
@@ -221,6 +233,7 @@ static int fit_targets(MPI_Comm comm, const ps_dataset_options *data_opt, const 
   s.design.ids = ids;
   s.top_perturbation = top;
   s.has_control_guide = has_control;
+  s.design.group = train_group;
   s.n_analysed = total;
   s.analysed_offset = before;
   err = ps_strmap_init(&gene_index, d->n_genes);
@@ -285,17 +298,30 @@ static int fit_targets(MPI_Comm comm, const ps_dataset_options *data_opt, const 
     y->indptr[j + 1] = w;
   }
   if (!data_opt->no_winsorize && data_opt->winsor_quantile > 0 && data_opt->winsor_quantile < 1) {
-    double *cap = calloc((size_t)n, sizeof *cap);
-    err = ps_error_sync(comm, cap ? PS_OK : ps_error_set(PS_ERR_SYSTEM, __FILE__, __LINE__, "calibration: out of memory"));
-    if (!err) err = ps_winsor_caps(comm, y, d->n_analysed, data_opt->winsor_quantile, cap);
+    /* as the run: per (group, gene) over the group's cells with --group-by, else over all */
+    const int32_t *row_group = d->by_group && D->group ? D->group : NULL;
+    int32_t n_wg = row_group ? D->n_groups : 1;
+    double *cap = calloc((size_t)n * (size_t)n_wg, sizeof *cap);
+    int64_t *n_in = calloc((size_t)n_wg, sizeof *n_in);
+    err = ps_error_sync(comm, cap && n_in ? PS_OK
+                                          : ps_error_set(PS_ERR_SYSTEM, __FILE__, __LINE__, "calibration: out of memory"));
+    if (!err) {
+      for (int64_t j = 0; j < n_local; j++) n_in[row_group ? row_group[j] : 0]++;
+      err = ps_allreduce_sum(comm, n_in, n_wg, MPI_INT64_T, sizeof *n_in);
+    }
+    if (!err) err = ps_winsor_caps_grouped(comm, y, row_group, n_wg, n_in, data_opt->winsor_quantile, cap);
     if (!err)
-      for (int64_t p = 0; p < w; p++)
-        if (y->data[p] > cap[y->indices[p]]) y->data[p] = cap[y->indices[p]];
-    free(cap);
+      for (int64_t j = 0; j < y->n_rows; j++) {
+        const double *cj = cap + (int64_t)(row_group ? row_group[j] : 0) * n;
+        for (int64_t p = y->indptr[j]; p < y->indptr[j + 1]; p++)
+          if (y->data[p] > cj[y->indices[p]]) y->data[p] = cj[y->indices[p]];
+      }
+    free(cap), free(n_in);
   }
 done:
 #undef FT_ALLOC
-  free(keep), free(ptr), free(ids), free(top), free(has_control), free(candidates), free(expressed), free(column_of);
+  free(keep), free(ptr), free(ids), free(top), free(has_control), free(train_group), free(candidates), free(expressed),
+      free(column_of);
   ps_strmap_free(&gene_index);
   ps_target_pairs_free(&s.targets);
   free(s.target_threshold);
@@ -335,6 +361,8 @@ typedef struct {
   MPI_Comm comm;
   const ps_dataset_options *data_opt;
   const ps_dataset *d;
+  const ps_design *fit_design; /* d->design with the basal groups' intercept columns (ps_design_ridge_columns) */
+  int32_t n_strata;            /* basal groups G, or 1: null cells are compared within their group */
   double ridge_lambda;
   ps_score_options score; /* the run's, raw PS (no rescaling) */
   const ps_calibration_options *opt;
@@ -344,11 +372,21 @@ typedef struct {
   double *heldout;  /* d->design layout */
 } cal_work;
 
-/* The local held-out entries of perturbations [k0, k0 + nb) (scores and codes k - k0),
- * gathered over ranks; z of each against its sorted null; the local p-values. */
-static int block_tests(cal_work *c, int f, int32_t k0, int32_t nb, const double *sorted, int64_t n0) {
+static int32_t stratum_of(const cal_work *c, int64_t j) { return c->d->design.group ? c->d->design.group[j] : 0; }
+
+/* Does null cell of group g stand for perturbation k? With --group-by only k's own
+ * group (k = P@g), else every group (--control-by: each cell against its group's). */
+static int null_relevant(const cal_work *c, int32_t k, int32_t g) {
+  return !(c->d->by_group && c->d->group_of && c->n_strata > 1) || c->d->group_of[k] == g;
+}
+
+/* The local held-out entries of perturbations [k0, k0 + nb) (scores and codes
+ * (k - k0) G + group), gathered over ranks; the stratified z of each against its
+ * sorted nulls (null of code q: sorted[start[q] .. start[q + 1])); the local p-values
+ * against the null cells of the cell's own group. */
+static int block_tests(cal_work *c, int f, int32_t k0, int32_t nb, const double *sorted, const int64_t *start) {
   const ps_design *D = &c->d->design;
-  int32_t K = D->n_perturbations;
+  int32_t K = D->n_perturbations, G = c->n_strata;
   int64_t n_mine = 0;
   for (int64_t j = 0; j < D->n_cells; j++)
     if (c->out->role[j] == PS_CAL_HALF_0 + (1 - f))
@@ -362,85 +400,156 @@ static int block_tests(cal_work *c, int f, int32_t k0, int32_t nb, const double 
       for (int64_t p = D->ptr[j]; p < D->ptr[j + 1]; p++) {
         int32_t k = D->ids[p];
         if (k < k0 || k >= k0 + nb) continue;
+        int64_t q = (int64_t)(k - k0) * G + stratum_of(c, j), n0 = start[q + 1] - start[q];
         score[m] = c->heldout[p];
-        code[m++] = (double)(k - k0);
-        int64_t at_or_above = n0 - lower_bound(sorted + (int64_t)(k - k0) * n0, n0, c->heldout[p]);
-        c->pvalue[p] = (1.0 + (double)at_or_above) / (1.0 + (double)n0);
+        code[m++] = (double)q;
+        int64_t at_or_above = n0 - lower_bound(sorted + start[q], n0, c->heldout[p]);
+        c->pvalue[p] = n0 > 0 ? (1.0 + (double)at_or_above) / (1.0 + (double)n0) : NAN;
       }
   PS_CALL(gather_doubles(c->comm, score, n_mine, &all_score, &n_all));
   PS_CALL(gather_doubles(c->comm, code, n_mine, &all_code, &n_all));
   PS_ALLOC(x, n_all);
   for (int32_t t = 0; t < nb; t++) {
-    int64_t n1 = 0;
-    for (int64_t i = 0; i < n_all; i++)
-      if ((int32_t)all_code[i] == t) x[n1++] = all_score[i];
-    PS_CALL(ranksum_z(x, n1, sorted + (int64_t)t * n0, n0, &c->out->fit_z[(int64_t)f * K + k0 + t]));
-    c->out->n_heldout[(int64_t)f * K + k0 + t] = n1;
+    double dev = 0, var = 0;
+    int64_t n_held = 0;
+    for (int32_t g = 0; g < G; g++) {
+      int64_t q = (int64_t)t * G + g, n1 = 0;
+      for (int64_t i = 0; i < n_all; i++)
+        if ((int64_t)all_code[i] == q) x[n1++] = all_score[i];
+      PS_CALL(ranksum_add(x, n1, sorted + start[q], start[q + 1] - start[q], &dev, &var));
+      n_held += n1;
+    }
+    c->out->fit_z[(int64_t)f * K + k0 + t] = ranksum_z(dev, var);
+    c->out->n_heldout[(int64_t)f * K + k0 + t] = n_held;
   }
   free(score), free(code), free(all_score), free(all_code), free(x);
   return PS_OK;
 }
 
 /* Null cells of fit f scored for perturbations [k0, k0 + nb): each local null cell
- * once per perturbation, carrying it alone; the scores of all ranks, sorted per k. */
+ * once per perturbation it stands for (null_relevant), carrying it alone, with its
+ * group's intercept; the scores of all ranks sorted per code (k - k0) G + group
+ * (*sorted, segment q from (*start)[q]). null_before: the global position of this
+ * rank's first null cell of fit f (for the recorded scores). */
 static int null_block(cal_work *c, int f, const ps_csr *y, const ps_ridge *ridge, const int64_t *null_cells,
-                      int64_t n_null_local, int32_t k0, int32_t nb, double **sorted, int64_t *n0) {
+                      int64_t n_null_local, int64_t null_before, int32_t k0, int32_t nb, double **sorted,
+                      int64_t **start) {
   const ps_design *D = &c->d->design;
-  int32_t K = D->n_perturbations;
-  int64_t rows = n_null_local * nb, nnz = 0;
-  for (int64_t i = 0; i < n_null_local; i++) nnz += y->indptr[null_cells[i] + 1] - y->indptr[null_cells[i]];
-  nnz *= nb;
-  ps_design nd = {.n_perturbations = K, .names = D->names, .n_cells = rows};
+  int32_t K = D->n_perturbations, G = c->n_strata;
+  int64_t rows = 0, nnz = 0;
+  for (int64_t i = 0; i < n_null_local; i++)
+    for (int32_t t = 0; t < nb; t++)
+      if (null_relevant(c, k0 + t, stratum_of(c, null_cells[i]))) {
+        rows++;
+        nnz += y->indptr[null_cells[i] + 1] - y->indptr[null_cells[i]];
+      }
+  ps_design nd = {.n_perturbations = K, .names = D->names, .n_cells = rows, .n_groups = D->n_groups};
   ps_csr yr = {.n_rows = rows, .n_cols = y->n_cols};
+  double *code = NULL, *where = NULL;
   int err = PS_OK;
   nd.ptr = calloc((size_t)rows + 1, sizeof *nd.ptr);
   nd.ids = calloc((size_t)rows + 1, sizeof *nd.ids);
+  if (D->group) nd.group = calloc((size_t)rows + 1, sizeof *nd.group);
   yr.indptr = calloc((size_t)rows + 1, sizeof *yr.indptr);
   yr.indices = calloc((size_t)nnz + 1, sizeof *yr.indices);
   yr.data = calloc((size_t)nnz + 1, sizeof *yr.data);
-  if (!nd.ptr || !nd.ids || !yr.indptr || !yr.indices || !yr.data)
+  code = calloc((size_t)rows + 1, sizeof *code);
+  where = calloc((size_t)rows + 1, sizeof *where);
+  if (!nd.ptr || !nd.ids || (D->group && !nd.group) || !yr.indptr || !yr.indices || !yr.data || !code || !where)
     err = ps_error_set(PS_ERR_SYSTEM, __FILE__, __LINE__, "calibration: out of memory for a block of null rows");
   if (!err) {
     int64_t r = 0, w = 0;
-    for (int64_t i = 0; i < n_null_local; i++)
-      for (int32_t t = 0; t < nb; t++, r++) {
+    for (int64_t i = 0; i < n_null_local; i++) {
+      int32_t g = stratum_of(c, null_cells[i]);
+      for (int32_t t = 0; t < nb; t++) {
+        if (!null_relevant(c, k0 + t, g)) continue;
         nd.ids[r] = k0 + t;
         nd.ptr[r + 1] = r + 1;
+        if (nd.group) nd.group[r] = g;
+        code[r] = (double)((int64_t)t * G + g);
+        where[r] = (double)((null_before + i) * K + k0 + t);
         for (int64_t p = y->indptr[null_cells[i]]; p < y->indptr[null_cells[i] + 1]; p++) {
           yr.indices[w] = y->indices[p];
           yr.data[w++] = y->data[p];
         }
         yr.indptr[r + 1] = w;
+        r++;
       }
+    }
   }
   ps_scores ns = {0};
   err = ps_error_sync(c->comm, err);
   if (!err) err = ps_score_cells(c->comm, &nd, &yr, ridge, &c->score, NULL, &ns);
-  free(nd.ptr), free(nd.ids), ps_csr_free(&yr);
-  double *all = NULL;
+  free(nd.ptr), free(nd.ids), free(nd.group), ps_csr_free(&yr);
+  double *all = NULL, *all_code = NULL, *all_where = NULL;
   int64_t n_all = 0;
   if (!err) err = gather_doubles(c->comm, ns.ps, rows, &all, &n_all);
+  if (!err) err = gather_doubles(c->comm, code, rows, &all_code, &n_all);
+  if (!err && c->out->null_score[f]) err = gather_doubles(c->comm, where, rows, &all_where, &n_all);
   ps_scores_free(&ns);
+  free(code), free(where);
+  int64_t nq = (int64_t)nb * G, *st = NULL, *fill = NULL;
+  double *sv = NULL;
+  if (!err) {
+    st = calloc((size_t)nq + 1, sizeof *st);
+    fill = calloc((size_t)nq + 1, sizeof *fill);
+    sv = malloc((size_t)(n_all ? n_all : 1) * sizeof *sv);
+    if (!st || !fill || !sv) err = ps_error_set(PS_ERR_SYSTEM, __FILE__, __LINE__, "calibration: out of memory for null scores");
+  }
+  if (!err) {
+    for (int64_t i = 0; i < n_all; i++) st[(int64_t)all_code[i] + 1]++;
+    for (int64_t q = 0; q < nq; q++) st[q + 1] += st[q], fill[q] = st[q];
+    for (int64_t i = 0; i < n_all; i++) {
+      sv[fill[(int64_t)all_code[i]]++] = all[i];
+      if (all_where) c->out->null_score[f][(int64_t)all_where[i]] = all[i];
+    }
+    for (int64_t q = 0; q < nq; q++) qsort(sv + st[q], (size_t)(st[q + 1] - st[q]), sizeof *sv, cmp_double);
+  }
+  free(all), free(all_code), free(all_where), free(fill);
   if (err) {
-    free(all);
+    free(st), free(sv);
     return err;
   }
-  *n0 = n_all / nb;
-  double *s = malloc((size_t)(n_all ? n_all : 1) * sizeof *s);
-  if (!s) {
-    free(all);
-    PS_FAIL(PS_ERR_SYSTEM, "calibration: out of memory for null scores");
-  }
-  for (int32_t t = 0; t < nb; t++) {
-    for (int64_t i = 0; i < *n0; i++) {
-      s[(int64_t)t * *n0 + i] = all[i * nb + t];
-      if (c->out->null_score[f]) c->out->null_score[f][i * K + k0 + t] = all[i * nb + t];
-    }
-    qsort(s + (int64_t)t * *n0, (size_t)*n0, sizeof *s, cmp_double);
-  }
-  free(all);
-  *sorted = s;
+  *sorted = sv;
+  *start = st;
   return PS_OK;
+}
+
+/* Fit f selected no target gene (or none expressed in --min-gene-frac of the cells): it
+ * holds no evidence. Its held-out cells get ps_pvalue 1 and p_f(k) = 1 (z = -inf), so the
+ * effect p-value is the other fit's with the Bonferroni factor kept (still valid). */
+static int empty_fit(cal_work *c, int f) {
+  const ps_design *D = &c->d->design;
+  int32_t K = D->n_perturbations;
+  int rank;
+  MPI_Comm_rank(c->comm, &rank);
+  int64_t *held, n_null = 0;
+  PS_ALLOC(held, K);
+  for (int64_t j = 0; j < D->n_cells; j++) {
+    n_null += c->out->role[j] == PS_CAL_NULL_0 + f;
+    if (c->out->role[j] == PS_CAL_HALF_0 + (1 - f))
+      for (int64_t p = D->ptr[j]; p < D->ptr[j + 1]; p++) {
+        held[D->ids[p]]++;
+        c->pvalue[p] = 1.0;
+        c->heldout[p] = NAN;
+      }
+  }
+  int err = ps_allreduce_sum(c->comm, held, K, MPI_INT64_T, sizeof *held);
+  if (!err) err = ps_allreduce_sum(c->comm, &n_null, 1, MPI_INT64_T, sizeof n_null);
+  if (!err) {
+    for (int32_t k = 0; k < K; k++) {
+      c->out->fit_z[(int64_t)f * K + k] = held[k] > 0 ? -INFINITY : 0.0;
+      c->out->n_heldout[(int64_t)f * K + k] = held[k];
+    }
+    c->out->n_null[f] = n_null;
+    c->out->n_regression[f] = 0;
+    if (rank == 0)
+      fprintf(stderr, "pertscore: warning: calibration: refit %d (on half of the cells) selected no target gene; "
+              "its %s held-out cells get ps_pvalue 1 and the effect tests rest on the other refit\n", f,
+              "perturbed");
+  }
+  free(held);
+  return err;
 }
 
 static int run_fit(cal_work *c, int f) {
@@ -459,9 +568,16 @@ static int run_fit(cal_work *c, int f) {
     c->out->n_regression[f] = d->n_regression;
   } else {
     err = fit_targets(c->comm, c->data_opt, d, train, &resp, &c->out->n_regression[f]);
+    if (err == PS_ERR_INPUT) { /* no target in this refit (same outcome on every rank: after collectives) */
+      ps_error_clear();
+      fit_response_free(&resp);
+      free(train);
+      return empty_fit(c, f);
+    }
   }
   ps_ridge ridge = {0};
-  if (!err) err = ps_ridge_fit_grid(c->comm, D, &resp.y, train, 1, &c->ridge_lambda, ps_ridge_each_keep, &ridge);
+  if (!err)
+    err = ps_ridge_fit_grid(c->comm, c->fit_design, &resp.y, train, 1, &c->ridge_lambda, ps_ridge_each_keep, &ridge);
   free(train);
   if (err) {
     fit_response_free(&resp);
@@ -469,7 +585,7 @@ static int run_fit(cal_work *c, int f) {
   }
   if (c->progress) ps_progress_update(c->progress, 0.2 + 0.4 * f);
   /* the held-out perturbed cells, with the run's QP */
-  ps_design hd = {.n_perturbations = K, .names = D->names, .n_cells = n_local};
+  ps_design hd = {.n_perturbations = K, .names = D->names, .n_cells = n_local, .n_groups = D->n_groups, .group = D->group};
   hd.ptr = calloc((size_t)n_local + 1, sizeof *hd.ptr);
   hd.ids = calloc((size_t)D->ptr[n_local] + 1, sizeof *hd.ids);
   int64_t *null_cells = calloc((size_t)n_local + 1, sizeof *null_cells), n_null_local = 0;
@@ -502,17 +618,19 @@ static int run_fit(cal_work *c, int f) {
   for (int64_t i = 0; i < n_null_local && !err; i++)
     per_k += 40 + 12 * (resp.y.indptr[null_cells[i] + 1] - resp.y.indptr[null_cells[i]]);
   if (!err) err = ps_error_mpi_ok(MPI_Allreduce(MPI_IN_PLACE, &per_k, 1, MPI_INT64_T, MPI_MAX, c->comm));
+  int64_t null_before = 0, null_total = 0;
+  if (!err) err = exscan_total(c->comm, n_null_local, &null_before, &null_total);
+  if (!err) c->out->n_null[f] = null_total;
   int32_t kb = per_k > 0 ? (int32_t)(CAL_BLOCK_BYTES / per_k) : K;
   if (kb < 1) kb = 1;
   if (kb > K) kb = K;
   for (int32_t k0 = 0; k0 < K && !err; k0 += kb) {
     int32_t nb = K - k0 < kb ? K - k0 : kb;
     double *sorted = NULL;
-    int64_t n0 = 0;
-    err = null_block(c, f, &resp.y, &ridge, null_cells, n_null_local, k0, nb, &sorted, &n0);
-    if (!err) c->out->n_null[f] = n0;
-    if (!err) err = ps_error_sync(c->comm, block_tests(c, f, k0, nb, sorted, n0));
-    free(sorted);
+    int64_t *start = NULL;
+    err = null_block(c, f, &resp.y, &ridge, null_cells, n_null_local, null_before, k0, nb, &sorted, &start);
+    if (!err) err = ps_error_sync(c->comm, block_tests(c, f, k0, nb, sorted, start));
+    free(sorted), free(start);
     if (c->progress) ps_progress_update(c->progress, 0.2 + 0.4 * f + 0.4 * (double)(k0 + nb) / K);
   }
   free(null_cells);
@@ -534,8 +652,6 @@ int ps_calibrate(MPI_Comm comm, const ps_dataset_options *data_opt, const ps_dat
   const ps_design *D = &d->design;
   int32_t K = D->n_perturbations;
   int64_t n_local = D->n_cells;
-  if (D->n_groups > 1)
-    PS_FAIL(PS_ERR_INPUT, "calibration: --group-by / --control-by are not supported yet (use --no-calibration)");
   if (!data_opt->targets && d->expression.n_rows != n_local)
     PS_FAIL(PS_ERR_SYSTEM, "calibration: the expression of the analysed cells was not kept (keep_expression)");
   if (!(opt->control_fraction > 0 && opt->control_fraction < 1))
@@ -548,8 +664,13 @@ int ps_calibrate(MPI_Comm comm, const ps_dataset_options *data_opt, const ps_dat
   PS_ALLOC(out->fit_z, 2 * (int64_t)K);
   PS_ALLOC(out->n_heldout, 2 * (int64_t)K);
   PS_ALLOC(out->role, n_local);
-  /* roles from (seed, global analysed position): the same split on any number of ranks */
-  int64_t count[5] = {0};
+  /* roles from (seed, global analysed position): the same split on any number of ranks.
+   * With basal groups each group's controls are split so (the draw does not look at the
+   * group), and each group needs its own null cells: a cell is compared with the null
+   * cells of its group only. */
+  int32_t G = D->group && D->n_groups > 1 ? D->n_groups : 1;
+  int64_t *count;
+  PS_ALLOC(count, 5 * (int64_t)G + 5);
   for (int64_t j = 0; j < n_local; j++) {
     ps_rng g = ps_rng_make(opt->seed ^ CAL_SALT, (uint64_t)(d->analysed_offset + j));
     double u = ps_rng_uniform(&g);
@@ -559,24 +680,47 @@ int ps_calibrate(MPI_Comm comm, const ps_dataset_options *data_opt, const ps_dat
     else
       out->role[j] = u < 0.5 ? PS_CAL_HALF_0 : PS_CAL_HALF_1;
     count[out->role[j] + 1]++;
+    if (G > 1) count[5 + 5 * (int64_t)D->group[j] + out->role[j] + 1]++;
   }
-  PS_CALL(ps_allreduce_sum(comm, count, 5, MPI_INT64_T, sizeof *count));
-  if (count[PS_CAL_NULL_0 + 1] < PS_CAL_MIN_NULL || count[PS_CAL_NULL_1 + 1] < PS_CAL_MIN_NULL || count[0] < 2)
+  PS_CALL(ps_allreduce_sum(comm, count, 5 * (int64_t)G + 5, MPI_INT64_T, sizeof *count));
+  if (count[PS_CAL_NULL_0 + 1] < PS_CAL_MIN_NULL || count[PS_CAL_NULL_1 + 1] < PS_CAL_MIN_NULL || count[0] < 2) {
+    long long n0 = count[PS_CAL_NULL_0 + 1], n1 = count[PS_CAL_NULL_1 + 1], nf = count[0];
+    free(count);
     PS_FAIL(PS_ERR_INPUT, "calibration: %lld control cells are too few to hold out a null (%lld, %lld) and keep "
-            "%lld for the fits (at least %d null cells per fit; raise --calibration-controls or use --no-calibration)", (long long)d->n_control, (long long)count[1],
-            (long long)count[2], (long long)count[0], PS_CAL_MIN_NULL);
+            "%lld for the fits (at least %d null cells per fit; raise --calibration-controls or use --no-calibration)",
+            (long long)d->n_control, n0, n1, nf, PS_CAL_MIN_NULL);
+  }
+  for (int32_t g = 0; g < G && G > 1; g++) {
+    const int64_t *cg = count + 5 + 5 * (int64_t)g;
+    if (cg[PS_CAL_NULL_0 + 1] < PS_CAL_MIN_NULL || cg[PS_CAL_NULL_1 + 1] < PS_CAL_MIN_NULL || cg[0] < 2) {
+      long long n0 = cg[PS_CAL_NULL_0 + 1], n1 = cg[PS_CAL_NULL_1 + 1], nf = cg[0];
+      free(count);
+      PS_FAIL(PS_ERR_INPUT, "calibration: group '%s' of obs column '%s' has %lld control cells, too few to hold out "
+              "a null within the group (%lld, %lld) and keep %lld for the fits (at least %d null cells per fit; "
+              "raise --calibration-controls or use --no-calibration)", d->groups.n > g ? d->groups.items[g] : "?",
+              d->group_column ? d->group_column : "?", n0 + n1 + nf, n0, n1, nf, PS_CAL_MIN_NULL);
+    }
+  }
+  int64_t n_null_total[2] = {count[PS_CAL_NULL_0 + 1], count[PS_CAL_NULL_1 + 1]};
+  free(count);
   double *pvalue, *heldout;
   PS_ALLOC(pvalue, D->ptr[n_local]);
   PS_ALLOC(heldout, D->ptr[n_local]);
-  cal_work c = {.comm = comm, .data_opt = data_opt, .d = d, .ridge_lambda = ridge_lambda, .score = *score_opt,
+  ps_design with_groups = {0}; /* --control-by / --group-by: one intercept column per group, as the run's fit */
+  if (D->n_groups > 1) PS_CALL(ps_error_sync(comm, ps_design_ridge_columns(D, &with_groups)));
+  cal_work c = {.comm = comm, .data_opt = data_opt, .d = d, .fit_design = D->n_groups > 1 ? &with_groups : D,
+                .n_strata = G, .ridge_lambda = ridge_lambda, .score = *score_opt,
                 .opt = opt, .progress = progress, .out = out, .pvalue = pvalue, .heldout = heldout};
   c.score.rescale = 0;
-  if (opt->record) {
-    PS_ALLOC(out->null_score[0], count[PS_CAL_NULL_0 + 1] * K);
-    PS_ALLOC(out->null_score[1], count[PS_CAL_NULL_1 + 1] * K);
+  if (opt->record) { /* NaN where a null cell stands for no k (--group-by: other groups' perturbations) */
+    for (int f = 0; f < 2; f++) {
+      PS_ALLOC(out->null_score[f], n_null_total[f] * K);
+      for (int64_t i = 0; i < n_null_total[f] * K; i++) out->null_score[f][i] = NAN;
+    }
   }
   int err = PS_OK;
   for (int f = 0; f < 2 && !err; f++) err = run_fit(&c, f);
+  ps_design_free(&with_groups);
   if (err) {
     free(pvalue), free(heldout);
     return err;

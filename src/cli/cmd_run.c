@@ -225,11 +225,6 @@ static int parse_run(int argc, char **argv, run_options *o, int *help) {
   if ((o->data.group_by || o->data.control_by) && o->cv.scheme)
     PS_FAIL(PS_ERR_INPUT, "run: --cv does not support --group-by / --control-by yet (its folds refit one intercept)");
   o->calibration.seed = o->perm.seed;
-  if (o->calibration.enabled && (o->data.group_by || o->data.control_by)) {
-    o->calibration.enabled = 0; /* not supported yet: said in the summary */
-    fprintf(stderr, "pertscore: warning: calibrated calls (SPEC section 10) do not support --group-by / --control-by "
-            "yet; no effect_pvalue / ps_pvalue in the output\n");
-  }
   ps_cli_method_score(&o->data, &o->score); /* SPEC section 9: --gene-weights */
   o->cv.seed = o->perm.seed; /* --cv: the same options as pertscore cv; folds from --seed */
   o->cv.score = o->score;

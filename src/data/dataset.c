@@ -1044,3 +1044,7 @@ int ps_dataset_read(MPI_Comm comm, const ps_dataset_options *opt, ps_progress *p
 int ps_winsor_caps(MPI_Comm comm, const ps_csr *y, int64_t n_total, double prob, double *caps) {
   return winsor_caps(comm, y, NULL, 1, &n_total, prob, caps);
 }
+int ps_winsor_caps_grouped(MPI_Comm comm, const ps_csr *y, const int32_t *row_group, int32_t n_groups,
+                           const int64_t *n_total, double prob, double *caps) {
+  return winsor_caps(comm, y, row_group, n_groups, n_total, prob, caps);
+}
