@@ -82,7 +82,8 @@ int ps_error_mpi(int mpi_code, const char *call, const char *file, int line);
  * rank failed, and the message of the lowest failing rank. Returns that code. */
 int ps_error_sync(MPI_Comm comm, int err);
 
-/* Output file that must not survive a failure (OUTPUT.partial). */
+/* Output files that must not survive a failure (OUTPUT.partial, a summary's .partial;
+ * up to four); unregister forgets them all. */
 void ps_cleanup_register(const char *path);
 void ps_cleanup_unregister(void);
 

@@ -371,6 +371,7 @@ static int run_scheme(MPI_Comm comm, cv_cli *o, ps_dataset *d, ps_progress *prog
   snprintf(partial, sizeof partial, "%s.partial", o->output);
   snprintf(summary_partial, sizeof summary_partial, "%s.partial", o->summary);
   ps_cleanup_register(partial);
+  ps_cleanup_register(summary_partial);
   ps_cv_stage_input in = {.data = &o->data, .predictions = o->predictions, .predictions_column = o->predictions_column};
   ps_cv_stage_result r;
   PS_CALL(ps_error_sync(comm, ps_cv_stage(comm, d, &in, &o->cv, partial, PS_CV_NEW_FILE, summary_partial, info,

@@ -536,6 +536,7 @@ static int run_pipeline(MPI_Comm comm, run_options *o, int argc, char **argv) {
   ps_checkpoint resumed = {0};
   if (o->resume) PS_CALL(resume_from(comm, o, partial, input_digest, params_digest, &d, scored, &resumed));
   ps_cleanup_register(partial); /* from here on OUTPUT.partial holds this run's checkpoints */
+  if (o->cv.scheme) ps_cleanup_register(o->cv_partial);
   ps_progress_stage(&progress, "ridge");
   ps_ridge ridge = resumed.ridge;
   double *pvalues = resumed.pvalues;

@@ -9,7 +9,8 @@
 
 static char error_message[4096];
 static char error_where[1024];
-static char cleanup_path[4096];
+static char cleanup_paths[4][4096]; /* OUTPUT.partial and its sibling partials (the TSV summaries) */
+static int n_cleanup_paths = 0;
 
 int ps_error_set(int code, const char *file, int line, const char *fmt, ...) {
   va_list ap;
@@ -52,13 +53,15 @@ int ps_error_sync(MPI_Comm comm, int err) {
   return code;
 }
 
-void ps_cleanup_register(const char *path) { snprintf(cleanup_path, sizeof cleanup_path, "%s", path); }
-void ps_cleanup_unregister(void) { cleanup_path[0] = '\0'; }
+void ps_cleanup_register(const char *path) {
+  if (n_cleanup_paths < 4) snprintf(cleanup_paths[n_cleanup_paths++], sizeof cleanup_paths[0], "%s", path);
+}
+void ps_cleanup_unregister(void) { n_cleanup_paths = 0; }
 
 void ps_die(MPI_Comm comm, int err, int collective) {
   int rank = 0;
   MPI_Comm_rank(comm, &rank);
-  if (cleanup_path[0]) unlink(cleanup_path);
+  for (int i = 0; i < n_cleanup_paths; i++) unlink(cleanup_paths[i]);
   if (!collective || rank == 0) {
     fprintf(stderr, "pertscore: error: %s\n", error_message);
     if (getenv("PERTSCORE_DEBUG")) fprintf(stderr, "pertscore:   at %s\n", error_where);
