@@ -210,8 +210,9 @@ static int parse_run(int argc, char **argv, run_options *o, int *help) {
   if (o->score.lambda < 0) PS_FAIL(PS_ERR_INPUT, "--lambda must be >= 0 (got %g)", o->score.lambda);
   if (o->score.upper <= 0) PS_FAIL(PS_ERR_INPUT, "--upper must be > 0 (got %g)", o->score.upper);
   o->data.own_genes = o->dosage;
-  if ((o->data.group_by || o->data.control_by) && o->cv.scheme)
-    PS_FAIL(PS_ERR_INPUT, "run: --cv does not support --group-by / --control-by yet (its folds refit one intercept)");
+  if (o->data.group_by && o->cv.scheme) /* --control-by: the stage's fits carry the group intercepts */
+    PS_FAIL(PS_ERR_INPUT, "run: --cv does not support --group-by; `pertscore cv --group-by %s` cross-validates each "
+            "group on its own cells (docs/cv.md \"Groups\")", o->data.group_by);
   o->calibration.seed = o->perm.seed;
   if (o->calibration.enabled && (o->data.group_by || o->data.control_by)) {
     o->calibration.enabled = 0; /* not supported yet: said in the summary */
