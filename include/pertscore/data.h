@@ -92,6 +92,11 @@ typedef struct {
    * group, and the intercept is per group. Both may not name different columns. */
   const char *control_by;
   const char *group_by;
+  /* one group alone (cv and lambda --group-by: docs/cv.md "Groups"): analyse only the
+   * cells whose obs column subset_column is subset_value, as if the input held those
+   * cells only (cells of other groups carry no guide calls); NULL = every cell */
+  const char *subset_column;
+  const char *subset_value;
   /* cross-validation (pertscore/cv.h): keep_expression keeps ps_dataset.expression
    * (every gene of the local analysed cells, log-normalized) so that nothing reads
    * the matrix twice; no_target_selection skips the automatic target genes (the
@@ -198,6 +203,10 @@ int ps_targets_select(MPI_Comm comm, const ps_dataset_options *opt, const ps_csr
                       const ps_strmap *gene_index, ps_progress *progress, ps_dataset *d, int32_t **candidates,
                       int32_t *n_candidates);
 
+/* The sorted labels of obs column `column` of `input` over all its cells (empty
+ * labels skipped): the groups cv and lambda --group-by run one at a time. Errors
+ * name option. Collective. */
+int ps_groups_list(MPI_Comm comm, const char *input, const char *column, const char *option, ps_strlist *groups);
 /* Basal groups (src/data/groups.c): read the obs column of --control-by or
  * --group-by for this rank's block (keep as in ps_targets_select), set
  * d->groups and d->design.group, check every group has control cells, and with

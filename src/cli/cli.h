@@ -108,6 +108,15 @@ int ps_cli_dataset_check(const char *command, ps_dataset_options *options);
 /* Split "a,b,c" and append the parts. */
 int ps_cli_split_list(const char *text, void *strlist);
 
+/* ---- cv and lambda --group-by (group_runs.c; docs/cv.md "Groups") ---- */
+/* Per group of `groups`, path with ".GROUP" before its extension (.h5ad, .tsv; else
+ * appended), characters other than letters, digits, '.', '-', '_' as '_'; fails when
+ * two groups would share a path. out is emptied first. */
+int ps_cli_group_paths(const char *path, const void *groups, void *out);
+/* The per-group TSVs parts (one per group, same header) as one TSV at path with a
+ * first column `group`; written by rank 0 as path.partial and renamed. Collective. */
+int ps_cli_group_tsv(MPI_Comm comm, const char *path, const void *groups, const void *parts);
+
 /* ---- job files (job.c) ---- */
 #include "pertscore/util.h"
 

@@ -65,7 +65,14 @@ static const char *cv_usage =
     PS_CLI_MAX_MEMORY_USAGE
     "  --force               replace OUTPUT if it exists (always done; accepted as for run)\n"
     "  --quiet               no progress on stderr\n"
-    "  --json                print a machine-readable summary on stdout\n";
+    "  --json                print a machine-readable summary on stdout (one line per group)\n"
+    "groups (docs/cv.md \"Groups\"):\n"
+    "  --group-by COL        the scheme on each group of obs column COL alone, as on a file of that\n"
+    "                        group's cells: OUTPUT and the summary get .GROUP before their\n"
+    "                        extension, and the summary path joins the groups' (a group column)\n"
+    "  --control-by COL      one basal expression per group of COL: cells scheme, one intercept per\n"
+    "                        group in every fold's ridge; perturbations scheme, each cell against\n"
+    "                        its own group's control mean\n";
 
 typedef struct {
   ps_dataset_options data;
@@ -73,6 +80,8 @@ typedef struct {
   const char *predictions, *predictions_column;
   const char *output;
   char summary[4096];
+  const char *group_by; /* --group-by: the scheme on each group's cells alone (group_runs.c) */
+  const char *group;    /* the group of this pass, NULL without --group-by */
   int quiet, json;
   double max_memory; /* --max-memory: bytes per rank, 0 = no explicit limit */
 } cv_cli;
@@ -80,7 +89,7 @@ typedef struct {
 static int parse_cv(int argc, char **argv, cv_cli *o, int *help) {
   enum { O_SCHEME = 1, O_FOLDS, O_SEED, O_MIN_CELLS, O_PCS, O_EMB_LAMBDA, O_TOP, O_TOP_DE, O_PREDICTIONS,
          O_PRED_COLUMN, O_SAVE_PRED, O_RIDGE_LAMBDAS, O_LAMBDA, O_UPPER, O_OUTPUT, O_SUMMARY, O_QUIET, O_JSON,
-         O_HELP, O_MAX_MEMORY, O_FORCE, O_STRICT, O_DISJOINT };
+         O_HELP, O_MAX_MEMORY, O_FORCE, O_STRICT, O_DISJOINT, O_GROUP_BY, O_CONTROL_BY };
   static const struct option own_longs[] = {
       {"scheme", required_argument, 0, O_SCHEME}, {"folds", required_argument, 0, O_FOLDS},
       {"seed", required_argument, 0, O_SEED}, {"min-cells", required_argument, 0, O_MIN_CELLS},
@@ -94,6 +103,7 @@ static int parse_cv(int argc, char **argv, cv_cli *o, int *help) {
       {"quiet", no_argument, 0, O_QUIET}, {"json", no_argument, 0, O_JSON}, {"help", no_argument, 0, O_HELP},
       {"max-memory", required_argument, 0, O_MAX_MEMORY}, {"strict", no_argument, 0, O_STRICT},
       {"disjoint-controls", no_argument, 0, O_DISJOINT},
+      {"group-by", required_argument, 0, O_GROUP_BY}, {"control-by", required_argument, 0, O_CONTROL_BY},
       /* run's names for the same options (pertscore run --cv), and the common output options */
       {"cv-ridge-lambdas", required_argument, 0, O_RIDGE_LAMBDAS}, {"cv-min-cells", required_argument, 0, O_MIN_CELLS},
       {"out", required_argument, 0, O_OUTPUT}, {"force", no_argument, 0, O_FORCE},
@@ -154,6 +164,8 @@ static int parse_cv(int argc, char **argv, cv_cli *o, int *help) {
       case O_SAVE_PRED: o->cv.keep_predictions = 1; break;
       case O_STRICT: o->cv.strict_predictions = 1; break;
       case O_DISJOINT: o->cv.disjoint_controls = 1; break;
+      case O_GROUP_BY: o->group_by = optarg; break;
+      case O_CONTROL_BY: o->data.control_by = optarg; break;
       case O_RIDGE_LAMBDAS: PS_CALL(ps_cv_parse_ridge_lambdas("--ridge-lambdas", optarg, &o->cv)); break;
       case O_LAMBDA: PS_CALL(ps_cli_number("--lambda", optarg, &o->cv.score.lambda)); break;
       case O_UPPER: PS_CALL(ps_cli_number("--upper", optarg, &o->cv.score.upper)); break;
@@ -175,6 +187,14 @@ static int parse_cv(int argc, char **argv, cv_cli *o, int *help) {
     PS_FAIL(PS_ERR_INPUT, "cv: --predictions applies to --scheme perturbations");
   if (o->cv.score.lambda < 0) PS_FAIL(PS_ERR_INPUT, "--lambda must be >= 0 (got %g)", o->cv.score.lambda);
   if (o->cv.score.upper <= 0) PS_FAIL(PS_ERR_INPUT, "--upper must be > 0 (got %g)", o->cv.score.upper);
+  if (o->group_by && o->data.control_by && strcmp(o->group_by, o->data.control_by) != 0)
+    PS_FAIL(PS_ERR_INPUT, "cv: --group-by %s and --control-by %s name different columns; within each --group-by group "
+            "the intercept is already one, so give one of them (or the same column to both)", o->group_by,
+            o->data.control_by);
+  if (o->group_by) o->data.control_by = NULL; /* one group at a time: one intercept */
+  if (o->data.control_by && o->cv.disjoint_controls)
+    PS_FAIL(PS_ERR_INPUT, "cv: --disjoint-controls does not support --control-by (each group's control mean is taken "
+            "over all its control cells)");
   if (summary) {
     snprintf(o->summary, sizeof o->summary, "%s", summary);
   } else {
@@ -236,6 +256,9 @@ static int record_parameters(const cv_cli *o, int argc, char **argv, ps_run_info
     PS_CALL(ps_run_info_number(info, "upper", o->cv.score.upper));
   }
   PS_CALL(ps_cli_method_record(&o->data, info)); /* SPEC section 9, when not the paper's */
+  if (o->group_by) PS_CALL(ps_run_info_string(info, "group_by", o->group_by));
+  if (o->group) PS_CALL(ps_run_info_string(info, "group", o->group));
+  if (o->data.control_by) PS_CALL(ps_run_info_string(info, "control_by", o->data.control_by));
   return PS_OK;
 }
 
@@ -391,7 +414,7 @@ static int run_scheme(MPI_Comm comm, cv_cli *o, ps_dataset *d, ps_progress *prog
   return PS_OK;
 }
 
-static int run_cv(MPI_Comm comm, cv_cli *o, int argc, char **argv) {
+static int run_cv_one(MPI_Comm comm, cv_cli *o, int argc, char **argv) {
   PS_CALL(ps_error_sync(comm, check_output(o)));
   ps_progress progress;
   ps_progress_init(&progress, comm, o->quiet);
@@ -430,6 +453,42 @@ static int run_cv(MPI_Comm comm, cv_cli *o, int argc, char **argv) {
   ps_run_info_free(&info);
   ps_dataset_free(&d);
   return PS_OK;
+}
+
+/* --group-by: the scheme on each group's cells alone, OUTPUT.GROUP.h5ad and
+ * SUMMARY.GROUP.tsv per group, then SUMMARY with a group column (docs/cv.md "Groups"). */
+static int run_cv_groups(MPI_Comm comm, cv_cli *o, int argc, char **argv) {
+  int rank;
+  MPI_Comm_rank(comm, &rank);
+  ps_strlist groups = {0}, outputs = {0}, summaries = {0};
+  PS_CALL(ps_error_sync(comm, check_output(o)));
+  int err = ps_groups_list(comm, o->data.input, o->group_by, "--group-by", &groups);
+  if (!err) err = ps_error_sync(comm, ps_cli_group_paths(o->output, &groups, &outputs));
+  if (!err) err = ps_error_sync(comm, ps_cli_group_paths(o->summary, &groups, &summaries));
+  for (int64_t g = 0; g < groups.n && !err; g++) {
+    cv_cli one = *o;
+    one.data.subset_column = o->group_by;
+    one.data.subset_value = groups.items[g];
+    one.group = groups.items[g];
+    one.output = outputs.items[g];
+    snprintf(one.summary, sizeof one.summary, "%s", summaries.items[g]);
+    if (rank == 0 && !o->quiet)
+      fprintf(stderr, "pertscore cv: group '%s' of obs column '%s' (%lld of %lld)\n", groups.items[g], o->group_by,
+              (long long)g + 1, (long long)groups.n);
+    err = run_cv_one(comm, &one, argc, argv);
+  }
+  if (!err) err = ps_cli_group_tsv(comm, o->summary, &groups, &summaries);
+  if (!err && rank == 0 && !o->quiet)
+    fprintf(stderr, "pertscore cv: %lld groups -> one results file each (%s with .GROUP before .h5ad), %s (with a "
+            "group column)\n", (long long)groups.n, o->output, o->summary);
+  ps_strlist_free(&groups);
+  ps_strlist_free(&outputs);
+  ps_strlist_free(&summaries);
+  return err;
+}
+
+static int run_cv(MPI_Comm comm, cv_cli *o, int argc, char **argv) {
+  return o->group_by ? run_cv_groups(comm, o, argc, argv) : run_cv_one(comm, o, argc, argv);
 }
 
 int ps_cmd_cv(MPI_Comm comm, int argc, char **argv) {

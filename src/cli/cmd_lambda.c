@@ -43,7 +43,15 @@ static const char *lambda_usage =
     "  --curve FILE          the curve as TSV: lambda, fpr, n_positive, max_raw_ps, rescaled\n"
     "  --force               replace OUTPUT if it exists (always done; accepted as for run)\n"
     "  --quiet               no progress on stderr\n"
-    "  --json                a JSON summary with the whole curve on stdout instead of the table\n";
+    "  --json                a JSON summary with the whole curve on stdout instead of the table\n"
+    "                        (one line per group with --group-by)\n"
+    "groups (docs/cv.md \"Groups\"):\n"
+    "  --group-by COL        the scan on each group of obs column COL alone, as on a file of that\n"
+    "                        group's cells (its own pseudo cells, targets and lambda): OUTPUT and\n"
+    "                        CURVE get .GROUP before their extension; CURVE joins the groups'\n"
+    "                        curves (a group column)\n"
+    "  --control-by COL      one intercept per group of COL in the ridge (as run); the pseudo cells\n"
+    "                        are drawn from all control cells and keep their group\n";
 
 typedef struct {
   ps_dataset_options data;
@@ -55,6 +63,8 @@ typedef struct {
   double grid_min, grid_max, target_fpr;
   int grid_steps, grid_log_given;
   const char *output, *curve;
+  const char *group_by; /* --group-by: the scan on each group's cells alone (group_runs.c) */
+  const char *group;    /* the group of this pass, NULL without --group-by */
   int quiet, json;
 } lambda_options;
 
@@ -86,7 +96,8 @@ static int parse_grid(const char *text, lambda_options *o) {
 
 static int parse_lambda(int argc, char **argv, lambda_options *o, int *help) {
   enum { O_RIDGE_LAMBDA = 1, O_UPPER, O_NO_RESCALE, O_OUTPUT, O_QUIET, O_JSON, O_HELP, O_PERMUTATIONS, O_SEED,
-         O_PSEUDO_CELLS, O_PSEUDO_LABEL, O_GRID, O_GRID_MIN, O_GRID_MAX, O_GRID_STEPS, O_TARGET_FPR, O_CURVE, O_FORCE };
+         O_PSEUDO_CELLS, O_PSEUDO_LABEL, O_GRID, O_GRID_MIN, O_GRID_MAX, O_GRID_STEPS, O_TARGET_FPR, O_CURVE, O_FORCE,
+         O_GROUP_BY, O_CONTROL_BY };
   static const struct option own_longs[] = {
       {"ridge-lambda", required_argument, 0, O_RIDGE_LAMBDA}, {"upper", required_argument, 0, O_UPPER},
       {"no-rescale", no_argument, 0, O_NO_RESCALE}, {"output", required_argument, 0, O_OUTPUT},
@@ -97,6 +108,7 @@ static int parse_lambda(int argc, char **argv, lambda_options *o, int *help) {
       {"lambda-min", required_argument, 0, O_GRID_MIN}, {"lambda-max", required_argument, 0, O_GRID_MAX},
       {"lambda-steps", required_argument, 0, O_GRID_STEPS}, {"target-fpr", required_argument, 0, O_TARGET_FPR},
       {"curve", required_argument, 0, O_CURVE},
+      {"group-by", required_argument, 0, O_GROUP_BY}, {"control-by", required_argument, 0, O_CONTROL_BY},
       {"out", required_argument, 0, O_OUTPUT}, {"force", no_argument, 0, O_FORCE},
       {0, 0, 0, 0}};
   double number;
@@ -128,6 +140,8 @@ static int parse_lambda(int argc, char **argv, lambda_options *o, int *help) {
       case O_NO_RESCALE: o->score.rescale = 0; break;
       case O_OUTPUT: o->output = optarg; break;
       case O_CURVE: o->curve = optarg; break;
+      case O_GROUP_BY: o->group_by = optarg; break;
+      case O_CONTROL_BY: o->data.control_by = optarg; break;
       case O_FORCE: break; /* OUTPUT is always replaced; --force as for run (one vocabulary) */
       case O_QUIET: o->quiet = 1; break;
       case O_JSON: o->json = 1; break;
@@ -172,6 +186,11 @@ static int parse_lambda(int argc, char **argv, lambda_options *o, int *help) {
     PS_FAIL(PS_ERR_INPUT, "--target-fpr must be in [0, 1] (got %g)", o->target_fpr);
   if (o->ridge_lambda <= 0) PS_FAIL(PS_ERR_INPUT, "--ridge-lambda must be > 0 (got %g)", o->ridge_lambda);
   if (o->score.upper <= 0) PS_FAIL(PS_ERR_INPUT, "--upper must be > 0 (got %g)", o->score.upper);
+  if (o->group_by && o->data.control_by && strcmp(o->group_by, o->data.control_by) != 0)
+    PS_FAIL(PS_ERR_INPUT, "lambda: --group-by %s and --control-by %s name different columns; within each --group-by "
+            "group the intercept is already one, so give one of them (or the same column to both)", o->group_by,
+            o->data.control_by);
+  if (o->group_by) o->data.control_by = NULL; /* one group at a time: one intercept */
   return PS_OK;
 }
 
@@ -245,6 +264,9 @@ static int record_parameters(const lambda_options *o, int argc, char **argv, ps_
     PS_CALL(ps_run_info_string(info, "de_background", o->data.de_background_others ? "others" : "controls"));
   }
   PS_CALL(ps_cli_method_record(&o->data, info)); /* SPEC section 9, when not the paper's */
+  if (o->group_by) PS_CALL(ps_run_info_string(info, "group_by", o->group_by));
+  if (o->group) PS_CALL(ps_run_info_string(info, "group", o->group));
+  if (o->data.control_by) PS_CALL(ps_run_info_string(info, "control_by", o->data.control_by));
   return PS_OK;
 }
 
@@ -377,7 +399,7 @@ static int write_results(MPI_Comm comm, const lambda_options *o, int argc, char 
   return PS_OK;
 }
 
-static int lambda_pipeline(MPI_Comm comm, lambda_options *o, int argc, char **argv) {
+static int lambda_one(MPI_Comm comm, lambda_options *o, int argc, char **argv) {
   int rank, size;
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &size);
@@ -392,7 +414,12 @@ static int lambda_pipeline(MPI_Comm comm, lambda_options *o, int argc, char **ar
   ps_progress_stage(&progress, "ridge");
   ps_ridge ridge;
   double *pvalues = NULL;
-  PS_CALL(ps_error_sync(comm, ps_ridge_fit_pvalues(comm, &d.design, &d.y, o->ridge_lambda, &o->perm, &ridge, &pvalues)));
+  ps_design with_groups = {0}; /* --control-by: one intercept column per group, as run's fit */
+  if (d.design.n_groups > 1) PS_CALL(ps_error_sync(comm, ps_design_ridge_columns(&d.design, &with_groups)));
+  int err = ps_error_sync(comm, ps_ridge_fit_pvalues(comm, d.design.n_groups > 1 ? &with_groups : &d.design, &d.y,
+                                                     o->ridge_lambda, &o->perm, &ridge, &pvalues));
+  ps_design_free(&with_groups);
+  PS_CALL(err);
   seconds[1] = ps_progress_done(&progress);
   ps_score_genes genes; /* SPEC section 9: the scan and the full scoring in the same method */
   double *fit_weights = NULL;
@@ -453,6 +480,41 @@ static int lambda_pipeline(MPI_Comm comm, lambda_options *o, int argc, char **ar
   ps_ridge_free(&ridge);
   ps_dataset_free(&d);
   return PS_OK;
+}
+
+/* --group-by: the scan on each group's cells alone; OUTPUT and CURVE get .GROUP
+ * before their extension, and CURVE joins the groups' curves (docs/cv.md "Groups"). */
+static int lambda_groups(MPI_Comm comm, lambda_options *o, int argc, char **argv) {
+  int rank;
+  MPI_Comm_rank(comm, &rank);
+  ps_strlist groups = {0}, outputs = {0}, curves = {0};
+  PS_CALL(ps_error_sync(comm, check_outputs(o)));
+  int err = ps_groups_list(comm, o->data.input, o->group_by, "--group-by", &groups);
+  if (!err && o->output) err = ps_error_sync(comm, ps_cli_group_paths(o->output, &groups, &outputs));
+  if (!err && o->curve) err = ps_error_sync(comm, ps_cli_group_paths(o->curve, &groups, &curves));
+  for (int64_t g = 0; g < groups.n && !err; g++) {
+    lambda_options one = *o;
+    one.data.subset_column = o->group_by;
+    one.data.subset_value = groups.items[g];
+    one.group = groups.items[g];
+    one.output = o->output ? outputs.items[g] : NULL;
+    one.curve = o->curve ? curves.items[g] : NULL;
+    if (rank == 0 && !o->json) {
+      printf("pertscore lambda: group '%s' of obs column '%s' (%lld of %lld)\n", groups.items[g], o->group_by,
+             (long long)g + 1, (long long)groups.n);
+      fflush(stdout);
+    }
+    err = lambda_one(comm, &one, argc, argv);
+  }
+  if (!err && o->curve) err = ps_cli_group_tsv(comm, o->curve, &groups, &curves);
+  ps_strlist_free(&groups);
+  ps_strlist_free(&outputs);
+  ps_strlist_free(&curves);
+  return err;
+}
+
+static int lambda_pipeline(MPI_Comm comm, lambda_options *o, int argc, char **argv) {
+  return o->group_by ? lambda_groups(comm, o, argc, argv) : lambda_one(comm, o, argc, argv);
 }
 
 int ps_cmd_lambda(MPI_Comm comm, int argc, char **argv) {

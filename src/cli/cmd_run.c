@@ -222,8 +222,9 @@ static int parse_run(int argc, char **argv, run_options *o, int *help) {
   if (o->score.lambda < 0) PS_FAIL(PS_ERR_INPUT, "--lambda must be >= 0 (got %g)", o->score.lambda);
   if (o->score.upper <= 0) PS_FAIL(PS_ERR_INPUT, "--upper must be > 0 (got %g)", o->score.upper);
   o->data.own_genes = o->dosage;
-  if ((o->data.group_by || o->data.control_by) && o->cv.scheme)
-    PS_FAIL(PS_ERR_INPUT, "run: --cv does not support --group-by / --control-by yet (its folds refit one intercept)");
+  if (o->data.group_by && o->cv.scheme) /* --control-by: the stage's fits carry the group intercepts */
+    PS_FAIL(PS_ERR_INPUT, "run: --cv does not support --group-by; `pertscore cv --group-by %s` cross-validates each "
+            "group on its own cells (docs/cv.md \"Groups\")", o->data.group_by);
   o->calibration.seed = o->perm.seed;
   ps_cli_method_score(&o->data, &o->score); /* SPEC section 9: --gene-weights */
   o->cv.seed = o->perm.seed; /* --cv: the same options as pertscore cv; folds from --seed */

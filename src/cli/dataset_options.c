@@ -164,7 +164,7 @@ int ps_cli_unknown_option(const char *command, const char *arg) {
   /* the group options are run's own; another command names them rather than "unknown" */
   for (const char *const *g = (const char *const[]){"--group-by", "--control-by", NULL}; *g; g++)
     if (strncmp(arg, *g, strlen(*g)) == 0 && (arg[strlen(*g)] == '\0' || arg[strlen(*g)] == '='))
-      PS_FAIL(PS_ERR_INPUT, "%s: %s is not supported yet (only pertscore run has groups); give it one group's cells "
+      PS_FAIL(PS_ERR_INPUT, "%s: %s is not supported yet (run, cv and lambda have groups); give it one group's cells "
               "(a subset of the input) at a time", command, *g);
   const struct option *longs = ps_cli_current_longs();
   if (longs) return ps_cli_unknown_option_in(command, arg, longs);

@@ -107,7 +107,9 @@ static int add_errors(void *ctx, int l, ps_ridge *B) {
   double *sse = e->r->sse + ((int64_t)e->f * e->r->n_lambdas + l) * GK;
   for (int64_t j = 0; j < e->y->n_rows; j++) {
     if (e->fold[j] != e->f) continue;
-    memcpy(e->pred, B->beta, (size_t)N * sizeof *e->pred);
+    /* B_0 of the cell's basal group (--control-by: rows K + g, ps_design_basal_row) */
+    const int32_t group = d->group ? d->group[j] : 0;
+    memcpy(e->pred, B->beta + (int64_t)ps_design_basal_row(d, group) * N, (size_t)N * sizeof *e->pred);
     for (int64_t p = d->ptr[j]; p < d->ptr[j + 1]; p++) {
       const double *bk = B->beta + ((int64_t)d->ids[p] + 1) * N;
       for (int32_t n = 0; n < N; n++) e->pred[n] += bk[n];
@@ -121,13 +123,13 @@ static int add_errors(void *ctx, int l, ps_ridge *B) {
 }
 
 /* Held-out squared error of beta fitted on the training cells (keep), for every lambda. */
-static int fold_lambda_errors(MPI_Comm comm, const ps_design *d, const ps_csr *y, const int32_t *fold,
-                              const uint8_t *keep, int f, ps_cv_cells_result *r) {
+static int fold_lambda_errors(MPI_Comm comm, const ps_design *d, const ps_design *fit, const ps_csr *y,
+                              const int32_t *fold, const uint8_t *keep, int f, ps_cv_cells_result *r) {
   fold_errors e = {d, y, fold, f, r, NULL, NULL};
   e.row = calloc((size_t)r->n_genes + 1, sizeof *e.row);
   e.pred = calloc((size_t)r->n_genes + 1, sizeof *e.pred);
   int err = cv_alloc_sync(comm, e.row && e.pred, "a fold's predictions");
-  if (!err) err = ps_ridge_fit_grid(comm, d, y, keep, r->n_lambdas, r->lambdas, add_errors, &e);
+  if (!err) err = ps_ridge_fit_grid(comm, fit, y, keep, r->n_lambdas, r->lambdas, add_errors, &e);
   free(e.row);
   free(e.pred);
   return err;
@@ -222,7 +224,8 @@ static int held_out_design(const ps_design *d, const int32_t *fold, int f, ps_de
 
 /* Fold f's training fit at lambda, the held-out cells scored with it; their
  * scores become pairs with their full-data scores. */
-static int fold_scores(MPI_Comm comm, const ps_design *d, const ps_csr *y, const int32_t *fold, uint8_t *keep, int f,
+static int fold_scores(MPI_Comm comm, const ps_design *d, const ps_design *fit, const ps_csr *y, const int32_t *fold,
+                       uint8_t *keep, int f,
                        double lambda, const ps_score_options *so, const ps_scores *full, score_pairs *pairs) {
   for (int64_t j = 0; j < d->n_cells; j++) keep[j] = fold[j] != f;
   ps_ridge B;
@@ -232,7 +235,7 @@ static int fold_scores(MPI_Comm comm, const ps_design *d, const ps_csr *y, const
   memset(&s, 0, sizeof s);
   test.ptr = NULL;
   test.ids = NULL;
-  int err = ps_ridge_fit_grid(comm, d, y, keep, 1, &lambda, ps_ridge_each_keep, &B);
+  int err = ps_ridge_fit_grid(comm, fit, y, keep, 1, &lambda, ps_ridge_each_keep, &B);
   if (!err) err = ps_error_sync(comm, held_out_design(d, fold, f, &test));
   if (!err) err = ps_error_sync(comm, ps_score_cells(comm, &test, y, &B, so, NULL, &s));
   for (int64_t j = 0; j < d->n_cells && !err; j++) {
@@ -253,7 +256,7 @@ static int fold_scores(MPI_Comm comm, const ps_design *d, const ps_csr *y, const
 
 /* Held-out cells' raw PS with each fold's beta at the chosen lambda, paired with
  * their raw PS from the full-data beta. */
-static int held_out_scores(MPI_Comm comm, const ps_design *d, const ps_csr *y, uint8_t *keep,
+static int held_out_scores(MPI_Comm comm, const ps_design *d, const ps_design *fit, const ps_csr *y, uint8_t *keep,
                            const ps_cv_options *opt, ps_progress *progress, ps_cv_cells_result *r) {
   ps_score_options so = opt->score;
   so.rescale = 0; /* raw PS: a held-out set's maximum is not the full data's (docs/cv.md) */
@@ -261,7 +264,7 @@ static int held_out_scores(MPI_Comm comm, const ps_design *d, const ps_csr *y, u
   ps_ridge full_beta;
   ps_scores full;
   memset(&full, 0, sizeof full);
-  PS_CALL(ps_error_sync(comm, ps_ridge_fit(comm, d, y, lambda, &full_beta)));
+  PS_CALL(ps_error_sync(comm, ps_ridge_fit(comm, fit, y, lambda, &full_beta)));
   int err = ps_error_sync(comm, ps_score_cells(comm, d, y, &full_beta, &so, NULL, &full));
   ps_ridge_free(&full_beta);
   if (err) return err;
@@ -270,7 +273,7 @@ static int held_out_scores(MPI_Comm comm, const ps_design *d, const ps_csr *y, u
                        calloc((size_t)n_entries + 1, sizeof(double)), calloc((size_t)n_entries + 1, sizeof(double))};
   err = cv_alloc_sync(comm, pairs.fold && pairs.id && pairs.x && pairs.y, "the held-out score pairs");
   for (int f = 0; f < r->n_folds && !err; f++) {
-    err = fold_scores(comm, d, y, r->cell_fold, keep, f, lambda, &so, &full, &pairs);
+    err = fold_scores(comm, d, fit, y, r->cell_fold, keep, f, lambda, &so, &full, &pairs);
     if (progress) ps_progress_update(progress, 0.8 + 0.2 * (double)(f + 1) / r->n_folds);
   }
   if (!err) err = ps_stability(comm, pairs.n, pairs.fold, pairs.id, pairs.x, pairs.y, r);
@@ -280,12 +283,12 @@ static int held_out_scores(MPI_Comm comm, const ps_design *d, const ps_csr *y, u
 }
 
 /* Every fold: its training mask, held-out SST and the lambda grid's errors. */
-static int all_folds(MPI_Comm comm, const ps_design *d, const ps_csr *y, uint8_t *keep, ps_progress *progress,
-                     ps_cv_cells_result *r) {
+static int all_folds(MPI_Comm comm, const ps_design *d, const ps_design *fit, const ps_csr *y, uint8_t *keep,
+                     ps_progress *progress, ps_cv_cells_result *r) {
   for (int f = 0; f < r->n_folds; f++) {
     for (int64_t j = 0; j < d->n_cells; j++) keep[j] = r->cell_fold[j] != f;
     PS_CALL(fold_sst(comm, d, y, r->cell_fold, f, r));
-    PS_CALL(fold_lambda_errors(comm, d, y, r->cell_fold, keep, f, r));
+    PS_CALL(fold_lambda_errors(comm, d, fit, y, r->cell_fold, keep, f, r));
     if (progress) ps_progress_update(progress, 0.8 * (double)(f + 1) / r->n_folds);
   }
   return PS_OK;
@@ -349,18 +352,27 @@ int ps_cv_cells(MPI_Comm comm, const ps_design *design, const int32_t *top_pertu
   PS_CALL(ps_cv_cell_folds(comm, design, top_perturbation, F, opt->seed, out->cell_fold));
 
   double t0 = ps_wtime();
-  uint8_t *keep = malloc((size_t)design->n_cells + 1);
-  int err = cv_alloc_sync(comm, keep != NULL, "the training-cell mask");
-  if (!err) err = all_folds(comm, design, y, keep, progress, out);
+  /* --control-by: every fit (folds and full data) with one intercept column per basal
+   * group, as run's (ps_design_ridge_columns); predictions and scores read the cell's
+   * group row */
+  ps_design with_groups = {0};
+  int grouped = design->n_groups > 1;
+  int err = grouped ? ps_error_sync(comm, ps_design_ridge_columns(design, &with_groups)) : PS_OK;
+  const ps_design *fit = grouped ? &with_groups : design;
+  uint8_t *keep = err ? NULL : malloc((size_t)design->n_cells + 1);
+  if (!err) err = cv_alloc_sync(comm, keep != NULL, "the training-cell mask");
+  if (!err) err = all_folds(comm, design, fit, y, keep, progress, out);
   if (!err) err = pool_tables(comm, out);
   if (err) {
     free(keep);
+    ps_design_free(&with_groups);
     return err;
   }
   out->seconds[0] = ps_wtime() - t0;
   t0 = ps_wtime();
-  err = held_out_scores(comm, design, y, keep, opt, progress, out);
+  err = held_out_scores(comm, design, fit, y, keep, opt, progress, out);
   out->seconds[1] = ps_wtime() - t0;
   free(keep);
+  ps_design_free(&with_groups);
   return err;
 }

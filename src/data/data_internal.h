@@ -3,6 +3,8 @@
 #ifndef PS_DATA_INTERNAL_H
 #define PS_DATA_INTERNAL_H
 
+#include "pertscore/data.h"
+#include "pertscore/io.h"
 #include "pertscore/util.h"
 
 /* A batch of this rank's genes (targets_auto.c: owners balanced by nonzeros; the
@@ -26,5 +28,11 @@ int ps_mpi_struct_type(MPI_Datatype *out, int n, const int *blocks, const MPI_Ai
  * Arrays have comm's size entries. Collective. */
 int ps_exchange_counts(MPI_Comm comm, const int64_t *send_count, int *scount, int *sdispl, int *rcount, int *rdispl,
                        int64_t *s_total, int64_t *r_total);
+
+/* opt->subset_column (cv / lambda --group-by, one group at a time): drop the calls of
+ * the block cells whose label there is not opt->subset_value, so that only the
+ * group's cells are analysed; an error when no cell of any rank has the value.
+ * No-op without subset_column. Collective. */
+int ps_groups_subset_calls(MPI_Comm comm, const ps_dataset_options *opt, const ps_matrix *m, ps_guide_calls *calls);
 
 #endif

@@ -931,6 +931,7 @@ static int dataset_read(MPI_Comm comm, const ps_dataset_options *opt, ps_progres
   if (!guides_in_matrix) PS_CALL(ps_error_sync(comm, read_guide_calls(comm, opt, m, calls)));
   PS_CALL(ps_error_sync(comm, ps_check_control_guides(comm, opt, calls)));
   PS_CALL(ps_error_sync(comm, restrict_calls(opt, calls))); /* an allocation failure on one rank is every rank's */
+  PS_CALL(ps_groups_subset_calls(comm, opt, m, calls)); /* cv / lambda --group-by: one group's cells */
   PS_CALL(ps_error_sync(comm, collect_units(comm, opt, calls, &w->perturbations)));
   PS_CALL(ps_error_sync(comm, ps_check_guide_rows(comm, opt, calls, d)));
   PS_ALLOC(w->keep, m->x.n_rows);

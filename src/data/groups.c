@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "data_internal.h"
 #include "pertscore/data.h"
 
 /* Separates the perturbation and the group in a --group-by label. */
@@ -205,5 +206,60 @@ int ps_groups_assign(MPI_Comm comm, const ps_dataset_options *opt, const ps_matr
   ps_strlist_free(&labels);
   PS_CALL(ps_error_sync(comm, check_controls(comm, opt, option, column, d)));
   if (opt->group_by) PS_CALL(ps_error_sync(comm, relabel_by_group(comm, d)));
+  return PS_OK;
+}
+
+int ps_groups_list(MPI_Comm comm, const char *input, const char *column, const char *option, ps_strlist *groups) {
+  memset(groups, 0, sizeof *groups);
+  int rank, size;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &size);
+  int64_t shape[3];
+  PS_CALL(ps_error_sync(comm, ps_input_shape(comm, input, NULL, shape)));
+  int64_t begin = shape[0] * rank / size, end = shape[0] * (rank + 1) / size;
+  ps_strlist block = {0}, local = {0};
+  int err = ps_h5ad_read_obs_column(comm, input, column, begin, end, &block);
+  err = ps_error_sync(comm, with_option(err, option));
+  for (int64_t i = 0; i < block.n && !err; i++)
+    if (block.items[i][0] != '\0') err = ps_strlist_push(&local, block.items[i]);
+  ps_strlist_free(&block);
+  err = ps_error_sync(comm, err); /* before the collective union */
+  if (!err) {
+    ps_strlist_sort_unique(&local);
+    err = ps_strlist_allgather_union(comm, &local, groups);
+  }
+  ps_strlist_free(&local);
+  if (!err && groups->n == 0)
+    err = ps_error_set(PS_ERR_INPUT, __FILE__, __LINE__, "%s: obs column '%s' of %s has no non-empty value", option,
+                       column, input);
+  if (err) ps_strlist_free(groups);
+  return err;
+}
+
+int ps_groups_subset_calls(MPI_Comm comm, const ps_dataset_options *opt, const ps_matrix *m, ps_guide_calls *calls) {
+  if (!opt->subset_column) return PS_OK;
+  ps_strlist block = {0};
+  int err = ps_h5ad_read_obs_column(comm, opt->input, opt->subset_column, m->cell_begin, m->cell_begin + m->x.n_rows,
+                                    &block);
+  PS_CALL(ps_error_sync(comm, with_option(err, "--group-by")));
+  int64_t w = 0, cells = 0;
+  for (int64_t i = 0; i < m->x.n_rows; i++) cells += strcmp(block.items[i], opt->subset_value) == 0;
+  for (int64_t i = 0; i < calls->n; i++) {
+    if (strcmp(block.items[calls->cell[i]], opt->subset_value) != 0) { /* another group's cell: no guide */
+      free(calls->unit[i]);
+      free(calls->guide[i]);
+      continue;
+    }
+    calls->cell[w] = calls->cell[i];
+    calls->unit[w] = calls->unit[i];
+    calls->guide[w] = calls->guide[i];
+    calls->umi[w++] = calls->umi[i];
+  }
+  calls->n = w;
+  ps_strlist_free(&block);
+  PS_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, &cells, 1, MPI_INT64_T, MPI_SUM, comm));
+  if (cells == 0)
+    PS_FAIL(PS_ERR_INPUT, "%s: no cell has '%s' in obs column '%s' (--group-by)", opt->input, opt->subset_value,
+            opt->subset_column);
   return PS_OK;
 }

@@ -60,7 +60,8 @@ int ps_lambda_choose(const ps_lambda_curve *c, double target_fpr) {
 typedef struct {
   ps_design design; /* K = 1 */
   ps_csr y;
-  ps_ridge ridge;   /* rows: intercept, pseudo */
+  ps_ridge ridge;   /* rows: intercept, pseudo; with basal groups (--control-by) then rows 1 + g, the
+                     * intercept of group g >= 1 (ps_design_basal_row of the K = 1 design) */
 } pseudo_problem;
 
 static void pseudo_problem_free(pseudo_problem *q) {
@@ -88,6 +89,9 @@ static int pseudo_problem_build(const ps_dataset *d, const ps_ridge *ridge, int3
   q->design.n_perturbations = 1;
   PS_CALL(ps_strlist_push(&q->design.names, label));
   q->design.n_cells = n;
+  int32_t B = ps_design_n_basal(D);
+  q->design.n_groups = D->n_groups;
+  if (B > 1) PS_ALLOC(q->design.group, n + 1);
   PS_ALLOC(q->design.ptr, n + 1);
   PS_ALLOC(q->design.ids, n); /* all zero: the pseudo perturbation is id 0 here */
   q->y.n_rows = n;
@@ -102,17 +106,21 @@ static int pseudo_problem_build(const ps_dataset *d, const ps_ridge *ridge, int3
       q->y.indices[w] = y->indices[p];
       q->y.data[w] = y->data[p];
     }
+    if (B > 1) q->design.group[row] = D->group[j];
     row++;
     q->design.ptr[row] = row;
     q->y.indptr[row] = w;
   }
   const int32_t N = ridge->n_genes;
-  q->ridge.n_rows = 2;
+  q->ridge.n_rows = 1 + B;
   q->ridge.n_genes = N;
   q->ridge.lambda = ridge->lambda;
-  PS_ALLOC(q->ridge.beta, 2 * (int64_t)N);
+  PS_ALLOC(q->ridge.beta, (1 + (int64_t)B) * N);
   memcpy(q->ridge.beta, ridge->beta, (size_t)N * sizeof *ridge->beta);
   memcpy(q->ridge.beta + N, ridge->beta + (size_t)(id + 1) * N, (size_t)N * sizeof *ridge->beta);
+  for (int32_t g = 1; g < B; g++) /* the groups' intercepts, from row K + g of the full fit */
+    memcpy(q->ridge.beta + (size_t)(1 + g) * N, ridge->beta + (size_t)ps_design_basal_row(D, g) * N,
+           (size_t)N * sizeof *ridge->beta);
   return PS_OK;
 }
 

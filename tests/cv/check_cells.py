@@ -1,11 +1,14 @@
 """Check 4: `pertscore cv --scheme cells` against an independent numpy ridge (docs/cv.md).
 
-usage: check_cells.py DATA.h5ad TARGETS.gmt CV.h5ad SUMMARY.tsv
+usage: check_cells.py DATA.h5ad TARGETS.gmt CV.h5ad SUMMARY.tsv [CONTROL_BY]
 Rebuilds the regression genes (targets expressed in >= 1% of cells), the type-7
 95th-percentile winsorizing, the design [1 | D] and, with the folds the results
 file records, every fold's ridge beta for every lambda of the grid; the held-out
 MSE and R^2 (all cells and per perturbation) must equal the written tables to
-1e-8, and the chosen lambda must be the least pooled MSE of the written curve."""
+1e-8, and the chosen lambda must be the least pooled MSE of the written curve.
+With CONTROL_BY (cv --control-by COL) the design is [intercepts | D]: a cell of
+basal group b (sorted labels of obs column COL) has its intercept in column 0 for
+b = 0 and in column K + b otherwise, as run's ridge (docs/cv.md "Groups")."""
 import sys
 
 import anndata
@@ -14,6 +17,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 data_path, gmt_path, cv_path, tsv_path = sys.argv[1:5]
+control_by = sys.argv[5] if len(sys.argv) > 5 else None
 a = anndata.read_h5ad(data_path)
 cv = anndata.read_h5ad(cv_path)
 u = cv.uns["cv"]
@@ -39,8 +43,13 @@ y = np.minimum(y, np.quantile(y, 0.95, axis=0))  # numpy's default is R type 7
 
 names = sorted(set(labels) - {"NonTargeting"})
 K, N = len(names), y.shape[1]
-X = np.zeros((len(labels), K + 1))
-X[:, 0] = 1
+basal = np.zeros(len(labels), dtype=int)
+if control_by:
+    col = a.obs[control_by].astype(str).to_numpy()
+    basal = np.searchsorted(sorted(set(col)), col)
+n_basal = basal.max() + 1
+X = np.zeros((len(labels), K + n_basal))
+X[np.arange(len(labels)), np.where(basal == 0, 0, K + basal)] = 1
 for i, lab in enumerate(labels):
     if lab != "NonTargeting":
         X[i, 1 + names.index(lab)] = 1
@@ -61,7 +70,7 @@ for f in range(F):
     sst[f, K + 1] = ((y[te] - ybar) ** 2).sum()
     count[f, K + 1] = te.sum()
     for l, lam in enumerate(lambdas):
-        B = np.linalg.solve(X[tr].T @ X[tr] + lam * np.eye(K + 1), X[tr].T @ y[tr])
+        B = np.linalg.solve(X[tr].T @ X[tr] + lam * np.eye(X.shape[1]), X[tr].T @ y[tr])
         err = ((y[te] - X[te] @ B) ** 2).sum(axis=1)
         for g in range(K + 1):
             sse[f, l, g] = err[group[te] == g].sum()

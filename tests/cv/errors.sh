@@ -38,9 +38,13 @@ fi
 expect "an output path is also an input" 1 --scheme cells "${in[@]}" --output sim.h5ad
 # the dataset options are checked as in run (one table and one check, src/cli/dataset_options.c)
 expect "--min-pct must be in [0, 1] (got 5)" 1 --scheme cells "${in[@]}" --output out.h5ad --min-pct 5
-expect "cv: --group-by is not supported yet" 1 --scheme cells "${in[@]}" --output out.h5ad --group-by guide
+# groups (docs/cv.md "Groups"): a missing column, two different columns, a group without control cells
+expect "--group-by: " 2 --scheme cells "${in[@]}" --output out.h5ad --group-by nope
+expect "name different columns" 1 --scheme cells "${in[@]}" --output out.h5ad --group-by guide --control-by other
+expect "is not among the guide labels of the analysed cells" 2 --scheme perturbations "${in[@]}" --output out.h5ad --group-by guide
 # lambda names them too, and a prefix of two dataset options is refused there as well
-for args in "--group-by guide|lambda: --group-by is not supported yet" "--min 1|unknown or incomplete option '--min'"; do
+for args in "--group-by guide --control-by x|lambda: --group-by guide and --control-by x name different columns" \
+    "--min 1|unknown or incomplete option '--min'"; do
   rm -f out.h5ad
   if out=$(run 1 lambda --input sim.h5ad --guides sim.guides.tsv --control NonTargeting --output out.h5ad ${args%%|*} 2>&1);
   then echo "FAIL: lambda ${args%%|*} succeeded"; exit 1; fi

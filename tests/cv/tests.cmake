@@ -25,3 +25,6 @@ endforeach()
 ps_add_script_test(cv_ceiling cv/ceiling.sh "mpi;cv")
 # predictions with gaps: warning, compared perturbations, counts, --strict
 ps_add_script_test(cv_gaps cv/gaps.sh "mpi;cv")
+# groups: --group-by equal to cv on each group's cells alone (both schemes), --control-by against numpy,
+# np 1, 2, 3; run --cv --control-by
+ps_add_script_test(cv_groups cv/groups.sh "mpi;cv")
