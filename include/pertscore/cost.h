@@ -23,6 +23,7 @@ typedef struct {
   int64_t target_pairs;  /* (perturbation, target gene) pairs; 0 with a targets file */
   int permutations;      /* R */
   int64_t perm_batch_bytes; /* --permutations' batch budget (ps_ridge_perm_options.batch_bytes) */
+  int perm_adaptive;     /* --permutations-adaptive: the stopping tables and the open genes' copy of Y */
   int dosage;            /* the dosage stage runs */
   int ranks;             /* P */
   int block;             /* ScaLAPACK block size nb of the K x K matrix (0: the ridge default) */

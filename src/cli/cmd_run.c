@@ -530,6 +530,7 @@ static int run_pipeline(MPI_Comm comm, run_options *o, int argc, char **argv) {
   ps_cost_problem cost; /* the memory guard: refuse before the heavy stages (src/cost) */
   PS_CALL(ps_cost_problem_of_run(comm, &d, scored, o->perm.n_permutations, o->perm.batch_bytes, o->dosage, &cost));
   cost.cv_scheme = o->cv.scheme;
+  cost.perm_adaptive = o->perm.adaptive_h > 0;
   PS_CALL(ps_cost_check_memory(comm, &cost, o->max_memory));
   /* --resume: the stages OUTPUT.partial already holds for this input and these parameters */
   char partial[4200];

@@ -42,6 +42,10 @@
  *                                                buffers, the own rows of B_r, and with P > 1 the MPI
  *                                                reductions' temporaries of one batch: measured, bench scaling;
  *                                                with groups the cells sorted by group, to permute within them)
+ *                + [4 n N + 17 N + rP + 9 Y/P + 8 M/P with --permutations-adaptive]   each pair's stopping
+ *                                                count (int32, every row), the open-gene maps, and Y restricted
+ *                                                to the open genes (made once < 3/4 of them are open: <= 0.75 Y;
+ *                                                by gene tile the tiles are rebuilt from it, old ones freed first)
  *   score        8 n N + 8 S/P                   p-values; PS (QP scratch is O(MOI^2 + MOI N), negligible)
  *   dosage       8 n N + 16 S/P + 16 (D/P + C) + 368 K   PS aligned to the design, each perturbation's
  *                                                cells and the controls' own-gene values on its owner, K-row tables
@@ -138,7 +142,8 @@ void ps_cost_memory_estimate(const ps_cost_problem *p, ps_cost_memory *out) {
           8 * rP * n + 16 * M + 4 * D + 12 * (M + D) / P + (D >= 1.5 * M ? 13 * Y / P : 4 * (M + D) / P) +
           12 * n * N + 8 * (2 * n + rP) * N * b +
           (P > 1 ? 8 * n * N * b : 0) + /* Open MPI's reduce-scatter/allreduce temporaries: one batch */
-          (p->basal_rows > 1 ? 8 * M : 0); /* basal groups: the cells by group, to permute within groups */
+          (p->basal_rows > 1 ? 8 * M : 0) + /* basal groups: the cells by group, to permute within groups */
+          (p->perm_adaptive ? 4 * n * N + 17 * N + rP + 9 * Y / P + 8 * M / P : 0);
     }
     double pvalues = p->permutations > 0 ? 8 * n * N : 0;
     if (!p->cv_only) out->stage[PS_COST_SCORE] = pvalues + 8 * S / P;

@@ -67,6 +67,13 @@ static void test_grows_with_sizes(void) {
   ps_cost_memory_estimate(&p, &more);
   EXPECT(more.stage[PS_COST_PERMUTATIONS] == 0 && more.peak <= base.peak, "no permutations should not cost more");
   p = screen(4);
+  p.perm_adaptive = 1; /* the open genes' copy of Y (<= 3/4 of it) and the stopping counts */
+  ps_cost_memory_estimate(&p, &more);
+  EXPECT(more.stage[PS_COST_PERMUTATIONS] - base.stage[PS_COST_PERMUTATIONS] >=
+             9.0 * p.nnz_y / p.ranks + 4.0 * (p.perturbations + p.basal_rows) * p.regression_genes,
+         "--permutations-adaptive: %g more bytes, less than 3/4 of Y/P and the stopping table",
+         more.stage[PS_COST_PERMUTATIONS] - base.stage[PS_COST_PERMUTATIONS]);
+  p = screen(4);
   p.cells *= 4, p.nnz_y *= 4, p.design_entries *= 4, p.scored_entries *= 4, p.gram_pairs *= 4;
   ps_cost_memory_estimate(&p, &more);
   EXPECT(more.resident > base.resident, "more cells, no more resident memory");
