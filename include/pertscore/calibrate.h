@@ -67,13 +67,4 @@ void ps_calibration_free(ps_calibration *c);
 /* Benjamini-Hochberg q-values of n p-values (NaN stays NaN, not counted). */
 int ps_bh_adjust(const double *p, int64_t n, double *q);
 
-/* Writes the stage into the results file PATH (pertscore/results.h layout):
- * var effect_pvalue, effect_fdr, effect_z, effect_z_fit0, effect_z_fit1, calibration_cells;
- * layers/ps_pvalue (X's pattern, index types as X's); obs calibration_role and
- * ps_pvalue (the p-value of the cell's obs "ps", its largest PS; NaN for controls);
- * uns/pertscore/calibration/{n_null, n_called, fdr, ...}; with record also
- * layers/calibration_score and uns/pertscore/calibration/null_score_{0,1}.
- * Collective. */
-int ps_results_add_calibration(MPI_Comm comm, const char *path, const ps_dataset *d, const ps_design *scored,
-                               const ps_scores *s, const ps_calibration *c);
 #endif

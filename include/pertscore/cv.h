@@ -10,15 +10,15 @@
  *     of ridge beta over a ridge-lambda grid, and the stability of held-out PS.
  *     The folds run in turn on all ranks, the training cells a mask over the cells in place.
  *
- * ps_cv_stage runs either scheme on a dataset already read and writes its tables
- * (`pertscore cv`, and `pertscore run --cv` into the run's results file).
+ * ps_cv_stage_run runs either scheme on a dataset already read (`pertscore cv`,
+ * and `pertscore run --cv`); src/results writes its tables (ps_results_write_cv,
+ * into a file of their own or into the run's results file).
  *
  * The metric functions are plain serial C over flat arrays, kept public for tests. */
 #ifndef PERTSCORE_CV_H
 #define PERTSCORE_CV_H
 
 #include "pertscore/data.h"
-#include "pertscore/results.h"
 #include "pertscore/ridge.h"
 #include "pertscore/score.h"
 
@@ -276,25 +276,6 @@ int ps_cv_cells(MPI_Comm comm, const ps_design *design, const int32_t *top_pertu
                 const ps_cv_options *opt, ps_progress *progress, ps_cv_cells_result *out);
 void ps_cv_cells_result_free(ps_cv_cells_result *r);
 
-/* ---------------------------------------------------------------- output */
-
-/* Where the tables go: a new .h5ad of their own (obs and var are the scheme's rows
- * and columns), or added to an existing results file (`run --cv`: the scheme's obs
- * and var frames become uns/cv/obs and uns/cv/var; a previous uns/cv is replaced). */
-enum { PS_CV_NEW_FILE = 0, PS_CV_ADD_TO_RESULTS = 1 };
-
-/* Write the perturbations scheme's tables (obs = perturbations, var = evaluated
- * genes, uns/cv/..., the run's parameters in uns/cv/parameters) and the per-fold,
- * per-model summary into tsv; with d (the dataset the scheme ran on; may be NULL)
- * uns/cv/halves, each analysed cell's group and split half. Collective. */
-int ps_cv_write_perturbations(MPI_Comm comm, const char *path, int where, const char *tsv, const ps_dataset *d,
-                              const ps_strlist *perturbations, const ps_strlist *genes,
-                              const ps_cv_perturbation_result *r, const ps_cv_options *opt, const ps_run_info *info);
-/* The cells scheme's tables (obs = analysed cells with their fold, var =
- * perturbations) and the lambda curve summary into tsv. Collective. */
-int ps_cv_write_cells(MPI_Comm comm, const char *path, int where, const char *tsv, const ps_dataset *d,
-                      const ps_cv_cells_result *r, const ps_cv_options *opt, const ps_run_info *info);
-
 /* ---------------------------------------------------------------- the stage */
 
 /* "a,b,c" -> opt->ridge_lambdas (1 to 64 values, each > 0); errors name option
@@ -323,17 +304,10 @@ typedef struct {
 void ps_cv_dataset_options(int scheme, int no_targets, ps_dataset_options *data);
 
 /* The scheme of opt on the dataset d (as ps_dataset_read left it, with the options
- * of ps_cv_dataset_options), then its tables into path (where: PS_CV_NEW_FILE or
- * PS_CV_ADD_TO_RESULTS) and the summary into tsv. info gets the stage's seconds.
- * progress may be NULL (else updated per fold). ps_cv_stage = ps_cv_stage_run +
- * ps_cv_stage_write (run --cv times the two apart). Collective. */
-int ps_cv_stage(MPI_Comm comm, const ps_dataset *d, const ps_cv_stage_input *in, const ps_cv_options *opt,
-                const char *path, int where, const char *tsv, ps_run_info *info, ps_progress *progress,
-                ps_cv_stage_result *out);
+ * of ps_cv_dataset_options). progress may be NULL (else updated per fold). Its
+ * tables are written by ps_results_write_cv (pertscore/results.h). Collective. */
 int ps_cv_stage_run(MPI_Comm comm, const ps_dataset *d, const ps_cv_stage_input *in, const ps_cv_options *opt,
                     ps_progress *progress, ps_cv_stage_result *out);
-int ps_cv_stage_write(MPI_Comm comm, const ps_dataset *d, const ps_cv_stage_result *r, const ps_cv_options *opt,
-                      const char *path, int where, const char *tsv, ps_run_info *info);
 void ps_cv_stage_result_free(ps_cv_stage_result *r);
 
 /* Per-fold, per-model means of the metrics over the compared held-out perturbations

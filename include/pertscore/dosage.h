@@ -23,6 +23,7 @@
 #ifndef PERTSCORE_DOSAGE_H
 #define PERTSCORE_DOSAGE_H
 
+#include "pertscore/io.h"
 #include "pertscore/util.h"
 
 /* Most bins a result can hold (n_bins is validated against it). */
@@ -236,19 +237,34 @@ int ps_dosage_stage(MPI_Comm comm, const ps_dosage_input *in, const ps_dosage_op
                     ps_dosage_table *out);
 void ps_dosage_table_free(ps_dosage_table *t);
 
+/* What pertscore dosage takes from the results file it recomputes, read by
+ * ps_results_read_dosage_input (pertscore/results.h, src/results/read.c): a block
+ * of its cells' PS (X read like an input matrix, so x.genes are the perturbations
+ * (var) and x.cells this block's cells (obs)), the perturbations each block cell
+ * carries (obs column "perturbations", as sorted ids into var; with
+ * --score-all-cells X has entries beyond them), and how the run read its input. */
+typedef struct {
+  ps_matrix x;
+  int64_t *carried_ptr; /* x.x.n_rows + 1 */
+  int32_t *carried;
+  int unit_guide;       /* the run's --unit was guide */
+  double scale;         /* the s the run normalized with (uns/pertscore/parameters/scale_value, else 1e4) */
+} ps_dosage_results;
+void ps_dosage_results_free(ps_dosage_results *r);
+
 /* pertscore dosage (src/dosage/recompute.c): the stage on the PS of an existing
- * results file and the own-gene expression of the input it was computed from
- * (read and log-normalized as pertscore run does: layer, input_is = PS_INPUT_*
- * of data.h). Cells are matched by obs name (every results cell must be in the
- * input); a cell's carried perturbations come from the results' obs column
- * "perturbations" and its PS from X; the results row is the global index, so
- * the table equals the one pertscore run computed from the same PS. With
- * results of --unit guide, no perturbation has an own gene. Collective. */
+ * results file (res, read from src->results, which names it in messages) and the
+ * own-gene expression of the input it was computed from (read and log-normalized
+ * as pertscore run does: layer, input_is = PS_INPUT_* of data.h, res->scale).
+ * Cells are matched by obs name (every results cell must be in the input); a
+ * cell's carried perturbations and PS come from res; the results row is the
+ * global index, so the table equals the one pertscore run computed from the same
+ * PS. With results of --unit guide, no perturbation has an own gene. Collective. */
 typedef struct {
   const char *results, *input, *layer;
   int input_is;
 } ps_dosage_source;
-int ps_dosage_recompute(MPI_Comm comm, const ps_dosage_source *src, const ps_dosage_options *opt,
-                        ps_progress *progress, ps_dosage_table *out);
+int ps_dosage_recompute(MPI_Comm comm, const ps_dosage_source *src, const ps_dosage_results *res,
+                        const ps_dosage_options *opt, ps_progress *progress, ps_dosage_table *out);
 
 #endif

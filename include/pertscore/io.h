@@ -1,5 +1,7 @@
 /* pertscore/io.h: every file format pertscore reads or writes (SPEC.md section 0,
- * DESIGN.md "Results file"). No other module calls HDF5 directly.
+ * DESIGN.md "Results file"). No other module calls HDF5 directly. This is the
+ * generic layer: the objects of the results file (their paths) belong to
+ * src/results (pertscore/results.h), which writes and reads them through it.
  *
  * All functions are collective over comm unless they say otherwise. */
 #ifndef PERTSCORE_IO_H
@@ -42,19 +44,6 @@ int ps_h5ad_read_frame_column(MPI_Comm comm, const char *path, const char *frame
 /* A scalar string dataset NAME of an existing file (serial). A missing file, a
  * file that is not HDF5 or a missing NAME give found = 0, not an error. */
 int ps_h5ad_read_scalar_string(const char *path, const char *name, char *buf, size_t size, int *found);
-
-/* A block of a results file (src/io/results_read.c; pertscore dosage reads one back):
- * X (the PS, analysed cells x perturbations) read like an input matrix, so
- * x.genes are the perturbations (var) and x.cells this block's cells (obs), and
- * the perturbations each block cell carries (obs column "perturbations", as
- * sorted ids into var; with --score-all-cells X has entries beyond them). */
-typedef struct {
-  ps_matrix x;
-  int64_t *carried_ptr; /* x.x.n_rows + 1 */
-  int32_t *carried;
-} ps_results_block;
-int ps_results_read_block(MPI_Comm comm, const char *path, ps_results_block *out);
-void ps_results_block_free(ps_results_block *b);
 
 /* ---------------------------------------------------------------- guide tables */
 

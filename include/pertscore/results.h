@@ -4,12 +4,23 @@
  * only for the perturbations it carries), obs = analysed cells, var =
  * perturbations, varm/beta = the perturbation rows of B, uns/pertscore = the
  * run's parameters, basal expression, regression genes, targets and timings.
- * Written collectively into OUTPUT.partial and renamed on success. */
+ * Written collectively into OUTPUT.partial and renamed on success.
+ *
+ * src/results owns every object of the results file and of pertscore cv's file:
+ * the run (results.c), per-cell columns (cells.c), the lambda curve (lambda.c),
+ * the dosage table (results.c), the calibrated calls (calibration.c), the cv
+ * tables (cv_tables.c), the --resume checkpoint (checkpoint.c) and reading them
+ * back (read.c). No other module names a path inside these files; src/io is the
+ * generic h5ad / HDF5 layer it writes and reads through. The stages' types come
+ * in from their headers (one way: no stage includes this header). */
 #ifndef PERTSCORE_RESULTS_H
 #define PERTSCORE_RESULTS_H
 
+#include "pertscore/calibrate.h"
+#include "pertscore/cv.h"
 #include "pertscore/data.h"
 #include "pertscore/dosage.h"
+#include "pertscore/lambda.h"
 #include "pertscore/ridge.h"
 #include "pertscore/score.h"
 
@@ -30,22 +41,16 @@ void ps_run_info_free(ps_run_info *info);
 int ps_results_write(MPI_Comm comm, const char *path, const ps_dataset *d, const ps_design *scored,
                      const ps_ridge *ridge, const double *pvalues, const ps_scores *scores, const ps_run_info *info);
 
-/* An extra uns entry a subcommand adds to its results file, e.g. the lambda
- * curve of `pertscore lambda` (uns/pertscore/lambda/fpr). Every rank passes the
- * same values. */
-typedef enum { PS_EXTRA_ARRAY, PS_EXTRA_SCALAR, PS_EXTRA_STRING } ps_results_extra_kind;
-typedef struct {
-  const char *name;            /* full path, e.g. "uns/pertscore/lambda/grid" */
-  ps_results_extra_kind kind;
-  const double *values;        /* ARRAY: n values, stored 1 x n (like uns/pertscore/basal); SCALAR: values[0] */
-  int64_t n;
-  const char *text;            /* STRING */
-} ps_results_extra;
-
-/* ps_results_write, then the n_extra entries, in the same file. */
-int ps_results_write_extra(MPI_Comm comm, const char *path, const ps_dataset *d, const ps_design *scored,
-                           const ps_ridge *ridge, const double *pvalues, const ps_scores *scores,
-                           const ps_run_info *info, const ps_results_extra *extra, int n_extra);
+/* pertscore lambda (src/results/lambda.c): ps_results_write for the full run at
+ * the scored lambda, then the curve c in uns/pertscore/lambda: grid, fpr,
+ * n_positive, max_raw_ps, rescaled (each 1 x n, like uns/pertscore/basal),
+ * chosen (c->lambda[chosen], NaN when chosen < 0), scored_lambda
+ * (c->lambda[scored]), target_fpr, pseudo_cells and pseudo_label. Every rank
+ * passes the same curve. Collective. */
+int ps_results_write_lambda(MPI_Comm comm, const char *path, const ps_dataset *d, const ps_ridge *ridge,
+                            const double *pvalues, const ps_scores *scores, const ps_run_info *info,
+                            const ps_lambda_curve *c, int chosen, int scored, double target_fpr,
+                            const char *pseudo_label);
 
 /* The dosage table (SPEC.md section 5, pertscore/dosage.h) into the existing
  * results file PATH, replacing any earlier dosage entries: var columns ed50,
@@ -59,6 +64,57 @@ int ps_results_write_extra(MPI_Comm comm, const char *path, const ps_dataset *d,
  * table. Collective. */
 int ps_results_add_dosage(MPI_Comm comm, const char *path, const ps_dosage_table *t, const ps_dosage_options *opt,
                           double seconds, const char *command);
+
+/* The calibration stage (pertscore/calibrate.h) into the results file PATH
+ * (src/results/calibration.c):
+ * var effect_pvalue, effect_fdr, effect_z, effect_z_fit0, effect_z_fit1, calibration_cells;
+ * layers/ps_pvalue (X's pattern, index types as X's); obs calibration_role and
+ * ps_pvalue (the p-value of the cell's obs "ps", its largest PS; NaN for controls);
+ * uns/pertscore/calibration/{n_null, n_called, fdr, ...}; with record also
+ * layers/calibration_score and uns/pertscore/calibration/null_score_{0,1}.
+ * Collective. */
+int ps_results_add_calibration(MPI_Comm comm, const char *path, const ps_dataset *d, const ps_design *scored,
+                               const ps_scores *s, const ps_calibration *c);
+
+/* ---------------------------------------------------------------- cross-validation tables (cv_tables.c)
+ * docs/cv.md "Output". Where the tables go: a new .h5ad of their own (pertscore
+ * cv: obs and var are the scheme's rows and columns), or added to an existing
+ * results file (`run --cv`: the scheme's obs and var frames become uns/cv/obs and
+ * uns/cv/var; a previous uns/cv is replaced). */
+enum { PS_CV_NEW_FILE = 0, PS_CV_ADD_TO_RESULTS = 1 };
+
+/* The tables of a finished cv stage (ps_cv_stage_run on d) into PATH (where:
+ * PS_CV_NEW_FILE or PS_CV_ADD_TO_RESULTS), the run's parameters info in
+ * uns/cv/parameters (info first gets the stage's seconds), and its summary TSV
+ * into tsv (NULL: none).
+ *   perturbations scheme: obs = perturbations, var = evaluated genes, uns/cv/
+ *     {folds, metrics, summary, halves, pereggrn, pereggrn_summary, control_mean,
+ *     ...}; with opt->keep_predictions in a new file X = observed deltas and
+ *     layers/<model> the predicted ones; tsv = the per-fold, per-model summary.
+ *   cells scheme: obs = analysed cells with their fold, var = perturbations,
+ *     uns/cv/{lambda_curve, groups, ps_stability, ridge_lambdas, ...}; tsv = the
+ *     lambda curve.
+ * Collective. */
+int ps_results_write_cv(MPI_Comm comm, const ps_dataset *d, const ps_cv_stage_result *r, const ps_cv_options *opt,
+                        const char *path, int where, const char *tsv, ps_run_info *info);
+
+/* ---------------------------------------------------------------- reading a results file back (read.c) */
+
+/* The string parameter KEY the run recorded (uns/pertscore/parameters/KEY, e.g.
+ * "input", "layer", "input_digest"). Serial (any one rank). A missing file, a
+ * file that is not HDF5 or a missing KEY give found = 0, not an error. */
+int ps_results_read_parameter(const char *path, const char *key, char *buf, size_t size, int *found);
+
+/* What pertscore dosage recomputes from (pertscore/dosage.h ps_dosage_results):
+ * X (the PS) by blocks of cells, read like an input matrix (CSR, blocks balanced
+ * by nonzeros, collective hyperslab reads), the perturbations each block cell
+ * carries (obs column "perturbations"; a label not in var is an error), and the
+ * run's unit and scale_value parameters (rank 0 reads them, every rank gets
+ * them). Collective; errors are synced. */
+int ps_results_read_dosage_input(MPI_Comm comm, const char *path, ps_dosage_results *out);
+
+/* The perturbations (var index) of the results file PATH, in var order. Collective. */
+int ps_results_read_perturbations(MPI_Comm comm, const char *path, ps_strlist *out);
 
 /* ---------------------------------------------------------------- stage checkpoints (--resume)
  * (src/results/checkpoint.c, docs/reliability.md "Resume"). A run writes its

@@ -397,8 +397,10 @@ static int run_scheme(MPI_Comm comm, cv_cli *o, ps_dataset *d, ps_progress *prog
   ps_cleanup_register(summary_partial);
   ps_cv_stage_input in = {.data = &o->data, .predictions = o->predictions, .predictions_column = o->predictions_column};
   ps_cv_stage_result r;
-  PS_CALL(ps_error_sync(comm, ps_cv_stage(comm, d, &in, &o->cv, partial, PS_CV_NEW_FILE, summary_partial, info,
-                                          progress, &r)));
+  PS_CALL(ps_error_sync(comm, ps_cv_stage_run(comm, d, &in, &o->cv, progress, &r)));
+  ps_progress_update(progress, 0.95);
+  PS_CALL(ps_error_sync(comm, ps_results_write_cv(comm, d, &r, &o->cv, partial, PS_CV_NEW_FILE, summary_partial,
+                                                  info)));
   PS_CALL(ps_error_sync(comm, ps_output_commit(comm, summary_partial, o->summary)));
   PS_CALL(ps_error_sync(comm, ps_output_commit(comm, partial, o->output)));
   ps_cleanup_unregister();

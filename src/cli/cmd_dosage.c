@@ -96,11 +96,10 @@ static int resolve_input(MPI_Comm comm, dosage_cli *o) {
     int found = 0;
     char buf[1024];
     if (!o->input[0]) {
-      err = ps_h5ad_read_scalar_string(o->src.results, "uns/pertscore/parameters/input", o->input, sizeof o->input,
-                                       &found);
+      err = ps_results_read_parameter(o->src.results, "input", o->input, sizeof o->input, &found);
       missing = !found;
       if (!err && !o->layer[0]) {
-        err = ps_h5ad_read_scalar_string(o->src.results, "uns/pertscore/parameters/layer", buf, sizeof buf, &found);
+        err = ps_results_read_parameter(o->src.results, "layer", buf, sizeof buf, &found);
         if (!err && found && strcmp(buf, "X") != 0) snprintf(o->layer, sizeof o->layer, "%s", buf);
       }
     }
@@ -166,7 +165,11 @@ static int run_dosage_command(MPI_Comm comm, dosage_cli *o, int argc, char **arg
   ps_progress_init(&progress, comm, o->quiet);
   ps_progress_stage(&progress, "dosage");
   ps_dosage_table table;
-  PS_CALL(ps_error_sync(comm, ps_dosage_recompute(comm, &o->src, &o->opt, &progress, &table)));
+  ps_dosage_results res;
+  PS_CALL(ps_results_read_dosage_input(comm, o->src.results, &res));
+  int err = ps_error_sync(comm, ps_dosage_recompute(comm, &o->src, &res, &o->opt, &progress, &table));
+  ps_dosage_results_free(&res);
+  PS_CALL(err);
   double seconds = ps_progress_done(&progress);
   ps_progress_stage(&progress, "write");
   char command[8192] = "pertscore";
@@ -183,7 +186,7 @@ static int run_dosage_command(MPI_Comm comm, dosage_cli *o, int argc, char **arg
   ps_cleanup_unregister();
   if (o->table) {
     ps_strlist names;
-    PS_CALL(ps_error_sync(comm, ps_h5ad_read_frame_column(comm, o->output, "var", "_index", 0, -1, &names)));
+    PS_CALL(ps_error_sync(comm, ps_results_read_perturbations(comm, o->output, &names)));
     PS_CALL(ps_error_sync(comm, rank == 0 ? write_table(o->table, &names, &table) : PS_OK));
     ps_strlist_free(&names);
   }

@@ -369,33 +369,11 @@ static int write_results(MPI_Comm comm, const lambda_options *o, int argc, char 
   PS_CALL(ps_run_info_number(&info, "seconds_ridge", seconds[1]));
   PS_CALL(ps_run_info_number(&info, "seconds_lambda_scan", seconds[2]));
   PS_CALL(ps_run_info_number(&info, "seconds_score", seconds[3]));
-  double chosen_value = chosen >= 0 ? c->lambda[chosen] : NAN, target = o->target_fpr;
-  double n_pseudo = (double)c->n_pseudo, scored = c->lambda[at], *n_positive, *rescaled;
-  PS_ALLOC(n_positive, c->n);
-  PS_ALLOC(rescaled, c->n);
-  for (int i = 0; i < c->n; i++) {
-    n_positive[i] = (double)c->n_positive[i];
-    rescaled[i] = c->rescaled[i];
-  }
-  const ps_results_extra extra[] = {
-      {.name = "uns/pertscore/lambda/grid", .kind = PS_EXTRA_ARRAY, .values = c->lambda, .n = c->n},
-      {.name = "uns/pertscore/lambda/fpr", .kind = PS_EXTRA_ARRAY, .values = c->fpr, .n = c->n},
-      {.name = "uns/pertscore/lambda/n_positive", .kind = PS_EXTRA_ARRAY, .values = n_positive, .n = c->n},
-      {.name = "uns/pertscore/lambda/max_raw_ps", .kind = PS_EXTRA_ARRAY, .values = c->max_raw, .n = c->n},
-      {.name = "uns/pertscore/lambda/rescaled", .kind = PS_EXTRA_ARRAY, .values = rescaled, .n = c->n},
-      {.name = "uns/pertscore/lambda/chosen", .kind = PS_EXTRA_SCALAR, .values = &chosen_value, .n = 1},
-      {.name = "uns/pertscore/lambda/scored_lambda", .kind = PS_EXTRA_SCALAR, .values = &scored, .n = 1},
-      {.name = "uns/pertscore/lambda/target_fpr", .kind = PS_EXTRA_SCALAR, .values = &target, .n = 1},
-      {.name = "uns/pertscore/lambda/pseudo_cells", .kind = PS_EXTRA_SCALAR, .values = &n_pseudo, .n = 1},
-      {.name = "uns/pertscore/lambda/pseudo_label", .kind = PS_EXTRA_STRING, .text = o->data.pseudo_label},
-  };
-  PS_CALL(ps_error_sync(comm, ps_results_write_extra(comm, partial, d, &d->design, ridge, pvalues, scores, &info,
-                                                     extra, (int)(sizeof extra / sizeof *extra))));
+  PS_CALL(ps_error_sync(comm, ps_results_write_lambda(comm, partial, d, ridge, pvalues, scores, &info, c, chosen, at,
+                                                      o->target_fpr, o->data.pseudo_label)));
   PS_CALL(ps_error_sync(comm, ps_output_commit(comm, partial, o->output)));
   ps_cleanup_unregister();
   ps_run_info_free(&info);
-  free(n_positive);
-  free(rescaled);
   return PS_OK;
 }
 

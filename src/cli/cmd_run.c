@@ -456,11 +456,8 @@ static int output_up_to_date(MPI_Comm comm, const char *output, const char *inpu
   if (rank == 0) {
     char old_inputs[1024], old_params[64];
     int found_inputs = 0, found_params = 0;
-    int err = ps_h5ad_read_scalar_string(output, "uns/pertscore/parameters/input_digest", old_inputs,
-                                         sizeof old_inputs, &found_inputs);
-    if (!err)
-      err = ps_h5ad_read_scalar_string(output, "uns/pertscore/parameters/parameters_digest", old_params,
-                                       sizeof old_params, &found_params);
+    int err = ps_results_read_parameter(output, "input_digest", old_inputs, sizeof old_inputs, &found_inputs);
+    if (!err) err = ps_results_read_parameter(output, "parameters_digest", old_params, sizeof old_params, &found_params);
     if (err) { /* unreadable digests: not up to date, so the run goes on and replaces the file */
       fprintf(stderr, "pertscore: warning: %s: cannot read the digests of the existing output (%s); reprocessing\n",
               output, ps_error_message());
@@ -635,8 +632,8 @@ static int run_pipeline(MPI_Comm comm, run_options *o, int argc, char **argv) {
   if (o->calibration.enabled)
     PS_CALL(ps_error_sync(comm, ps_results_add_calibration(comm, partial, &d, scored, &scores, &cal)));
   if (o->cv.scheme) /* the cv stage's tables into uns/cv of the partial file */
-    PS_CALL(ps_error_sync(comm, ps_cv_stage_write(comm, &d, &cv, &o->cv, partial, PS_CV_ADD_TO_RESULTS,
-                                                  o->cv_partial, &info)));
+    PS_CALL(ps_error_sync(comm, ps_results_write_cv(comm, &d, &cv, &o->cv, partial, PS_CV_ADD_TO_RESULTS,
+                                                    o->cv_partial, &info)));
   ps_cv_stage_result_free(&cv);
   char cells_partial[4200];
   if (o->cells_table) {

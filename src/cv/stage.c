@@ -246,29 +246,6 @@ int ps_cv_stage_run(MPI_Comm comm, const ps_dataset *d, const ps_cv_stage_input 
   return ps_error_sync(comm, ps_cv_cells(comm, &d->design, d->top_perturbation, &d->y, opt, progress, &out->cells));
 }
 
-int ps_cv_stage_write(MPI_Comm comm, const ps_dataset *d, const ps_cv_stage_result *r, const ps_cv_options *opt,
-                      const char *path, int where, const char *tsv, ps_run_info *info) {
-  if (r->scheme == PS_CV_SCHEME_PERTURBATIONS) {
-    const ps_cv_perturbation_result *p = &r->perturbations;
-    PS_CALL(ps_run_info_number(info, "seconds_pseudobulk", p->seconds[0]));
-    PS_CALL(ps_run_info_number(info, "seconds_ceiling", p->seconds[1]));
-    PS_CALL(ps_run_info_number(info, "seconds_folds", p->seconds[2]));
-    return ps_error_sync(comm, ps_cv_write_perturbations(comm, path, where, tsv, d, &d->design.names, &r->genes, p, opt,
-                                                         info));
-  }
-  PS_CALL(ps_run_info_number(info, "seconds_lambda_grid", r->cells.seconds[0]));
-  PS_CALL(ps_run_info_number(info, "seconds_ps", r->cells.seconds[1]));
-  return ps_error_sync(comm, ps_cv_write_cells(comm, path, where, tsv, d, &r->cells, opt, info));
-}
-
-int ps_cv_stage(MPI_Comm comm, const ps_dataset *d, const ps_cv_stage_input *in, const ps_cv_options *opt,
-                const char *path, int where, const char *tsv, ps_run_info *info, ps_progress *progress,
-                ps_cv_stage_result *out) {
-  PS_CALL(ps_cv_stage_run(comm, d, in, opt, progress, out));
-  if (progress) ps_progress_update(progress, 0.95);
-  return ps_cv_stage_write(comm, d, out, opt, path, where, tsv, info);
-}
-
 void ps_cv_dataset_options(int scheme, int no_targets, ps_dataset_options *data) {
   if (scheme != PS_CV_SCHEME_PERTURBATIONS) return;
   data->keep_expression = 1;

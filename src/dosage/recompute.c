@@ -83,7 +83,7 @@ static int exchange_words(MPI_Comm comm, const int64_t *count, const int64_t *se
 static int hash_owner(const int64_t h[2], int size) { return (int)((uint64_t)h[0] % (uint64_t)size); }
 
 /* Round 1, results side: per row [h0, h1, global row, n, (k, PS bits) x n]. */
-static int pack_results(MPI_Comm comm, const ps_results_block *rb, int64_t **send, int64_t *count) {
+static int pack_results(MPI_Comm comm, const ps_dosage_results *rb, int64_t **send, int64_t *count) {
   int size;
   MPI_Comm_size(comm, &size);
   const ps_csr *x = &rb->x.x;
@@ -281,7 +281,7 @@ static int build_joined(const int64_t *recv, int64_t n_words, const ps_matrix *m
       memcpy(&J->ps[t], &w[4 + 2 * q], sizeof(double));
     }
     D->ptr[j + 1] = t;
-    for (int64_t a = D->ptr[j] + 1; a < t; a++) /* sorted by ps_results_read_block */
+    for (int64_t a = D->ptr[j] + 1; a < t; a++) /* sorted by ps_results_read_dosage_input */
       if (D->ids[a] <= D->ids[a - 1])
         PS_FAIL(PS_ERR_INPUT, "results row %lld lists a perturbation twice", (long long)w[1]);
   }
@@ -289,34 +289,21 @@ static int build_joined(const int64_t *recv, int64_t n_words, const ps_matrix *m
   return PS_OK;
 }
 
-int ps_dosage_recompute(MPI_Comm comm, const ps_dosage_source *src, const ps_dosage_options *opt,
-                        ps_progress *progress, ps_dosage_table *out) {
-  int rank, size;
-  MPI_Comm_rank(comm, &rank);
+void ps_dosage_results_free(ps_dosage_results *r) {
+  if (!r) return;
+  ps_matrix_free(&r->x);
+  free(r->carried_ptr);
+  free(r->carried);
+  memset(r, 0, sizeof *r);
+}
+
+int ps_dosage_recompute(MPI_Comm comm, const ps_dosage_source *src, const ps_dosage_results *res,
+                        const ps_dosage_options *opt, ps_progress *progress, ps_dosage_table *out) {
+  int size;
   MPI_Comm_size(comm, &size);
-  ps_results_block rb;
-  PS_CALL(ps_results_read_block(comm, src->results, &rb));
-  int unit_guide = 0, read_err = PS_OK;
-  if (rank == 0) {
-    char unit[64];
-    int found = 0;
-    read_err = ps_h5ad_read_scalar_string(src->results, "uns/pertscore/parameters/unit", unit, sizeof unit, &found);
-    unit_guide = !read_err && found && strcmp(unit, "guide") == 0;
-  }
-  read_err = ps_error_sync(comm, read_err); /* rank 0 read alone: all ranks leave together */
-  if (read_err) {
-    ps_results_block_free(&rb);
-    return read_err;
-  }
-  PS_CHECK_MPI(MPI_Bcast(&unit_guide, 1, MPI_INT, 0, comm));
-  double scale = 1e4; /* --scale median (SPEC section 9): the s the run normalized with */
-  if (rank == 0) {
-    char text[64];
-    int found = 0;
-    ps_h5ad_read_scalar_string(src->results, "uns/pertscore/parameters/scale_value", text, sizeof text, &found);
-    if (found && strtod(text, NULL) > 0) scale = strtod(text, NULL);
-  }
-  PS_CHECK_MPI(MPI_Bcast(&scale, 1, MPI_DOUBLE, 0, comm));
+  const ps_dosage_results *rb = res;
+  int unit_guide = rb->unit_guide;
+  double scale = rb->scale;
   ps_matrix m;
   PS_CALL(ps_read_expression(comm, src->input, src->layer, &m));
   int is_counts;
@@ -327,7 +314,7 @@ int ps_dosage_recompute(MPI_Comm comm, const ps_dosage_source *src, const ps_dos
   int64_t *count_res, *count_in, *send_res = NULL, *send_in = NULL, *recv_res, *recv_in, *d_res, *d_in;
   PS_ALLOC(count_res, size);
   PS_ALLOC(count_in, size);
-  PS_CALL(ps_error_sync(comm, pack_results(comm, &rb, &send_res, count_res)));
+  PS_CALL(ps_error_sync(comm, pack_results(comm, rb, &send_res, count_res)));
   PS_CALL(ps_error_sync(comm, pack_input(comm, &m, &send_in, count_in)));
   PS_CALL(exchange_words(comm, count_res, send_res, &recv_res, &d_res));
   PS_CALL(exchange_words(comm, count_in, send_in, &recv_in, &d_in));
@@ -342,7 +329,7 @@ int ps_dosage_recompute(MPI_Comm comm, const ps_dosage_source *src, const ps_dos
   free(send_back);
 
   joined J = {0};
-  PS_CALL(ps_error_sync(comm, build_joined(recv_back, d_back[size], &m, &rb.x.genes, &J)));
+  PS_CALL(ps_error_sync(comm, build_joined(recv_back, d_back[size], &m, &rb->x.genes, &J)));
   free(recv_back);
   ps_strmap gene_index;
   PS_CALL(ps_strmap_init(&gene_index, m.genes.n));
@@ -369,6 +356,5 @@ int ps_dosage_recompute(MPI_Comm comm, const ps_dosage_source *src, const ps_dos
   free(d_res);
   free(d_in);
   free(d_back);
-  ps_results_block_free(&rb);
   return err;
 }

@@ -1,5 +1,5 @@
 /* Writing the results file (DESIGN.md "Results file"), through the io module. */
-#include "pertscore/results.h"
+#include "results_internal.h"
 
 #include <math.h>
 #include <stdio.h>

@@ -1,18 +1,23 @@
-/* Reading a results file back (pertscore dosage, DESIGN.md "Results file"): the
- * PS matrix X by blocks of cells, exactly as an input matrix is read (CSR, blocks
- * balanced by nonzeros, collective hyperslab reads), and the perturbations each
- * cell carries from the obs column "perturbations". */
+/* Reading a results file back (DESIGN.md "Results file"): the run's recorded
+ * parameters (resume, pertscore dosage), and for pertscore dosage the PS matrix
+ * X by blocks of cells, exactly as an input matrix is read (CSR, blocks balanced
+ * by nonzeros, collective hyperslab reads), the perturbations each cell carries
+ * from the obs column "perturbations", and the run's unit and scale. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "pertscore/io.h"
+#include "pertscore/results.h"
 
-void ps_results_block_free(ps_results_block *b) {
-  if (!b) return;
-  ps_matrix_free(&b->x);
-  free(b->carried_ptr);
-  free(b->carried);
-  memset(b, 0, sizeof *b);
+int ps_results_read_parameter(const char *path, const char *key, char *buf, size_t size, int *found) {
+  char name[512];
+  snprintf(name, sizeof name, "uns/pertscore/parameters/%s", key);
+  return ps_h5ad_read_scalar_string(path, name, buf, size, found);
+}
+
+int ps_results_read_perturbations(MPI_Comm comm, const char *path, ps_strlist *out) {
+  return ps_h5ad_read_frame_column(comm, path, "var", "_index", 0, -1, out);
 }
 
 static int compare_i32(const void *a, const void *b) {
@@ -21,7 +26,7 @@ static int compare_i32(const void *a, const void *b) {
 }
 
 /* "A,B,C" -> sorted perturbation ids; a label that is not in var is an error. */
-static int parse_carried(const char *path, const char *labels, const ps_strmap *var, ps_results_block *b,
+static int parse_carried(const char *path, const char *labels, const ps_strmap *var, ps_dosage_results *b,
                          int64_t row, int64_t *n) {
   char *copy = strdup(labels), *save = NULL;
   if (!copy) PS_FAIL(PS_ERR_SYSTEM, "out of memory");
@@ -43,7 +48,7 @@ static int parse_carried(const char *path, const char *labels, const ps_strmap *
   return PS_OK;
 }
 
-int ps_results_read_block(MPI_Comm comm, const char *path, ps_results_block *out) {
+static int read_block(MPI_Comm comm, const char *path, ps_dosage_results *out) {
   memset(out, 0, sizeof *out);
   PS_CALL(ps_error_sync(comm, ps_h5ad_read_matrix(comm, path, NULL, &out->x)));
   const ps_matrix *x = &out->x;
@@ -69,4 +74,34 @@ int ps_results_read_block(MPI_Comm comm, const char *path, ps_results_block *out
   ps_strmap_free(&var);
   ps_strlist_free(&labels);
   return ps_error_sync(comm, err);
+}
+
+int ps_results_read_dosage_input(MPI_Comm comm, const char *path, ps_dosage_results *out) {
+  int rank;
+  MPI_Comm_rank(comm, &rank);
+  PS_CALL(read_block(comm, path, out));
+  int unit_guide = 0, read_err = PS_OK;
+  if (rank == 0) {
+    char unit[64];
+    int found = 0;
+    read_err = ps_results_read_parameter(path, "unit", unit, sizeof unit, &found);
+    unit_guide = !read_err && found && strcmp(unit, "guide") == 0;
+  }
+  read_err = ps_error_sync(comm, read_err); /* rank 0 read alone: all ranks leave together */
+  if (read_err) {
+    ps_dosage_results_free(out);
+    return read_err;
+  }
+  PS_CHECK_MPI(MPI_Bcast(&unit_guide, 1, MPI_INT, 0, comm));
+  double scale = 1e4; /* --scale median (SPEC section 9): the s the run normalized with */
+  if (rank == 0) {
+    char text[64];
+    int found = 0;
+    ps_results_read_parameter(path, "scale_value", text, sizeof text, &found);
+    if (found && strtod(text, NULL) > 0) scale = strtod(text, NULL);
+  }
+  PS_CHECK_MPI(MPI_Bcast(&scale, 1, MPI_DOUBLE, 0, comm));
+  out->unit_guide = unit_guide;
+  out->scale = scale;
+  return PS_OK;
 }

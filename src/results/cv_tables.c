@@ -1,16 +1,16 @@
 /* The cross-validation results (docs/cv.md "Output"): a valid .h5ad whose
- * tables are AnnData data frames under uns/cv, and a TSV summary. Everything
- * written here is replicated on every rank (rank 0 writes the rows), except the
- * cells scheme's obs, which each rank writes for its own cells. Through the io
- * module only. */
+ * tables are AnnData data frames under uns/cv, and a TSV summary, of a finished
+ * cv stage (pertscore/cv.h). Everything written here is replicated on every rank
+ * (rank 0 writes the rows), except the cells scheme's obs, which each rank writes
+ * for its own cells. Through the io module only. */
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "cv_internal.h"
 #include "pertscore/io.h"
+#include "pertscore/results.h"
 
 /* ---- text ---- */
 
@@ -116,31 +116,6 @@ static char *format(const char *fmt, ...) {
 
 static int model_used(const ps_cv_perturbation_result *r, int model) {
   return model != PS_CV_MODEL_PREDICTIONS || r->has_predictions;
-}
-
-int ps_cv_summarize(const ps_cv_perturbation_result *r, double *mean, int64_t *count) {
-  int F = r->n_folds;
-  int64_t rows = ((int64_t)F + 1) * PS_CV_N_MODELS * PS_CV_N_METRICS;
-  for (int64_t i = 0; i < rows; i++) {
-    mean[i] = 0;
-    count[i] = 0;
-  }
-  for (int32_t k = 0; k < r->n_perturbations; k++) {
-    if (r->fold[k] < 0 || (r->compared && !r->compared[k])) continue;
-    for (int model = 0; model < PS_CV_N_MODELS; model++)
-      for (int m = 0; m < PS_CV_N_METRICS; m++) {
-        double v = r->metrics[((int64_t)k * PS_CV_N_MODELS + model) * PS_CV_N_METRICS + m];
-        if (isnan(v)) continue;
-        int64_t a = ((int64_t)r->fold[k] * PS_CV_N_MODELS + model) * PS_CV_N_METRICS + m;
-        int64_t b = ((int64_t)F * PS_CV_N_MODELS + model) * PS_CV_N_METRICS + m;
-        mean[a] += v;
-        count[a]++;
-        mean[b] += v;
-        count[b]++;
-      }
-  }
-  for (int64_t i = 0; i < rows; i++) mean[i] = count[i] ? mean[i] / (double)count[i] : NAN;
-  return PS_OK;
 }
 
 /* A frame at path with one row per held-out perturbation and used model (index
@@ -407,9 +382,14 @@ static int write_halves(MPI_Comm comm, ps_h5ad_writer *w, const ps_dataset *d, c
   return err;
 }
 
-int ps_cv_write_perturbations(MPI_Comm comm, const char *path, int where, const char *tsv, const ps_dataset *d,
-                              const ps_strlist *perturbations, const ps_strlist *genes,
-                              const ps_cv_perturbation_result *r, const ps_cv_options *opt, const ps_run_info *info) {
+/* The perturbations scheme's tables (obs = perturbations, var = evaluated genes,
+ * uns/cv/..., the run's parameters in uns/cv/parameters) and the per-fold,
+ * per-model summary into tsv; with d (the dataset the scheme ran on; may be NULL)
+ * uns/cv/halves, each analysed cell's group and split half. Collective. */
+static int write_perturbations(MPI_Comm comm, const char *path, int where, const char *tsv, const ps_dataset *d,
+                               const ps_strlist *perturbations, const ps_strlist *genes,
+                               const ps_cv_perturbation_result *r, const ps_cv_options *opt,
+                               const ps_run_info *info) {
   int32_t K = r->n_perturbations;
   int64_t G = r->n_genes;
   int add = where == PS_CV_ADD_TO_RESULTS;
@@ -476,8 +456,10 @@ static const char *group_name(const ps_dataset *d, int32_t g) {
   return g < K ? d->design.names.items[g] : (g == K ? "control" : "all");
 }
 
-int ps_cv_write_cells(MPI_Comm comm, const char *path, int where, const char *tsv, const ps_dataset *d,
-                      const ps_cv_cells_result *r, const ps_cv_options *opt, const ps_run_info *info) {
+/* The cells scheme's tables (obs = analysed cells with their fold, var =
+ * perturbations) and the lambda curve summary into tsv. Collective. */
+static int write_cells(MPI_Comm comm, const char *path, int where, const char *tsv, const ps_dataset *d,
+                       const ps_cv_cells_result *r, const ps_cv_options *opt, const ps_run_info *info) {
   int F = r->n_folds, L = r->n_lambdas;
   int32_t K = r->n_perturbations, GK = K + 2;
   int add = where == PS_CV_ADD_TO_RESULTS;
@@ -641,4 +623,21 @@ int ps_cv_write_cells(MPI_Comm comm, const char *path, int where, const char *ts
   (void)opt;
   PS_CALL(ps_h5ad_close(&w));
   return PS_OK;
+}
+
+/* ---------------------------------------------------------------- the stage's tables */
+
+int ps_results_write_cv(MPI_Comm comm, const ps_dataset *d, const ps_cv_stage_result *r, const ps_cv_options *opt,
+                        const char *path, int where, const char *tsv, ps_run_info *info) {
+  if (r->scheme == PS_CV_SCHEME_PERTURBATIONS) {
+    const ps_cv_perturbation_result *p = &r->perturbations;
+    PS_CALL(ps_run_info_number(info, "seconds_pseudobulk", p->seconds[0]));
+    PS_CALL(ps_run_info_number(info, "seconds_ceiling", p->seconds[1]));
+    PS_CALL(ps_run_info_number(info, "seconds_folds", p->seconds[2]));
+    return ps_error_sync(comm, write_perturbations(comm, path, where, tsv, d, &d->design.names, &r->genes, p, opt,
+                                                   info));
+  }
+  PS_CALL(ps_run_info_number(info, "seconds_lambda_grid", r->cells.seconds[0]));
+  PS_CALL(ps_run_info_number(info, "seconds_ps", r->cells.seconds[1]));
+  return ps_error_sync(comm, write_cells(comm, path, where, tsv, d, &r->cells, opt, info));
 }
