@@ -269,8 +269,8 @@ int ps_cv_stage(MPI_Comm comm, const ps_dataset *d, const ps_cv_stage_input *in,
   return ps_cv_stage_write(comm, d, out, opt, path, where, tsv, info);
 }
 
-void ps_cv_dataset_options(int scheme, int no_targets, ps_dataset_options *data) {
+void ps_cv_dataset_options(int scheme, int no_targets, ps_targets_options *targets, ps_regression_options *regression) {
   if (scheme != PS_CV_SCHEME_PERTURBATIONS) return;
-  data->keep_expression = 1;
-  if (no_targets) data->no_target_selection = 1;
+  regression->keep_expression = 1;
+  if (no_targets) targets->no_target_selection = 1;
 }
