@@ -20,6 +20,7 @@
 #ifndef PERTSCORE_CALIBRATE_H
 #define PERTSCORE_CALIBRATE_H
 #include "pertscore/data.h"
+#include "pertscore/de.h"
 #include "pertscore/ridge.h"
 #include "pertscore/score.h"
 
@@ -53,15 +54,17 @@ typedef struct {
 } ps_calibration;
 
 /* The stage on the dataset the run read (d->expression must be kept: opt
- * keep_expression, unless data_opt->targets is given). scored: the design of the
+ * keep_expression, unless targets_opt->targets is given; the refits repeat the
+ * targets and regression stages with targets_opt and regression_opt, and qp_genes_own). scored: the design of the
  * run's scores (d->design or --score-all-cells'). With basal groups (--control-by,
  * --group-by) the refits have the run's group intercepts (and --group-by's per-group
  * selection and caps), and a cell is compared with the held-out controls of its own
  * group: ps_pvalue against them, the effect test a rank-sum stratified by group (with
  * --group-by k = P@g has one group). Collective. */
-int ps_calibrate(MPI_Comm comm, const ps_dataset_options *data_opt, const ps_dataset *d, const ps_design *scored,
-                 double ridge_lambda, const ps_score_options *score_opt, const ps_calibration_options *opt,
-                 ps_progress *progress, ps_calibration *out);
+int ps_calibrate(MPI_Comm comm, const ps_targets_options *targets_opt, const ps_regression_options *regression_opt,
+                 int qp_genes_own, const ps_dataset *d, const ps_design *scored, double ridge_lambda,
+                 const ps_score_options *score_opt, const ps_calibration_options *opt, ps_progress *progress,
+                 ps_calibration *out);
 void ps_calibration_free(ps_calibration *c);
 
 /* Benjamini-Hochberg q-values of n p-values (NaN stays NaN, not counted). */

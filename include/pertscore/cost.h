@@ -5,6 +5,7 @@
 #define PERTSCORE_COST_H
 
 #include "pertscore/data.h"
+#include "pertscore/de.h"
 
 /* The sizes the estimate depends on (global counts unless said otherwise). */
 typedef struct {
@@ -105,6 +106,7 @@ int ps_cost_dataset_guard(MPI_Comm comm, const struct ps_dataset *d, int phase, 
  * no_target_selection and no --targets; cv_only 0) and installs it
  * as their guard (data->guard, data->guard_context); g must outlive the read. Call
  * it once the options are final (after ps_cv_dataset_options). Not collective. */
-void ps_cost_guard_install(ps_cost_guard *g, double max_memory, ps_dataset_options *data);
+void ps_cost_guard_install(ps_cost_guard *g, double max_memory, ps_dataset_options *data,
+                           const ps_targets_options *targets, const ps_regression_options *regression);
 
 #endif

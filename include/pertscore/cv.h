@@ -19,6 +19,7 @@
 #define PERTSCORE_CV_H
 
 #include "pertscore/data.h"
+#include "pertscore/de.h"
 #include "pertscore/ridge.h"
 #include "pertscore/score.h"
 
@@ -297,11 +298,11 @@ typedef struct {
   int64_t prediction_rows, prediction_unknown;
 } ps_cv_stage_result;
 
-/* Set the options of ps_dataset_read that a scheme needs: the perturbations
+/* Set the options of the targets and regression stages that a scheme needs: the perturbations
  * scheme keeps every gene of the analysed cells (keep_expression, so the matrix is
  * read once) and, when no_targets (pertscore cv: nothing else uses them), skips
  * target selection; the cells scheme needs the regression genes. Not collective. */
-void ps_cv_dataset_options(int scheme, int no_targets, ps_dataset_options *data);
+void ps_cv_dataset_options(int scheme, int no_targets, ps_targets_options *targets, ps_regression_options *regression);
 
 /* The scheme of opt on the dataset d (as ps_dataset_read left it, with the options
  * of ps_cv_dataset_options). progress may be NULL (else updated per fold). Its

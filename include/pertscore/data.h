@@ -6,7 +6,6 @@
 #ifndef PERTSCORE_DATA_H
 #define PERTSCORE_DATA_H
 
-#include "pertscore/de.h"
 #include "pertscore/io.h"
 #include "pertscore/util.h"
 
@@ -52,39 +51,22 @@ enum { PS_INPUT_AUTO = 0, PS_INPUT_COUNTS = 1, PS_INPUT_LOGNORM = 2 };
 
 struct ps_dataset; /* the memory guard's view of the dataset being read */
 
+/* The read stage (ps_dataset_read): the matrix, its normalization, the guide calls,
+ * the design and the basal groups. The later stages have their own options:
+ * ps_targets_options (pertscore/de.h), ps_regression_options (below),
+ * ps_pseudo_options (pertscore/lambda.h). */
 typedef struct {
   const char *input;        /* .h5ad or 10x filtered_feature_bc_matrix.h5 */
   const char *layer;        /* --layer, NULL for X */
   const char *guides;       /* guide table path; NULL with guide_column or 10x guide capture */
   const char *guide_column; /* obs column holding guide labels */
-  const char *targets;      /* GMT or TSV of target genes; NULL selects them (SPEC section 1) */
   ps_strlist perturbations; /* --perturbations: analyse only these (plus controls); empty = all */
   int unit_guide;           /* --unit guide: the unit is the guide, not its target gene */
   double min_guide_umi;     /* 10x guide capture: a guide is called at >= this many UMIs (3) */
   ps_strlist controls;      /* control labels (merged into one control group) */
   int input_is;             /* PS_INPUT_* */
-  double min_gene_frac;     /* regression genes: y > 0 in at least this fraction of analysed cells */
-  double winsor_quantile;   /* 0.95 */
-  /* SPEC section 9 (--preset accurate and its flags; 0 = the paper everywhere) */
-  int scale_median;         /* --scale median: y = ln(1 + s count / total), s = median total of the analysed cells */
-  int no_winsorize;         /* --no-winsorize: the response is not clipped */
-  int qp_genes_own;         /* --qp-genes own: carried for the score stage (ps_score_options) */
-  int gene_weights;         /* --gene-weights residual: carried for the score stage (ps_score_options) */
-  const char *preset;       /* --preset given last ("paper" or "accurate"), NULL if none: recorded only */
-  /* automatic target genes, when targets is NULL (SPEC section 1) */
-  ps_de_options de;           /* --min-pct, --logfc, --min-targets, --max-targets */
-  int de_strict_groups;       /* --de-strict-groups: no reference quirk */
-  int de_background_others;   /* --de-background others: C = analysed cells not carrying X */
-  int exclude_perturbed_gene; /* --exclude-perturbed-gene */
-  /* pertscore lambda (SPEC section 4, pertscore/lambda.h): relabel this many control
-   * cells, chosen by pseudo_seed, as the pseudo perturbation pseudo_label (NULL:
-   * "PSEUDO_CONTROL") before target selection; 0 = off */
-  int64_t pseudo_cells;
-  uint64_t pseudo_seed;
-  const char *pseudo_label;
-  /* dosage (SPEC section 5, pertscore/dosage.h): keep each perturbation's own-gene
-   * values (ps_dataset.own_gene, .own); 0 = off */
-  int own_genes;
+  int scale_median;         /* --scale median (SPEC section 9): y = ln(1 + s count / total), s = median total
+                             * of the analysed cells */
   /* basal groups (SPEC sections 2 and 6), obs columns of the input; NULL = off.
    * control_by: one intercept per group. group_by: steps 1-3 within each group:
    * each (perturbation P, group g) is its own perturbation "P@g", targets are
@@ -97,16 +79,9 @@ typedef struct {
    * cells only (cells of other groups carry no guide calls); NULL = every cell */
   const char *subset_column;
   const char *subset_value;
-  /* cross-validation (pertscore/cv.h): keep_expression keeps ps_dataset.expression
-   * (every gene of the local analysed cells, log-normalized) so that nothing reads
-   * the matrix twice; no_target_selection skips the automatic target genes (the
-   * perturbations scheme does not use them): without opt->targets there are then
-   * no regression genes (n_regression 0, y with no columns). 0 = off */
-  int keep_expression;
-  int no_target_selection;
   /* the memory guard (pertscore/cost.h), called once the input's shape (cells,
    * genes, stored values) is known and before its values are read, then again
-   * once the design is built and before target selection; a non-zero return
+   * once the design is built (before target selection); a non-zero return
    * (already collective) stops the read. NULL = none. */
   int (*guard)(MPI_Comm comm, const struct ps_dataset *d, int phase, void *context);
   void *guard_context;
@@ -116,6 +91,18 @@ typedef struct {
 enum { PS_DATASET_GUARD_SHAPE = 1, PS_DATASET_GUARD_DESIGN = 2 };
 
 void ps_dataset_options_default(ps_dataset_options *o);
+
+/* The regression stage (ps_regression_prepare, SPEC section 1 last bullet and 2). */
+typedef struct {
+  double min_gene_frac;   /* regression genes: y > 0 in at least this fraction of analysed cells (0.01) */
+  double winsor_quantile; /* 0.95 */
+  int no_winsorize;       /* --no-winsorize (SPEC section 9): the response is not clipped */
+  /* keep ps_dataset.expression (every gene of the local analysed cells,
+   * log-normalized) so that nothing reads the matrix twice (cv, calibration) */
+  int keep_expression;
+} ps_regression_options;
+
+void ps_regression_options_default(ps_regression_options *o);
 
 typedef struct ps_dataset {
   int64_t n_cells_input, n_genes; /* shape of the input matrix */
@@ -169,12 +156,42 @@ typedef struct ps_dataset {
   /* with opt->keep_expression: local analysed cells x all genes, log-normalized
    * exactly as SPEC section 0 (not winsorized), rows aligned with design; else empty */
   ps_csr expression;
+  /* facts of the read that later stages name or use */
+  char *input;                    /* the input file (messages) */
+  int unit_guide;                 /* the unit is the guide (--unit guide): no perturbation has an own gene */
+  char *targets_file;             /* set by ps_targets_select: the --targets file, NULL when selected */
+  int targets_unused;             /* set by ps_targets_select: cv --scheme perturbations, no PS: no
+                                   * regression genes without a file, no warnings about targets */
+  char *pseudo_label;             /* set by ps_pseudo_relabel: the perturbation it added, else NULL */
+  /* between the stage verbs: ps_dataset_read leaves this rank's matrix block
+   * (all genes, log-normalized, not winsorized; block_keep[i] the analysed position
+   * of block row i, or -1) and the gene-name index for ps_targets_select, the
+   * dosage's own genes (ps_dosage_own_genes) and ps_regression_prepare, which frees
+   * them; candidates (sorted gene indices) come from ps_targets_select */
+  ps_csr block;
+  int64_t *block_keep;
+  ps_strmap gene_index;
+  int32_t *candidates;
+  int32_t n_candidates;
 } ps_dataset;
 
-/* Read the matrix and guides, build the design, pick and winsorize the regression
- * genes. Collective. Errors name the file and what was expected. */
+/* The read stage (SPEC sections 0 and 2): the matrix block, normalized, the guide
+ * calls, the design, the basal groups; leaves d->block, d->block_keep and
+ * d->gene_index for the next stages (ps_targets_select, then
+ * ps_regression_prepare, which frees them). Collective. Errors name the file and
+ * what was expected; on error d is freed. */
 int ps_dataset_read(MPI_Comm comm, const ps_dataset_options *opt, ps_progress *progress, ps_dataset *out);
+/* The regression stage (SPEC section 1 last bullet, 2): of d->candidates the genes
+ * with y > 0 in at least min_gene_frac of the analysed cells, the response y over
+ * them, winsorized per gene (per group and gene with --group-by) unless
+ * no_winsorize; the block is freed (kept as d->expression with keep_expression).
+ * Collective; on error d is freed. */
+int ps_regression_prepare(MPI_Comm comm, const ps_regression_options *opt, ps_progress *progress, ps_dataset *d);
 void ps_dataset_free(ps_dataset *d);
+/* The peak RSS of a part of a stage (matrix, targets, regression) for the cost model
+ * (src/cost): STAGE.PART_peak_rss_bytes in the statistics, STAGE progress's stage;
+ * the peak is reset so the next part starts afresh. No-op without progress. */
+void ps_dataset_part_peak(const ps_progress *progress, const char *part);
 
 /* SPEC section 0 on a block of cells x genes, in place: counts (input_is COUNTS,
  * or AUTO and every stored value of every rank integral) become
@@ -183,32 +200,12 @@ int ps_expression_normalize(MPI_Comm comm, ps_csr *x, int input_is, int *is_coun
 /* The same with s instead of 1e4 (--scale median: the s a run recorded). Collective. */
 int ps_expression_normalize_scale(MPI_Comm comm, ps_csr *x, int input_is, double scale, int *is_counts);
 
-/* Own genes (src/data/own_genes.c; SPEC section 5): own_gene[k] = the index of
- * the gene named like design->names[k] in gene_index, or -1 (all -1 with
- * unit_guide); own = analysed rows of x (keep[i] = analysed position of block row
- * i, or -1) x K as described for ps_dataset.own. x: log-normalized, all genes.
- * Not collective. */
-int ps_own_genes_extract(const ps_csr *x, const int64_t *keep, const ps_design *design, const ps_strmap *gene_index,
-                         int unit_guide, int32_t **own_gene, ps_csr *own);
-
-/* Automatic target genes (SPEC section 1), called by ps_dataset_read when no
- * targets file is given. x is this rank's block of cells (all genes,
- * log-normalized, not winsorized), keep[i] the analysed position of block cell
- * i or -1; d holds the design and the per-cell guide facts above; progress may
- * be NULL. Fills d->targets (pairs in perturbation order, each ordered by
- * p-value), d->target_threshold, d->n_targets (allocated, zero) and the
- * candidate regression genes (sorted gene indices, allocated). Collective;
- * identical results on any number of ranks. */
-int ps_targets_select(MPI_Comm comm, const ps_dataset_options *opt, const ps_csr *x, const int64_t *keep,
-                      const ps_strmap *gene_index, ps_progress *progress, ps_dataset *d, int32_t **candidates,
-                      int32_t *n_candidates);
-
 /* The sorted labels of obs column `column` of `input` over all its cells (empty
  * labels skipped): the groups cv and lambda --group-by run one at a time. Errors
  * name option. Collective. */
 int ps_groups_list(MPI_Comm comm, const char *input, const char *column, const char *option, ps_strlist *groups);
 /* Basal groups (src/data/groups.c): read the obs column of --control-by or
- * --group-by for this rank's block (keep as in ps_targets_select), set
+ * --group-by for this rank's block (keep[i]: analysed position of block row i or -1), set
  * d->groups and d->design.group, check every group has control cells, and with
  * --group-by relabel perturbations as (P, group) (d->base, d->group_of, and the
  * design's names, ids and d->top_perturbation). No-op when neither is given.

@@ -13,6 +13,7 @@
 #ifndef PERTSCORE_DE_H
 #define PERTSCORE_DE_H
 
+#include "pertscore/data.h"
 #include "pertscore/util.h"
 
 /* ---- options (SPEC.md section 1 defaults) ---- */
@@ -207,5 +208,39 @@ typedef struct {
 int ps_de_select(const ps_de_gene *genes, int64_t n_genes, int64_t exclude, const ps_de_options *opt,
                  ps_de_selection *out);
 void ps_de_selection_free(ps_de_selection *s);
+
+/* ---- the targets stage (src/de/targets_stage.c, SPEC section 1) ---- */
+typedef struct {
+  const char *targets;        /* GMT or TSV of target genes; NULL selects them */
+  ps_de_options de;           /* --min-pct, --logfc, --min-targets, --max-targets, --target-fdr */
+  int de_strict_groups;       /* --de-strict-groups: no reference quirk */
+  int de_background_others;   /* --de-background others: C = analysed cells not carrying X */
+  int exclude_perturbed_gene; /* --exclude-perturbed-gene */
+  /* cv --scheme perturbations (pertscore/cv.h): no PS, so no selection; without a
+   * targets file there are then no regression genes (n_regression 0, y with no columns) */
+  int no_target_selection;
+} ps_targets_options;
+
+void ps_targets_options_default(ps_targets_options *o);
+
+/* The targets stage on the dataset ps_dataset_read left (d->block, d->block_keep,
+ * d->gene_index): the targets file's pairs (valid genes; with --group-by P's serve
+ * every "P@g"), or the automatic selection (ps_targets_select_cells, in the PETSc
+ * log stage "targets"), or none with no_target_selection; sets d->targets,
+ * d->n_targets (zero, counted by ps_regression_prepare), d->target_threshold,
+ * d->seconds_targets, d->candidates, d->targets_file and d->targets_unused.
+ * Collective; on error d is freed. */
+int ps_targets_select(MPI_Comm comm, const ps_targets_options *opt, ps_progress *progress, ps_dataset *d);
+
+/* The distributed selection (SPEC section 1; DESIGN.md data flow 4) on the cells of
+ * x (this rank's block, all genes, log-normalized, not winsorized), keep[i] the
+ * analysed position of block cell i or -1; d holds the design and the per-cell guide
+ * facts; progress may be NULL. Fills d->targets (pairs in perturbation order, each
+ * ordered by p-value), d->target_threshold, d->n_targets (allocated, zero) and the
+ * candidate regression genes (sorted gene indices, allocated). Collective; identical
+ * results on any number of ranks. The calibration's refits call it on their cells. */
+int ps_targets_select_cells(MPI_Comm comm, const ps_targets_options *opt, const ps_csr *x, const int64_t *keep,
+                            const ps_strmap *gene_index, ps_progress *progress, ps_dataset *d, int32_t **candidates,
+                            int32_t *n_candidates);
 
 #endif

@@ -23,6 +23,7 @@
 #ifndef PERTSCORE_DOSAGE_H
 #define PERTSCORE_DOSAGE_H
 
+#include "pertscore/data.h"
 #include "pertscore/io.h"
 #include "pertscore/util.h"
 
@@ -266,5 +267,18 @@ typedef struct {
 } ps_dosage_source;
 int ps_dosage_recompute(MPI_Comm comm, const ps_dosage_source *src, const ps_dosage_results *res,
                         const ps_dosage_options *opt, ps_progress *progress, ps_dosage_table *out);
+
+/* ---- own genes (src/dosage/own_genes.c) ----
+ * ps_dosage_own_genes: on the dataset between ps_targets_select and
+ * ps_regression_prepare (d->block, d->block_keep, d->gene_index still there), each
+ * perturbation's own-gene values into d->own_gene and d->own (pertscore/data.h);
+ * with --group-by "P@g" has P's own gene. Collective (errors synced). */
+int ps_dosage_own_genes(MPI_Comm comm, ps_dataset *d);
+/* own_gene[k] = the index of the gene named like design->names[k] in gene_index, or
+ * -1 (all -1 with unit_guide); own = analysed rows of x (keep[i] = analysed position
+ * of block row i, or -1) x K as described for ps_dataset.own. x: log-normalized, all
+ * genes. Not collective. */
+int ps_own_genes_extract(const ps_csr *x, const int64_t *keep, const ps_design *design, const ps_strmap *gene_index,
+                         int unit_guide, int32_t **own_gene, ps_csr *own);
 
 #endif

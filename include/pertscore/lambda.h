@@ -1,9 +1,10 @@
 /* pertscore/lambda.h: choosing the PS penalty lambda by false-positive rate
  * (SPEC.md section 4, the reference's scmageck_best_lambda).
  *
- *   1. ps_pseudo_relabel (called by ps_dataset_read when opt->pseudo_cells > 0):
- *      some control cells become cells carrying only a pseudo perturbation,
- *      before target selection, so it gets targets and a beta row like any other;
+ *   1. ps_pseudo_relabel (lambda calls it between ps_dataset_read and
+ *      ps_targets_select): some control cells become cells carrying only a pseudo
+ *      perturbation, before target selection, so it gets targets and a beta row
+ *      like any other;
  *   2. ps_lambda_scan: for each lambda of a grid, the pseudo cells' final PS
  *      (after rescaling); FPR(lambda) = fraction of them with PS > 0.5;
  *   3. ps_lambda_choose: the smallest lambda with FPR <= the target.
@@ -30,6 +31,16 @@
 /* A pseudo cell is a false positive when its final PS is above this (reference: eff > 0.5 is "KO"). */
 #define PS_LAMBDA_POSITIVE_PS 0.5
 
+/* pertscore lambda's relabelling (SPEC section 4): this many control cells, chosen
+ * by seed, become the pseudo perturbation label (NULL: PS_LAMBDA_PSEUDO_LABEL); 0 = off. */
+typedef struct {
+  int64_t pseudo_cells;
+  uint64_t pseudo_seed;
+  const char *pseudo_label;
+} ps_pseudo_options;
+
+void ps_pseudo_options_default(ps_pseudo_options *o);
+
 /* Relabel opt->pseudo_cells control cells as opt->pseudo_label (default
  * PS_LAMBDA_PSEUDO_LABEL). The cells are a uniform random subset of the control
  * cells, chosen by their global control index (control cells in analysed order,
@@ -40,9 +51,10 @@
  * row of the cell), its DE group the pseudo one. The label is inserted into the
  * sorted perturbation names (ids above it shift by one). d->low_moi is left as
  * the real cells gave it. Fails if the label is already a perturbation, or if
- * fewer than PS_LAMBDA_MIN_CONTROLS control cells would remain. Collective; called by
- * ps_dataset_read right after the design is built. */
-int ps_pseudo_relabel(MPI_Comm comm, const ps_dataset_options *opt, ps_dataset *d);
+ * fewer than PS_LAMBDA_MIN_CONTROLS control cells would remain (controls: the
+ * read's control labels, which the label may not be either). Sets d->pseudo_label.
+ * Collective; called after ps_dataset_read, before ps_targets_select. */
+int ps_pseudo_relabel(MPI_Comm comm, const ps_pseudo_options *opt, const ps_strlist *controls, ps_dataset *d);
 
 /* n lambdas log-spaced from min to max (both > 0), endpoints exact:
  * 10^(log10 min + i (log10 max - log10 min) / (n - 1)), like R's 10^seq(a, b, length = n). */

@@ -208,6 +208,16 @@ int ps_digest_string(const char *text, char out[17]);
 /* In-place MPI_SUM of count items of type (type_size bytes each), in pieces because
  * MPI counts are int. Collective. */
 int ps_allreduce_sum(MPI_Comm comm, void *buf, int64_t count, MPI_Datatype type, size_t type_size);
+/* A committed struct type of the given blocks, resized to extent (sizeof the C struct)
+ * (src/util/exchange.c). */
+int ps_mpi_struct_type(MPI_Datatype *out, int n, const int *blocks, const MPI_Aint *offsets,
+                       const MPI_Datatype *types, size_t extent);
+/* The counts step of an Alltoallv: from this rank's send counts (per destination),
+ * the int counts and displacements of both sides, and the totals. Fails on every
+ * rank, before any data moves, if some rank's total exceeds the int counts of MPI.
+ * Arrays have comm's size entries. Collective. */
+int ps_exchange_counts(MPI_Comm comm, const int64_t *send_count, int *scount, int *sdispl, int *rcount, int *rdispl,
+                       int64_t *s_total, int64_t *r_total);
 
 /* Contiguous block [begin, end) of n items for rank r of p (uniform split). */
 void ps_block_range(int64_t n, int r, int p, int64_t *begin, int64_t *end);

@@ -11,6 +11,14 @@
 #include <string.h>
 
 #include "pertscore/calibrate.h"
+#include "pertscore/de.h"
+
+/* How the run chose its response, which each refit repeats on its cells. */
+typedef struct {
+  const ps_targets_options *t;
+  const ps_regression_options *r;
+  int qp_genes_own;
+} refit_options;
 
 #define CAL_SALT UINT64_C(0x63616c6962726174) /* "calibrat" */
 #define PS_CAL_MIN_NULL 10                       /* null cells per fit, at least */
@@ -173,10 +181,10 @@ static void fit_response_free(fit_response *r) {
   memset(r, 0, sizeof *r);
 }
 
-/* Target selection on the training cells (train[j] != 0), as ps_dataset_read does on
+/* Target selection on the training cells (train[j] != 0), as ps_targets_select does on
  * all analysed cells; then regression genes and winsorizing caps from all analysed
  * cells (statistics that do not look at any cell's label). */
-static int fit_targets(MPI_Comm comm, const ps_dataset_options *data_opt, const ps_dataset *d, const uint8_t *train,
+static int fit_targets(MPI_Comm comm, const refit_options *data_opt, const ps_dataset *d, const uint8_t *train,
                        fit_response *out, int32_t *n_regression) {
   const ps_design *D = &d->design;
   int64_t n_local = D->n_cells, n_train = 0;
@@ -240,7 +248,7 @@ static int fit_targets(MPI_Comm comm, const ps_dataset_options *data_opt, const 
   for (int64_t g = 0; g < d->genes.n && !err; g++) err = ps_strmap_put(&gene_index, d->genes.items[g], g);
   err = ps_error_sync(comm, err);
   if (err) goto done;
-  err = ps_targets_select(comm, data_opt, &d->expression, keep, &gene_index, NULL, &s, &candidates, &n_candidates);
+  err = ps_targets_select_cells(comm, data_opt->t, &d->expression, keep, &gene_index, NULL, &s, &candidates, &n_candidates);
   if (err) goto done;
   /* regression genes: y > 0 in at least min_gene_frac of the analysed cells */
   FT_ALLOC(column_of, d->n_genes);
@@ -259,12 +267,12 @@ static int fit_targets(MPI_Comm comm, const ps_dataset_options *data_opt, const 
   int32_t n = 0;
   for (int64_t g = 0; g < d->n_genes; g++) column_of[g] = -1;
   for (int32_t c = 0; c < n_candidates; c++)
-    if ((double)expressed[c] >= data_opt->min_gene_frac * (double)d->n_analysed) column_of[candidates[c]] = n++;
+    if ((double)expressed[c] >= data_opt->r->min_gene_frac * (double)d->n_analysed) column_of[candidates[c]] = n++;
   *n_regression = n;
   if (n == 0) {
     err = ps_error_set(PS_ERR_INPUT, __FILE__, __LINE__,
                        "calibration: none of a refit's %d selected targets is expressed in %.3g of the analysed cells",
-                       n_candidates, data_opt->min_gene_frac);
+                       n_candidates, data_opt->r->min_gene_frac);
     goto done;
   }
   /* the response over the fit's genes, every local analysed cell */
@@ -297,7 +305,7 @@ static int fit_targets(MPI_Comm comm, const ps_dataset_options *data_opt, const 
     }
     y->indptr[j + 1] = w;
   }
-  if (!data_opt->no_winsorize && data_opt->winsor_quantile > 0 && data_opt->winsor_quantile < 1) {
+  if (!data_opt->r->no_winsorize && data_opt->r->winsor_quantile > 0 && data_opt->r->winsor_quantile < 1) {
     /* as the run: per (group, gene) over the group's cells with --group-by, else over all */
     const int32_t *row_group = d->by_group && D->group ? D->group : NULL;
     int32_t n_wg = row_group ? D->n_groups : 1;
@@ -309,7 +317,7 @@ static int fit_targets(MPI_Comm comm, const ps_dataset_options *data_opt, const 
       for (int64_t j = 0; j < n_local; j++) n_in[row_group ? row_group[j] : 0]++;
       err = ps_allreduce_sum(comm, n_in, n_wg, MPI_INT64_T, sizeof *n_in);
     }
-    if (!err) err = ps_winsor_caps_grouped(comm, y, row_group, n_wg, n_in, data_opt->winsor_quantile, cap);
+    if (!err) err = ps_winsor_caps_grouped(comm, y, row_group, n_wg, n_in, data_opt->r->winsor_quantile, cap);
     if (!err)
       for (int64_t j = 0; j < y->n_rows; j++) {
         const double *cj = cap + (int64_t)(row_group ? row_group[j] : 0) * n;
@@ -335,12 +343,12 @@ done:
  * perturbations left without targets unscored), --gene-weights from the fit's residuals
  * over all analysed cells with their own labels (one set of weights for the held-out and
  * the null cells of a fit, so both are scored by the same QP). */
-static int fit_method(MPI_Comm comm, const ps_dataset_options *data_opt, const ps_dataset *d,
+static int fit_method(MPI_Comm comm, const refit_options *data_opt, const ps_dataset *d,
                       const fit_response *resp, int32_t n_regression, const ps_ridge *ridge, ps_score_options *score,
                       ps_score_genes *genes, double **weights) {
   memset(genes, 0, sizeof *genes);
   *weights = NULL;
-  if (data_opt->qp_genes_own || data_opt->de.fdr > 0) {
+  if (data_opt->qp_genes_own || data_opt->t->de.fdr > 0) {
     ps_dataset fit = *d; /* shallow: the refit's targets and regression genes over d's names */
     if (resp->regression_gene) {
       fit.targets = resp->targets;
@@ -348,7 +356,7 @@ static int fit_method(MPI_Comm comm, const ps_dataset_options *data_opt, const p
       fit.n_regression = n_regression;
     }
     PS_CALL(ps_error_sync(comm, ps_score_genes_build(&fit, genes)));
-    ps_score_genes_apply(genes, data_opt->qp_genes_own, data_opt->de.fdr > 0, score);
+    ps_score_genes_apply(genes, data_opt->qp_genes_own, data_opt->t->de.fdr > 0, score);
   }
   if (score->gene_weights && !score->weights) {
     PS_CALL(ps_score_gene_weights(comm, &d->design, &resp->y, ridge, weights));
@@ -359,7 +367,7 @@ static int fit_method(MPI_Comm comm, const ps_dataset_options *data_opt, const p
 
 typedef struct {
   MPI_Comm comm;
-  const ps_dataset_options *data_opt;
+  const refit_options *data_opt;
   const ps_dataset *d;
   const ps_design *fit_design; /* d->design with the basal groups' intercept columns (ps_design_ridge_columns) */
   int32_t n_strata;            /* basal groups G, or 1: null cells are compared within their group */
@@ -563,7 +571,7 @@ static int run_fit(cal_work *c, int f) {
     train[j] = c->out->role[j] == PS_CAL_CONTROL_FIT || c->out->role[j] == PS_CAL_HALF_0 + f;
   fit_response resp = {0};
   int err = PS_OK;
-  if (c->data_opt->targets) {
+  if (c->data_opt->t->targets) {
     resp.y = d->y;
     c->out->n_regression[f] = d->n_regression;
   } else {
@@ -644,15 +652,17 @@ static int run_fit(cal_work *c, int f) {
 
 /* ---------------------------------------------------------------- the stage */
 
-int ps_calibrate(MPI_Comm comm, const ps_dataset_options *data_opt, const ps_dataset *d, const ps_design *scored,
-                 double ridge_lambda, const ps_score_options *score_opt, const ps_calibration_options *opt,
-                 ps_progress *progress, ps_calibration *out) {
+int ps_calibrate(MPI_Comm comm, const ps_targets_options *targets_opt, const ps_regression_options *regression_opt,
+                 int qp_genes_own, const ps_dataset *d, const ps_design *scored, double ridge_lambda,
+                 const ps_score_options *score_opt, const ps_calibration_options *opt, ps_progress *progress,
+                 ps_calibration *out) {
+  const refit_options refit = {targets_opt, regression_opt, qp_genes_own}, *data_opt = &refit;
   memset(out, 0, sizeof *out);
   double t0 = MPI_Wtime();
   const ps_design *D = &d->design;
   int32_t K = D->n_perturbations;
   int64_t n_local = D->n_cells;
-  if (!data_opt->targets && d->expression.n_rows != n_local)
+  if (!data_opt->t->targets && d->expression.n_rows != n_local)
     PS_FAIL(PS_ERR_SYSTEM, "calibration: the expression of the analysed cells was not kept (keep_expression)");
   if (!(opt->control_fraction > 0 && opt->control_fraction < 1))
     PS_FAIL(PS_ERR_INPUT, "--calibration-controls must be in (0, 1), got %g", opt->control_fraction);

@@ -7,6 +7,8 @@
 #include <stddef.h>
 
 #include "pertscore/data.h"
+#include "pertscore/de.h"
+#include "pertscore/lambda.h"
 #include "pertscore/results.h"
 #include "pertscore/ridge.h"
 #include "pertscore/score.h"
@@ -25,32 +27,49 @@ int ps_cmd_dosage(MPI_Comm comm, int argc, char **argv);
 int ps_cli_number(const char *option, const char *text, double *value);
 /* As ps_cli_number, for a whole number >= 0. */
 int ps_cli_count(const char *option, const char *text, double *value);
+/* The options of the stages before the ridge fit, as the dataset options of run,
+ * lambda and cv fill them: the read, targets and regression stages', and the score
+ * stage's method options of SPEC section 9. */
+typedef struct {
+  ps_dataset_options read;
+  ps_targets_options targets;
+  ps_regression_options regression;
+  int qp_genes_own;   /* --qp-genes own (ps_score_genes_apply) */
+  int gene_weights;   /* --gene-weights residual (ps_score_options.gene_weights) */
+  const char *preset; /* --preset given last ("paper" or "accurate"), NULL if none: recorded only */
+} ps_cli_data_options;
+void ps_cli_data_options_default(ps_cli_data_options *o);
+/* read, pertscore lambda's relabelling (pseudo: NULL or pseudo_cells 0 = none),
+ * targets, own genes (the dosage stage's, when own_genes), regression (stages.c).
+ * Collective; on error d is freed. */
+int ps_cli_data_stages(MPI_Comm comm, const ps_cli_data_options *o, const ps_pseudo_options *pseudo, int own_genes,
+                       ps_progress *progress, ps_dataset *d);
 /* The dataset options shared by run, lambda and cv (dataset_options.c): the
  * input, guides, controls, targets and target selection. getopt_long returns a
  * value for which ps_cli_is_dataset holds; ps_cli_dataset_option fills the
- * ps_dataset_options. */
+ * ps_cli_data_options. */
 #define PS_CLI_DATASET 0x100
 #define PS_CLI_DATASET_END (PS_CLI_DATASET + 24)
 static inline int ps_cli_is_dataset(int c) { return c >= PS_CLI_DATASET && c < PS_CLI_DATASET_END; }
 extern const struct option ps_cli_dataset_longs[];
 /* own's entries, then the dataset options, then the terminator, into joined[capacity]. */
 int ps_cli_join_longs(const struct option *own, struct option *joined, size_t capacity);
-int ps_cli_dataset_option(const char *name, const char *arg, ps_dataset_options *options);
+int ps_cli_dataset_option(const char *name, const char *arg, ps_cli_data_options *options);
 /* --preset paper|accurate (SPEC section 9): sets the five method options of d. */
-int ps_cli_preset(const char *name, ps_dataset_options *d);
+int ps_cli_preset(const char *name, ps_cli_data_options *d);
 /* 1 when none of the section 9 options is on (the paper's method). */
-int ps_cli_method_is_paper(const ps_dataset_options *d);
+int ps_cli_method_is_paper(const ps_cli_data_options *d);
 /* The section 9 options into a results file's parameters (only when not the paper's,
  * so the paper's parameters and their digest stay as they were). */
-int ps_cli_method_record(const ps_dataset_options *d, ps_run_info *info);
+int ps_cli_method_record(const ps_cli_data_options *d, ps_run_info *info);
 /* The score-stage part of them (gene weights; own genes and unscored perturbations
  * need the dataset: ps_score_genes_build / _apply). */
-void ps_cli_method_score(const ps_dataset_options *d, ps_score_options *s);
+void ps_cli_method_score(const ps_cli_data_options *d, ps_score_options *s);
 /* After the ridge fit: the section 9 arrays into score (own genes, unscored
  * perturbations, the fit's gene weights), the warning for perturbations left
  * without targets and the error when none is left. genes and *weights are the
  * caller's to free (ps_score_genes_free, free). Collective. */
-int ps_cli_method_prepare(MPI_Comm comm, const ps_dataset_options *o, const ps_dataset *d, const ps_ridge *ridge,
+int ps_cli_method_prepare(MPI_Comm comm, const ps_cli_data_options *o, const ps_dataset *d, const ps_ridge *ridge,
                           int quiet, ps_score_options *score, ps_score_genes *genes, double **weights);
 /* Fails with the message for an option COMMAND does not know (ARG as given). */
 int ps_cli_unknown_option(const char *command, const char *arg);
@@ -66,7 +85,7 @@ const struct option *ps_cli_current_longs(void);
 const char *ps_run_option_suggest(const char *name);
 /* The checks every command makes of them (COMMAND names it in messages); sorts
  * the control and perturbation lists. */
-int ps_cli_dataset_check(const char *command, ps_dataset_options *options);
+int ps_cli_dataset_check(const char *command, ps_cli_data_options *options);
 /* Help text of the dataset options, as run, lambda and cv print it. */
 #define PS_CLI_DATASET_USAGE \
     "input:\n" \

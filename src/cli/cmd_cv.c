@@ -75,7 +75,7 @@ static const char *cv_usage =
     "                        its own group's control mean\n";
 
 typedef struct {
-  ps_dataset_options data;
+  ps_cli_data_options data;
   ps_cv_options cv;
   const char *predictions, *predictions_column;
   const char *output;
@@ -108,7 +108,7 @@ static int parse_cv(int argc, char **argv, cv_cli *o, int *help) {
       {"cv-ridge-lambdas", required_argument, 0, O_RIDGE_LAMBDAS}, {"cv-min-cells", required_argument, 0, O_MIN_CELLS},
       {"out", required_argument, 0, O_OUTPUT}, {"force", no_argument, 0, O_FORCE},
       {0, 0, 0, 0}};
-  ps_dataset_options_default(&o->data);
+  ps_cli_data_options_default(&o->data);
   ps_cv_options_default(&o->cv);
   o->cv.scheme = 0;
   o->predictions_column = "perturbation";
@@ -165,7 +165,7 @@ static int parse_cv(int argc, char **argv, cv_cli *o, int *help) {
       case O_STRICT: o->cv.strict_predictions = 1; break;
       case O_DISJOINT: o->cv.disjoint_controls = 1; break;
       case O_GROUP_BY: o->group_by = optarg; break;
-      case O_CONTROL_BY: o->data.control_by = optarg; break;
+      case O_CONTROL_BY: o->data.read.control_by = optarg; break;
       case O_RIDGE_LAMBDAS: PS_CALL(ps_cv_parse_ridge_lambdas("--ridge-lambdas", optarg, &o->cv)); break;
       case O_LAMBDA: PS_CALL(ps_cli_number("--lambda", optarg, &o->cv.score.lambda)); break;
       case O_UPPER: PS_CALL(ps_cli_number("--upper", optarg, &o->cv.score.upper)); break;
@@ -187,12 +187,12 @@ static int parse_cv(int argc, char **argv, cv_cli *o, int *help) {
     PS_FAIL(PS_ERR_INPUT, "cv: --predictions applies to --scheme perturbations");
   if (o->cv.score.lambda < 0) PS_FAIL(PS_ERR_INPUT, "--lambda must be >= 0 (got %g)", o->cv.score.lambda);
   if (o->cv.score.upper <= 0) PS_FAIL(PS_ERR_INPUT, "--upper must be > 0 (got %g)", o->cv.score.upper);
-  if (o->group_by && o->data.control_by && strcmp(o->group_by, o->data.control_by) != 0)
+  if (o->group_by && o->data.read.control_by && strcmp(o->group_by, o->data.read.control_by) != 0)
     PS_FAIL(PS_ERR_INPUT, "cv: --group-by %s and --control-by %s name different columns; within each --group-by group "
             "the intercept is already one, so give one of them (or the same column to both)", o->group_by,
-            o->data.control_by);
-  if (o->group_by) o->data.control_by = NULL; /* one group at a time: one intercept */
-  if (o->data.control_by && o->cv.disjoint_controls)
+            o->data.read.control_by);
+  if (o->group_by) o->data.read.control_by = NULL; /* one group at a time: one intercept */
+  if (o->data.read.control_by && o->cv.disjoint_controls)
     PS_FAIL(PS_ERR_INPUT, "cv: --disjoint-controls does not support --control-by (each group's control mean is taken "
             "over all its control cells)");
   if (summary) {
@@ -214,7 +214,7 @@ static int same_file(const char *a, const char *b) {
 }
 
 static int check_output(const cv_cli *o) {
-  const char *inputs[] = {o->data.input, o->data.guides, o->data.targets, o->predictions};
+  const char *inputs[] = {o->data.read.input, o->data.read.guides, o->data.targets.targets, o->predictions};
   const char *outputs[] = {o->output, o->summary};
   for (size_t j = 0; j < 2; j++) {
     for (size_t i = 0; i < sizeof inputs / sizeof *inputs; i++)
@@ -237,10 +237,10 @@ static int record_parameters(const cv_cli *o, int argc, char **argv, ps_run_info
     strncat(command, argv[i], sizeof command - strlen(command) - 1);
   }
   PS_CALL(ps_run_info_string(info, "command", command));
-  PS_CALL(ps_run_info_string(info, "input", o->data.input));
-  PS_CALL(ps_run_info_string(info, "guides", o->data.guides ? o->data.guides : ""));
-  PS_CALL(ps_run_info_string(info, "guide_column", o->data.guide_column ? o->data.guide_column : ""));
-  PS_CALL(ps_run_info_string(info, "targets", o->data.targets ? o->data.targets : ""));
+  PS_CALL(ps_run_info_string(info, "input", o->data.read.input));
+  PS_CALL(ps_run_info_string(info, "guides", o->data.read.guides ? o->data.read.guides : ""));
+  PS_CALL(ps_run_info_string(info, "guide_column", o->data.read.guide_column ? o->data.read.guide_column : ""));
+  PS_CALL(ps_run_info_string(info, "targets", o->data.targets.targets ? o->data.targets.targets : ""));
   PS_CALL(ps_run_info_number(info, "folds", o->cv.n_folds));
   PS_CALL(ps_run_info_number(info, "seed", (double)o->cv.seed));
   if (o->cv.scheme == PS_CV_SCHEME_PERTURBATIONS) {
@@ -258,7 +258,7 @@ static int record_parameters(const cv_cli *o, int argc, char **argv, ps_run_info
   PS_CALL(ps_cli_method_record(&o->data, info)); /* SPEC section 9, when not the paper's */
   if (o->group_by) PS_CALL(ps_run_info_string(info, "group_by", o->group_by));
   if (o->group) PS_CALL(ps_run_info_string(info, "group", o->group));
-  if (o->data.control_by) PS_CALL(ps_run_info_string(info, "control_by", o->data.control_by));
+  if (o->data.read.control_by) PS_CALL(ps_run_info_string(info, "control_by", o->data.read.control_by));
   return PS_OK;
 }
 
@@ -395,7 +395,7 @@ static int run_scheme(MPI_Comm comm, cv_cli *o, ps_dataset *d, ps_progress *prog
   snprintf(summary_partial, sizeof summary_partial, "%s.partial", o->summary);
   ps_cleanup_register(partial);
   ps_cleanup_register(summary_partial);
-  ps_cv_stage_input in = {.data = &o->data, .predictions = o->predictions, .predictions_column = o->predictions_column};
+  ps_cv_stage_input in = {.data = &o->data.read, .predictions = o->predictions, .predictions_column = o->predictions_column};
   ps_cv_stage_result r;
   PS_CALL(ps_error_sync(comm, ps_cv_stage_run(comm, d, &in, &o->cv, progress, &r)));
   ps_progress_update(progress, 0.95);
@@ -422,13 +422,13 @@ static int run_cv_one(MPI_Comm comm, cv_cli *o, int argc, char **argv) {
   ps_progress_init(&progress, comm, o->quiet);
   ps_progress_stage(&progress, "read");
   ps_dataset d;
-  ps_cv_dataset_options(o->cv.scheme, 1, &o->data); /* one read; no target selection it would not use */
+  ps_cv_dataset_options(o->cv.scheme, 1, &o->data.targets, &o->data.regression); /* one read; no target selection it would not use */
   /* the memory guard as in run (src/cost): from the input's shape before the matrix
    * is loaded, from the design before target selection, then the cv stage after the read */
   ps_cost_guard guard;
-  ps_cost_guard_install(&guard, o->max_memory, &o->data);
+  ps_cost_guard_install(&guard, o->max_memory, &o->data.read, &o->data.targets, &o->data.regression);
   guard.cv_only = 1;
-  PS_CALL(ps_dataset_read(comm, &o->data, &progress, &d));
+  PS_CALL(ps_cli_data_stages(comm, &o->data, NULL, 0, &progress, &d));
   ps_progress_done(&progress);
   ps_cost_problem cost;
   PS_CALL(ps_cost_problem_of_run(comm, &d, &d.design, 0, 0, 0, &cost));
@@ -447,7 +447,7 @@ static int run_cv_one(MPI_Comm comm, cv_cli *o, int argc, char **argv) {
   o->cv.score.gene_weights = o->data.gene_weights;
   if (o->cv.scheme == PS_CV_SCHEME_CELLS && !ps_cli_method_is_paper(&o->data)) {
     PS_CALL(ps_error_sync(comm, ps_score_genes_build(&d, &genes)));
-    ps_score_genes_apply(&genes, o->data.qp_genes_own, o->data.de.fdr > 0, &o->cv.score);
+    ps_score_genes_apply(&genes, o->data.qp_genes_own, o->data.targets.de.fdr > 0, &o->cv.score);
   }
   int err = run_scheme(comm, o, &d, &progress, &info);
   ps_score_genes_free(&genes);
@@ -464,13 +464,13 @@ static int run_cv_groups(MPI_Comm comm, cv_cli *o, int argc, char **argv) {
   MPI_Comm_rank(comm, &rank);
   ps_strlist groups = {0}, outputs = {0}, summaries = {0};
   PS_CALL(ps_error_sync(comm, check_output(o)));
-  int err = ps_groups_list(comm, o->data.input, o->group_by, "--group-by", &groups);
+  int err = ps_groups_list(comm, o->data.read.input, o->group_by, "--group-by", &groups);
   if (!err) err = ps_error_sync(comm, ps_cli_group_paths(o->output, &groups, &outputs));
   if (!err) err = ps_error_sync(comm, ps_cli_group_paths(o->summary, &groups, &summaries));
   for (int64_t g = 0; g < groups.n && !err; g++) {
     cv_cli one = *o;
-    one.data.subset_column = o->group_by;
-    one.data.subset_value = groups.items[g];
+    one.data.read.subset_column = o->group_by;
+    one.data.read.subset_value = groups.items[g];
     one.group = groups.items[g];
     one.output = outputs.items[g];
     snprintf(one.summary, sizeof one.summary, "%s", summaries.items[g]);
@@ -506,7 +506,7 @@ int ps_cmd_cv(MPI_Comm comm, int argc, char **argv) {
   if (!err) err = run_cv(comm, &o, argc, argv);
   err = ps_error_sync(comm, err);
   if (err) ps_die(comm, err, 1);
-  ps_strlist_free(&o.data.controls);
-  ps_strlist_free(&o.data.perturbations);
+  ps_strlist_free(&o.data.read.controls);
+  ps_strlist_free(&o.data.read.perturbations);
   return 0;
 }

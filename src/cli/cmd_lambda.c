@@ -54,7 +54,8 @@ static const char *lambda_usage =
     "                        are drawn from all control cells and keep their group\n";
 
 typedef struct {
-  ps_dataset_options data;
+  ps_cli_data_options data;
+  ps_pseudo_options pseudo; /* the relabelling before the targets (SPEC section 4) */
   ps_score_options score;
   ps_ridge_perm_options perm;
   double ridge_lambda;
@@ -112,14 +113,15 @@ static int parse_lambda(int argc, char **argv, lambda_options *o, int *help) {
       {"out", required_argument, 0, O_OUTPUT}, {"force", no_argument, 0, O_FORCE},
       {0, 0, 0, 0}};
   double number;
-  ps_dataset_options_default(&o->data);
+  ps_cli_data_options_default(&o->data);
+  ps_pseudo_options_default(&o->pseudo);
   ps_score_options_default(&o->score);
   ps_ridge_perm_options_default(&o->perm);
   o->perm.n_permutations = 0; /* beta's p-values do not depend on lambda: only on request */
   o->ridge_lambda = 0.01;
-  o->data.pseudo_cells = PS_LAMBDA_PSEUDO_CELLS;
-  o->data.pseudo_seed = o->perm.seed;
-  o->data.pseudo_label = PS_LAMBDA_PSEUDO_LABEL;
+  o->pseudo.pseudo_cells = PS_LAMBDA_PSEUDO_CELLS;
+  o->pseudo.pseudo_seed = o->perm.seed;
+  o->pseudo.pseudo_label = PS_LAMBDA_PSEUDO_LABEL;
   o->grid_min = 1e-3;
   o->grid_max = 1e3;
   o->grid_steps = 100;
@@ -141,7 +143,7 @@ static int parse_lambda(int argc, char **argv, lambda_options *o, int *help) {
       case O_OUTPUT: o->output = optarg; break;
       case O_CURVE: o->curve = optarg; break;
       case O_GROUP_BY: o->group_by = optarg; break;
-      case O_CONTROL_BY: o->data.control_by = optarg; break;
+      case O_CONTROL_BY: o->data.read.control_by = optarg; break;
       case O_FORCE: break; /* OUTPUT is always replaced; --force as for run (one vocabulary) */
       case O_QUIET: o->quiet = 1; break;
       case O_JSON: o->json = 1; break;
@@ -153,14 +155,14 @@ static int parse_lambda(int argc, char **argv, lambda_options *o, int *help) {
         break;
       case O_SEED:
         PS_CALL(ps_cli_count("--seed", optarg, &number));
-        o->perm.seed = o->data.pseudo_seed = (uint64_t)number;
+        o->perm.seed = o->pseudo.pseudo_seed = (uint64_t)number;
         break;
       case O_PSEUDO_CELLS:
         PS_CALL(ps_cli_count("--pseudo-cells", optarg, &number));
         if (number < 1) PS_FAIL(PS_ERR_INPUT, "--pseudo-cells must be at least 1 (got %s)", optarg);
-        o->data.pseudo_cells = (int64_t)number;
+        o->pseudo.pseudo_cells = (int64_t)number;
         break;
-      case O_PSEUDO_LABEL: o->data.pseudo_label = optarg; break;
+      case O_PSEUDO_LABEL: o->pseudo.pseudo_label = optarg; break;
       case O_GRID: PS_CALL(parse_grid(optarg, o)); break;
       case O_GRID_MIN: PS_CALL(ps_cli_number("--lambda-min", optarg, &o->grid_min)); o->grid_log_given = 1; break;
       case O_GRID_MAX: PS_CALL(ps_cli_number("--lambda-max", optarg, &o->grid_max)); o->grid_log_given = 1; break;
@@ -186,11 +188,11 @@ static int parse_lambda(int argc, char **argv, lambda_options *o, int *help) {
     PS_FAIL(PS_ERR_INPUT, "--target-fpr must be in [0, 1] (got %g)", o->target_fpr);
   if (o->ridge_lambda <= 0) PS_FAIL(PS_ERR_INPUT, "--ridge-lambda must be > 0 (got %g)", o->ridge_lambda);
   if (o->score.upper <= 0) PS_FAIL(PS_ERR_INPUT, "--upper must be > 0 (got %g)", o->score.upper);
-  if (o->group_by && o->data.control_by && strcmp(o->group_by, o->data.control_by) != 0)
+  if (o->group_by && o->data.read.control_by && strcmp(o->group_by, o->data.read.control_by) != 0)
     PS_FAIL(PS_ERR_INPUT, "lambda: --group-by %s and --control-by %s name different columns; within each --group-by "
             "group the intercept is already one, so give one of them (or the same column to both)", o->group_by,
-            o->data.control_by);
-  if (o->group_by) o->data.control_by = NULL; /* one group at a time: one intercept */
+            o->data.read.control_by);
+  if (o->group_by) o->data.read.control_by = NULL; /* one group at a time: one intercept */
   return PS_OK;
 }
 
@@ -203,7 +205,7 @@ static int same_file(const char *a, const char *b) {
 
 static int check_one_output(const lambda_options *o, const char *path) {
   if (!path) return PS_OK;
-  const char *inputs[] = {o->data.input, o->data.guides, o->data.targets};
+  const char *inputs[] = {o->data.read.input, o->data.read.guides, o->data.targets.targets};
   for (size_t i = 0; i < sizeof inputs / sizeof *inputs; i++)
     if (same_file(path, inputs[i])) PS_FAIL(PS_ERR_INPUT, "%s: the output path is also an input; choose another", path);
   char dir[4096];
@@ -228,45 +230,45 @@ static int record_parameters(const lambda_options *o, int argc, char **argv, ps_
     strncat(command, " ", sizeof command - strlen(command) - 1);
     strncat(command, argv[i], sizeof command - strlen(command) - 1);
   }
-  for (int64_t i = 0; i < o->data.controls.n; i++) {
+  for (int64_t i = 0; i < o->data.read.controls.n; i++) {
     strncat(list, i ? "," : "", sizeof list - strlen(list) - 1);
-    strncat(list, o->data.controls.items[i], sizeof list - strlen(list) - 1);
+    strncat(list, o->data.read.controls.items[i], sizeof list - strlen(list) - 1);
   }
   PS_CALL(ps_run_info_string(info, "command", command));
-  PS_CALL(ps_run_info_string(info, "input", o->data.input));
-  PS_CALL(ps_run_info_string(info, "layer", o->data.layer ? o->data.layer : "X"));
-  PS_CALL(ps_run_info_string(info, "guides", o->data.guides ? o->data.guides : ""));
-  PS_CALL(ps_run_info_string(info, "guide_column", o->data.guide_column ? o->data.guide_column : ""));
-  PS_CALL(ps_run_info_string(info, "targets", o->data.targets ? o->data.targets : ""));
+  PS_CALL(ps_run_info_string(info, "input", o->data.read.input));
+  PS_CALL(ps_run_info_string(info, "layer", o->data.read.layer ? o->data.read.layer : "X"));
+  PS_CALL(ps_run_info_string(info, "guides", o->data.read.guides ? o->data.read.guides : ""));
+  PS_CALL(ps_run_info_string(info, "guide_column", o->data.read.guide_column ? o->data.read.guide_column : ""));
+  PS_CALL(ps_run_info_string(info, "targets", o->data.targets.targets ? o->data.targets.targets : ""));
   PS_CALL(ps_run_info_string(info, "control", list));
   PS_CALL(ps_run_info_number(info, "ridge_lambda", o->ridge_lambda));
   PS_CALL(ps_run_info_number(info, "lambda", lambda));
   PS_CALL(ps_run_info_number(info, "upper", o->score.upper));
   PS_CALL(ps_run_info_number(info, "rescale", o->score.rescale));
-  PS_CALL(ps_run_info_number(info, "min_gene_frac", o->data.min_gene_frac));
+  PS_CALL(ps_run_info_number(info, "min_gene_frac", o->data.regression.min_gene_frac));
   PS_CALL(ps_run_info_number(info, "score_all_cells", 0));
   PS_CALL(ps_run_info_number(info, "permutations", o->perm.n_permutations));
   PS_CALL(ps_run_info_number(info, "seed", (double)o->perm.seed));
-  PS_CALL(ps_run_info_string(info, "unit", o->data.unit_guide ? "guide" : "gene"));
+  PS_CALL(ps_run_info_string(info, "unit", o->data.read.unit_guide ? "guide" : "gene"));
   list[0] = '\0';
-  for (int64_t i = 0; i < o->data.perturbations.n; i++) {
+  for (int64_t i = 0; i < o->data.read.perturbations.n; i++) {
     strncat(list, i ? "," : "", sizeof list - strlen(list) - 1);
-    strncat(list, o->data.perturbations.items[i], sizeof list - strlen(list) - 1);
+    strncat(list, o->data.read.perturbations.items[i], sizeof list - strlen(list) - 1);
   }
   PS_CALL(ps_run_info_string(info, "perturbations", list));
-  if (!o->data.targets) {
-    PS_CALL(ps_run_info_number(info, "min_pct", o->data.de.min_pct));
-    PS_CALL(ps_run_info_number(info, "logfc", o->data.de.logfc));
-    PS_CALL(ps_run_info_number(info, "min_targets", (double)o->data.de.min_targets));
-    PS_CALL(ps_run_info_number(info, "max_targets", (double)o->data.de.max_targets));
-    PS_CALL(ps_run_info_number(info, "exclude_perturbed_gene", o->data.exclude_perturbed_gene));
-    PS_CALL(ps_run_info_number(info, "de_strict_groups", o->data.de_strict_groups));
-    PS_CALL(ps_run_info_string(info, "de_background", o->data.de_background_others ? "others" : "controls"));
+  if (!o->data.targets.targets) {
+    PS_CALL(ps_run_info_number(info, "min_pct", o->data.targets.de.min_pct));
+    PS_CALL(ps_run_info_number(info, "logfc", o->data.targets.de.logfc));
+    PS_CALL(ps_run_info_number(info, "min_targets", (double)o->data.targets.de.min_targets));
+    PS_CALL(ps_run_info_number(info, "max_targets", (double)o->data.targets.de.max_targets));
+    PS_CALL(ps_run_info_number(info, "exclude_perturbed_gene", o->data.targets.exclude_perturbed_gene));
+    PS_CALL(ps_run_info_number(info, "de_strict_groups", o->data.targets.de_strict_groups));
+    PS_CALL(ps_run_info_string(info, "de_background", o->data.targets.de_background_others ? "others" : "controls"));
   }
   PS_CALL(ps_cli_method_record(&o->data, info)); /* SPEC section 9, when not the paper's */
   if (o->group_by) PS_CALL(ps_run_info_string(info, "group_by", o->group_by));
   if (o->group) PS_CALL(ps_run_info_string(info, "group", o->group));
-  if (o->data.control_by) PS_CALL(ps_run_info_string(info, "control_by", o->data.control_by));
+  if (o->data.read.control_by) PS_CALL(ps_run_info_string(info, "control_by", o->data.read.control_by));
   return PS_OK;
 }
 
@@ -307,7 +309,7 @@ static int write_curve_tsv(MPI_Comm comm, const char *path, const ps_lambda_curv
 
 static void print_table(const lambda_options *o, const ps_dataset *d, const ps_lambda_curve *c, int chosen) {
   printf("pertscore lambda: %lld pseudo cells (%s) from %lld control cells; FPR = fraction with PS > %.1f\n",
-         (long long)c->n_pseudo, o->data.pseudo_label, (long long)(d->n_control + c->n_pseudo), PS_LAMBDA_POSITIVE_PS);
+         (long long)c->n_pseudo, o->pseudo.pseudo_label, (long long)(d->n_control + c->n_pseudo), PS_LAMBDA_POSITIVE_PS);
   printf("%14s  %7s\n", "lambda", "FPR");
   int stride = c->n > 12 ? (c->n + 10) / 11 : 1;
   for (int i = 0; i < c->n; i++) {
@@ -336,7 +338,7 @@ static void print_json(const lambda_options *o, const ps_dataset *d, const ps_la
          "\"target_fpr\": %.17g, ",
          o->output ? "\"" : "", o->output ? o->output : "null", o->output ? "\"" : "", o->curve ? "\"" : "",
          o->curve ? o->curve : "null", o->curve ? "\"" : "", n_ranks, (long long)d->n_analysed,
-         (long long)d->n_control, (long long)c->n_pseudo, o->data.pseudo_label, d->design.n_perturbations,
+         (long long)d->n_control, (long long)c->n_pseudo, o->pseudo.pseudo_label, d->design.n_perturbations,
          d->n_regression, o->target_fpr);
   if (chosen >= 0) printf("\"chosen_lambda\": %.17g, \"chosen_fpr\": %.17g, ", c->lambda[chosen], c->fpr[chosen]);
   else printf("\"chosen_lambda\": null, \"chosen_fpr\": null, ");
@@ -370,7 +372,7 @@ static int write_results(MPI_Comm comm, const lambda_options *o, int argc, char 
   PS_CALL(ps_run_info_number(&info, "seconds_lambda_scan", seconds[2]));
   PS_CALL(ps_run_info_number(&info, "seconds_score", seconds[3]));
   PS_CALL(ps_error_sync(comm, ps_results_write_lambda(comm, partial, d, ridge, pvalues, scores, &info, c, chosen, at,
-                                                      o->target_fpr, o->data.pseudo_label)));
+                                                      o->target_fpr, o->pseudo.pseudo_label)));
   PS_CALL(ps_error_sync(comm, ps_output_commit(comm, partial, o->output)));
   ps_cleanup_unregister();
   ps_run_info_free(&info);
@@ -387,7 +389,7 @@ static int lambda_one(MPI_Comm comm, lambda_options *o, int argc, char **argv) {
   double seconds[6] = {0}; /* read, ridge, scan, score, write, total */
   ps_dataset d;
   ps_progress_stage(&progress, "read");
-  PS_CALL(ps_dataset_read(comm, &o->data, &progress, &d));
+  PS_CALL(ps_cli_data_stages(comm, &o->data, &o->pseudo, 0, &progress, &d));
   seconds[0] = ps_progress_done(&progress);
   ps_progress_stage(&progress, "ridge");
   ps_ridge ridge;
@@ -403,14 +405,14 @@ static int lambda_one(MPI_Comm comm, lambda_options *o, int argc, char **argv) {
   double *fit_weights = NULL;
   PS_CALL(ps_cli_method_prepare(comm, &o->data, &d, &ridge, o->quiet, &o->score, &genes, &fit_weights));
   if (rank == 0 && o->score.unscored) {
-    int64_t pid = ps_strlist_find_sorted(&d.design.names, o->data.pseudo_label ? o->data.pseudo_label : PS_LAMBDA_PSEUDO_LABEL);
+    int64_t pid = ps_strlist_find_sorted(&d.design.names, o->pseudo.pseudo_label ? o->pseudo.pseudo_label : PS_LAMBDA_PSEUDO_LABEL);
     if (pid >= 0 && o->score.unscored[pid])
       fprintf(stderr, "pertscore: warning: the pseudo perturbation has no targets at the target FDR, so it is not "
               "scored and every lambda has FPR 0 (the FDR cut already keeps control cells from scoring)\n");
   }
   ps_progress_stage(&progress, "scan");
   ps_lambda_curve curve;
-  PS_CALL(ps_lambda_scan(comm, &d, &ridge, o->data.pseudo_label, o->grid, o->n_grid, &o->score, &progress, &curve));
+  PS_CALL(ps_lambda_scan(comm, &d, &ridge, o->pseudo.pseudo_label, o->grid, o->n_grid, &o->score, &progress, &curve));
   seconds[2] = ps_progress_done(&progress);
   int chosen = ps_lambda_choose(&curve, o->target_fpr);
   if (rank == 0 && !o->quiet) {
@@ -467,13 +469,13 @@ static int lambda_groups(MPI_Comm comm, lambda_options *o, int argc, char **argv
   MPI_Comm_rank(comm, &rank);
   ps_strlist groups = {0}, outputs = {0}, curves = {0};
   PS_CALL(ps_error_sync(comm, check_outputs(o)));
-  int err = ps_groups_list(comm, o->data.input, o->group_by, "--group-by", &groups);
+  int err = ps_groups_list(comm, o->data.read.input, o->group_by, "--group-by", &groups);
   if (!err && o->output) err = ps_error_sync(comm, ps_cli_group_paths(o->output, &groups, &outputs));
   if (!err && o->curve) err = ps_error_sync(comm, ps_cli_group_paths(o->curve, &groups, &curves));
   for (int64_t g = 0; g < groups.n && !err; g++) {
     lambda_options one = *o;
-    one.data.subset_column = o->group_by;
-    one.data.subset_value = groups.items[g];
+    one.data.read.subset_column = o->group_by;
+    one.data.read.subset_value = groups.items[g];
     one.group = groups.items[g];
     one.output = o->output ? outputs.items[g] : NULL;
     one.curve = o->curve ? curves.items[g] : NULL;
@@ -510,7 +512,7 @@ int ps_cmd_lambda(MPI_Comm comm, int argc, char **argv) {
   err = ps_error_sync(comm, err);
   if (err) ps_die(comm, err, 1);
   free(o.grid);
-  ps_strlist_free(&o.data.controls);
-  ps_strlist_free(&o.data.perturbations);
+  ps_strlist_free(&o.data.read.controls);
+  ps_strlist_free(&o.data.read.perturbations);
   return 0;
 }

@@ -65,7 +65,7 @@ static const char *run_usage =
     "  --json                print a machine-readable summary on stdout\n";
 
 typedef struct {
-  ps_dataset_options data;
+  ps_cli_data_options data;
   ps_score_options score;
   ps_ridge_perm_options perm;
   double ridge_lambda;
@@ -127,7 +127,7 @@ const char *ps_run_option_suggest(const char *name) {
 
 static int parse_run(int argc, char **argv, run_options *o, int *help) {
   double number;
-  ps_dataset_options_default(&o->data);
+  ps_cli_data_options_default(&o->data);
   ps_score_options_default(&o->score);
   o->ridge_lambda = 0.01;
   o->dosage = 1;
@@ -153,8 +153,8 @@ static int parse_run(int argc, char **argv, run_options *o, int *help) {
       case O_NO_RESCALE: o->score.rescale = 0; break;
       case O_OUTPUT: o->output = optarg; break;
       case O_CELLS_TABLE: o->cells_table = optarg; break;
-      case O_CONTROL_BY: o->data.control_by = optarg; break;
-      case O_GROUP_BY: o->data.group_by = optarg; break;
+      case O_CONTROL_BY: o->data.read.control_by = optarg; break;
+      case O_GROUP_BY: o->data.read.group_by = optarg; break;
       case O_QUIET: o->quiet = 1; break;
       case O_JSON: o->json = 1; break;
       case O_HELP: *help = 1; return PS_OK;
@@ -221,10 +221,9 @@ static int parse_run(int argc, char **argv, run_options *o, int *help) {
   if (o->ridge_lambda <= 0) PS_FAIL(PS_ERR_INPUT, "--ridge-lambda must be > 0 (got %g)", o->ridge_lambda);
   if (o->score.lambda < 0) PS_FAIL(PS_ERR_INPUT, "--lambda must be >= 0 (got %g)", o->score.lambda);
   if (o->score.upper <= 0) PS_FAIL(PS_ERR_INPUT, "--upper must be > 0 (got %g)", o->score.upper);
-  o->data.own_genes = o->dosage;
-  if (o->data.group_by && o->cv.scheme) /* --control-by: the stage's fits carry the group intercepts */
+  if (o->data.read.group_by && o->cv.scheme) /* --control-by: the stage's fits carry the group intercepts */
     PS_FAIL(PS_ERR_INPUT, "run: --cv does not support --group-by; `pertscore cv --group-by %s` cross-validates each "
-            "group on its own cells (docs/cv.md \"Groups\")", o->data.group_by);
+            "group on its own cells (docs/cv.md \"Groups\")", o->data.read.group_by);
   o->calibration.seed = o->perm.seed;
   ps_cli_method_score(&o->data, &o->score); /* SPEC section 9: --gene-weights */
   o->cv.seed = o->perm.seed; /* --cv: the same options as pertscore cv; folds from --seed */
@@ -244,7 +243,7 @@ static int same_file(const char *a, const char *b) {
 }
 
 static int check_output(const run_options *o) {
-  const char *inputs[] = {o->data.input, o->data.guides, o->data.targets};
+  const char *inputs[] = {o->data.read.input, o->data.read.guides, o->data.targets.targets};
   for (size_t i = 0; i < sizeof inputs / sizeof *inputs; i++)
     if (same_file(o->output, inputs[i]))
       PS_FAIL(PS_ERR_INPUT, "%s: the output path is also an input; choose another --output", o->output);
@@ -263,33 +262,33 @@ static int record_parameters(const run_options *o, int argc, char **argv, ps_run
     strncat(command, argv[i], sizeof command - strlen(command) - 1);
   }
   char controls[4096] = "";
-  for (int64_t i = 0; i < o->data.controls.n; i++) {
+  for (int64_t i = 0; i < o->data.read.controls.n; i++) {
     strncat(controls, i ? "," : "", sizeof controls - strlen(controls) - 1);
-    strncat(controls, o->data.controls.items[i], sizeof controls - strlen(controls) - 1);
+    strncat(controls, o->data.read.controls.items[i], sizeof controls - strlen(controls) - 1);
   }
   PS_CALL(ps_run_info_string(info, "command", command));
-  PS_CALL(ps_run_info_string(info, "input", o->data.input));
-  PS_CALL(ps_run_info_string(info, "layer", o->data.layer ? o->data.layer : "X"));
-  PS_CALL(ps_run_info_string(info, "guides", o->data.guides ? o->data.guides : ""));
-  PS_CALL(ps_run_info_string(info, "guide_column", o->data.guide_column ? o->data.guide_column : ""));
-  PS_CALL(ps_run_info_string(info, "targets", o->data.targets ? o->data.targets : ""));
+  PS_CALL(ps_run_info_string(info, "input", o->data.read.input));
+  PS_CALL(ps_run_info_string(info, "layer", o->data.read.layer ? o->data.read.layer : "X"));
+  PS_CALL(ps_run_info_string(info, "guides", o->data.read.guides ? o->data.read.guides : ""));
+  PS_CALL(ps_run_info_string(info, "guide_column", o->data.read.guide_column ? o->data.read.guide_column : ""));
+  PS_CALL(ps_run_info_string(info, "targets", o->data.targets.targets ? o->data.targets.targets : ""));
   PS_CALL(ps_run_info_string(info, "control", controls));
   PS_CALL(ps_run_info_number(info, "ridge_lambda", o->ridge_lambda));
   PS_CALL(ps_run_info_number(info, "lambda", o->score.lambda));
   PS_CALL(ps_run_info_number(info, "upper", o->score.upper));
   PS_CALL(ps_run_info_number(info, "rescale", o->score.rescale));
-  PS_CALL(ps_run_info_number(info, "min_gene_frac", o->data.min_gene_frac));
+  PS_CALL(ps_run_info_number(info, "min_gene_frac", o->data.regression.min_gene_frac));
   PS_CALL(ps_run_info_number(info, "score_all_cells", o->score_all_cells));
   PS_CALL(ps_run_info_number(info, "permutations", o->perm.n_permutations));
   PS_CALL(ps_run_info_number(info, "seed", (double)o->perm.seed));
   if (o->perm.adaptive_h > 0 && o->perm.n_permutations > 0) /* absent when off: older results stay up to date */
     PS_CALL(ps_run_info_number(info, "permutations_adaptive", o->perm.adaptive_h));
-  PS_CALL(ps_run_info_string(info, "unit", o->data.unit_guide ? "guide" : "gene"));
-  if (o->data.control_by) PS_CALL(ps_run_info_string(info, "control_by", o->data.control_by));
-  if (o->data.group_by) PS_CALL(ps_run_info_string(info, "group_by", o->data.group_by));
+  PS_CALL(ps_run_info_string(info, "unit", o->data.read.unit_guide ? "guide" : "gene"));
+  if (o->data.read.control_by) PS_CALL(ps_run_info_string(info, "control_by", o->data.read.control_by));
+  if (o->data.read.group_by) PS_CALL(ps_run_info_string(info, "group_by", o->data.read.group_by));
   /* Permutations shuffle within the groups (ps_ridge_permutation_within); results written
    * when they shuffled across all cells lack this key: not up to date, not resumable. */
-  if ((o->data.control_by || o->data.group_by) && o->perm.n_permutations > 0)
+  if ((o->data.read.control_by || o->data.read.group_by) && o->perm.n_permutations > 0)
     PS_CALL(ps_run_info_string(info, "permutation_strata", "basal_groups"));
   PS_CALL(ps_run_info_number(info, "dosage", o->dosage));
   PS_CALL(ps_run_info_number(info, "calibration", o->calibration.enabled));
@@ -310,19 +309,19 @@ static int record_parameters(const run_options *o, int argc, char **argv, ps_run
     }
   }
   char subset[4096] = "";
-  for (int64_t i = 0; i < o->data.perturbations.n; i++) {
+  for (int64_t i = 0; i < o->data.read.perturbations.n; i++) {
     strncat(subset, i ? "," : "", sizeof subset - strlen(subset) - 1);
-    strncat(subset, o->data.perturbations.items[i], sizeof subset - strlen(subset) - 1);
+    strncat(subset, o->data.read.perturbations.items[i], sizeof subset - strlen(subset) - 1);
   }
   PS_CALL(ps_run_info_string(info, "perturbations", subset));
-  if (!o->data.targets) { /* the selection's knobs matter only when it runs */
-    PS_CALL(ps_run_info_number(info, "min_pct", o->data.de.min_pct));
-    PS_CALL(ps_run_info_number(info, "logfc", o->data.de.logfc));
-    PS_CALL(ps_run_info_number(info, "min_targets", (double)o->data.de.min_targets));
-    PS_CALL(ps_run_info_number(info, "max_targets", (double)o->data.de.max_targets));
-    PS_CALL(ps_run_info_number(info, "exclude_perturbed_gene", o->data.exclude_perturbed_gene));
-    PS_CALL(ps_run_info_number(info, "de_strict_groups", o->data.de_strict_groups));
-    PS_CALL(ps_run_info_string(info, "de_background", o->data.de_background_others ? "others" : "controls"));
+  if (!o->data.targets.targets) { /* the selection's knobs matter only when it runs */
+    PS_CALL(ps_run_info_number(info, "min_pct", o->data.targets.de.min_pct));
+    PS_CALL(ps_run_info_number(info, "logfc", o->data.targets.de.logfc));
+    PS_CALL(ps_run_info_number(info, "min_targets", (double)o->data.targets.de.min_targets));
+    PS_CALL(ps_run_info_number(info, "max_targets", (double)o->data.targets.de.max_targets));
+    PS_CALL(ps_run_info_number(info, "exclude_perturbed_gene", o->data.targets.exclude_perturbed_gene));
+    PS_CALL(ps_run_info_number(info, "de_strict_groups", o->data.targets.de_strict_groups));
+    PS_CALL(ps_run_info_string(info, "de_background", o->data.targets.de_background_others ? "others" : "controls"));
   }
   PS_CALL(ps_cli_method_record(&o->data, info)); /* SPEC section 9, when not the paper's */
   return PS_OK;
@@ -331,7 +330,7 @@ static int record_parameters(const run_options *o, int argc, char **argv, ps_run
 /* Perturbations without any target among the regression genes that were left unscored
  * (SPEC section 9: --target-fdr or --qp-genes own). */
 static int n_not_scored(const run_options *o, const ps_dataset *d) {
-  if (!(o->data.de.fdr > 0) && !o->data.qp_genes_own) return 0;
+  if (!(o->data.targets.de.fdr > 0) && !o->data.qp_genes_own) return 0;
   int n = 0;
   for (int32_t k = 0; k < d->design.n_perturbations; k++) n += d->n_targets[k] == 0;
   return n;
@@ -350,7 +349,7 @@ static void print_summary(const run_options *o, const ps_dataset *d, const ps_sc
          o->output, n_ranks, (long long)d->n_cells_input, (long long)d->n_analysed, (long long)d->n_control,
          d->design.n_perturbations, d->n_regression, d->is_counts ? "true" : "false",
          (long long)d->n_guide_rows, (long long)d->n_guide_rows_unmatched,
-         o->data.targets ? "file" : "selected", (long long)d->targets.gene.n, d->low_moi ? "low" : "high",
+         o->data.targets.targets ? "file" : "selected", (long long)d->targets.gene.n, d->low_moi ? "low" : "high",
          d->seconds_targets, (long long)s->n_qp, s->max_kkt,
          s->n_not_rescaled, ps_cli_method_is_paper(&o->data) ? "paper" : o->data.preset ? o->data.preset : "custom",
          n_not_scored(o, d), seconds[0], seconds[1], seconds[2], seconds[3], seconds[4]);
@@ -383,7 +382,7 @@ static void print_text_summary(const run_options *o, const ps_dataset *d, const 
           "pertscore: done in %.1fs: %lld of %lld cells analysed (%lld controls), %d perturbations, "
           "%lld %s targets, %d regression genes -> %s\n",
           total, (long long)d->n_analysed, (long long)d->n_cells_input, (long long)d->n_control,
-          d->design.n_perturbations, (long long)d->targets.gene.n, o->data.targets ? "given" : "selected",
+          d->design.n_perturbations, (long long)d->targets.gene.n, o->data.targets.targets ? "given" : "selected",
           d->n_regression, o->output);
   (void)s;
 }
@@ -423,7 +422,7 @@ static int run_dosage(MPI_Comm comm, const run_options *o, const ps_dataset *d, 
  * records both is up to date. */
 static int provenance(MPI_Comm comm, const run_options *o, int argc, char **argv, char *inputs, size_t size,
                       char params[17]) {
-  const char *files[] = {o->data.input, o->data.guides, o->data.targets};
+  const char *files[] = {o->data.read.input, o->data.read.guides, o->data.targets.targets};
   inputs[0] = '\0';
   for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
     char digest[17];
@@ -509,14 +508,14 @@ static int run_pipeline(MPI_Comm comm, run_options *o, int argc, char **argv) {
   ps_progress_init(&progress, comm, o->quiet);
   double seconds[5] = {0};
   ps_dataset d;
-  ps_cv_dataset_options(o->cv.scheme, 0, &o->data); /* --cv perturbations: every gene kept, one read */
-  if (o->calibration.enabled && !o->data.targets) o->data.keep_expression = 1; /* the refits select targets */
+  ps_cv_dataset_options(o->cv.scheme, 0, &o->data.targets, &o->data.regression); /* --cv perturbations: every gene kept, one read */
+  if (o->calibration.enabled && !o->data.targets.targets) o->data.regression.keep_expression = 1; /* the refits select targets */
   /* the memory guard, first from the input's shape before the matrix is loaded, then
    * from the design before target selection (src/cost); the full check follows the read */
   ps_cost_guard guard;
-  ps_cost_guard_install(&guard, o->max_memory, &o->data);
+  ps_cost_guard_install(&guard, o->max_memory, &o->data.read, &o->data.targets, &o->data.regression);
   ps_progress_stage(&progress, "read");
-  PS_CALL(ps_dataset_read(comm, &o->data, &progress, &d));
+  PS_CALL(ps_cli_data_stages(comm, &o->data, NULL, o->dosage, &progress, &d));
   seconds[0] = ps_progress_done(&progress);
   ps_design all = {0};
   const ps_design *scored = &d.design;
@@ -574,7 +573,7 @@ static int run_pipeline(MPI_Comm comm, run_options *o, int argc, char **argv) {
   char cal_skipped[4096] = "";
   if (o->calibration.enabled) {
     ps_progress_stage(&progress, "calibration");
-    int cal_err = ps_error_sync(comm, ps_calibrate(comm, &o->data, &d, scored, o->ridge_lambda, &o->score,
+    int cal_err = ps_error_sync(comm, ps_calibrate(comm, &o->data.targets, &o->data.regression, o->data.qp_genes_own, &d, scored, o->ridge_lambda, &o->score,
                                                    &o->calibration, &progress, &cal));
     if (cal_err == PS_ERR_INPUT) { /* the data do not allow it (too few controls, ...): warned, the run goes on */
       if (rank == 0)
@@ -602,7 +601,7 @@ static int run_pipeline(MPI_Comm comm, run_options *o, int argc, char **argv) {
   double seconds_cv = 0;
   if (o->cv.scheme) {
     ps_progress_stage(&progress, "cv");
-    ps_cv_stage_input cv_in = {.data = &o->data};
+    ps_cv_stage_input cv_in = {.data = &o->data.read};
     PS_CALL(ps_error_sync(comm, ps_cv_stage_run(comm, &d, &cv_in, &o->cv, &progress, &cv)));
     seconds_cv = ps_progress_done(&progress);
   }
@@ -612,7 +611,7 @@ static int run_pipeline(MPI_Comm comm, run_options *o, int argc, char **argv) {
   PS_CALL(ps_run_info_string(&info, "input_digest", input_digest));
   PS_CALL(ps_run_info_string(&info, "parameters_digest", params_digest));
   PS_CALL(ps_run_info_number(&info, "ranks", size));
-  if (o->data.scale_median) { /* the s of y = ln(1 + s count / total) it came to (0: not counts) */
+  if (o->data.read.scale_median) { /* the s of y = ln(1 + s count / total) it came to (0: not counts) */
     char text[64];
     snprintf(text, sizeof text, "%.17g", d.scale);
     PS_CALL(ps_run_info_string(&info, "scale_value", text)); /* pertscore dosage normalizes with it */
@@ -714,8 +713,8 @@ int ps_cmd_run(MPI_Comm comm, int argc, char **argv) {
   if (!err) err = run_pipeline(comm, &o, argc, argv);
   err = ps_error_sync(comm, err);
   if (err) ps_die(comm, err, 1);
-  ps_strlist_free(&o.data.controls);
-  ps_strlist_free(&o.data.perturbations);
+  ps_strlist_free(&o.data.read.controls);
+  ps_strlist_free(&o.data.read.perturbations);
   ps_strlist_free(&expanded);
   return 0;
 }

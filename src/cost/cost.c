@@ -344,13 +344,14 @@ int ps_cost_dataset_guard(MPI_Comm comm, const struct ps_dataset *d, int phase, 
   return ps_cost_check_memory(comm, &p, g->max_memory);
 }
 
-void ps_cost_guard_install(ps_cost_guard *g, double max_memory, ps_dataset_options *data) {
+void ps_cost_guard_install(ps_cost_guard *g, double max_memory, ps_dataset_options *data,
+                           const ps_targets_options *targets, const ps_regression_options *regression) {
   memset(g, 0, sizeof *g);
   g->max_memory = max_memory;
-  g->select_targets = !data->targets && !data->no_target_selection;
-  g->max_targets = data->de.max_targets;
-  g->keep_expression = data->keep_expression;
-  g->no_regression = data->no_target_selection && !data->targets;
+  g->select_targets = !targets->targets && !targets->no_target_selection;
+  g->max_targets = targets->de.max_targets;
+  g->keep_expression = regression->keep_expression;
+  g->no_regression = targets->no_target_selection && !targets->targets;
   data->guard = ps_cost_dataset_guard;
   data->guard_context = g;
 }

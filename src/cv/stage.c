@@ -246,8 +246,8 @@ int ps_cv_stage_run(MPI_Comm comm, const ps_dataset *d, const ps_cv_stage_input 
   return ps_error_sync(comm, ps_cv_cells(comm, &d->design, d->top_perturbation, &d->y, opt, progress, &out->cells));
 }
 
-void ps_cv_dataset_options(int scheme, int no_targets, ps_dataset_options *data) {
+void ps_cv_dataset_options(int scheme, int no_targets, ps_targets_options *targets, ps_regression_options *regression) {
   if (scheme != PS_CV_SCHEME_PERTURBATIONS) return;
-  data->keep_expression = 1;
-  if (no_targets) data->no_target_selection = 1;
+  regression->keep_expression = 1;
+  if (no_targets) targets->no_target_selection = 1;
 }

@@ -1,6 +1,6 @@
 /* Likely mistakes in the inputs that would otherwise run to exit 0 with plausible
- * output (issue 16): a targets file naming no analysed perturbation (an error),
- * perturbations left without targets, a control label that is one guide of a
+ * output (issue 16): perturbations left without targets (the targets file naming no
+ * analysed perturbation is src/de/targets_stage.c's), a control label that is one guide of a
  * gene whose other guides are scored, guide rows naming no cell of the matrix,
  * and --input-is contradicting the values (warnings with counts and names). */
 #include <math.h>
@@ -34,39 +34,10 @@ static void list_names(char *buf, size_t size, char *const *items, int64_t n, co
   }
 }
 
-int ps_check_targets_match(const ps_dataset_options *opt, const ps_target_pairs *raw, const ps_dataset *d) {
-  if (opt->no_target_selection) return PS_OK; /* cv --scheme perturbations: no PS, the targets are not used */
-  const ps_strlist *names = d->by_group ? &d->base : &d->design.names;
-  ps_strlist known = {0};
-  for (int64_t i = 0; i < names->n; i++) PS_CALL(ps_strlist_push(&known, names->items[i]));
-  ps_strlist_sort_unique(&known);
-  int64_t matched = 0;
-  ps_strlist unmatched = {0};
-  for (int64_t i = 0; i < raw->perturbation.n; i++) {
-    if (ps_strlist_find_sorted(&known, raw->perturbation.items[i]) >= 0) matched++;
-    else PS_CALL(ps_strlist_push(&unmatched, raw->perturbation.items[i]));
-  }
-  int err = PS_OK;
-  if (matched == 0 && raw->perturbation.n > 0) {
-    ps_strlist_sort_unique(&unmatched);
-    char given[1024], exist[1024];
-    list_names(given, sizeof given, unmatched.items, unmatched.n, NULL);
-    list_names(exist, sizeof exist, known.items, known.n, NULL);
-    err = ps_error_set(PS_ERR_INPUT, __FILE__, __LINE__,
-                       "%s: none of its %lld perturbation names is an analysed perturbation (first: %s); the "
-                       "perturbations of the guide assignment are: %s (%lld in all)%s",
-                       opt->targets, (long long)unmatched.n, given, exist, (long long)known.n,
-                       opt->unit_guide ? "; with --unit guide, name guides" : "");
-  }
-  ps_strlist_free(&known);
-  ps_strlist_free(&unmatched);
-  return err;
-}
-
-void ps_check_warn_no_targets(MPI_Comm comm, const ps_dataset_options *opt, const ps_dataset *d) {
-  if (!opt->targets || !d->n_targets || opt->no_target_selection || rank_of(comm) != 0) return;
+void ps_check_warn_no_targets(MPI_Comm comm, const ps_dataset *d) {
+  if (!d->targets_file || !d->n_targets || d->targets_unused || rank_of(comm) != 0) return;
   const ps_design *D = &d->design;
-  const char *pseudo = opt->pseudo_cells > 0 ? (opt->pseudo_label ? opt->pseudo_label : "PSEUDO_CONTROL") : NULL;
+  const char *pseudo = d->pseudo_label; /* pertscore lambda's: no targets file names it */
   uint8_t *none = calloc((size_t)D->n_perturbations + 1, 1);
   if (!none) return;
   int64_t n_none = 0;
@@ -81,7 +52,7 @@ void ps_check_warn_no_targets(MPI_Comm comm, const ps_dataset_options *opt, cons
     fprintf(stderr,
             "pertscore: warning: %lld of %d perturbation%s have no target gene among the regression genes "
             "(missing from %s, or targets not measured / too rarely expressed): %s; their PS is 0\n",
-            (long long)n_none, D->n_perturbations, D->n_perturbations == 1 ? "" : "s", opt->targets, names);
+            (long long)n_none, D->n_perturbations, D->n_perturbations == 1 ? "" : "s", d->targets_file, names);
     fflush(stderr);
   }
   free(none);

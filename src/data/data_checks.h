@@ -5,14 +5,10 @@
 
 #include "pertscore/data.h"
 
-/* An error when none of the targets file's perturbation names is an analysed
- * perturbation (names the file, the first unmatched names and the existing
- * perturbations). Not with opt->no_target_selection (cv --scheme perturbations
- * scores nothing). Not collective (every rank holds the same lists). */
-int ps_check_targets_match(const ps_dataset_options *opt, const ps_target_pairs *raw, const ps_dataset *d);
 /* With a targets file: warn, with names, for perturbations left with no target
- * among the regression genes (their PS is 0). Rank 0 prints; no communication. */
-void ps_check_warn_no_targets(MPI_Comm comm, const ps_dataset_options *opt, const ps_dataset *d);
+ * among the regression genes (their PS is 0); the pseudo perturbation (d->pseudo_label)
+ * is not one. Rank 0 prints; no communication. */
+void ps_check_warn_no_targets(MPI_Comm comm, const ps_dataset *d);
 /* Before controls are relabelled: warn when a --control label is the guide name
  * of a unit whose other guides stay perturbations (--control NonTargeting_sg_1).
  * Collective. */

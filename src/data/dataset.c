@@ -1,6 +1,7 @@
-/* Building the analysed dataset (SPEC.md sections 0, 1 last bullet, 2):
- * matrix block -> log-normalized -> guide calls -> sparse design -> regression
- * genes -> winsorized response. Nothing cells x perturbations or cells x genes
+/* Building the analysed dataset (SPEC.md sections 0, 1 last bullet, 2), two stage
+ * verbs around the targets stage (src/de): ps_dataset_read: matrix block ->
+ * log-normalized -> guide calls -> sparse design -> groups; ps_regression_prepare:
+ * regression genes -> winsorized response. Nothing cells x perturbations or cells x genes
  * is ever dense; every rank keeps only its own cells. */
 #include <math.h>
 #include <stdio.h>
@@ -10,15 +11,17 @@
 #include "data_internal.h"
 #include "data_checks.h"
 #include "pertscore/data.h"
-#include "pertscore/lambda.h"
 
 void ps_dataset_options_default(ps_dataset_options *o) {
   memset(o, 0, sizeof *o);
   o->input_is = PS_INPUT_AUTO;
+  o->min_guide_umi = 3;
+}
+
+void ps_regression_options_default(ps_regression_options *o) {
+  memset(o, 0, sizeof *o);
   o->min_gene_frac = 0.01;
   o->winsor_quantile = 0.95;
-  o->min_guide_umi = 3;
-  ps_de_options_default(&o->de);
 }
 
 void ps_dataset_free(ps_dataset *d) {
@@ -47,6 +50,13 @@ void ps_dataset_free(ps_dataset *d) {
   ps_strlist_free(&d->base);
   free(d->group_of);
   ps_csr_free(&d->expression);
+  free(d->input);
+  free(d->targets_file);
+  free(d->pseudo_label);
+  ps_csr_free(&d->block);
+  free(d->block_keep);
+  ps_strmap_free(&d->gene_index);
+  free(d->candidates);
   memset(d, 0, sizeof *d);
 }
 
@@ -474,76 +484,6 @@ static int guide_facts(MPI_Comm comm, const ps_dataset_options *opt, const ps_gu
   return PS_OK;
 }
 
-/* --group-by: the sorted distinct original labels and, per label b, the
- * perturbations "label@g" in k[ptr[b] .. ptr[b + 1]). */
-static int index_bases(const ps_dataset *d, ps_strlist *bases, int64_t **ptr, int64_t **k) {
-  for (int64_t i = 0; i < d->base.n; i++) PS_CALL(ps_strlist_push(bases, d->base.items[i]));
-  ps_strlist_sort_unique(bases);
-  PS_ALLOC(*ptr, bases->n + 1);
-  PS_ALLOC(*k, d->base.n);
-  for (int64_t i = 0; i < d->base.n; i++) (*ptr)[ps_strlist_find_sorted(bases, d->base.items[i]) + 1]++;
-  for (int64_t b = 0; b < bases->n; b++) (*ptr)[b + 1] += (*ptr)[b];
-  int64_t *fill;
-  PS_ALLOC(fill, bases->n + 1);
-  memcpy(fill, *ptr, (size_t)(bases->n + 1) * sizeof *fill);
-  for (int64_t i = 0; i < d->base.n; i++) (*k)[fill[ps_strlist_find_sorted(bases, d->base.items[i])]++] = i;
-  free(fill);
-  return PS_OK;
-}
-
-/* Target genes -> candidate regression genes (sorted gene indices). */
-static int read_targets(const ps_dataset_options *opt, ps_dataset *d, ps_strmap *gene_index, int32_t **candidates,
-                        int32_t *n_candidates) {
-  ps_target_pairs raw;
-  PS_CALL(ps_targets_read(opt->targets, &raw));
-  int matched = ps_check_targets_match(opt, &raw, d);
-  if (matched) {
-    ps_target_pairs_free(&raw);
-    return matched;
-  }
-  uint8_t *used;
-  PS_ALLOC(used, d->n_genes);
-  PS_ALLOC(d->n_targets, d->design.n_perturbations);
-  int64_t unknown = 0, *base_ptr = NULL, *base_k = NULL;
-  const char *first_unknown = NULL;
-  ps_strlist bases = {0};
-  if (d->by_group) PS_CALL(index_bases(d, &bases, &base_ptr, &base_k));
-  for (int64_t i = 0; i < raw.gene.n; i++) {
-    int64_t g = ps_strmap_get(gene_index, raw.gene.items[i]);
-    if (g < 0) {
-      if (!unknown++) first_unknown = raw.gene.items[i];
-      continue;
-    }
-    used[g] = 1;
-    int64_t b = d->by_group ? ps_strlist_find_sorted(&bases, raw.perturbation.items[i]) : -1;
-    if (b < 0) {
-      PS_CALL(ps_strlist_push(&d->targets.perturbation, raw.perturbation.items[i]));
-      PS_CALL(ps_strlist_push(&d->targets.gene, raw.gene.items[i]));
-    }
-    for (int64_t q = b >= 0 ? base_ptr[b] : 0; b >= 0 && q < base_ptr[b + 1]; q++) {
-      /* --group-by: P's targets serve every "P@g" */
-      PS_CALL(ps_strlist_push(&d->targets.perturbation, d->design.names.items[base_k[q]]));
-      PS_CALL(ps_strlist_push(&d->targets.gene, raw.gene.items[i]));
-    }
-  }
-  if (unknown)
-    PS_FAIL(PS_ERR_INPUT, "%s: %lld target gene(s) are not genes of %s (first: '%s'); expected names from the var index",
-            opt->targets, (long long)unknown, opt->input, first_unknown);
-  int32_t n = 0;
-  for (int64_t g = 0; g < d->n_genes; g++) n += used[g];
-  PS_ALLOC(*candidates, n);
-  n = 0;
-  for (int64_t g = 0; g < d->n_genes; g++)
-    if (used[g]) (*candidates)[n++] = (int32_t)g;
-  *n_candidates = n;
-  free(used);
-  free(base_ptr);
-  free(base_k);
-  ps_strlist_free(&bases);
-  ps_target_pairs_free(&raw);
-  return PS_OK;
-}
-
 /* Exact per-gene quantiles: Alltoallvs (a batch of genes each) move each regression
  * gene's nonzeros to the rank that owns the gene (gene n -> rank n % P), which selects
  * the order statistics. With
@@ -707,7 +647,7 @@ static int extract_response_in_place(ps_csr *x, const int64_t *keep, int64_t n_a
 }
 
 /* in_place: y is taken from x's arrays (extract_response_in_place), x is left empty. */
-static int select_regression_genes(MPI_Comm comm, const ps_dataset_options *opt, ps_csr *x, const int64_t *keep,
+static int select_regression_genes(MPI_Comm comm, const ps_regression_options *opt, ps_csr *x, const int64_t *keep,
                                    const int32_t *candidates, int32_t n_candidates, int in_place, ps_dataset *d) {
   int32_t *column_of;
   PS_ALLOC(column_of, d->n_genes);
@@ -733,7 +673,7 @@ static int select_regression_genes(MPI_Comm comm, const ps_dataset_options *opt,
   free(expressed);
   if (n == 0)
     PS_FAIL(PS_ERR_INPUT, "%s: none of the %d target genes is expressed (y > 0) in at least %.3g of the analysed cells",
-            opt->targets ? opt->targets : "selected targets", n_candidates, opt->min_gene_frac);
+            d->targets_file ? d->targets_file : "selected targets", n_candidates, opt->min_gene_frac);
   if (in_place)
     PS_CALL(extract_response_in_place(x, keep, d->design.n_cells, column_of, n, &d->y));
   else
@@ -829,11 +769,8 @@ static int check_unique_cells(MPI_Comm comm, const char *path, const ps_strlist 
   return err;
 }
 
-/* The peak RSS of a part of the read (the matrix, the target selection) for the
- * cost model (src/cost): STAGE.PART_peak_rss_bytes in the statistics, STAGE the
- * caller's progress stage; the peak is reset so the next part starts afresh (the
- * stage's own peak keeps the maximum). */
-static void record_part_peak(const ps_progress *progress, const char *part) {
+/* (data.h) The stage's own peak (STAGE.peak_rss_bytes) keeps the maximum. */
+void ps_dataset_part_peak(const ps_progress *progress, const char *part) {
   if (!progress || !progress->stage) return;
   char name[96];
   double peak = ps_peak_rss_bytes();
@@ -873,9 +810,6 @@ typedef struct {
   ps_guide_calls calls;
   ps_strlist perturbations;
   int64_t *keep;
-  ps_strmap gene_index;
-  int32_t *candidates;
-  int64_t *n_in_group;
 } read_work;
 
 static void read_work_free(read_work *w) {
@@ -883,9 +817,6 @@ static void read_work_free(read_work *w) {
   ps_guide_calls_free(&w->calls);
   ps_strlist_free(&w->perturbations);
   free(w->keep);
-  ps_strmap_free(&w->gene_index);
-  free(w->candidates);
-  free(w->n_in_group);
   memset(w, 0, sizeof *w);
 }
 
@@ -939,8 +870,6 @@ static int dataset_read(MPI_Comm comm, const ps_dataset_options *opt, ps_progres
   PS_CALL(ps_error_sync(comm, build_design(comm, opt, calls, m->x.n_rows, &w->perturbations, keep, d)));
   PS_CALL(ps_error_sync(comm, guide_facts(comm, opt, calls, keep, m->x.n_rows, d)));
   PS_CALL(ps_groups_assign(comm, opt, m, keep, d)); /* --control-by / --group-by (SPEC sections 2, 6) */
-  if (opt->pseudo_cells > 0) /* pertscore lambda: before the targets, so the pseudo perturbation gets its own */
-    PS_CALL(ps_error_sync(comm, ps_pseudo_relabel(comm, opt, d)));
   ps_guide_calls_free(calls);
   if (opt->scale_median) {
     PS_CALL(normalize_median(comm, &m->x, keep, opt->input_is, &d->is_counts, &d->scale));
@@ -954,7 +883,7 @@ static int dataset_read(MPI_Comm comm, const ps_dataset_options *opt, ps_progres
     PS_CALL(opt->guard(comm, d, PS_DATASET_GUARD_DESIGN, opt->guard_context));
   for (int64_t i = 0; i < m->x.n_rows; i++) /* analysed names in analysed order (block order is kept) */
     if (keep[i] >= 0) PS_CALL(ps_strlist_push(&d->cells, m->cells.items[i]));
-  ps_strmap *gene_index = &w->gene_index;
+  ps_strmap *gene_index = &d->gene_index;
   PS_CALL(ps_strmap_init(gene_index, m->n_genes));
   for (int64_t g = 0; g < m->genes.n; g++) {
     if (ps_strmap_get(gene_index, m->genes.items[g]) >= 0)
@@ -965,68 +894,15 @@ static int dataset_read(MPI_Comm comm, const ps_dataset_options *opt, ps_progres
   }
   d->genes = m->genes;
   memset(&m->genes, 0, sizeof m->genes);
-  int32_t n_candidates = 0;
-  int regression = opt->targets || !opt->no_target_selection;
-  record_part_peak(progress, "matrix");
-  if (opt->targets) {
-    PS_CALL(ps_error_sync(comm, read_targets(opt, d, gene_index, &w->candidates, &n_candidates)));
-  } else if (!regression) { /* cv perturbations scheme: no targets, no regression genes */
-    PS_ALLOC(d->n_targets, d->design.n_perturbations);
-  } else {
-    if (progress) ps_progress_update(progress, 0.6);
-    double t0 = ps_wtime();
-    int log_stage = ps_log_stage_push("targets");
-    int err = ps_targets_select(comm, opt, &m->x, keep, gene_index, progress, d, &w->candidates, &n_candidates);
-    ps_log_stage_pop(log_stage);
-    PS_CALL(err);
-    d->seconds_targets = ps_wtime() - t0;
-    record_part_peak(progress, "targets");
-  }
-  if (opt->own_genes) { /* dosage (SPEC section 5): own-gene values before the full matrix goes */
-    ps_design named = d->design; /* --group-by: "P@g" has P's own gene */
-    if (d->by_group) named.names = d->base;
-    PS_CALL(ps_error_sync(comm, ps_own_genes_extract(&m->x, keep, &named, gene_index, opt->unit_guide,
-                                                     &d->own_gene, &d->own)));
-  }
-  ps_strmap_free(gene_index);
-  if (regression) {
-    /* the block is needed after this only for --keep-expression */
-    PS_CALL(ps_error_sync(comm, select_regression_genes(comm, opt, &m->x, keep, w->candidates, n_candidates,
-                                                        !opt->keep_expression, d)));
-  } else {
-    PS_ALLOC(d->regression_gene, 1);
-    d->y.n_rows = d->design.n_cells;
-    PS_ALLOC(d->y.indptr, d->y.n_rows + 1);
-    PS_ALLOC(d->y.indices, 1);
-    PS_ALLOC(d->y.data, 1);
-  }
-  free(w->candidates);
-  w->candidates = NULL;
-  if (opt->keep_expression) PS_CALL(keep_analysed_rows(&m->x, keep, &d->expression));
-  free(w->keep);
+  PS_ALLOC(d->input, strlen(opt->input) + 1);
+  strcpy(d->input, opt->input);
+  d->unit_guide = opt->unit_guide;
+  ps_dataset_part_peak(progress, "matrix");
+  /* the block stays for the targets, own-gene and regression stages */
+  d->block = m->x;
+  memset(&m->x, 0, sizeof m->x);
+  d->block_keep = w->keep;
   w->keep = NULL;
-  ps_matrix_free(m);
-  /* SPEC section 2: winsorized over the analysed cells; with --group-by over each group's */
-  d->n_winsor_groups = d->by_group ? d->design.n_groups : 1;
-  const int32_t *row_group = d->by_group ? d->design.group : NULL;
-  PS_ALLOC(w->n_in_group, d->n_winsor_groups);
-  int64_t *n_in_group = w->n_in_group;
-  for (int64_t j = 0; j < d->design.n_cells; j++) n_in_group[row_group ? row_group[j] : 0]++;
-  PS_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, n_in_group, d->n_winsor_groups, MPI_INT64_T, MPI_SUM, comm));
-  PS_ALLOC(d->winsor_cap, (int64_t)d->n_winsor_groups * d->n_regression);
-  PS_CALL(winsor_caps(comm, &d->y, row_group, d->n_winsor_groups, n_in_group, opt->winsor_quantile, d->winsor_cap));
-  free(w->n_in_group);
-  w->n_in_group = NULL;
-  if (opt->no_winsorize) /* SPEC section 9: no clipping; the caps recorded as +inf */
-    for (int64_t i = 0; i < (int64_t)d->n_winsor_groups * d->n_regression; i++) d->winsor_cap[i] = INFINITY;
-  for (int64_t j = 0; j < d->y.n_rows && !opt->no_winsorize; j++) {
-    const double *cap = d->winsor_cap + (int64_t)(row_group ? row_group[j] : 0) * d->n_regression;
-    for (int64_t p = d->y.indptr[j]; p < d->y.indptr[j + 1]; p++)
-      if (d->y.data[p] > cap[d->y.indices[p]]) d->y.data[p] = cap[d->y.indices[p]];
-  }
-  count_targets(d);
-  ps_check_warn_no_targets(comm, opt, d);
-  record_part_peak(progress, "regression");
   return PS_OK;
 }
 
@@ -1036,6 +912,62 @@ int ps_dataset_read(MPI_Comm comm, const ps_dataset_options *opt, ps_progress *p
   memset(&w, 0, sizeof w);
   int err = dataset_read(comm, opt, progress, d, &w);
   read_work_free(&w);
+  if (err) ps_dataset_free(d);
+  return err;
+}
+
+static int regression_prepare(MPI_Comm comm, const ps_regression_options *opt, ps_progress *progress, ps_dataset *d) {
+  ps_strmap_free(&d->gene_index);
+  int regression = d->targets_file || !d->targets_unused;
+  if (regression) {
+    /* the block is needed after this only for --keep-expression */
+    PS_CALL(ps_error_sync(comm, select_regression_genes(comm, opt, &d->block, d->block_keep, d->candidates,
+                                                        d->n_candidates, !opt->keep_expression, d)));
+  } else {
+    PS_ALLOC(d->regression_gene, 1);
+    d->y.n_rows = d->design.n_cells;
+    PS_ALLOC(d->y.indptr, d->y.n_rows + 1);
+    PS_ALLOC(d->y.indices, 1);
+    PS_ALLOC(d->y.data, 1);
+  }
+  free(d->candidates);
+  d->candidates = NULL;
+  d->n_candidates = 0;
+  if (opt->keep_expression) PS_CALL(keep_analysed_rows(&d->block, d->block_keep, &d->expression));
+  free(d->block_keep);
+  d->block_keep = NULL;
+  ps_csr_free(&d->block);
+  /* SPEC section 2: winsorized over the analysed cells; with --group-by over each group's */
+  d->n_winsor_groups = d->by_group ? d->design.n_groups : 1;
+  const int32_t *row_group = d->by_group ? d->design.group : NULL;
+  int64_t *n_in_group;
+  PS_ALLOC(n_in_group, d->n_winsor_groups);
+  for (int64_t j = 0; j < d->design.n_cells; j++) n_in_group[row_group ? row_group[j] : 0]++;
+  int err = PS_OK; /* n_in_group is freed on every path */
+  if (MPI_Allreduce(MPI_IN_PLACE, n_in_group, d->n_winsor_groups, MPI_INT64_T, MPI_SUM, comm) != MPI_SUCCESS)
+    err = ps_error_set(PS_ERR_SYSTEM, __FILE__, __LINE__, "MPI_Allreduce failed (cells per winsorizing group)");
+  size_t n_caps = (size_t)((int64_t)d->n_winsor_groups * d->n_regression);
+  if (!err && !(d->winsor_cap = ps_calloc(n_caps, sizeof *d->winsor_cap)))
+    err = ps_error_set(PS_ERR_SYSTEM, __FILE__, __LINE__, "out of memory allocating %zu x %zu bytes", n_caps,
+                       sizeof *d->winsor_cap);
+  if (!err) err = winsor_caps(comm, &d->y, row_group, d->n_winsor_groups, n_in_group, opt->winsor_quantile, d->winsor_cap);
+  free(n_in_group);
+  PS_CALL(err);
+  if (opt->no_winsorize) /* SPEC section 9: no clipping; the caps recorded as +inf */
+    for (int64_t i = 0; i < (int64_t)d->n_winsor_groups * d->n_regression; i++) d->winsor_cap[i] = INFINITY;
+  for (int64_t j = 0; j < d->y.n_rows && !opt->no_winsorize; j++) {
+    const double *cap = d->winsor_cap + (int64_t)(row_group ? row_group[j] : 0) * d->n_regression;
+    for (int64_t p = d->y.indptr[j]; p < d->y.indptr[j + 1]; p++)
+      if (d->y.data[p] > cap[d->y.indices[p]]) d->y.data[p] = cap[d->y.indices[p]];
+  }
+  count_targets(d);
+  ps_check_warn_no_targets(comm, d);
+  ps_dataset_part_peak(progress, "regression");
+  return PS_OK;
+}
+
+int ps_regression_prepare(MPI_Comm comm, const ps_regression_options *opt, ps_progress *progress, ps_dataset *d) {
+  int err = regression_prepare(comm, opt, progress, d);
   if (err) ps_dataset_free(d);
   return err;
 }

@@ -5,6 +5,20 @@
 #include <math.h>
 #include <stdint.h>
 
+#include "pertscore/de.h"
+
+/* A batch of this rank's genes (targets_select.c: owners balanced by nonzeros):
+ * per local gene lg, the analysed cells where it is nonzero, ascending, and the
+ * values there. */
+typedef struct {
+  int64_t n_genes; /* owned */
+  int64_t *ptr;    /* n_genes + 1 */
+  int32_t *cell;   /* global analysed index */
+  double *value;
+} ps_gene_shard;
+
+void ps_gene_shard_free(ps_gene_shard *s);
+
 /* Sort n finite doubles ascending (-0.0 comes out as 0.0 above a few hundred values,
  * where it is a radix sort; below, qsort); with index (may be NULL), index[i] = the
  * position v[i] had before the sort. 0, or -1 when out of memory (sort.c). */

@@ -81,13 +81,15 @@ static int32_t insert_position(const ps_strlist *names, const char *label) {
   return p;
 }
 
-int ps_pseudo_relabel(MPI_Comm comm, const ps_dataset_options *opt, ps_dataset *d) {
+void ps_pseudo_options_default(ps_pseudo_options *o) { memset(o, 0, sizeof *o); }
+
+int ps_pseudo_relabel(MPI_Comm comm, const ps_pseudo_options *opt, const ps_strlist *controls, ps_dataset *d) {
   const char *label = opt->pseudo_label ? opt->pseudo_label : PS_LAMBDA_PSEUDO_LABEL;
   const int64_t m = opt->pseudo_cells;
   ps_design *D = &d->design;
   if (m <= 0) return PS_OK;
   if (!*label) PS_FAIL(PS_ERR_INPUT, "--pseudo-label must not be empty");
-  if (ps_strlist_find_sorted(&D->names, label) >= 0 || ps_strlist_find_sorted(&opt->controls, label) >= 0)
+  if (ps_strlist_find_sorted(&D->names, label) >= 0 || ps_strlist_find_sorted(controls, label) >= 0)
     PS_FAIL(PS_ERR_INPUT, "--pseudo-label '%s' is already a label of the screen; choose another one", label);
   /* Controls are needed on both sides: the pseudo cells' DE test and the intercept
    * are measured against the control cells that remain. */
@@ -149,5 +151,7 @@ int ps_pseudo_relabel(MPI_Comm comm, const ps_dataset_options *opt, ps_dataset *
   if (total != m) /* every chosen index is < n_control, and the ranks' controls partition them */
     PS_FAIL(PS_ERR_SYSTEM, "relabelled %lld control cells, expected %lld", (long long)total, (long long)m);
   d->n_control -= m;
+  PS_ALLOC(d->pseudo_label, strlen(label) + 1);
+  strcpy(d->pseudo_label, label);
   return PS_OK;
 }

@@ -164,20 +164,24 @@ static void test_cv_command(void) {
 /* ps_cost_guard_install: the guard's view of the read from its options */
 static void test_guard_install(void) {
   ps_dataset_options data;
+  ps_targets_options targets;
+  ps_regression_options regression;
   ps_dataset_options_default(&data);
-  data.de.max_targets = 77;
+  ps_targets_options_default(&targets);
+  ps_regression_options_default(&regression);
+  targets.de.max_targets = 77;
   ps_cost_guard g;
-  ps_cost_guard_install(&g, 1e9, &data);
+  ps_cost_guard_install(&g, 1e9, &data, &targets, &regression);
   EXPECT(data.guard == ps_cost_dataset_guard && data.guard_context == &g && g.max_memory == 1e9 &&
         g.select_targets && !g.keep_expression && !g.no_regression && g.max_targets == 77 && !g.cv_only,
         "run's defaults: select %d keep %d none %d max_targets %lld", g.select_targets, g.keep_expression,
         g.no_regression, (long long)g.max_targets);
-  data.keep_expression = 1, data.no_target_selection = 1; /* cv --scheme perturbations */
-  ps_cost_guard_install(&g, 0, &data);
+  regression.keep_expression = 1, targets.no_target_selection = 1; /* cv --scheme perturbations */
+  ps_cost_guard_install(&g, 0, &data, &targets, &regression);
   EXPECT(!g.select_targets && g.keep_expression && g.no_regression, "cv perturbations: select %d keep %d none %d",
         g.select_targets, g.keep_expression, g.no_regression);
-  data.targets = "given.gmt"; /* the given targets' genes are regressed */
-  ps_cost_guard_install(&g, 0, &data);
+  targets.targets = "given.gmt"; /* the given targets' genes are regressed */
+  ps_cost_guard_install(&g, 0, &data, &targets, &regression);
   EXPECT(!g.select_targets && !g.no_regression, "with --targets: select %d none %d", g.select_targets, g.no_regression);
 }
 

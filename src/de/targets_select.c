@@ -20,7 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "data_internal.h"
+#include "de_internal.h"
 #include "pertscore/data.h"
 
 /* Role of a cell in the test of perturbation k: entry = 3 k + role. */
@@ -56,7 +56,7 @@ static void de_groups_free(de_groups *g) {
  * it is in P if it is in X's DE group (low MOI: only the perturbation of its
  * largest-UMI guide; high MOI: all it carries), and with --de-background others it
  * leaves C for every perturbation it carries. */
-static int cell_roles(const ps_dataset_options *opt, const ps_dataset *d, int64_t j, int32_t *out) {
+static int cell_roles(const ps_targets_options *opt, const ps_dataset *d, int64_t j, int32_t *out) {
   const ps_design *D = &d->design;
   int quirk = !opt->de_strict_groups && d->has_control_guide[j];
   int n = 0;
@@ -72,7 +72,7 @@ static int cell_roles(const ps_dataset_options *opt, const ps_dataset *d, int64_
   return n;
 }
 
-static int gather_groups(MPI_Comm comm, const ps_dataset_options *opt, const ps_dataset *d, de_groups *g) {
+static int gather_groups(MPI_Comm comm, const ps_targets_options *opt, const ps_dataset *d, de_groups *g) {
   int size;
   MPI_Comm_size(comm, &size);
   const ps_design *D = &d->design;
@@ -357,7 +357,7 @@ static double last_threshold(const ps_de_options *o) {
  * (high MOI; low MOI removes a cell for all its perturbations but puts it in P for
  * one): P and C then make up the reference, and a gene is ranked once for all K
  * tests (src/de/complement.c) instead of each test sorting P and the removed cells. */
-static int complement_applies(const ps_dataset_options *opt, const de_groups *g, int32_t K) {
+static int complement_applies(const ps_targets_options *opt, const de_groups *g, int32_t K) {
   if (!opt->de_background_others) return 0;
   for (int32_t k = 0; k < K; k++)
     if (g->group_size[N_ROLES * k + ROLE_REMOVE] != g->group_size[N_ROLES * k + ROLE_P] ||
@@ -370,7 +370,7 @@ static int complement_applies(const ps_dataset_options *opt, const de_groups *g,
  * cell's reference, added to the sums of each perturbation the cell is in P of.
  * ranks: from ps_de_ref_build_ranks, the references' values one after another, each
  * reference's in the order of the gene's stored values (as test_owned_genes fills them). */
-static int complement_tests(const ps_dataset_options *opt, const de_groups *g, const ps_gene_shard *s, int64_t lg,
+static int complement_tests(const ps_targets_options *opt, const de_groups *g, const ps_gene_shard *s, int64_t lg,
                             int32_t K, const ps_de_ref *refs, const double *ranks, ps_de_sums *sums, int32_t gene,
                             int size, record_list *out) {
   const double t_min = last_threshold(&opt->de);
@@ -408,7 +408,7 @@ static int complement_tests(const ps_dataset_options *opt, const de_groups *g, c
 
 /* Per (perturbation, owned gene): the test, kept in out[k % P] if it can be selected.
  * s holds owned genes owned[lg0 ...] (a batch); n_owned: all owned genes, for the progress. */
-static int test_owned_genes(MPI_Comm comm, const ps_dataset_options *opt, const de_groups *g, const ps_gene_shard *s,
+static int test_owned_genes(MPI_Comm comm, const ps_targets_options *opt, const de_groups *g, const ps_gene_shard *s,
                             const int32_t *owned, int64_t lg0, int64_t n_owned, int32_t K, ps_progress *progress,
                             record_list *out) {
   int rank, size;
@@ -564,7 +564,7 @@ static int exchange_records(MPI_Comm comm, record_list *out, de_record **recv, i
 }
 
 /* Owned perturbations' targets, as (k, gene) pairs in selection order, and thresholds. */
-static int select_owned(MPI_Comm comm, const ps_dataset_options *opt, const ps_dataset *d, const ps_strmap *gene_index,
+static int select_owned(MPI_Comm comm, const ps_targets_options *opt, const ps_dataset *d, const ps_strmap *gene_index,
                         const de_record *rec, int64_t n_rec, int32_t **pairs, int64_t *n_pairs, double *threshold) {
   int rank, size;
   MPI_Comm_rank(comm, &rank);
@@ -617,7 +617,7 @@ static int select_owned(MPI_Comm comm, const ps_dataset_options *opt, const ps_d
 
 /* Rank 0: one line naming (some of) the perturbations that ended short of
  * --min-targets; they are still scored, with the targets they have. */
-static void warn_few_targets(MPI_Comm comm, const ps_dataset_options *opt, const ps_dataset *d, const int64_t *start) {
+static void warn_few_targets(MPI_Comm comm, const ps_targets_options *opt, const ps_dataset *d, const int64_t *start) {
   int rank;
   MPI_Comm_rank(comm, &rank);
   char line[1024];
@@ -636,7 +636,7 @@ static void warn_few_targets(MPI_Comm comm, const ps_dataset_options *opt, const
 
 /* Every rank's pairs, in perturbation order (each perturbation's in selection
  * order), into d->targets; the genes used become the candidates. */
-static int gather_pairs(MPI_Comm comm, const ps_dataset_options *opt, const int32_t *pairs, int64_t n_pairs,
+static int gather_pairs(MPI_Comm comm, const ps_targets_options *opt, const int32_t *pairs, int64_t n_pairs,
                         ps_dataset *d, int32_t **candidates, int32_t *n_candidates) {
   int size;
   MPI_Comm_size(comm, &size);
@@ -689,9 +689,9 @@ static int gather_pairs(MPI_Comm comm, const ps_dataset_options *opt, const int3
   return PS_OK;
 }
 
-int ps_targets_select(MPI_Comm comm, const ps_dataset_options *opt, const ps_csr *x, const int64_t *keep,
-                      const ps_strmap *gene_index, ps_progress *progress, ps_dataset *d, int32_t **candidates,
-                      int32_t *n_candidates) {
+int ps_targets_select_cells(MPI_Comm comm, const ps_targets_options *opt, const ps_csr *x, const int64_t *keep,
+                            const ps_strmap *gene_index, ps_progress *progress, ps_dataset *d, int32_t **candidates,
+                            int32_t *n_candidates) {
   int rank, size;
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &size);

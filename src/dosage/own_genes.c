@@ -1,6 +1,7 @@
 /* Own-gene values for the dosage analysis (SPEC.md section 5): the log-normalized,
  * not winsorized, expression of each perturbation's own (targeted) gene, taken
- * from the full matrix block before ps_dataset_read frees it.
+ * from the full matrix block that ps_dataset_read leaves in the dataset, before
+ * ps_regression_prepare frees it.
  *
  * Layout choice: one local CSR, analysed cells x K, column k = perturbation k's
  * own gene. A perturbed cell stores only the perturbations it carries (the
@@ -11,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "pertscore/data.h"
+#include "pertscore/dosage.h"
 
 /* Value of gene g in row i of x (columns ascending), 0 if not stored. */
 static double row_value(const ps_csr *x, int64_t i, int32_t g) {
@@ -110,4 +111,13 @@ int ps_own_genes_extract(const ps_csr *x, const int64_t *keep, const ps_design *
   free(of_ptr);
   *own_gene = og;
   return PS_OK;
+}
+
+int ps_dosage_own_genes(MPI_Comm comm, ps_dataset *d) {
+  ps_design named = d->design; /* --group-by: "P@g" has P's own gene */
+  if (d->by_group) named.names = d->base;
+  int err = ps_error_sync(comm, ps_own_genes_extract(&d->block, d->block_keep, &named, &d->gene_index, d->unit_guide,
+                                                     &d->own_gene, &d->own));
+  if (err) ps_dataset_free(d);
+  return err;
 }

@@ -1,17 +1,10 @@
-/* Gene shards (DESIGN.md data flow 3) and the all-to-all helpers that build them:
- * gene-wise work (DE ranks, percent expressed) needs all cells of a gene on one rank.
- * The transpose itself runs in gene batches in targets_auto.c, so no rank holds all
- * genes of all cells, nor all nonzeros twice. */
+/* All-to-all helpers for the exchanges of the stages (gene shards in src/de, the
+ * winsorizing quantiles in src/data): a committed struct type, and the counts
+ * step of an Alltoallv checked against MPI's int counts. */
 #include <stddef.h>
-#include <stdlib.h>
-#include <string.h>
+#include <stdint.h>
 
-#include "data_internal.h"
-
-void ps_gene_shard_free(ps_gene_shard *s) {
-  free(s->ptr), free(s->cell), free(s->value);
-  memset(s, 0, sizeof *s);
-}
+#include "pertscore/util.h"
 
 int ps_mpi_struct_type(MPI_Datatype *out, int n, const int *blocks, const MPI_Aint *offsets, const MPI_Datatype *types,
                        size_t extent) {
